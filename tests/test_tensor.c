@@ -1,0 +1,87 @@
+/* test_tensor.c — suite lib: tensors and errors. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cr_test.h"
+#include "tensor.h"
+
+static void tensor__alloc_shape_and_alignment(void **state)
+{
+    (void)state;
+    cr_tensor t;
+    assert_cr_ok(cr_tensor_alloc4(&t, 2, 3, 5, 7));
+    assert_int_equal(t.ndim, 4);
+    assert_int_equal(t.numel, 210);
+    assert_int_equal((uintptr_t)t.data % CR_ALIGN, 0);
+    cr_tensor_fill(&t, 2.5f);
+    for (size_t i = 0; i < t.numel; i++) assert_true(t.data[i] == 2.5f);
+    char buf[64];
+    cr_tensor_shape_str(&t, buf, sizeof buf);
+    assert_string_equal(buf, "[2, 3, 5, 7]");
+    cr_tensor_poison(&t);
+    assert_true(isnan(t.data[209]));
+    cr_tensor_free(&t);
+    assert_null(t.data);
+    cr_tensor_free(&t); /* twice is harmless */
+}
+
+static void tensor__bad_shapes_refused(void **state)
+{
+    (void)state;
+    cr_tensor t;
+    const int64_t zero[2] = {3, 0};
+    assert_cr_fails(cr_tensor_alloc(&t, 2, zero), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "dimension 1"));
+    assert_cr_fails(cr_tensor_alloc(&t, 5, zero), CR_EINVAL);
+    assert_cr_fails(cr_tensor_alloc(&t, 0, zero), CR_EINVAL);
+    const int64_t huge[4] = {1 << 20, 1 << 20, 1 << 20, 1 << 20}; /* 2^80 elements */
+    assert_cr_fails(cr_tensor_alloc(&t, 4, huge), CR_EOVERFLOW);
+    assert_null(t.data);
+}
+
+static void tensor__mul_checked(void **state)
+{
+    (void)state;
+    size_t out = 0;
+    assert_cr_ok(cr_mul_checked(1000, 1000, SIZE_MAX, "x", &out));
+    assert_int_equal(out, 1000000);
+    assert_cr_fails(cr_mul_checked(SIZE_MAX / 2, 3, SIZE_MAX, "the product", &out), CR_EOVERFLOW);
+    assert_non_null(strstr(cr_last_error(), "the product"));
+    assert_cr_fails(cr_mul_checked(11, 10, 100, "small limit", &out), CR_EOVERFLOW);
+}
+
+static void tensor__same_shape(void **state)
+{
+    (void)state;
+    cr_tensor a, b, c;
+    assert_cr_ok(cr_tensor_alloc4(&a, 1, 2, 3, 4));
+    assert_cr_ok(cr_tensor_alloc4(&b, 1, 2, 3, 4));
+    const int64_t s[3] = {2, 3, 4};
+    assert_cr_ok(cr_tensor_alloc(&c, 3, s));
+    assert_true(cr_tensor_same_shape(&a, &b));
+    assert_false(cr_tensor_same_shape(&a, &c));
+    cr_tensor_free(&a); cr_tensor_free(&b); cr_tensor_free(&c);
+}
+
+static void error__messages_and_names(void **state)
+{
+    (void)state;
+    assert_int_equal(cr_fail(CR_EIO, "file %s: %d", "a.csv", 3), CR_EIO);
+    assert_string_equal(cr_last_error(), "file a.csv: 3");
+    assert_string_equal(cr_status_name(CR_EFORMAT), "CR_EFORMAT");
+    assert_int_equal(cr_todo("gemm_naive"), CR_ETODO);
+    assert_non_null(strstr(cr_last_error(), "gemm_naive"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(tensor__alloc_shape_and_alignment),
+        cmocka_unit_test(tensor__bad_shapes_refused),
+        cmocka_unit_test(tensor__mul_checked),
+        cmocka_unit_test(tensor__same_shape),
+        cmocka_unit_test(error__messages_and_names),
+    };
+    return cr_run_tests("tensor", tests);
+}
