@@ -30,6 +30,7 @@ void cr_conv_set_padding(cr_conv_params *p, int64_t ph, int64_t pw)
     p->pad_left = p->pad_right = pw;
 }
 
+// @snippet padding_same
 cr_status cr_conv_set_padding_same(cr_conv_params *p)
 {
     if (p->stride_h != 1 || p->stride_w != 1)
@@ -45,6 +46,7 @@ cr_status cr_conv_set_padding_same(cr_conv_params *p)
     p->pad_right = tw - tw / 2;
     return CR_OK;
 }
+// @end padding_same
 
 /* Fails unless lo <= v <= hi, naming the parameter. */
 static cr_status check_range(const char *name, int64_t v, int64_t lo, int64_t hi)

@@ -1,0 +1,392 @@
+/* lab_common.c — what every lab shares: the standard layers, the common options,
+ * the banner, the CSV, random conv operands, timing and validation. */
+#include "lab_common.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "compare.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define LAB_MAX_THREADS 64
+#define LAB_MAX_OPTIONS 16
+
+/* ---- the standard layers -------------------------------------------------- */
+
+/* One standard layer: a square kernel k, stride, symmetric padding, groups. */
+static lab_layer make_layer(const char *name, int64_t cin, int64_t cout, int64_t hw,
+                            int64_t k, int64_t stride, int64_t pad, int64_t groups,
+                            int64_t batch)
+{
+    lab_layer l;
+    l.name = name;
+    l.p = cr_conv_params_default(cin, cout, k);
+    l.p.stride_h = l.p.stride_w = stride;
+    cr_conv_set_padding(&l.p, pad, pad);
+    l.p.groups = groups;
+    l.n = batch;
+    l.h = l.w = hw;
+    return l;
+}
+
+/* The table of GUIDE.md section 4, built on first use (params come from a function). */
+const lab_layer *lab_standard_layers(int *count)
+{
+    static lab_layer layers[7];
+    static int built;
+    if (!built) {
+        layers[0] = make_layer("a_3x3_64", 64, 64, 56, 3, 1, 1, 1, 1);
+        layers[1] = make_layer("b_3x3_128", 128, 128, 28, 3, 1, 1, 1, 1);
+        layers[2] = make_layer("c_3x3_256", 256, 256, 14, 3, 1, 1, 1, 1);
+        layers[3] = make_layer("d_7x7s2", 3, 64, 224, 7, 2, 3, 1, 1);
+        layers[4] = make_layer("e_1x1", 64, 256, 56, 1, 1, 0, 1, 1);
+        layers[5] = make_layer("f_3x3_g32", 128, 128, 56, 3, 1, 1, 32, 1);
+        layers[6] = make_layer("g_3x3_64_n8", 64, 64, 56, 3, 1, 1, 1, 8);
+        built = 1;
+    }
+    if (count) *count = 7;
+    return layers;
+}
+
+/* The standard layer called name, or NULL. */
+const lab_layer *lab_find_layer(const char *name)
+{
+    int n;
+    const lab_layer *l = lab_standard_layers(&n);
+    for (int i = 0; i < n; i++)
+        if (strcmp(l[i].name, name) == 0) return &l[i];
+    return NULL;
+}
+
+/* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
+void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
+                         char *buf, size_t len)
+{
+    snprintf(buf, len, "%lldx%lldx%lldx%lld -> %lld, %lldx%lld s%lld p%lld g%lld",
+             (long long)n, (long long)p->in_channels, (long long)h, (long long)w,
+             (long long)p->out_channels, (long long)p->kernel_h, (long long)p->kernel_w,
+             (long long)p->stride_h, (long long)p->pad_top, (long long)p->groups);
+}
+
+/* ---- options, banner, CSV -------------------------------------------------- */
+
+/* The thread count OpenMP would use by default (1 without OpenMP), capped at 64. */
+static int default_threads(void)
+{
+#ifdef _OPENMP
+    int t = omp_get_max_threads();
+    return t < 1 ? 1 : t > LAB_MAX_THREADS ? LAB_MAX_THREADS : t;
+#else
+    return 1;
+#endif
+}
+
+/* Sets the OpenMP thread count for the following parallel regions. */
+void lab_set_threads(int threads)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
+/* Parses the common and the lab's options; see lab_common.h. */
+int lab_init(lab_ctx *ctx, int argc, char **argv, const char *program,
+             const char *summary, const cr_arg *extra, int n_extra)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->program = program;
+    ctx->threads = default_threads();
+    ctx->repeats = 0; /* outside 1..1000: chosen below from --quick */
+
+    cr_arg table[LAB_MAX_OPTIONS] = {
+        {"quick", CR_ARG_FLAG, &ctx->quick, NULL,
+         "a small run (a few seconds) for the book build and CI", 0, -1},
+        {"csv", CR_ARG_STRING, &ctx->csv_path, "FILE",
+         "write the results as CSV with a provenance header", 0, -1},
+        {"threads", CR_ARG_INT, &ctx->threads, "N", "OpenMP threads", 1, LAB_MAX_THREADS},
+        {"repeats", CR_ARG_INT, &ctx->repeats, "N",
+         "timed runs per case, median reported (default 5, 3 with --quick)", 1, 1000},
+    };
+    int n = 4;
+    for (int i = 0; i < n_extra && n < LAB_MAX_OPTIONS; i++) table[n++] = extra[i];
+
+    int help = 0;
+    cr_status st = cr_args_parse(argc, argv, table, n, program, summary, &help);
+    if (st != CR_OK) {
+        fprintf(stderr, "%s: %s\n", program, cr_last_error());
+        return LAB_EXIT_USAGE;
+    }
+    if (help) return LAB_EXIT_OK;
+    if (ctx->repeats == 0) ctx->repeats = ctx->quick ? 3 : 5;
+#ifndef _OPENMP
+    if (ctx->threads > 1) {
+        fprintf(stderr, "%s: built without OpenMP, running on 1 thread\n", program);
+        ctx->threads = 1;
+    }
+#endif
+    lab_set_threads(ctx->threads);
+    ctx->seed = cr_seed_from_env();
+    return LAB_RUN;
+}
+
+/* Prints the title and the provenance the CSV header also carries. */
+void lab_banner(const lab_ctx *ctx, const char *title)
+{
+    printf("%s — %s\n", ctx->program, title);
+    printf("  machine  %s\n", cr_machine_name());
+    printf("  cpu      %s\n", cr_cpu_model());
+#ifdef _OPENMP
+    printf("  threads  %d (OpenMP)\n", ctx->threads);
+#else
+    printf("  threads  1 (built without OpenMP)\n");
+#endif
+    printf("  build    %s, %s\n", cr_build_compiler(), cr_build_flags());
+    printf("  git      %s\n", cr_git_revision());
+    printf("  run      %s, %d timed runs per case (median), seed %llu (set CR_SEED to repeat)\n",
+           ctx->quick ? "quick" : "full", ctx->repeats, (unsigned long long)ctx->seed);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* PATH.tmp of the open CSV, removed if the lab is interrupted (INT, TERM, HUP, PIPE). */
+static char interrupted_tmp[4096];
+
+/* Removes the half-written PATH.tmp, then dies of the signal as it would have. */
+static void remove_tmp_on_signal(int sig)
+{
+    if (interrupted_tmp[0]) unlink(interrupted_tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Opens the CSV (if --csv was given): provenance, lab keys, extra keys, columns. */
+cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *const *extra)
+{
+    if (!ctx->csv_path) return CR_OK;
+    char quick[8], repeats[16], seed[32];
+    snprintf(quick, sizeof quick, "%d", ctx->quick);
+    snprintf(repeats, sizeof repeats, "%d", ctx->repeats);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)ctx->seed);
+    const char *keys[2 * LAB_MAX_OPTIONS + 1] = {"quick", quick, "repeats", repeats,
+                                                 "seed", seed};
+    int k = 6;
+    for (int i = 0; extra && extra[i] && extra[i + 1] && k + 2 < 2 * LAB_MAX_OPTIONS; i += 2) {
+        keys[k++] = extra[i];
+        keys[k++] = extra[i + 1];
+    }
+    keys[k] = NULL;
+    cr_status st = cr_csv_open(&ctx->csv, ctx->csv_path, ctx->program, ctx->threads, keys);
+    if (st != CR_OK) return st;
+    snprintf(interrupted_tmp, sizeof interrupted_tmp, "%s.tmp", ctx->csv_path);
+    signal(SIGINT, remove_tmp_on_signal);
+    signal(SIGTERM, remove_tmp_on_signal);
+    signal(SIGHUP, remove_tmp_on_signal);
+    signal(SIGPIPE, remove_tmp_on_signal);
+    return cr_csv_columns(ctx->csv, columns);
+}
+
+/* Formats a row and hands it to cr_csv_row; nothing happens without --csv. */
+cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...)
+{
+    if (!ctx->csv) return CR_OK;
+    char row[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(row, sizeof row, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof row)
+        return cr_fail(CR_EINVAL, "CSV row longer than %zu bytes", sizeof row);
+    return cr_csv_row(ctx->csv, "%s", row);
+}
+
+/* Closes the CSV on success (renaming it into place), deletes it otherwise. */
+int lab_finish(lab_ctx *ctx, int exit_code)
+{
+    if (ctx->csv) {
+        if (exit_code == LAB_EXIT_OK) {
+            cr_status st = cr_csv_close(ctx->csv);
+            if (st != CR_OK) {
+                fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
+                exit_code = LAB_EXIT_FAILED;
+            } else {
+                printf("wrote %s\n", ctx->csv_path);
+            }
+        } else {
+            cr_csv_abort(ctx->csv);
+            fprintf(stderr, "%s: no CSV written (the run failed)\n", ctx->program);
+        }
+        ctx->csv = NULL;
+        interrupted_tmp[0] = '\0';
+    }
+    return exit_code;
+}
+
+/* ---- operands, timing, validation ---------------------------------------- */
+
+/* Allocates and fills the operands of one convolution; see lab_common.h. */
+cr_status lab_conv_alloc(lab_conv *c, const cr_conv_params *p, int64_t n, int64_t h,
+                         int64_t w, cr_rng *rng)
+{
+    memset(c, 0, sizeof *c);
+    c->p = *p;
+    cr_status st = cr_conv_shape_init(&c->s, p, n, h, w);
+    if (st != CR_OK) return st;
+    const cr_conv_shape *s = &c->s;
+    if ((st = cr_tensor_alloc4(&c->x, n, p->in_channels, h, w)) != CR_OK ||
+        (st = cr_tensor_alloc4(&c->w, p->out_channels, s->cin_g, p->kernel_h,
+                               p->kernel_w)) != CR_OK ||
+        (st = cr_tensor_alloc4(&c->y, n, p->out_channels, s->h_out, s->w_out)) != CR_OK ||
+        (p->bias && (st = cr_tensor_alloc(&c->b, 1, &p->out_channels)) != CR_OK)) {
+        lab_conv_free(c);
+        return st;
+    }
+    const float bound = (float)(1.0 / sqrt((double)(s->cin_g * p->kernel_h * p->kernel_w)));
+    cr_tensor_fill_uniform(&c->x, rng, -1.0f, 1.0f);
+    cr_tensor_fill_uniform(&c->w, rng, -bound, bound);
+    if (p->bias) cr_tensor_fill_uniform(&c->b, rng, -bound, bound);
+    cr_tensor_poison(&c->y);
+    return CR_OK;
+}
+
+/* Frees x, w, b, y. */
+void lab_conv_free(lab_conv *c)
+{
+    cr_tensor_free(&c->x);
+    cr_tensor_free(&c->w);
+    cr_tensor_free(&c->b);
+    cr_tensor_free(&c->y);
+}
+
+/* y = fn(x, w, b), passing b only when the layer has a bias. */
+cr_status lab_conv_run(lab_conv *c, cr_conv2d_fn fn)
+{
+    return fn(&c->p, &c->x, &c->w, c->p.bias ? &c->b : NULL, &c->y);
+}
+
+/* What cr_bench calls: a cr_status function and its argument. */
+typedef struct {
+    cr_status (*fn)(void *arg);
+    void *arg;
+} bench_call;
+
+/* Calls the wrapped function; its status is cr_bench's abort code. */
+static int bench_trampoline(void *p)
+{
+    bench_call *b = p;
+    return (int)b->fn(b->arg);
+}
+
+/* Times fn(arg): warmup untimed runs, then repeats timed ones, cache flushed before each. */
+static cr_status time_runs(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                           cr_bench_result *r)
+{
+    cr_bench_opts o = cr_bench_defaults();
+    o.warmup = warmup;
+    o.repeats = repeats;
+    o.flush = 1;
+    bench_call call = {fn, arg};
+    int st = 0;
+    *r = cr_bench(bench_trampoline, &call, &o, &st);
+    return (cr_status)st;
+}
+
+/* Times fn(arg): 1 warm-up, ctx->repeats timed runs, cache flushed before each. */
+cr_status lab_time(const lab_ctx *ctx, cr_status (*fn)(void *arg), void *arg,
+                   cr_bench_result *r)
+{
+    return time_runs(fn, arg, 1, ctx->repeats, r);
+}
+
+/* Times fn(arg) within about budget_s seconds; see lab_common.h. */
+cr_status lab_time_budget(const lab_ctx *ctx, cr_status (*fn)(void *arg), void *arg,
+                          double budget_s, cr_bench_result *r)
+{
+    cr_flush_cache();
+    double t0 = cr_now();
+    cr_status st = fn(arg);
+    double first = cr_now() - t0;
+    if (st != CR_OK) return st;
+    if (first * (ctx->repeats + 1) <= budget_s) return lab_time(ctx, fn, arg, r);
+    int more = (int)(budget_s / first);
+    if (more < 1) {
+        cr_bench_result one = {first, first, first, 1};
+        *r = one;
+        return CR_OK;
+    }
+    return time_runs(fn, arg, 0, more < ctx->repeats ? more : ctx->repeats, r);
+}
+
+/* A conv and the function that computes it, for lab_time. */
+typedef struct {
+    lab_conv *c;
+    cr_conv2d_fn fn;
+} conv_call;
+
+/* Runs one convolution (lab_time's callback). */
+static cr_status run_conv_call(void *p)
+{
+    conv_call *cc = p;
+    return lab_conv_run(cc->c, cc->fn);
+}
+
+/* Times fn on c's operands. */
+cr_status lab_time_conv(const lab_ctx *ctx, cr_conv2d_fn fn, lab_conv *c, cr_bench_result *r)
+{
+    conv_call cc = {c, fn};
+    return lab_time(ctx, run_conv_call, &cc, r);
+}
+
+/* GFLOP/s for flops in seconds. */
+double lab_gflops(double flops, double seconds)
+{
+    return seconds > 0 ? flops / seconds * 1e-9 : 0.0;
+}
+
+/* Root mean square of n floats (float64 accumulation). */
+static double rms(const float *v, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    return n ? sqrt(s / (double)n) : 0.0;
+}
+
+/* Relative L2 check with the first faults printed on failure; see lab_common.h. */
+int lab_check(const char *what, const cr_tensor *out, const cr_tensor *ref, double max_rel,
+              double *rel_l2)
+{
+    if (!cr_tensor_same_shape(out, ref)) {
+        char a[64], b[64];
+        cr_tensor_shape_str(out, a, sizeof a);
+        cr_tensor_shape_str(ref, b, sizeof b);
+        fprintf(stderr, "%s: FAILED: output shape %s, reference shape %s\n", what, a, b);
+        if (rel_l2) *rel_l2 = INFINITY;
+        return 0;
+    }
+    cr_cmp cmp = cr_compare(out->data, ref->data, out->numel, max_rel, 0.0);
+    if (rel_l2) *rel_l2 = cmp.rel_l2;
+    if (cr_cmp_ok(&cmp, max_rel)) return 1;
+
+    fprintf(stderr, "%s: FAILED: relative L2 error %.3g > bound %.1g (max |diff| %.3g at %zu)\n",
+            what, cmp.rel_l2, max_rel, cmp.max_abs, cmp.worst);
+    long long shape[CR_MAX_DIMS];
+    for (int d = 0; d < out->ndim; d++) shape[d] = (long long)out->shape[d];
+    cr_print_faults(stderr, out->data, ref->data, out->numel, shape, out->ndim, max_rel,
+                    max_rel * rms(ref->data, ref->numel), 8);
+    return 0;
+}
+
+/* Prints "what: CR_XXX: message" on stderr; returns 0 (not ok). */
+int lab_report_failure(const char *what, cr_status st)
+{
+    fprintf(stderr, "%s: %s: %s\n", what, cr_status_name(st), cr_last_error());
+    return 0;
+}
