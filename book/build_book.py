@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Builds the book: front matter + chapters -> HTML (self-contained), EPUB, PDF.
+
+Called by the `book` target of book/meson.build (ninja -C build book), after the
+labs have written their --quick CSVs and the figures are drawn:
+
+    build_book.py --root SRC --outdir BUILD/book --pandoc PANDOC
+                  [--chromium CHROMIUM] [--depfile F --dep-target T]
+                  --front book/front.md --chapter 01-direct --chapter 02-im2col ...
+
+The three Lua filters (book/filters/) read CRBOOK_ROOT, CRBOOK_LABDIR (= outdir,
+where the lab CSVs NAME.csv are), CRBOOK_FIGDIR (outdir/plots) and CRBOOK_DEPS
+(every file they read, which becomes the depfile, so editing an excerpted source
+rebuilds the book). pandoc runs the filters once into a JSON AST, then writes
+HTML and EPUB from it; headless Chromium prints the HTML to PDF when present.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+NAME = 'conv2d-reimagined'
+
+
+def die(msg):
+    print(f'book: error: {msg}', file=sys.stderr)
+    sys.exit(1)
+
+
+def run(cmd, env=None, what='command'):
+    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout)
+        sys.stderr.write(r.stderr)
+        die(f'{what} failed (exit {r.returncode}): {" ".join(cmd[:3])} ...')
+    if r.stderr.strip():
+        sys.stderr.write(r.stderr)
+    return r
+
+
+def depfile_escape(p):
+    return p.replace('\\', '\\\\').replace(' ', '\\ ').replace('#', '\\#').replace('$', '$$')
+
+
+def chromium_pdf(chromium, html, pdf):
+    profile = tempfile.mkdtemp(prefix='crbook-chromium-')
+    try:
+        cmd = [chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+               '--no-first-run', '--disable-background-networking',
+               '--disable-component-update', '--disable-sync', f'--user-data-dir={profile}',
+               '--no-pdf-header-footer', '--print-to-pdf-no-header',
+               f'--print-to-pdf={pdf}', 'file://' + os.path.abspath(html)]
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=180)
+        except subprocess.TimeoutExpired:
+            print('book: PDF skipped: chromium timed out', file=sys.stderr)
+            return False
+        if r.returncode != 0 or not os.path.exists(pdf) or os.path.getsize(pdf) == 0:
+            sys.stderr.write(r.stderr[-2000:])
+            print('book: PDF failed: chromium returned', r.returncode, file=sys.stderr)
+            return False
+        return True
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--root', required=True, help='repository root')
+    ap.add_argument('--outdir', required=True, help='build/book')
+    ap.add_argument('--build-root', help='the build directory (generated figures: '
+                    'book/figures/X.svg is found there)')
+    ap.add_argument('--pandoc', default='', help='pandoc program ("" = not found)')
+    ap.add_argument('--chromium', default='', help='chromium program ("" = no PDF)')
+    ap.add_argument('--front', required=True, help='front matter (Markdown)')
+    ap.add_argument('--metadata', required=True, help='metadata YAML file')
+    ap.add_argument('--css', required=True, help='style sheet')
+    ap.add_argument('--chapter', action='append', default=[],
+                    help='chapter directory name under chapters/ (in book order)')
+    ap.add_argument('--depfile', help='write a Makefile-style depfile here')
+    ap.add_argument('--dep-target', help='target named in the depfile')
+    ap.add_argument('--no-pdf', action='store_true')
+    a = ap.parse_args()
+
+    if not a.pandoc or not shutil.which(a.pandoc):
+        die('pandoc not found; the book needs pandoc 2.17 or newer '
+            '(Debian: apt-get install pandoc), then reconfigure: meson setup --reconfigure build')
+    root = os.path.abspath(a.root)
+    outdir = os.path.abspath(a.outdir)
+    figdir = os.path.join(outdir, 'plots')
+    os.makedirs(figdir, exist_ok=True)
+
+    meta = a.metadata if os.path.isabs(a.metadata) else os.path.join(root, a.metadata)
+    front = a.front if os.path.isabs(a.front) else os.path.join(root, a.front)
+    inputs = [front]
+    for ch in a.chapter:
+        md = os.path.join(root, 'chapters', ch, 'chapter.md')
+        if not os.path.exists(md):
+            die(f'chapter "{ch}" has no text: {md} not found (chapters are listed in book/meson.build)')
+        inputs.append(md)
+    for p in inputs + [meta]:
+        if not os.path.exists(p):
+            die(f'{p} not found')
+
+    filters_dir = os.path.join(root, 'book', 'filters')
+    filters = [os.path.join(filters_dir, f) for f in
+               ('include_snippet.lua', 'csv_table.lua', 'plot.lua')]
+    css = a.css if os.path.isabs(a.css) else os.path.join(root, a.css)
+
+    deps_tmp = os.path.join(outdir, 'book.deps.txt')
+    open(deps_tmp, 'w').close()
+    env = dict(os.environ, CRBOOK_ROOT=root, CRBOOK_LABDIR=outdir, CRBOOK_FIGDIR=figdir,
+               CRBOOK_DEPS=deps_tmp)
+    # Images: a path as in the source tree (book/figures/im2col.svg) is looked up
+    # in the build root first (generated figures), then in the source root.
+    build_root = os.path.abspath(a.build_root) if a.build_root else os.path.dirname(outdir)
+    resource_path = os.pathsep.join([build_root, root, outdir, os.path.join(root, 'book')])
+
+    # 1. Markdown -> filtered AST (the filters run once).
+    ast = os.path.join(outdir, f'{NAME}.json')
+    cmd = [a.pandoc, '--from', 'markdown', '--to', 'json', '--metadata-file', meta, '-o', ast]
+    for f in filters:
+        cmd += ['--lua-filter', f]
+    run(cmd + inputs, env=env, what='pandoc (filters)')
+
+    common = ['--from', 'json', '--standalone', '--mathml', '--toc', '--toc-depth=2',
+              '--number-sections', '--highlight-style=tango', f'--resource-path={resource_path}',
+              '--css', css]
+    # 2. HTML, one self-contained file.
+    html = os.path.join(outdir, f'{NAME}.html')
+    run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', html] + common,
+        env=env, what='pandoc (HTML)')
+    # 3. EPUB.
+    epub = os.path.join(outdir, f'{NAME}.epub')
+    run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', epub] + common,
+        env=env, what='pandoc (EPUB)')
+    print(f'book: wrote {html}')
+    print(f'book: wrote {epub}')
+
+    # 4. PDF through headless Chromium.
+    pdf = os.path.join(outdir, f'{NAME}.pdf')
+    if a.no_pdf:
+        print('book: PDF skipped (--no-pdf)')
+    elif a.chromium and shutil.which(a.chromium):
+        if chromium_pdf(a.chromium, html, pdf):
+            print(f'book: wrote {pdf}')
+    else:
+        print('book: PDF skipped: chromium not found (Debian: apt-get install chromium, '
+              'then meson setup --reconfigure build)')
+
+    # 5. Depfile: everything the filters read, plus the inputs and the tools' files.
+    if a.depfile:
+        deps = set(inputs + filters + [meta, css, os.path.abspath(__file__),
+                                       os.path.join(filters_dir, 'crbook.lua')])
+        with open(deps_tmp) as f:
+            deps.update(line.strip() for line in f if line.strip())
+        deps = sorted(os.path.abspath(p) for p in deps if os.path.exists(p))
+        target = a.dep_target or html
+        with open(a.depfile, 'w') as f:
+            f.write(depfile_escape(target) + ': \\\n')
+            f.write(' \\\n'.join('  ' + depfile_escape(p) for p in deps) + '\n')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Suite `book`: the Lua filters do what book/README.md says, and fail loudly.
+
+Runs pandoc with book/filters/*.lua on tiny Markdown files in a temporary folder:
+a snippet with a solution region shows the real line numbers in consecutive blocks
+and hides markers and the stub; a csv-table filters, picks and renames columns and
+carries the provenance caption; a plot runs gnuplot (when present). Then the
+failures: missing file, missing snippet, unknown column (in columns= and where=),
+empty table — each must stop pandoc with a message naming the culprit.
+Exit 77 (skip) without pandoc.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SOURCE = """\
+#include <stdio.h>
+// @snippet demo
+int demo(int x)
+{
+    // @solution demo_task: return twice x
+    int y = 2 * x;
+    return y;
+    // @stub
+    // return -1;
+    // @end-solution
+}
+// @end demo
+"""
+
+CSV = """\
+# program: labdemo
+# machine: testbox
+# cpu: Test CPU 9000
+# threads: 2
+# git: 0123456789
+# date: 2025-01-02T03:04:05Z
+lab,kind,k,impl,ms
+demo,stack,1,direct,1.5
+demo,stack,3,direct,4.25
+demo,stack,3,im2col,2.125
+demo,layer,3,im2col,9.0
+"""
+
+GP = """\
+set datafile separator comma
+set datafile columnheaders
+set terminal svg size 400,300
+set output ARG2
+plot ARG1 using "k":"ms" with points title "ms"
+"""
+
+failures = []
+
+
+def check(cond, msg):
+    print(('ok      ' if cond else 'NOT OK  ') + msg)
+    if not cond:
+        failures.append(msg)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--root', required=True)
+    ap.add_argument('--pandoc', default='')
+    ap.add_argument('--gnuplot', default='')
+    ap.add_argument('--workdir', required=True)
+    a = ap.parse_args()
+    pandoc = a.pandoc or shutil.which('pandoc')
+    if not pandoc:
+        print('pandoc not found: skipping')
+        sys.exit(77)
+    filters = [os.path.join(a.root, 'book', 'filters', f)
+               for f in ('include_snippet.lua', 'csv_table.lua', 'plot.lua')]
+
+    w = os.path.abspath(a.workdir)
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(os.path.join(w, 'src'))
+    os.makedirs(os.path.join(w, 'labs'))
+    os.makedirs(os.path.join(w, 'figs'))
+    open(os.path.join(w, 'src', 'demo.c'), 'w').write(SOURCE)
+    open(os.path.join(w, 'labs', 'labdemo.csv'), 'w').write(CSV)
+    open(os.path.join(w, 'src', 'demo.gp'), 'w').write(GP)
+    env = dict(os.environ, CRBOOK_ROOT=w, CRBOOK_LABDIR=os.path.join(w, 'labs'),
+               CRBOOK_FIGDIR=os.path.join(w, 'figs'))
+
+    def pandoc_run(name, md):
+        p = os.path.join(w, name + '.md')
+        open(p, 'w').write(md)
+        cmd = [pandoc, p, '-t', 'html5', '-o', os.path.join(w, name + '.html')]
+        for f in filters:
+            cmd += ['--lua-filter', f]
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+        html = open(os.path.join(w, name + '.html')).read() if r.returncode == 0 else ''
+        html = re.sub(r'\s+', ' ', html)   # pandoc wraps lines
+        return r, html
+
+    # -- what works ----------------------------------------------------------
+    r, html = pandoc_run('good', """
+```{.include file="src/demo.c" snippet="demo"}
+```
+
+```{.csv-table src="lab:labdemo" where="kind=stack,k=3" columns="impl,ms" headers="implementation,time (ms)" caption="Demo"}
+```
+""")
+    check(r.returncode == 0, f'a good document builds (stderr: {r.stderr.strip()[:300]})')
+    check('class="listing"' in html, 'the excerpt is a listing')
+    check('src/demo.c' in html and 'lines 3–4, 6–7, 11' in html,
+          'the listing is headed by the file and the real line ranges 3–4, 6–7, 11')
+    starts = re.findall(r'data-startFrom="(\d+)"', html)
+    check(starts == ['3', '6', '11'], f'three blocks numbered from 3, 6, 11 (got {starts})')
+    check('@snippet' not in html and '@solution' not in html and '@stub' not in html
+          and 'return -1' not in html, 'markers and the stub are hidden')
+    check('int y = 2' in html or ('2</span>' in html and 'y' in html), 'the solution code is shown')
+    rows = re.findall(r'<tr', html)
+    check(len(rows) == 3, f'the table has a header and the 2 rows where kind=stack,k=3 (got {len(rows)} rows)')
+    check('time (ms)' in html and 'implementation' in html, 'the headers are renamed')
+    check('Measured on testbox (Test CPU 9000), 2 threads, 2025-01-02 03:04 UTC, git 0123456789'
+          in html, 'the caption carries the provenance')
+    check('layer' not in html and '>1.5<' not in html, 'the where filter dropped the other rows')
+
+    # -- what must fail ------------------------------------------------------
+    cases = [
+        ('missing-snippet', '```{.include file="src/demo.c" snippet="nope"}\n```\n',
+         ['nope', 'src/demo.c']),
+        ('missing-file', '```{.include file="src/absent.c" snippet="demo"}\n```\n',
+         ['src/absent.c', 'demo']),
+        ('unknown-column', '```{.csv-table src="lab:labdemo" columns="impl,seconds"}\n```\n',
+         ['seconds']),
+        ('unknown-where-column', '```{.csv-table src="lab:labdemo" where="kernel=3"}\n```\n',
+         ['kernel']),
+        ('empty-table', '```{.csv-table src="lab:labdemo" where="k=99"}\n```\n',
+         ['empty', 'k=99']),
+        ('missing-lab', '```{.csv-table src="lab:nolab"}\n```\n', ['nolab']),
+        ('header-count', '```{.csv-table src="lab:labdemo" columns="k,ms" headers="k"}\n```\n',
+         ['headers']),
+    ]
+    for name, md, words in cases:
+        r, _ = pandoc_run(name, md)
+        msg = r.stderr
+        check(r.returncode != 0, f'{name}: pandoc fails (exit {r.returncode})')
+        check(all(word in msg for word in words),
+              f'{name}: the message names {", ".join(words)}: {msg.strip()[:200]!r}')
+
+    # -- plots ---------------------------------------------------------------
+    if a.gnuplot or shutil.which('gnuplot'):
+        r, html = pandoc_run('plot', '```{.plot src="lab:labdemo" script="src/demo.gp" '
+                             'where="kind=stack" caption="A plot"}\n```\n')
+        check(r.returncode == 0, f'a plot builds (stderr: {r.stderr.strip()[:300]})')
+        svgs = [f for f in os.listdir(os.path.join(w, 'figs')) if f.endswith('.svg')]
+        check(len(svgs) == 1 and os.path.getsize(os.path.join(w, 'figs', svgs[0])) > 0,
+              f'gnuplot wrote one SVG ({svgs})')
+        check('<figure' in html and 'Measured on testbox' in html,
+              'the plot is a figure with the provenance in its caption')
+        r, _ = pandoc_run('plot-bad', '```{.plot src="lab:labdemo" script="src/none.gp"}\n```\n')
+        check(r.returncode != 0 and 'none.gp' in r.stderr, 'a missing gnuplot script fails, named')
+    else:
+        print('skip    plots (gnuplot not found)')
+
+    if failures:
+        print(f'{len(failures)} check(s) failed')
+        sys.exit(1)
+    print('all filter checks passed')
+
+
+if __name__ == '__main__':
+    main()

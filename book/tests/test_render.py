@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Suite `book`: build the book, then look at it in headless Chromium.
+
+1. Builds the `book` target (ninja -C BUILD_ROOT book): labs --quick, figures,
+   pandoc with our filters. A failure here is this test's failure, with the
+   build's message (a missing snippet, an unknown column, ...).
+2. Static checks of the HTML: one listing per {.include}, one non-empty table per
+   {.csv-table}, one figure per {.plot}, every image embedded and non-empty, no
+   unresolved block left, MathML for the formulas, a table of contents.
+3. In Chromium (exit 77 when absent): loads a copy of the page with a small
+   checking script, then checks that every image decoded (naturalWidth > 0), that
+   every table has rows, and that on a phone-sized window the page does not
+   scroll sideways. Screenshots of the first pages at laptop and phone sizes are
+   kept in WORKDIR (build/book/test-render/), never in the repository.
+"""
+import argparse
+import base64
+import glob
+import html
+import html.parser
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+failures = []
+
+
+def check(cond, msg):
+    print(('ok      ' if cond else 'NOT OK  ') + msg, flush=True)
+    if not cond:
+        failures.append(msg)
+    return cond
+
+
+class Scan(html.parser.HTMLParser):
+    """Counts what the checks need, keeping a stack of open elements."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack = []
+        self.listings = 0
+        self.listing_code_chars = []
+        self.tables = []          # rows per .csv-table
+        self.figures = 0
+        self.images = []          # src of every <img>
+        self.inline_svgs = 0
+        self.math = 0
+        self.toc = False
+        self.text = []
+        self._in_table = None
+        self._in_listing = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = (a.get('class') or '').split()
+        if tag not in ('img', 'br', 'hr', 'meta', 'link', 'input', 'col', 'source'):
+            self.stack.append((tag, cls))
+        if tag == 'div' and 'listing' in cls:
+            self.listings += 1
+            self._in_listing = len(self.stack)
+            self.listing_code_chars.append(0)
+        if tag == 'div' and 'csv-table' in cls:
+            self.tables.append(0)
+            self._in_table = len(self.stack)
+        if tag == 'tr' and self._in_table and any(t == 'tbody' for t, _ in self.stack):
+            self.tables[-1] += 1
+        if tag == 'figure':
+            self.figures += 1
+        if tag == 'img':
+            self.images.append(a.get('src') or '')
+        if tag == 'svg':
+            self.inline_svgs += 1
+        if tag == 'math':
+            self.math += 1
+        if tag == 'nav' and a.get('id') == 'TOC':
+            self.toc = True
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            t, _ = self.stack.pop()
+            if self._in_table and len(self.stack) < self._in_table:
+                self._in_table = None
+            if self._in_listing and len(self.stack) < self._in_listing:
+                self._in_listing = None
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_listing and any(t == 'code' for t, _ in self.stack):
+            self.listing_code_chars[-1] += len(data.strip())
+
+
+def expected_blocks(md_files):
+    counts = {'include': 0, 'csv-table': 0, 'plot': 0, 'image': 0}
+    for p in md_files:
+        text = open(p, encoding='utf-8').read()
+        for cls in ('include', 'csv-table', 'plot'):
+            counts[cls] += len(re.findall(r'^\s*(?:```+|~~~+)\s*\{[^}]*\.' + re.escape(cls) + r'\b',
+                                          text, re.M))
+        counts['image'] += len(re.findall(r'!\[[^\]]*\]\([^)]+\)', text))
+    return counts
+
+
+CHECK_JS = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  var tables = Array.prototype.slice.call(document.querySelectorAll('.csv-table table'));
+  var r = {
+    images: imgs.length,
+    broken: broken.map(function (i) { return (i.getAttribute('src') || '').slice(0, 80); }),
+    tables: tables.length,
+    empty_tables: tables.filter(function (t) { return t.querySelectorAll('tbody tr').length === 0; }).length,
+    listings: document.querySelectorAll('.listing').length,
+    math: document.querySelectorAll('math').length,
+    scroll_width: document.documentElement.scrollWidth,
+    inner_width: window.innerWidth
+  };
+  var pre = document.createElement('pre');
+  pre.id = 'crbook-check';
+  pre.textContent = 'CRBOOK-' + 'CHECK' + JSON.stringify(r) + 'CRBOOK-' + 'END';
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+CHROME_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                '--hide-scrollbars']
+
+
+def chromium(binary, args, timeout=180):
+    profile = tempfile.mkdtemp(prefix='crbook-test-')
+    try:
+        return subprocess.run([binary] + CHROME_FLAGS + [f'--user-data-dir={profile}'] + args,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--root', required=True)
+    ap.add_argument('--build-root', required=True)
+    ap.add_argument('--html', required=True)
+    ap.add_argument('--pandoc', default='')
+    ap.add_argument('--chromium', default='')
+    ap.add_argument('--workdir', required=True)
+    ap.add_argument('--no-build', action='store_true', help='check the HTML as it is')
+    a = ap.parse_args()
+
+    if not a.pandoc:
+        print('pandoc not found: the book cannot be built; skipping')
+        sys.exit(77)
+
+    # 1. Build.
+    if not a.no_build:
+        ninja = shutil.which('ninja') or shutil.which('samu')
+        cmd = [ninja, '-C', a.build_root, 'book'] if ninja else \
+              [shutil.which('meson') or 'meson', 'compile', '-C', a.build_root, 'book']
+        print('$ ' + ' '.join(cmd), flush=True)
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print(r.stdout[-6000:])
+        if not check(r.returncode == 0, 'the book builds (ninja book)'):
+            sys.exit(1)
+
+    # 2. Static checks.
+    if not check(os.path.exists(a.html), f'{a.html} exists'):
+        sys.exit(1)
+    page = open(a.html, encoding='utf-8').read()
+    s = Scan()
+    s.feed(page)
+    text = ' '.join(s.text)
+    chapters = sorted(glob.glob(os.path.join(a.root, 'chapters', '*', 'chapter.md')))
+    md = [os.path.join(a.root, 'book', 'front.md')] + chapters
+    want = expected_blocks(md)
+    print(f'expected from the Markdown: {want}')
+    check(s.toc, 'a table of contents')
+    check(s.listings == want['include'] and s.listings > 0,
+          f'{s.listings} code listings for {want["include"]} {{.include}} blocks')
+    check(all(n > 0 for n in s.listing_code_chars), 'every listing has code in it')
+    check(len(s.tables) == want['csv-table'],
+          f'{len(s.tables)} CSV tables for {want["csv-table"]} {{.csv-table}} blocks')
+    check(all(n > 0 for n in s.tables), f'no empty table (rows per table: {s.tables})')
+    check(s.figures >= want['plot'] + want['image'],
+          f'{s.figures} figures for {want["plot"]} plots and {want["image"]} images')
+    check(len(s.images) >= want['plot'] + want['image'], f'{len(s.images)} <img> elements')
+    for src in s.images:
+        m = re.match(r'data:([^;,]+)(;base64)?,(.*)$', src, re.S)
+        if not check(m is not None, f'image embedded as data: ({src[:60]!r})'):
+            continue
+        data = base64.b64decode(m.group(3)) if m.group(2) else m.group(3).encode()
+        ok = len(data) > 200 and (b'<svg' in data[:2000] or data[:8] == b'\x89PNG\r\n\x1a\n'
+                                  or data[:3] == b'\xff\xd8\xff')
+        check(ok, f'image {m.group(1)} of {len(data)} bytes is a real SVG/PNG/JPEG')
+    for marker in ('{.include', '{.csv-table', '{.plot', '@snippet', '@solution', '@end-solution'):
+        check(marker not in text, f'no unresolved "{marker}" in the text')
+    check(not re.search(r'class="[^"]*\b(include|csv-table|plot)\b[^"]*"[^>]*>\s*<code', page),
+          'no code block left unfiltered')
+    if '$' in ''.join(open(p, encoding='utf-8').read() for p in chapters):
+        check(s.math > 0, f'{s.math} MathML formulas')
+    check('Measured on' in text, 'measured results carry their provenance')
+    for ch in chapters:
+        title = next((l.lstrip('#').strip() for l in open(ch, encoding='utf-8')
+                      if l.startswith('# ')), None)
+        if title:
+            title = re.sub(r'\s*\{[^}]*\}\s*$', '', title)
+            check(title.split('`')[0][:20] in text, f'chapter "{title}" is in the book')
+
+    # 3. Chromium.
+    if not a.chromium or not shutil.which(a.chromium):
+        print('chromium not found: skipping the rendering checks')
+        if failures:
+            sys.exit(1)
+        sys.exit(77)
+    os.makedirs(a.workdir, exist_ok=True)
+    probe = os.path.join(a.workdir, 'check.html')
+    with open(probe, 'w', encoding='utf-8') as f:
+        f.write(page.replace('</body>', CHECK_JS + '</body>'))
+    for label, size in (('laptop', '1280,900'), ('phone', '390,844')):
+        r = chromium(a.chromium, [f'--window-size={size}', '--virtual-time-budget=15000',
+                                  '--dump-dom', 'file://' + probe])
+        m = re.search(r'CRBOOK-CHECK(.*?)CRBOOK-END', r.stdout, re.S)
+        if not check(m is not None, f'{label}: Chromium rendered the page and ran the checks'
+                     + ('' if m else f' (exit {r.returncode}; {r.stderr.strip()[-300:]!r})')):
+            continue
+        res = json.loads(html.unescape(m.group(1)))
+        print(f'{label}: {res}')
+        check(res['images'] == len(s.images) and not res['broken'],
+              f'{label}: all {res["images"]} images decoded (broken: {res["broken"]})')
+        check(res['tables'] == len(s.tables) and res['empty_tables'] == 0,
+              f'{label}: {res["tables"]} tables rendered, none empty')
+        check(res['scroll_width'] <= res['inner_width'] + 2,
+              f'{label}: no sideways scrolling (page {res["scroll_width"]} px, '
+              f'window {res["inner_width"]} px)')
+    for label, size in (('laptop', '1280,2400'), ('phone', '390,2400')):
+        shot = os.path.join(a.workdir, f'book-{label}.png')
+        if os.path.exists(shot):
+            os.remove(shot)
+        chromium(a.chromium, [f'--window-size={size}', '--virtual-time-budget=10000',
+                              f'--screenshot={shot}', 'file://' + os.path.abspath(a.html)])
+        check(os.path.exists(shot) and os.path.getsize(shot) > 10000,
+              f'screenshot {shot} taken')
+    if failures:
+        print(f'{len(failures)} check(s) failed')
+        sys.exit(1)
+    print('the book renders')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Grades a conv2d-reimagined coursework kit, task by task.
+
+    python3 grade.py                 # rebuild, run every task's tests, print a score
+    python3 grade.py TASK [TASK...]  # only these tasks, with their tests' full output
+    python3 grade.py --json out.json # also write the results as JSON
+
+A task's tests are the chapter's cmocka tests whose names begin with TASK__; the
+grader runs them with CR_TEST_FILTER='TASK__*' and a time limit, so a crash or an
+endless loop fails the task instead of stopping the grader. Exit status: 0 when
+every graded task passes, 1 otherwise, 2 when the kit cannot be built.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+KIT = os.path.dirname(os.path.abspath(__file__))
+RUN_LINE = re.compile(r'\[=+\] .*?(\d+) test\(s\) run\.')
+PASSED_LINE = re.compile(r'\[\s+PASSED\s+\] (\d+) test\(s\)')
+FAILED_LINE = re.compile(r'\[\s+FAILED\s+\] (\d+) test\(s\)')
+
+
+def build(builddir, quiet):
+    """meson setup (first time) and ninja; returns (ok, output)."""
+    log = []
+    if not os.path.exists(os.path.join(builddir, 'build.ninja')):
+        meson = shutil.which('meson')
+        if not meson:
+            return False, 'meson not found (Debian: apt-get install meson ninja-build)'
+        r = subprocess.run([meson, 'setup', builddir, KIT], cwd=KIT, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        log.append(r.stdout)
+        if r.returncode != 0:
+            return False, ''.join(log)
+    ninja = shutil.which('ninja') or shutil.which('samu')
+    cmd = [ninja, '-C', builddir] if ninja else [shutil.which('meson') or 'meson', 'compile',
+                                                 '-C', builddir]
+    r = subprocess.run(cmd, cwd=KIT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.append(r.stdout)
+    return r.returncode == 0, ''.join(log)
+
+
+def run_task(task, builddir, timeout):
+    exe = os.path.join(builddir, task['test'])
+    res = {'id': task['id'], 'description': task['description'], 'test': task['test']}
+    if not os.path.exists(exe):
+        res.update(status='ERROR', detail=f'{exe} was not built', returncode=None, output='')
+        return res
+    env = dict(os.environ, CR_TEST_FILTER=task['id'] + '__*',
+               CR_GOLDEN_DIR=os.path.join(KIT, 'reference', 'golden'))
+    try:
+        r = subprocess.run([exe], cwd=KIT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
+        out = r.stdout.decode('utf-8', errors='replace')
+        rc = r.returncode
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b'').decode('utf-8', errors='replace')
+        res.update(status='TIMEOUT', detail=f'still running after {timeout} s',
+                   returncode=None, output=out)
+        return res
+    res['returncode'] = rc
+    res['output'] = out
+    ran = [int(x) for x in RUN_LINE.findall(out)]
+    passed = [int(x) for x in PASSED_LINE.findall(out)]
+    failed = [int(x) for x in FAILED_LINE.findall(out)]
+    res['tests_run'] = sum(ran)
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f'signal {-rc}'
+        res.update(status='CRASH', detail=f'the test program died of {name}')
+    elif rc == 0 and sum(ran) > 0 and sum(passed) == sum(ran) and not sum(failed):
+        res.update(status='PASS', detail=f'{sum(passed)} test(s) passed')
+    elif rc == 0 and sum(ran) == 0:
+        res.update(status='ERROR', detail='no test ran for this task')
+    else:
+        msgs = [l.strip() for l in out.splitlines()
+                if 'ERROR' in l or 'FAILED' in l or 'Failure' in l or 'error:' in l]
+        msgs = [m for m in msgs if not FAILED_LINE.search(m)]
+        res.update(status='FAIL', detail=(f'{sum(failed)} of {sum(ran)} test(s) failed'
+                                          if ran else f'exit status {rc}'),
+                   messages=msgs[:6])
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('tasks', nargs='*', help='tasks to grade (default: all)')
+    ap.add_argument('-C', '--builddir', default='build', help='build directory (default: build)')
+    ap.add_argument('--timeout', type=float, help='seconds per task (default: from kit.json)')
+    ap.add_argument('--no-build', action='store_true', help='do not run meson/ninja first')
+    ap.add_argument('-v', '--verbose', action='store_true', help='show every test output')
+    ap.add_argument('--json', metavar='FILE', help='write the results as JSON')
+    a = ap.parse_args()
+
+    kit = json.load(open(os.path.join(KIT, 'kit.json')))
+    tasks = kit['tasks']
+    if a.tasks:
+        known = {t['id']: t for t in tasks}
+        bad = [t for t in a.tasks if t not in known]
+        if bad:
+            sys.exit(f'grade: no task {", ".join(bad)} (tasks: {", ".join(known)})')
+        tasks = [known[t] for t in a.tasks]
+    timeout = a.timeout or kit.get('timeout', 120)
+    builddir = a.builddir if os.path.isabs(a.builddir) else os.path.join(KIT, a.builddir)
+
+    print(f'grading {kit["kit"]}: {kit["title"]}')
+    if not a.no_build:
+        ok, log = build(builddir, quiet=not a.verbose)
+        if not ok:
+            print(log[-4000:])
+            print('the kit does not build: every task fails until it compiles')
+            for t in tasks:
+                print(f'FAIL  {t["id"]:<16} {t["description"]}')
+            print(f'score: 0/{len(tasks)} tasks')
+            if a.json:
+                json.dump({'kit': kit['kit'], 'built': False, 'passed': 0, 'total': len(tasks),
+                           'tasks': []}, open(a.json, 'w'), indent=2)
+            sys.exit(2)
+
+    results, passed = [], 0
+    width = max(len(t['id']) for t in tasks)
+    for t in tasks:
+        res = run_task(t, builddir, timeout)
+        results.append(res)
+        ok = res['status'] == 'PASS'
+        passed += ok
+        label = 'PASS' if ok else 'FAIL'
+        print(f'{label}  {t["id"]:<{width}}  {t["description"]}', flush=True)
+        if not ok:
+            print(f'      {res["status"].lower()}: {res["detail"]}')
+            for m in res.get('messages', []):
+                print(f'      {m}')
+        if a.verbose or a.tasks:
+            print(res.get('output', ''))
+    print(f'score: {passed}/{len(tasks)} tasks')
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump({'kit': kit['kit'], 'built': True, 'passed': passed, 'total': len(tasks),
+                       'tasks': results}, f, indent=2)
+    sys.exit(0 if passed == len(tasks) else 1)
+
+
+if __name__ == '__main__':
+    main()
