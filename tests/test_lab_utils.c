@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "csv.h"
+#include "progress.h"
 #include "timing.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -489,6 +490,40 @@ static void timing__now_and_flush(void **state)
     assert_true(t1 > t0);
 }
 
+/* Not on a terminal (stderr sent to a file), the progress line ends with one plain
+ * summary line: no carriage returns or escape codes in a log. */
+static void progress__plain_lines_off_a_terminal(void **state)
+{
+    (void)state;
+    char dir[256], path[300];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/stderr.txt", dir);
+    fflush(stderr);
+    int saved = dup(fileno(stderr));
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    dup2(fileno(f), fileno(stderr));
+    cr_progress p;
+    cr_progress_begin(&p, "stack", 3);
+    for (int i = 0; i < 3; i++) cr_progress_step(&p, "k=3");
+    cr_progress_end(&p);
+    fflush(stderr);
+    dup2(saved, fileno(stderr));
+    close(saved);
+    fclose(f);
+    char buf[512] = {0};
+    f = fopen(path, "r");
+    assert_non_null(f);
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    remove(path);
+    rmdir(dir);
+    assert_true(got > 0);
+    assert_non_null(strstr(buf, "stack: 3/3 done in "));
+    assert_null(strchr(buf, '\r'));
+    assert_null(strchr(buf, '\033'));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -513,6 +548,7 @@ int main(void)
         cmocka_unit_test(timing__bench_counts_calls),
         cmocka_unit_test(timing__bench_propagates_failure),
         cmocka_unit_test(timing__now_and_flush),
+        cmocka_unit_test(progress__plain_lines_off_a_terminal),
     };
     return cr_run_tests("lab_utils", tests);
 }
