@@ -1,0 +1,435 @@
+/* conv_gemm.c — chapter 3: convolution on top of the fast GEMM.
+ *
+ * Three paths: chapter 2's im2col with the fast GEMM; im2col fused into the
+ * packing of the GEMM's B operand (no patch matrix at all); and a direct kernel
+ * for the small groups of ResNeXt, where a GEMM has too little work per call. */
+#include "conv_gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "direct.h"   /* cr_pad_index: chapter 1's padding rule */
+#include "gemm.h"
+#include "gemm_internal.h"
+#include "im2col.h"   /* cr_im2col: chapter 2's gather */
+#include "tensor.h"
+
+/* True for a 1x1, stride-1, unpadded kernel: the input itself is the patch matrix. */
+static int is_pointwise(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
+}
+
+/* y_g (Cout_g x Ho*Wo) += b_g broadcast along each row. */
+static void add_bias(const cr_conv_shape *s, const float *b_g, float *y_g)
+{
+    const int64_t plane = s->h_out * s->w_out;
+    for (int64_t m = 0; m < s->cout_g; m++)
+        for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
+}
+
+/* Threads for the (image, group) loop: all of them when there are enough pairs to share
+ * evenly (each GEMM then runs on one thread), else 1 (each GEMM runs on all threads). */
+static int outer_threads(const cr_conv_shape *s)
+{
+    const int T = cr_gemm_threads_available();
+    const int64_t pairs = s->batch * s->p.groups;
+    return (T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T)) ? T : 1;
+}
+
+/* ---- im2col + GEMM ------------------------------------------------------------------- */
+
+size_t cr_conv2d_gemm_workspace_bytes(const cr_conv_shape *s)
+{
+    return cr_im2col_workspace_bytes(s) +
+           cr_gemm_engine_workspace(cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g),
+                                    s->cout_g, cr_im2col_cols(s),
+                                    cr_im2col_rows(s), 1);
+}
+
+// @snippet conv_gemm
+/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x Cin_g*kh*kw) * cols + b_g. */
+static cr_status conv_group_gemm(const cr_conv_shape *s, const float *x_g, const float *w_g,
+                                 const float *b_g, float *y_g, float *col)
+{
+    // @solution conv_gemm: im2col (none for a pointwise kernel), one cr_sgemm with beta = 0, then the bias
+    const int64_t M = s->cout_g, N = cr_im2col_cols(s), K = cr_im2col_rows(s);
+    const float *B = x_g;
+    if (!is_pointwise(s)) {
+        cr_im2col(s, x_g, col);
+        B = col;
+    }
+    cr_status st = cr_sgemm(CR_NO_TRANS, CR_NO_TRANS, M, N, K, 1.0f, w_g, K, B, N, 0.0f, y_g, N);
+    if (st == CR_OK && b_g) add_bias(s, b_g, y_g);
+    return st;
+    // @stub
+    // (void)s; (void)x_g; (void)w_g; (void)b_g; (void)y_g; (void)col; (void)add_bias;
+    // (void)is_pointwise;
+    // return cr_todo("conv_gemm");
+    // @end-solution
+}
+// @end conv_gemm
+
+/* One (image, group) pair of cr_conv2d_gemm; col: its patch matrix (NULL: out of memory). */
+static cr_status gemm_pair(const cr_conv_shape *s, const cr_tensor *x, const cr_tensor *w,
+                           const cr_tensor *b, cr_tensor *y, int64_t n, int64_t g, float *col)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out, KK = cr_im2col_rows(s);
+    if (!col && cr_im2col_workspace_bytes(s))
+        return cr_fail(CR_ENOMEM, "im2col: %zu bytes", cr_im2col_workspace_bytes(s));
+    return conv_group_gemm(s, x->data + (n * p->in_channels + g * s->cin_g) * HW,
+                           w->data + g * s->cout_g * KK, b ? b->data + g * s->cout_g : NULL,
+                           y->data + (n * p->out_channels + g * s->cout_g) * plane, col);
+}
+
+cr_status cr_conv2d_gemm(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    const size_t ws = cr_im2col_workspace_bytes(&s);
+    const int T = outer_threads(&s);
+    cr_status failed = CR_OK;
+    if (T == 1) {            /* pairs one after the other, each GEMM on every thread */
+        float *col = ws ? cr_aligned_alloc(ws) : NULL;
+        for (int64_t n = 0; n < s.batch && !failed; n++)
+            for (int64_t g = 0; g < p->groups && !failed; g++)
+                failed = gemm_pair(&s, x, w, b, y, n, g, col);
+        cr_aligned_free(col);
+        return failed;
+    }
+#pragma omp parallel num_threads(T)
+    {                        /* pairs shared by the threads, each GEMM on one thread */
+        float *col = ws ? cr_aligned_alloc(ws) : NULL;   /* one patch matrix per thread */
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < s.batch; n++)
+            for (int64_t g = 0; g < p->groups; g++) {
+                cr_status e = gemm_pair(&s, x, w, b, y, n, g, col);
+                if (e != CR_OK) {
+#pragma omp critical(cr_conv_gemm_status)
+                    failed = e;
+                }
+            }
+        cr_aligned_free(col);
+    }
+    return failed;
+}
+
+/* ---- im2col fused into packing ----------------------------------------------------------- */
+
+/* What the B packer of the fused path reads: one image's group of input channels. */
+typedef struct {
+    const cr_conv_shape *s;
+    const float *x_g;   /* Cin_g x H x W */
+} conv_b_src;
+
+// @snippet pack_conv_b
+/* cr_pack_fn for the patch matrix of one image and group, never built: packs output
+ * positions [j0, j0+cols) ("rows" of B's transpose) and patch rows [k0, k0+kc) into
+ * panel-wide, k-major, zero-padded panels, reading the image directly. */
+static void pack_conv_b(const void *ctx, int64_t j0, int64_t cols, int64_t k0, int64_t kc,
+                        int panel, float scale, float *dst)
+{
+    const conv_b_src *src = ctx;
+    const cr_conv_shape *s = src->s;
+    const cr_conv_params *p = &s->p;
+    const int64_t H = s->h_in, W = s->w_in, Wo = s->w_out, R = p->kernel_h, S = p->kernel_w;
+    (void)scale;  /* B is never scaled: alpha goes into A */
+    for (int64_t q = 0; q < cols; q += panel) {
+        const int64_t h = cols - q < panel ? cols - q : panel;
+        float *d = dst + q * kc;
+        for (int64_t k = 0; k < kc; k++) {
+            const int64_t kk = k0 + k, c = kk / (R * S), r = kk / S % R, t = kk % S;
+            const float *xc = src->x_g + c * H * W;
+            float *dk = d + k * panel;
+            /* the panel's output positions, one output row (segment) at a time */
+            for (int64_t i = 0, j = j0 + q; i < h;) {
+                const int64_t oh = j / Wo, ow = j % Wo;
+                const int64_t len = h - i < Wo - ow ? h - i : Wo - ow;
+                const int64_t ih = cr_pad_index(oh * p->stride_h - p->pad_top + r * p->dilation_h,
+                                                H, p->pad_mode);
+                const int64_t iw0 = ow * p->stride_w - p->pad_left + t * p->dilation_w;
+                if (ih < 0) {                                   /* a zero-padded row */
+                    memset(dk + i, 0, (size_t)len * sizeof(float));
+                } else if (p->stride_w == 1 && iw0 >= 0 && iw0 + len <= W) {
+                    memcpy(dk + i, xc + ih * W + iw0, (size_t)len * sizeof(float));
+                } else {                                        /* borders, strides */
+                    for (int64_t e = 0; e < len; e++) {
+                        const int64_t iw = cr_pad_index(iw0 + e * p->stride_w, W, p->pad_mode);
+                        dk[i + e] = iw < 0 ? 0.0f : xc[ih * W + iw];
+                    }
+                }
+                i += len;
+                j += len;
+            }
+            for (int64_t i = h; i < panel; i++) dk[i] = 0.0f;  /* the edge panel */
+        }
+    }
+}
+// @end pack_conv_b
+
+size_t cr_conv2d_fused_workspace_bytes(const cr_conv_shape *s)
+{
+    return cr_gemm_engine_workspace(cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g),
+                                    s->cout_g, cr_im2col_cols(s),
+                                    cr_im2col_rows(s), 1);
+}
+
+// @snippet conv_fused
+/* One (image, group) pair: Y_g = W_g * (patch matrix, packed straight from x) + b_g. */
+static cr_status fused_pair(const cr_conv_shape *s, const cr_tensor *x, const cr_tensor *w,
+                            const cr_tensor *b, cr_tensor *y, int64_t n, int64_t g)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out, KK = cr_im2col_rows(s);
+    float *y_g = y->data + (n * p->out_channels + g * s->cout_g) * plane;
+    const cr_strided wa = {w->data + g * s->cout_g * KK, KK, 1};     /* A: W_g as it is */
+    const conv_b_src xb = {s, x->data + (n * p->in_channels + g * s->cin_g) * HW};
+    const cr_gemm_operand A = {cr_pack_strided, &wa}, B = {pack_conv_b, &xb};
+    cr_status e = cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g),
+                                 s->cout_g, plane, KK, &A, &B, 1.0f, 0.0f, y_g, plane, 0);
+    if (e == CR_OK && b) add_bias(s, b->data + g * s->cout_g, y_g);
+    return e;
+}
+
+cr_status cr_conv2d_fused(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                          const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    const int T = outer_threads(&s);
+    cr_status failed = CR_OK;
+    if (T == 1) {            /* pairs one after the other, each GEMM on every thread */
+        for (int64_t n = 0; n < s.batch && !failed; n++)
+            for (int64_t g = 0; g < p->groups && !failed; g++)
+                failed = fused_pair(&s, x, w, b, y, n, g);
+        return failed;
+    }
+#pragma omp parallel for collapse(2) schedule(static) num_threads(T)
+    for (int64_t n = 0; n < s.batch; n++)    /* pairs shared, each GEMM on one thread */
+        for (int64_t g = 0; g < p->groups; g++) {
+            cr_status e = fused_pair(&s, x, w, b, y, n, g);
+            if (e != CR_OK) {
+#pragma omp critical(cr_conv_fused_status)
+                failed = e;
+            }
+        }
+    return failed;
+}
+// @end conv_fused
+
+/* ---- grouped: a direct kernel ------------------------------------------------------------- */
+
+/* The padded copy's geometry for shape s (see cr_grouped_geom). */
+static cr_grouped_geom grouped_geom(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    cr_grouped_geom g;
+    const int64_t wp = s->w_in + p->pad_left + p->pad_right;   /* padded width */
+    g.hp = s->h_in + p->pad_top + p->pad_bottom;
+    g.flat = p->stride_h == 1 && p->stride_w == 1;
+    if (g.flat) {
+        /* output (oh, ow) at oh*lp + ow reads input at the same flat place + the tap's
+         * offset: blocks of 24 run across row ends, only lp - Wo columns a row are wasted */
+        g.lp = wp;
+        g.wo_r = 0;
+        g.out_plane = (s->h_out * g.lp + CR_GROUPED_OWB - 1) / CR_GROUPED_OWB * CR_GROUPED_OWB;
+    } else {
+        /* row by row: a phase must reach the last rounded-up column of the widest tap
+         * offset, and hold every padded column of its phase */
+        g.wo_r = (s->w_out + CR_GROUPED_OWB - 1) / CR_GROUPED_OWB * CR_GROUPED_OWB;
+        const int64_t need = g.wo_r + (p->kernel_w - 1) * p->dilation_w / p->stride_w + 1;
+        const int64_t have = (wp + p->stride_w - 1) / p->stride_w;
+        g.lp = need > have ? need : have;
+        g.out_plane = 0;
+    }
+    /* zeros after the last channel: flat blocks of the last rows read past its end */
+    g.in_floats = s->cin_g * g.hp * p->stride_w * g.lp + (g.flat ? g.lp + 2 * CR_GROUPED_OWB : 0);
+    return g;
+}
+
+size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
+{
+    const cr_grouped_geom g = grouped_geom(s);
+    return (size_t)(g.in_floats + s->cout_g * g.out_plane) * sizeof(float);
+}
+
+// @snippet grouped_pad
+/* The padded, phase-split copy of one image's group (x_g: Cin_g x H x W) into xp: every
+ * padding mode is resolved here, once, so the kernel has no border tests. col_map[e]
+ * is the input column that position e of a padded row copies, or -1 for a zero. */
+static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
+                        const int64_t *col_map, const float *x_g, float *xp)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t H = s->h_in, W = s->w_in, len = p->stride_w * gm->lp, pl = p->pad_left;
+    for (int64_t c = 0; c < s->cin_g; c++)
+        for (int64_t i = 0; i < gm->hp; i++) {
+            const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
+            float *dst = xp + (c * gm->hp + i) * len;
+            if (ih < 0) {
+                memset(dst, 0, (size_t)len * sizeof(float));
+                continue;
+            }
+            const float *row = x_g + (c * H + ih) * W;
+            if (p->stride_w == 1) {   /* the row itself in the middle, the padding around */
+                memcpy(dst + pl, row, (size_t)W * sizeof(float));
+                for (int64_t e = 0; e < pl; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+                for (int64_t e = pl + W; e < len; e++)
+                    dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+            } else {
+                for (int64_t e = 0; e < len; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+            }
+        }
+    if (gm->flat) memset(xp + s->cin_g * gm->hp * len, 0,
+                         (size_t)(gm->in_floats - s->cin_g * gm->hp * len) * sizeof(float));
+}
+// @end grouped_pad
+
+/* Fills col_map (stride_w * lp entries) for grouped_pad. */
+static void grouped_col_map(const cr_conv_shape *s, const cr_grouped_geom *gm, int64_t *col_map)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t sw = p->stride_w, wp = s->w_in + p->pad_left + p->pad_right;
+    for (int64_t ph = 0; ph < sw; ph++)
+        for (int64_t e = 0; e < gm->lp; e++) {
+            const int64_t j = e * sw + ph;              /* the padded column */
+            col_map[ph * gm->lp + e] =
+                j < wp ? cr_pad_index(j - p->pad_left, s->w_in, p->pad_mode) : -1;
+        }
+}
+
+/* y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x out_plane, row stride lp) + bias. */
+static void grouped_unflatten(const cr_conv_shape *s, const cr_grouped_geom *gm,
+                              const float *yf, const float *b_g, float *y_g)
+{
+    const int64_t Ho = s->h_out, Wo = s->w_out;
+    for (int64_t co = 0; co < s->cout_g; co++) {
+        const float bias = b_g ? b_g[co] : 0.0f;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const float *src = yf + co * gm->out_plane + oh * gm->lp;
+            float *dst = y_g + (co * Ho + oh) * Wo;
+            for (int64_t ow = 0; ow < Wo; ow++) dst[ow] = src[ow] + bias;
+        }
+    }
+}
+
+// @snippet conv_grouped
+cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                            const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    if (!cr_cpu_has_avx2()) return cr_conv2d_fused(p, x, w, b, y);
+    const cr_grouped_geom gm = grouped_geom(&s);
+    const size_t ws = cr_conv2d_grouped_workspace_bytes(&s);
+    const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
+    int64_t *col_map = malloc((size_t)(p->stride_w * gm.lp + KK) * sizeof *col_map);
+    if (!col_map) return cr_fail(CR_ENOMEM, "grouped convolution: column map");
+    grouped_col_map(&s, &gm, col_map);
+    int64_t *tap_off = col_map + p->stride_w * gm.lp;   /* where each tap reads in xp */
+    for (int64_t c = 0, t = 0; c < s.cin_g; c++)
+        for (int64_t r = 0; r < p->kernel_h; r++)
+            for (int64_t q = 0; q < p->kernel_w; q++, t++)
+                tap_off[t] = ((c * gm.hp + r * p->dilation_h) * p->stride_w +
+                              q * p->dilation_w % p->stride_w) * gm.lp +
+                             q * p->dilation_w / p->stride_w;
+    const int64_t pairs = s.batch * p->groups, blocks = (s.cout_g + 3) / 4;
+    /* many (image, group) pairs: one pair per thread at a time; few (a dense layer, batch
+     * 1): all threads on one pair, sharing its output-channel blocks */
+    const int shared = pairs < 2 * (int64_t)cr_gemm_threads_available();
+    float *xs = shared ? cr_aligned_alloc(ws) : NULL;
+    if (shared && !xs) {
+        free(col_map);
+        return cr_fail(CR_ENOMEM, "grouped convolution: %zu bytes", ws);
+    }
+    int oom = 0;
+#pragma omp parallel reduction(|| : oom)
+    {
+        float *xp = shared ? xs : cr_aligned_alloc(ws);   /* padded group (+ flat output) */
+        if (!xp) oom = 1;
+        for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
+            const int64_t n = i / p->groups, g = i % p->groups;
+            float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
+            float *yf = gm.flat ? xp + gm.in_floats : y_g;
+#pragma omp single
+            grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
+                        xp);
+#pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < blocks; blk++)
+                cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk,
+                                     blk + 1);
+#pragma omp single
+            {
+                const float *b_g = b ? b->data + g * s.cout_g : NULL;
+                if (gm.flat) grouped_unflatten(&s, &gm, yf, b_g, y_g);
+                else if (b_g) add_bias(&s, b_g, y_g);
+            }
+        }
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < (shared ? 0 : s.batch); n++)
+            for (int64_t g = 0; g < p->groups; g++) {
+                if (!xp) continue;
+                float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
+                const float *b_g = b ? b->data + g * s.cout_g : NULL;
+                grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
+                            xp);
+                if (gm.flat) {          /* into a flat buffer, then rows + bias into y */
+                    float *yf = xp + gm.in_floats;
+                    cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf,
+                                         0, blocks);
+                    grouped_unflatten(&s, &gm, yf, b_g, y_g);
+                } else {
+                    cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, y_g,
+                                         0, blocks);
+                    if (b_g) add_bias(&s, b_g, y_g);
+                }
+            }
+        if (!shared) cr_aligned_free(xp);
+    }
+    cr_aligned_free(xs);
+    free(col_map);
+    if (oom) return cr_fail(CR_ENOMEM, "grouped convolution: %zu bytes per thread", ws);
+    return CR_OK;
+}
+// @end conv_grouped
+
+/* ---- the default --------------------------------------------------------------------------- */
+
+// @snippet conv_fast
+const char *cr_conv2d_fast_path(const cr_conv_shape *s)
+{
+    /* few channels per group: a GEMM per group has M = Cout_g and K = Cin_g*kh*kw too
+     * small to fill the micro-kernel; the direct kernel reuses each input load for 4
+     * output channels and needs no packing at all */
+    if (!cr_cpu_has_avx2()) return "fused";
+    if (s->cout_g <= 8 && cr_im2col_rows(s) <= 72) return "grouped";
+    /* measured (lab 3): the direct kernel also wins on dense layers with up to 64 output
+     * channels and a kernel of 3x3 or more (a_3x3_64, d_7x7s2); wider layers and 1x1
+     * kernels go to the GEMM */
+    if (s->cout_g <= 64 && s->p.kernel_h * s->p.kernel_w >= 9) return "grouped";
+    return "fused";
+}
+// @end conv_fast
+
+cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    const char *path = cr_conv2d_fast_path(&s);
+    if (strcmp(path, "grouped") == 0) return cr_conv2d_grouped(p, x, w, b, y);
+    if (strcmp(path, "gemm") == 0) return cr_conv2d_gemm(p, x, w, b, y);
+    return cr_conv2d_fused(p, x, w, b, y);
+}

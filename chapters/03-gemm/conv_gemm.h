@@ -1,0 +1,42 @@
+/* conv_gemm.h — chapter 3: convolution on top of the fast GEMM.
+ *
+ * Every function here has chapter 1's contract (cr_conv2d_fn): x is N x Cin x H x W,
+ * w is Cout x Cin/groups x kh x kw (OIHW), b is Cout or NULL, y is N x Cout x Ho x Wo
+ * (preallocated, overwritten); every nn.Conv2d option is supported. */
+#ifndef CR_CONV_GEMM_H
+#define CR_CONV_GEMM_H
+
+#include <stddef.h>
+
+#include "conv_desc.h"
+
+/* Chapter 2's recipe with chapter 3's GEMM: im2col into a patch matrix, then cr_sgemm. */
+cr_status cr_conv2d_gemm(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y);
+/* Bytes of workspace cr_conv2d_gemm uses per concurrent GEMM: the patch matrix (none for
+ * a 1x1 stride-1 unpadded kernel) plus the GEMM's packing buffers for one thread. */
+size_t cr_conv2d_gemm_workspace_bytes(const cr_conv_shape *s);
+
+/* im2col fused into the packing of B: the GEMM's B panels are packed straight from the
+ * image, so no patch matrix exists. */
+cr_status cr_conv2d_fused(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                          const cr_tensor *b, cr_tensor *y);
+/* Bytes of workspace cr_conv2d_fused uses per concurrent GEMM: the packing buffers only. */
+size_t cr_conv2d_fused_workspace_bytes(const cr_conv_shape *s);
+
+/* A direct AVX2 kernel for convolutions with few channels per group (ResNeXt's 4,
+ * depthwise's 1): 4 output channels x 24 columns in registers, on a padded copy of
+ * each group's input. Runs cr_conv2d_fused on a CPU without AVX2. */
+cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                            const cr_tensor *b, cr_tensor *y);
+/* Bytes of workspace cr_conv2d_grouped uses per thread: one group's padded input copy. */
+size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s);
+
+/* The chapter's default: the fastest of the paths above for this shape (see
+ * cr_conv2d_fast_path). */
+cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y);
+/* Which path cr_conv2d_fast takes for shape s: "grouped", "fused" or "gemm". */
+const char *cr_conv2d_fast_path(const cr_conv_shape *s);
+
+#endif

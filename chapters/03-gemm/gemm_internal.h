@@ -1,0 +1,131 @@
+/* gemm_internal.h — what the chapter's translation units share and the public
+ * header does not promise: the micro-kernel contract, the kernels' block sizes,
+ * the packing interface and the five-loop engine that the GEMM steps and the
+ * fused convolution both run on. */
+#ifndef CR_GEMM_INTERNAL_H
+#define CR_GEMM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* The micro-kernel contract (BLIS's): C (MR x NR, row stride ldc) = beta * C +
+ * Ap * Bp, where Ap is a packed kc x MR panel of A (k-major: MR values of one k
+ * after another) and Bp a packed kc x NR panel of B (NR values per k). With
+ * beta == 0, C is written without being read. */
+typedef void (*cr_ukernel_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
+                              int64_t ldc, float beta);
+
+/* A micro-kernel and the cache blocks that go with it. */
+typedef struct {
+    const char *name;   /* "avx2", "avx512", "portable" */
+    int mr, nr;         /* the register tile */
+    int64_t mc, kc, nc; /* cache blocks: A block mc x kc in L2, B panel kc x nr in L1, B block kc x nc in L3 */
+    cr_ukernel_fn kernel;
+} cr_gemm_kernel;
+
+#define CR_MAX_MR 16
+#define CR_MAX_NR 32
+
+extern const cr_gemm_kernel cr_kernel_portable;  /* gemm.c, plain C */
+extern const cr_gemm_kernel cr_kernel_avx2;      /* gemm_avx2.c, -mavx2 -mfma */
+extern const cr_gemm_kernel cr_kernel_avx512;    /* gemm_avx512.c, -mavx512f */
+extern const cr_gemm_kernel cr_kernel_avx512_small_m;  /* the same, 8 rows, for M <= 256 */
+
+/* True if the CPU runs AVX2 and FMA (and the OS saves ymm state). */
+int cr_cpu_has_avx2(void);
+/* True if the CPU runs AVX-512F (and the OS saves zmm state). */
+int cr_cpu_has_avx512(void);
+/* The kernel cr_sgemm uses now (see cr_gemm_set_kernel). */
+const cr_gemm_kernel *cr_gemm_active_kernel(void);
+/* The variant of kernel k for a product with M rows (AVX-512: 8 rows when M <= 256). */
+const cr_gemm_kernel *cr_gemm_kernel_for(const cr_gemm_kernel *k, int64_t M);
+
+/* ---- packing ------------------------------------------------------------------ */
+
+/* Packs rows [r0, r0+rows) and depth [k0, k0+kc) of an operand into panels of
+ * `panel` rows: panel q holds, for each k, `panel` consecutive values (rows past
+ * the operand's end are zero), each multiplied by scale. For A the rows are M;
+ * for B the rows are N (B is packed as its transpose: NR columns per panel). */
+typedef void (*cr_pack_fn)(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                           int panel, float scale, float *dst);
+
+/* An operand as the engine sees it: a packing function and its context. */
+typedef struct {
+    cr_pack_fn pack;
+    const void *ctx;
+} cr_gemm_operand;
+
+/* A matrix read through strides: element (row r, depth k) is p[r * rs + k * cs]. */
+typedef struct {
+    const float *p;
+    int64_t rs, cs;
+} cr_strided;
+
+/* cr_pack_fn for a cr_strided context: handles op(A) and op(B) in either orientation. */
+void cr_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                     int panel, float scale, float *dst);
+
+/* ---- the engine ----------------------------------------------------------------- */
+
+/* C (M x N, ldc) = beta * C + alpha * A * B through the five loops around kd's
+ * micro-kernel; A yields M x K, B yields (as its transpose) N x K. threads: 1 for
+ * one thread, 0 for as many as OpenMP offers (1 inside a parallel region). */
+cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
+                         const cr_gemm_operand *A, const cr_gemm_operand *B, float alpha,
+                         float beta, float *C, int64_t ldc, int threads);
+
+/* Bytes of packing buffers cr_gemm_engine allocates for this product and thread count. */
+size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
+                                int threads);
+
+/* ---- helpers of the unpacked steps -------------------------------------------- */
+
+/* C block (m x n, ldc) = beta * C + alpha * A (m x k, strides rsa/csa) * B (k x n,
+ * strides rsb/csb), scalar; the edges of the unpacked steps. */
+void cr_gemm_tile_scalar(int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                         int64_t rsa, int64_t csa, const float *B, int64_t rsb, int64_t csb,
+                         float beta, float *C, int64_t ldc);
+
+/* The AVX2 6 x 16 kernel of steps 3 and 4, reading A (6 x kc) and B (kc x 16)
+ * through strides: C = beta * C + alpha * A * B (beta == 0: C not read). */
+void cr_avx2_kernel_unpacked(int64_t kc, const float *A, int64_t rsa, int64_t csa,
+                             const float *B, int64_t rsb, int64_t csb, float *C, int64_t ldc,
+                             float alpha, float beta);
+#define CR_UNPACKED_MR 6
+#define CR_UNPACKED_NR 16
+
+/* Number of OpenMP threads a parallel region started here would get (1 without OpenMP
+ * or inside a parallel region). */
+int cr_gemm_threads_available(void);
+
+/* ---- the grouped convolution's direct kernel (conv_avx2.c) ---------------------- */
+
+#include "conv_desc.h"
+
+/* Geometry of the padded, phase-split copy of one image's group of input channels:
+ * element (c, padded row i, padded column j) sits at
+ * buf[((c * hp + i) * sw + j % sw) * lp + j / sw], sw being the stride along W, so
+ * that the inputs of consecutive output columns are consecutive in memory. */
+typedef struct {
+    int64_t hp, lp;     /* padded rows; length of one phase of a padded row */
+    int flat;           /* stride 1: blocks run over the flattened plane (row stride lp) */
+    int64_t wo_r;       /* row mode: output width rounded up to the column block */
+    int64_t out_plane;  /* flat mode: floats per channel of the flat output (Ho*lp, rounded) */
+    int64_t in_floats;  /* floats of the padded copy, zero tail included */
+} cr_grouped_geom;
+
+/* The column block of the direct grouped kernel (3 ymm vectors). */
+#define CR_GROUPED_OWB 24
+
+/* y_g (one image and group, bias not added) = direct convolution of the padded copy xp
+ * (geometry gm) with w_g (Cout_g x Cin_g x kh x kw); tap_off[t] is where tap
+ * t = (c*kh + r)*kw + q of output (0, 0) reads in xp. y_g is Cout_g x Ho x Wo, or in
+ * flat mode Cout_g x out_plane with row stride lp (columns past Wo are garbage). Only the
+ * output channels of 4-channel blocks [blk0, blk1) are computed; AVX2. */
+void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
+                          const int64_t *tap_off, const float *xp, const float *w_g, float *y_g,
+                          int64_t blk0, int64_t blk1);
+
+#endif

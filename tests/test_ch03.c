@@ -1,0 +1,425 @@
+/* test_ch03.c — suite ch03: every GEMM step equals a float64 product, and every
+ * convolution built on the fast GEMM equals chapter 1. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "compare.h"
+#include "conv_gemm.h"
+#include "conv_harness.h"
+#include "cr_test.h"
+#include "direct.h"
+#include "gemm.h"
+#include "rng.h"
+
+/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
+static void set_threads(int n)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+/* One random GEMM problem: sizes, flags, scalars, leading-dimension padding. */
+typedef struct {
+    cr_trans ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+} gemm_case;
+
+/* Sizes that matter: 1, primes, just around MR/NR/MC/KC of the kernels. */
+static const int64_t special_sizes[] = {1, 2, 3, 5, 6, 7, 11, 12, 13, 16, 17, 31, 32, 33, 47, 97};
+
+/* Draws a size: a special one, or uniform in [1, hi]. */
+static int64_t draw_size(cr_rng *r, int64_t hi)
+{
+    if (cr_rng_int(r, 0, 2) == 0)
+        return special_sizes[cr_rng_int(r, 0, (int64_t)(sizeof special_sizes / sizeof *special_sizes) - 1)];
+    return cr_rng_int(r, 1, hi);
+}
+
+/* Fills a case: small random sizes, or (every few cases) one dimension of 300..700 so
+ * the MC/KC blocks and their edges are crossed. */
+static gemm_case draw_case(cr_rng *r, int t)
+{
+    gemm_case c;
+    c.ta = (cr_trans)cr_rng_int(r, 0, 1);
+    c.tb = (cr_trans)cr_rng_int(r, 0, 1);
+    c.M = draw_size(r, 70);
+    c.N = draw_size(r, 90);
+    c.K = draw_size(r, 80);
+    switch (t % 8) {       /* one in eight cases is larger in one dimension */
+    case 5: c.M = cr_rng_int(r, 300, 700); break;
+    case 6: c.N = cr_rng_int(r, 300, 700); break;
+    case 7: c.K = cr_rng_int(r, 300, 700); break;
+    default: break;
+    }
+    const int64_t wa = c.ta == CR_NO_TRANS ? c.K : c.M, wb = c.tb == CR_NO_TRANS ? c.N : c.K;
+    c.lda = wa + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);  /* ld > width half the time */
+    c.ldb = wb + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);
+    c.ldc = c.N + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);
+    static const float alphas[] = {1.0f, -0.5f, 2.25f, 1.0f, 0.0f};
+    static const float betas[] = {0.0f, 1.0f, -1.5f, 0.0f, 0.5f};
+    c.alpha = alphas[cr_rng_int(r, 0, 4)];
+    c.beta = betas[cr_rng_int(r, 0, 4)];
+    return c;
+}
+
+/* Relative L2 bound for fp32 against float64 (GUIDE: 1e-5 ... 1e-4, growing with K). */
+static double gemm_tol(int64_t K) { return K <= 64 ? 1e-5 : K <= 1024 ? 3e-5 : 1e-4; }
+
+#define SENTINEL 12345.0f   /* written into C's leading-dimension padding, must survive */
+
+/* Runs fn on case c (operands from r) and checks it against float64; fails with a message
+ * naming the step, the case and the seed. */
+static void check_gemm_case(cr_gemm_fn fn, const char *name, const gemm_case *c, cr_rng *r,
+                            uint64_t seed, int threads)
+{
+    const int64_t ra = c->ta == CR_NO_TRANS ? c->M : c->K, rb = c->tb == CR_NO_TRANS ? c->K : c->N;
+    float *A = malloc((size_t)(ra * c->lda) * sizeof *A);
+    float *B = malloc((size_t)(rb * c->ldb) * sizeof *B);
+    float *C = malloc((size_t)(c->M * c->ldc) * sizeof *C);
+    double *ref = malloc((size_t)(c->M * c->N) * sizeof *ref);
+    float *got = malloc((size_t)(c->M * c->N) * sizeof *got);
+    float *want = malloc((size_t)(c->M * c->N) * sizeof *want);
+    assert_non_null(A); assert_non_null(B); assert_non_null(C);
+    assert_non_null(ref); assert_non_null(got); assert_non_null(want);
+    for (int64_t i = 0; i < ra * c->lda; i++) A[i] = cr_rng_uniform_f(r, -1, 1);
+    for (int64_t i = 0; i < rb * c->ldb; i++) B[i] = cr_rng_uniform_f(r, -1, 1);
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = 0; j < c->ldc; j++)
+            C[i * c->ldc + j] = j >= c->N ? SENTINEL
+                                : c->beta == 0.0f ? NAN          /* beta 0: must not be read */
+                                                  : cr_rng_uniform_f(r, -1, 1);
+    /* float64 reference: alpha * op(A) op(B) + beta * C */
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = 0; j < c->N; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < c->K; k++) {
+                const double a = c->ta == CR_NO_TRANS ? A[i * c->lda + k] : A[k * c->lda + i];
+                const double b = c->tb == CR_NO_TRANS ? B[k * c->ldb + j] : B[j * c->ldb + k];
+                acc += a * b;
+            }
+            ref[i * c->N + j] = c->alpha * acc +
+                                (c->beta == 0.0f ? 0.0 : (double)c->beta * C[i * c->ldc + j]);
+        }
+    cr_status st = fn(c->ta, c->tb, c->M, c->N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C,
+                      c->ldc);
+    for (int64_t i = 0; i < c->M * c->N; i++) {
+        got[i] = C[i / c->N * c->ldc + i % c->N];
+        want[i] = (float)ref[i];
+    }
+    int pad_ok = 1;
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = c->N; j < c->ldc; j++) pad_ok &= C[i * c->ldc + j] == SENTINEL;
+    const double tol = gemm_tol(c->K);
+    cr_cmp cmp = cr_compare(got, want, (size_t)(c->M * c->N), 1e-4, 1e-5);
+    if (st != CR_OK || !cr_cmp_ok(&cmp, tol) || !pad_ok) {
+        const long long shape[2] = {c->M, c->N};
+        if (st == CR_OK && pad_ok)
+            cr_print_faults(stderr, got, want, (size_t)(c->M * c->N), shape, 2, tol, tol, 5);
+        fail_msg("%s, %d thread(s): C = %g * op(A)%s * op(B)%s + %g * C with M=%lld N=%lld "
+                 "K=%lld lda=%lld ldb=%lld ldc=%lld (seed %llu): %s%s, relative L2 %.3g "
+                 "(bound %.0e)%s",
+                 name, threads, (double)c->alpha, c->ta ? "^T" : "", c->tb ? "^T" : "",
+                 (double)c->beta, (long long)c->M, (long long)c->N, (long long)c->K,
+                 (long long)c->lda, (long long)c->ldb, (long long)c->ldc,
+                 (unsigned long long)seed, cr_status_name(st),
+                 st != CR_OK ? cr_last_error() : "", cmp.rel_l2, tol,
+                 pad_ok ? "" : "; it wrote past N into C's leading-dimension padding");
+    }
+    free(A); free(B); free(C); free(ref); free(got); free(want);
+}
+
+/* count random cases of fn with 1 and with 2 threads. */
+static void check_gemm_random(cr_gemm_fn fn, const char *name, int count)
+{
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        for (int t = 0; t < count; t++) {
+            gemm_case c = draw_case(&r, t);
+            check_gemm_case(fn, name, &c, &r, seed, threads);
+        }
+    }
+    set_threads(1);
+    printf("%s: %d random cases x {1, 2} threads equal float64 (seed %llu)\n", name, count,
+           (unsigned long long)seed);
+}
+
+/* ---- the steps ----------------------------------------------------------------------- */
+
+/* The reference itself equals float64 (it is what the book calls correct). */
+static void gemm_steps__reference_random(void **state)
+{
+    (void)state;
+    check_gemm_random(cr_gemm_ref, "cr_gemm_ref", cr_test_count(40));
+}
+
+/* Step 1: loop order. */
+static void loop_order__random_shapes(void **state)
+{
+    (void)state;
+    check_gemm_random(cr_gemm_loop_ikj, "cr_gemm_loop_ikj", cr_test_count(40));
+}
+
+/* Steps 2-4: register blocking, SIMD, cache blocking (no packing). */
+static void gemm_steps__regblock_simd_blocked_random(void **state)
+{
+    (void)state;
+    check_gemm_random(cr_gemm_regblock, "cr_gemm_regblock", cr_test_count(40));
+    check_gemm_random(cr_gemm_simd, "cr_gemm_simd", cr_test_count(40));
+    check_gemm_random(cr_gemm_blocked, "cr_gemm_blocked", cr_test_count(40));
+}
+
+/* Step 5: packed panels and edge tiles (the packing routine is the task). */
+static void packing__packed_random(void **state)
+{
+    (void)state;
+    check_gemm_random(cr_gemm_packed, "cr_gemm_packed", cr_test_count(60));
+}
+
+/* The AVX2 micro-kernel, through step 6 (threads) — skipped on a CPU without AVX2. */
+static void micro_kernel__parallel_random(void **state)
+{
+    (void)state;
+    if (!cr_gemm_kernel_supported("avx2")) skip();
+    check_gemm_random(cr_gemm_parallel, "cr_gemm_parallel", cr_test_count(60));
+}
+
+/* The default with every micro-kernel this CPU runs, the portable fallback included. */
+static void gemm_default__every_kernel_random(void **state)
+{
+    (void)state;
+    static const char *const kernels[] = {"portable", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        if (!cr_gemm_kernel_supported(kernels[i])) {
+            printf("cr_sgemm: kernel %s not supported by this CPU, not tested\n", kernels[i]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[i]));
+        assert_string_equal(cr_gemm_kernel_name(), kernels[i]);
+        char name[64];
+        snprintf(name, sizeof name, "cr_sgemm (%s kernel)", kernels[i]);
+        check_gemm_random(cr_sgemm, name, cr_test_count(60));
+    }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+}
+
+/* Blocks are crossed in every dimension at once, including N beyond NC (4096). */
+static void gemm_default__beyond_every_block(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const gemm_case cases[] = {
+        {CR_NO_TRANS, CR_NO_TRANS, 7, 4133, 21, 21, 4133, 4135, 1.0f, 0.0f},
+        {CR_TRANS, CR_TRANS, 5, 4099, 3, 5, 3, 4099, -1.0f, 1.0f},
+        {CR_NO_TRANS, CR_TRANS, 503, 211, 389, 389, 390, 213, 0.5f, 0.5f},
+        {CR_TRANS, CR_NO_TRANS, 257, 293, 601, 258, 293, 293, 1.0f, 0.0f},
+    };
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            check_gemm_case(cr_sgemm, "cr_sgemm", &cases[i], &r, seed, threads);
+            check_gemm_case(cr_gemm_blocked, "cr_gemm_blocked", &cases[i], &r, seed, threads);
+        }
+    }
+    set_threads(1);
+}
+
+/* Bad arguments are refused with a message; empty products and alpha = 0 follow BLAS. */
+static void gemm_default__arguments_and_edge_cases(void **state)
+{
+    (void)state;
+    float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, 0, 1, 1, 1}, C[4] = {NAN, NAN, NAN, NAN};
+    int count;
+    const cr_gemm_step *steps = cr_gemm_steps(&count);
+    assert_true(count >= 8);
+    assert_string_equal(steps[count - 1].name, "default");
+    for (int i = 0; i < count; i++) {
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 1, A, 2, B, 2, 0, C, 2),
+                        CR_EINVAL);   /* lda 2 < K 3 */
+        assert_non_null(strstr(cr_last_error(), "lda"));
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, -1, 2, 3, 1, A, 3, B, 2, 0, C, 2),
+                        CR_EINVAL);
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 1, A, 3, B, 2, 0, C, 1),
+                        CR_EINVAL);   /* ldc 1 < N 2 */
+        /* K = 0, beta = 0: C becomes 0 even though it held NaN */
+        for (int j = 0; j < 4; j++) C[j] = NAN;
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 0, 1, A, 1, B, 2, 0, C, 2));
+        for (int j = 0; j < 4; j++) assert_true(C[j] == 0.0f);
+        /* alpha = 0, beta = 2: C doubles, A and B do not matter */
+        for (int j = 0; j < 4; j++) C[j] = (float)j;
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 0, A, 3, B, 2, 2, C, 2));
+        for (int j = 0; j < 4; j++) assert_true(C[j] == 2.0f * (float)j);
+        /* M = 0: nothing to do, C untouched */
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 0, 2, 3, 1, A, 3, B, 2, 0, C, 2));
+        assert_true(C[1] == 2.0f);
+    }
+    assert_cr_fails(cr_gemm_set_kernel("sse9"), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "sse9"));
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+}
+
+/* ---- convolution -------------------------------------------------------------------- */
+
+/* Relative L2 bound for the convolutions: fp32, K = Cin_g*kh*kw up to a few hundred here. */
+#define CONV_TOL 3e-5
+
+/* im2col + the fast GEMM equals chapter 1 on random configurations, 1 and 2 threads. */
+static void conv_gemm__equals_direct_random(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        cr_check_conv_random(cr_conv2d_direct, cr_conv2d_gemm, "cr_conv2d_gemm",
+                             cr_test_count(1000) / 2 + 1, CONV_TOL);
+    }
+    set_threads(1);
+}
+
+/* ... and PyTorch's golden cases. */
+static void conv_gemm__golden_cases(void **state)
+{
+    (void)state;
+    cr_check_conv_golden(cr_conv2d_gemm, "cr_conv2d_gemm", CONV_TOL, 40);
+}
+
+/* The fused path (B packed straight from the image) equals chapter 1. */
+static void conv_fused__equals_direct_random(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fused, "cr_conv2d_fused",
+                             cr_test_count(1000) / 2 + 1, CONV_TOL);
+    }
+    set_threads(1);
+    cr_check_conv_golden(cr_conv2d_fused, "cr_conv2d_fused", CONV_TOL, 40);
+}
+
+/* The direct grouped kernel equals chapter 1 on random configurations (every option:
+ * its padded copy resolves padding modes, strides and dilation). */
+static void conv_grouped__equals_direct_random(void **state)
+{
+    (void)state;
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, "cr_conv2d_grouped",
+                             cr_test_count(1000) / 2 + 1, CONV_TOL);
+    }
+    set_threads(1);
+    cr_check_conv_golden(cr_conv2d_grouped, "cr_conv2d_grouped", CONV_TOL, 40);
+}
+
+/* The default and, with the portable GEMM kernel forced, the fallback path. */
+static void conv_fast__equals_direct_random(void **state)
+{
+    (void)state;
+    set_threads(2);
+    cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fast, "cr_conv2d_fast",
+                         cr_test_count(1000), CONV_TOL);
+    assert_cr_ok(cr_gemm_set_kernel("portable"));
+    cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fused, "cr_conv2d_fused (portable kernel)",
+                         cr_test_count(200), CONV_TOL);
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+    set_threads(1);
+    cr_check_conv_golden(cr_conv2d_fast, "cr_conv2d_fast", CONV_TOL, 40);
+}
+
+/* The ResNeXt layer f_3x3_g32 through every path, with a bias, against chapter 1. */
+static void conv_fast__resnext_layer(void **state)
+{
+    (void)state;
+    cr_conv_params p = cr_conv_params_default(128, 128, 3);
+    cr_conv_set_padding(&p, 1, 1);
+    p.groups = 32;
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 56, 56));
+    cr_rng r;
+    cr_rng_seed(&r, cr_seed_from_env());
+    cr_tensor x, w, b, y_ref, y;
+    cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+    assert_cr_ok(cr_tensor_alloc4(&y, 1, 128, 56, 56));
+    assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
+    const cr_conv2d_fn fns[] = {cr_conv2d_gemm, cr_conv2d_fused, cr_conv2d_grouped, cr_conv2d_fast};
+    const char *names[] = {"gemm", "fused", "grouped", "fast"};
+    for (int i = 0; i < 4; i++) {
+        cr_tensor_poison(&y);
+        assert_cr_ok(fns[i](&p, &x, &w, &b, &y));
+        cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+        if (!cr_cmp_ok(&cmp, CONV_TOL))
+            fail_msg("f_3x3_g32 by %s: relative L2 %.3g (bound %.0e)", names[i], cmp.rel_l2,
+                     CONV_TOL);
+    }
+    if (cr_gemm_kernel_supported("avx2")) assert_string_equal(cr_conv2d_fast_path(&s), "grouped");
+    cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+    cr_tensor_free(&y_ref); cr_tensor_free(&y);
+}
+
+/* Workspace: the fused path needs only packing buffers, far less than the patch matrix. */
+static void conv_fused__workspace_is_packing_only(void **state)
+{
+    (void)state;
+    cr_conv_params p = cr_conv_params_default(64, 64, 3);
+    cr_conv_set_padding(&p, 1, 1);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 56, 56));
+    const size_t patch = (size_t)576 * 3136 * 4;
+    const size_t fused = cr_conv2d_fused_workspace_bytes(&s);
+    assert_int_equal(cr_conv2d_gemm_workspace_bytes(&s), patch + fused);
+    assert_true(fused > 0 && fused < patch / 4);
+    printf("a_3x3_64: im2col + GEMM %zu bytes, fused %zu bytes\n", patch + fused, fused);
+}
+
+/* Bad tensors are refused with a message naming them, by every path. */
+static void conv_fast__bad_tensors_refused(void **state)
+{
+    (void)state;
+    cr_conv_params p = cr_conv_params_default(4, 6, 3);
+    cr_tensor x, w, y;
+    assert_cr_ok(cr_tensor_alloc4(&x, 1, 4, 8, 8));
+    assert_cr_ok(cr_tensor_alloc4(&w, 6, 4, 3, 3));
+    assert_cr_ok(cr_tensor_alloc4(&y, 1, 6, 5, 5)); /* should be 6x6 */
+    cr_tensor_fill(&x, 1); cr_tensor_fill(&w, 1); cr_tensor_fill(&y, 7);
+    const cr_conv2d_fn fns[] = {cr_conv2d_gemm, cr_conv2d_fused, cr_conv2d_grouped, cr_conv2d_fast};
+    for (int i = 0; i < 4; i++) {
+        assert_cr_fails(fns[i](&p, &x, &w, NULL, &y), CR_EINVAL);
+        assert_non_null(strstr(cr_last_error(), "tensor y"));
+        assert_true(y.data[0] == 7.0f);
+    }
+    cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&y);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gemm_steps__reference_random),
+        cmocka_unit_test(loop_order__random_shapes),
+        cmocka_unit_test(gemm_steps__regblock_simd_blocked_random),
+        cmocka_unit_test(packing__packed_random),
+        cmocka_unit_test(micro_kernel__parallel_random),
+        cmocka_unit_test(gemm_default__every_kernel_random),
+        cmocka_unit_test(gemm_default__beyond_every_block),
+        cmocka_unit_test(gemm_default__arguments_and_edge_cases),
+        cmocka_unit_test(conv_gemm__equals_direct_random),
+        cmocka_unit_test(conv_gemm__golden_cases),
+        cmocka_unit_test(conv_fused__equals_direct_random),
+        cmocka_unit_test(conv_grouped__equals_direct_random),
+        cmocka_unit_test(conv_fast__equals_direct_random),
+        cmocka_unit_test(conv_fast__resnext_layer),
+        cmocka_unit_test(conv_fused__workspace_is_packing_only),
+        cmocka_unit_test(conv_fast__bad_tensors_refused),
+    };
+    return cr_run_tests("ch03", tests);
+}
