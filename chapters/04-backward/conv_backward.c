@@ -1,0 +1,398 @@
+/* conv_backward.c — chapter 4: the gradients of convolution.
+ *
+ * The forward pass reads each input pixel into several outputs; the backward pass
+ * sends each output's gradient back along the same wires. Two versions, as for the
+ * forward: a plain-loops reference written straight from the chain rule, and a fast
+ * one that reuses the machinery of chapters 2 and 3 — the patch matrix, its adjoint
+ * (col2im), and the GEMM with its transposed variants. */
+#include "conv_backward.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "direct.h"   /* cr_pad_index: chapter 1's padding rule */
+#include "gemm.h"     /* cr_sgemm: chapter 3's GEMM */
+#include "im2col.h"   /* cr_im2col: chapter 2's gather */
+#include "tensor.h"
+
+/* Fails unless tensor t has exactly the expected rank and sizes, naming it (cr_conv_bind's wording). */
+static cr_status expect_shape(const char *name, const cr_tensor *t, int ndim, const int64_t *shape)
+{
+    int ok = t && t->data && t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (ok) return CR_OK;
+    char want[96] = "[", got[96] = "(none)";
+    size_t used = 1;
+    for (int i = 0; i < ndim; i++)
+        used += (size_t)snprintf(want + used, sizeof want - used, "%s%lld", i ? ", " : "",
+                                 (long long)shape[i]);
+    snprintf(want + used, sizeof want - used, "]");
+    if (t && t->data) cr_tensor_shape_str(t, got, sizeof got);
+    return cr_fail(CR_EINVAL, "tensor %s: expected shape %s, got %s", name, want, got);
+}
+
+// @snippet backward_bind
+cr_status cr_conv_backward_bind(cr_conv_shape *s, const cr_conv_params *p,
+                                const cr_tensor *x, const cr_tensor *w, const cr_tensor *dy,
+                                const cr_tensor *dx, const cr_tensor *dw, const cr_tensor *db)
+{
+    if (!s || !p || !x || !x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "input x: expected a rank-4 N x C x H x W tensor");
+    if (x->shape[1] != p->in_channels)
+        return cr_fail(CR_EINVAL, "input x: has %lld channels, in_channels is %lld",
+                       (long long)x->shape[1], (long long)p->in_channels);
+    cr_status st = cr_conv_shape_init(s, p, x->shape[0], x->shape[2], x->shape[3]);
+    if (st) return st;
+    const int64_t ws[4] = {p->out_channels, s->cin_g, p->kernel_h, p->kernel_w};
+    const int64_t ys[4] = {s->batch, p->out_channels, s->h_out, s->w_out};
+    const int64_t bs[1] = {p->out_channels};
+    if ((st = expect_shape("w", w, 4, ws))) return st;
+    if ((st = expect_shape("dy", dy, 4, ys))) return st;                /* like y */
+    if (dx && (st = expect_shape("dx", dx, 4, x->shape))) return st;   /* like x */
+    if (dw && (st = expect_shape("dw", dw, 4, ws))) return st;         /* like w */
+    if (db && !p->bias)
+        return cr_fail(CR_EINVAL, "tensor db: given, but the parameters say bias=false");
+    if (db && (st = expect_shape("db", db, 1, bs))) return st;         /* like b */
+    return CR_OK;
+}
+// @end backward_bind
+
+/* ---- the reference: chapter 1's loops, backwards --------------------------------------- */
+
+// @snippet ref_grad_input
+/* dx (N x C x H x W) = every dy (N x K x Ho x Wo) scattered back through the taps of
+ * w (K x C/G x R x S) that read it. Each thread owns whole (image, channel) planes of dx. */
+static void ref_grad_input(const cr_conv_shape *s, const float *w, const float *dy, float *dx)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t C = p->in_channels, K = p->out_channels;
+    const int64_t H = s->h_in, W = s->w_in, Ho = s->h_out, Wo = s->w_out;
+    const int64_t R = p->kernel_h, S = p->kernel_w;
+
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s->batch; n++)                 /* 1: every image          */
+        for (int64_t c = 0; c < C; c++) {                  /* 2: every input channel  */
+            const int64_t g = c / s->cin_g, cg = c - g * s->cin_g;
+            float *dxp = dx + (n * C + c) * H * W;         /* the plane this thread owns */
+            for (int64_t i = 0; i < H * W; i++) dxp[i] = 0.0f;
+            for (int64_t k = g * s->cout_g; k < (g + 1) * s->cout_g; k++) /* 3: outputs reading c */
+                for (int64_t oh = 0; oh < Ho; oh++)            /* 4: every output row */
+                    for (int64_t ow = 0; ow < Wo; ow++) {      /* 5: every output col */
+                        const float gy = dy[((n * K + k) * Ho + oh) * Wo + ow];
+                        for (int64_t r = 0; r < R; r++) {      /* 6: kernel row */
+                            // @snippet pad_gradient
+                            const int64_t ih = cr_pad_index(
+                                oh * p->stride_h - p->pad_top + r * p->dilation_h, H, p->pad_mode);
+                            if (ih < 0) continue;              /* zero padding: nowhere to go */
+                            for (int64_t q = 0; q < S; q++) {  /* 7: kernel col */
+                                const int64_t iw = cr_pad_index(
+                                    ow * p->stride_w - p->pad_left + q * p->dilation_w, W,
+                                    p->pad_mode);
+                                if (iw < 0) continue;
+                                /* back to the pixel this tap copied: for reflect, replicate
+                                 * and circular padding, often one that is also read directly */
+                                dxp[ih * W + iw] += gy * w[((k * s->cin_g + cg) * R + r) * S + q];
+                            }
+                            // @end pad_gradient
+                        }
+                    }
+        }
+}
+// @end ref_grad_input
+
+// @snippet ref_grad_weight
+/* dw (K x C/G x R x S): each weight gathers dy times the input its tap read, over every
+ * image and output pixel. x: N x C x H x W; dy: N x K x Ho x Wo. Each thread owns weights. */
+static void ref_grad_weight(const cr_conv_shape *s, const float *x, const float *dy, float *dw)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t C = p->in_channels, K = p->out_channels;
+    const int64_t H = s->h_in, W = s->w_in, Ho = s->h_out, Wo = s->w_out;
+    const int64_t R = p->kernel_h, S = p->kernel_w;
+
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < K; k++)                        /* 1: every filter         */
+        for (int64_t c = 0; c < s->cin_g; c++) {           /* 2: its input channels   */
+            const int64_t cx = k / s->cout_g * s->cin_g + c;   /* c's index in x      */
+            for (int64_t r = 0; r < R; r++)                /* 3: kernel row           */
+                for (int64_t q = 0; q < S; q++) {          /* 4: kernel col           */
+                    float acc = 0.0f;
+                    for (int64_t n = 0; n < s->batch; n++)         /* 5: every image  */
+                        for (int64_t oh = 0; oh < Ho; oh++) {      /* 6: output row   */
+                            const int64_t ih = cr_pad_index(
+                                oh * p->stride_h - p->pad_top + r * p->dilation_h, H, p->pad_mode);
+                            if (ih < 0) continue;                  /* read a zero     */
+                            for (int64_t ow = 0; ow < Wo; ow++) {  /* 7: output col   */
+                                const int64_t iw = cr_pad_index(
+                                    ow * p->stride_w - p->pad_left + q * p->dilation_w, W,
+                                    p->pad_mode);
+                                if (iw < 0) continue;
+                                acc += dy[((n * K + k) * Ho + oh) * Wo + ow] *
+                                       x[((n * C + cx) * H + ih) * W + iw];
+                            }
+                        }
+                    dw[((k * s->cin_g + c) * R + r) * S + q] = acc;
+                }
+        }
+}
+// @end ref_grad_weight
+
+// @snippet ref_api
+cr_status cr_conv2d_backward_ref(const cr_conv_params *p, const cr_tensor *x,
+                                 const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
+                                 cr_tensor *dw, cr_tensor *db)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
+    if (st) return st;
+    if (dx) ref_grad_input(&s, w->data, dy->data, dx->data);
+    if (dw) ref_grad_weight(&s, x->data, dy->data, dw->data);
+    if (db) {                                  /* each bias was added to every output pixel */
+        const int64_t K = p->out_channels, plane = s.h_out * s.w_out;
+        for (int64_t k = 0; k < K; k++) {
+            float acc = 0.0f;
+            for (int64_t n = 0; n < s.batch; n++)
+                for (int64_t j = 0; j < plane; j++) acc += dy->data[(n * K + k) * plane + j];
+            db->data[k] = acc;
+        }
+    }
+    return CR_OK;
+}
+// @end ref_api
+
+/* ---- the fast path: col2im and GEMMs ---------------------------------------------------- */
+
+/* True for a 1x1, stride-1, unpadded kernel: the input itself is the patch matrix. */
+static int is_pointwise(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
+}
+
+/* Threads for the (image, group) loop, chapter 3's rule: all of them when the pairs share
+ * evenly (each GEMM then runs on one thread), else 1 (each GEMM runs on all threads). */
+static int outer_threads(const cr_conv_shape *s)
+{
+#ifdef _OPENMP
+    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    const int T = 1;
+#endif
+    const int64_t pairs = s->batch * s->p.groups;
+    return (T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T)) ? T : 1;
+}
+
+/* True when a loop over n independent items may start its own threads: OpenMP is on,
+ * no parallel region is active already, and there is more than one item. */
+static inline int may_fork(int64_t n)
+{
+#ifdef _OPENMP
+    return n > 1 && !omp_in_parallel() && omp_get_max_threads() > 1;
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
+/* Output columns whose padding map cr_col2im computes at a time (a stack array). */
+#define COL2IM_CHUNK 256
+
+/* Chapter 2's cr_im2col for one image and group, one channel at a time so that threads
+ * may share the channels when the caller does not already run one pair per thread.
+ * x_g: Cin_g x H x W; col: (Cin_g*kh*kw) x (Ho*Wo). */
+static void im2col_channels(const cr_conv_shape *s, const float *x_g, float *col)
+{
+    cr_conv_shape one = *s;   /* the same layer, seen as one input channel */
+    one.cin_g = 1;
+    const int64_t plane = s->h_in * s->w_in, rows = cr_im2col_rows(&one) * cr_im2col_cols(s);
+#pragma omp parallel for schedule(static) if (may_fork(s->cin_g))
+    for (int64_t c = 0; c < s->cin_g; c++) cr_im2col(&one, x_g + c * plane, col + c * rows);
+}
+
+size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
+{
+    const size_t T = (size_t)outer_threads(s);
+    const size_t col = is_pointwise(s) ? 0
+                       : (size_t)cr_im2col_rows(s) * (size_t)cr_im2col_cols(s) * sizeof(float);
+    return T * col + (T > 1 ? T * s->w_numel * sizeof(float) : 0);
+}
+
+// @snippet col2im
+void cr_col2im(const cr_conv_shape *s, const float *col, float *dx)
+{
+    // @solution col2im_scatter: add every entry of the patch matrix back onto the input pixel im2col copied it from
+    const cr_conv_params *p = &s->p;
+    const int64_t H = s->h_in, W = s->w_in, Ho = s->h_out, Wo = s->w_out;
+    const int64_t R = p->kernel_h, S = p->kernel_w;
+    /* Channels scatter into separate planes: threads may share them (unless the caller
+     * already runs one (image, group) per thread). */
+#pragma omp parallel for schedule(static) if (may_fork(s->cin_g))
+    for (int64_t c = 0; c < s->cin_g; c++) {
+        float *plane = dx + c * H * W;
+        memset(plane, 0, (size_t)(H * W) * sizeof *plane);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t q = 0; q < S; q++) {
+                const float *row = col + ((c * R + r) * S + q) * Ho * Wo;  /* row (c, r, q) */
+                int64_t iw[COL2IM_CHUNK];  /* the padding map of this tap's columns, once */
+                for (int64_t w0 = 0; w0 < Wo; w0 += COL2IM_CHUNK) {
+                    const int64_t nw = Wo - w0 < COL2IM_CHUNK ? Wo - w0 : COL2IM_CHUNK;
+                    for (int64_t j = 0; j < nw; j++)
+                        iw[j] = cr_pad_index((w0 + j) * p->stride_w - p->pad_left +
+                                             q * p->dilation_w, W, p->pad_mode);
+                    for (int64_t oh = 0; oh < Ho; oh++) {
+                        const int64_t ih = cr_pad_index(
+                            oh * p->stride_h - p->pad_top + r * p->dilation_h, H, p->pad_mode);
+                        if (ih < 0) continue;              /* a zero-padded row: dropped */
+                        const float *src = row + oh * Wo + w0;
+                        float *dst = plane + ih * W;
+                        for (int64_t j = 0; j < nw; j++)   /* im2col's copy, reversed */
+                            if (iw[j] >= 0) dst[iw[j]] += src[j];
+                    }
+                }
+            }
+    }
+    // @stub
+    // (void)s; (void)col; (void)dx;
+    // /* TODO: dx = col2im(col); until then dx is left as it was */
+    // @end-solution
+}
+// @end col2im
+
+// @snippet grad_input
+/* One image, one group: dX_g (Cin_g x H x W) = col2im(W_g^T dY_g), where W_g is
+ * Cout_g x Cin_g*kh*kw (read transposed, never copied) and dY_g is Cout_g x Ho*Wo. */
+static cr_status grad_input_group(const cr_conv_shape *s, const float *w_g, const float *dy_g,
+                                  float *dx_g, float *col)
+{
+    const int64_t M = cr_im2col_rows(s), N = cr_im2col_cols(s), K = s->cout_g;
+    if (is_pointwise(s))   /* the patch matrix is dX_g itself: no col2im */
+        return cr_sgemm(CR_TRANS, CR_NO_TRANS, M, N, K, 1.0f, w_g, M, dy_g, N, 0.0f, dx_g, N);
+    cr_status st = cr_sgemm(CR_TRANS, CR_NO_TRANS, M, N, K, 1.0f, w_g, M, dy_g, N, 0.0f, col, N);
+    if (st == CR_OK) cr_col2im(s, col, dx_g);
+    return st;
+}
+// @end grad_input
+
+// @snippet grad_weight
+/* One image, one group: dW_g (Cout_g x Cin_g*kh*kw) += dY_g (Cout_g x Ho*Wo) cols^T,
+ * cols being the group's patch matrix (Cin_g*kh*kw x Ho*Wo) read transposed. */
+static cr_status grad_weight_group(const cr_conv_shape *s, const float *x_g, const float *dy_g,
+                                   float *dw_g, float *col)
+{
+    // @solution grad_weight: im2col (none for a pointwise kernel), then one cr_sgemm with B transposed and beta = 1
+    const int64_t M = s->cout_g, N = cr_im2col_rows(s), K = cr_im2col_cols(s);
+    const float *B = x_g;
+    if (!is_pointwise(s)) {
+        im2col_channels(s, x_g, col);
+        B = col;
+    }
+    return cr_sgemm(CR_NO_TRANS, CR_TRANS, M, N, K, 1.0f, dy_g, K, B, K, 1.0f, dw_g, N);
+    // @stub
+    // (void)s; (void)x_g; (void)dy_g; (void)dw_g; (void)col; (void)im2col_channels;
+    // return cr_todo("grad_weight");
+    // @end-solution
+}
+// @end grad_weight
+
+// @snippet grad_bias
+/* db (Cout) = dy (N x Cout x Ho x Wo) summed over images and pixels: the bias was added
+ * to every output pixel of its channel. One channel per thread. */
+static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
+{
+    // @solution grad_bias: each bias receives the sum of its channel's gradient over the batch and the image
+    const int64_t K = s->p.out_channels, plane = s->h_out * s->w_out;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < K; k++) {
+        float acc = 0.0f;
+        for (int64_t n = 0; n < s->batch; n++) {
+            const float *dy_k = dy + (n * K + k) * plane;
+            for (int64_t j = 0; j < plane; j++) acc += dy_k[j];
+        }
+        db[k] = acc;
+    }
+    // @stub
+    // (void)s; (void)dy; (void)db;
+    // /* TODO: db = sums of dy; until then db is left as it was */
+    // @end-solution
+}
+// @end grad_bias
+
+// @snippet backward_api
+cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
+                             cr_tensor *db)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
+    if (st) return st;
+    if (db) grad_bias(&s, dy->data, db->data);
+    if (!dx && !dw) return CR_OK;
+
+    const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
+    const size_t ws = is_pointwise(&s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
+    const int T = outer_threads(&s);
+    const size_t wn = s.w_numel;
+    /* dW sums over images. With T threads sharing the (image, group) pairs each thread
+     * sums its own images into its own partial dW; the partials are added afterwards in
+     * thread order, so the result does not depend on which thread finished first. */
+    float *partial = NULL;
+    if (dw && T > 1) {
+        partial = cr_aligned_alloc((size_t)T * wn * sizeof(float));
+        if (!partial)
+            return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of partial dW",
+                           (size_t)T * wn * sizeof(float));
+        memset(partial, 0, (size_t)T * wn * sizeof(float));
+    } else if (dw) {
+        memset(dw->data, 0, wn * sizeof(float));
+    }
+
+    cr_status failed = CR_OK;
+    char msg[256] = "";
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        float *col = ws ? cr_aligned_alloc(ws) : NULL;   /* one patch matrix per thread */
+        float *dw_t = !dw ? NULL : partial ? partial + (size_t)tid * wn : dw->data;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < s.batch; n++)
+            for (int64_t g = 0; g < p->groups; g++) {
+                const float *x_g = x->data + (n * p->in_channels + g * s.cin_g) * H * W;
+                const float *dy_g = dy->data + (n * p->out_channels + g * s.cout_g) * plane;
+                cr_status e = (ws && !col) ? cr_fail(CR_ENOMEM, "col2im: %zu bytes", ws) : CR_OK;
+                if (e == CR_OK && dw_t)   /* patch matrix first used for dW ... */
+                    e = grad_weight_group(&s, x_g, dy_g, dw_t + g * s.cout_g * KK, col);
+                if (e == CR_OK && dx)     /* ... then reused for dX */
+                    e = grad_input_group(&s, w->data + g * s.cout_g * KK, dy_g,
+                                         dx->data + (n * p->in_channels + g * s.cin_g) * H * W,
+                                         col);
+                if (e != CR_OK) {
+#pragma omp critical(cr_conv_backward_status)
+                    {
+                        failed = e;
+                        snprintf(msg, sizeof msg, "%s", cr_last_error());
+                    }
+                }
+            }
+        cr_aligned_free(col);
+    }
+    if (partial && failed == CR_OK) {
+#pragma omp parallel for schedule(static) num_threads(T)
+        for (size_t i = 0; i < wn; i++) {
+            float acc = 0.0f;
+            for (int t = 0; t < T; t++) acc += partial[(size_t)t * wn + i];
+            dw->data[i] = acc;
+        }
+    }
+    cr_aligned_free(partial);
+    return failed ? cr_fail(failed, "%s", msg) : CR_OK;   /* the message, on this thread */
+}
+// @end backward_api
