@@ -41,6 +41,19 @@ def run(cmd, env=None, what='command'):
     return r
 
 
+def tmp_name(path):
+    """The temporary name an output is written under before it is renamed to path."""
+    return f'{path}.tmp'
+
+
+def publish(tmp, path, what):
+    """Renames the finished tmp to path (atomic: readers see the old file or the new
+    one, never a half-written one); dies if tmp is missing or empty."""
+    if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
+        die(f'{what} wrote nothing at {tmp}')
+    os.replace(tmp, path)
+
+
 def depfile_escape(p):
     return p.replace('\\', '\\\\').replace(' ', '\\ ').replace('#', '\\#').replace('$', '$$')
 
@@ -52,20 +65,24 @@ def chromium_pdf(chromium, html, pdf):
                '--no-first-run', '--disable-background-networking',
                '--disable-component-update', '--disable-sync', f'--user-data-dir={profile}',
                '--no-pdf-header-footer', '--print-to-pdf-no-header',
-               f'--print-to-pdf={pdf}', 'file://' + os.path.abspath(html)]
+               f'--print-to-pdf={tmp_name(pdf)}', 'file://' + os.path.abspath(html)]
         try:
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                timeout=180)
         except subprocess.TimeoutExpired:
             print('book: PDF skipped: chromium timed out', file=sys.stderr)
             return False
-        if r.returncode != 0 or not os.path.exists(pdf) or os.path.getsize(pdf) == 0:
+        tmp = tmp_name(pdf)
+        if r.returncode != 0 or not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
             sys.stderr.write(r.stderr[-2000:])
             print('book: PDF failed: chromium returned', r.returncode, file=sys.stderr)
             return False
+        os.replace(tmp, pdf)
         return True
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+        if os.path.exists(tmp_name(pdf)):
+            os.remove(tmp_name(pdf))
 
 
 def main():
@@ -122,22 +139,26 @@ def main():
 
     # 1. Markdown -> filtered AST (the filters run once).
     ast = os.path.join(outdir, f'{NAME}.json')
-    cmd = [a.pandoc, '--from', 'markdown', '--to', 'json', '--metadata-file', meta, '-o', ast]
+    cmd = [a.pandoc, '--from', 'markdown', '--to', 'json', '--metadata-file', meta,
+           '-o', tmp_name(ast)]
     for f in filters:
         cmd += ['--lua-filter', f]
     run(cmd + inputs, env=env, what='pandoc (filters)')
+    publish(tmp_name(ast), ast, 'pandoc (filters)')
 
     common = ['--from', 'json', '--standalone', '--mathml', '--toc', '--toc-depth=2',
               '--number-sections', '--highlight-style=tango', f'--resource-path={resource_path}',
               '--css', css]
     # 2. HTML, one self-contained file.
     html = os.path.join(outdir, f'{NAME}.html')
-    run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', html] + common,
+    run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', tmp_name(html)] + common,
         env=env, what='pandoc (HTML)')
+    publish(tmp_name(html), html, 'pandoc (HTML)')
     # 3. EPUB.
     epub = os.path.join(outdir, f'{NAME}.epub')
-    run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', epub] + common,
-        env=env, what='pandoc (EPUB)')
+    run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', tmp_name(epub)]
+        + common, env=env, what='pandoc (EPUB)')
+    publish(tmp_name(epub), epub, 'pandoc (EPUB)')
     print(f'book: wrote {html}')
     print(f'book: wrote {epub}')
 
@@ -160,9 +181,10 @@ def main():
             deps.update(line.strip() for line in f if line.strip())
         deps = sorted(os.path.abspath(p) for p in deps if os.path.exists(p))
         target = a.dep_target or html
-        with open(a.depfile, 'w') as f:
+        with open(tmp_name(a.depfile), 'w') as f:
             f.write(depfile_escape(target) + ': \\\n')
             f.write(' \\\n'.join('  ' + depfile_escape(p) for p in deps) + '\n')
+        os.replace(tmp_name(a.depfile), a.depfile)
 
 
 if __name__ == '__main__':

@@ -89,6 +89,18 @@ def run_task(task, builddir, timeout):
     return res
 
 
+def write_json(path, obj):
+    """Writes obj as JSON to PATH.tmp, then renames it to path (no half-written report)."""
+    tmp = f'{path}.tmp'
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('tasks', nargs='*', help='tasks to grade (default: all)')
@@ -120,8 +132,8 @@ def main():
                 print(f'FAIL  {t["id"]:<16} {t["description"]}')
             print(f'score: 0/{len(tasks)} tasks')
             if a.json:
-                json.dump({'kit': kit['kit'], 'built': False, 'passed': 0, 'total': len(tasks),
-                           'tasks': []}, open(a.json, 'w'), indent=2)
+                write_json(a.json, {'kit': kit['kit'], 'built': False, 'passed': 0,
+                                    'total': len(tasks), 'tasks': []})
             sys.exit(2)
 
     results, passed = [], 0
@@ -141,9 +153,8 @@ def main():
             print(res.get('output', ''))
     print(f'score: {passed}/{len(tasks)} tasks')
     if a.json:
-        with open(a.json, 'w') as f:
-            json.dump({'kit': kit['kit'], 'built': True, 'passed': passed, 'total': len(tasks),
-                       'tasks': results}, f, indent=2)
+        write_json(a.json, {'kit': kit['kit'], 'built': True, 'passed': passed,
+                            'total': len(tasks), 'tasks': results})
     sys.exit(0 if passed == len(tasks) else 1)
 
 

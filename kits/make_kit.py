@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -384,17 +385,38 @@ replays a failing random case (the seed is printed when one fails).
 # ---------------------------------------------------------------------------
 
 def make_kit(chapter, outdir, solutions=False, quiet=False):
+    """Writes the kit into a temporary sibling of outdir, then renames it into place
+    (replacing an older kit there), so an interrupted run never leaves a half kit
+    under the real name; the temporary directory is removed on any error."""
+    final = os.path.abspath(outdir)
+    if os.path.exists(final) and not (os.path.isdir(final) and (
+            os.path.exists(os.path.join(final, 'kit.json')) or not os.listdir(final))):
+        raise KitError(f'{final} exists and is not a kit; refusing to overwrite it')
+    parent, name = os.path.split(final)
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
+    try:
+        info = _write_kit(chapter, stage, final, solutions, quiet)
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=parent)
+            os.rename(final, os.path.join(old, name))
+            os.rename(stage, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return info
+
+
+def _write_kit(chapter, outdir, final, solutions, quiet):
+    """Writes the kit's files into the empty directory outdir (named final when done)."""
     ch = chapter_dir(chapter)
     chapters = closure(ch)
     m = chapters[-1]
     rev = git_revision()
-    outdir = os.path.abspath(outdir)
-    if os.path.exists(outdir):
-        if os.path.exists(os.path.join(outdir, 'kit.json')) or not os.listdir(outdir):
-            shutil.rmtree(outdir)
-        else:
-            raise KitError(f'{outdir} exists and is not a kit; refusing to overwrite it')
-    os.makedirs(outdir)
+    os.chmod(outdir, 0o755)  # mkdtemp made it 0700
 
     def copy(relpath):
         dst = os.path.join(outdir, relpath)
@@ -491,10 +513,11 @@ def make_kit(chapter, outdir, solutions=False, quiet=False):
                     text = open(p, encoding='utf-8', errors='replace').read()
                     hit = LEFTOVER.search(text)
                     if hit and fn != 'README.md':
-                        raise KitError(f'{p}: "{hit.group(0)}" left in a stub kit')
+                        where = os.path.join(final, os.path.relpath(p, outdir))
+                        raise KitError(f'{where}: "{hit.group(0)}" left in a stub kit')
     if not quiet:
         kind = 'solutions' if solutions else 'stubs'
-        print(f'make_kit: {ch} ({kind}) -> {outdir}: {len(tasks)} task(s): {", ".join(ids)}')
+        print(f'make_kit: {ch} ({kind}) -> {final}: {len(tasks)} task(s): {", ".join(ids)}')
     return info
 
 
@@ -509,8 +532,15 @@ def make_tar(kitdir):
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = ''
         return ti
-    with tarfile.open(out, 'w:gz') as tar:
-        tar.add(kitdir, arcname=base, filter=skip_build)
+    tmp = f'{out}.tmp-{os.getpid()}'  # renamed into place when complete
+    try:
+        with tarfile.open(tmp, 'w:gz') as tar:
+            tar.add(kitdir, arcname=base, filter=skip_build)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return out
 
 

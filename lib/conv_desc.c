@@ -38,6 +38,11 @@ cr_status cr_conv_set_padding_same(cr_conv_params *p)
                        (long long)p->stride_h, (long long)p->stride_w);
     if (p->kernel_h < 1 || p->kernel_w < 1 || p->dilation_h < 1 || p->dilation_w < 1)
         return cr_fail(CR_EINVAL, "padding='same': kernel and dilation must be >= 1");
+    /* Bounded before the products below, which would overflow int64 otherwise. */
+    if (p->kernel_h > CR_MAX_DIM || p->kernel_w > CR_MAX_DIM || p->dilation_h > CR_MAX_DIM ||
+        p->dilation_w > CR_MAX_DIM)
+        return cr_fail(CR_EINVAL, "padding='same': kernel and dilation must be at most %lld",
+                       (long long)CR_MAX_DIM);
     /* PyTorch: total = dilation*(k-1); the smaller half goes top/left. */
     int64_t th = p->dilation_h * (p->kernel_h - 1), tw = p->dilation_w * (p->kernel_w - 1);
     p->pad_top = th / 2;

@@ -10,9 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* The largest width or height we agree to read or write. */
 #define CR_PNG_MAX_SIDE ((png_uint_32)1 << 15)
+/* Deflate never expands more than 1032:1, so a file of S bytes holds at most about
+ * 1032*S bytes of (filtered) pixel rows: a header promising more is refused before
+ * the pixel buffer is allocated (a 60-byte file must not cost gigabytes). */
+#define CR_PNG_DEFLATE_MAX_RATIO 1032u
+#define CR_PNG_RATIO_SLACK 4096u
 
 /* What libpng's error function needs to word the failure; set before setjmp and never
  * changed after, so it stays valid across the longjmp. */
@@ -95,6 +101,25 @@ static cr_status check_header(const char *path, png_uint_32 w, png_uint_32 h, in
     return CR_OK;
 }
 
+/* Refuses a header whose pixel rows (h rows of a filter byte and w pixels of
+ * file_channels samples of depth bits, as stored before compression) could not come
+ * out of a file of fp's size, whatever the compression. */
+static cr_status check_size_fits_file(FILE *fp, const char *path, png_uint_32 w, png_uint_32 h,
+                                      int depth, int file_channels)
+{
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0)
+        return CR_OK;  /* not a regular file (a pipe): no size to check against */
+    uint64_t row = 1 + ((uint64_t)w * (uint64_t)file_channels * (uint64_t)depth + 7) / 8;
+    uint64_t raw = row * h;  /* <= 2^15 * (1 + 2^15 * 8) : no overflow */
+    uint64_t most = (uint64_t)sb.st_size * CR_PNG_DEFLATE_MAX_RATIO + CR_PNG_RATIO_SLACK;
+    if (raw > most)
+        return cr_fail(CR_EFORMAT, "%s: invalid PNG: %lux%lu pixels cannot fit in a file of %lld "
+                       "bytes (truncated or corrupt header)", path, (unsigned long)w,
+                       (unsigned long)h, (long long)sb.st_size);
+    return CR_OK;
+}
+
 /* Decodes an open PNG stream (signature already consumed) into img. */
 static cr_status read_stream(FILE *fp, const char *path, int want, cr_image *img)
 {
@@ -119,6 +144,7 @@ static cr_status read_stream(FILE *fp, const char *path, int want, cr_image *img
     int depth, ct, interlace, channels = 0;
     png_get_IHDR(png, info, &w, &h, &depth, &ct, &interlace, NULL, NULL);
     if ((st = check_header(path, w, h, depth, ct, want, &channels))) goto done;
+    if ((st = check_size_fits_file(fp, path, w, h, depth, png_get_channels(png, info)))) goto done;
     if (want) set_conversions(png, ct, depth, want);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);

@@ -147,6 +147,26 @@ static void conv_desc__same_padding_rules(void **state)
     assert_non_null(strstr(cr_last_error(), "stride"));
 }
 
+/* Found by tests/fuzz (corpus/conv_desc/crash-same-padding-overflow): a huge kernel or
+ * dilation made dilation*(kernel-1) overflow int64 (undefined behaviour) before the
+ * sizes were checked; now refused with a message. */
+static void conv_desc__same_padding_huge_sizes(void **state)
+{
+    (void)state;
+    cr_conv_params p = cr_conv_params_default(1, 1, 3);
+    p.kernel_w = INT64_MAX;
+    p.dilation_w = 4;
+    assert_cr_fails(cr_conv_set_padding_same(&p), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "at most"));
+    p = cr_conv_params_default(1, 1, 3);
+    p.dilation_h = (int64_t)1 << 40;
+    assert_cr_fails(cr_conv_set_padding_same(&p), CR_EINVAL);
+    p = cr_conv_params_default(1, 1, (int64_t)1 << 24);  /* the largest accepted */
+    p.dilation_h = p.dilation_w = (int64_t)1 << 24;
+    assert_cr_ok(cr_conv_set_padding_same(&p));
+    assert_int_equal(p.pad_top + p.pad_bottom, ((int64_t)1 << 24) * (((int64_t)1 << 24) - 1));
+}
+
 static void conv_desc__bind_names_the_tensor(void **state)
 {
     (void)state;
@@ -200,6 +220,7 @@ int main(void)
         cmocka_unit_test(conv_desc__padding_mode_limits),
         cmocka_unit_test(conv_desc__sizes_that_overflow),
         cmocka_unit_test(conv_desc__same_padding_rules),
+        cmocka_unit_test(conv_desc__same_padding_huge_sizes),
         cmocka_unit_test(conv_desc__bind_names_the_tensor),
         cmocka_unit_test(conv_desc__flops_and_names),
     };

@@ -325,6 +325,48 @@ static void png__refuses_huge(void **state)
     remove_temp_dir(dir);
 }
 
+/* Found by tests/fuzz (corpus/png/huge-header-tiny-file): a 69-byte file whose header
+ * says 32768x32768 RGB made the reader allocate 3 GiB for pixels before reading any.
+ * Deflate expands at most 1032:1, so such a header is refused before allocating; a
+ * real, highly compressed large image still reads. */
+static void png__header_larger_than_file_refused(void **state)
+{
+    (void)state;
+    static const unsigned char huge[] = {
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49,
+        0x48, 0x44, 0x52, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x80, 0x00, 0x08, 0x02,
+        0x00, 0x00, 0x00, 0x4b, 0x1e, 0x34, 0x28, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44,
+        0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0xa0, 0x3d, 0x00, 0x00, 0x00, 0x64, 0x00,
+        0x01, 0x86, 0x64, 0x3c, 0x35, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
+        0xae, 0x42, 0x60, 0x82};
+    char dir[512], path[1024];
+    make_temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/huge.png", dir);
+    spit(path, huge, sizeof huge);
+    cr_image img;
+    for (int want = 0; want <= 3; want += want ? 2 : 1) {
+        assert_cr_fails(cr_png_read(path, want, &img), CR_EFORMAT);
+        assert_non_null(strstr(cr_last_error(), "cannot fit in a file of 69 bytes"));
+        assert_null(img.pixels);
+    }
+    /* 4096 x 2048 zeros: compresses about 1000:1, close to the bound, and reads. */
+    enum { W = 4096, H = 2048 };
+    uint8_t *zeros = calloc((size_t)W * H, 1);
+    png_bytep *rows = malloc(H * sizeof *rows);
+    assert_non_null(zeros);
+    assert_non_null(rows);
+    for (int y = 0; y < H; y++) rows[y] = zeros + (size_t)y * W;
+    snprintf(path, sizeof path, "%s/zeros.png", dir);
+    write_raw_png(path, W, H, 8, PNG_COLOR_TYPE_GRAY, NULL, 0, 0, rows);
+    assert_cr_ok(cr_png_read(path, 0, &img));
+    assert_int_equal(img.width, W);
+    assert_int_equal(img.height, H);
+    cr_image_free(&img);
+    free(rows);
+    free(zeros);
+    remove_temp_dir(dir);
+}
+
 /* Missing files are CR_EIO naming the path; bad arguments are CR_EINVAL. */
 static void png__io_errors(void **state)
 {
@@ -356,6 +398,7 @@ int main(void)
         cmocka_unit_test(png__refuses_palette),
         cmocka_unit_test(png__truncated_and_corrupt),
         cmocka_unit_test(png__refuses_huge),
+        cmocka_unit_test(png__header_larger_than_file_refused),
         cmocka_unit_test(png__io_errors),
     };
     return cr_run_tests("png", tests);

@@ -11,6 +11,7 @@ same colours; every cell names the input pixel copied there (or 0 from the
 padding), so the reader sees each pixel land in up to nine columns. Bottom: the
 product W_g (K_g x 9) X_col (9 x 16) = Y_g (K_g x 16), already in NCHW order.
 """
+import os
 import sys
 
 H = W = 4          # input
@@ -185,8 +186,10 @@ def draw(out):
     s.text(yx + 16 * 12 + 16, gy + 15, 'one filter row', size=12, anchor='start', fill='#333')
     s.text(yx + 16 * 12 + 16, gy + 32, '× one column', size=12, anchor='start', fill='#333')
 
-    with open(out, 'w', encoding='utf-8') as f:
+    tmp = out + '.tmp'  # renamed into place when complete: never a half-written figure
+    with open(tmp, 'w', encoding='utf-8') as f:
         f.write(s.render())
+    os.replace(tmp, out)
 
 
 if __name__ == '__main__':

@@ -54,11 +54,23 @@ function M.read(path)
   return text
 end
 
+-- Writes text to PATH.tmp, then renames it to path: an interrupted build never
+-- leaves a truncated file under the real name.
 function M.write(path, text)
-  local f, err = io.open(path, 'wb')
-  if not f then M.fail('write', path .. ': ' .. tostring(err)) end
-  f:write(text)
-  f:close()
+  local tmp = path .. '.tmp'
+  local f, err = io.open(tmp, 'wb')
+  if not f then M.fail('write', tmp .. ': ' .. tostring(err)) end
+  local ok, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not ok or not closed then
+    os.remove(tmp)
+    M.fail('write', tmp .. ': ' .. tostring(werr or cerr))
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    M.fail('write', 'cannot rename ' .. tmp .. ' to ' .. path .. ': ' .. tostring(rerr))
+  end
 end
 
 -- Splits text into lines (without their newline characters).

@@ -58,8 +58,11 @@ function CodeBlock(el)
   local base = crbook.join(crbook.figdir, 'plot-' .. stem .. '-' .. key)
   local csv_path, svg_path = base .. '.csv', base .. '.svg'
   crbook.write(csv_path, data)
+  -- gnuplot writes SVG.tmp; it is renamed to SVG once complete (never a half plot).
+  local svg_tmp = svg_path .. '.tmp'
   os.remove(svg_path)
-  local args = { '-c', script_path, csv_path, svg_path }
+  os.remove(svg_tmp)
+  local args = { '-c', script_path, csv_path, svg_tmp }
 
   -- group="col": one more data file per distinct value of col (rows in CSV order),
   -- ARG3 = the values separated by spaces, ARG4 = the file-name pattern with %s for
@@ -93,12 +96,18 @@ function CodeBlock(el)
 
   local ok, err = pcall(pandoc.pipe, 'gnuplot', args, '')
   if not ok then
+    os.remove(svg_tmp)
     crbook.fail(what, 'gnuplot failed: ' .. tostring(err and (err.output or err) or ''))
   end
-  local f = io.open(svg_path, 'rb')
+  local f = io.open(svg_tmp, 'rb')
   local size = f and f:seek('end') or 0
   if f then f:close() end
-  if size == 0 then crbook.fail(what, 'gnuplot wrote no SVG at ' .. svg_path) end
+  if size == 0 then
+    os.remove(svg_tmp)
+    crbook.fail(what, 'gnuplot wrote no SVG at ' .. svg_tmp)
+  end
+  local renamed, rerr = os.rename(svg_tmp, svg_path)
+  if not renamed then crbook.fail(what, 'cannot rename ' .. svg_tmp .. ': ' .. tostring(rerr)) end
 
   local caption = crbook.caption(el.attributes.caption, t)
   local img_attrs = { ['data-csv'] = src }
