@@ -157,22 +157,6 @@ cr_status cr_conv_shape_init(cr_conv_shape *s, const cr_conv_params *p, int64_t 
     return CR_OK;
 }
 
-/* Fails unless tensor t has exactly the expected rank and sizes, naming it. */
-static cr_status expect_shape(const char *name, const cr_tensor *t, int ndim, const int64_t *shape)
-{
-    int ok = t && t->data && t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
-    if (ok) return CR_OK;
-    char want[96] = "[", got[96] = "(none)";
-    size_t used = 1;
-    for (int i = 0; i < ndim; i++)
-        used += (size_t)snprintf(want + used, sizeof want - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    snprintf(want + used, sizeof want - used, "]");
-    if (t && t->data) cr_tensor_shape_str(t, got, sizeof got);
-    return cr_fail(CR_EINVAL, "tensor %s: expected shape %s, got %s", name, want, got);
-}
-
 cr_status cr_conv_bind(cr_conv_shape *s, const cr_conv_params *p, const cr_tensor *x,
                        const cr_tensor *w, const cr_tensor *b, const cr_tensor *y)
 {
@@ -186,10 +170,10 @@ cr_status cr_conv_bind(cr_conv_shape *s, const cr_conv_params *p, const cr_tenso
     const int64_t ws[4] = {p->out_channels, s->cin_g, p->kernel_h, p->kernel_w};
     const int64_t ys[4] = {s->batch, p->out_channels, s->h_out, s->w_out};
     const int64_t bs[1] = {p->out_channels};
-    if ((st = expect_shape("w", w, 4, ws))) return st;
-    if ((st = expect_shape("y", y, 4, ys))) return st;
+    if ((st = cr_tensor_expect_shape("w", w, 4, ws))) return st;
+    if ((st = cr_tensor_expect_shape("y", y, 4, ys))) return st;
     if (p->bias) {
-        if ((st = expect_shape("b", b, 1, bs))) return st;
+        if ((st = cr_tensor_expect_shape("b", b, 1, bs))) return st;
     } else if (b) {
         return cr_fail(CR_EINVAL, "tensor b: given, but the parameters say bias=false");
     }

@@ -88,3 +88,17 @@ void cr_tensor_shape_str(const cr_tensor *t, char *buf, size_t len)
                                  (long long)t->shape[i]);
     if (used < len) snprintf(buf + used, len - used, "]");
 }
+
+cr_status cr_tensor_expect_shape(const char *name, const cr_tensor *t, int ndim,
+                                 const int64_t *shape)
+{
+    int ok = t && t->data && t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (ok) return CR_OK;
+    cr_tensor wanted = {.ndim = ndim < CR_MAX_DIMS ? ndim : CR_MAX_DIMS};
+    for (int i = 0; i < wanted.ndim; i++) wanted.shape[i] = shape[i];
+    char want[96], got[96] = "(none)";
+    cr_tensor_shape_str(&wanted, want, sizeof want);
+    if (t && t->data) cr_tensor_shape_str(t, got, sizeof got);
+    return cr_fail(CR_EINVAL, "tensor %s: expected shape %s, got %s", name, want, got);
+}

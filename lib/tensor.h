@@ -37,6 +37,10 @@ void cr_tensor_fill(cr_tensor *t, float v);
 void cr_tensor_poison(cr_tensor *t);
 /* True if a and b have the same rank and sizes. */
 int cr_tensor_same_shape(const cr_tensor *a, const cr_tensor *b);
+/* Fails with CR_EINVAL unless t is allocated with exactly this rank and shape; the
+ * message names the tensor: "tensor w: expected shape [6, 2, 3, 3], got [6, 4, 3, 3]". */
+cr_status cr_tensor_expect_shape(const char *name, const cr_tensor *t, int ndim,
+                                 const int64_t *shape);
 /* Writes "[2, 3, 5, 7]" into buf (always NUL-terminated). */
 void cr_tensor_shape_str(const cr_tensor *t, char *buf, size_t len);
 

@@ -11,6 +11,7 @@
  * bytes until the parent (the FIFO's reader) has seen them and killed it. Then PATH
  * must hold what it held before (nothing, or the previous complete file). */
 #include "cr_test.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,30 +32,6 @@
 static const char *lab_path;  /* argv[1] */
 
 /* ------------------------------------------------------------------ helpers */
-
-/* A fresh temporary directory (under $TMPDIR or /tmp) in buf. */
-static void make_temp_dir(char *buf, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(buf, len, "%s/cr_atomic_XXXXXX", base && *base ? base : "/tmp");
-    assert_non_null(mkdtemp(buf));
-}
-
-/* Removes every entry of dir (files, FIFOs, links), then dir itself. */
-static void remove_temp_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        remove(path);
-    }
-    closedir(d);
-    assert_int_equal(rmdir(dir), 0);
-}
 
 static int exists(const char *path)
 {
@@ -144,13 +121,13 @@ static void atomic__lab_csv_sigint(void **state)
 {
     (void)state;
     char dir[512], out[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_atomic");
     snprintf(out, sizeof out, "%s/lab.csv", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     assert_int_equal(interrupt_lab(out, tmp, SIGINT), SIGINT);
     assert_false(exists(out));
     assert_false(exists(tmp));
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* SIGKILL mid-run (no handler can run): OUT.tmp may stay behind, but OUT keeps
@@ -159,14 +136,14 @@ static void atomic__lab_csv_sigkill(void **state)
 {
     (void)state;
     char dir[512], out[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_atomic");
     snprintf(out, sizeof out, "%s/lab.csv", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     write_text(out, "previous,complete\n");
     assert_int_equal(interrupt_lab(out, tmp, SIGKILL), SIGKILL);
     if (!holds_text(out, "previous,complete\n"))
         fail_msg("%s changed although the lab was killed before it finished", out);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* ------------------------------------------------------------------ library writers */
@@ -210,7 +187,7 @@ static void child_write(writer_kind kind, const char *path)
 static void kill_writer_mid_file(writer_kind kind, const char *name)
 {
     char dir[512], path[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_atomic");
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     write_text(path, "previous version");
@@ -233,7 +210,7 @@ static void kill_writer_mid_file(writer_kind kind, const char *name)
 
     if (!holds_text(path, "previous version"))
         fail_msg("%s: the previous file was replaced by a writer killed mid-file", path);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 static void atomic__safetensors_killed_mid_file(void **state)
@@ -255,7 +232,7 @@ static void atomic__failed_write_leaves_nothing(void **state)
     (void)state;
     if (!exists("/dev/full")) skip();
     char dir[512], path[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_atomic");
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -282,7 +259,7 @@ static void atomic__failed_write_leaves_nothing(void **state)
     assert_cr_fails(cr_png_write(path, &img), CR_EIO);
     assert_false(exists(tmp));
     assert_false(exists(path));
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* test_lab_utils.c — the labs' helpers: argument parsing, CSV with provenance,
  * timing (median, bench loop). Suite: lib. */
 #include "cr_test.h"
+#include "test_files.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -39,13 +40,6 @@ static char *read_all(const char *path)
     buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-/* A fresh directory under /tmp; path receives its name. */
-static void make_tmpdir(char *path, size_t len)
-{
-    snprintf(path, len, "/tmp/cr_test_lab_utils_XXXXXX");
-    if (!mkdtemp(path)) fail_msg("mkdtemp failed");
 }
 
 /* The options the args tests parse: a flag, a ranged int, an unranged int, a
@@ -218,7 +212,7 @@ static void args__help(void **state)
 {
     (void)state;
     char dir[64], path[96];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/help.txt", dir);
 
     fflush(stdout);
@@ -257,7 +251,7 @@ static void csv__header_and_rows(void **state)
 {
     (void)state;
     char dir[64], path[96];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
 
     const char *const extra[] = {"seed", "42", "note", "a, b\nc", NULL};
@@ -297,7 +291,7 @@ static void csv__tmp_then_rename(void **state)
 {
     (void)state;
     char dir[64], path[96], tmp[112];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
 
@@ -319,7 +313,7 @@ static void csv__abort_leaves_nothing(void **state)
 {
     (void)state;
     char dir[64], path[96], tmp[112];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
 
@@ -361,7 +355,7 @@ static void csv__row_with_newline_refused(void **state)
 {
     (void)state;
     char dir[64], path[96];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
 
     cr_csv *c = NULL;
@@ -496,7 +490,7 @@ static void progress__plain_lines_off_a_terminal(void **state)
 {
     (void)state;
     char dir[256], path[300];
-    make_tmpdir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/stderr.txt", dir);
     fflush(stderr);
     int saved = dup(fileno(stderr));

@@ -1,5 +1,6 @@
 /* test_png.c — PNG reading and writing: exact round trips, conversions, refusals, damage. */
 #include "cr_test.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -13,30 +14,6 @@
 #include "png_io.h"
 
 /* ------------------------------------------------------------------ helpers */
-
-/* A fresh temporary directory (under $TMPDIR or /tmp) in buf. */
-static void make_temp_dir(char *buf, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(buf, len, "%s/cr_png_XXXXXX", base && *base ? base : "/tmp");
-    assert_non_null(mkdtemp(buf));
-}
-
-/* Removes every file in dir, then dir itself. */
-static void remove_temp_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        remove(path);
-    }
-    closedir(d);
-    assert_int_equal(rmdir(dir), 0);
-}
 
 /* A xorshift64 generator seeded from the clock. */
 static uint64_t rng_state = 88172645463325252u;
@@ -128,7 +105,7 @@ static void png__grey_round_trip(void **state)
     (void)state;
     rng_state ^= (uint64_t)time(NULL);
     char dir[512], path[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/grey.png", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     const int sizes[][2] = {{37, 23}, {1, 1}, {1, 300}, {257, 2}};
@@ -141,7 +118,7 @@ static void png__grey_round_trip(void **state)
         check_round_trip(path, &img, 1);
         cr_image_free(&img);
     }
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* RGB images come back bit for bit, as they are and with want_channels 3. */
@@ -149,7 +126,7 @@ static void png__rgb_round_trip(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/rgb.png", dir);
     cr_image img = random_image(29, 17, 3);
     assert_cr_ok(cr_png_write(path, &img));
@@ -161,7 +138,7 @@ static void png__rgb_round_trip(void **state)
     assert_cr_ok(cr_png_write(path, &img));
     check_round_trip(path, &img, 0);
     cr_image_free(&img);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* Grey read as RGB replicates the value; RGB read as grey gives luminance (exact for r=g=b). */
@@ -169,7 +146,7 @@ static void png__conversions(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/c.png", dir);
     cr_image grey = random_image(11, 7, 1), back;
     assert_cr_ok(cr_png_write(path, &grey));
@@ -196,7 +173,7 @@ static void png__conversions(void **state)
     }
     cr_image_free(&back);
     cr_image_free(&rgb);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* A 16-bit grey PNG is refused as it is (the message says what it is) and converts when asked. */
@@ -204,7 +181,7 @@ static void png__refuses_16bit(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/deep.png", dir);
     enum { W = 5, H = 3 };
     uint8_t want[W * H], raw[H][2 * W];
@@ -231,7 +208,7 @@ static void png__refuses_16bit(void **state)
     assert_cr_ok(cr_png_read(path, 3, &img));
     for (int i = 0; i < W * H; i++) assert_int_equal(img.pixels[3 * i + 2], want[i]);
     cr_image_free(&img);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* A palette PNG is refused as it is and expands to its colours when asked (interlaced too). */
@@ -239,7 +216,7 @@ static void png__refuses_palette(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/pal.png", dir);
     const png_color pal[4] = {{200, 10, 30}, {0, 255, 7}, {90, 90, 90}, {1, 2, 3}};
     enum { W = 9, H = 10 };
@@ -268,7 +245,7 @@ static void png__refuses_palette(void **state)
         assert_int_equal(img.pixels[2], 90);  /* (2*7 + 0) % 4 = 2: the grey entry stays exact */
         cr_image_free(&img);
     }
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* Every truncation of a valid file, and a flipped byte in the image data, give CR_EFORMAT. */
@@ -276,7 +253,7 @@ static void png__truncated_and_corrupt(void **state)
 {
     (void)state;
     char dir[512], path[1024], cut[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/full.png", dir);
     snprintf(cut, sizeof cut, "%s/cut.png", dir);
     cr_image img = random_image(13, 11, 3), back;
@@ -303,7 +280,7 @@ static void png__truncated_and_corrupt(void **state)
     assert_non_null(strstr(cr_last_error(), "not a PNG"));
     free(bytes);
     cr_image_free(&img);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* Absurd dimensions are refused before allocating. */
@@ -311,7 +288,7 @@ static void png__refuses_huge(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/wide.png", dir);
     enum { W = (1 << 15) + 1 };
     static uint8_t row[W];
@@ -322,7 +299,7 @@ static void png__refuses_huge(void **state)
     assert_non_null(strstr(cr_last_error(), "exceeds the limit"));
     cr_image big = {W, 1, 1, row};
     assert_cr_fails(cr_png_write(path, &big), CR_EINVAL);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* Found by tests/fuzz (corpus/png/huge-header-tiny-file): a 69-byte file whose header
@@ -340,7 +317,7 @@ static void png__header_larger_than_file_refused(void **state)
         0x01, 0x86, 0x64, 0x3c, 0x35, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
         0xae, 0x42, 0x60, 0x82};
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_png");
     snprintf(path, sizeof path, "%s/huge.png", dir);
     spit(path, huge, sizeof huge);
     cr_image img;
@@ -364,7 +341,7 @@ static void png__header_larger_than_file_refused(void **state)
     cr_image_free(&img);
     free(rows);
     free(zeros);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* Missing files are CR_EIO naming the path; bad arguments are CR_EINVAL. */

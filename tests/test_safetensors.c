@@ -1,5 +1,6 @@
 /* test_safetensors.c — the safetensors reader and writer, and the JSON parser under them. */
 #include "cr_test.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -14,30 +15,6 @@
 #include "tensor.h"
 
 /* ------------------------------------------------------------------ helpers */
-
-/* A fresh temporary directory (under $TMPDIR or /tmp) in buf. */
-static void make_temp_dir(char *buf, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(buf, len, "%s/cr_st_XXXXXX", base && *base ? base : "/tmp");
-    assert_non_null(mkdtemp(buf));
-}
-
-/* Removes every file in dir, then dir itself. */
-static void remove_temp_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        remove(path);
-    }
-    closedir(d);
-    assert_int_equal(rmdir(dir), 0);
-}
 
 /* A xorshift64 generator seeded from the clock (the seed is printed on failure). */
 static uint64_t rng_state;
@@ -105,7 +82,7 @@ static void safetensors__round_trip(void **state)
     enum { N = 4 };
     cr_tensor t[N], back;
     char dir[512], path[1024], tmp[1100];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_st");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
 
@@ -148,7 +125,7 @@ static void safetensors__round_trip(void **state)
     assert_non_null(strstr(cr_last_error(), "nope"));
     assert_null(back.data);
     cr_st_free(f);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* The file layout: header length a multiple of 8, space padded, data contiguous little-endian. */
@@ -156,7 +133,7 @@ static void safetensors__file_layout(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    make_temp_dir(dir, sizeof dir);
+    cr_test_temp_dir(dir, sizeof dir, "cr_st");
     snprintf(path, sizeof path, "%s/a.safetensors", dir);
     cr_tensor a, b;
     const int64_t sa[1] = {3}, sb[2] = {2, 1};
@@ -196,7 +173,7 @@ static void safetensors__file_layout(void **state)
     /* -2.0f is 0xC0000000, stored little-endian as the second element of "a". */
     const unsigned char minus_two[4] = {0x00, 0x00, 0x00, 0xC0};
     assert_memory_equal(buf + 8 + hlen + 4, minus_two, 4);
-    remove_temp_dir(dir);
+    cr_test_remove_temp_dir(dir);
 }
 
 /* The writer refuses bad names and keys; saving into a missing directory is CR_EIO. */

@@ -19,22 +19,6 @@
 #include "im2col.h"   /* cr_im2col: chapter 2's gather */
 #include "tensor.h"
 
-/* Fails unless tensor t has exactly the expected rank and sizes, naming it (cr_conv_bind's wording). */
-static cr_status expect_shape(const char *name, const cr_tensor *t, int ndim, const int64_t *shape)
-{
-    int ok = t && t->data && t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
-    if (ok) return CR_OK;
-    char want[96] = "[", got[96] = "(none)";
-    size_t used = 1;
-    for (int i = 0; i < ndim; i++)
-        used += (size_t)snprintf(want + used, sizeof want - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    snprintf(want + used, sizeof want - used, "]");
-    if (t && t->data) cr_tensor_shape_str(t, got, sizeof got);
-    return cr_fail(CR_EINVAL, "tensor %s: expected shape %s, got %s", name, want, got);
-}
-
 // @snippet backward_bind
 cr_status cr_conv_backward_bind(cr_conv_shape *s, const cr_conv_params *p,
                                 const cr_tensor *x, const cr_tensor *w, const cr_tensor *dy,
@@ -50,13 +34,13 @@ cr_status cr_conv_backward_bind(cr_conv_shape *s, const cr_conv_params *p,
     const int64_t ws[4] = {p->out_channels, s->cin_g, p->kernel_h, p->kernel_w};
     const int64_t ys[4] = {s->batch, p->out_channels, s->h_out, s->w_out};
     const int64_t bs[1] = {p->out_channels};
-    if ((st = expect_shape("w", w, 4, ws))) return st;
-    if ((st = expect_shape("dy", dy, 4, ys))) return st;                /* like y */
-    if (dx && (st = expect_shape("dx", dx, 4, x->shape))) return st;   /* like x */
-    if (dw && (st = expect_shape("dw", dw, 4, ws))) return st;         /* like w */
+    if ((st = cr_tensor_expect_shape("w", w, 4, ws))) return st;
+    if ((st = cr_tensor_expect_shape("dy", dy, 4, ys))) return st;                /* like y */
+    if (dx && (st = cr_tensor_expect_shape("dx", dx, 4, x->shape))) return st;   /* like x */
+    if (dw && (st = cr_tensor_expect_shape("dw", dw, 4, ws))) return st;         /* like w */
     if (db && !p->bias)
         return cr_fail(CR_EINVAL, "tensor db: given, but the parameters say bias=false");
-    if (db && (st = expect_shape("db", db, 1, bs))) return st;         /* like b */
+    if (db && (st = cr_tensor_expect_shape("db", db, 1, bs))) return st;         /* like b */
     return CR_OK;
 }
 // @end backward_bind
