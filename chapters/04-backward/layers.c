@@ -1,0 +1,659 @@
+/* layers.c — chapter 4: forward and backward passes of the layers around the
+ * convolution (see layers.h for the contracts). Statistics are summed in double, so
+ * that a channel of a million pixels keeps float32's accuracy. */
+#include "layers.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- shape checks ------------------------------------------------------------------ */
+
+/* Fails naming `what` unless t is allocated with rank 4. */
+static cr_status need4(const cr_tensor *t, const char *what)
+{
+    if (!t || !t->data || t->ndim != 4)
+        return cr_fail(CR_EINVAL, "%s: expected an allocated N x C x H x W tensor", what);
+    return CR_OK;
+}
+
+/* Fails naming `what` unless t has the same shape as ref (shape strings in the message). */
+static cr_status need_same(const cr_tensor *t, const cr_tensor *ref, const char *what,
+                           const char *ref_name)
+{
+    if (!t || !t->data) return cr_fail(CR_EINVAL, "%s: not allocated", what);
+    if (!cr_tensor_same_shape(t, ref)) {
+        char a[64], b[64];
+        cr_tensor_shape_str(t, a, sizeof a);
+        cr_tensor_shape_str(ref, b, sizeof b);
+        return cr_fail(CR_EINVAL, "%s is %s, expected %s (the shape of %s)", what, a, b,
+                       ref_name);
+    }
+    return CR_OK;
+}
+
+/* Fails naming `what` unless t (if non-NULL, or always when required) holds exactly n floats. */
+static cr_status need_numel(const cr_tensor *t, size_t n, const char *what, int required)
+{
+    if (!t) return required ? cr_fail(CR_EINVAL, "%s: missing", what) : CR_OK;
+    if (!t->data || t->numel != n)
+        return cr_fail(CR_EINVAL, "%s holds %zu values, expected %zu", what,
+                       t->data ? t->numel : 0, n);
+    return CR_OK;
+}
+
+/* Fails naming `what` unless t has rank 4 with the given sizes. */
+static cr_status need_shape4(const cr_tensor *t, int64_t n, int64_t c, int64_t h, int64_t w,
+                             const char *what)
+{
+    cr_status s = need4(t, what);
+    if (s) return s;
+    if (t->shape[0] != n || t->shape[1] != c || t->shape[2] != h || t->shape[3] != w) {
+        char a[64];
+        cr_tensor_shape_str(t, a, sizeof a);
+        return cr_fail(CR_EINVAL, "%s is %s, expected [%lld, %lld, %lld, %lld]", what, a,
+                       (long long)n, (long long)c, (long long)h, (long long)w);
+    }
+    return CR_OK;
+}
+
+/* ---- ReLU ---------------------------------------------------------------------------- */
+
+/* y = max(x, 0), element-wise over x->numel values (NaN propagates). */
+cr_status cr_relu_forward(const cr_tensor *x, cr_tensor *y)
+{
+    cr_status s = need_same(y, x, "relu y", "x");
+    if (s) return s;
+    for (size_t i = 0; i < x->numel; i++) {
+        const float v = x->data[i];
+        y->data[i] = (v > 0.0f || v != v) ? v : 0.0f;    /* NaN stays NaN, as in PyTorch */
+    }
+    return CR_OK;
+}
+
+/* dx = dy * [y > 0] element-wise; y is relu's output. */
+cr_status cr_relu_backward(const cr_tensor *y, const cr_tensor *dy, cr_tensor *dx)
+{
+    cr_status s;
+    if ((s = need_same(dy, y, "relu dy", "y")) || (s = need_same(dx, y, "relu dx", "y")))
+        return s;
+    // @snippet relu_backward
+    for (size_t i = 0; i < y->numel; i++)
+        dx->data[i] = y->data[i] > 0.0f ? dy->data[i] : 0.0f;
+    // @end relu_backward
+    return CR_OK;
+}
+
+/* ---- add ------------------------------------------------------------------------------- */
+
+/* y = a + b element-wise (same shapes). */
+cr_status cr_add_forward(const cr_tensor *a, const cr_tensor *b, cr_tensor *y)
+{
+    cr_status s;
+    if ((s = need_same(b, a, "add b", "a")) || (s = need_same(y, a, "add y", "a"))) return s;
+    for (size_t i = 0; i < a->numel; i++) y->data[i] = a->data[i] + b->data[i];
+    return CR_OK;
+}
+
+/* da = db = dy (either may be NULL). */
+cr_status cr_add_backward(const cr_tensor *dy, cr_tensor *da, cr_tensor *db)
+{
+    cr_status s;
+    if ((da && (s = need_same(da, dy, "add da", "dy"))) ||
+        (db && (s = need_same(db, dy, "add db", "dy"))))
+        return s;
+    if (da && da->data != dy->data) memcpy(da->data, dy->data, dy->numel * sizeof(float));
+    if (db && db->data != dy->data) memcpy(db->data, dy->data, dy->numel * sizeof(float));
+    return CR_OK;
+}
+
+/* ---- BatchNorm2d ----------------------------------------------------------------------- */
+
+cr_bn_params cr_bn_params_default(void)
+{
+    return (cr_bn_params){.eps = 1e-5, .momentum = 0.1};
+}
+
+/* Checks the per-channel tensors of batch norm: each non-NULL one holds C values. */
+static cr_status bn_check(const cr_tensor *x, const cr_tensor *gamma, const cr_tensor *beta,
+                          const cr_tensor *a, const char *an, const cr_tensor *b,
+                          const char *bn_)
+{
+    cr_status s = need4(x, "batchnorm x");
+    if (s) return s;
+    const size_t C = (size_t)x->shape[1];
+    if ((!gamma) != (!beta))
+        return cr_fail(CR_EINVAL, "batchnorm: gamma and beta must both be given or both NULL");
+    if ((s = need_numel(gamma, C, "batchnorm gamma", 0)) ||
+        (s = need_numel(beta, C, "batchnorm beta", 0)) || (s = need_numel(a, C, an, 0)) ||
+        (s = need_numel(b, C, bn_, 0)))
+        return s;
+    return CR_OK;
+}
+
+/* Batch norm over x (N x C x H x W), per channel; see layers.h. */
+cr_status cr_batchnorm2d_forward(const cr_bn_params *p, bool training, const cr_tensor *x,
+                                 const cr_tensor *gamma, const cr_tensor *beta,
+                                 cr_tensor *running_mean, cr_tensor *running_var,
+                                 cr_tensor *y, cr_tensor *save_mean, cr_tensor *save_invstd)
+{
+    cr_status s;
+    if ((s = bn_check(x, gamma, beta, running_mean, "batchnorm running_mean", running_var,
+                      "batchnorm running_var")) ||
+        (s = need_numel(save_mean, (size_t)x->shape[1], "batchnorm save_mean", 1)) ||
+        (s = need_numel(save_invstd, (size_t)x->shape[1], "batchnorm save_invstd", 1)) ||
+        (s = need_same(y, x, "batchnorm y", "x")))
+        return s;
+    if ((!running_mean) != (!running_var))
+        return cr_fail(CR_EINVAL, "batchnorm: running_mean and running_var go together");
+    if (!training && !running_mean)
+        return cr_fail(CR_EINVAL, "batchnorm: evaluation mode needs the running statistics");
+    if (!(p->eps > 0)) return cr_fail(CR_EINVAL, "batchnorm: eps must be > 0, got %g", p->eps);
+    const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const int64_t M = N * HW;
+    if (training && M < 2)
+        return cr_fail(CR_EINVAL, "batchnorm: training needs more than 1 value per channel "
+                       "(got N*H*W = %lld), as in PyTorch", (long long)M);
+    // @snippet batchnorm_forward
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double mean, var;
+        if (training) {                      /* batch statistics, in double */
+            double sum = 0.0, sq = 0.0;
+            for (int64_t n = 0; n < N; n++) {
+                const float *xc = x->data + (n * C + c) * HW;
+                for (int64_t i = 0; i < HW; i++) sum += xc[i];
+            }
+            mean = sum / (double)M;
+            for (int64_t n = 0; n < N; n++) {
+                const float *xc = x->data + (n * C + c) * HW;
+                for (int64_t i = 0; i < HW; i++) sq += (xc[i] - mean) * (xc[i] - mean);
+            }
+            var = sq / (double)M;            /* biased: normalises this batch */
+            if (running_mean) {              /* unbiased: estimates the population */
+                const double m = p->momentum;
+                running_mean->data[c] = (float)((1 - m) * running_mean->data[c] + m * mean);
+                running_var->data[c] =
+                    (float)((1 - m) * running_var->data[c] + m * sq / (double)(M - 1));
+            }
+        } else {
+            mean = running_mean->data[c];
+            var = running_var->data[c];
+        }
+        const double invstd = 1.0 / sqrt(var + p->eps);
+        save_mean->data[c] = (float)mean;
+        save_invstd->data[c] = (float)invstd;
+        const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
+        const double scale = g * invstd, shift = b - mean * scale;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xc = x->data + (n * C + c) * HW;
+            float *yc = y->data + (n * C + c) * HW;
+            for (int64_t i = 0; i < HW; i++) yc[i] = (float)(xc[i] * scale + shift);
+        }
+    }
+    // @end batchnorm_forward
+    return CR_OK;
+}
+
+/* Gradients of batch norm for x, dy, dx (N x C x H x W) and gamma/beta (C); see layers.h. */
+cr_status cr_batchnorm2d_backward(bool training, const cr_tensor *x, const cr_tensor *gamma,
+                                  const cr_tensor *save_mean, const cr_tensor *save_invstd,
+                                  const cr_tensor *dy, cr_tensor *dx, cr_tensor *dgamma,
+                                  cr_tensor *dbeta)
+{
+    cr_status s;
+    if ((s = bn_check(x, gamma, gamma, dgamma, "batchnorm dgamma", dbeta, "batchnorm dbeta")) ||
+        (s = need_numel(save_mean, (size_t)x->shape[1], "batchnorm save_mean", 1)) ||
+        (s = need_numel(save_invstd, (size_t)x->shape[1], "batchnorm save_invstd", 1)) ||
+        (s = need_same(dy, x, "batchnorm dy", "x")) ||
+        (dx && (s = need_same(dx, x, "batchnorm dx", "x"))))
+        return s;
+    const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const double M = (double)(N * HW);
+    // @snippet batchnorm_backward
+    // @solution batchnorm_backward: dbeta = sum dy, dgamma = sum dy*xhat, and dx through the batch statistics
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        const double mean = save_mean->data[c], invstd = save_invstd->data[c];
+        const double g = gamma ? gamma->data[c] : 1.0;
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
+            for (int64_t i = 0; i < HW; i++) {
+                sum_dy += dyc[i];
+                sum_dy_xhat += dyc[i] * (xc[i] - mean) * invstd;
+            }
+        }
+        if (dbeta) dbeta->data[c] = (float)sum_dy;
+        if (dgamma) dgamma->data[c] = (float)sum_dy_xhat;
+        if (!dx) continue;
+        /* training: mean and variance depend on every x of the channel, so dx loses
+         * the mean of dy and the part of dy along xhat; evaluation: constants */
+        const double k = g * invstd;
+        const double a = training ? sum_dy / M : 0.0, b = training ? sum_dy_xhat / M : 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
+            float *dxc = dx->data + (n * C + c) * HW;
+            for (int64_t i = 0; i < HW; i++) {
+                const double xhat = (xc[i] - mean) * invstd;
+                dxc[i] = (float)(k * (dyc[i] - a - xhat * b));
+            }
+        }
+    }
+    // @stub
+    // (void)training; (void)N; (void)C; (void)HW; (void)M;
+    // return cr_todo("batchnorm_backward");
+    // @end-solution
+    // @end batchnorm_backward
+    return CR_OK;
+}
+
+/* ---- GroupNorm ---------------------------------------------------------------------------- */
+
+/* Checks group norm's operands: x rank 4, C divisible by groups, per-channel and
+ * per-(image, group) tensors of the right sizes. */
+static cr_status gn_check(int64_t groups, const cr_tensor *x, const cr_tensor *gamma,
+                          const cr_tensor *beta, const cr_tensor *save_mean,
+                          const cr_tensor *save_invstd)
+{
+    cr_status s = need4(x, "groupnorm x");
+    if (s) return s;
+    if (groups < 1 || x->shape[1] % groups != 0)
+        return cr_fail(CR_EINVAL, "groupnorm: %lld channels are not divisible into %lld groups",
+                       (long long)x->shape[1], (long long)groups);
+    if ((!gamma) != (!beta))
+        return cr_fail(CR_EINVAL, "groupnorm: gamma and beta must both be given or both NULL");
+    const size_t C = (size_t)x->shape[1], NG = (size_t)(x->shape[0] * groups);
+    if ((s = need_numel(gamma, C, "groupnorm gamma", 0)) ||
+        (s = need_numel(beta, C, "groupnorm beta", 0)) ||
+        (s = need_numel(save_mean, NG, "groupnorm save_mean", 1)) ||
+        (s = need_numel(save_invstd, NG, "groupnorm save_invstd", 1)))
+        return s;
+    return CR_OK;
+}
+
+/* Group norm over x (N x C x H x W): statistics per (image, group); see layers.h. */
+cr_status cr_groupnorm_forward(int64_t groups, double eps, const cr_tensor *x,
+                               const cr_tensor *gamma, const cr_tensor *beta, cr_tensor *y,
+                               cr_tensor *save_mean, cr_tensor *save_invstd)
+{
+    cr_status s;
+    if ((s = gn_check(groups, x, gamma, beta, save_mean, save_invstd)) ||
+        (s = need_same(y, x, "groupnorm y", "x")))
+        return s;
+    if (!(eps > 0)) return cr_fail(CR_EINVAL, "groupnorm: eps must be > 0, got %g", eps);
+    const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const int64_t Cg = C / groups, M = Cg * HW;
+#pragma omp parallel for schedule(static)
+    for (int64_t ng = 0; ng < N * groups; ng++) {
+        const float *xg = x->data + ng * M;   /* the group's channels are contiguous */
+        double sum = 0.0, sq = 0.0;
+        for (int64_t i = 0; i < M; i++) sum += xg[i];
+        const double mean = sum / (double)M;
+        for (int64_t i = 0; i < M; i++) sq += (xg[i] - mean) * (xg[i] - mean);
+        const double invstd = 1.0 / sqrt(sq / (double)M + eps);
+        save_mean->data[ng] = (float)mean;
+        save_invstd->data[ng] = (float)invstd;
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = (ng % groups) * Cg + cc;
+            const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
+            const float *xc = xg + cc * HW;
+            float *yc = y->data + ng * M + cc * HW;
+            for (int64_t i = 0; i < HW; i++) yc[i] = (float)((xc[i] - mean) * invstd * g + b);
+        }
+    }
+    return CR_OK;
+}
+
+/* Gradients of group norm for x, dy, dx (N x C x H x W) and gamma/beta (C); see layers.h. */
+cr_status cr_groupnorm_backward(int64_t groups, const cr_tensor *x, const cr_tensor *gamma,
+                                const cr_tensor *save_mean, const cr_tensor *save_invstd,
+                                const cr_tensor *dy, cr_tensor *dx, cr_tensor *dgamma,
+                                cr_tensor *dbeta)
+{
+    cr_status s;
+    if ((s = gn_check(groups, x, gamma, gamma, save_mean, save_invstd)) ||
+        (s = need_same(dy, x, "groupnorm dy", "x")) ||
+        (dx && (s = need_same(dx, x, "groupnorm dx", "x"))) ||
+        (s = need_numel(dgamma, (size_t)x->shape[1], "groupnorm dgamma", 0)) ||
+        (s = need_numel(dbeta, (size_t)x->shape[1], "groupnorm dbeta", 0)))
+        return s;
+    const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const int64_t Cg = C / groups, M = Cg * HW;
+    /* parameter gradients: per channel, over images and pixels */
+    for (int64_t c = 0; c < C && (dgamma || dbeta); c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t ng = n * groups + c / Cg;
+            const double mean = save_mean->data[ng], invstd = save_invstd->data[ng];
+            const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
+            for (int64_t i = 0; i < HW; i++) {
+                sdy += dyc[i];
+                sdyx += dyc[i] * (xc[i] - mean) * invstd;
+            }
+        }
+        if (dgamma) dgamma->data[c] = (float)sdyx;
+        if (dbeta) dbeta->data[c] = (float)sdy;
+    }
+    if (!dx) return CR_OK;
+    /* dx per (image, group): with g = dy * gamma, dx = invstd * (g - mean(g) - xhat * mean(g * xhat)) */
+#pragma omp parallel for schedule(static)
+    for (int64_t ng = 0; ng < N * groups; ng++) {
+        const double mean = save_mean->data[ng], invstd = save_invstd->data[ng];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = (ng % groups) * Cg + cc;
+            const double gm = gamma ? gamma->data[c] : 1.0;
+            for (int64_t i = 0; i < HW; i++) {
+                const int64_t k = ng * M + cc * HW + i;
+                const double g = dy->data[k] * gm;
+                sg += g;
+                sgx += g * (x->data[k] - mean) * invstd;
+            }
+        }
+        sg /= (double)M;
+        sgx /= (double)M;
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = (ng % groups) * Cg + cc;
+            const double gm = gamma ? gamma->data[c] : 1.0;
+            for (int64_t i = 0; i < HW; i++) {
+                const int64_t k = ng * M + cc * HW + i;
+                const double xhat = (x->data[k] - mean) * invstd;
+                dx->data[k] = (float)(invstd * (dy->data[k] * gm - sg - xhat * sgx));
+            }
+        }
+    }
+    return CR_OK;
+}
+
+/* ---- max-pool ----------------------------------------------------------------------------- */
+
+cr_pool_params cr_pool_params_make(int64_t k, int64_t s, int64_t p)
+{
+    return (cr_pool_params){k, k, s, s, p, p};
+}
+
+/* Output size of max_pool2d on h x w (PyTorch's rule, ceil_mode False). */
+cr_status cr_maxpool2d_out_size(const cr_pool_params *p, int64_t h, int64_t w,
+                                int64_t *h_out, int64_t *w_out)
+{
+    if (p->kernel_h < 1 || p->kernel_w < 1 || p->stride_h < 1 || p->stride_w < 1 ||
+        p->pad_h < 0 || p->pad_w < 0)
+        return cr_fail(CR_EINVAL, "maxpool: kernel and stride must be >= 1 and padding >= 0");
+    if (2 * p->pad_h > p->kernel_h || 2 * p->pad_w > p->kernel_w)
+        return cr_fail(CR_EINVAL, "maxpool: padding (%lld, %lld) must be at most half the "
+                       "kernel (%lld, %lld)", (long long)p->pad_h, (long long)p->pad_w,
+                       (long long)p->kernel_h, (long long)p->kernel_w);
+    const int64_t ho = (h + 2 * p->pad_h - p->kernel_h) / p->stride_h + 1;
+    const int64_t wo = (w + 2 * p->pad_w - p->kernel_w) / p->stride_w + 1;
+    if (h + 2 * p->pad_h < p->kernel_h || w + 2 * p->pad_w < p->kernel_w || ho < 1 || wo < 1)
+        return cr_fail(CR_EINVAL, "maxpool: a %lldx%lld input is smaller than the %lldx%lld "
+                       "kernel", (long long)h, (long long)w, (long long)p->kernel_h,
+                       (long long)p->kernel_w);
+    *h_out = ho;
+    *w_out = wo;
+    return CR_OK;
+}
+
+/* Max over each window of x (N x C x H x W) into y (N x C x Ho x Wo), argmax per output. */
+cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_tensor *y,
+                               int64_t *argmax)
+{
+    cr_status s = need4(x, "maxpool x");
+    int64_t Ho = 0, Wo = 0;
+    if (s || (s = cr_maxpool2d_out_size(p, x->shape[2], x->shape[3], &Ho, &Wo)) ||
+        (s = need_shape4(y, x->shape[0], x->shape[1], Ho, Wo, "maxpool y")))
+        return s;
+    const int64_t H = x->shape[2], W = x->shape[3], planes = x->shape[0] * x->shape[1];
+    // @snippet maxpool_forward
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x->data + pl * H * W;
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+                float best = -INFINITY;
+                int64_t at = -1;
+                for (int64_t i = h0; i < h0 + p->kernel_h; i++) {
+                    if (i < 0 || i >= H) continue;          /* padding: -inf, never chosen */
+                    for (int64_t j = w0; j < w0 + p->kernel_w; j++) {
+                        if (j < 0 || j >= W) continue;
+                        const float v = xp[i * W + j];
+                        if (v > best || v != v || at < 0) { /* strictly greater: first max wins */
+                            best = v;
+                            at = i * W + j;
+                            if (v != v) goto done;          /* NaN propagates */
+                        }
+                    }
+                }
+            done:
+                y->data[(pl * Ho + oh) * Wo + ow] = best;
+                if (argmax) argmax[(pl * Ho + oh) * Wo + ow] = at;
+            }
+    }
+    // @end maxpool_forward
+    return CR_OK;
+}
+
+/* dx (N x C x H x W) = scatter of dy (N x C x Ho x Wo) to the argmax positions. */
+cr_status cr_maxpool2d_backward(const int64_t *argmax, const cr_tensor *dy, cr_tensor *dx)
+{
+    cr_status s;
+    if ((s = need4(dy, "maxpool dy")) || (s = need4(dx, "maxpool dx"))) return s;
+    if (!argmax) return cr_fail(CR_EINVAL, "maxpool backward: argmax is NULL");
+    if (dy->shape[0] != dx->shape[0] || dy->shape[1] != dx->shape[1])
+        return cr_fail(CR_EINVAL, "maxpool backward: dy and dx differ in N or C");
+    const int64_t HW = dx->shape[2] * dx->shape[3], HWo = dy->shape[2] * dy->shape[3];
+    const int64_t planes = dx->shape[0] * dx->shape[1];
+    memset(dx->data, 0, dx->numel * sizeof(float));
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t o = 0; o < HWo; o++) {
+            const int64_t at = argmax[pl * HWo + o];
+            if (at < 0 || at >= HW)
+                return cr_fail(CR_EINVAL, "maxpool backward: argmax %lld outside the %lld-pixel "
+                               "plane", (long long)at, (long long)HW);
+            dx->data[pl * HW + at] += dy->data[pl * HWo + o];
+        }
+    return CR_OK;
+}
+
+/* ---- global average pool -------------------------------------------------------------------- */
+
+/* y[n][c] = mean of x[n][c] (N x C x H x W -> N x C x 1 x 1). */
+cr_status cr_global_avgpool_forward(const cr_tensor *x, cr_tensor *y)
+{
+    cr_status s = need4(x, "avgpool x");
+    if (s || (s = need_shape4(y, x->shape[0], x->shape[1], 1, 1, "avgpool y"))) return s;
+    const int64_t HW = x->shape[2] * x->shape[3], planes = x->shape[0] * x->shape[1];
+    for (int64_t pl = 0; pl < planes; pl++) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < HW; i++) sum += x->data[pl * HW + i];
+        y->data[pl] = (float)(sum / (double)HW);
+    }
+    return CR_OK;
+}
+
+/* dx[n][c][h][w] = dy[n][c] / (H*W). */
+cr_status cr_global_avgpool_backward(const cr_tensor *dy, cr_tensor *dx)
+{
+    cr_status s = need4(dx, "avgpool dx");
+    if (s || (s = need_shape4(dy, dx->shape[0], dx->shape[1], 1, 1, "avgpool dy"))) return s;
+    const int64_t HW = dx->shape[2] * dx->shape[3], planes = dx->shape[0] * dx->shape[1];
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float g = (float)(dy->data[pl] / (double)HW);
+        for (int64_t i = 0; i < HW; i++) dx->data[pl * HW + i] = g;
+    }
+    return CR_OK;
+}
+
+/* ---- up-sampling ---------------------------------------------------------------------------- */
+
+/* Output size of the interpolation on an h x w input. */
+cr_status cr_upsample_out_size(const cr_upsample_params *p, int64_t h, int64_t w,
+                               int64_t *h_out, int64_t *w_out)
+{
+    if (p->mode != CR_UPSAMPLE_NEAREST && p->mode != CR_UPSAMPLE_BILINEAR)
+        return cr_fail(CR_EINVAL, "upsample: unknown mode %d", (int)p->mode);
+    if (p->mode == CR_UPSAMPLE_NEAREST && p->align_corners)
+        return cr_fail(CR_EINVAL, "upsample: align_corners only applies to bilinear, as in PyTorch");
+    const int64_t ho = p->scale_h > 0 ? (int64_t)floor((double)h * p->scale_h) : p->out_h;
+    const int64_t wo = p->scale_w > 0 ? (int64_t)floor((double)w * p->scale_w) : p->out_w;
+    if (ho < 1 || wo < 1)
+        return cr_fail(CR_EINVAL, "upsample: output size %lldx%lld (from a %lldx%lld input) is "
+                       "empty; give out_h/out_w or scale_h/scale_w > 0", (long long)ho,
+                       (long long)wo, (long long)h, (long long)w);
+    *h_out = ho;
+    *w_out = wo;
+    return CR_OK;
+}
+
+/* One axis of the interpolation: for each output index, the two source indices and
+ * weights (nearest: i0 == i1, l0 = 1). in, out: sizes; scale: the scale_factor or 0. */
+typedef struct { int64_t i0, i1; double l0, l1; } axis_tap;
+
+/* Fills taps[0..out-1] for one axis, as PyTorch 1.13's upsample kernels compute them. */
+static void axis_taps(const cr_upsample_params *p, int64_t in, int64_t out, double scale,
+                      axis_tap *taps)
+{
+    // @snippet upsample_source_index
+    for (int64_t d = 0; d < out; d++) {
+        axis_tap t;
+        if (p->mode == CR_UPSAMPLE_NEAREST) {      /* legacy 'nearest', in float as PyTorch */
+            int64_t src;
+            if (out == in) src = d;
+            else if (out == 2 * in) src = d >> 1;
+            else {
+                const float r = scale > 0 ? (float)(1.0 / scale) : (float)in / (float)out;
+                src = (int64_t)floorf((float)d * r);
+                if (src > in - 1) src = in - 1;
+            }
+            t = (axis_tap){src, src, 1.0, 0.0};
+        } else {
+            double src;
+            if (p->align_corners) {                /* corners coincide */
+                src = out > 1 ? (double)(in - 1) / (double)(out - 1) * (double)d : 0.0;
+            } else {                               /* pixel centres: (d + 0.5) / s - 0.5 */
+                const double r = scale > 0 ? 1.0 / scale : (double)in / (double)out;
+                src = r * ((double)d + 0.5) - 0.5;
+                if (src < 0) src = 0;
+            }
+            const int64_t i0 = (int64_t)src;
+            const int64_t i1 = i0 + (i0 < in - 1 ? 1 : 0);
+            const double l1 = src - (double)i0;
+            t = (axis_tap){i0, i1, 1.0 - l1, l1};
+        }
+        taps[d] = t;
+    }
+    // @end upsample_source_index
+}
+
+/* Builds both axes' taps for x's size (caller frees *th, *tw); checks y's or dy's shape. */
+static cr_status upsample_plan(const cr_upsample_params *p, const cr_tensor *in,
+                               const cr_tensor *out, const char *what, axis_tap **th,
+                               axis_tap **tw)
+{
+    int64_t Ho = 0, Wo = 0;
+    cr_status s = cr_upsample_out_size(p, in->shape[2], in->shape[3], &Ho, &Wo);
+    if (s || (s = need_shape4(out, in->shape[0], in->shape[1], Ho, Wo, what))) return s;
+    *th = malloc((size_t)Ho * sizeof **th);
+    *tw = malloc((size_t)Wo * sizeof **tw);
+    if (!*th || !*tw) {
+        free(*th);
+        free(*tw);
+        return cr_fail(CR_ENOMEM, "upsample: out of memory");
+    }
+    axis_taps(p, in->shape[2], Ho, p->scale_h, *th);
+    axis_taps(p, in->shape[3], Wo, p->scale_w, *tw);
+    return CR_OK;
+}
+
+/* y (N x C x Ho x Wo) = interpolation of x (N x C x H x W). */
+cr_status cr_upsample_forward(const cr_upsample_params *p, const cr_tensor *x, cr_tensor *y)
+{
+    axis_tap *th = NULL, *tw = NULL;
+    cr_status s = need4(x, "upsample x");
+    if (s || (s = upsample_plan(p, x, y, "upsample y", &th, &tw))) return s;
+    const int64_t H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    const int64_t planes = x->shape[0] * x->shape[1];
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x->data + pl * H * W;
+        float *yp = y->data + pl * Ho * Wo;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const axis_tap a = th[oh];
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const axis_tap b = tw[ow];
+                yp[oh * Wo + ow] = (float)(a.l0 * (b.l0 * xp[a.i0 * W + b.i0] + b.l1 * xp[a.i0 * W + b.i1]) +
+                                           a.l1 * (b.l0 * xp[a.i1 * W + b.i0] + b.l1 * xp[a.i1 * W + b.i1]));
+            }
+        }
+    }
+    free(th);
+    free(tw);
+    return CR_OK;
+}
+
+/* dx (N x C x H x W) = adjoint of the interpolation applied to dy (N x C x Ho x Wo). */
+cr_status cr_upsample_backward(const cr_upsample_params *p, const cr_tensor *dy, cr_tensor *dx)
+{
+    axis_tap *th = NULL, *tw = NULL;
+    cr_status s = need4(dx, "upsample dx");
+    if (s || (s = upsample_plan(p, dx, dy, "upsample dy", &th, &tw))) return s;
+    const int64_t H = dx->shape[2], W = dx->shape[3], Ho = dy->shape[2], Wo = dy->shape[3];
+    const int64_t planes = dx->shape[0] * dx->shape[1];
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *xp = dx->data + pl * H * W;
+        const float *yp = dy->data + pl * Ho * Wo;
+        for (int64_t i = 0; i < H * W; i++) xp[i] = 0.0f;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const axis_tap a = th[oh];
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const axis_tap b = tw[ow];
+                const double g = yp[oh * Wo + ow];
+                xp[a.i0 * W + b.i0] += (float)(a.l0 * b.l0 * g);
+                xp[a.i0 * W + b.i1] += (float)(a.l0 * b.l1 * g);
+                xp[a.i1 * W + b.i0] += (float)(a.l1 * b.l0 * g);
+                xp[a.i1 * W + b.i1] += (float)(a.l1 * b.l1 * g);
+            }
+        }
+    }
+    free(th);
+    free(tw);
+    return CR_OK;
+}
+
+/* ---- dropout -------------------------------------------------------------------------------- */
+
+/* y = x * mask, mask = 1/(1-p) with probability 1-p else 0, drawn from rng in element order. */
+cr_status cr_dropout_forward(double p, cr_rng *rng, const cr_tensor *x, cr_tensor *y,
+                             cr_tensor *mask)
+{
+    cr_status s;
+    if ((s = need_same(y, x, "dropout y", "x")) ||
+        (s = need_numel(mask, x->numel, "dropout mask", 1)))
+        return s;
+    if (!(p >= 0.0 && p < 1.0))
+        return cr_fail(CR_EINVAL, "dropout: p must be in [0, 1), got %g", p);
+    if (!rng) return cr_fail(CR_EINVAL, "dropout: rng is NULL");
+    // @snippet dropout_forward
+    const float keep_scale = (float)(1.0 / (1.0 - p));
+    for (size_t i = 0; i < x->numel; i++) {
+        const float m = (p == 0.0 || cr_rng_uniform(rng) >= p) ? keep_scale : 0.0f;
+        mask->data[i] = m;
+        y->data[i] = x->data[i] * m;
+    }
+    // @end dropout_forward
+    return CR_OK;
+}
+
+/* dx = dy * mask, element-wise. */
+cr_status cr_dropout_backward(const cr_tensor *mask, const cr_tensor *dy, cr_tensor *dx)
+{
+    cr_status s;
+    if ((s = need_numel(mask, dy->numel, "dropout mask", 1)) ||
+        (s = need_same(dx, dy, "dropout dx", "dy")))
+        return s;
+    for (size_t i = 0; i < dy->numel; i++) dx->data[i] = dy->data[i] * mask->data[i];
+    return CR_OK;
+}

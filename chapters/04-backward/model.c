@@ -1,0 +1,658 @@
+/* model.c — chapter 4: the module list, its forward and backward passes, and the state
+ * dict (see model.h). */
+#include "model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_gemm.h"
+#include "optim.h"
+#include "safetensors.h"
+
+/* Fails with status, naming the module before the last error's message (copied first:
+ * cr_fail writes into the buffer cr_last_error returns). */
+static cr_status fail_in(cr_status status, const char *what, const char *name, const char *kind)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", cr_last_error());
+    return cr_fail(status, "model: %s'%s' (%s): %s", what, name, kind, msg);
+}
+
+static const char *const kind_names[] = {"conv", "batchnorm", "groupnorm", "relu", "maxpool",
+                                         "avgpool", "upsample", "add", "dropout"};
+
+void cr_model_init(cr_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->training = true;
+    m->conv_forward = cr_conv2d_fast;
+    m->conv_backward = cr_conv2d_backward;
+    cr_rng_seed(&m->rng, 0);
+}
+
+/* Frees one module's tensors and buffers. */
+static void module_free(cr_module *d)
+{
+    cr_tensor *ts[] = {&d->weight, &d->bias, &d->running_mean, &d->running_var, &d->dweight,
+                       &d->dbias, &d->out, &d->dout, &d->save_mean, &d->save_invstd, &d->mask};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) cr_tensor_free(ts[i]);
+    free(d->argmax);
+    d->argmax = NULL;
+}
+
+void cr_model_free(cr_model *m)
+{
+    for (int i = 0; i < m->n; i++) module_free(&m->mods[i]);
+    free(m->mods);
+    cr_tensor_free(&m->scratch);
+    cr_tensor_free(&m->scratch_w);
+    cr_tensor_free(&m->scratch_b);
+    memset(m, 0, sizeof *m);
+}
+
+/* Makes t an N x C x H x W tensor, reallocating only when the shape changes. */
+static cr_status ensure4(cr_tensor *t, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    if (t->data && t->ndim == 4 && t->shape[0] == n && t->shape[1] == c && t->shape[2] == h &&
+        t->shape[3] == w)
+        return CR_OK;
+    cr_tensor_free(t);
+    return cr_tensor_alloc4(t, n, c, h, w);
+}
+
+/* Makes t a rank-1 tensor of n elements (reallocating when n changes). */
+static cr_status ensure1(cr_tensor *t, int64_t n)
+{
+    if (t->data && t->ndim == 1 && t->shape[0] == n) return CR_OK;
+    cr_tensor_free(t);
+    return cr_tensor_alloc(t, 1, &n);
+}
+
+/* Makes t the shape of ref. */
+static cr_status ensure_like(cr_tensor *t, const cr_tensor *ref)
+{
+    if (t->data && cr_tensor_same_shape(t, ref)) return CR_OK;
+    cr_tensor_free(t);
+    return cr_tensor_alloc(t, ref->ndim, ref->shape);
+}
+
+/* Appends a module of the given kind reading from in (resolved); returns it or NULL. */
+static cr_module *append(cr_model *m, cr_module_kind kind, const char *name, int in, int *idx)
+{
+    if (!name || !*name || strlen(name) >= CR_MODULE_NAME_MAX) {
+        cr_fail(CR_EINVAL, "model: a module name must be 1..%d characters", CR_MODULE_NAME_MAX - 1);
+        return NULL;
+    }
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->mods[i].name, name) == 0) {
+            cr_fail(CR_EINVAL, "model: module name '%s' is used twice", name);
+            return NULL;
+        }
+    if (in == CR_PREV) in = m->n - 1;    /* the first module's previous is the input */
+    if (in < CR_MODEL_INPUT || in >= m->n) {
+        cr_fail(CR_EINVAL, "model: module '%s' reads from %d, which is not an earlier module",
+                name, in);
+        return NULL;
+    }
+    if (m->n == m->cap) {
+        int cap = m->cap ? 2 * m->cap : 16;
+        cr_module *mods = realloc(m->mods, (size_t)cap * sizeof *mods);
+        if (!mods) {
+            cr_fail(CR_ENOMEM, "model: out of memory");
+            return NULL;
+        }
+        m->mods = mods;
+        m->cap = cap;
+    }
+    cr_module *d = &m->mods[m->n];
+    memset(d, 0, sizeof *d);
+    d->kind = kind;
+    snprintf(d->name, sizeof d->name, "%s", name);
+    d->in = in;
+    d->in2 = CR_PREV;   /* none (only add has a second input) */
+    d->up_like = -1;
+    *idx = m->n++;
+    return d;
+}
+
+int cr_model_add_conv(cr_model *m, const char *name, int in, const cr_conv_params *p)
+{
+    int idx;
+    cr_conv_shape s;
+    if (cr_conv_shape_init(&s, p, 1, p->kernel_h * p->dilation_h + p->pad_top + 1,
+                           p->kernel_w * p->dilation_w + p->pad_left + 1) != CR_OK)
+        return -1;
+    cr_module *d = append(m, CR_MOD_CONV, name, in, &idx);
+    if (!d) return -1;
+    d->conv = *p;
+    const int64_t cout = p->out_channels;
+    if (cr_tensor_alloc4(&d->weight, cout, p->in_channels / p->groups, p->kernel_h, p->kernel_w) ||
+        cr_tensor_alloc4(&d->dweight, cout, p->in_channels / p->groups, p->kernel_h, p->kernel_w) ||
+        (p->bias && (cr_tensor_alloc(&d->bias, 1, &cout) || cr_tensor_alloc(&d->dbias, 1, &cout))))
+        return -1;
+    cr_tensor_fill(&d->dweight, 0.0f);
+    if (p->bias) cr_tensor_fill(&d->dbias, 0.0f);
+    return idx;
+}
+
+/* Allocates a norm layer's C-sized weight, bias, gradients (and running stats if bn). */
+static int add_norm(cr_model *m, cr_module_kind kind, const char *name, int in, int64_t c)
+{
+    int idx;
+    if (c < 1) {
+        cr_fail(CR_EINVAL, "model: '%s' needs at least one channel", name);
+        return -1;
+    }
+    cr_module *d = append(m, kind, name, in, &idx);
+    if (!d) return -1;
+    d->channels = c;
+    if (cr_tensor_alloc(&d->weight, 1, &c) || cr_tensor_alloc(&d->bias, 1, &c) ||
+        cr_tensor_alloc(&d->dweight, 1, &c) || cr_tensor_alloc(&d->dbias, 1, &c))
+        return -1;
+    if (kind == CR_MOD_BATCHNORM &&
+        (cr_tensor_alloc(&d->running_mean, 1, &c) || cr_tensor_alloc(&d->running_var, 1, &c)))
+        return -1;
+    cr_init_norm_default(&d->weight, &d->bias, kind == CR_MOD_BATCHNORM ? &d->running_mean : NULL,
+                         kind == CR_MOD_BATCHNORM ? &d->running_var : NULL);
+    cr_tensor_fill(&d->dweight, 0.0f);
+    cr_tensor_fill(&d->dbias, 0.0f);
+    return idx;
+}
+
+int cr_model_add_batchnorm(cr_model *m, const char *name, int in, int64_t channels,
+                           const cr_bn_params *p)
+{
+    int idx = add_norm(m, CR_MOD_BATCHNORM, name, in, channels);
+    if (idx >= 0) m->mods[idx].bn = p ? *p : cr_bn_params_default();
+    return idx;
+}
+
+int cr_model_add_groupnorm(cr_model *m, const char *name, int in, int64_t groups,
+                           int64_t channels, double eps)
+{
+    if (groups < 1 || channels % groups != 0) {
+        cr_fail(CR_EINVAL, "model: '%s': %lld channels do not split into %lld groups", name,
+                (long long)channels, (long long)groups);
+        return -1;
+    }
+    int idx = add_norm(m, CR_MOD_GROUPNORM, name, in, channels);
+    if (idx >= 0) {
+        m->mods[idx].groups = groups;
+        m->mods[idx].eps = eps;
+    }
+    return idx;
+}
+
+int cr_model_add_relu(cr_model *m, const char *name, int in)
+{
+    int idx;
+    return append(m, CR_MOD_RELU, name, in, &idx) ? idx : -1;
+}
+
+int cr_model_add_maxpool(cr_model *m, const char *name, int in, const cr_pool_params *p)
+{
+    int idx;
+    int64_t ho, wo;
+    if (cr_maxpool2d_out_size(p, p->kernel_h, p->kernel_w, &ho, &wo)) return -1;
+    cr_module *d = append(m, CR_MOD_MAXPOOL, name, in, &idx);
+    if (!d) return -1;
+    d->pool = *p;
+    return idx;
+}
+
+int cr_model_add_avgpool(cr_model *m, const char *name, int in)
+{
+    int idx;
+    return append(m, CR_MOD_AVGPOOL, name, in, &idx) ? idx : -1;
+}
+
+int cr_model_add_upsample(cr_model *m, const char *name, int in, const cr_upsample_params *p,
+                          int like)
+{
+    int idx;
+    if (like < -1 || like >= m->n) {
+        cr_fail(CR_EINVAL, "model: '%s' takes its size from %d, not an earlier module", name, like);
+        return -1;
+    }
+    cr_module *d = append(m, CR_MOD_UPSAMPLE, name, in, &idx);
+    if (!d) return -1;
+    d->up = *p;
+    d->up_like = like;
+    return idx;
+}
+
+int cr_model_add_add(cr_model *m, const char *name, int a, int b)
+{
+    int idx;
+    if (b == CR_PREV) b = m->n - 1;
+    if (b < CR_MODEL_INPUT || b >= m->n) {
+        cr_fail(CR_EINVAL, "model: '%s' adds %d, which is not an earlier module", name, b);
+        return -1;
+    }
+    cr_module *d = append(m, CR_MOD_ADD, name, a, &idx);
+    if (!d) return -1;
+    d->in2 = b;
+    return idx;
+}
+
+int cr_model_add_dropout(cr_model *m, const char *name, int in, double p)
+{
+    int idx;
+    if (!(p >= 0 && p < 1)) {
+        cr_fail(CR_EINVAL, "model: dropout '%s' needs 0 <= p < 1, got %g", name, p);
+        return -1;
+    }
+    cr_module *d = append(m, CR_MOD_DROPOUT, name, in, &idx);
+    if (!d) return -1;
+    d->drop_p = p;
+    return idx;
+}
+
+/* Initialises every parameter as PyTorch's constructors do, in module order. */
+cr_status cr_model_init_params(cr_model *m, uint64_t seed)
+{
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        if (d->kind == CR_MOD_CONV) {
+            cr_status s = cr_init_conv_default(&r, &d->weight, d->conv.bias ? &d->bias : NULL);
+            if (s) return s;
+        } else if (d->kind == CR_MOD_BATCHNORM || d->kind == CR_MOD_GROUPNORM) {
+            cr_init_norm_default(&d->weight, &d->bias,
+                                 d->running_mean.data ? &d->running_mean : NULL,
+                                 d->running_var.data ? &d->running_var : NULL);
+        }
+    }
+    cr_rng_seed(&m->rng, seed ^ 0x9e3779b97f4a7c15ull);
+    return CR_OK;
+}
+
+void cr_model_train(cr_model *m, bool training)
+{
+    m->training = training;
+}
+
+/* The tensor module index i reads (the model's input for CR_MODEL_INPUT). */
+static const cr_tensor *source(const cr_model *m, int i)
+{
+    return i == CR_MODEL_INPUT ? m->input : &m->mods[i].out;
+}
+
+/* Runs module d on its input(s), (re)allocating its output and saved state. */
+static cr_status module_forward(cr_model *m, cr_module *d)
+{
+    const cr_tensor *x = source(m, d->in);
+    if (!x || !x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "model: '%s' has no N x C x H x W input", d->name);
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    cr_status s = CR_OK;
+    switch (d->kind) {
+    case CR_MOD_CONV: {
+        cr_conv_shape cs;
+        if ((s = cr_conv_shape_init(&cs, &d->conv, N, H, W)) ||
+            (s = ensure4(&d->out, N, d->conv.out_channels, cs.h_out, cs.w_out)))
+            break;
+        s = m->conv_forward(&d->conv, x, &d->weight, d->conv.bias ? &d->bias : NULL, &d->out);
+        break;
+    }
+    case CR_MOD_BATCHNORM:
+        if ((s = ensure_like(&d->out, x)) || (s = ensure1(&d->save_mean, C)) ||
+            (s = ensure1(&d->save_invstd, C)))
+            break;
+        s = cr_batchnorm2d_forward(&d->bn, m->training, x, &d->weight, &d->bias,
+                                   &d->running_mean, &d->running_var, &d->out, &d->save_mean,
+                                   &d->save_invstd);
+        break;
+    case CR_MOD_GROUPNORM:
+        if ((s = ensure_like(&d->out, x)) || (s = ensure1(&d->save_mean, N * d->groups)) ||
+            (s = ensure1(&d->save_invstd, N * d->groups)))
+            break;
+        s = cr_groupnorm_forward(d->groups, d->eps, x, &d->weight, &d->bias, &d->out,
+                                 &d->save_mean, &d->save_invstd);
+        break;
+    case CR_MOD_RELU:
+        if (!(s = ensure_like(&d->out, x))) s = cr_relu_forward(x, &d->out);
+        break;
+    case CR_MOD_MAXPOOL: {
+        int64_t ho, wo;
+        if ((s = cr_maxpool2d_out_size(&d->pool, H, W, &ho, &wo)) ||
+            (s = ensure4(&d->out, N, C, ho, wo)))
+            break;
+        if (d->argmax_len != d->out.numel) {
+            free(d->argmax);
+            d->argmax = malloc(d->out.numel * sizeof *d->argmax);
+            d->argmax_len = d->argmax ? d->out.numel : 0;
+            if (!d->argmax) {
+                s = cr_fail(CR_ENOMEM, "model: out of memory");
+                break;
+            }
+        }
+        s = cr_maxpool2d_forward(&d->pool, x, &d->out, d->argmax);
+        break;
+    }
+    case CR_MOD_AVGPOOL:
+        if (!(s = ensure4(&d->out, N, C, 1, 1))) s = cr_global_avgpool_forward(x, &d->out);
+        break;
+    case CR_MOD_UPSAMPLE: {
+        if (d->up_like >= 0) {   /* the size of another module's output: no scale factor */
+            const cr_tensor *like = &m->mods[d->up_like].out;
+            d->up.out_h = like->shape[2];
+            d->up.out_w = like->shape[3];
+            d->up.scale_h = d->up.scale_w = 0;
+        }
+        int64_t ho, wo;
+        if ((s = cr_upsample_out_size(&d->up, H, W, &ho, &wo)) ||
+            (s = ensure4(&d->out, N, C, ho, wo)))
+            break;
+        s = cr_upsample_forward(&d->up, x, &d->out);
+        break;
+    }
+    case CR_MOD_ADD:
+        if (!(s = ensure_like(&d->out, x))) s = cr_add_forward(x, source(m, d->in2), &d->out);
+        break;
+    case CR_MOD_DROPOUT:
+        if ((s = ensure_like(&d->out, x))) break;
+        if (m->training) {
+            if (!(s = ensure_like(&d->mask, x))) s = cr_dropout_forward(d->drop_p, &m->rng, x, &d->out, &d->mask);
+        } else {
+            memcpy(d->out.data, x->data, x->numel * sizeof(float));
+        }
+        break;
+    }
+    if (s) return fail_in(s, "module ", d->name, kind_names[d->kind]);
+    return CR_OK;
+}
+
+/* Forward through every module in order. */
+cr_status cr_model_forward(cr_model *m, const cr_tensor *x, const cr_tensor **out)
+{
+    if (m->n == 0) return cr_fail(CR_EINVAL, "model: no modules");
+    m->input = x;
+    for (int i = 0; i < m->n; i++) {
+        cr_status s = module_forward(m, &m->mods[i]);
+        if (s) return s;
+        m->mods[i].dout_set = false;
+    }
+    if (out) *out = &m->mods[m->n - 1].out;
+    return CR_OK;
+}
+
+/* Where the gradient for module j's output goes: straight into its dout the first time
+ * (*direct = 1), else into the model's scratch, to be added afterwards. */
+static cr_status grad_target(cr_model *m, int j, cr_tensor **t, int *direct)
+{
+    cr_module *src = &m->mods[j];
+    cr_status s = ensure_like(&src->dout, &src->out);
+    if (s) return s;
+    if (!src->dout_set) {
+        *t = &src->dout;
+        *direct = 1;
+        return CR_OK;
+    }
+    if ((s = ensure_like(&m->scratch, &src->out))) return s;
+    *t = &m->scratch;
+    *direct = 0;
+    return CR_OK;
+}
+
+/* Adds the gradient just written to t into module j's dout (if it went to scratch). */
+static void grad_commit(cr_model *m, int j, const cr_tensor *t, int direct)
+{
+    cr_module *src = &m->mods[j];
+    if (direct) {
+        src->dout_set = true;
+        return;
+    }
+    for (size_t k = 0; k < t->numel; k++) src->dout.data[k] += t->data[k];
+}
+
+/* Adds a freshly computed parameter gradient (tmp) into acc. */
+static void accumulate(cr_tensor *acc, const cr_tensor *tmp)
+{
+    for (size_t k = 0; k < acc->numel; k++) acc->data[k] += tmp->data[k];
+}
+
+/* Back-propagates module i's dout into its inputs' douts and its parameter gradients. */
+static cr_status module_backward(cr_model *m, int i)
+{
+    cr_module *d = &m->mods[i];
+    const cr_tensor *x = source(m, d->in), *dy = &d->dout;
+    const int want_dx = d->in != CR_MODEL_INPUT;
+    cr_tensor *dx = NULL;
+    int direct = 0;
+    cr_status s = CR_OK;
+    if (want_dx && (s = grad_target(m, d->in, &dx, &direct))) return s;
+    switch (d->kind) {
+    case CR_MOD_CONV:
+        if ((s = ensure_like(&m->scratch_w, &d->weight)) ||
+            (d->conv.bias && (s = ensure_like(&m->scratch_b, &d->bias))))
+            break;
+        s = m->conv_backward(&d->conv, x, &d->weight, dy, dx, &m->scratch_w,
+                             d->conv.bias ? &m->scratch_b : NULL);
+        if (!s) {
+            accumulate(&d->dweight, &m->scratch_w);
+            if (d->conv.bias) accumulate(&d->dbias, &m->scratch_b);
+        }
+        break;
+    case CR_MOD_BATCHNORM:
+    case CR_MOD_GROUPNORM:
+        if ((s = ensure_like(&m->scratch_w, &d->weight)) ||
+            (s = ensure_like(&m->scratch_b, &d->bias)))
+            break;
+        s = d->kind == CR_MOD_BATCHNORM
+            ? cr_batchnorm2d_backward(m->training, x, &d->weight, &d->save_mean, &d->save_invstd,
+                                      dy, dx, &m->scratch_w, &m->scratch_b)
+            : cr_groupnorm_backward(d->groups, x, &d->weight, &d->save_mean, &d->save_invstd, dy,
+                                    dx, &m->scratch_w, &m->scratch_b);
+        if (!s) {
+            accumulate(&d->dweight, &m->scratch_w);
+            accumulate(&d->dbias, &m->scratch_b);
+        }
+        break;
+    case CR_MOD_RELU:
+        if (dx) s = cr_relu_backward(&d->out, dy, dx);
+        break;
+    case CR_MOD_MAXPOOL:
+        if (dx) s = cr_maxpool2d_backward(d->argmax, dy, dx);
+        break;
+    case CR_MOD_AVGPOOL:
+        if (dx) s = cr_global_avgpool_backward(dy, dx);
+        break;
+    case CR_MOD_UPSAMPLE:
+        if (dx) s = cr_upsample_backward(&d->up, dy, dx);
+        break;
+    case CR_MOD_ADD:
+        if (dx) s = cr_add_backward(dy, dx, NULL);
+        break;
+    case CR_MOD_DROPOUT:
+        if (dx) s = cr_dropout_backward(&d->mask, dy, dx);
+        break;
+    }
+    if (!s && want_dx) grad_commit(m, d->in, dx, direct);
+    if (!s && d->kind == CR_MOD_ADD && d->in2 != CR_MODEL_INPUT) {   /* the second branch */
+        if (!(s = grad_target(m, d->in2, &dx, &direct)) && !(s = cr_add_backward(dy, dx, NULL)))
+            grad_commit(m, d->in2, dx, direct);
+    }
+    if (s) return fail_in(s, "backward of ", d->name, kind_names[d->kind]);
+    return CR_OK;
+}
+
+/* Reverse pass over the list from the last module's output gradient dout. */
+cr_status cr_model_backward(cr_model *m, const cr_tensor *dout)
+{
+    if (m->n == 0 || !m->input) return cr_fail(CR_EINVAL, "model: backward before forward");
+    if (!m->training)
+        return cr_fail(CR_EINVAL, "model: backward needs training mode (cr_model_train)");
+    cr_module *last = &m->mods[m->n - 1];
+    if (!dout || !dout->data || !cr_tensor_same_shape(dout, &last->out))
+        return cr_fail(CR_EINVAL, "model: dout must have the shape of the last output");
+    for (int i = 0; i < m->n; i++) m->mods[i].dout_set = false;
+    cr_status s = ensure_like(&last->dout, &last->out);
+    if (s) return s;
+    memcpy(last->dout.data, dout->data, dout->numel * sizeof(float));
+    last->dout_set = true;
+    // @snippet model_backward
+    for (int i = m->n - 1; i >= 0; i--) {
+        if (!m->mods[i].dout_set) continue;   /* nothing downstream used this output */
+        if ((s = module_backward(m, i))) return s;
+    }
+    // @end model_backward
+    return CR_OK;
+}
+
+void cr_model_zero_grad(cr_model *m)
+{
+    for (int i = 0; i < m->n; i++) {
+        if (m->mods[i].dweight.data) cr_tensor_fill(&m->mods[i].dweight, 0.0f);
+        if (m->mods[i].dbias.data) cr_tensor_fill(&m->mods[i].dbias, 0.0f);
+    }
+}
+
+/* Trainable parameters, weight then bias per module, in module order. */
+int cr_model_parameters(cr_model *m, cr_tensor **params, cr_tensor **grads,
+                        char (*names)[CR_PARAM_NAME_MAX], int max)
+{
+    int k = 0;
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        cr_tensor *pv[2] = {&d->weight, &d->bias}, *gv[2] = {&d->dweight, &d->dbias};
+        const char *suffix[2] = {"weight", "bias"};
+        for (int j = 0; j < 2; j++) {
+            if (!pv[j]->data) continue;
+            if (k < max) {
+                if (params) params[k] = pv[j];
+                if (grads) grads[k] = gv[j];
+                if (names) snprintf(names[k], CR_PARAM_NAME_MAX, "%s.%s", d->name, suffix[j]);
+            }
+            k++;
+        }
+    }
+    return k;
+}
+
+int64_t cr_model_num_scalars(const cr_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n; i++)
+        n += (int64_t)(m->mods[i].weight.data ? m->mods[i].weight.numel : 0) +
+             (int64_t)(m->mods[i].bias.data ? m->mods[i].bias.numel : 0);
+    return n;
+}
+
+/* Calls fn(name, tensor, ctx) for every state_dict entry in order; stops on an error. */
+static cr_status for_each_state(cr_model *m,
+                                cr_status (*fn)(const char *, cr_tensor *, void *), void *ctx)
+{
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        cr_tensor *tv[4] = {&d->weight, &d->bias, &d->running_mean, &d->running_var};
+        const char *suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+        for (int j = 0; j < 4; j++) {
+            if (!tv[j]->data) continue;
+            char name[CR_PARAM_NAME_MAX];
+            snprintf(name, sizeof name, "%s.%s", d->name, suffix[j]);
+            cr_status s = fn(name, tv[j], ctx);
+            if (s) return s;
+        }
+    }
+    return CR_OK;
+}
+
+/* for_each_state callback: adds the tensor to the writer. */
+static cr_status save_one(const char *name, cr_tensor *t, void *ctx)
+{
+    return cr_st_writer_add(ctx, name, t);
+}
+
+cr_status cr_model_save(const cr_model *m, const char *path, const char *const *meta)
+{
+    cr_st_writer *w;
+    cr_status s = cr_st_writer_new(&w);
+    if (s) return s;
+    s = for_each_state((cr_model *)m, save_one, w);
+    if (!s) s = cr_st_writer_meta(w, "format", "pt");
+    for (int i = 0; !s && meta && meta[i] && meta[i + 1]; i += 2) s = cr_st_writer_meta(w, meta[i], meta[i + 1]);
+    if (!s) s = cr_st_writer_save(w, path);
+    cr_st_writer_free(w);
+    return s;
+}
+
+typedef struct {
+    const cr_st_file *f;
+    const char *path;
+    int copy;   /* 0: check names and shapes only; 1: copy */
+} load_ctx;
+
+/* for_each_state callback: copies the file's tensor of that name into t (same numel and shape). */
+static cr_status load_one(const char *name, cr_tensor *t, void *ctx)
+{
+    load_ctx *c = ctx;
+    if (!cr_st_has(c->f, name))
+        return cr_fail(CR_EFORMAT, "%s: missing tensor '%s' of the model", c->path, name);
+    cr_tensor v = {0};
+    cr_status s = cr_st_get(c->f, name, &v);
+    if (s) return s;
+    if (v.numel != t->numel || !(cr_tensor_same_shape(&v, t) || (t->ndim == 1 && v.numel == t->numel))) {
+        char a[64], b[64];
+        cr_tensor_shape_str(&v, a, sizeof a);
+        cr_tensor_shape_str(t, b, sizeof b);
+        cr_tensor_free(&v);
+        return cr_fail(CR_EFORMAT, "%s: '%s' is %s in the file, the model expects %s", c->path,
+                       name, a, b);
+    }
+    if (c->copy) memcpy(t->data, v.data, t->numel * sizeof(float));
+    cr_tensor_free(&v);
+    return CR_OK;
+}
+
+cr_status cr_model_load(cr_model *m, const char *path)
+{
+    cr_st_file *f;
+    cr_status s = cr_st_load(&f, path);
+    if (s) return s;
+    /* strict: every name in the file must belong to the model */
+    for (int i = 0; i < cr_st_count(f); i++) {
+        const char *name = cr_st_name(f, i);
+        const char *dot = strrchr(name, '.');
+        if (dot && strcmp(dot, ".num_batches_tracked") == 0) continue;
+        int known = 0;
+        for (int j = 0; j < m->n && !known; j++) {
+            size_t len = strlen(m->mods[j].name);
+            known = strncmp(name, m->mods[j].name, len) == 0 && name[len] == '.';
+            if (known) {
+                const char *suf = name + len + 1;
+                const cr_module *d = &m->mods[j];
+                known = (strcmp(suf, "weight") == 0 && d->weight.data) ||
+                        (strcmp(suf, "bias") == 0 && d->bias.data) ||
+                        (strcmp(suf, "running_mean") == 0 && d->running_mean.data) ||
+                        (strcmp(suf, "running_var") == 0 && d->running_var.data);
+            }
+        }
+        if (!known) {
+            s = cr_fail(CR_EFORMAT, "%s: tensor '%s' belongs to no module of the model", path, name);
+            cr_st_free(f);
+            return s;
+        }
+    }
+    /* every tensor checked before any is copied: a bad file leaves the model unchanged */
+    load_ctx c = {f, path, 0};
+    s = for_each_state(m, load_one, &c);
+    c.copy = 1;
+    if (!s) s = for_each_state(m, load_one, &c);
+    cr_st_free(f);
+    return s;
+}
+
+void cr_model_print(const cr_model *m, FILE *f)
+{
+    for (int i = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        char in[32], shape[64] = "-";
+        if (d->in == CR_MODEL_INPUT) snprintf(in, sizeof in, "input");
+        else snprintf(in, sizeof in, "%d", d->in);
+        if (d->kind == CR_MOD_ADD) snprintf(in + strlen(in), sizeof in - strlen(in), "+%d", d->in2);
+        if (d->out.data) cr_tensor_shape_str(&d->out, shape, sizeof shape);
+        fprintf(f, "%3d %-16s %-10s in %-7s out %s\n", i, d->name, kind_names[d->kind], in, shape);
+    }
+}

@@ -1,0 +1,136 @@
+/* model.h — chapter 4: a small, explicit network: an ordered list of named modules.
+ *
+ * Each module reads the output of an earlier module (or the model's input) and owns
+ * its output, the gradient of that output, its parameters and their gradients. The
+ * list runs forward in order and backward in reverse; a module's output may feed
+ * several later modules (a skip connection into an `add`), and the gradients that
+ * flow back into it are summed. There is no autograd tape: what each backward needs
+ * is exactly what its forward kept.
+ *
+ * Names follow PyTorch's state_dict: a conv module named "enc1.conv" holds
+ * "enc1.conv.weight" (Cout x Cin/groups x kh x kw) and "enc1.conv.bias" (Cout); a
+ * BatchNorm2d module "enc1.bn" holds "enc1.bn.weight", ".bias", ".running_mean",
+ * ".running_var" (C each; num_batches_tracked is not kept: load the file into PyTorch
+ * with strict=False, or add it). Saved and loaded through lib/safetensors.h (F32,
+ * OIHW), so a state dict moves both ways between this model and the same network
+ * written in PyTorch. */
+#ifndef CR_MODEL_H
+#define CR_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conv_backward.h"
+#include "conv_desc.h"
+#include "layers.h"
+#include "rng.h"
+#include "tensor.h"
+
+typedef enum {
+    CR_MOD_CONV = 0, CR_MOD_BATCHNORM, CR_MOD_GROUPNORM, CR_MOD_RELU, CR_MOD_MAXPOOL,
+    CR_MOD_AVGPOOL, CR_MOD_UPSAMPLE, CR_MOD_ADD, CR_MOD_DROPOUT
+} cr_module_kind;
+
+/* Where a module reads from: the model's input, the previous module, or an index. */
+enum { CR_MODEL_INPUT = -1, CR_PREV = -2 };
+
+#define CR_MODULE_NAME_MAX 64
+
+typedef struct {
+    cr_module_kind kind;
+    char name[CR_MODULE_NAME_MAX];   /* state_dict prefix, e.g. "enc1.conv" */
+    int in, in2;                     /* input module indices (in2: add's second input) */
+    /* options */
+    cr_conv_params conv;             /* CR_MOD_CONV */
+    cr_bn_params bn;                 /* CR_MOD_BATCHNORM */
+    int64_t channels, groups;        /* norms: C; GroupNorm: groups */
+    double eps;                      /* GroupNorm */
+    cr_pool_params pool;             /* CR_MOD_MAXPOOL */
+    cr_upsample_params up;           /* CR_MOD_UPSAMPLE */
+    int up_like;                     /* up-sample to this module's output size (-1: use up) */
+    double drop_p;                   /* CR_MOD_DROPOUT */
+    /* parameters (empty tensors where the kind has none) and their gradients */
+    cr_tensor weight, bias, running_mean, running_var;
+    cr_tensor dweight, dbias;
+    /* kept by forward for backward */
+    cr_tensor out, dout;             /* output N x C x H x W and d(loss)/d(out) */
+    bool dout_set;                   /* dout holds a gradient in this backward pass */
+    cr_tensor save_mean, save_invstd, mask;
+    int64_t *argmax;
+    size_t argmax_len;
+} cr_module;
+
+typedef struct {
+    cr_module *mods;
+    int n, cap;
+    bool training;                   /* train(): batch statistics, dropout on */
+    cr_conv2d_fn conv_forward;       /* default cr_conv2d_fast (chapter 3) */
+    cr_conv2d_backward_fn conv_backward;  /* default cr_conv2d_backward */
+    cr_rng rng;                      /* dropout's stream (seeded by cr_model_init_params) */
+    const cr_tensor *input;          /* the last forward's input (borrowed) */
+    cr_tensor scratch, scratch_w, scratch_b;  /* backward: gradients to be summed */
+} cr_model;
+
+/* An empty model in training mode with chapter 3's forward and chapter 4's backward. */
+void cr_model_init(cr_model *m);
+/* Frees every module and tensor (safe on an initialised, empty or half-built model). */
+void cr_model_free(cr_model *m);
+
+/* Builders: each appends a module reading from `in` (CR_MODEL_INPUT, CR_PREV or an
+ * index) and returns its index, or -1 with the message in cr_last_error(). Parameters
+ * are allocated here and initialised by cr_model_init_params. */
+int cr_model_add_conv(cr_model *m, const char *name, int in, const cr_conv_params *p);
+int cr_model_add_batchnorm(cr_model *m, const char *name, int in, int64_t channels,
+                           const cr_bn_params *p);
+int cr_model_add_groupnorm(cr_model *m, const char *name, int in, int64_t groups,
+                           int64_t channels, double eps);
+int cr_model_add_relu(cr_model *m, const char *name, int in);
+int cr_model_add_maxpool(cr_model *m, const char *name, int in, const cr_pool_params *p);
+int cr_model_add_avgpool(cr_model *m, const char *name, int in);
+/* like >= 0: the output takes module `like`'s output height and width (p's sizes and
+ * scales are then ignored); like == -1: p decides. */
+int cr_model_add_upsample(cr_model *m, const char *name, int in, const cr_upsample_params *p,
+                          int like);
+int cr_model_add_add(cr_model *m, const char *name, int a, int b);
+int cr_model_add_dropout(cr_model *m, const char *name, int in, double p);
+
+/* PyTorch's default initialisation of every parameter, in module order, from seed
+ * (conv: kaiming_uniform_(a=sqrt(5)) and its bias rule; norms: 1, 0, running 0, 1);
+ * also seeds the dropout stream. */
+cr_status cr_model_init_params(cr_model *m, uint64_t seed);
+/* Training (batch statistics, dropout) or evaluation mode, as nn.Module.train(mode). */
+void cr_model_train(cr_model *m, bool training);
+
+/* Runs every module in order on x (N x Cin x H x W); *out points at the last module's
+ * output (owned by the model, valid until the next forward or free). */
+cr_status cr_model_forward(cr_model *m, const cr_tensor *x, const cr_tensor **out);
+/* Back-propagates dout (the shape of the last forward's output) through the list in
+ * reverse, ADDING the parameter gradients to dweight/dbias (as PyTorch's .grad). The
+ * input's gradient is not computed. Must follow a forward in training mode. */
+cr_status cr_model_backward(cr_model *m, const cr_tensor *dout);
+/* Zeroes every parameter gradient. */
+void cr_model_zero_grad(cr_model *m);
+
+#define CR_PARAM_NAME_MAX (CR_MODULE_NAME_MAX + 16)
+
+/* The trainable parameters in state_dict order (name.weight, name.bias per module):
+ * fills up to max entries of params, grads and names (each may be NULL) and returns
+ * how many there are. */
+int cr_model_parameters(cr_model *m, cr_tensor **params, cr_tensor **grads,
+                        char (*names)[CR_PARAM_NAME_MAX], int max);
+/* Total number of trainable scalars. */
+int64_t cr_model_num_scalars(const cr_model *m);
+
+/* Writes the state dict (parameters and BatchNorm running statistics, PyTorch's names)
+ * to path as safetensors, atomically; meta: NULL or NULL-terminated key/value pairs. */
+cr_status cr_model_save(const cr_model *m, const char *path, const char *const *meta);
+/* Reads a state dict written by cr_model_save (or by PyTorch through safetensors):
+ * every tensor of the model must be present with its shape; a name the model does not
+ * know fails (num_batches_tracked is accepted and skipped), as strict loading does. */
+cr_status cr_model_load(cr_model *m, const char *path);
+
+/* Prints one line per module (index, name, kind, input, output shape if run). */
+void cr_model_print(const cr_model *m, FILE *f);
+
+#endif

@@ -1,0 +1,678 @@
+/* lab04-backward.c — chapter 4's lab: the cost of the backward pass, and a real training run.
+ *
+ * (1) Timing: forward, backward (dx + dw + db) and forward+backward of the standard
+ *     layers with their kernel replaced by k = 3, 5, 7 (padding k/2, stride, groups and
+ *     batch kept), reference (chapter 1's loops forward, chapter 4's loops backward)
+ *     against fast (chapter 3's cr_conv2d_fast, chapter 4's GEMM backward). The fast
+ *     gradients are validated against the reference ones first (relative L2 <= 1e-4).
+ *     GFLOP/s counts the forward's FLOP once and the backward's twice (dx and dw).
+ *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
+ *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting
+ *     level during one untimed run. The heap is measured by counting every malloc/free
+ *     of this process (this file replaces malloc and its relatives by counting wrappers
+ *     around glibc's __libc_malloc family; off in sanitizer builds, where the column
+ *     then holds the operands alone).
+ * (2) Training (--data DIR): a small fully-convolutional network learns CamVid's 11
+ *     classes at 1/4 resolution (120 x 90) with AdamW and cross-entropy ignoring void;
+ *     a progress line shows the loss; the CSV gets one `train` row per step (epoch,
+ *     step, loss), one `val` row per epoch (validation loss and mean IoU), and `iou`
+ *     rows at the end (per class and mean, validation and test splits). Same --seed and
+ *     --threads give a bit-identical loss curve.
+ * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
+ * loss,split,class,iou (columns a kind does not use are empty). */
+#include <malloc.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_backward.h"
+#include "conv_gemm.h"
+#include "dataset.h"
+#include "direct.h"
+#include "lab_common.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "progress.h"
+
+#define MAX_REL 1e-4          /* fast vs reference gradients, relative L2 (sums of 1e4+ terms) */
+#define BUDGET_S 1.0          /* seconds of timed runs per implementation, pass and case */
+
+/* ---- counting allocator ---------------------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define COUNT_ALLOC 0
+#else
+#define COUNT_ALLOC 1
+#endif
+
+static atomic_llong heap_now, heap_peak;
+
+#if COUNT_ALLOC
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void __libc_free(void *);
+
+/* Adds n bytes to the live count and raises the peak. */
+static void heap_add(long long n)
+{
+    long long now = atomic_fetch_add(&heap_now, n) + n, peak = atomic_load(&heap_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&heap_peak, &peak, now)) {
+    }
+}
+
+void *malloc(size_t n)
+{
+    void *p = __libc_malloc(n);
+    if (p) heap_add((long long)malloc_usable_size(p));
+    return p;
+}
+
+void free(void *p)
+{
+    if (p) heap_add(-(long long)malloc_usable_size(p));
+    __libc_free(p);
+}
+
+void *calloc(size_t a, size_t b)
+{
+    void *p = __libc_calloc(a, b);
+    if (p) heap_add((long long)malloc_usable_size(p));
+    return p;
+}
+
+void *realloc(void *p, size_t n)
+{
+    const long long old = p ? (long long)malloc_usable_size(p) : 0;
+    void *q = __libc_realloc(p, n);
+    if (q) heap_add((long long)malloc_usable_size(q) - old);
+    else if (n == 0 && p) heap_add(-old);
+    return q;
+}
+
+void *aligned_alloc(size_t align, size_t n)
+{
+    void *p = __libc_memalign(align, n);
+    if (p) heap_add((long long)malloc_usable_size(p));
+    return p;
+}
+
+void *memalign(size_t align, size_t n)
+{
+    return aligned_alloc(align, n);
+}
+
+int posix_memalign(void **out, size_t align, size_t n)
+{
+    void *p = aligned_alloc(align, n);
+    if (!p) return 12; /* ENOMEM */
+    *out = p;
+    return 0;
+}
+#endif
+
+/* Starts a peak measurement: the peak is reset to the current level, which is returned. */
+static long long heap_mark(void)
+{
+    long long now = atomic_load(&heap_now);
+    atomic_store(&heap_peak, now);
+    return now;
+}
+
+/* ---- options and CSV --------------------------------------------------------------------- */
+
+static const char *data_dir = NULL;
+static const char *part = "all";
+static int epochs = 25, train_seed = 1, batch_size = 8, factor = 4;
+static double lr = 2e-3;
+
+static const cr_arg extra_args[] = {
+    {"data", CR_ARG_STRING, &data_dir, "DIR",
+     "CamVid in SegNet's layout (train/, trainannot/, val/, ...): runs the training part", 0, -1},
+    {"epochs", CR_ARG_INT, &epochs, "N", "training epochs (default 25)", 1, 1000},
+    {"seed", CR_ARG_INT, &train_seed, "N", "training seed: init, shuffling, flips (default 1)", 0,
+     2147483647},
+    {"batch", CR_ARG_INT, &batch_size, "N", "training batch size (default 8)", 1, 256},
+    {"factor", CR_ARG_INT, &factor, "N", "image reduction factor (default 4: 480x360 -> 120x90)",
+     1, 32},
+    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate (default 2e-3)", 0, -1},
+    {"part", CR_ARG_STRING, &part, "WHICH", "all (default), timing or train", 0, -1},
+};
+
+static const char *const csv_columns[] = {
+    "lab", "kind", "case", "impl", "pass", "k", "batch", "threads", "ms", "gflops",
+    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", NULL};
+
+/* ---- (1) timing -------------------------------------------------------------------------- */
+
+typedef struct {
+    lab_conv c;            /* x, w, b, y */
+    cr_tensor dy, dx, dw, db;
+    cr_conv2d_fn fwd;
+    cr_conv2d_backward_fn bwd;
+} grad_case;
+
+/* Runs the forward pass. */
+static cr_status run_fwd(void *arg)
+{
+    grad_case *g = arg;
+    return g->fwd(&g->c.p, &g->c.x, &g->c.w, g->c.p.bias ? &g->c.b : NULL, &g->c.y);
+}
+
+/* Runs the backward pass (dx, dw, db). */
+static cr_status run_bwd(void *arg)
+{
+    grad_case *g = arg;
+    return g->bwd(&g->c.p, &g->c.x, &g->c.w, &g->dy, &g->dx, &g->dw, g->c.p.bias ? &g->db : NULL);
+}
+
+/* Runs forward then backward. */
+static cr_status run_both(void *arg)
+{
+    cr_status s = run_fwd(arg);
+    return s ? s : run_bwd(arg);
+}
+
+/* Frees a case's tensors. */
+static void grad_case_free(grad_case *g)
+{
+    lab_conv_free(&g->c);
+    cr_tensor_free(&g->dy);
+    cr_tensor_free(&g->dx);
+    cr_tensor_free(&g->dw);
+    cr_tensor_free(&g->db);
+}
+
+/* Copies t into a new tensor *out. */
+static cr_status clone(const cr_tensor *t, cr_tensor *out)
+{
+    cr_status s = cr_tensor_alloc(out, t->ndim, t->shape);
+    if (!s) memcpy(out->data, t->data, t->numel * sizeof(float));
+    return s;
+}
+
+/* Clears a live progress line on a terminal before a table row. */
+static void clear_progress(const cr_progress *prog)
+{
+    if (prog && prog->tty) fputs("\r\033[K", stderr);
+}
+
+typedef struct {
+    double fwd_ms, bwd_ms, both_ms;
+    long long peak[3];
+} impl_times;
+
+/* Times the three passes of one implementation and measures their peak memory. */
+static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
+{
+    cr_status (*fns[3])(void *) = {run_fwd, run_bwd, run_both};
+    const size_t F = sizeof(float);
+    const long long fwd_ops = (long long)((g->c.x.numel + g->c.w.numel + g->c.b.numel + g->c.y.numel) * F);
+    const long long bwd_ops = (long long)((g->c.x.numel + g->c.w.numel + g->dy.numel + g->dx.numel +
+                                           g->dw.numel + g->db.numel) * F);
+    const long long ops[3] = {fwd_ops, bwd_ops, fwd_ops + (long long)((g->dy.numel + g->dx.numel + g->dw.numel + g->db.numel) * F)};
+    double *ms[3] = {&t->fwd_ms, &t->bwd_ms, &t->both_ms};
+    const double budget = ctx->quick ? 0.3 : BUDGET_S;
+    for (int i = 0; i < 3; i++) {
+        /* the timed runs are also the memory measurement: nothing accumulates between runs */
+        const long long base = heap_mark();
+        cr_bench_result r;
+        cr_status s = lab_time_budget(ctx, fns[i], g, budget, &r);
+        if (s) return s;
+        t->peak[i] = ops[i] + (COUNT_ALLOC ? atomic_load(&heap_peak) - base : 0);
+        *ms[i] = r.median * 1e3;
+    }
+    return CR_OK;
+}
+
+/* One standard layer with kernel k: validates fast against reference gradients, times
+ * both, prints and writes rows. Returns 1 if it validated. */
+static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l, int64_t k,
+                       cr_rng *rng, double *fb_gflops_fast)
+{
+    char what[64];
+    snprintf(what, sizeof what, "%s k=%lld", l->name, (long long)k);
+    cr_conv_params p = l->p;
+    p.kernel_h = p.kernel_w = k;
+    cr_conv_set_padding(&p, k / 2, k / 2);
+    grad_case g = {0};
+    cr_status s = lab_conv_alloc(&g.c, &p, l->n, l->h, l->w, rng);
+    if (!s) s = cr_tensor_alloc(&g.dy, 4, g.c.y.shape);
+    if (!s) s = cr_tensor_alloc(&g.dx, 4, g.c.x.shape);
+    if (!s) s = cr_tensor_alloc(&g.dw, 4, g.c.w.shape);
+    if (!s) s = cr_tensor_alloc(&g.db, 1, &p.out_channels);
+    if (s) {
+        grad_case_free(&g);
+        return lab_report_failure(what, s);
+    }
+    cr_tensor_fill_uniform(&g.dy, rng, -1, 1);
+    const double F = cr_conv_flops(&g.c.s);
+    impl_times t[2];
+    cr_tensor ref[3] = {{0}}, *out[3] = {&g.dx, &g.dw, &g.db};
+    int ok = 1;
+    for (int impl = 0; impl < 2 && ok; impl++) {
+        g.fwd = impl == 0 ? cr_conv2d_direct : cr_conv2d_fast;
+        g.bwd = impl == 0 ? cr_conv2d_backward_ref : cr_conv2d_backward;
+        if ((s = time_impl(ctx, &g, &t[impl]))) {
+            ok = lab_report_failure(what, s);
+            break;
+        }
+        if (impl == 0) {
+            for (int i = 0; i < 3 && !s; i++) s = clone(out[i], &ref[i]);
+            if (s) ok = lab_report_failure(what, s);
+        } else {
+            clear_progress(prog);
+            const char *names[3] = {"dx", "dw", "db"};
+            for (int i = 0; i < 3 && ok; i++) {
+                char w2[80];
+                snprintf(w2, sizeof w2, "%s %s", what, names[i]);
+                ok = lab_check(w2, out[i], &ref[i], MAX_REL, NULL);
+            }
+        }
+    }
+    for (int i = 0; i < 3; i++) cr_tensor_free(&ref[i]);
+    if (ok) {
+        const char *impl_names[2] = {"reference", "fast"};
+        const char *pass_names[3] = {"forward", "backward", "forward+backward"};
+        const double flops[3] = {F, 2 * F, 3 * F};
+        clear_progress(prog);
+        for (int impl = 0; impl < 2; impl++) {
+            const double ms[3] = {t[impl].fwd_ms, t[impl].bwd_ms, t[impl].both_ms};
+            printf("%-12s %2lld %5lld %-9s %9.2f %9.2f %9.2f %7.1f %7.1f %7.1f %9.1f\n", l->name,
+                   (long long)k, (long long)l->n, impl_names[impl], ms[0], ms[1], ms[2],
+                   lab_gflops(flops[0], ms[0] / 1e3), lab_gflops(flops[1], ms[1] / 1e3),
+                   lab_gflops(flops[2], ms[2] / 1e3), t[impl].peak[2] / 1048576.0);
+            for (int ps = 0; ps < 3; ps++)
+                if (lab_csv_row(ctx, "lab04,conv,%s,%s,%s,%lld,%lld,%d,%.4f,%.4f,%lld,,,,,,",
+                                l->name, impl_names[impl], pass_names[ps], (long long)k,
+                                (long long)l->n, ctx->threads, ms[ps],
+                                lab_gflops(flops[ps], ms[ps] / 1e3), t[impl].peak[ps]))
+                    ok = lab_report_failure("CSV", CR_EIO);
+        }
+        if (strcmp(l->name, "a_3x3_64") == 0 && k == 3)
+            *fb_gflops_fast = lab_gflops(3 * F, t[1].both_ms / 1e3);
+        fflush(stdout);
+    }
+    grad_case_free(&g);
+    return ok;
+}
+
+/* The timing table: every standard layer x k in {3, 5, 7} (quick: two small cases). */
+static int run_timing(lab_ctx *ctx, cr_rng *rng)
+{
+    int count;
+    const lab_layer *layers = lab_standard_layers(&count);
+    static const int64_t ks[] = {3, 5, 7};
+    static const char *const quick_layers[] = {"a_3x3_64", "f_3x3_g32"};  /* k = 3 only */
+    printf("(1) convolution forward and backward, standard layers with kernel k (padding k/2)\n"
+           "    GFLOP/s: forward F, backward 2F (dx and dw), both 3F; peak MiB: forward+backward\n");
+    printf("%-12s %2s %5s %-9s %9s %9s %9s %7s %7s %7s %9s\n", "case", "k", "batch", "impl",
+           "fwd ms", "bwd ms", "f+b ms", "fwd GF", "bwd GF", "f+b GF", "peak MiB");
+    const int total = ctx->quick ? 2 : count * 3;
+    cr_progress prog;
+    cr_progress_begin(&prog, "timing cases", total);
+    int ok = 1;
+    double fb = 0.0;
+    for (int i = 0; i < count; i++) {
+        if (ctx->quick && strcmp(layers[i].name, quick_layers[0]) != 0 &&
+            strcmp(layers[i].name, quick_layers[1]) != 0)
+            continue;
+        for (int j = 0; j < (ctx->quick ? 1 : 3); j++) {
+            ok &= timing_case(ctx, &prog, &layers[i], ks[j], rng, &fb);
+            char what[48];
+            snprintf(what, sizeof what, "%s k=%lld", layers[i].name, (long long)ks[j]);
+            cr_progress_step(&prog, what);
+        }
+    }
+    cr_progress_end(&prog);
+    /* GUIDE.md section 4: PyTorch 1.13 F.conv2d, a_3x3_64, forward+backward, same machine type */
+    const double torch_fb = ctx->threads >= 2 ? 166.0 : 89.0;
+    if (fb > 0)
+        printf("\na_3x3_64 k=3 forward+backward: fast %.1f GFLOP/s, PyTorch 1.13 %.0f GFLOP/s "
+               "(GUIDE.md, %d thread%s): %.0f%%\n", fb, torch_fb, ctx->threads >= 2 ? 2 : 1,
+               ctx->threads >= 2 ? "s" : "", 100.0 * fb / torch_fb);
+    else
+        printf("\nPyTorch 1.13 F.conv2d a_3x3_64 forward+backward (GUIDE.md): 89 GFLOP/s on 1 "
+               "thread, 166 on 2 (case not run here)\n");
+    printf("\n");
+    return ok;
+}
+
+/* ---- (2) training on CamVid ---------------------------------------------------------------- */
+
+/* The network: three encoder stages (conv 3x3 + BN + ReLU, max-pool between), two decoder
+ * stages (bilinear up-sampling to the skip's size, add the skip, conv + BN + ReLU) and a
+ * 1x1 head with 11 outputs. 3 -> 16 -> 32 -> 32 channels at full, 1/2, 1/4 size. */
+static cr_status build_net(cr_model *m)
+{
+    cr_model_init(m);
+    const cr_bn_params bn = cr_bn_params_default();
+    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
+    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .align_corners = false};
+    int ok = 1, e1, e2;
+    cr_conv_params p;
+    int idx;
+    /* one stage: NAME.conv (3x3, padding 1), NAME.bn, NAME.relu; idx = the relu */
+#define CONV_BN_RELU(name, in, cin, cout)                                                 \
+    do {                                                                                  \
+        p = cr_conv_params_default(cin, cout, 3);                                         \
+        cr_conv_set_padding(&p, 1, 1);                                                    \
+        ok &= cr_model_add_conv(m, name ".conv", in, &p) >= 0;                           \
+        ok &= cr_model_add_batchnorm(m, name ".bn", CR_PREV, cout, &bn) >= 0;            \
+        ok &= (idx = cr_model_add_relu(m, name ".relu", CR_PREV)) >= 0;                   \
+    } while (0)
+    CONV_BN_RELU("enc1", CR_MODEL_INPUT, 3, 16);
+    e1 = idx;
+    ok &= cr_model_add_maxpool(m, "pool1", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc2", CR_PREV, 16, 32);
+    e2 = idx;
+    ok &= cr_model_add_maxpool(m, "pool2", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc3", CR_PREV, 32, 32);
+    ok &= cr_model_add_upsample(m, "up2", CR_PREV, &up, e2) >= 0;
+    ok &= cr_model_add_add(m, "skip2", CR_PREV, e2) >= 0;
+    CONV_BN_RELU("dec2", CR_PREV, 32, 16);
+    ok &= cr_model_add_upsample(m, "up1", CR_PREV, &up, e1) >= 0;
+    ok &= cr_model_add_add(m, "skip1", CR_PREV, e1) >= 0;
+    CONV_BN_RELU("dec1", CR_PREV, 16, 16);
+#undef CONV_BN_RELU
+    p = cr_conv_params_default(16, CR_CAMVID_CLASSES, 1);
+    ok &= cr_model_add_conv(m, "head", CR_PREV, &p) >= 0;
+    return ok ? CR_OK : CR_EINVAL;
+}
+
+/* Adds the predictions (argmax of logits N x 11 x H x W) against labels to conf (11 x 11,
+ * row = truth, column = prediction), ignoring void. */
+static void confusion_add(const cr_tensor *logits, const int32_t *labels, int64_t *conf)
+{
+    const int64_t N = logits->shape[0], C = logits->shape[1];
+    const int64_t HW = logits->shape[2] * logits->shape[3];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < HW; i++) {
+            const int32_t t = labels[n * HW + i];
+            if (t < 0) continue;
+            int64_t best = 0;
+            const float *z = logits->data + n * C * HW + i;
+            for (int64_t c = 1; c < C; c++)
+                if (z[c * HW] > z[best * HW]) best = c;
+            conf[t * C + best]++;
+        }
+}
+
+/* Per-class IoU from the confusion matrix; returns the mean over classes that occur
+ * (in truth or prediction). */
+static double iou_from(const int64_t *conf, double *iou)
+{
+    const int C = CR_CAMVID_CLASSES;
+    double sum = 0;
+    int n = 0;
+    for (int c = 0; c < C; c++) {
+        int64_t tp = conf[c * C + c], fp = 0, fn = 0;
+        for (int k = 0; k < C; k++)
+            if (k != c) {
+                fp += conf[k * C + c];
+                fn += conf[c * C + k];
+            }
+        const int64_t den = tp + fp + fn;
+        iou[c] = den ? (double)tp / (double)den : NAN;
+        if (den) {
+            sum += iou[c];
+            n++;
+        }
+    }
+    return n ? sum / n : 0.0;
+}
+
+/* Evaluates the model on a split: mean loss and confusion matrix (evaluation mode). */
+static cr_status evaluate(cr_model *m, const cr_dataset *ds, double *loss, int64_t *conf)
+{
+    const int64_t B = 8, H = ds->height, W = ds->width;
+    cr_tensor x = {0};
+    int32_t *lab = malloc((size_t)(B * H * W) * sizeof *lab);
+    int64_t idx[8];
+    double total = 0;
+    int64_t batches = 0;
+    cr_status s = lab ? CR_OK : cr_fail(CR_ENOMEM, "out of memory");
+    memset(conf, 0, sizeof(int64_t) * CR_CAMVID_CLASSES * CR_CAMVID_CLASSES);
+    cr_model_train(m, false);
+    for (int64_t b0 = 0; !s && b0 < ds->count; b0 += B) {
+        const int64_t nb = ds->count - b0 < B ? ds->count - b0 : B;
+        for (int64_t i = 0; i < nb; i++) idx[i] = b0 + i;
+        cr_tensor_free(&x);
+        const cr_tensor *y;
+        double l;
+        if ((s = cr_tensor_alloc4(&x, nb, 3, H, W)) || (s = cr_dataset_batch(ds, idx, nb, NULL, &x, lab)) ||
+            (s = cr_model_forward(m, &x, &y)) ||
+            (s = cr_cross_entropy(y, lab, CR_CAMVID_IGNORE, &l, NULL)))
+            break;
+        confusion_add(y, lab, conf);
+        total += l;
+        batches++;
+    }
+    cr_model_train(m, true);
+    cr_tensor_free(&x);
+    free(lab);
+    *loss = batches ? total / batches : 0;
+    return s;
+}
+
+/* Prints and writes per-class IoU of a split; returns the mean. */
+static double report_iou(lab_ctx *ctx, const char *split, const int64_t *conf, int epoch)
+{
+    double iou[CR_CAMVID_CLASSES];
+    const double mean = iou_from(conf, iou);
+    printf("%-5s", split);
+    for (int c = 0; c < CR_CAMVID_CLASSES; c++) {
+        printf(" %6.3f", iou[c]);
+        lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,%s,%.4f", ctx->threads, epoch,
+                    split, cr_camvid_class_name(c), iou[c]);
+    }
+    printf("  %6.3f\n", mean);
+    lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,mean,%.4f", ctx->threads, epoch,
+                split, mean);
+    return mean;
+}
+
+/* Cosine learning-rate schedule with a linear warm-up over the first `warm` steps. */
+static double schedule(double peak, int64_t step, int64_t total, int64_t warm)
+{
+    if (step < warm) return peak * (double)(step + 1) / (double)warm;
+    const double t = (double)(step - warm) / (double)(total - warm > 0 ? total - warm : 1);
+    return peak * 0.5 * (1.0 + cos(3.14159265358979323846 * t));
+}
+
+/* The training run; returns a lab exit code. */
+static int run_training(lab_ctx *ctx)
+{
+    const double t0 = cr_now();
+    cr_dataset train = {0}, val = {0}, test = {0};
+    const int64_t quick_max = 0;
+    cr_status s = cr_camvid_load(data_dir, "train", factor, quick_max, &train);
+    if (!s) s = cr_camvid_load(data_dir, "val", factor, quick_max, &val);
+    if (!s) s = cr_camvid_load(data_dir, "test", factor, quick_max, &test);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
+        cr_dataset_free(&train);
+        cr_dataset_free(&val);
+        return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+    }
+    const int64_t H = train.height, W = train.width, B = batch_size;
+    printf("(2) training on CamVid %s: %lld train, %lld val, %lld test frames at %lldx%lld "
+           "(1/%d), loaded in %.1f s\n", data_dir, (long long)train.count, (long long)val.count,
+           (long long)test.count, (long long)W, (long long)H, factor, cr_now() - t0);
+    cr_model m;
+    if ((s = build_net(&m)) || (s = cr_model_init_params(&m, (uint64_t)train_seed))) {
+        fprintf(stderr, "%s: building the network: %s\n", ctx->program, cr_last_error());
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    cr_tensor *params[64], *grads[64];
+    const int np = cr_model_parameters(&m, params, grads, NULL, 64);
+    printf("    network: %d modules, %d parameter tensors, %lld parameters; AdamW lr %.1e "
+           "(warm-up, cosine), weight decay 1e-4, batch %lld, %d epochs, seed %d, flips\n",
+           m.n, np, (long long)cr_model_num_scalars(&m), lr, (long long)B, epochs, train_seed);
+    cr_optimizer opt;
+    cr_optim_config oc = cr_adamw_config(lr, 1e-4);
+    cr_tensor x = {0}, dz = {0};
+    int32_t *lab = malloc((size_t)(B * H * W) * sizeof *lab);
+    int64_t *order = malloc((size_t)train.count * sizeof *order);
+    int64_t conf[CR_CAMVID_CLASSES * CR_CAMVID_CLASSES];
+    if (!lab || !order) s = cr_fail(CR_ENOMEM, "out of memory");
+    if (!s) s = cr_optim_init(&opt, &oc, params, np);
+    cr_rng rng;
+    cr_rng_seed(&rng, (uint64_t)train_seed * 7919u + 17u);
+    const int64_t steps_per_epoch = train.count / B;   /* the last partial batch is dropped */
+    const int64_t total_steps = steps_per_epoch * epochs;
+    cr_progress prog;
+    cr_progress_begin(&prog, "training steps", (long)total_steps);
+    int64_t step = 0;
+    double first_loss = NAN, last_epoch_loss = NAN, val_miou = 0;
+    const double t_train = cr_now();
+    for (int ep = 0; ep < epochs && !s; ep++) {
+        for (int64_t i = 0; i < train.count; i++) order[i] = i;
+        for (int64_t i = train.count - 1; i > 0; i--) {   /* Fisher-Yates */
+            int64_t j = cr_rng_int(&rng, 0, i), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        double epoch_loss = 0;
+        for (int64_t b = 0; b < steps_per_epoch && !s; b++, step++) {
+            const double ts = cr_now();
+            uint8_t flip[256];
+            for (int64_t i = 0; i < B; i++) flip[i] = (uint8_t)cr_rng_int(&rng, 0, 1);
+            const cr_tensor *y;
+            double loss;
+            // @snippet train_step
+            cr_optim_set_lr(&opt, schedule(lr, step, total_steps, steps_per_epoch));
+            if (!x.data) s = cr_tensor_alloc4(&x, B, 3, H, W);
+            if (!s) s = cr_dataset_batch(&train, order + b * B, B, flip, &x, lab);
+            if (!s) s = cr_model_forward(&m, &x, &y);
+            if (!s && !dz.data) s = cr_tensor_alloc(&dz, 4, y->shape);
+            if (!s) s = cr_cross_entropy(y, lab, CR_CAMVID_IGNORE, &loss, &dz);
+            if (!s) {
+                cr_model_zero_grad(&m);
+                s = cr_model_backward(&m, &dz);
+            }
+            if (!s) s = cr_optim_step(&opt, params, (const cr_tensor *const *)grads);
+            // @end train_step
+            if (s) break;
+            if (step == 0) first_loss = loss;
+            epoch_loss += loss;
+            lab_csv_row(ctx, "lab04,train,camvid_%lldx%lld,fast,forward+backward,3,%lld,%d,%.3f,,,"
+                        "%d,%lld,%.6f,train,,", (long long)W, (long long)H, (long long)B,
+                        ctx->threads, (cr_now() - ts) * 1e3, ep + 1, (long long)step + 1, loss);
+            char what[64];
+            snprintf(what, sizeof what, "epoch %d loss %.4f", ep + 1, loss);
+            cr_progress_step(&prog, what);
+        }
+        if (s) break;
+        last_epoch_loss = epoch_loss / (double)steps_per_epoch;
+        double vloss;
+        if ((s = evaluate(&m, &val, &vloss, conf))) break;
+        double iou[CR_CAMVID_CLASSES];
+        val_miou = iou_from(conf, iou);
+        clear_progress(&prog);
+        printf("    epoch %2d: train loss %.4f, val loss %.4f, val mean IoU %.3f (%.0f s)\n",
+               ep + 1, last_epoch_loss, vloss, val_miou, cr_now() - t_train);
+        fflush(stdout);
+        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%lld,%d,,,,%d,%lld,%.6f,val,mean,%.4f",
+                    (long long)W, (long long)H, (long long)B, ctx->threads, ep + 1,
+                    (long long)step, vloss, val_miou);
+    }
+    cr_progress_end(&prog);
+    const double train_s = cr_now() - t_train;
+    int rc = LAB_EXIT_OK;
+    if (s) {
+        fprintf(stderr, "%s: training: %s\n", ctx->program, cr_last_error());
+        rc = LAB_EXIT_FAILED;
+    } else {
+        printf("\n    IoU per class (%d classes, void ignored), at %lldx%lld:\n%-5s", CR_CAMVID_CLASSES,
+               (long long)W, (long long)H, "");
+        for (int c = 0; c < CR_CAMVID_CLASSES; c++) printf(" %6.6s", cr_camvid_class_name(c));
+        printf("  %6s\n", "mean");
+        double vloss, tloss;
+        s = evaluate(&m, &val, &vloss, conf);
+        if (!s) val_miou = report_iou(ctx, "val", conf, epochs);
+        if (!s) s = evaluate(&m, &test, &tloss, conf);
+        const double test_miou = s ? 0 : report_iou(ctx, "test", conf, epochs);
+        printf("\n    loss %.4f (first step) -> %.4f (last epoch's mean); val mean IoU %.3f, "
+               "test %.3f (chance, all road: about 0.03); %.0f s of training, %.0f s in all\n",
+               first_loss, last_epoch_loss, val_miou, test_miou, train_s, cr_now() - t0);
+        if (s) {
+            fprintf(stderr, "%s: evaluation: %s\n", ctx->program, cr_last_error());
+            rc = LAB_EXIT_FAILED;
+        } else if (!(last_epoch_loss < first_loss)) {
+            fprintf(stderr, "%s: the loss did not go down\n", ctx->program);
+            rc = LAB_EXIT_FAILED;
+        }
+    }
+    cr_optim_free(&opt);
+    cr_model_free(&m);
+    cr_tensor_free(&x);
+    cr_tensor_free(&dz);
+    free(lab);
+    free(order);
+    cr_dataset_free(&train);
+    cr_dataset_free(&val);
+    cr_dataset_free(&test);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab04-backward",
+                      "Chapter 4: (1) forward and backward time and memory of the standard "
+                      "layers with kernels 3, 5, 7,\nreference against fast, beside PyTorch's "
+                      "figures; (2) with --data DIR, a small FCN trained on CamVid.",
+                      extra_args, (int)(sizeof extra_args / sizeof *extra_args));
+    if (rc != LAB_RUN) return rc;
+    const int do_timing = strcmp(part, "all") == 0 || strcmp(part, "timing") == 0;
+    const int do_train = strcmp(part, "all") == 0 || strcmp(part, "train") == 0;
+    if (!do_timing && !do_train) {
+        fprintf(stderr, "%s: --part: expected all, timing or train, got '%s'\n", ctx.program, part);
+        return LAB_EXIT_USAGE;
+    }
+    if (do_train && data_dir && !ctx.quick) {   /* a bad folder stops before any timing */
+        cr_dataset probe;
+        cr_status ps = cr_camvid_load(data_dir, "val", 32, 1, &probe);
+        if (ps != CR_OK) {
+            fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+            return ps == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+        }
+        cr_dataset_free(&probe);
+    }
+    lab_banner(&ctx, "chapter 4, the backward pass and a training loop");
+    cr_flush_cache();   /* allocates its buffer now, outside the memory measurements */
+    char train_note[160];
+    snprintf(train_note, sizeof train_note, "seed %d, %d epochs, batch %d, factor %d, AdamW lr %g",
+             train_seed, epochs, batch_size, factor, lr);
+    const char *const extra[] = {
+        "peak_bytes", COUNT_ALLOC ? "operand tensors + the heap's peak above its level before the "
+                                    "pass (every malloc counted)"
+                                  : "operand tensors only (sanitizer build: heap not counted)",
+        "training", train_note, NULL};
+    cr_status st = lab_csv_begin(&ctx, csv_columns, extra);
+    if (st != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        return LAB_EXIT_FAILED;
+    }
+    cr_rng rng;
+    cr_rng_seed(&rng, ctx.seed);
+    int ok = 1;
+    if (do_timing) ok = run_timing(&ctx, &rng);
+    if (do_train) {
+        if (ctx.quick) {
+            printf("(2) training: skipped in --quick mode\n");
+        } else if (!data_dir) {
+            printf("(2) training: skipped, no --data DIR. %s\n", cr_camvid_howto());
+        } else {
+            int trc = run_training(&ctx);
+            if (trc != LAB_EXIT_OK) return lab_finish(&ctx, trc);
+        }
+    }
+    return lab_finish(&ctx, ok ? LAB_EXIT_OK : LAB_EXIT_FAILED);
+}
