@@ -1,0 +1,392 @@
+/* conv_kernels.cu — chapter 5: convolution on the GPU, forward (direct, im2col + GEMM,
+ * implicit GEMM) and backward (dX, dW, db), for every nn.Conv2d option.
+ *
+ * All tensors are NCHW float32 in device memory, weights OIHW, as on the CPU. */
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda_util.h"
+
+/* The sizes a kernel needs, copied from a cr_conv_shape into plain ints. */
+struct ConvDims {
+    int N, C, H, W;          /* input */
+    int K, Ho, Wo;           /* output channels and size */
+    int kh, kw, sh, sw, dh, dw;
+    int pt, pl;              /* top and left padding (bottom and right follow from Ho, Wo) */
+    int groups, cin_g, cout_g;
+    int mode;                /* cr_pad_mode */
+};
+
+static ConvDims dims_of(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    ConvDims d;
+    d.N = (int)s->batch; d.C = (int)p->in_channels; d.H = (int)s->h_in; d.W = (int)s->w_in;
+    d.K = (int)p->out_channels; d.Ho = (int)s->h_out; d.Wo = (int)s->w_out;
+    d.kh = (int)p->kernel_h; d.kw = (int)p->kernel_w;
+    d.sh = (int)p->stride_h; d.sw = (int)p->stride_w;
+    d.dh = (int)p->dilation_h; d.dw = (int)p->dilation_w;
+    d.pt = (int)p->pad_top; d.pl = (int)p->pad_left;
+    d.groups = (int)p->groups; d.cin_g = (int)s->cin_g; d.cout_g = (int)s->cout_g;
+    d.mode = (int)p->pad_mode;
+    return d;
+}
+
+// @snippet gpu_pad_index
+/* Chapter 1's cr_pad_index on the device: the input index that padded coordinate i
+ * (possibly outside 0..n-1) copies in padding mode m, or -1 where zero padding applies. */
+__device__ __forceinline__ int pad_index(int i, int n, int m)
+{
+    if (i >= 0 && i < n) return i;
+    switch (m) {
+    case CR_PAD_REFLECT: return i < 0 ? -i : 2 * (n - 1) - i;
+    case CR_PAD_REPLICATE: return i < 0 ? 0 : n - 1;
+    case CR_PAD_CIRCULAR: return i < 0 ? i + n : i - n;
+    default: return -1;
+    }
+}
+// @end gpu_pad_index
+
+/* Checks what every entry point needs: a bound shape, the pointers, sizes that fit int. */
+static cr_status check_conv(const char *fn, const cr_conv_shape *s, const float *x,
+                            const float *w, const float *b, const float *y, bool check_b)
+{
+    if (!s) return cr_fail(CR_EINVAL, "%s: shape is NULL", fn);
+    if (!x || !w || !y) return cr_fail(CR_EINVAL, "%s: x, w or %s is NULL", fn, check_b ? "y" : "dy");
+    if (check_b && s->p.bias != (b != NULL))
+        return cr_fail(CR_EINVAL, "%s: bias is %s but b is %s", fn, s->p.bias ? "true" : "false",
+                       b ? "given" : "NULL");
+    const size_t lim = INT32_MAX;
+    if (s->x_numel > lim || s->y_numel > lim || s->w_numel > lim)
+        return cr_fail(CR_EINVAL, "%s: tensors of more than %zu elements are not supported on "
+                       "the GPU (x %zu, y %zu)", fn, lim, s->x_numel, s->y_numel);
+    if (s->p.groups > 65535)
+        return cr_fail(CR_EINVAL, "%s: groups = %lld, at most 65535 on the GPU", fn,
+                       (long long)s->p.groups);
+    return CR_OK;
+}
+
+/* ---- path 1: direct ------------------------------------------------------------------------- */
+
+// @snippet gpu_conv_direct
+/* One thread per output element y[n][k][oh][ow]: the three inner loops of chapter 1
+ * (input channel of the group, kernel row, kernel column). Consecutive threads compute
+ * consecutive ow, so reads of x are close together and reads of w are broadcasts. */
+__global__ void conv_direct_kernel(ConvDims d, const float *__restrict__ x,
+                                   const float *__restrict__ w, const float *__restrict__ b,
+                                   float *__restrict__ y)
+{
+    const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (e >= (long long)d.N * d.K * d.Ho * d.Wo) return;
+    const int ow = (int)(e % d.Wo), oh = (int)(e / d.Wo % d.Ho);
+    const int k = (int)(e / ((long long)d.Wo * d.Ho) % d.K), n = (int)(e / ((long long)d.Wo * d.Ho * d.K));
+    const int c0 = k / d.cout_g * d.cin_g;                  /* first input channel of k's group */
+    float acc = b ? b[k] : 0.0f;
+    for (int c = 0; c < d.cin_g; c++) {
+        const float *xc = x + ((long long)n * d.C + c0 + c) * d.H * d.W;
+        const float *wc = w + ((long long)k * d.cin_g + c) * d.kh * d.kw;
+        for (int r = 0; r < d.kh; r++) {
+            const int ih = pad_index(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
+            if (ih < 0) continue;                           /* a zero-padded row */
+            for (int q = 0; q < d.kw; q++) {
+                const int iw = pad_index(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
+                if (iw >= 0) acc += xc[ih * d.W + iw] * wc[r * d.kw + q];
+            }
+        }
+    }
+    y[e] = acc;
+}
+// @end gpu_conv_direct
+
+cr_status cr_cuda_conv2d_direct(const cr_conv_shape *s, const float *x, const float *w,
+                                const float *b, float *y)
+{
+    CR_TRY(check_conv("cr_cuda_conv2d_direct", s, x, w, b, y, true));
+    const ConvDims d = dims_of(s);
+    conv_direct_kernel<<<cr_cuda_blocks((long long)s->y_numel, 256), 256>>>(d, x, w, b, y);
+    return CR_CUDA_LAUNCHED("conv_direct_kernel");
+}
+
+/* ---- path 2: im2col + GEMM -------------------------------------------------------------------- */
+
+// @snippet gpu_im2col
+/* The patch matrix of image n, all groups: col[(c*kh + r)*kw + q][oh*Wo + ow] for every
+ * input channel c (group g's rows are g*Cin_g*kh*kw onwards), padding resolved by
+ * pad_index (zero where it says -1). One thread per element of col; consecutive threads
+ * write consecutive columns. */
+__global__ void im2col_kernel(ConvDims d, const float *__restrict__ x, int n,
+                              float *__restrict__ col)
+{
+    const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long P = (long long)d.Ho * d.Wo;
+    if (e >= (long long)d.C * d.kh * d.kw * P) return;
+    const int pix = (int)(e % P), row = (int)(e / P);
+    const int q = row % d.kw, r = row / d.kw % d.kh, c = row / (d.kw * d.kh);
+    const int oh = pix / d.Wo, ow = pix % d.Wo;
+    const int ih = pad_index(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
+    const int iw = pad_index(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
+    col[e] = (ih < 0 || iw < 0) ? 0.0f : x[(((long long)n * d.C + c) * d.H + ih) * d.W + iw];
+}
+// @end gpu_im2col
+
+/* y[n][k][pixel] = b[k] for every n and pixel (the im2col path's start, beta = 1 after). */
+__global__ void fill_bias_kernel(float *y, const float *b, int K, long long P, long long total)
+{
+    const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (e < total) y[e] = b[(int)(e / P % K)];
+}
+
+static size_t im2col_bytes(const cr_conv_shape *s)
+{
+    return (size_t)s->p.in_channels * (size_t)(s->p.kernel_h * s->p.kernel_w) *
+           (size_t)(s->h_out * s->w_out) * sizeof(float);
+}
+
+// @snippet gpu_conv_im2col
+cr_status cr_cuda_conv2d_im2col(const cr_conv_shape *s, const float *x, const float *w,
+                                const float *b, float *y)
+{
+    CR_TRY(check_conv("cr_cuda_conv2d_im2col", s, x, w, b, y, true));
+    const ConvDims d = dims_of(s);
+    const long long P = (long long)d.Ho * d.Wo, Kg = (long long)d.cin_g * d.kh * d.kw;
+    if ((long long)d.C * d.kh * d.kw * P > INT32_MAX)
+        return cr_fail(CR_EINVAL, "cr_cuda_conv2d_im2col: the patch matrix of one image has "
+                       "more than %d elements", INT32_MAX);
+    float *col;
+    CR_TRY(cr_cuda_workspace(im2col_bytes(s), (void **)&col));
+    if (b) {
+        fill_bias_kernel<<<cr_cuda_blocks((long long)s->y_numel, 256), 256>>>(
+            y, b, d.K, P, (long long)s->y_numel);
+        CR_TRY(CR_CUDA_LAUNCHED("fill_bias_kernel"));
+    }
+    for (int n = 0; n < d.N; n++) {
+        im2col_kernel<<<cr_cuda_blocks(d.C * d.kh * d.kw * P, 256), 256>>>(d, x, n, col);
+        CR_TRY(CR_CUDA_LAUNCHED("im2col_kernel"));
+        for (int g = 0; g < d.groups; g++)      /* Y_g (Cout_g x P) = W_g (Cout_g x Kg) col_g */
+            CR_TRY(cr_cuda_sgemm(CR_NO_TRANS, CR_NO_TRANS, d.cout_g, P, Kg, 1.0f,
+                                 w + (long long)g * d.cout_g * Kg, Kg, col + g * Kg * P, P,
+                                 b ? 1.0f : 0.0f,
+                                 y + ((long long)n * d.K + (long long)g * d.cout_g) * P, P));
+    }
+    return CR_OK;
+}
+// @end gpu_conv_im2col
+
+/* ---- path 3: implicit GEMM ------------------------------------------------------------------------ */
+
+#define IG_BM 64
+#define IG_BN 128
+#define IG_BK 8
+#define IG_TM 8
+#define IG_TN 4
+#define IG_THREADS (IG_BM * IG_BN / (IG_TM * IG_TN))   /* 256 */
+
+// @snippet gpu_conv_implicit
+/* One GEMM per group (blockIdx.z), the batch folded into the columns:
+ *   Y_g (Cout_g x N*Ho*Wo) = W_g (Cout_g x Cin_g*kh*kw) * X_g (Cin_g*kh*kw x N*Ho*Wo)
+ * with X_g the patch matrix of all images, which is never stored: a block stages its
+ * 8 x 128 tile of X_g in shared memory straight from the image, as im2col would have
+ * written it. Each thread gathers 4 rows of one column of the tile, so it decodes its
+ * column (image, oh, ow) once per block, not once per element. Tiles: 64 x 128 of Y
+ * per block, 8 x 4 per thread (the 2-D register tiling of gemm_reg2d_kernel). */
+__global__ void __launch_bounds__(IG_THREADS)
+conv_implicit_kernel(ConvDims d, const float *__restrict__ x, const float *__restrict__ w,
+                     const float *__restrict__ b, float *__restrict__ y)
+{
+    __shared__ __align__(16) float As[IG_BK][IG_BM];   /* W_g tile, transposed: As[k][m] */
+    __shared__ __align__(16) float Bs[IG_BK][IG_BN];   /* X_g tile */
+    const int g = blockIdx.z, t = threadIdx.x;
+    const int Kg = d.cin_g * d.kh * d.kw, khw = d.kh * d.kw;
+    const int P = d.Ho * d.Wo, Ncols = d.N * P;
+    const int row0 = blockIdx.y * IG_BM, col0 = blockIdx.x * IG_BN;
+    const float *wg = w + (long long)g * d.cout_g * Kg;
+    /* this thread's column of the X tile, decoded once */
+    const int bcol = t % IG_BN, bk0 = t / IG_BN * (IG_BK / 2);   /* 2 x 128 threads, 4 rows each */
+    const int gcol = col0 + bcol;
+    const bool col_ok = gcol < Ncols;
+    const int img = col_ok ? gcol / P : 0, pix = col_ok ? gcol % P : 0;
+    const int ih0 = pix / d.Wo * d.sh - d.pt, iw0 = pix % d.Wo * d.sw - d.pl;
+    const float *xg = x + ((long long)img * d.C + (long long)g * d.cin_g) * d.H * d.W;
+    const int trow = t / (IG_BN / IG_TN), tcol = t % (IG_BN / IG_TN);
+    float acc[IG_TM][IG_TN] = {{0.0f}};
+    for (int k0 = 0; k0 < Kg; k0 += IG_BK) {
+        for (int e = t; e < IG_BM * IG_BK; e += IG_THREADS) {   /* 2 weights per thread */
+            const int m = row0 + e / IG_BK, kk = k0 + e % IG_BK;
+            As[e % IG_BK][e / IG_BK] = (m < d.cout_g && kk < Kg) ? wg[(long long)m * Kg + kk] : 0.0f;
+        }
+        for (int i = 0; i < IG_BK / 2; i++) {                    /* 4 gathered inputs */
+            const int kk = k0 + bk0 + i;
+            float v = 0.0f;
+            if (col_ok && kk < Kg) {
+                const int c = kk / khw, r = kk % khw / d.kw, q = kk % d.kw;
+                const int ih = pad_index(ih0 + r * d.dh, d.H, d.mode);
+                const int iw = pad_index(iw0 + q * d.dw, d.W, d.mode);
+                if (ih >= 0 && iw >= 0) v = xg[((long long)c * d.H + ih) * d.W + iw];
+            }
+            Bs[bk0 + i][bcol] = v;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < IG_BK; kk++) {
+            const float4 a0 = *reinterpret_cast<const float4 *>(&As[kk][trow * IG_TM]);
+            const float4 a1 = *reinterpret_cast<const float4 *>(&As[kk][trow * IG_TM + 4]);
+            const float4 b0 = *reinterpret_cast<const float4 *>(&Bs[kk][tcol * IG_TN]);
+            const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float bv[4] = {b0.x, b0.y, b0.z, b0.w};
+            for (int m = 0; m < IG_TM; m++)
+                for (int n = 0; n < IG_TN; n++) acc[m][n] += a[m] * bv[n];
+        }
+        __syncthreads();
+    }
+    for (int n = 0; n < IG_TN; n++) {          /* epilogue: column -> (image, pixel) */
+        const int c = col0 + tcol * IG_TN + n;
+        if (c >= Ncols) continue;
+        const int im = c / P, px = c % P;
+        for (int m = 0; m < IG_TM; m++) {
+            const int k = row0 + trow * IG_TM + m;
+            if (k >= d.cout_g) continue;
+            const int kout = g * d.cout_g + k;
+            y[((long long)im * d.K + kout) * P + px] = acc[m][n] + (b ? b[kout] : 0.0f);
+        }
+    }
+}
+// @end gpu_conv_implicit
+
+cr_status cr_cuda_conv2d_implicit(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *b, float *y)
+{
+    CR_TRY(check_conv("cr_cuda_conv2d_implicit", s, x, w, b, y, true));
+    const ConvDims d = dims_of(s);
+    const long long cols = (long long)d.N * d.Ho * d.Wo;
+    const dim3 grid((unsigned)((cols + IG_BN - 1) / IG_BN),
+                    (unsigned)((d.cout_g + IG_BM - 1) / IG_BM), (unsigned)d.groups);
+    if (grid.y > 65535)
+        return cr_fail(CR_EINVAL, "cr_cuda_conv2d_implicit: %d output channels per group is "
+                       "too many for the grid", d.cout_g);
+    conv_implicit_kernel<<<grid, IG_THREADS>>>(d, x, w, b, y);
+    return CR_CUDA_LAUNCHED("conv_implicit_kernel");
+}
+
+/* ---- the default and the table ------------------------------------------------------------------- */
+
+// @snippet gpu_conv_default
+/* Few output channels per group (depthwise, ResNeXt's 4) leave most of a 64-row tile of
+ * the implicit GEMM empty; one thread per output does no wasted work there. The threshold
+ * is a first guess, not yet tuned on a GPU. */
+const char *cr_cuda_conv2d_path(const cr_conv_shape *s)
+{
+    return s->cout_g < 16 ? "direct" : "implicit";
+}
+
+cr_status cr_cuda_conv2d(const cr_conv_shape *s, const float *x, const float *w,
+                         const float *b, float *y)
+{
+    if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d: shape is NULL");
+    return s->cout_g < 16 ? cr_cuda_conv2d_direct(s, x, w, b, y)
+                          : cr_cuda_conv2d_implicit(s, x, w, b, y);
+}
+// @end gpu_conv_default
+
+size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn)
+{
+    return fn == cr_cuda_conv2d_im2col ? im2col_bytes(s) : 0;
+}
+
+static const cr_cuda_conv_path conv_paths[] = {
+    {"direct", cr_cuda_conv2d_direct, "one thread per output element (chapter 1's loops)"},
+    {"im2col", cr_cuda_conv2d_im2col, "im2col per image, then cr_cuda_sgemm per group"},
+    {"implicit", cr_cuda_conv2d_implicit, "implicit GEMM, patches gathered into shared memory"},
+    {"default", cr_cuda_conv2d, "direct for < 16 output channels per group, else implicit"},
+};
+
+const cr_cuda_conv_path *cr_cuda_conv_paths(int *count)
+{
+    if (count) *count = (int)(sizeof conv_paths / sizeof *conv_paths);
+    return conv_paths;
+}
+
+/* ---- backward ---------------------------------------------------------------------------------- */
+
+// @snippet gpu_col2im
+/* The adjoint of im2col_kernel for image n: every element of col adds itself to the input
+ * pixel it was copied from (through the padding map; zero padding drops it). Several col
+ * elements (and, with reflect, replicate or circular padding, several padded taps) land on
+ * one pixel, so the adds are atomic; dx must be zeroed first. */
+__global__ void col2im_kernel(ConvDims d, const float *__restrict__ col, int n, float *dx)
+{
+    const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long P = (long long)d.Ho * d.Wo;
+    if (e >= (long long)d.C * d.kh * d.kw * P) return;
+    const int pix = (int)(e % P), row = (int)(e / P);
+    const int q = row % d.kw, r = row / d.kw % d.kh, c = row / (d.kw * d.kh);
+    const int ih = pad_index(pix / d.Wo * d.sh - d.pt + r * d.dh, d.H, d.mode);
+    const int iw = pad_index(pix % d.Wo * d.sw - d.pl + q * d.dw, d.W, d.mode);
+    if (ih >= 0 && iw >= 0) atomicAdd(&dx[(((long long)n * d.C + c) * d.H + ih) * d.W + iw], col[e]);
+}
+// @end gpu_col2im
+
+// @snippet gpu_bias_grad
+/* db[k] = sum over images and pixels of dy[n][k][.]: one block of 256 threads per channel,
+ * a strided sum per thread, then a tree in shared memory. */
+__global__ void bias_grad_kernel(ConvDims d, const float *__restrict__ dy, float *__restrict__ db)
+{
+    __shared__ float part[256];
+    const int k = blockIdx.x;
+    const long long P = (long long)d.Ho * d.Wo;
+    float s = 0.0f;
+    for (long long e = threadIdx.x; e < d.N * P; e += blockDim.x)
+        s += dy[((e / P) * d.K + k) * P + e % P];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) db[k] = part[0];
+}
+// @end gpu_bias_grad
+
+// @snippet gpu_conv_backward
+cr_status cr_cuda_conv2d_backward(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *dy, float *dx, float *dw, float *db)
+{
+    const char *fn = "cr_cuda_conv2d_backward";
+    CR_TRY(check_conv(fn, s, x, w, NULL, dy, false));   /* x, w, dy given */
+    if (db && !s->p.bias)
+        return cr_fail(CR_EINVAL, "%s: db given, but the parameters say bias=false", fn);
+    const ConvDims d = dims_of(s);
+    const long long P = (long long)d.Ho * d.Wo, Kg = (long long)d.cin_g * d.kh * d.kw;
+    const long long col_elems = (long long)d.C * d.kh * d.kw * P;
+    if (col_elems > INT32_MAX)
+        return cr_fail(CR_EINVAL, "%s: the patch matrix of one image has more than %d elements",
+                       fn, INT32_MAX);
+    if (db) {
+        bias_grad_kernel<<<d.K, 256>>>(d, dy, db);
+        CR_TRY(CR_CUDA_LAUNCHED("bias_grad_kernel"));
+    }
+    if (!dx && !dw) return CR_OK;
+    float *col;
+    CR_TRY(cr_cuda_workspace(im2col_bytes(s), (void **)&col));
+    if (dx) CR_TRY(cr_cuda_check(cudaMemset(dx, 0, s->x_numel * sizeof(float)), "cudaMemset (dx)"));
+    for (int n = 0; n < d.N; n++) {
+        const float *dyn = dy + (long long)n * d.K * P;
+        if (dw) {   /* dW_g (Cout_g x Kg) += dY_g (Cout_g x P) * col_g^T (P x Kg) */
+            im2col_kernel<<<cr_cuda_blocks(col_elems, 256), 256>>>(d, x, n, col);
+            CR_TRY(CR_CUDA_LAUNCHED("im2col_kernel"));
+            for (int g = 0; g < d.groups; g++)
+                CR_TRY(cr_cuda_sgemm(CR_NO_TRANS, CR_TRANS, d.cout_g, Kg, P, 1.0f,
+                                     dyn + (long long)g * d.cout_g * P, P, col + g * Kg * P, P,
+                                     n == 0 ? 0.0f : 1.0f, dw + (long long)g * d.cout_g * Kg, Kg));
+        }
+        if (dx) {   /* col_g (Kg x P) = W_g^T (Kg x Cout_g) * dY_g (Cout_g x P), then col2im */
+            for (int g = 0; g < d.groups; g++)
+                CR_TRY(cr_cuda_sgemm(CR_TRANS, CR_NO_TRANS, Kg, P, d.cout_g, 1.0f,
+                                     w + (long long)g * d.cout_g * Kg, Kg,
+                                     dyn + (long long)g * d.cout_g * P, P, 0.0f, col + g * Kg * P, P));
+            col2im_kernel<<<cr_cuda_blocks(col_elems, 256), 256>>>(d, col, n, dx);
+            CR_TRY(CR_CUDA_LAUNCHED("col2im_kernel"));
+        }
+    }
+    return CR_OK;
+}
+// @end gpu_conv_backward

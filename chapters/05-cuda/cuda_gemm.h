@@ -1,0 +1,216 @@
+/* cuda_gemm.h — chapter 5: the GEMM and convolution road of chapters 2-4, on an NVIDIA GPU.
+ *
+ * A plain C API over the CUDA kernels of gemm_kernels.cu and conv_kernels.cu: C files
+ * include it without any CUDA header, and the library links the CUDA runtime only
+ * (libcudart, never the driver library), so every program built on it starts on a
+ * machine without a GPU; cr_cuda_available() then says 0.
+ *
+ * Memory: every float pointer marked "device" lives in GPU memory (cr_cuda_malloc);
+ * the functions taking device pointers launch their kernels on the default stream and
+ * return without waiting; cr_cuda_sync() waits and reports a kernel's failure.
+ *
+ * Errors: every CUDA call is checked; a failing one becomes CR_EIO (the device or its
+ * runtime failed, like a failed read or write) with the CUDA message, e.g.
+ * "cudaMalloc(1073741824 bytes for x): out of memory". Bad arguments are CR_EINVAL,
+ * as on the CPU. lib/error.h has no CUDA-specific code, on purpose. */
+#ifndef CR_CUDA_GEMM_H
+#define CR_CUDA_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conv_desc.h"
+#include "error.h"
+#include "gemm.h"   /* cr_trans */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the device ----------------------------------------------------------------------- */
+
+/* 1 if the CUDA runtime finds at least one device, else 0 (no driver, no GPU, or a
+ * runtime error); never fails. The reason for a 0 is in cr_cuda_unavailable_reason(). */
+int cr_cuda_available(void);
+/* Why cr_cuda_available() returned 0 ("" if it returned 1 or was not called). */
+const char *cr_cuda_unavailable_reason(void);
+
+/* What the labs' CSV provenance header says about the GPU. */
+typedef struct {
+    char name[256];          /* "NVIDIA H100 80GB HBM3" */
+    int cc_major, cc_minor;  /* compute capability */
+    int driver_version;      /* cudaDriverGetVersion: 13000 for 13.0 */
+    int runtime_version;     /* cudaRuntimeGetVersion */
+    int sm_count;            /* streaming multiprocessors */
+    size_t total_mem;        /* bytes of device memory */
+    size_t l2_bytes;         /* L2 cache size */
+} cr_cuda_info;
+
+/* Fills info for device 0. */
+cr_status cr_cuda_device_info(cr_cuda_info *info);
+
+/* ---- buffers and copies (every CUDA call checked) -------------------------------------- */
+
+/* *p = bytes of device memory; what names the buffer in the error message. */
+cr_status cr_cuda_malloc(void **p, size_t bytes, const char *what);
+/* Frees device memory (NULL is fine). */
+void cr_cuda_free(void *p);
+/* Copies bytes from host src to device dst. */
+cr_status cr_cuda_to_device(void *dst, const void *src, size_t bytes);
+/* Copies bytes from device src to host dst. */
+cr_status cr_cuda_to_host(void *dst, const void *src, size_t bytes);
+/* Fills n floats of device memory with a NaN pattern (the GPU twin of cr_tensor_poison). */
+cr_status cr_cuda_poison(float *p, size_t n);
+/* Waits for the device; reports a failed kernel as CR_EIO naming what. */
+cr_status cr_cuda_sync(const char *what);
+/* Free and total device memory in bytes (cudaMemGetInfo). */
+cr_status cr_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+
+/* The convolution paths share one scratch buffer (the patch matrix), grown on demand and
+ * kept between calls so that timed runs do not pay for cudaMalloc. Not thread-safe.
+ * Releasing it lets a lab measure each variant's peak memory from a clean start. */
+cr_status cr_cuda_workspace(size_t bytes, void **p);
+void cr_cuda_workspace_release(void);
+/* Bytes the scratch buffer holds now. */
+size_t cr_cuda_workspace_bytes(void);
+
+/* ---- timing ------------------------------------------------------------------------------ */
+
+/* Times fn(arg) with CUDA events: warmup untimed runs, then repeats timed runs (each
+ * preceded, outside the timed region, by a write over twice the L2 cache so that no run
+ * starts with its operands in L2); *median_ms receives the median. fn launches work and
+ * returns a status; the first failure stops the timing and is returned. */
+cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                       double *median_ms);
+
+/* ---- precisions ---------------------------------------------------------------------------- */
+
+typedef enum {
+    CR_CUDA_FP32 = 0,  /* float multiply-adds on the CUDA cores */
+    CR_CUDA_TF32,      /* tensor cores, inputs rounded to TF32 (10-bit mantissa), FP32 sums */
+    CR_CUDA_FP16,      /* tensor cores, inputs rounded to IEEE half, FP32 sums */
+    CR_CUDA_BF16       /* tensor cores, inputs rounded to bfloat16, FP32 sums */
+} cr_cuda_precision;
+
+/* "fp32", "tf32", "fp16", "bf16". */
+const char *cr_cuda_precision_name(cr_cuda_precision p);
+/* Converts n floats (device src) to fp16 or bf16 (device dst, 2 bytes each), round to
+ * nearest even; the lab feeds cuBLAS's half-precision GEMMs with it. */
+cr_status cr_cuda_convert(const float *src, void *dst, size_t n, cr_cuda_precision to);
+
+/* ---- GEMM on device pointers ------------------------------------------------------------------ */
+
+/* C (M x N, ldc) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major, with
+ * chapter 3's BLAS semantics (gemm.h): beta == 0 means C is not read, K == 0 or
+ * alpha == 0 leave only beta * C; sizes may be 0. A, B and C are device pointers. The
+ * arguments are checked like chapter 3's (CR_EINVAL naming lda, ldb, ldc, ...). */
+typedef cr_status (*cr_cuda_gemm_fn)(cr_trans ta, cr_trans tb, int64_t M, int64_t N,
+                                     int64_t K, float alpha, const float *A, int64_t lda,
+                                     const float *B, int64_t ldb, float beta, float *C,
+                                     int64_t ldc);
+
+/* Kernel 1: one thread per element of C, consecutive threads down a column (uncoalesced). */
+cr_status cr_cuda_gemm_naive(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernel 2: the same, consecutive threads along a row of C and B (coalesced). */
+cr_status cr_cuda_gemm_coalesced(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                                 float alpha, const float *A, int64_t lda, const float *B,
+                                 int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernel 3: 32 x 32 tiles of A and B staged in shared memory. */
+cr_status cr_cuda_gemm_smem(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernel 4: 64 x 64 block tiles, each thread 8 elements of a column (1-D register tile). */
+cr_status cr_cuda_gemm_reg1d(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernel 5: 128 x 128 block tiles, each thread an 8 x 8 tile (2-D register tile). */
+cr_status cr_cuda_gemm_reg2d(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernel 6: kernel 5 with 16-byte (float4) loads and stores where layout and alignment
+ * allow (falls back to scalar loads for transposed or unaligned operands). The FP32
+ * default (cr_cuda_sgemm). */
+cr_status cr_cuda_gemm_vec4(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc);
+/* Kernels 7-9: tensor cores through WMMA, 128 x 128 block tiles, 8 warps of 64 x 32,
+ * operands rounded to TF32, FP16 or BF16 as they are staged in shared memory, FP32
+ * accumulation. Need compute capability 8.0 or newer. */
+cr_status cr_cuda_gemm_tf32(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc);
+cr_status cr_cuda_gemm_fp16(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc);
+cr_status cr_cuda_gemm_bf16(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc);
+/* The FP32 default: kernel 6. */
+cr_status cr_cuda_sgemm(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc);
+
+/* One kernel of the progression, for tables (the chapter 3 step-table pattern). */
+typedef struct {
+    const char *name;              /* "naive", "coalesced", ..., "tf32", "fp16", "bf16" */
+    cr_cuda_gemm_fn fn;
+    cr_cuda_precision precision;
+    const char *what;              /* one line for tables and messages */
+} cr_cuda_gemm_step;
+/* The kernels in reading order; *count receives their number. */
+const cr_cuda_gemm_step *cr_cuda_gemm_steps(int *count);
+
+/* ---- convolution on device pointers ------------------------------------------------------------ */
+
+/* y = conv2d(x, w, b) for the bound shape s (cr_conv_shape_init): x (N x Cin x H x W),
+ * w (Cout x Cin/groups x kh x kw, OIHW), b (Cout, NULL exactly when s->p.bias is false),
+ * y (N x Cout x Ho x Wo, overwritten); all device pointers, NCHW float32. Every
+ * nn.Conv2d option: stride, dilation, per-side padding in the four padding modes, groups. */
+typedef cr_status (*cr_cuda_conv2d_fn)(const cr_conv_shape *s, const float *x, const float *w,
+                                       const float *b, float *y);
+
+/* Chapter 1 on the GPU: one thread per output element, the seven loops' inner three. */
+cr_status cr_cuda_conv2d_direct(const cr_conv_shape *s, const float *x, const float *w,
+                                const float *b, float *y);
+/* Chapter 2's recipe: im2col of one image into the workspace, then one cr_cuda_sgemm per
+ * group (y pre-filled with the bias, beta = 1). */
+cr_status cr_cuda_conv2d_im2col(const cr_conv_shape *s, const float *x, const float *w,
+                                const float *b, float *y);
+/* Implicit GEMM: one kernel, M = Cout/groups, N = batch * Ho * Wo, K = Cin/groups * kh * kw;
+ * the B tile is gathered from the image as it is staged, the patch matrix never exists. */
+cr_status cr_cuda_conv2d_implicit(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *b, float *y);
+/* The chapter's default: direct for few channels per group, implicit GEMM otherwise. */
+cr_status cr_cuda_conv2d(const cr_conv_shape *s, const float *x, const float *w,
+                         const float *b, float *y);
+/* Which path cr_cuda_conv2d takes for s: "direct" or "implicit". */
+const char *cr_cuda_conv2d_path(const cr_conv_shape *s);
+/* Bytes of workspace a path uses for s (im2col: one image's patch matrix; others: 0). */
+size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn);
+
+/* One convolution path, for tables. */
+typedef struct {
+    const char *name;              /* "direct", "im2col", "implicit", "default" */
+    cr_cuda_conv2d_fn fn;
+    const char *what;
+} cr_cuda_conv_path;
+/* The paths in reading order, the default last; *count receives their number. */
+const cr_cuda_conv_path *cr_cuda_conv_paths(int *count);
+
+/* The backward pass (chapter 4's contract, conv_backward.h) on device pointers: given
+ * dy (N x Cout x Ho x Wo), writes dx (like x), dw (like w), db (Cout); each of dx, dw, db
+ * may be NULL (not computed; db must be NULL when s->p.bias is false). Per image and group:
+ *   dX_g = col2im(W_g^T dY_g)   (cr_cuda_sgemm with A transposed, then an atomic scatter
+ *                                through the padding map)
+ *   dW_g += dY_g cols_g^T       (im2col, then cr_cuda_sgemm with B transposed, beta = 1)
+ *   db    = per-channel sums of dY (one block per channel). */
+cr_status cr_cuda_conv2d_backward(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *dy, float *dx, float *dw, float *db);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

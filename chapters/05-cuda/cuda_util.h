@@ -1,0 +1,36 @@
+/* cuda_util.h — what the chapter's .cu files share (C++/CUDA only; C code includes
+ * cuda_gemm.h): turning CUDA errors into the library's, and a few small helpers. */
+#ifndef CR_CUDA_UTIL_H
+#define CR_CUDA_UTIL_H
+
+#include <cuda_runtime_api.h>
+
+extern "C" {
+#include "error.h"
+}
+#include "cuda_gemm.h"
+
+// @snippet cuda_check
+/* Turns a CUDA error into CR_EIO with the call and CUDA's message; CR_OK on success.
+ * "cudaMalloc(x: 4096 bytes): out of memory". */
+cr_status cr_cuda_check(cudaError_t err, const char *what);
+
+/* Checks the launch of the kernel just started (bad configuration, no device, ...):
+ * a launch does not return an error, cudaGetLastError does. */
+#define CR_CUDA_LAUNCHED(what) cr_cuda_check(cudaGetLastError(), what)
+
+/* Returns from the calling function on a failed CUDA call or cr_status. */
+#define CR_TRY(expr)                                \
+    do {                                            \
+        cr_status st_ = (expr);                     \
+        if (st_ != CR_OK) return st_;               \
+    } while (0)
+// @end cuda_check
+
+/* Blocks of `per` threads covering n items (n >= 1). */
+static inline unsigned cr_cuda_blocks(long long n, int per)
+{
+    return (unsigned)((n + per - 1) / per);
+}
+
+#endif

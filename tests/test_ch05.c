@@ -1,0 +1,547 @@
+/* test_ch05.c — suite ch05: every GPU GEMM kernel equals a float64 product within the
+ * bound of its precision, every GPU convolution path equals chapter 1 (and PyTorch's
+ * golden cases), and the GPU backward pass equals chapter 4's reference.
+ *
+ * Without a CUDA device (no driver, no GPU) the whole program prints why and exits 77,
+ * which meson reports as SKIP: the suite is compiled everywhere, run where a GPU is. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "compare.h"
+#include "conv_backward.h"
+#include "conv_harness.h"
+#include "cr_test.h"
+#include "cuda_gemm.h"
+#include "direct.h"
+#include "gemm.h"
+#include "rng.h"
+#include "safetensors.h"
+
+/* ---- device buffers for the tests ------------------------------------------------------- */
+
+/* Copies n floats to a new device buffer (NULL when host is NULL); fails the test on error. */
+static float *to_dev(const float *host, size_t n, const char *what)
+{
+    if (!host) return NULL;
+    void *d = NULL;
+    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
+    assert_cr_ok(cr_cuda_to_device(d, host, n * sizeof(float)));
+    return d;
+}
+
+/* A poisoned device buffer of n floats (NaN: anything left unwritten shows). */
+static float *dev_poisoned(size_t n, const char *what)
+{
+    void *d = NULL;
+    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
+    assert_cr_ok(cr_cuda_poison(d, n));
+    return d;
+}
+
+/* ---- GEMM --------------------------------------------------------------------------------- */
+
+typedef struct {
+    cr_trans ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+} gemm_case;
+
+/* Sizes that matter on the GPU: 1, primes, and both sides of every tile size (8, 16, 32,
+ * 64, 128) and of the float4 width. */
+static const int64_t special_sizes[] = {1, 2, 3, 5, 7, 13, 15, 17, 31, 33, 63, 65, 97, 127, 129, 131};
+
+static int64_t draw_size(cr_rng *r, int64_t hi)
+{
+    if (cr_rng_int(r, 0, 2) == 0)
+        return special_sizes[cr_rng_int(r, 0, (int64_t)(sizeof special_sizes / sizeof *special_sizes) - 1)];
+    return cr_rng_int(r, 1, hi);
+}
+
+/* A random case: sizes up to a few hundred (one in four cases larger in one dimension, so
+ * several 128-wide tiles and their edges are crossed), transposes, leading-dimension
+ * padding half the time, and the BLAS scalars. */
+static gemm_case draw_case(cr_rng *r, int t)
+{
+    gemm_case c;
+    c.ta = (cr_trans)cr_rng_int(r, 0, 1);
+    c.tb = (cr_trans)cr_rng_int(r, 0, 1);
+    c.M = draw_size(r, 200);
+    c.N = draw_size(r, 200);
+    c.K = draw_size(r, 150);
+    switch (t % 8) {
+    case 5: c.M = cr_rng_int(r, 257, 601); break;
+    case 6: c.N = cr_rng_int(r, 257, 601); break;
+    case 7: c.K = cr_rng_int(r, 257, 1201); break;
+    default: break;
+    }
+    const int64_t wa = c.ta == CR_NO_TRANS ? c.K : c.M, wb = c.tb == CR_NO_TRANS ? c.N : c.K;
+    c.lda = wa + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);
+    c.ldb = wb + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);
+    c.ldc = c.N + (cr_rng_int(r, 0, 1) ? cr_rng_int(r, 1, 5) : 0);
+    static const float alphas[] = {1.0f, -0.5f, 2.25f, 1.0f, 0.0f};
+    static const float betas[] = {0.0f, 1.0f, -1.5f, 0.0f, 0.5f};
+    c.alpha = alphas[cr_rng_int(r, 0, 4)];
+    c.beta = betas[cr_rng_int(r, 0, 4)];
+    return c;
+}
+
+/* Relative L2 bound against float64 for a kernel of precision p with depth K: FP32 as in
+ * chapter 3 (growing with K); TF32 and FP16 round the inputs to 11 significant bits
+ * (expected error about 4e-4), BF16 to 8 (about 3e-3). */
+static double gemm_tol(cr_cuda_precision p, int64_t K)
+{
+    switch (p) {
+    case CR_CUDA_TF32: return 1e-3;
+    case CR_CUDA_FP16: return 1e-2;
+    case CR_CUDA_BF16: return 1e-2;
+    case CR_CUDA_FP32: default: return K <= 64 ? 1e-5 : K <= 1024 ? 3e-5 : 1e-4;
+    }
+}
+
+#define SENTINEL 12345.0f   /* in C's leading-dimension padding: must survive */
+
+/* Runs step on case c with fresh operands from r (device copies made here, offset by
+ * `shift` floats from the allocation so that 16-byte alignment is not assumed) and checks
+ * it against float64; fails naming the kernel, the case and the seed. */
+static void check_gemm_case(const cr_cuda_gemm_step *step, const gemm_case *c, cr_rng *r,
+                            uint64_t seed, int shift)
+{
+    const int64_t ra = c->ta == CR_NO_TRANS ? c->M : c->K, rb = c->tb == CR_NO_TRANS ? c->K : c->N;
+    const size_t na = (size_t)(ra * c->lda), nb = (size_t)(rb * c->ldb), nc = (size_t)(c->M * c->ldc);
+    const size_t mn = (size_t)(c->M * c->N);
+    float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(nc * sizeof *C);
+    double *ref = malloc(mn * sizeof *ref);
+    float *got = malloc(mn * sizeof *got), *want = malloc(mn * sizeof *want);
+    assert_non_null(A); assert_non_null(B); assert_non_null(C);
+    assert_non_null(ref); assert_non_null(got); assert_non_null(want);
+    for (size_t i = 0; i < na; i++) A[i] = cr_rng_uniform_f(r, -1, 1);
+    for (size_t i = 0; i < nb; i++) B[i] = cr_rng_uniform_f(r, -1, 1);
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = 0; j < c->ldc; j++)
+            C[i * c->ldc + j] = j >= c->N ? SENTINEL
+                                : c->beta == 0.0f ? NAN          /* beta 0: must not be read */
+                                                  : cr_rng_uniform_f(r, -1, 1);
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = 0; j < c->N; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < c->K; k++) {
+                const double a = c->ta == CR_NO_TRANS ? A[i * c->lda + k] : A[k * c->lda + i];
+                const double b = c->tb == CR_NO_TRANS ? B[k * c->ldb + j] : B[j * c->ldb + k];
+                acc += a * b;
+            }
+            ref[i * c->N + j] = c->alpha * acc +
+                                (c->beta == 0.0f ? 0.0 : (double)c->beta * C[i * c->ldc + j]);
+        }
+    void *dA, *dB, *dC;
+    assert_cr_ok(cr_cuda_malloc(&dA, (na + 4) * sizeof(float), "A"));
+    assert_cr_ok(cr_cuda_malloc(&dB, (nb + 4) * sizeof(float), "B"));
+    assert_cr_ok(cr_cuda_malloc(&dC, (nc + 4) * sizeof(float), "C"));
+    float *a = (float *)dA + shift, *b = (float *)dB + shift, *cc = (float *)dC + shift;
+    assert_cr_ok(cr_cuda_to_device(a, A, na * sizeof(float)));
+    assert_cr_ok(cr_cuda_to_device(b, B, nb * sizeof(float)));
+    assert_cr_ok(cr_cuda_to_device(cc, C, nc * sizeof(float)));
+    cr_status st = step->fn(c->ta, c->tb, c->M, c->N, c->K, c->alpha, a, c->lda, b, c->ldb,
+                            c->beta, cc, c->ldc);
+    if (st == CR_OK) st = cr_cuda_sync(step->name);
+    if (st == CR_OK) st = cr_cuda_to_host(C, cc, nc * sizeof(float));
+    cr_cuda_free(dA); cr_cuda_free(dB); cr_cuda_free(dC);
+    for (size_t i = 0; i < mn; i++) {
+        got[i] = C[(int64_t)i / c->N * c->ldc + (int64_t)i % c->N];
+        want[i] = (float)ref[i];
+    }
+    int pad_ok = 1;
+    for (int64_t i = 0; i < c->M; i++)
+        for (int64_t j = c->N; j < c->ldc; j++) pad_ok &= C[i * c->ldc + j] == SENTINEL;
+    const double tol = gemm_tol(step->precision, c->K);
+    cr_cmp cmp = cr_compare(got, want, mn, tol, tol);
+    if (st != CR_OK || !cr_cmp_ok(&cmp, tol) || !pad_ok) {
+        const long long shape[2] = {c->M, c->N};
+        if (st == CR_OK && pad_ok) cr_print_faults(stderr, got, want, mn, shape, 2, tol, tol, 5);
+        fail_msg("gpu %s (%s): C = %g * op(A)%s * op(B)%s + %g * C with M=%lld N=%lld K=%lld "
+                 "lda=%lld ldb=%lld ldc=%lld, pointers +%d floats (seed %llu): %s%s%s, "
+                 "relative L2 %.3g (bound %.0e)%s",
+                 step->name, cr_cuda_precision_name(step->precision), (double)c->alpha,
+                 c->ta ? "^T" : "", c->tb ? "^T" : "", (double)c->beta, (long long)c->M,
+                 (long long)c->N, (long long)c->K, (long long)c->lda, (long long)c->ldb,
+                 (long long)c->ldc, shift, (unsigned long long)seed, cr_status_name(st),
+                 st != CR_OK ? ": " : "", st != CR_OK ? cr_last_error() : "", cmp.rel_l2, tol,
+                 pad_ok ? "" : "; it wrote past N into C's leading-dimension padding");
+    }
+    free(A); free(B); free(C); free(ref); free(got); free(want);
+}
+
+/* The compute capability's major number of device 0. */
+static int cc_major(void)
+{
+    cr_cuda_info info;
+    assert_cr_ok(cr_cuda_device_info(&info));
+    return info.cc_major;
+}
+
+/* count random cases of every kernel whose precision is in [lo, hi]. */
+static void check_steps_random(cr_cuda_precision lo, cr_cuda_precision hi, int count)
+{
+    const uint64_t seed = cr_seed_from_env();
+    int n;
+    const cr_cuda_gemm_step *steps = cr_cuda_gemm_steps(&n);
+    for (int s = 0; s < n; s++) {
+        if (steps[s].precision < lo || steps[s].precision > hi) continue;
+        cr_rng r;
+        cr_rng_seed(&r, seed);
+        for (int t = 0; t < count; t++) {
+            gemm_case c = draw_case(&r, t);
+            check_gemm_case(&steps[s], &c, &r, seed, t % 3 == 2 ? 1 : 0);
+        }
+        printf("gpu %s: %d random cases equal float64 within %.0e..%.0e (seed %llu)\n",
+               steps[s].name, count, gemm_tol(steps[s].precision, 1),
+               gemm_tol(steps[s].precision, 2000), (unsigned long long)seed);
+    }
+}
+
+/* The six FP32 kernels, naive to vec4. */
+static void gpu_gemm__fp32_kernels_random(void **state)
+{
+    (void)state;
+    check_steps_random(CR_CUDA_FP32, CR_CUDA_FP32, cr_test_count(40));
+}
+
+/* The tensor-core kernels (TF32, FP16, BF16), on sm_80 or newer. */
+static void gpu_gemm__tensor_core_kernels_random(void **state)
+{
+    (void)state;
+    if (cc_major() < 8) {
+        printf("tensor-core kernels need compute capability 8.0; this GPU is %d.x\n", cc_major());
+        skip();
+    }
+    check_steps_random(CR_CUDA_TF32, CR_CUDA_BF16, cr_test_count(40));
+}
+
+/* Every tile edge at once, vec4 with aligned and unaligned pointers, the tensor cores
+ * with K not a multiple of their depth. */
+static void gpu_gemm__beyond_every_tile(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const gemm_case cases[] = {
+        {CR_NO_TRANS, CR_NO_TRANS, 257, 263, 131, 132, 264, 264, 1.0f, 0.0f},
+        {CR_NO_TRANS, CR_NO_TRANS, 129, 1, 33, 33, 1, 1, 1.0f, 0.0f},
+        {CR_NO_TRANS, CR_NO_TRANS, 1, 300, 1000, 1000, 300, 300, -1.0f, 1.0f},
+        {CR_TRANS, CR_TRANS, 130, 131, 17, 130, 17, 136, 0.5f, 0.5f},
+        {CR_NO_TRANS, CR_TRANS, 384, 256, 2049, 2049, 2049, 256, 1.0f, 0.0f},
+    };
+    int n;
+    const cr_cuda_gemm_step *steps = cr_cuda_gemm_steps(&n);
+    const int tc = cc_major() >= 8;
+    for (int s = 0; s < n; s++) {
+        if (steps[s].precision != CR_CUDA_FP32 && !tc) continue;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            for (int shift = 0; shift <= 1; shift++)
+                check_gemm_case(&steps[s], &cases[i], &r, seed, shift);
+    }
+}
+
+/* Bad arguments are refused with chapter 3's messages; K = 0 and alpha = 0 follow BLAS. */
+static void gpu_gemm__arguments_and_edge_cases(void **state)
+{
+    (void)state;
+    float hA[6] = {1, 2, 3, 4, 5, 6}, hB[6] = {1, 0, 0, 1, 1, 1}, hC[4];
+    float *A = to_dev(hA, 6, "A"), *B = to_dev(hB, 6, "B"), *C = dev_poisoned(4, "C");
+    int n;
+    const cr_cuda_gemm_step *steps = cr_cuda_gemm_steps(&n);
+    assert_true(n >= 9);
+    const int tc = cc_major() >= 8;
+    for (int i = 0; i < n; i++) {
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 1, A, 2, B, 2, 0, C, 2),
+                        CR_EINVAL);
+        assert_non_null(strstr(cr_last_error(), "lda"));
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, -1, 2, 3, 1, A, 3, B, 2, 0, C, 2),
+                        CR_EINVAL);
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 1, A, 3, B, 2, 0, C, 1),
+                        CR_EINVAL);
+        assert_cr_fails(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 1, NULL, 3, B, 2, 0, C, 2),
+                        CR_EINVAL);
+        if (steps[i].precision != CR_CUDA_FP32 && !tc) continue;
+        /* K = 0, beta = 0: C becomes 0 although it held NaN */
+        assert_cr_ok(cr_cuda_poison(C, 4));
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 0, 1, A, 1, B, 2, 0, C, 2));
+        assert_cr_ok(cr_cuda_to_host(hC, C, sizeof hC));
+        for (int j = 0; j < 4; j++) assert_true(hC[j] == 0.0f);
+        /* alpha = 0, beta = 2: C doubles */
+        for (int j = 0; j < 4; j++) hC[j] = (float)j;
+        assert_cr_ok(cr_cuda_to_device(C, hC, sizeof hC));
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 2, 2, 3, 0, A, 3, B, 2, 2, C, 2));
+        assert_cr_ok(cr_cuda_to_host(hC, C, sizeof hC));
+        for (int j = 0; j < 4; j++) assert_true(hC[j] == 2.0f * (float)j);
+        /* M = 0: nothing to do */
+        assert_cr_ok(steps[i].fn(CR_NO_TRANS, CR_NO_TRANS, 0, 2, 3, 1, A, 3, B, 2, 0, C, 2));
+        assert_cr_ok(cr_cuda_sync(steps[i].name));
+    }
+    cr_cuda_free(A); cr_cuda_free(B); cr_cuda_free(C);
+}
+
+/* ---- convolution: host adapters for the harness -------------------------------------------- */
+
+/* The GPU path the adapter runs (the harness takes a plain cr_conv2d_fn). */
+static cr_cuda_conv2d_fn gpu_path;
+
+/* cr_conv2d_fn over host tensors: binds the shapes, copies x, w, b to the device, runs
+ * gpu_path into a poisoned device y, copies y back. */
+static cr_status gpu_conv_host(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                               const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st != CR_OK) return st;
+    float *dx = to_dev(x->data, x->numel, "x"), *dw = to_dev(w->data, w->numel, "w");
+    float *db = b ? to_dev(b->data, b->numel, "b") : NULL;
+    float *dy = dev_poisoned(y->numel, "y");
+    st = gpu_path(&s, dx, dw, db, dy);
+    if (st == CR_OK) st = cr_cuda_sync("convolution");
+    if (st == CR_OK) st = cr_cuda_to_host(y->data, dy, y->numel * sizeof(float));
+    cr_cuda_free(dx); cr_cuda_free(dw); cr_cuda_free(db); cr_cuda_free(dy);
+    return st;
+}
+
+#define CONV_TOL 3e-5   /* fp32, K = Cin_g*kh*kw up to a few hundred (as chapter 3) */
+
+/* One path against chapter 1 on random configurations and against PyTorch's golden cases. */
+static void check_conv_path(const char *name)
+{
+    int n;
+    const cr_cuda_conv_path *paths = cr_cuda_conv_paths(&n);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(paths[i].name, name) != 0) continue;
+        char label[64];
+        snprintf(label, sizeof label, "cr_cuda_conv2d %s path", name);
+        gpu_path = paths[i].fn;
+        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, cr_test_count(300), CONV_TOL);
+        cr_check_conv_golden(gpu_conv_host, label, CONV_TOL, 40);
+        cr_cuda_workspace_release();
+        return;
+    }
+    fail_msg("no GPU convolution path named %s", name);
+}
+
+static void gpu_conv_direct__equals_direct_random(void **state) { (void)state; check_conv_path("direct"); }
+static void gpu_conv_im2col__equals_direct_random(void **state) { (void)state; check_conv_path("im2col"); }
+static void gpu_conv_implicit__equals_direct_random(void **state) { (void)state; check_conv_path("implicit"); }
+static void gpu_conv_default__equals_direct_random(void **state) { (void)state; check_conv_path("default"); }
+
+/* The standard layers a_3x3_64 (batch 2) and f_3x3_g32 with a bias, every path. */
+static void gpu_conv_default__standard_layers(void **state)
+{
+    (void)state;
+    cr_rng r;
+    cr_rng_seed(&r, cr_seed_from_env());
+    for (int layer = 0; layer < 2; layer++) {
+        cr_conv_params p = cr_conv_params_default(layer ? 128 : 64, layer ? 128 : 64, 3);
+        cr_conv_set_padding(&p, 1, 1);
+        p.groups = layer ? 32 : 1;
+        const int64_t batch = layer ? 1 : 2;
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, batch, 56, 56));
+        cr_tensor x, w, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
+        int n;
+        const cr_cuda_conv_path *paths = cr_cuda_conv_paths(&n);
+        for (int i = 0; i < n; i++) {
+            gpu_path = paths[i].fn;
+            cr_tensor_poison(&y);
+            assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
+            cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+            if (!cr_cmp_ok(&cmp, CONV_TOL))
+                fail_msg("%s by the %s path: relative L2 %.3g (bound %.0e)",
+                         layer ? "f_3x3_g32" : "a_3x3_64 batch 2", paths[i].name, cmp.rel_l2,
+                         CONV_TOL);
+        }
+        assert_string_equal(cr_cuda_conv2d_path(&s), layer ? "direct" : "implicit");
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
+    cr_cuda_workspace_release();
+}
+
+/* Bad arguments are refused: a missing bias, a bias not asked for, NULL pointers. */
+static void gpu_conv_default__bad_arguments(void **state)
+{
+    (void)state;
+    cr_conv_params p = cr_conv_params_default(4, 6, 3);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 8, 8));
+    float *x = dev_poisoned(s.x_numel, "x"), *w = dev_poisoned(s.w_numel, "w");
+    float *y = dev_poisoned(s.y_numel, "y");
+    int n;
+    const cr_cuda_conv_path *paths = cr_cuda_conv_paths(&n);
+    for (int i = 0; i < n; i++) {
+        assert_cr_fails(paths[i].fn(&s, x, w, NULL, y), CR_EINVAL);   /* bias = true */
+        assert_non_null(strstr(cr_last_error(), "bias"));
+        assert_cr_fails(paths[i].fn(&s, NULL, w, y, y), CR_EINVAL);
+        assert_cr_fails(paths[i].fn(NULL, x, w, y, y), CR_EINVAL);
+    }
+    assert_cr_fails(cr_cuda_conv2d_backward(&s, x, w, NULL, x, NULL, NULL), CR_EINVAL);
+    cr_cuda_free(x); cr_cuda_free(w); cr_cuda_free(y);
+}
+
+/* ---- backward ---------------------------------------------------------------------------------- */
+
+#define GRAD_TOL 3e-5   /* ||out - ref|| / ||magnitude||, fp32 (chapter 4's measure) */
+
+/* A copy of t with every element replaced by its absolute value. */
+static void tensor_abs(const cr_tensor *t, cr_tensor *out)
+{
+    assert_cr_ok(cr_tensor_alloc(out, t->ndim, t->shape));
+    for (size_t i = 0; i < t->numel; i++) out->data[i] = fabsf(t->data[i]);
+}
+
+/* ||out - ref|| <= tol * ||mag|| (mag: the gradient with |x|, |w|, |dy|: every term
+ * positive, so cancellation in a long sum does not fail a correct result). */
+static void expect_grad(const char *what, const char *ctx, const cr_tensor *out,
+                        const cr_tensor *ref, const cr_tensor *mag)
+{
+    double num = 0, den = 0;
+    int finite = 1;
+    for (size_t i = 0; i < ref->numel; i++) {
+        const double d = (double)out->data[i] - ref->data[i];
+        finite &= isfinite(out->data[i]) != 0;
+        num += d * d;
+        den += (double)mag->data[i] * mag->data[i];
+    }
+    const double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    if (finite && e <= GRAD_TOL) return;
+    long long shape[CR_MAX_DIMS] = {0};
+    for (int i = 0; i < ref->ndim; i++) shape[i] = ref->shape[i];
+    cr_print_faults(stderr, out->data, ref->data, ref->numel, shape, ref->ndim, 1e-4, 1e-5, 5);
+    fail_msg("gpu backward %s, %s: ||out - ref|| / ||magnitude|| = %.3g (bound %.0e)%s", what,
+             ctx, e, GRAD_TOL, finite ? "" : ", NaN or Inf in the output");
+}
+
+/* Runs the GPU backward for (p, x, w, dy) asking for the gradients in mask (1 dx, 2 dw,
+ * 4 db) and checks them against chapter 4's reference. */
+static void check_backward_case(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                                const cr_tensor *dy, int mask, const char *ctx)
+{
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_backward_bind(&s, p, x, w, dy, NULL, NULL, NULL));
+    const int64_t bs[1] = {p->out_channels};
+    cr_tensor rdx, rdw, rdb = {0}, mdx, mdw, mdb = {0}, gdx, gdw, gdb = {0};
+    cr_tensor ax, aw, ady;
+    assert_cr_ok(cr_tensor_alloc(&rdx, 4, x->shape)); assert_cr_ok(cr_tensor_alloc(&gdx, 4, x->shape));
+    assert_cr_ok(cr_tensor_alloc(&mdx, 4, x->shape));
+    assert_cr_ok(cr_tensor_alloc(&rdw, 4, w->shape)); assert_cr_ok(cr_tensor_alloc(&gdw, 4, w->shape));
+    assert_cr_ok(cr_tensor_alloc(&mdw, 4, w->shape));
+    if (p->bias) {
+        assert_cr_ok(cr_tensor_alloc(&rdb, 1, bs)); assert_cr_ok(cr_tensor_alloc(&gdb, 1, bs));
+        assert_cr_ok(cr_tensor_alloc(&mdb, 1, bs));
+    }
+    tensor_abs(x, &ax); tensor_abs(w, &aw); tensor_abs(dy, &ady);
+    assert_cr_ok(cr_conv2d_backward_ref(p, x, w, dy, &rdx, &rdw, p->bias ? &rdb : NULL));
+    assert_cr_ok(cr_conv2d_backward_ref(p, &ax, &aw, &ady, &mdx, &mdw, p->bias ? &mdb : NULL));
+    float *ddx = (mask & 1) ? dev_poisoned(x->numel, "dx") : NULL;
+    float *ddw = (mask & 2) ? dev_poisoned(w->numel, "dw") : NULL;
+    float *ddb = (mask & 4) && p->bias ? dev_poisoned(rdb.numel, "db") : NULL;
+    float *gx = to_dev(x->data, x->numel, "x"), *gw = to_dev(w->data, w->numel, "w");
+    float *gdy = to_dev(dy->data, dy->numel, "dy");
+    cr_status st = cr_cuda_conv2d_backward(&s, gx, gw, gdy, ddx, ddw, ddb);
+    if (st == CR_OK) st = cr_cuda_sync("backward");
+    if (st == CR_OK && ddx) st = cr_cuda_to_host(gdx.data, ddx, x->numel * sizeof(float));
+    if (st == CR_OK && ddw) st = cr_cuda_to_host(gdw.data, ddw, w->numel * sizeof(float));
+    if (st == CR_OK && ddb) st = cr_cuda_to_host(gdb.data, ddb, rdb.numel * sizeof(float));
+    cr_cuda_free(ddx); cr_cuda_free(ddw); cr_cuda_free(ddb);
+    cr_cuda_free(gx); cr_cuda_free(gw); cr_cuda_free(gdy);
+    if (st != CR_OK) fail_msg("gpu backward, %s: %s: %s", ctx, cr_status_name(st), cr_last_error());
+    if (mask & 1) expect_grad("dx", ctx, &gdx, &rdx, &mdx);
+    if (mask & 2) expect_grad("dw", ctx, &gdw, &rdw, &mdw);
+    if ((mask & 4) && p->bias) expect_grad("db", ctx, &gdb, &rdb, &mdb);
+    cr_tensor *all[] = {&rdx, &rdw, &rdb, &mdx, &mdw, &mdb, &gdx, &gdw, &gdb, &ax, &aw, &ady};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) cr_tensor_free(all[i]);
+}
+
+/* dx, dw, db (all, and each alone) on random configurations: every padding mode, stride,
+ * dilation, groups, batch 1..3. */
+static void gpu_backward__equals_reference_random(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(150);
+    for (int i = 0; i < count; i++) {
+        cr_conv_params p;
+        int64_t n, h, w;
+        cr_random_conv_config(&r, &p, &n, &h, &w);
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+        cr_tensor x, wt, b, y, dy;
+        cr_conv_tensors_random(&s, &r, &x, &wt, &b, &y);
+        assert_cr_ok(cr_tensor_alloc(&dy, 4, y.shape));
+        cr_tensor_fill_uniform(&dy, &r, -1, 1);
+        char desc[400], ctx[600];
+        cr_conv_params_str(&p, desc, sizeof desc);
+        snprintf(ctx, sizeof ctx, "random configuration %d (seed %llu), input %lldx%lldx%lldx%lld, %s",
+                 i, (unsigned long long)seed, (long long)n, (long long)p.in_channels,
+                 (long long)h, (long long)w, desc);
+        check_backward_case(&p, &x, &wt, &dy, i % 4 == 0 ? 7 : 1 << (i % 4 - 1), ctx);
+        cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b);
+        cr_tensor_free(&y); cr_tensor_free(&dy);
+    }
+    cr_cuda_workspace_release();
+    printf("gpu backward: %d random configurations equal chapter 4's reference (seed %llu)\n",
+           count, (unsigned long long)seed);
+}
+
+/* PyTorch's golden gradients (reference/golden/convgrad_*): the GPU's dx, dw, db equal
+ * chapter 4's reference on each (the reference itself is proven against them by ch04). */
+static void gpu_backward__golden_layers(void **state)
+{
+    (void)state;
+    char **paths;
+    const int n = cr_golden_list("convgrad_", &paths);
+    if (n < 1) fail_msg("no golden gradient cases (convgrad_*) under CR_GOLDEN_DIR");
+    for (int i = 0; i < n; i++) {
+        cr_golden_conv c;
+        cr_golden_conv_load(paths[i], &c);
+        cr_st_file *f;
+        cr_tensor dy;
+        assert_cr_ok(cr_st_load(&f, paths[i]));
+        assert_cr_ok(cr_st_get(f, "dy", &dy));
+        cr_st_free(f);
+        check_backward_case(&c.p, &c.x, &c.w, &dy, 7, c.name);
+        cr_tensor_free(&dy);
+        cr_golden_conv_free(&c);
+    }
+    cr_free_list(paths, n);
+    cr_cuda_workspace_release();
+}
+
+int main(void)
+{
+    if (!cr_cuda_available()) {
+        printf("ch05: SKIP: no CUDA device found (%s); the GPU tests need an NVIDIA GPU and "
+               "its driver\n", cr_cuda_unavailable_reason());
+        return 77;   /* meson: skipped */
+    }
+    cr_cuda_info info;
+    if (cr_cuda_device_info(&info) == CR_OK)
+        printf("ch05: %s, compute capability %d.%d, driver %d, runtime %d\n", info.name,
+               info.cc_major, info.cc_minor, info.driver_version, info.runtime_version);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gpu_gemm__fp32_kernels_random),
+        cmocka_unit_test(gpu_gemm__tensor_core_kernels_random),
+        cmocka_unit_test(gpu_gemm__beyond_every_tile),
+        cmocka_unit_test(gpu_gemm__arguments_and_edge_cases),
+        cmocka_unit_test(gpu_conv_direct__equals_direct_random),
+        cmocka_unit_test(gpu_conv_im2col__equals_direct_random),
+        cmocka_unit_test(gpu_conv_implicit__equals_direct_random),
+        cmocka_unit_test(gpu_conv_default__equals_direct_random),
+        cmocka_unit_test(gpu_conv_default__standard_layers),
+        cmocka_unit_test(gpu_conv_default__bad_arguments),
+        cmocka_unit_test(gpu_backward__equals_reference_random),
+        cmocka_unit_test(gpu_backward__golden_layers),
+    };
+    return cr_run_tests("ch05", tests);
+}
