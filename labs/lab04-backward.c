@@ -133,14 +133,14 @@ static double lr = 2e-3;
 static const cr_arg extra_args[] = {
     {"data", CR_ARG_STRING, &data_dir, "DIR",
      "CamVid in SegNet's layout (train/, trainannot/, val/, ...): runs the training part", 0, -1},
-    {"epochs", CR_ARG_INT, &epochs, "N", "training epochs (default 25)", 1, 1000},
-    {"seed", CR_ARG_INT, &train_seed, "N", "training seed: init, shuffling, flips (default 1)", 0,
+    {"epochs", CR_ARG_INT, &epochs, "N", "training epochs", 1, 1000},
+    {"seed", CR_ARG_INT, &train_seed, "N", "training seed: init, shuffling, flips", 0,
      2147483647},
-    {"batch", CR_ARG_INT, &batch_size, "N", "training batch size (default 8)", 1, 256},
-    {"factor", CR_ARG_INT, &factor, "N", "image reduction factor (default 4: 480x360 -> 120x90)",
+    {"batch", CR_ARG_INT, &batch_size, "N", "training batch size", 1, 256},
+    {"factor", CR_ARG_INT, &factor, "N", "image reduction factor (4: 480x360 -> 120x90)",
      1, 32},
-    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate (default 2e-3)", 0, -1},
-    {"part", CR_ARG_STRING, &part, "WHICH", "all (default), timing or train", 0, -1},
+    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate", 0, -1},
+    {"part", CR_ARG_STRING, &part, "WHICH", "all, timing or train", 0, -1},
 };
 
 static const char *const csv_columns[] = {
