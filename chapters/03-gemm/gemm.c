@@ -20,10 +20,9 @@
 
 /* ---- arguments ---------------------------------------------------------------- */
 
-/* Checks a GEMM call's arguments as BLAS does; fails with CR_EINVAL naming the bad one. */
-static cr_status check_args(const char *fn, cr_trans ta, cr_trans tb, int64_t M, int64_t N,
-                            int64_t K, const float *A, int64_t lda, const float *B,
-                            int64_t ldb, const float *C, int64_t ldc)
+cr_status cr_gemm_check_args(const char *fn, cr_trans ta, cr_trans tb, int64_t M, int64_t N,
+                             int64_t K, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, const float *C, int64_t ldc)
 {
     if ((ta != CR_NO_TRANS && ta != CR_TRANS) || (tb != CR_NO_TRANS && tb != CR_TRANS))
         return cr_fail(CR_EINVAL, "%s: transpose flags must be CR_NO_TRANS or CR_TRANS", fn);
@@ -64,7 +63,7 @@ cr_status cr_gemm_ref(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                       float *C, int64_t ldc)
 {
-    cr_status st = check_args("cr_gemm_ref", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st = cr_gemm_check_args("cr_gemm_ref", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     OP_STRIDES();
     for (int64_t i = 0; i < M; i++)
@@ -84,7 +83,8 @@ cr_status cr_gemm_loop_ikj(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64
                            float alpha, const float *A, int64_t lda, const float *B,
                            int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    cr_status st = check_args("cr_gemm_loop_ikj", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st =
+        cr_gemm_check_args("cr_gemm_loop_ikj", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     OP_STRIDES();
     // @solution loop_order: scale row i of C by beta, then add alpha*A(i,k) times row k of B, for k in order (i-k-j)
@@ -159,7 +159,8 @@ cr_status cr_gemm_regblock(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64
                            float alpha, const float *A, int64_t lda, const float *B,
                            int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    cr_status st = check_args("cr_gemm_regblock", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st =
+        cr_gemm_check_args("cr_gemm_regblock", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     OP_STRIDES();
     const int64_t M0 = M - M % RB_M, N0 = N - N % RB_N;   /* the part full tiles cover */
@@ -188,7 +189,7 @@ cr_status cr_gemm_simd(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc)
 {
-    cr_status st = check_args("cr_gemm_simd", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st = cr_gemm_check_args("cr_gemm_simd", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     if (!cr_cpu_has_avx2())   /* no AVX2: the portable step does the same work */
         return cr_gemm_regblock(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -217,7 +218,8 @@ cr_status cr_gemm_blocked(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_
                           float alpha, const float *A, int64_t lda, const float *B,
                           int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    cr_status st = check_args("cr_gemm_blocked", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st =
+        cr_gemm_check_args("cr_gemm_blocked", ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     if (!cr_cpu_has_avx2())
         return cr_gemm_regblock(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -441,7 +443,7 @@ static cr_status gemm_packed_with(const char *fn, const cr_gemm_kernel *kd, int 
                                   float alpha, const float *A, int64_t lda, const float *B,
                                   int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    cr_status st = check_args(fn, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    cr_status st = cr_gemm_check_args(fn, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
     if (st) return st;
     // @snippet gemm_transposes
     /* op(A) as M x K rows, op(B) as its transpose, N x K: the transposes are strides. */

@@ -23,6 +23,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {  /* chapter 5 calls these from CUDA C++ */
+#endif
+
 typedef enum { CR_NO_TRANS = 0, CR_TRANS = 1 } cr_trans;
 
 /* C (M x N, ldc) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C; row-major. */
@@ -59,6 +63,12 @@ cr_status cr_gemm_packed(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t
 cr_status cr_gemm_parallel(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
                            float alpha, const float *A, int64_t lda, const float *B,
                            int64_t ldb, float beta, float *C, int64_t ldc);
+/* Checks a GEMM call's arguments as BLAS does (flags, sizes >= 0, leading dimensions,
+ * NULL pointers); fails with CR_EINVAL naming the bad one and the caller fn. */
+cr_status cr_gemm_check_args(const char *fn, cr_trans ta, cr_trans tb, int64_t M, int64_t N,
+                             int64_t K, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, const float *C, int64_t ldc);
+
 /* The library's default: step 6 with the best micro-kernel this CPU runs (AVX-512,
  * AVX2+FMA, or portable C), chosen at run time. */
 cr_status cr_sgemm(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -86,5 +96,9 @@ typedef struct {
 /* The steps in reading order, the default (cr_sgemm, named "default") last; *count receives
  * their number. */
 const cr_gemm_step *cr_gemm_steps(int *count);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

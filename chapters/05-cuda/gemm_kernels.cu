@@ -359,28 +359,13 @@ gemm_wmma_kernel(Operand A, Operand B, Output C, int K)
 
 /* ---- the host side --------------------------------------------------------------------------------- */
 
-/* Checks a GEMM call's arguments as chapter 3 does (same messages); CR_EINVAL names the bad one. */
+/* Chapter 3's argument checks, plus the GPU's limit; CR_EINVAL names the bad one. */
 static cr_status check_args(const char *fn, cr_trans ta, cr_trans tb, int64_t M, int64_t N,
                             int64_t K, const float *A, int64_t lda, const float *B,
                             int64_t ldb, const float *C, int64_t ldc)
 {
-    if ((ta != CR_NO_TRANS && ta != CR_TRANS) || (tb != CR_NO_TRANS && tb != CR_TRANS))
-        return cr_fail(CR_EINVAL, "%s: transpose flags must be CR_NO_TRANS or CR_TRANS", fn);
-    if (M < 0 || N < 0 || K < 0)
-        return cr_fail(CR_EINVAL, "%s: sizes must be >= 0 (M=%lld, N=%lld, K=%lld)", fn,
-                       (long long)M, (long long)N, (long long)K);
-    const int64_t wa = ta == CR_NO_TRANS ? K : M, wb = tb == CR_NO_TRANS ? N : K;
-    if (lda < (wa > 1 ? wa : 1))
-        return cr_fail(CR_EINVAL, "%s: lda = %lld, expected >= %lld (the width of A as stored)",
-                       fn, (long long)lda, (long long)(wa > 1 ? wa : 1));
-    if (ldb < (wb > 1 ? wb : 1))
-        return cr_fail(CR_EINVAL, "%s: ldb = %lld, expected >= %lld (the width of B as stored)",
-                       fn, (long long)ldb, (long long)(wb > 1 ? wb : 1));
-    if (ldc < (N > 1 ? N : 1))
-        return cr_fail(CR_EINVAL, "%s: ldc = %lld, expected >= %lld (N)", fn, (long long)ldc,
-                       (long long)(N > 1 ? N : 1));
-    if ((M > 0 && K > 0 && !A) || (K > 0 && N > 0 && !B) || (M > 0 && N > 0 && !C))
-        return cr_fail(CR_EINVAL, "%s: A, B or C is NULL", fn);
+    cr_status st = cr_gemm_check_args(fn, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    if (st != CR_OK) return st;
     const int64_t lim = INT32_MAX;   /* the kernels index rows and columns with int */
     if (M > lim || N > lim || K > lim)
         return cr_fail(CR_EINVAL, "%s: M, N, K must be at most %lld on the GPU", fn,
