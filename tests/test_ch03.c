@@ -309,17 +309,30 @@ static void conv_fused__equals_direct_random(void **state)
 }
 
 /* The direct grouped kernel equals chapter 1 on random configurations (every option:
- * its padded copy resolves padding modes, strides and dilation). */
+ * its padded copy resolves padding modes, strides and dilation), with each direct kernel
+ * this CPU runs (the GEMM kernel chooses it: AVX-512 with "avx512", else AVX2). */
 static void conv_grouped__equals_direct_random(void **state)
 {
     (void)state;
-    for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
-        cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, "cr_conv2d_grouped",
-                             cr_test_count(1000) / 2 + 1, CONV_TOL);
+    static const char *const kernels[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        if (!cr_gemm_kernel_supported(kernels[i])) {
+            printf("cr_conv2d_grouped: kernel %s not supported by this CPU, not tested\n",
+                   kernels[i]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[i]));
+        char name[64];
+        snprintf(name, sizeof name, "cr_conv2d_grouped (%s kernel)", kernels[i]);
+        for (int threads = 1; threads <= 2; threads++) {
+            set_threads(threads);
+            cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, name,
+                                 cr_test_count(1000) / 2 + 1, CONV_TOL);
+        }
+        set_threads(1);
+        cr_check_conv_golden(cr_conv2d_grouped, name, CONV_TOL, 40);
     }
-    set_threads(1);
-    cr_check_conv_golden(cr_conv2d_grouped, "cr_conv2d_grouped", CONV_TOL, 40);
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
 }
 
 /* The default and, with the portable GEMM kernel forced, the fallback path. */
@@ -352,9 +365,14 @@ static void conv_fast__resnext_layer(void **state)
     cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
     assert_cr_ok(cr_tensor_alloc4(&y, 1, 128, 56, 56));
     assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
-    const cr_conv2d_fn fns[] = {cr_conv2d_gemm, cr_conv2d_fused, cr_conv2d_grouped, cr_conv2d_fast};
-    const char *names[] = {"gemm", "fused", "grouped", "fast"};
-    for (int i = 0; i < 4; i++) {
+    const cr_conv2d_fn fns[] = {cr_conv2d_gemm, cr_conv2d_fused, cr_conv2d_grouped, cr_conv2d_fast,
+                                cr_conv2d_grouped};
+    const char *names[] = {"gemm", "fused", "grouped", "fast", "grouped (AVX2 kernel)"};
+    for (int i = 0; i < 5; i++) {
+        if (i == 4) {   /* the AVX2 direct kernel where AVX-512 is the default */
+            if (!cr_gemm_kernel_supported("avx512") || !cr_gemm_kernel_supported("avx2")) break;
+            assert_cr_ok(cr_gemm_set_kernel("avx2"));
+        }
         cr_tensor_poison(&y);
         assert_cr_ok(fns[i](&p, &x, &w, &b, &y));
         cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
@@ -362,6 +380,7 @@ static void conv_fast__resnext_layer(void **state)
             fail_msg("f_3x3_g32 by %s: relative L2 %.3g (bound %.0e)", names[i], cmp.rel_l2,
                      CONV_TOL);
     }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
     if (cr_gemm_kernel_supported("avx2")) assert_string_equal(cr_conv2d_fast_path(&s), "grouped");
     cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
     cr_tensor_free(&y_ref); cr_tensor_free(&y);

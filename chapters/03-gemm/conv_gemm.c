@@ -229,37 +229,51 @@ cr_status cr_conv2d_fused(const cr_conv_params *p, const cr_tensor *x, const cr_
 
 /* ---- grouped: a direct kernel ------------------------------------------------------------- */
 
-/* The padded copy's geometry for shape s (see cr_grouped_geom). */
-static cr_grouped_geom grouped_geom(const cr_conv_shape *s)
+/* The two direct kernels: AVX2 (conv_avx2.c) and AVX-512 (conv_avx512.c). */
+static const cr_grouped_kernel grouped_avx2 = {"avx2", CR_GROUPED_OWB, 4, cr_grouped_conv_avx2};
+static const cr_grouped_kernel grouped_avx512 = {"avx512", CR_GROUPED_OWB_AVX512,
+                                                 CR_GROUPED_COB_AVX512, cr_grouped_conv_avx512};
+
+/* The direct kernel to run: AVX-512 when cr_sgemm's kernel is (so CR_GEMM_KERNEL and
+ * cr_gemm_set_kernel choose both), else AVX2; called only where the CPU has AVX2. */
+static const cr_grouped_kernel *grouped_kernel(void)
+{
+    return cr_gemm_active_kernel() == &cr_kernel_avx512 ? &grouped_avx512 : &grouped_avx2;
+}
+
+/* The padded copy's geometry for shape s and a kernel of column block owb (see
+ * cr_grouped_geom). */
+static cr_grouped_geom grouped_geom(const cr_conv_shape *s, int64_t owb)
 {
     const cr_conv_params *p = &s->p;
     cr_grouped_geom g;
+    g.owb = owb;
     const int64_t wp = s->w_in + p->pad_left + p->pad_right;   /* padded width */
     g.hp = s->h_in + p->pad_top + p->pad_bottom;
     g.flat = p->stride_h == 1 && p->stride_w == 1;
     if (g.flat) {
         /* output (oh, ow) at oh*lp + ow reads input at the same flat place + the tap's
-         * offset: blocks of 24 run across row ends, only lp - Wo columns a row are wasted */
+         * offset: blocks of owb run across row ends, only lp - Wo columns a row are wasted */
         g.lp = wp;
         g.wo_r = 0;
-        g.out_plane = (s->h_out * g.lp + CR_GROUPED_OWB - 1) / CR_GROUPED_OWB * CR_GROUPED_OWB;
+        g.out_plane = (s->h_out * g.lp + owb - 1) / owb * owb;
     } else {
         /* row by row: a phase must reach the last rounded-up column of the widest tap
          * offset, and hold every padded column of its phase */
-        g.wo_r = (s->w_out + CR_GROUPED_OWB - 1) / CR_GROUPED_OWB * CR_GROUPED_OWB;
+        g.wo_r = (s->w_out + owb - 1) / owb * owb;
         const int64_t need = g.wo_r + (p->kernel_w - 1) * p->dilation_w / p->stride_w + 1;
         const int64_t have = (wp + p->stride_w - 1) / p->stride_w;
         g.lp = need > have ? need : have;
         g.out_plane = 0;
     }
     /* zeros after the last channel: flat blocks of the last rows read past its end */
-    g.in_floats = s->cin_g * g.hp * p->stride_w * g.lp + (g.flat ? g.lp + 2 * CR_GROUPED_OWB : 0);
+    g.in_floats = s->cin_g * g.hp * p->stride_w * g.lp + (g.flat ? g.lp + 2 * owb : 0);
     return g;
 }
 
 size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
 {
-    const cr_grouped_geom g = grouped_geom(s);
+    const cr_grouped_geom g = grouped_geom(s, grouped_kernel()->owb);
     return (size_t)(g.in_floats + s->cout_g * g.out_plane) * sizeof(float);
 }
 
@@ -331,7 +345,8 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     cr_status st = cr_conv_bind(&s, p, x, w, b, y);
     if (st) return st;
     if (!cr_cpu_has_avx2()) return cr_conv2d_fused(p, x, w, b, y);
-    const cr_grouped_geom gm = grouped_geom(&s);
+    const cr_grouped_kernel *kd = grouped_kernel();
+    const cr_grouped_geom gm = grouped_geom(&s, kd->owb);
     const size_t ws = cr_conv2d_grouped_workspace_bytes(&s);
     const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
     int64_t *col_map = malloc((size_t)(p->stride_w * gm.lp + KK) * sizeof *col_map);
@@ -344,7 +359,7 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
                 tap_off[t] = ((c * gm.hp + r * p->dilation_h) * p->stride_w +
                               q * p->dilation_w % p->stride_w) * gm.lp +
                              q * p->dilation_w / p->stride_w;
-    const int64_t pairs = s.batch * p->groups, blocks = (s.cout_g + 3) / 4;
+    const int64_t pairs = s.batch * p->groups, blocks = (s.cout_g + kd->cob - 1) / kd->cob;
     /* many (image, group) pairs: one pair per thread at a time; few (a dense layer, batch
      * 1): all threads on one pair, sharing its output-channel blocks */
     const int shared = pairs < 2 * (int64_t)cr_gemm_threads_available();
@@ -367,8 +382,7 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
                         xp);
 #pragma omp for schedule(static)
             for (int64_t blk = 0; blk < blocks; blk++)
-                cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk,
-                                     blk + 1);
+                kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk, blk + 1);
 #pragma omp single
             {
                 const float *b_g = b ? b->data + g * s.cout_g : NULL;
@@ -386,12 +400,10 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
                             xp);
                 if (gm.flat) {          /* into a flat buffer, then rows + bias into y */
                     float *yf = xp + gm.in_floats;
-                    cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf,
-                                         0, blocks);
+                    kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, 0, blocks);
                     grouped_unflatten(&s, &gm, yf, b_g, y_g);
                 } else {
-                    cr_grouped_conv_avx2(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, y_g,
-                                         0, blocks);
+                    kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, y_g, 0, blocks);
                     if (b_g) add_bias(&s, b_g, y_g);
                 }
             }
@@ -414,10 +426,12 @@ const char *cr_conv2d_fast_path(const cr_conv_shape *s)
      * output channels and needs no packing at all */
     if (!cr_cpu_has_avx2()) return "fused";
     if (s->cout_g <= 8 && cr_im2col_rows(s) <= 72) return "grouped";
-    /* measured (lab 3): the direct kernel also wins on dense layers with up to 64 output
-     * channels and a kernel of 3x3 or more (a_3x3_64, d_7x7s2); wider layers and 1x1
-     * kernels go to the GEMM */
-    if (s->cout_g <= 64 && s->p.kernel_h * s->p.kernel_w >= 9) return "grouped";
+    /* measured (lab 3): the direct kernel also wins on dense layers with a kernel of 3x3
+     * or more: the AVX2 one up to 64 output channels (a_3x3_64, d_7x7s2), the AVX-512 one
+     * (8 channels x 48 columns) at every width the lab runs (up to c_3x3_256); wider
+     * layers on AVX2 and 1x1 kernels go to the GEMM */
+    const int wide_ok = grouped_kernel() == &grouped_avx512;
+    if (s->p.kernel_h * s->p.kernel_w >= 9 && (s->cout_g <= 64 || wide_ok)) return "grouped";
     return "fused";
 }
 // @end conv_fast

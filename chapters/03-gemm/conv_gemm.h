@@ -24,9 +24,10 @@ cr_status cr_conv2d_fused(const cr_conv_params *p, const cr_tensor *x, const cr_
 /* Bytes of workspace cr_conv2d_fused uses per concurrent GEMM: the packing buffers only. */
 size_t cr_conv2d_fused_workspace_bytes(const cr_conv_shape *s);
 
-/* A direct AVX2 kernel for convolutions with few channels per group (ResNeXt's 4,
- * depthwise's 1): 4 output channels x 24 columns in registers, on a padded copy of
- * each group's input. Runs cr_conv2d_fused on a CPU without AVX2. */
+/* A direct kernel for convolutions with few channels per group (ResNeXt's 4,
+ * depthwise's 1): 4 output channels x 24 columns in ymm registers (AVX2), or 8 x 48 in
+ * zmm (AVX-512, when cr_sgemm's kernel is "avx512"), on a padded copy of each group's
+ * input. Runs cr_conv2d_fused on a CPU without AVX2. */
 cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                             const cr_tensor *b, cr_tensor *y);
 /* Bytes of workspace cr_conv2d_grouped uses per thread: one group's padded input copy. */

@@ -100,7 +100,7 @@ void cr_avx2_kernel_unpacked(int64_t kc, const float *A, int64_t rsa, int64_t cs
  * or inside a parallel region). */
 int cr_gemm_threads_available(void);
 
-/* ---- the grouped convolution's direct kernel (conv_avx2.c) ---------------------- */
+/* ---- the grouped convolution's direct kernels (conv_avx2.c, conv_avx512.c) ------- */
 
 #include "conv_desc.h"
 
@@ -114,18 +114,38 @@ typedef struct {
     int64_t wo_r;       /* row mode: output width rounded up to the column block */
     int64_t out_plane;  /* flat mode: floats per channel of the flat output (Ho*lp, rounded) */
     int64_t in_floats;  /* floats of the padded copy, zero tail included */
+    int64_t owb;        /* the kernel's column block, which the sizes above are rounded to */
 } cr_grouped_geom;
 
-/* The column block of the direct grouped kernel (3 ymm vectors). */
+/* The column block of the AVX2 direct grouped kernel (3 ymm vectors), 4 channels. */
 #define CR_GROUPED_OWB 24
+/* The column block of the AVX-512 one (3 zmm vectors) and its channel block. */
+#define CR_GROUPED_OWB_AVX512 48
+#define CR_GROUPED_COB_AVX512 8
 
-/* y_g (one image and group, bias not added) = direct convolution of the padded copy xp
- * (geometry gm) with w_g (Cout_g x Cin_g x kh x kw); tap_off[t] is where tap
- * t = (c*kh + r)*kw + q of output (0, 0) reads in xp. y_g is Cout_g x Ho x Wo, or in
+/* A direct kernel: y_g (one image and group, bias not added) = direct convolution of the
+ * padded copy xp (geometry gm) with w_g (Cout_g x Cin_g x kh x kw); tap_off[t] is where
+ * tap t = (c*kh + r)*kw + q of output (0, 0) reads in xp. y_g is Cout_g x Ho x Wo, or in
  * flat mode Cout_g x out_plane with row stride lp (columns past Wo are garbage). Only the
- * output channels of 4-channel blocks [blk0, blk1) are computed; AVX2. */
+ * output channels of channel blocks [blk0, blk1) are computed. */
+typedef void (*cr_grouped_fn)(const cr_conv_shape *s, const cr_grouped_geom *gm,
+                              const int64_t *tap_off, const float *xp, const float *w_g,
+                              float *y_g, int64_t blk0, int64_t blk1);
+
+/* A direct kernel and its blocks. */
+typedef struct {
+    const char *name;   /* "avx2", "avx512" */
+    int64_t owb, cob;   /* column block (outputs per register row), channel block */
+    cr_grouped_fn fn;
+} cr_grouped_kernel;
+
+/* cr_grouped_fn with AVX2: 4 channels x 24 columns in 12 ymm. */
 void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
                           const int64_t *tap_off, const float *xp, const float *w_g, float *y_g,
                           int64_t blk0, int64_t blk1);
+/* cr_grouped_fn with AVX-512: 8 channels x 48 columns in 24 zmm. */
+void cr_grouped_conv_avx512(const cr_conv_shape *s, const cr_grouped_geom *gm,
+                            const int64_t *tap_off, const float *xp, const float *w_g,
+                            float *y_g, int64_t blk0, int64_t blk1);
 
 #endif
