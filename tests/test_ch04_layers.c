@@ -960,6 +960,60 @@ static void dataset__errors(void **state)
     remove_tiny_camvid(dir);
 }
 
+/* Runs steps of AdamW training of the tiny FCN on one fixed random batch (seeded) and
+ * writes each step's loss into losses and the final parameters into final (n floats). */
+static void train_tiny(int steps, double *losses, float *final, size_t n)
+{
+    cr_model m;
+    build_fcn(&m, true);
+    assert_cr_ok(cr_model_init_params(&m, 11));
+    cr_tensor *params[16], *grads[16];
+    const int np = cr_model_parameters(&m, params, grads, NULL, 16);
+    cr_optimizer opt;
+    const cr_optim_config oc = cr_adamw_config(1e-2, 1e-4);
+    assert_cr_ok(cr_optim_init(&opt, &oc, params, np));
+    cr_rng r;
+    cr_rng_seed(&r, 12);
+    cr_tensor x, dz = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 10, 10));
+    cr_tensor_fill_uniform(&x, &r, -1, 1);
+    int32_t labels[2 * 10 * 10];
+    for (int i = 0; i < 200; i++) labels[i] = (int32_t)cr_rng_int(&r, 0, 4);
+    for (int t = 0; t < steps; t++) {
+        const cr_tensor *y;
+        assert_cr_ok(cr_model_forward(&m, &x, &y));
+        if (!dz.data) assert_cr_ok(cr_tensor_alloc(&dz, 4, y->shape));
+        assert_cr_ok(cr_cross_entropy(y, labels, CR_CAMVID_IGNORE, &losses[t], &dz));
+        cr_model_zero_grad(&m);
+        assert_cr_ok(cr_model_backward(&m, &dz));
+        assert_cr_ok(cr_optim_step(&opt, params, (const cr_tensor *const *)grads));
+    }
+    size_t k = 0;
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < params[i]->numel && k < n; j++) final[k++] = params[i]->data[j];
+    assert_int_equal(k, n);
+    cr_optim_free(&opt);
+    cr_tensor_free(&x);
+    cr_tensor_free(&dz);
+    cr_model_free(&m);
+}
+
+/* Same seed and thread count: the same losses and parameters, bit for bit (the lab's
+ * loss curves rely on it); and the loss goes down. */
+static void model__training_is_bit_reproducible(void **state)
+{
+    (void)state;
+    enum { STEPS = 8, NPARAM = 3 * 4 * 9 + 4 + 4 + 4 + 4 * 4 * 9 + 4 + 4 * 5 + 5 };
+    double l1[STEPS], l2[STEPS];
+    static float p1[NPARAM], p2[NPARAM];
+    train_tiny(STEPS, l1, p1, NPARAM);
+    train_tiny(STEPS, l2, p2, NPARAM);
+    assert_memory_equal(l1, l2, sizeof l1);
+    assert_memory_equal(p1, p2, sizeof p1);
+    if (!(l1[STEPS - 1] < l1[0]))
+        fail_msg("loss did not fall over %d AdamW steps: %g -> %g", STEPS, l1[0], l1[STEPS - 1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1038,7 @@ int main(void)
         cmocka_unit_test(model__state_dict_names),
         cmocka_unit_test(model__save_load_roundtrip),
         cmocka_unit_test(model__backward_finite_difference),
+        cmocka_unit_test(model__training_is_bit_reproducible),
         cmocka_unit_test(dataset__tiny_camvid),
         cmocka_unit_test(dataset__errors),
     };
