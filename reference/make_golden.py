@@ -524,6 +524,14 @@ def check() -> int:
     if not rows:
         print(f"no golden files in {GOLDEN_DIR}: run /usr/bin/python3 reference/make_golden.py")
         return 1
+    return print_check_report(rows, expected, paths, total, failures,
+                              "(max(||y-ref||/||ref||, max|y-ref|/max|ref|), ref = float64 "
+                              "nn.Conv2d and F.pad+conv2d from metadata pads)")
+
+
+def print_check_report(rows, expected, paths, total, failures, bound_text) -> int:
+    """Prints --check's table (file, error, status, description), the missing files and the
+    summary line; returns 1 if any file failed or is missing, else 0."""
     w0 = max(len(r[0]) for r in rows)
     print(f"{'file':<{w0}}  {'rel.err':>8}  {'':4}  description")
     for fname, e, status, desc in rows:
@@ -532,9 +540,8 @@ def check() -> int:
     for m in sorted(missing):
         print(f"MISSING {m}")
     failures += len(missing)
-    print(f"\n{len(rows)} files, {total} bytes, bound {CHECK_RTOL:g} "
-          f"(max(||y-ref||/||ref||, max|y-ref|/max|ref|), ref = float64 nn.Conv2d and "
-          f"F.pad+conv2d from metadata pads): {len(rows) - failures} ok, {failures} failed")
+    print(f"\n{len(rows)} files, {total} bytes, bound {CHECK_RTOL:g} {bound_text}: "
+          f"{len(rows) - failures} ok, {failures} failed")
     return 1 if failures else 0
 
 

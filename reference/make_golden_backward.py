@@ -216,19 +216,10 @@ def check() -> int:
     if not rows:
         print(f"no {PREFIX}* files in {mg.GOLDEN_DIR}: run /usr/bin/python3 {sys.argv[0]}")
         return 1
-    w0 = max(len(r[0]) for r in rows)
-    print(f"{'file':<{w0}}  {'rel.err':>8}  {'':4}  description")
-    for fname, e, status, desc in rows:
-        print(f"{fname:<{w0}}  {e:8.1e}  {status:4}  {desc}")
-    missing = expected - {os.path.basename(p) for p in paths}
-    for m in sorted(missing):
-        print(f"MISSING {m}")
-    failures += len(missing)
-    print(f"\n{len(rows)} files, {total} bytes, bound {mg.CHECK_RTOL:g} (worst of y, dx, dw, db; "
-          f"max(||g-ref||/||ref||, max|g-ref|/max|ref|), ref = float64 autograd through "
-          f"nn.Conv2d and through F.pad+conv2d from the metadata pads): "
-          f"{len(rows) - failures} ok, {failures} failed")
-    return 1 if failures else 0
+    return mg.print_check_report(rows, expected, paths, total, failures,
+                                 "(worst of y, dx, dw, db; max(||g-ref||/||ref||, "
+                                 "max|g-ref|/max|ref|), ref = float64 autograd through "
+                                 "nn.Conv2d and through F.pad+conv2d from the metadata pads)")
 
 
 def main() -> int:
