@@ -186,10 +186,8 @@ static int run_standard_layers(lab_ctx *ctx, cr_rng *rng)
     const lab_layer *layers = lab_standard_layers(&count);
     for (int i = 0; i < count; i++) {
         const lab_layer *l = &layers[i];
-        int wanted = !ctx->quick;
-        for (size_t q = 0; q < sizeof quick_layers / sizeof *quick_layers; q++)
-            if (strcmp(quick_layers[q], l->name) == 0) wanted = 1;
-        if (wanted) ok &= run_case(ctx, "layer", l->name, &l->p, l->n, l->h, l->w, rng);
+        if (lab_layer_selected(ctx, l->name, quick_layers, LAB_COUNT(quick_layers)))
+            ok &= run_case(ctx, "layer", l->name, &l->p, l->n, l->h, l->w, rng);
     }
     printf("\n");
     return ok;

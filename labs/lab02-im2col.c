@@ -286,10 +286,9 @@ static int run_layers(lab_ctx *ctx, cr_rng *rng)
     cr_progress prog;
     cr_progress_begin(&prog, "layers", ctx->quick ? 2 : count);
     for (int i = 0; i < count; i++) {
-        int wanted = !ctx->quick;
-        for (size_t q = 0; q < sizeof quick_layers / sizeof *quick_layers; q++)
-            if (strcmp(quick_layers[q], layers[i].name) == 0) wanted = 1;
-        if (!wanted) continue;
+        if (!lab_layer_selected(ctx, layers[i].name, quick_layers,
+                                LAB_COUNT(quick_layers)))
+            continue;
         ok &= run_layer_case(ctx, &prog, &layers[i], rng);
         cr_progress_step(&prog, layers[i].name);
     }

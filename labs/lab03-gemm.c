@@ -618,14 +618,6 @@ static const int64_t quick_sizes[] = {256, 1024};
 static const char *const quick_layers[] = {"a_3x3_64", "f_3x3_g32"};
 static const char *const quick_gemm_layers[] = {"a_3x3_64"};
 
-/* True if name is one of the n names. */
-static int in_list(const char *name, const char *const *list, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(name, list[i]) == 0) return 1;
-    return 0;
-}
-
 /* Prints the column titles of the GEMM or the conv table. */
 static void table_header(int conv)
 {
@@ -747,7 +739,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < nlayers; i++) {
             const lab_layer *l = &layers[i];
             if (l->n > 1) continue;   /* batch 8 is 8 products of the batch-1 shape */
-            if (ctx.quick && !in_list(l->name, quick_gemm_layers, 1)) continue;
+            if (!lab_layer_selected(&ctx, l->name, quick_gemm_layers,
+                                    LAB_COUNT(quick_gemm_layers)))
+                continue;
             cr_conv_shape s;
             if (cr_conv_shape_init(&s, &l->p, l->n, l->h, l->w) != CR_OK) continue;
             const int64_t M = s.cout_g, N = s.h_out * s.w_out,
@@ -769,7 +763,9 @@ int main(int argc, char **argv)
         cr_progress prog;
         cr_progress_begin(&prog, "layers", ctx.quick ? 2 : nlayers);
         for (int i = 0; i < nlayers; i++) {
-            if (ctx.quick && !in_list(layers[i].name, quick_layers, 2)) continue;
+            if (!lab_layer_selected(&ctx, layers[i].name, quick_layers,
+                                    LAB_COUNT(quick_layers)))
+                continue;
             ok &= run_conv_layer(&ctx, &prog, &layers[i], threads, nthreads, peaks, &rng);
             cr_progress_step(&prog, layers[i].name);
         }

@@ -318,8 +318,8 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
     int ok = 1;
     double fb = 0.0;
     for (int i = 0; i < count; i++) {
-        if (ctx->quick && strcmp(layers[i].name, quick_layers[0]) != 0 &&
-            strcmp(layers[i].name, quick_layers[1]) != 0)
+        if (!lab_layer_selected(ctx, layers[i].name, quick_layers,
+                                LAB_COUNT(quick_layers)))
             continue;
         for (int j = 0; j < (ctx->quick ? 1 : 3); j++) {
             ok &= timing_case(ctx, &prog, &layers[i], ks[j], rng, &fb);

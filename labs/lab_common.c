@@ -65,6 +65,14 @@ const lab_layer *lab_find_layer(const char *name)
     return NULL;
 }
 
+int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *quick, int n)
+{
+    if (!ctx->quick) return 1;
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, quick[i]) == 0) return 1;
+    return 0;
+}
+
 /* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len)

@@ -51,6 +51,11 @@ typedef struct {
     cr_csv *csv;          /* open between lab_csv_begin and lab_finish */
 } lab_ctx;
 
+/* True if a lab runs the layer name: always in a full run; with --quick only if it is
+ * one of the n names in quick. */
+int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *quick, int n);
+/* The number of elements of a static array. */
+#define LAB_COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
 /* Parses the common options plus the lab's own (extra, n_extra entries) and sets
  * the OpenMP thread count. Returns LAB_RUN to go on, LAB_EXIT_OK after --help,
  * or LAB_EXIT_USAGE after printing the error on stderr. */
