@@ -51,14 +51,15 @@ static cr_status conv_direct_loops(const cr_conv_shape *s, const float *x, const
                         for (int64_t r = 0; r < R; r++) {          /* 6: kernel row */
                             const int64_t ih = cr_pad_index(
                                 oh * p->stride_h - p->pad_top + r * p->dilation_h, H, p->pad_mode);
-                            if (ih < 0) continue;                  /* a zero-padded row */
                             for (int64_t q = 0; q < S; q++) {      /* 7: kernel col */
                                 const int64_t iw = cr_pad_index(
                                     ow * p->stride_w - p->pad_left + q * p->dilation_w, W,
                                     p->pad_mode);
-                                if (iw < 0) continue;
-                                acc += x[((n * C + c0 + c) * H + ih) * W + iw] *
-                                       w[((k * s->cin_g + c) * R + r) * S + q];
+                                /* a zero-padded tap is a real zero, multiplied like any
+                                 * other input: 0 * NaN = NaN, as in PyTorch */
+                                const float xv = (ih < 0 || iw < 0)
+                                    ? 0.0f : x[((n * C + c0 + c) * H + ih) * W + iw];
+                                acc += xv * w[((k * s->cin_g + c) * R + r) * S + q];
                             }
                         }
                     y[((n * K + k) * Ho + oh) * Wo + ow] = acc;
