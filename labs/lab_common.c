@@ -247,6 +247,7 @@ cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *co
     signal(SIGHUP, remove_tmp_on_signal);
     signal(SIGPIPE, remove_tmp_on_signal);
     st = cr_csv_columns(ctx->csv, columns);
+    if (st == CR_OK) st = cr_csv_flush(ctx->csv);  /* /dev/full fails here, before timing */
     if (st != CR_OK) {  /* the caller returns at once: leave no temporary file */
         cr_csv_abort(ctx->csv);
         ctx->csv = NULL;

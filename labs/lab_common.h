@@ -88,7 +88,9 @@ void lab_set_threads(int threads);
 void lab_banner(const lab_ctx *ctx, const char *title);
 
 /* Opens ctx->csv_path (if set) with the provenance header and writes the column
- * names; extra is NULL or NULL-terminated key/value pairs for the header. */
+ * names, flushed at once (a device that refuses them fails here, before any timing;
+ * nothing is left behind on failure); extra is NULL or NULL-terminated key/value
+ * pairs for the header. */
 cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *const *extra);
 /* Writes one CSV row (printf-style, no newline) if a CSV is open. */
 cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -238,6 +238,15 @@ cr_status cr_csv_comment(cr_csv *c, const char *key, const char *value)
     return write_meta(c, key, value);
 }
 
+/* Hands the buffered lines to the file now, so that a device that refuses them
+ * (/dev/full) or a FIFO's reader sees them at once rather than at close. */
+cr_status cr_csv_flush(cr_csv *c)
+{
+    if (!c) return cr_fail(CR_EINVAL, "cr_csv_flush: NULL argument");
+    if (fflush(c->f) != 0) return io_error(c, "write", errno);
+    return CR_OK;
+}
+
 /* The temporary file the rows go to, or NULL when PATH is written directly. */
 const char *cr_csv_temp_path(const cr_csv *c) { return c ? cr_afile_temp_path(c->af) : NULL; }
 

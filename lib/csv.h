@@ -28,6 +28,8 @@ cr_status cr_csv_columns(cr_csv *c, const char *const *names);
 cr_status cr_csv_row(cr_csv *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes a "# key: value" comment line (after the rows: what was measured at the end). */
 cr_status cr_csv_comment(cr_csv *c, const char *key, const char *value);
+/* Writes the buffered lines out now (a full device or a FIFO reader learns at once). */
+cr_status cr_csv_flush(cr_csv *c);
 /* The temporary file the rows go to until close, or NULL when PATH is written directly. */
 const char *cr_csv_temp_path(const cr_csv *c);
 /* Flushes, fsyncs, closes and renames the temporary file to PATH; frees c. */
