@@ -457,8 +457,6 @@ static void atomic__fifo_is_written_directly(void **state)
     snprintf(fifo, sizeof fifo, "%s/pipe.csv", dir);
     snprintf(got, sizeof got, "%s/got", dir);
     assert_int_equal(mkfifo(fifo, 0600), 0);
-    size_t len;
-    char *payload = fifo_payload(&len);
 
     fflush(NULL);
     pid_t pid = fork();
@@ -472,6 +470,8 @@ static void atomic__fifo_is_written_directly(void **state)
             if (write(out, buf, (size_t)n) != n) _exit(4);
         _exit(n == 0 && close(out) == 0 ? 0 : 5);
     }
+    size_t len;
+    char *payload = fifo_payload(&len);  /* after the fork: the child holds no heap block */
     cr_afile *af = NULL;
     assert_cr_ok(cr_afile_open(&af, fifo, NULL));  /* blocks until the reader opens */
     assert_null(cr_afile_temp_path(af));
