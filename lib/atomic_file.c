@@ -288,10 +288,13 @@ cr_status cr_afile_open(cr_afile **out, const char *path, const char *what)
     return CR_OK;
 }
 
+/* The stream the caller writes to. */
 FILE *cr_afile_stream(const cr_afile *a) { return a->f; }
 
+/* The temporary file's path, NULL when writing directly. */
 const char *cr_afile_temp_path(const cr_afile *a) { return a->temp; }
 
+/* The file that receives the bytes (links followed). */
 const char *cr_afile_target(const cr_afile *a) { return a->target; }
 
 /* fsyncs the directory dir so that a rename in it is durable; errors are ignored
