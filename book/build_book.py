@@ -15,6 +15,7 @@ rebuilds the book). pandoc runs the filters once into a JSON AST, then writes
 HTML and EPUB from it; headless Chromium prints the HTML to PDF when present.
 """
 import argparse
+import atexit
 import os
 import shutil
 import subprocess
@@ -41,9 +42,33 @@ def run(cmd, env=None, what='command'):
     return r
 
 
+_pending = set()  # temporary files not yet renamed into place, removed at exit
+
+
+def _remove_pending():
+    for tmp in list(_pending):
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _pending.clear()
+
+
+atexit.register(_remove_pending)
+
+
 def tmp_name(path):
-    """The temporary name an output is written under before it is renamed to path."""
-    return f'{path}.tmp'
+    """A fresh, unique temporary file next to path (PATH.tmp.XXXXXXXX.EXT, empty, made
+    by mkstemp with the usual 0666-less-umask mode) that an output is written under
+    before it is renamed to path; two builds at once never share one. Removed at exit
+    unless published."""
+    head, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'{head}{ext}.tmp.', suffix=ext,
+                               dir=os.path.dirname(path) or '.')
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    _pending.add(tmp)
+    return tmp
 
 
 def publish(tmp, path, what):
@@ -52,6 +77,7 @@ def publish(tmp, path, what):
     if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
         die(f'{what} wrote nothing at {tmp}')
     os.replace(tmp, path)
+    _pending.discard(tmp)
 
 
 def depfile_escape(p):
@@ -60,29 +86,30 @@ def depfile_escape(p):
 
 def chromium_pdf(chromium, html, pdf):
     profile = tempfile.mkdtemp(prefix='crbook-chromium-')
+    tmp = tmp_name(pdf)
     try:
         cmd = [chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
                '--no-first-run', '--disable-background-networking',
                '--disable-component-update', '--disable-sync', f'--user-data-dir={profile}',
                '--no-pdf-header-footer', '--print-to-pdf-no-header',
-               f'--print-to-pdf={tmp_name(pdf)}', 'file://' + os.path.abspath(html)]
+               f'--print-to-pdf={tmp}', 'file://' + os.path.abspath(html)]
         try:
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                timeout=180)
         except subprocess.TimeoutExpired:
             print('book: PDF skipped: chromium timed out', file=sys.stderr)
             return False
-        tmp = tmp_name(pdf)
         if r.returncode != 0 or not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
             sys.stderr.write(r.stderr[-2000:])
             print('book: PDF failed: chromium returned', r.returncode, file=sys.stderr)
             return False
-        os.replace(tmp, pdf)
+        publish(tmp, pdf, 'chromium (PDF)')
         return True
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-        if os.path.exists(tmp_name(pdf)):
-            os.remove(tmp_name(pdf))
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        _pending.discard(tmp)
 
 
 def main():
@@ -128,8 +155,7 @@ def main():
                ('include_snippet.lua', 'csv_table.lua', 'plot.lua')]
     css = a.css if os.path.isabs(a.css) else os.path.join(root, a.css)
 
-    deps_tmp = os.path.join(outdir, 'book.deps.txt')
-    open(deps_tmp, 'w').close()
+    deps_tmp = tmp_name(os.path.join(outdir, 'book.deps.txt'))  # removed at exit
     env = dict(os.environ, CRBOOK_ROOT=root, CRBOOK_LABDIR=outdir, CRBOOK_FIGDIR=figdir,
                CRBOOK_DEPS=deps_tmp)
     # Images: a path as in the source tree (book/figures/im2col.svg) is looked up
@@ -139,26 +165,29 @@ def main():
 
     # 1. Markdown -> filtered AST (the filters run once).
     ast = os.path.join(outdir, f'{NAME}.json')
+    tmp = tmp_name(ast)
     cmd = [a.pandoc, '--from', 'markdown', '--to', 'json', '--metadata-file', meta,
-           '-o', tmp_name(ast)]
+           '-o', tmp]
     for f in filters:
         cmd += ['--lua-filter', f]
     run(cmd + inputs, env=env, what='pandoc (filters)')
-    publish(tmp_name(ast), ast, 'pandoc (filters)')
+    publish(tmp, ast, 'pandoc (filters)')
 
     common = ['--from', 'json', '--standalone', '--mathml', '--toc', '--toc-depth=2',
               '--number-sections', '--highlight-style=tango', f'--resource-path={resource_path}',
               '--css', css]
     # 2. HTML, one self-contained file.
     html = os.path.join(outdir, f'{NAME}.html')
-    run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', tmp_name(html)] + common,
+    tmp = tmp_name(html)
+    run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', tmp] + common,
         env=env, what='pandoc (HTML)')
-    publish(tmp_name(html), html, 'pandoc (HTML)')
+    publish(tmp, html, 'pandoc (HTML)')
     # 3. EPUB.
     epub = os.path.join(outdir, f'{NAME}.epub')
-    run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', tmp_name(epub)]
+    tmp = tmp_name(epub)
+    run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', tmp]
         + common, env=env, what='pandoc (EPUB)')
-    publish(tmp_name(epub), epub, 'pandoc (EPUB)')
+    publish(tmp, epub, 'pandoc (EPUB)')
     print(f'book: wrote {html}')
     print(f'book: wrote {epub}')
 
@@ -181,10 +210,12 @@ def main():
             deps.update(line.strip() for line in f if line.strip())
         deps = sorted(os.path.abspath(p) for p in deps if os.path.exists(p))
         target = a.dep_target or html
-        with open(tmp_name(a.depfile), 'w') as f:
+        tmp = tmp_name(a.depfile)
+        with open(tmp, 'w') as f:
             f.write(depfile_escape(target) + ': \\\n')
             f.write(' \\\n'.join('  ' + depfile_escape(p) for p in deps) + '\n')
-        os.replace(tmp_name(a.depfile), a.depfile)
+        os.replace(tmp, a.depfile)
+        _pending.discard(tmp)
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 KIT = os.path.dirname(os.path.abspath(__file__))
 RUN_LINE = re.compile(r'\[=+\] .*?(\d+) test\(s\) run\.')
@@ -90,12 +91,32 @@ def run_task(task, builddir, timeout):
 
 
 def write_json(path, obj):
-    """Writes obj as JSON to PATH.tmp, then renames it to path (no half-written report)."""
-    tmp = f'{path}.tmp'
+    """Writes obj as JSON to path with the library's rule (lib/atomic_file.h): a
+    directory is refused; a device, FIFO or /dev/stdout is written directly; a link
+    is followed (the file it names is replaced, the link stays); otherwise the JSON
+    goes to a unique temporary file PATH.tmp.XXXXXXXX next to it (tempfile), is
+    fsynced and renamed to path, so no half-written report carries the name."""
+    text = json.dumps(obj, indent=2)
+    if os.path.isdir(path):
+        raise SystemExit(f'grade: --json {path}: is a directory, expected a file name')
+    descriptor = path in ('/dev/stdout', '/dev/stderr') or path.startswith(('/dev/fd/', '/proc/'))
+    if descriptor or (os.path.exists(path) and not os.path.isfile(path)):
+        with open(path, 'a') as f:
+            f.write(text)
+        return
+    target = os.path.realpath(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = (os.stat(target).st_mode & 0o7777) if os.path.exists(target) else 0o666 & ~mask
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + '.tmp.',
+                               dir=os.path.dirname(target))
     try:
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -532,7 +532,14 @@ def make_tar(kitdir):
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = ''
         return ti
-    tmp = f'{out}.tmp-{os.getpid()}'  # renamed into place when complete
+    # a unique temporary file next to out (two runs never share one), renamed into
+    # place when complete, with the usual 0666-less-umask mode
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + '.tmp.',
+                               dir=os.path.dirname(out) or '.')
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     try:
         with tarfile.open(tmp, 'w:gz') as tar:
             tar.add(kitdir, arcname=base, filter=skip_build)

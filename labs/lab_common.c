@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "compare.h"
 
 #ifdef _OPENMP
@@ -106,6 +108,21 @@ void lab_set_threads(int threads)
 #endif
 }
 
+/* The number of threads OpenMP really gives a parallel region now (asked for with
+ * lab_set_threads, limited by OMP_THREAD_LIMIT, OMP_DYNAMIC and the like). */
+static int team_size(void)
+{
+    int n = 1;
+#ifdef _OPENMP
+#pragma omp parallel
+    {
+#pragma omp single
+        n = omp_get_num_threads();
+    }
+#endif
+    return n;
+}
+
 /* Parses the common and the lab's options; see lab_common.h. */
 int lab_init(lab_ctx *ctx, int argc, char **argv, const char *program,
              const char *summary, const cr_arg *extra, int n_extra)
@@ -141,8 +158,19 @@ int lab_init(lab_ctx *ctx, int argc, char **argv, const char *program,
         ctx->threads = 1;
     }
 #endif
+    if (ctx->csv_path && cr_afile_check(ctx->csv_path, "CSV") != CR_OK) {
+        fprintf(stderr, "%s: --csv: %s\n", program, cr_last_error());
+        return LAB_EXIT_USAGE;
+    }
     lab_set_threads(ctx->threads);
+    ctx->threads_asked = ctx->threads;
+    ctx->threads = team_size();
+    if (ctx->threads != ctx->threads_asked)
+        fprintf(stderr, "%s: warning: asked for %d threads, OpenMP gives %d (OMP_THREAD_LIMIT?); "
+                "%d is what the banner and the CSV record\n", program, ctx->threads_asked,
+                ctx->threads, ctx->threads);
     ctx->seed = cr_seed_from_env();
+    ctx->load_before = lab_measure_load();
     return LAB_RUN;
 }
 
@@ -153,7 +181,11 @@ void lab_banner(const lab_ctx *ctx, const char *title)
     printf("  machine  %s\n", cr_machine_name());
     printf("  cpu      %s\n", cr_cpu_model());
 #ifdef _OPENMP
-    printf("  threads  %d (OpenMP)\n", ctx->threads);
+    if (ctx->threads != ctx->threads_asked)
+        printf("  threads  %d (OpenMP; %d asked for, the runtime limits the team to %d)\n",
+               ctx->threads, ctx->threads_asked, ctx->threads);
+    else
+        printf("  threads  %d (OpenMP)\n", ctx->threads);
 #else
     printf("  threads  1 (built without OpenMP)\n");
 #endif
@@ -161,14 +193,22 @@ void lab_banner(const lab_ctx *ctx, const char *title)
     printf("  git      %s\n", cr_git_revision());
     printf("  run      %s, %d timed runs per case (median), seed %llu (set CR_SEED to repeat)\n",
            ctx->quick ? "quick" : "full", ctx->repeats, (unsigned long long)ctx->seed);
+    if (ctx->load_before.load >= 0)
+        printf("  load     %.2f (1-minute average before the run)\n", ctx->load_before.load);
+    else
+        printf("  load     unknown (no /proc/loadavg)\n");
+    if (lab_machine_busy(ctx->load_before.load, -1, ctx->threads))
+        printf("warning: the machine is busy (load %.2f > %d threads): timings will be slow "
+               "and noisy\n", ctx->load_before.load, ctx->threads);
     printf("\n");
     fflush(stdout);
 }
 
-/* PATH.tmp of the open CSV, removed if the lab is interrupted (INT, TERM, HUP, PIPE). */
+/* The open CSV's temporary file (PATH.tmp.XXXXXX), removed if the lab is interrupted
+ * (INT, TERM, HUP, PIPE); empty when none (or when PATH is written directly). */
 static char interrupted_tmp[4096];
 
-/* Removes the half-written PATH.tmp, then dies of the signal as it would have. */
+/* Removes the half-written temporary file, then dies of the signal as it would have. */
 static void remove_tmp_on_signal(int sig)
 {
     if (interrupted_tmp[0]) unlink(interrupted_tmp);
@@ -191,15 +231,29 @@ cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *co
         keys[k++] = extra[i];
         keys[k++] = extra[i + 1];
     }
+    char asked[16];
+    if (ctx->threads != ctx->threads_asked && k + 2 < 2 * LAB_MAX_OPTIONS) {
+        snprintf(asked, sizeof asked, "%d", ctx->threads_asked);
+        keys[k++] = "threads_asked";
+        keys[k++] = asked;
+    }
     keys[k] = NULL;
     cr_status st = cr_csv_open(&ctx->csv, ctx->csv_path, ctx->program, ctx->threads, keys);
     if (st != CR_OK) return st;
-    snprintf(interrupted_tmp, sizeof interrupted_tmp, "%s.tmp", ctx->csv_path);
+    const char *tmp = cr_csv_temp_path(ctx->csv);
+    snprintf(interrupted_tmp, sizeof interrupted_tmp, "%s", tmp ? tmp : "");
     signal(SIGINT, remove_tmp_on_signal);
     signal(SIGTERM, remove_tmp_on_signal);
     signal(SIGHUP, remove_tmp_on_signal);
     signal(SIGPIPE, remove_tmp_on_signal);
-    return cr_csv_columns(ctx->csv, columns);
+    st = cr_csv_columns(ctx->csv, columns);
+    if (st == CR_OK) st = cr_csv_flush(ctx->csv);  /* /dev/full fails here, before timing */
+    if (st != CR_OK) {  /* the caller returns at once: leave no temporary file */
+        cr_csv_abort(ctx->csv);
+        ctx->csv = NULL;
+        interrupted_tmp[0] = '\0';
+    }
+    return st;
 }
 
 /* Formats a row and hands it to cr_csv_row; nothing happens without --csv. */
@@ -216,12 +270,31 @@ cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...)
     return cr_csv_row(ctx->csv, "%s", row);
 }
 
+/* Prints the load before and after the run and the steal over it, with a warning
+ * when the machine was busy; the same text goes into the CSV's trailing comment. */
+static void report_load(lab_ctx *ctx, char *line, size_t len)
+{
+    lab_load after = lab_measure_load();
+    lab_load_str(&ctx->load_before, &after, line, len);
+    printf("load: %s\n", line);
+    double steal = lab_steal_percent(&ctx->load_before.cpu, &after.cpu);
+    double load = after.load > ctx->load_before.load ? after.load : ctx->load_before.load;
+    if (lab_machine_busy(load, steal, ctx->threads))
+        printf("warning: the machine was busy during the run (load above %d threads or steal "
+               "above 5%%): the timings are not trustworthy\n", ctx->threads);
+    fflush(stdout);
+}
+
 /* Closes the CSV on success (renaming it into place), deletes it otherwise. */
 int lab_finish(lab_ctx *ctx, int exit_code)
 {
+    char load[160];
+    report_load(ctx, load, sizeof load);
     if (ctx->csv) {
         if (exit_code == LAB_EXIT_OK) {
-            cr_status st = cr_csv_close(ctx->csv);
+            cr_status st = cr_csv_comment(ctx->csv, "load", load);
+            if (st == CR_OK) st = cr_csv_close(ctx->csv);
+            else cr_csv_abort(ctx->csv);
             if (st != CR_OK) {
                 fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
                 exit_code = LAB_EXIT_FAILED;
@@ -236,6 +309,94 @@ int lab_finish(lab_ctx *ctx, int exit_code)
         interrupted_tmp[0] = '\0';
     }
     return exit_code;
+}
+
+/* ---- how busy the machine is ------------------------------------------------ */
+
+/* The first number of /proc/loadavg's text; see lab_common.h. */
+int lab_parse_loadavg(const char *text, double *load)
+{
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || !(v >= 0)) return 0;
+    *load = v;
+    return 1;
+}
+
+/* Sums the "cpu " line of /proc/stat's text; see lab_common.h. */
+int lab_parse_cpu_times(const char *text, lab_cpu_times *t)
+{
+    memset(t, 0, sizeof *t);
+    const char *line = text;
+    while (line && strncmp(line, "cpu ", 4) != 0) {
+        line = strchr(line, '\n');
+        if (line) line++;
+    }
+    if (!line) return 0;
+    const char *p = line + 4;
+    int fields = 0;
+    for (; fields < 8; fields++) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p < '0' || *p > '9') break;
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        p = end;
+        t->total += v;
+        if (fields == 7) t->steal = v;
+    }
+    if (fields < 4) {
+        memset(t, 0, sizeof *t);
+        return 0;
+    }
+    t->ok = 1;
+    return 1;
+}
+
+/* 100 * stolen ticks / all ticks between a and b; -1 if either is unknown or no
+ * time passed. */
+double lab_steal_percent(const lab_cpu_times *a, const lab_cpu_times *b)
+{
+    if (!a->ok || !b->ok || b->total <= a->total || b->steal < a->steal) return -1;
+    return 100.0 * (double)(b->steal - a->steal) / (double)(b->total - a->total);
+}
+
+/* Reads a small /proc file into buf (NUL-terminated); 1 on success. */
+static int read_proc(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, len - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return n > 0;
+}
+
+/* The load average and the CPU counters now. */
+lab_load lab_measure_load(void)
+{
+    lab_load l = {-1, {0, 0, 0}};
+    char buf[4096];
+    if (!read_proc("/proc/loadavg", buf, sizeof buf) || !lab_parse_loadavg(buf, &l.load))
+        l.load = -1;
+    if (read_proc("/proc/stat", buf, sizeof buf)) lab_parse_cpu_times(buf, &l.cpu);
+    return l;
+}
+
+/* Load above the thread count, or more than 5% stolen. */
+int lab_machine_busy(double load, double steal_percent, int threads)
+{
+    return load > threads || steal_percent > 5.0;
+}
+
+/* "before 0.12, after 1.90; steal 0.0%". */
+void lab_load_str(const lab_load *before, const lab_load *after, char *buf, size_t len)
+{
+    char b[32] = "unknown", a[32] = "unknown", s[32] = "unknown";
+    if (before->load >= 0) snprintf(b, sizeof b, "%.2f", before->load);
+    if (after->load >= 0) snprintf(a, sizeof a, "%.2f", after->load);
+    double steal = lab_steal_percent(&before->cpu, &after->cpu);
+    if (steal >= 0) snprintf(s, sizeof s, "%.1f%%", steal);
+    snprintf(buf, len, "before %s, after %s; steal %s", b, a, s);
 }
 
 /* ---- operands, timing, validation ---------------------------------------- */

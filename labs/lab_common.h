@@ -41,9 +41,25 @@ void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t 
 enum { LAB_RUN = -1 };                 /* lab_init: go on and run the lab */
 enum { LAB_EXIT_OK = 0, LAB_EXIT_FAILED = 1, LAB_EXIT_USAGE = 2 };
 
+/* CPU time counters of /proc/stat's "cpu" line, in clock ticks. */
+typedef struct {
+    unsigned long long total; /* user+nice+system+idle+iowait+irq+softirq+steal */
+    unsigned long long steal; /* time a hypervisor gave this machine's CPUs to others */
+    int ok;                   /* 1 if the line was read */
+} lab_cpu_times;
+
+/* How busy the machine was: the 1-minute load average and the CPU counters. */
+typedef struct {
+    double load;          /* /proc/loadavg's first field, or -1 if unknown */
+    lab_cpu_times cpu;
+} lab_load;
+
 typedef struct {
     const char *program;  /* "lab01-direct" */
-    int threads;          /* --threads (OpenMP threads for the timed runs) */
+    int threads;          /* OpenMP team size the timed runs really get (asked for
+                             with --threads, limited by OMP_THREAD_LIMIT and the like) */
+    int threads_asked;    /* --threads, or the default when not given */
+    lab_load load_before; /* measured by lab_init, before any timing */
     int quick;            /* --quick: a small run for the book build and CI */
     int repeats;          /* --repeats: timed runs per case */
     const char *csv_path; /* --csv FILE, or NULL */
@@ -56,24 +72,55 @@ typedef struct {
 int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *quick, int n);
 /* The number of elements of a static array. */
 #define LAB_COUNT(a) ((int)(sizeof(a) / sizeof *(a)))
-/* Parses the common options plus the lab's own (extra, n_extra entries) and sets
- * the OpenMP thread count. Returns LAB_RUN to go on, LAB_EXIT_OK after --help,
- * or LAB_EXIT_USAGE after printing the error on stderr. */
+/* Parses the common options plus the lab's own (extra, n_extra entries), checks
+ * that --csv FILE can be written (a directory or a missing directory is refused
+ * here, before anything is measured; nothing is left behind), sets the OpenMP
+ * thread count and records the team size OpenMP really gives (ctx->threads; a
+ * warning on stderr when it differs from --threads), and measures the load before
+ * the run. Returns LAB_RUN to go on, LAB_EXIT_OK after --help, or LAB_EXIT_USAGE
+ * after printing the error on stderr. */
 int lab_init(lab_ctx *ctx, int argc, char **argv, const char *program,
              const char *summary, const cr_arg *extra, int n_extra);
 /* Sets the number of OpenMP threads for the next parallel regions (no-op without OpenMP). */
 void lab_set_threads(int threads);
-/* Prints the lab's title and its machine, CPU, threads, build, git and seed on stdout. */
+/* Prints the lab's title and its machine, CPU, threads, build, git, seed and load on
+ * stdout, with a warning line when the machine is busy before the run. */
 void lab_banner(const lab_ctx *ctx, const char *title);
 
 /* Opens ctx->csv_path (if set) with the provenance header and writes the column
- * names; extra is NULL or NULL-terminated key/value pairs for the header. */
+ * names, flushed at once (a device that refuses them fails here, before any timing;
+ * nothing is left behind on failure); extra is NULL or NULL-terminated key/value
+ * pairs for the header. */
 cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *const *extra);
 /* Writes one CSV row (printf-style, no newline) if a CSV is open. */
 cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Ends the lab: with exit_code 0 closes (renames) the CSV, otherwise deletes it.
- * Returns the exit code (1 if closing the CSV failed). */
+/* Ends the lab: measures the load and CPU steal again and prints them ("load: before
+ * 0.12, after 1.90; steal 0.0%", plus a warning when the machine was busy); with
+ * exit_code 0 writes that line as a trailing "# load: ..." comment of the CSV and
+ * closes (renames) it, otherwise deletes it. Returns the exit code (1 if closing
+ * the CSV failed). */
 int lab_finish(lab_ctx *ctx, int exit_code);
+
+/* ---- how busy the machine is (/proc/loadavg, /proc/stat) ------------------- */
+
+/* Reads the 1-minute load average from the text of /proc/loadavg into *load; 1 on
+ * success, 0 if the text does not start with a number. */
+int lab_parse_loadavg(const char *text, double *load);
+/* Reads the "cpu " line (the sum over all CPUs) from the text of /proc/stat: total
+ * is the sum of its first eight fields (user .. steal; guest time is already in
+ * user), steal the eighth (0 when the kernel gives fewer than eight). Returns 1, or
+ * 0 (and t->ok = 0) when there is no such line with at least four fields. */
+int lab_parse_cpu_times(const char *text, lab_cpu_times *t);
+/* Percent of the CPU time between a and b that was stolen, or -1 if unknown. */
+double lab_steal_percent(const lab_cpu_times *a, const lab_cpu_times *b);
+/* Measures the load average and the CPU counters now (fields unknown: -1 / ok = 0). */
+lab_load lab_measure_load(void);
+/* True when the machine is too busy for trustworthy timings: load above the thread
+ * count, or more than 5% of CPU time stolen. */
+int lab_machine_busy(double load, double steal_percent, int threads);
+/* Writes "before 0.12, after 1.90; steal 0.0%" ("unknown" for what could not be
+ * read) into buf. */
+void lab_load_str(const lab_load *before, const lab_load *after, char *buf, size_t len);
 
 /* ---- operands, timing, validation ----------------------------------------- */
 

@@ -1,5 +1,6 @@
-/* csv.c — CSV files with a provenance header, written to PATH.tmp and renamed
- * to PATH on close so that no half-written file ever carries the real name. */
+/* csv.c — CSV files with a provenance header, written through atomic_file.h (a
+ * unique temporary file renamed to PATH on close, or PATH itself when it is a
+ * device, FIFO or open descriptor) so that no half-written file carries the name. */
 #include "csv.h"
 
 #include <errno.h>
@@ -9,13 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "cr_config.h"
 #include "git_rev.h"
 
 struct cr_csv {
-    FILE *f;
-    char *path; /* the final name */
-    char *tmp;  /* PATH.tmp, where the rows go until cr_csv_close */
+    cr_afile *af; /* the output (temporary file or direct target) */
+    FILE *f;      /* its stream */
+    char *path;   /* the name the caller gave */
 };
 
 /* ---- provenance values ------------------------------------------------- */
@@ -97,18 +99,24 @@ static char *dup_string(const char *s)
     return d;
 }
 
-/* Frees c and its names (the FILE must be closed already). */
+/* Frees c and its name (the output must be committed or aborted already). */
 static void csv_free(cr_csv *c)
 {
     free(c->path);
-    free(c->tmp);
     free(c);
+}
+
+/* The file the rows go to now: the temporary file, or the target when direct. */
+static const char *where(const cr_csv *c)
+{
+    const char *t = cr_afile_temp_path(c->af);
+    return t ? t : cr_afile_target(c->af);
 }
 
 /* Fails with CR_EIO naming the file and errno's message. */
 static cr_status io_error(const cr_csv *c, const char *what, int err)
 {
-    return cr_fail(CR_EIO, "CSV '%s': cannot %s '%s': %s", c->path, what, c->tmp,
+    return cr_fail(CR_EIO, "CSV '%s': cannot %s '%s': %s", c->path, what, where(c),
                    strerror(err));
 }
 
@@ -154,7 +162,7 @@ static cr_status write_provenance(cr_csv *c, const char *program, int threads,
     return CR_OK;
 }
 
-/* Opens PATH.tmp for writing and writes the provenance header. */
+/* Opens PATH through atomic_file.h and writes the provenance header. */
 cr_status cr_csv_open(cr_csv **out, const char *path, const char *program, int threads,
                       const char *const *extra)
 {
@@ -163,23 +171,18 @@ cr_status cr_csv_open(cr_csv **out, const char *path, const char *program, int t
     if (!path || !path[0]) return cr_fail(CR_EINVAL, "cr_csv_open: empty path");
     cr_csv *c = calloc(1, sizeof *c);
     if (!c) return cr_fail(CR_ENOMEM, "cr_csv_open: out of memory");
-    size_t n = strlen(path);
     c->path = dup_string(path);
-    c->tmp = malloc(n + 5);
-    if (!c->path || !c->tmp) {
+    if (!c->path) {
         csv_free(c);
         return cr_fail(CR_ENOMEM, "cr_csv_open: out of memory");
     }
-    memcpy(c->tmp, path, n);
-    memcpy(c->tmp + n, ".tmp", 5);
-
-    c->f = fopen(c->tmp, "w");
-    if (!c->f) {
-        cr_status st = io_error(c, "open", errno);
+    cr_status st = cr_afile_open(&c->af, path, "CSV");
+    if (st != CR_OK) {
         csv_free(c);
         return st;
     }
-    cr_status st = write_provenance(c, program, threads, extra);
+    c->f = cr_afile_stream(c->af);
+    st = write_provenance(c, program, threads, extra);
     if (st != CR_OK) {
         cr_csv_abort(c);
         return st;
@@ -227,31 +230,41 @@ cr_status cr_csv_row(cr_csv *c, const char *fmt, ...)
     return st;
 }
 
-/* Flushes and closes PATH.tmp, then renames it to PATH; frees c in every case
- * (on failure PATH.tmp is removed and PATH is left as it was). */
+/* Writes a "# key: value" comment line after the rows (provenance measured at the
+ * end of a run); newlines in key and value become spaces. */
+cr_status cr_csv_comment(cr_csv *c, const char *key, const char *value)
+{
+    if (!c || !key) return cr_fail(CR_EINVAL, "cr_csv_comment: NULL argument");
+    return write_meta(c, key, value);
+}
+
+/* Hands the buffered lines to the file now, so that a device that refuses them
+ * (/dev/full) or a FIFO's reader sees them at once rather than at close. */
+cr_status cr_csv_flush(cr_csv *c)
+{
+    if (!c) return cr_fail(CR_EINVAL, "cr_csv_flush: NULL argument");
+    if (fflush(c->f) != 0) return io_error(c, "write", errno);
+    return CR_OK;
+}
+
+/* The temporary file the rows go to, or NULL when PATH is written directly. */
+const char *cr_csv_temp_path(const cr_csv *c) { return c ? cr_afile_temp_path(c->af) : NULL; }
+
+/* Flushes, fsyncs and closes the output, renaming the temporary file to PATH;
+ * frees c in every case (on failure the temporary file is removed and PATH is left
+ * as it was). */
 cr_status cr_csv_close(cr_csv *c)
 {
     if (!c) return cr_fail(CR_EINVAL, "cr_csv_close: NULL argument");
-    cr_status st = CR_OK;
-    int bad = fflush(c->f) != 0 || ferror(c->f);
-    int err = errno;
-    if (fclose(c->f) != 0 && !bad) { bad = 1; err = errno; }
-    c->f = NULL;
-    if (bad)
-        st = io_error(c, "write", err);
-    else if (rename(c->tmp, c->path) != 0)
-        st = cr_fail(CR_EIO, "CSV '%s': cannot rename '%s' to '%s': %s", c->path, c->tmp,
-                     c->path, strerror(errno));
-    if (st != CR_OK) remove(c->tmp);
+    cr_status st = cr_afile_commit(c->af);
     csv_free(c);
     return st;
 }
 
-/* Closes and deletes PATH.tmp without touching PATH; frees c (NULL is fine). */
+/* Closes and deletes the temporary file without touching PATH; frees c (NULL is fine). */
 void cr_csv_abort(cr_csv *c)
 {
     if (!c) return;
-    if (c->f) fclose(c->f);
-    remove(c->tmp);
+    cr_afile_abort(c->af);
     csv_free(c);
 }

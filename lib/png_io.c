@@ -4,6 +4,7 @@
  * records the message and longjmps back to the setjmp in the reading or writing
  * function, which frees what it allocated. Locals changed after setjmp are volatile. */
 #include "png_io.h"
+#include "atomic_file.h"
 
 #include <errno.h>
 #include <png.h>
@@ -238,22 +239,13 @@ cr_status cr_png_write(const char *path, const cr_image *img)
 {
     cr_status st = check_image(path, img);
     if (st) return st;
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    if (!tmp) return cr_fail(CR_ENOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        st = cr_fail(CR_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+    cr_afile *af = NULL;
+    st = cr_afile_open(&af, path, NULL);  /* temporary file + rename; see atomic_file.h */
+    if (st) return st;
+    st = write_stream(cr_afile_stream(af), path, img);
+    if (st) {
+        cr_afile_abort(af);
         return st;
     }
-    st = write_stream(fp, path, img);
-    if (fclose(fp) != 0 && !st) st = cr_fail(CR_EIO, "%s: write failed: %s", path, strerror(errno));
-    if (!st && rename(tmp, path) != 0)
-        st = cr_fail(CR_EIO, "%s: cannot rename %s: %s", path, tmp, strerror(errno));
-    if (st) remove(tmp);
-    free(tmp);
-    return st;
+    return cr_afile_commit(af);
 }

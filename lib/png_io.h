@@ -16,7 +16,8 @@ typedef struct {
  * and refuses anything but 8-bit grey/RGB; 1 or 3 converts to that). Values are
  * never altered for 8-bit grey files read as grey (label maps stay exact). */
 cr_status cr_png_read(const char *path, int want_channels, cr_image *img);
-/* Writes img as an 8-bit grey or RGB PNG, atomically (PATH.tmp then rename). */
+/* Writes img as an 8-bit grey or RGB PNG, atomically (a unique temporary file then
+ * rename, or directly to a device or FIFO; see atomic_file.h). */
 cr_status cr_png_write(const char *path, const cr_image *img);
 void cr_image_free(cr_image *img);
 

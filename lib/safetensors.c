@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "json.h"
 
 /* The largest header we agree to parse (the format's own readers use the same cap). */
@@ -741,21 +742,20 @@ static int write_contents(FILE *fp, const cr_st_writer *w, const strbuf *header)
     return 0;
 }
 
-/* Writes the file to tmp and renames it to path; removes tmp and fails with CR_EIO on error. */
-static cr_status write_atomically(const cr_st_writer *w, const strbuf *header, const char *path,
-                                  const char *tmp)
+/* Writes the file through atomic_file.h (a unique temporary file renamed to path,
+ * or path itself when it is a device or FIFO); fails with CR_EIO on error, leaving
+ * path as it was. */
+static cr_status write_atomically(const cr_st_writer *w, const strbuf *header, const char *path)
 {
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) return cr_fail(CR_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    int bad = write_contents(fp, w, header);
-    int err = errno;
-    if (fclose(fp) != 0 && !bad) { bad = 1; err = errno; }
-    if (!bad && rename(tmp, path) != 0) { bad = 1; err = errno; }
-    if (bad) {
-        remove(tmp);
-        return cr_fail(CR_EIO, "%s: write failed: %s", path, strerror(err));
+    cr_afile *af = NULL;
+    cr_status st = cr_afile_open(&af, path, NULL);
+    if (st) return st;
+    if (write_contents(cr_afile_stream(af), w, header) != 0) {
+        st = cr_fail(CR_EIO, "%s: write failed: %s", path, strerror(errno));
+        cr_afile_abort(af);
+        return st;
     }
-    return CR_OK;
+    return cr_afile_commit(af);
 }
 
 cr_status cr_st_writer_save(cr_st_writer *w, const char *path)
@@ -763,15 +763,7 @@ cr_status cr_st_writer_save(cr_st_writer *w, const char *path)
     strbuf header = {0};
     size_t data_len;
     cr_status st = build_header(w, &header, &data_len);
-    size_t n = strlen(path);
-    char *tmp = st ? NULL : malloc(n + 5);
-    if (!st && !tmp) st = cr_fail(CR_ENOMEM, "%s: out of memory", path);
-    if (!st) {
-        memcpy(tmp, path, n);
-        memcpy(tmp + n, ".tmp", 5);
-        st = write_atomically(w, &header, path, tmp);
-    }
-    free(tmp);
+    if (!st) st = write_atomically(w, &header, path);
     free(header.s);
     return st;
 }

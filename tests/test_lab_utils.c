@@ -286,17 +286,20 @@ static void csv__header_and_rows(void **state)
     rmdir(dir);
 }
 
-/* Until close the rows live in PATH.tmp and PATH does not exist; close renames. */
+/* Until close the rows live in a temporary PATH.tmp.XXXXXX and PATH does not exist;
+ * close renames. */
 static void csv__tmp_then_rename(void **state)
 {
     (void)state;
     char dir[64], path[96], tmp[112];
     cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
 
     cr_csv *c = NULL;
     assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
+    assert_non_null(cr_csv_temp_path(c));
+    snprintf(tmp, sizeof tmp, "%s", cr_csv_temp_path(c));
+    assert_int_equal(strncmp(tmp, path, strlen(path)), 0);
     assert_cr_ok(cr_csv_columns(c, (const char *const[]){"x", NULL}));
     assert_cr_ok(cr_csv_row(c, "1"));
     assert_false(file_exists(path));
@@ -308,17 +311,17 @@ static void csv__tmp_then_rename(void **state)
     rmdir(dir);
 }
 
-/* Abort removes PATH.tmp and leaves an existing PATH untouched. */
+/* Abort removes the temporary file and leaves an existing PATH untouched. */
 static void csv__abort_leaves_nothing(void **state)
 {
     (void)state;
     char dir[64], path[96], tmp[112];
     cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
     snprintf(path, sizeof path, "%s/out.csv", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
 
     cr_csv *c = NULL;
     assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
+    snprintf(tmp, sizeof tmp, "%s", cr_csv_temp_path(c));
     assert_cr_ok(cr_csv_row(c, "1,2"));
     cr_csv_abort(c);
     assert_false(file_exists(path));
@@ -328,6 +331,8 @@ static void csv__abort_leaves_nothing(void **state)
     fputs("old results\n", f);
     fclose(f);
     assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
+    snprintf(tmp, sizeof tmp, "%s", cr_csv_temp_path(c));
+    assert_true(file_exists(tmp));
     cr_csv_abort(c);
     assert_false(file_exists(tmp));
     char *text = read_all(path);

@@ -1,0 +1,190 @@
+/* test_lab_load.c — suite lib: what the labs record about the machine besides the
+ * numbers (issue 10): the load and CPU steal parsed from /proc text, the "busy"
+ * rule, the provenance line, and the OpenMP team size really obtained.
+ *
+ *   test_lab_load            runs the tests
+ *   test_lab_load --team N   (used by the tests) prints "threads asked" after
+ *                            lab_init(--threads N), then exits */
+#include "cr_test.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cr_config.h"
+#include "lab_common.h"
+
+static const char *self_path;  /* argv[0], re-run with --team */
+
+/* A /proc/stat as Linux 6.x writes it (cpu0 and cpu1 differ from the sum on
+ * purpose, so that reading the wrong line is seen). */
+static const char stat_text[] =
+    "cpu  4705 356 584 3699176 2331 0 35 123 0 0\n"
+    "cpu0 1000 100 100 900000 500 0 10 7 0 0\n"
+    "cpu1 3705 256 484 2799176 1831 0 25 116 0 0\n"
+    "intr 1234 5 6\n"
+    "ctxt 987654\n";
+
+/* The "cpu " line is summed over its first eight fields; steal is the eighth. */
+static void load__parses_the_cpu_line(void **state)
+{
+    (void)state;
+    lab_cpu_times t;
+    assert_int_equal(lab_parse_cpu_times(stat_text, &t), 1);
+    assert_true(t.ok);
+    assert_int_equal(t.total, 4705ULL + 356 + 584 + 3699176 + 2331 + 0 + 35 + 123);
+    assert_int_equal(t.steal, 123);
+}
+
+/* The "cpu " line need not be the first; guest fields are not added twice. */
+static void load__finds_the_line_anywhere(void **state)
+{
+    (void)state;
+    lab_cpu_times t;
+    assert_int_equal(lab_parse_cpu_times("btime 1\ncpu 10 20 30 40 50 60 70 80 90 100\n", &t), 1);
+    assert_int_equal(t.total, 360);
+    assert_int_equal(t.steal, 80);
+}
+
+/* An old kernel's four fields: no steal counter, steal reads 0. */
+static void load__old_kernel_has_no_steal(void **state)
+{
+    (void)state;
+    lab_cpu_times t;
+    assert_int_equal(lab_parse_cpu_times("cpu 5 6 7 8\n", &t), 1);
+    assert_int_equal(t.total, 26);
+    assert_int_equal(t.steal, 0);
+}
+
+/* Text without a usable "cpu " line is refused (ok = 0), not read as zeros. */
+static void load__refuses_bad_text(void **state)
+{
+    (void)state;
+    lab_cpu_times t;
+    assert_int_equal(lab_parse_cpu_times("", &t), 0);
+    assert_false(t.ok);
+    assert_int_equal(lab_parse_cpu_times("cpu0 1 2 3 4 5 6 7 8\n", &t), 0);
+    assert_int_equal(lab_parse_cpu_times("cpu 1 2 x\n", &t), 0);
+    assert_false(t.ok);
+}
+
+/* Steal percent over an interval: 30 stolen ticks of 600 is 5%. */
+static void load__steal_percent(void **state)
+{
+    (void)state;
+    lab_cpu_times a = {1000, 40, 1}, b = {1600, 70, 1};
+    assert_float_equal(lab_steal_percent(&a, &b), 5.0, 1e-12);
+    lab_cpu_times c = {1600, 100, 1};
+    assert_float_equal(lab_steal_percent(&a, &c), 10.0, 1e-12);
+    lab_cpu_times unknown = {0, 0, 0};
+    assert_true(lab_steal_percent(&a, &unknown) < 0);
+    assert_true(lab_steal_percent(&a, &a) < 0);  /* no time passed */
+}
+
+/* The load average is the first number of /proc/loadavg. */
+static void load__parses_loadavg(void **state)
+{
+    (void)state;
+    double l = -1;
+    assert_int_equal(lab_parse_loadavg("1.90 0.82 0.31 3/412 12345\n", &l), 1);
+    assert_float_equal(l, 1.90, 1e-12);
+    assert_int_equal(lab_parse_loadavg("", &l), 0);
+    assert_int_equal(lab_parse_loadavg("busy", &l), 0);
+    assert_float_equal(l, 1.90, 1e-12);
+}
+
+/* Busy: load above the thread count or more than 5% stolen; unknowns (-1) are not. */
+static void load__busy_rule(void **state)
+{
+    (void)state;
+    assert_false(lab_machine_busy(1.9, 0.0, 2));
+    assert_true(lab_machine_busy(2.1, 0.0, 2));
+    assert_false(lab_machine_busy(0.5, 5.0, 2));
+    assert_true(lab_machine_busy(0.5, 5.1, 2));
+    assert_false(lab_machine_busy(-1, -1, 1));
+}
+
+/* The provenance line, with "unknown" for what could not be read. */
+static void load__provenance_line(void **state)
+{
+    (void)state;
+    lab_load before = {0.12, {1000, 40, 1}}, after = {1.9, {1600, 40, 1}};
+    char buf[128];
+    lab_load_str(&before, &after, buf, sizeof buf);
+    assert_string_equal(buf, "before 0.12, after 1.90; steal 0.0%");
+    lab_load none = {-1, {0, 0, 0}};
+    lab_load_str(&none, &after, buf, sizeof buf);
+    assert_string_equal(buf, "before unknown, after 1.90; steal unknown");
+}
+
+/* Runs this program with --team asked under OMP_THREAD_LIMIT=limit; returns what
+ * it printed ("threads asked"). */
+static void run_team(int asked, const char *limit, char *out, size_t len)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        if (limit) setenv("OMP_THREAD_LIMIT", limit, 1);
+        else unsetenv("OMP_THREAD_LIMIT");
+        char n[16];
+        snprintf(n, sizeof n, "%d", asked);
+        execl(self_path, self_path, "--team", n, (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    ssize_t got = read(fd[0], out, len - 1);
+    close(fd[0]);
+    out[got > 0 ? got : 0] = '\0';
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Under OMP_THREAD_LIMIT=1, --threads 4 records 1 thread (and 4 asked); without a
+ * limit, --threads 3 gets 3. */
+static void load__records_the_real_team_size(void **state)
+{
+    (void)state;
+    if (!CR_HAVE_OPENMP) skip();
+    char out[64];
+    run_team(4, "1", out, sizeof out);
+    assert_string_equal(out, "1 4\n");
+    run_team(3, NULL, out, sizeof out);
+    assert_string_equal(out, "3 3\n");
+}
+
+/* --team N: lab_init with --threads N, then prints "threads threads_asked". */
+static int team_child(const char *n)
+{
+    char *argv[] = {"test_lab_load", "--threads", (char *)n, NULL};
+    lab_ctx ctx;
+    if (lab_init(&ctx, 3, argv, "test_lab_load", "team size", NULL, 0) != LAB_RUN) return 3;
+    printf("%d %d\n", ctx.threads, ctx.threads_asked);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--team") == 0) return team_child(argv[2]);
+    self_path = argv[0];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(load__parses_the_cpu_line),
+        cmocka_unit_test(load__finds_the_line_anywhere),
+        cmocka_unit_test(load__old_kernel_has_no_steal),
+        cmocka_unit_test(load__refuses_bad_text),
+        cmocka_unit_test(load__steal_percent),
+        cmocka_unit_test(load__parses_loadavg),
+        cmocka_unit_test(load__busy_rule),
+        cmocka_unit_test(load__provenance_line),
+        cmocka_unit_test(load__records_the_real_team_size),
+    };
+    return cr_run_tests("lab load and threads", tests);
+}
