@@ -5,8 +5,9 @@
  *   IoU_c = TP_c / (TP_c + FP_c + FN_c)   (TP: diagonal, FP: column minus TP, FN: row minus TP)
  * mean IoU is the mean of IoU_c over the classes that occur in the truth OR the
  * prediction of the whole split; a class absent from both has 0/0 = NaN and is left out
- * of the mean (the rule of torchmetrics' JaccardIndex with NaN for absent classes, and of
- * the project this book follows: it neither rewards nor punishes a class never seen).
+ * of the mean (the rule of the PyTorch project this book follows: it neither rewards nor
+ * punishes a class never seen; older torchmetrics JaccardIndex versions use an
+ * `absent_score` for it instead).
  * Pixel accuracy is sum(TP) / (labelled pixels). Pixels whose truth is the ignore label
  * (CamVid's void, mapped to CR_IGNORE_INDEX) are skipped whatever was predicted there. */
 #ifndef CR_METRICS_H
