@@ -354,46 +354,6 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
 
 /* ---- (2) training on CamVid ---------------------------------------------------------------- */
 
-/* The network: three encoder stages (conv 3x3 + BN + ReLU, max-pool between), two decoder
- * stages (bilinear up-sampling to the skip's size, add the skip, conv + BN + ReLU) and a
- * 1x1 head with 11 outputs. 3 -> 16 -> 32 -> 32 channels at full, 1/2, 1/4 size. */
-static cr_status build_net(cr_model *m)
-{
-    cr_model_init(m);
-    const cr_bn_params bn = cr_bn_params_default();
-    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
-    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .align_corners = false};
-    int ok = 1, e1, e2;
-    cr_conv_params p;
-    int idx;
-    /* one stage: NAME.conv (3x3, padding 1), NAME.bn, NAME.relu; idx = the relu */
-#define CONV_BN_RELU(name, in, cin, cout)                                                 \
-    do {                                                                                  \
-        p = cr_conv_params_default(cin, cout, 3);                                         \
-        cr_conv_set_padding(&p, 1, 1);                                                    \
-        ok &= cr_model_add_conv(m, name ".conv", in, &p) >= 0;                           \
-        ok &= cr_model_add_batchnorm(m, name ".bn", CR_PREV, cout, &bn) >= 0;            \
-        ok &= (idx = cr_model_add_relu(m, name ".relu", CR_PREV)) >= 0;                   \
-    } while (0)
-    CONV_BN_RELU("enc1", CR_MODEL_INPUT, 3, 16);
-    e1 = idx;
-    ok &= cr_model_add_maxpool(m, "pool1", CR_PREV, &pool) >= 0;
-    CONV_BN_RELU("enc2", CR_PREV, 16, 32);
-    e2 = idx;
-    ok &= cr_model_add_maxpool(m, "pool2", CR_PREV, &pool) >= 0;
-    CONV_BN_RELU("enc3", CR_PREV, 32, 32);
-    ok &= cr_model_add_upsample(m, "up2", CR_PREV, &up, e2) >= 0;
-    ok &= cr_model_add_add(m, "skip2", CR_PREV, e2) >= 0;
-    CONV_BN_RELU("dec2", CR_PREV, 32, 16);
-    ok &= cr_model_add_upsample(m, "up1", CR_PREV, &up, e1) >= 0;
-    ok &= cr_model_add_add(m, "skip1", CR_PREV, e1) >= 0;
-    CONV_BN_RELU("dec1", CR_PREV, 16, 16);
-#undef CONV_BN_RELU
-    p = cr_conv_params_default(16, CR_CAMVID_CLASSES, 1);
-    ok &= cr_model_add_conv(m, "head", CR_PREV, &p) >= 0;
-    return ok ? CR_OK : CR_EINVAL;
-}
-
 #define NET_MIN_SIDE 4        /* two 2x2 max-pools need 4 x 4 frames */
 #define QUICK_FRAMES 16       /* --quick with --data: the first 16 train, 8 val, 8 test frames */
 
@@ -452,7 +412,7 @@ static int prepare_training(const lab_ctx *ctx, train_run *r)
     c.seed = (uint64_t)train_seed;
     c.ignore_index = CR_CAMVID_IGNORE;
     cr_status s;
-    if ((s = build_net(&r->model)) || (s = cr_model_init_params(&r->model, (uint64_t)train_seed))) {
+    if ((s = cr_model_build_fcn(&r->model, CR_CAMVID_CLASSES)) || (s = cr_model_init_params(&r->model, (uint64_t)train_seed))) {
         fprintf(stderr, "%s: building the network: %s\n", ctx->program, cr_last_error());
         return LAB_EXIT_FAILED;
     }

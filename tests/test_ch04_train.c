@@ -282,6 +282,29 @@ static void model__load_strict(void **state)
     cr_model_free(&m);
 }
 
+/* Lab 4's FCN: 21 691 parameters for 11 classes, logits of the input's size on a 6 x 5
+ * frame (odd sizes: the up-sampling follows the skip's size). */
+static void model__fcn_builds(void **state)
+{
+    (void)state;
+    cr_model m;
+    assert_cr_ok(cr_model_build_fcn(&m, 11));
+    assert_cr_ok(cr_model_init_params(&m, 1));
+    assert_int_equal(cr_model_num_scalars(&m), 21691);
+    cr_tensor x = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 6, 5));
+    cr_rng r;
+    cr_rng_seed(&r, 2);
+    cr_tensor_fill_uniform(&x, &r, -1, 1);
+    const cr_tensor *y;
+    assert_cr_ok(cr_model_forward(&m, &x, &y));
+    assert_int_equal(y->shape[1], 11);
+    assert_int_equal(y->shape[2], 6);
+    assert_int_equal(y->shape[3], 5);
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+}
+
 /* ---- schedule, evaluation, training, checkpoints ------------------------------------------ */
 
 /* Linear warm-up to the peak, then a half cosine to 0. */
@@ -539,6 +562,7 @@ int main(void)
         cmocka_unit_test(metrics__golden),
         cmocka_unit_test(model__bottleneck_golden),
         cmocka_unit_test(model__load_strict),
+        cmocka_unit_test(model__fcn_builds),
         cmocka_unit_test(train__schedule),
         cmocka_unit_test(train__resume_is_bit_identical),
         cmocka_unit_test(train__checkpoint_mismatch),

@@ -748,6 +748,49 @@ int cr_model_add_bottleneck(cr_model *m, const char *prefix, int in, int64_t in_
 }
 // @end bottleneck
 
+/* Lab 4's small FCN (see model.h), classes outputs. */
+cr_status cr_model_build_fcn(cr_model *m, int64_t classes)
+{
+    cr_model_init(m);
+    const cr_bn_params bn = cr_bn_params_default();
+    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
+    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .align_corners = false};
+    int ok = 1, e1, e2;
+    cr_conv_params p;
+    int idx;
+    /* one stage: NAME.conv (3x3, padding 1), NAME.bn, NAME.relu; idx = the relu */
+#define CONV_BN_RELU(name, in, cin, cout)                                                 \
+    do {                                                                                  \
+        p = cr_conv_params_default(cin, cout, 3);                                         \
+        cr_conv_set_padding(&p, 1, 1);                                                    \
+        ok &= cr_model_add_conv(m, name ".conv", in, &p) >= 0;                           \
+        ok &= cr_model_add_batchnorm(m, name ".bn", CR_PREV, cout, &bn) >= 0;            \
+        ok &= (idx = cr_model_add_relu(m, name ".relu", CR_PREV)) >= 0;                   \
+    } while (0)
+    CONV_BN_RELU("enc1", CR_MODEL_INPUT, 3, 16);
+    e1 = idx;
+    ok &= cr_model_add_maxpool(m, "pool1", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc2", CR_PREV, 16, 32);
+    e2 = idx;
+    ok &= cr_model_add_maxpool(m, "pool2", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc3", CR_PREV, 32, 32);
+    ok &= cr_model_add_upsample(m, "up2", CR_PREV, &up, e2) >= 0;
+    ok &= cr_model_add_add(m, "skip2", CR_PREV, e2) >= 0;
+    CONV_BN_RELU("dec2", CR_PREV, 32, 16);
+    ok &= cr_model_add_upsample(m, "up1", CR_PREV, &up, e1) >= 0;
+    ok &= cr_model_add_add(m, "skip1", CR_PREV, e1) >= 0;
+    CONV_BN_RELU("dec1", CR_PREV, 16, 16);
+#undef CONV_BN_RELU
+    p = cr_conv_params_default(16, classes, 1);
+    ok &= cr_model_add_conv(m, "head", CR_PREV, &p) >= 0;
+    if (!ok) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", cr_last_error());
+        return cr_fail(CR_EINVAL, "building the FCN: %s", msg);
+    }
+    return CR_OK;
+}
+
 void cr_model_print(const cr_model *m, FILE *f)
 {
     for (int i = 0; i < m->n; i++) {

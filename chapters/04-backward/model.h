@@ -165,6 +165,17 @@ int cr_model_add_bottleneck(cr_model *m, const char *prefix, int in, int64_t in_
                             int64_t width, int64_t out_channels, int64_t groups,
                             int64_t stride, bool downsample);
 
+/* ---- lab 4's network -------------------------------------------------------------------- */
+
+/* A small fully-convolutional network for segmentation (lab 4's): three encoder stages
+ * enc1..enc3 (conv 3x3 padding 1 + BatchNorm + ReLU; 2x2 max-pools pool1, pool2 between),
+ * two decoder stages (bilinear up-sampling up2, up1 to the skip's size, add skip2, skip1,
+ * then dec2, dec1: conv + BN + ReLU) and a 1x1 conv "head" with `classes` outputs;
+ * 3 -> 16 -> 32 -> 32 -> 16 -> 16 channels at full, 1/2, 1/4 size (21 691 parameters for
+ * 11 classes). Inputs need H, W >= 4. m is initialised here (free with cr_model_free,
+ * also on failure); weights by cr_model_init_params. */
+cr_status cr_model_build_fcn(cr_model *m, int64_t classes);
+
 /* Prints one line per module (index, name, kind, input, output shape if run). */
 void cr_model_print(const cr_model *m, FILE *f);
 
