@@ -19,9 +19,9 @@
  *     `train` row per step (epoch, step, loss), one `val` row per epoch (validation loss
  *     and mean IoU), and `iou` rows at the end (per class and mean, validation and test
  *     splits). Same --seed and --threads give a bit-identical loss curve, and
- *     --checkpoint FILE / --resume FILE continue a run bit for bit. Every split is loaded
- *     and checked at --factor before any work; --quick trains on the first 16 train
- *     frames (8 val, 8 test).
+ *     --checkpoint FILE / --resume FILE continue a run bit for bit (same --epochs: the
+ *     schedule spans them). Every split is loaded and checked at --factor before any
+ *     work; --quick trains on the first 16 train frames (8 val, 8 test).
  * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
  * loss,split,class,iou (columns a kind does not use are empty). */
 #include <errno.h>
