@@ -13,13 +13,18 @@
  *     around glibc's __libc_malloc family; off in sanitizer builds, where the column
  *     then holds the operands alone).
  * (2) Training (--data DIR): a small fully-convolutional network learns CamVid's 11
- *     classes at 1/4 resolution (120 x 90) with AdamW and cross-entropy ignoring void;
- *     a progress line shows the loss; the CSV gets one `train` row per step (epoch,
- *     step, loss), one `val` row per epoch (validation loss and mean IoU), and `iou`
- *     rows at the end (per class and mean, validation and test splits). Same --seed and
- *     --threads give a bit-identical loss curve.
+ *     classes at 1/4 resolution (120 x 90) with AdamW and cross-entropy ignoring void,
+ *     through chapter 4's training engine (train.h: step, epoch, schedule, evaluation,
+ *     checkpoints; metrics.h: IoU); a progress line shows the loss; the CSV gets one
+ *     `train` row per step (epoch, step, loss), one `val` row per epoch (validation loss
+ *     and mean IoU), and `iou` rows at the end (per class and mean, validation and test
+ *     splits). Same --seed and --threads give a bit-identical loss curve, and
+ *     --checkpoint FILE / --resume FILE continue a run bit for bit (same --epochs: the
+ *     schedule spans them). Every split is loaded and checked at --factor before any
+ *     work; --quick trains on the first 16 train frames (8 val, 8 test).
  * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
  * loss,split,class,iou (columns a kind does not use are empty). */
+#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -33,9 +38,11 @@
 #include "direct.h"
 #include "lab_common.h"
 #include "loss.h"
+#include "metrics.h"
 #include "model.h"
 #include "optim.h"
 #include "progress.h"
+#include "train.h"
 
 #define MAX_REL 1e-4          /* fast vs reference gradients, relative L2 (sums of 1e4+ terms) */
 #define BUDGET_S 1.0          /* seconds of timed runs per implementation, pass and case */
@@ -125,7 +132,7 @@ static long long heap_mark(void)
 
 /* ---- options and CSV --------------------------------------------------------------------- */
 
-static const char *data_dir = NULL;
+static const char *data_dir = NULL, *checkpoint_path = NULL, *resume_path = NULL;
 static const char *part = "all";
 static int epochs = 25, train_seed = 1, batch_size = 8, factor = 4;
 static double lr = 2e-3;
@@ -139,7 +146,11 @@ static const cr_arg extra_args[] = {
     {"batch", CR_ARG_INT, &batch_size, "N", "training batch size", 1, 256},
     {"factor", CR_ARG_INT, &factor, "N", "image reduction factor (4: 480x360 -> 120x90)",
      1, 32},
-    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate", 0, -1},
+    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate (finite, > 0)", 0, -1},
+    {"checkpoint", CR_ARG_STRING, &checkpoint_path, "FILE",
+     "save a checkpoint (weights, optimizer, schedule, random streams) after every epoch", 0, -1},
+    {"resume", CR_ARG_STRING, &resume_path, "FILE",
+     "continue the run a --checkpoint FILE saved (--epochs stays the total)", 0, -1},
     {"part", CR_ARG_STRING, &part, "WHICH", "all, timing or train", 0, -1},
 };
 
@@ -344,126 +355,93 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
 
 /* ---- (2) training on CamVid ---------------------------------------------------------------- */
 
-/* The network: three encoder stages (conv 3x3 + BN + ReLU, max-pool between), two decoder
- * stages (bilinear up-sampling to the skip's size, add the skip, conv + BN + ReLU) and a
- * 1x1 head with 11 outputs. 3 -> 16 -> 32 -> 32 channels at full, 1/2, 1/4 size. */
-static cr_status build_net(cr_model *m)
+#define NET_MIN_SIDE 4        /* two 2x2 max-pools need 4 x 4 frames */
+#define QUICK_FRAMES 16       /* --quick with --data: the first 16 train, 8 val, 8 test frames */
+
+/* Everything the training part needs, prepared before any work. */
+typedef struct {
+    cr_dataset train, val, test;
+    cr_model model;
+    cr_trainer trainer;
+    int start_epoch;          /* epochs already in the --resume checkpoint */
+    double load_s;
+} train_run;
+
+/* Frees the run (safe on a zeroed one). */
+static void train_run_free(train_run *r)
 {
-    cr_model_init(m);
-    const cr_bn_params bn = cr_bn_params_default();
-    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
-    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .align_corners = false};
-    int ok = 1, e1, e2;
-    cr_conv_params p;
-    int idx;
-    /* one stage: NAME.conv (3x3, padding 1), NAME.bn, NAME.relu; idx = the relu */
-#define CONV_BN_RELU(name, in, cin, cout)                                                 \
-    do {                                                                                  \
-        p = cr_conv_params_default(cin, cout, 3);                                         \
-        cr_conv_set_padding(&p, 1, 1);                                                    \
-        ok &= cr_model_add_conv(m, name ".conv", in, &p) >= 0;                           \
-        ok &= cr_model_add_batchnorm(m, name ".bn", CR_PREV, cout, &bn) >= 0;            \
-        ok &= (idx = cr_model_add_relu(m, name ".relu", CR_PREV)) >= 0;                   \
-    } while (0)
-    CONV_BN_RELU("enc1", CR_MODEL_INPUT, 3, 16);
-    e1 = idx;
-    ok &= cr_model_add_maxpool(m, "pool1", CR_PREV, &pool) >= 0;
-    CONV_BN_RELU("enc2", CR_PREV, 16, 32);
-    e2 = idx;
-    ok &= cr_model_add_maxpool(m, "pool2", CR_PREV, &pool) >= 0;
-    CONV_BN_RELU("enc3", CR_PREV, 32, 32);
-    ok &= cr_model_add_upsample(m, "up2", CR_PREV, &up, e2) >= 0;
-    ok &= cr_model_add_add(m, "skip2", CR_PREV, e2) >= 0;
-    CONV_BN_RELU("dec2", CR_PREV, 32, 16);
-    ok &= cr_model_add_upsample(m, "up1", CR_PREV, &up, e1) >= 0;
-    ok &= cr_model_add_add(m, "skip1", CR_PREV, e1) >= 0;
-    CONV_BN_RELU("dec1", CR_PREV, 16, 16);
-#undef CONV_BN_RELU
-    p = cr_conv_params_default(16, CR_CAMVID_CLASSES, 1);
-    ok &= cr_model_add_conv(m, "head", CR_PREV, &p) >= 0;
-    return ok ? CR_OK : CR_EINVAL;
+    cr_trainer_free(&r->trainer);
+    cr_model_free(&r->model);
+    cr_dataset_free(&r->train);
+    cr_dataset_free(&r->val);
+    cr_dataset_free(&r->test);
 }
 
-/* Adds the predictions (argmax of logits N x 11 x H x W) against labels to conf (11 x 11,
- * row = truth, column = prediction), ignoring void. */
-static void confusion_add(const cr_tensor *logits, const int32_t *labels, int64_t *conf)
+/* Fails unless a split's reduced frames are at least NET_MIN_SIDE on each side. */
+static int check_split(const lab_ctx *ctx, const char *split, const cr_dataset *ds)
 {
-    const int64_t N = logits->shape[0], C = logits->shape[1];
-    const int64_t HW = logits->shape[2] * logits->shape[3];
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t i = 0; i < HW; i++) {
-            const int32_t t = labels[n * HW + i];
-            if (t < 0) continue;
-            int64_t best = 0;
-            const float *z = logits->data + n * C * HW + i;
-            for (int64_t c = 1; c < C; c++)
-                if (z[c * HW] > z[best * HW]) best = c;
-            conf[t * C + best]++;
+    if (ds->height >= NET_MIN_SIDE && ds->width >= NET_MIN_SIDE) return 1;
+    fprintf(stderr, "%s: --data: the %s frames are %lldx%lld at --factor %d; the network needs "
+            "at least %dx%d (two 2x2 max-pools): use a smaller --factor\n", ctx->program, split,
+            (long long)ds->width, (long long)ds->height, factor, NET_MIN_SIDE, NET_MIN_SIDE);
+    return 0;
+}
+
+/* Loads the three splits at --factor, builds the network and the trainer and reads
+ * --resume: every check the run needs, before any timing or training. Returns a lab exit
+ * code (LAB_EXIT_OK to go on). */
+static int prepare_training(const lab_ctx *ctx, train_run *r)
+{
+    const double t0 = cr_now();
+    const char *splits[3] = {"train", "val", "test"};
+    cr_dataset *ds[3] = {&r->train, &r->val, &r->test};
+    for (int i = 0; i < 3; i++) {
+        cr_status s = cr_camvid_load(data_dir, splits[i], factor,
+                                     ctx->quick ? (i == 0 ? QUICK_FRAMES : QUICK_FRAMES / 2) : 0,
+                                     ds[i]);
+        if (s) {
+            fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
+            return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
         }
-}
-
-/* Per-class IoU from the confusion matrix; returns the mean over classes that occur
- * (in truth or prediction). */
-static double iou_from(const int64_t *conf, double *iou)
-{
-    const int C = CR_CAMVID_CLASSES;
-    double sum = 0;
-    int n = 0;
-    for (int c = 0; c < C; c++) {
-        int64_t tp = conf[c * C + c], fp = 0, fn = 0;
-        for (int k = 0; k < C; k++)
-            if (k != c) {
-                fp += conf[k * C + c];
-                fn += conf[c * C + k];
-            }
-        const int64_t den = tp + fp + fn;
-        iou[c] = den ? (double)tp / (double)den : NAN;
-        if (den) {
-            sum += iou[c];
-            n++;
+        if (!check_split(ctx, splits[i], ds[i])) return LAB_EXIT_USAGE;
+    }
+    r->load_s = cr_now() - t0;
+    cr_train_config c = cr_train_config_default();
+    c.lr = lr;
+    c.batch = batch_size;
+    c.epochs = epochs;
+    c.seed = (uint64_t)train_seed;
+    c.ignore_index = CR_CAMVID_IGNORE;
+    cr_status s;
+    if ((s = cr_model_build_fcn(&r->model, CR_CAMVID_CLASSES)) || (s = cr_model_init_params(&r->model, (uint64_t)train_seed))) {
+        fprintf(stderr, "%s: building the network: %s\n", ctx->program, cr_last_error());
+        return LAB_EXIT_FAILED;
+    }
+    if ((s = cr_trainer_init(&r->trainer, &r->model, &c, r->train.count, r->train.height,
+                             r->train.width))) {
+        fprintf(stderr, "%s: --batch %d: %s\n", ctx->program, batch_size, cr_last_error());
+        return s == CR_EINVAL ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+    }
+    if (resume_path) {
+        if ((s = cr_checkpoint_load(&r->trainer, resume_path))) {
+            fprintf(stderr, "%s: --resume: %s\n", ctx->program, cr_last_error());
+            return s == CR_EINVAL ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+        }
+        r->start_epoch = r->trainer.epoch;
+        if (r->start_epoch >= epochs) {
+            fprintf(stderr, "%s: --resume: '%s' already holds %d epochs; --epochs %d (the total) "
+                    "leaves none to train\n", ctx->program, resume_path, r->start_epoch, epochs);
+            return LAB_EXIT_USAGE;
         }
     }
-    return n ? sum / n : 0.0;
-}
-
-/* Evaluates the model on a split: mean loss and confusion matrix (evaluation mode). */
-static cr_status evaluate(cr_model *m, const cr_dataset *ds, double *loss, int64_t *conf)
-{
-    const int64_t B = 8, H = ds->height, W = ds->width;
-    cr_tensor x = {0};
-    int32_t *lab = malloc((size_t)(B * H * W) * sizeof *lab);
-    int64_t idx[8];
-    double total = 0;
-    int64_t batches = 0;
-    cr_status s = lab ? CR_OK : cr_fail(CR_ENOMEM, "out of memory");
-    memset(conf, 0, sizeof(int64_t) * CR_CAMVID_CLASSES * CR_CAMVID_CLASSES);
-    cr_model_train(m, false);
-    for (int64_t b0 = 0; !s && b0 < ds->count; b0 += B) {
-        const int64_t nb = ds->count - b0 < B ? ds->count - b0 : B;
-        for (int64_t i = 0; i < nb; i++) idx[i] = b0 + i;
-        cr_tensor_free(&x);
-        const cr_tensor *y;
-        double l;
-        if ((s = cr_tensor_alloc4(&x, nb, 3, H, W)) || (s = cr_dataset_batch(ds, idx, nb, NULL, &x, lab)) ||
-            (s = cr_model_forward(m, &x, &y)) ||
-            (s = cr_cross_entropy(y, lab, CR_CAMVID_IGNORE, &l, NULL)))
-            break;
-        confusion_add(y, lab, conf);
-        total += l;
-        batches++;
-    }
-    cr_model_train(m, true);
-    cr_tensor_free(&x);
-    free(lab);
-    *loss = batches ? total / batches : 0;
-    return s;
+    return LAB_EXIT_OK;
 }
 
 /* Prints and writes per-class IoU of a split; returns the mean. */
-static double report_iou(lab_ctx *ctx, const char *split, const int64_t *conf, int epoch)
+static double report_iou(lab_ctx *ctx, const char *split, const cr_confusion *conf, int epoch)
 {
     double iou[CR_CAMVID_CLASSES];
-    const double mean = iou_from(conf, iou);
+    const double mean = cr_confusion_iou(conf, iou);
     printf("%-5s", split);
     for (int c = 0; c < CR_CAMVID_CLASSES; c++) {
         printf(" %6.3f", iou[c]);
@@ -476,149 +454,128 @@ static double report_iou(lab_ctx *ctx, const char *split, const int64_t *conf, i
     return mean;
 }
 
-/* Cosine learning-rate schedule with a linear warm-up over the first `warm` steps. */
-static double schedule(double peak, int64_t step, int64_t total, int64_t warm)
+typedef struct {
+    lab_ctx *ctx;
+    cr_progress *prog;
+    int64_t w, h;
+    double first_loss;
+} step_ctx;
+
+/* After each training step: a CSV row and the progress line. */
+static void on_step(void *arg, const cr_step_info *info)
 {
-    if (step < warm) return peak * (double)(step + 1) / (double)warm;
-    const double t = (double)(step - warm) / (double)(total - warm > 0 ? total - warm : 1);
-    return peak * 0.5 * (1.0 + cos(3.14159265358979323846 * t));
+    step_ctx *c = arg;
+    if (isnan(c->first_loss)) c->first_loss = info->loss;
+    lab_csv_row(c->ctx, "lab04,train,camvid_%lldx%lld,fast,forward+backward,3,%d,%d,%.3f,,,"
+                "%d,%lld,%.6f,train,,", (long long)c->w, (long long)c->h, batch_size,
+                c->ctx->threads, info->ms, info->epoch, (long long)info->step, info->loss);
+    char what[64];
+    snprintf(what, sizeof what, "epoch %d loss %.4f", info->epoch, info->loss);
+    cr_progress_step(c->prog, what);
 }
 
-/* The training run; returns a lab exit code. */
-static int run_training(lab_ctx *ctx)
+/* The training run on a prepared run; returns a lab exit code. */
+static int run_training(lab_ctx *ctx, train_run *r)
 {
-    const double t0 = cr_now();
-    cr_dataset train = {0}, val = {0}, test = {0};
-    const int64_t quick_max = 0;
-    cr_status s = cr_camvid_load(data_dir, "train", factor, quick_max, &train);
-    if (!s) s = cr_camvid_load(data_dir, "val", factor, quick_max, &val);
-    if (!s) s = cr_camvid_load(data_dir, "test", factor, quick_max, &test);
-    if (s) {
-        fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
-        cr_dataset_free(&train);
-        cr_dataset_free(&val);
-        return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
-    }
-    const int64_t H = train.height, W = train.width, B = batch_size;
+    cr_trainer *t = &r->trainer;
+    const int64_t H = r->train.height, W = r->train.width;
     printf("(2) training on CamVid %s: %lld train, %lld val, %lld test frames at %lldx%lld "
-           "(1/%d), loaded in %.1f s\n", data_dir, (long long)train.count, (long long)val.count,
-           (long long)test.count, (long long)W, (long long)H, factor, cr_now() - t0);
-    cr_model m;
-    if ((s = build_net(&m)) || (s = cr_model_init_params(&m, (uint64_t)train_seed))) {
-        fprintf(stderr, "%s: building the network: %s\n", ctx->program, cr_last_error());
-        cr_model_free(&m);
-        return LAB_EXIT_FAILED;
-    }
-    cr_tensor *params[64], *grads[64];
-    const int np = cr_model_parameters(&m, params, grads, NULL, 64);
+           "(1/%d)%s, loaded in %.1f s\n", data_dir, (long long)r->train.count,
+           (long long)r->val.count, (long long)r->test.count, (long long)W, (long long)H, factor,
+           ctx->quick ? ", --quick: the first frames only" : "", r->load_s);
     printf("    network: %d modules, %d parameter tensors, %lld parameters; AdamW lr %.1e "
-           "(warm-up, cosine), weight decay 1e-4, batch %lld, %d epochs, seed %d, flips\n",
-           m.n, np, (long long)cr_model_num_scalars(&m), lr, (long long)B, epochs, train_seed);
-    cr_optimizer opt;
-    cr_optim_config oc = cr_adamw_config(lr, 1e-4);
-    cr_tensor x = {0}, dz = {0};
-    int32_t *lab = malloc((size_t)(B * H * W) * sizeof *lab);
-    int64_t *order = malloc((size_t)train.count * sizeof *order);
-    int64_t conf[CR_CAMVID_CLASSES * CR_CAMVID_CLASSES];
-    if (!lab || !order) s = cr_fail(CR_ENOMEM, "out of memory");
-    if (!s) s = cr_optim_init(&opt, &oc, params, np);
-    cr_rng rng;
-    cr_rng_seed(&rng, (uint64_t)train_seed * 7919u + 17u);
-    const int64_t steps_per_epoch = train.count / B;   /* the last partial batch is dropped */
-    const int64_t total_steps = steps_per_epoch * epochs;
+           "(warm-up, cosine), weight decay %g, batch %d, %d epochs, seed %d, flips\n",
+           r->model.n, t->params.n, (long long)cr_model_num_scalars(&r->model), lr,
+           t->cfg.weight_decay, batch_size, epochs, train_seed);
+    if (resume_path)
+        printf("    resumed from %s after epoch %d (step %lld)\n", resume_path, r->start_epoch,
+               (long long)t->step);
+    cr_confusion conf;
+    cr_status s = cr_confusion_init(&conf, CR_CAMVID_CLASSES);
     cr_progress prog;
-    cr_progress_begin(&prog, "training steps", (long)total_steps);
-    int64_t step = 0;
-    double first_loss = NAN, last_epoch_loss = NAN, val_miou = 0;
+    cr_progress_begin(&prog, "training steps", (long)((epochs - r->start_epoch) * t->steps_per_epoch));
+    step_ctx sc = {ctx, &prog, W, H, NAN};
+    double last_epoch_loss = NAN, val_miou = 0;
     const double t_train = cr_now();
-    for (int ep = 0; ep < epochs && !s; ep++) {
-        for (int64_t i = 0; i < train.count; i++) order[i] = i;
-        for (int64_t i = train.count - 1; i > 0; i--) {   /* Fisher-Yates */
-            int64_t j = cr_rng_int(&rng, 0, i), t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
-        double epoch_loss = 0;
-        for (int64_t b = 0; b < steps_per_epoch && !s; b++, step++) {
-            const double ts = cr_now();
-            uint8_t flip[256];
-            for (int64_t i = 0; i < B; i++) flip[i] = (uint8_t)cr_rng_int(&rng, 0, 1);
-            const cr_tensor *y;
-            double loss;
-            // @snippet train_step
-            cr_optim_set_lr(&opt, schedule(lr, step, total_steps, steps_per_epoch));
-            if (!x.data) s = cr_tensor_alloc4(&x, B, 3, H, W);
-            if (!s) s = cr_dataset_batch(&train, order + b * B, B, flip, &x, lab);
-            if (!s) s = cr_model_forward(&m, &x, &y);
-            if (!s && !dz.data) s = cr_tensor_alloc(&dz, 4, y->shape);
-            if (!s) s = cr_cross_entropy(y, lab, CR_CAMVID_IGNORE, &loss, &dz);
-            if (!s) {
-                cr_model_zero_grad(&m);
-                s = cr_model_backward(&m, &dz);
-            }
-            if (!s) s = cr_optim_step(&opt, params, (const cr_tensor *const *)grads);
-            // @end train_step
-            if (s) break;
-            if (step == 0) first_loss = loss;
-            epoch_loss += loss;
-            lab_csv_row(ctx, "lab04,train,camvid_%lldx%lld,fast,forward+backward,3,%lld,%d,%.3f,,,"
-                        "%d,%lld,%.6f,train,,", (long long)W, (long long)H, (long long)B,
-                        ctx->threads, (cr_now() - ts) * 1e3, ep + 1, (long long)step + 1, loss);
-            char what[64];
-            snprintf(what, sizeof what, "epoch %d loss %.4f", ep + 1, loss);
-            cr_progress_step(&prog, what);
-        }
-        if (s) break;
-        last_epoch_loss = epoch_loss / (double)steps_per_epoch;
+    while (!s && t->epoch < epochs) {
+        if ((s = cr_train_epoch(t, &r->train, on_step, &sc, &last_epoch_loss))) break;
         double vloss;
-        if ((s = evaluate(&m, &val, &vloss, conf))) break;
-        double iou[CR_CAMVID_CLASSES];
-        val_miou = iou_from(conf, iou);
+        cr_confusion_reset(&conf);
+        if ((s = cr_evaluate(&r->model, &r->val, 8, CR_CAMVID_IGNORE, &vloss, &conf))) break;
+        val_miou = cr_confusion_iou(&conf, NULL);
         clear_progress(&prog);
         printf("    epoch %2d: train loss %.4f, val loss %.4f, val mean IoU %.3f (%.0f s)\n",
-               ep + 1, last_epoch_loss, vloss, val_miou, cr_now() - t_train);
+               t->epoch, last_epoch_loss, vloss, val_miou, cr_now() - t_train);
         fflush(stdout);
-        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%lld,%d,,,,%d,%lld,%.6f,val,mean,%.4f",
-                    (long long)W, (long long)H, (long long)B, ctx->threads, ep + 1,
-                    (long long)step, vloss, val_miou);
+        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f",
+                    (long long)W, (long long)H, batch_size, ctx->threads, t->epoch,
+                    (long long)t->step, vloss, val_miou);
+        if (checkpoint_path && (s = cr_checkpoint_save(t, checkpoint_path, NULL))) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", cr_last_error());
+            s = cr_fail(s, "--checkpoint: %s", msg);
+        }
     }
     cr_progress_end(&prog);
     const double train_s = cr_now() - t_train;
     int rc = LAB_EXIT_OK;
     if (s) {
+        clear_progress(&prog);
         fprintf(stderr, "%s: training: %s\n", ctx->program, cr_last_error());
         rc = LAB_EXIT_FAILED;
     } else {
-        printf("\n    IoU per class (%d classes, void ignored), at %lldx%lld:\n%-5s", CR_CAMVID_CLASSES,
+        printf("\n    IoU per class (%d classes, void ignored; nan: a class in neither truth nor "
+               "prediction, left out of the mean), at %lldx%lld:\n%-5s", CR_CAMVID_CLASSES,
                (long long)W, (long long)H, "");
         for (int c = 0; c < CR_CAMVID_CLASSES; c++) printf(" %6.6s", cr_camvid_class_name(c));
         printf("  %6s\n", "mean");
-        double vloss, tloss;
-        s = evaluate(&m, &val, &vloss, conf);
-        if (!s) val_miou = report_iou(ctx, "val", conf, epochs);
-        if (!s) s = evaluate(&m, &test, &tloss, conf);
-        const double test_miou = s ? 0 : report_iou(ctx, "test", conf, epochs);
-        printf("\n    loss %.4f (first step) -> %.4f (last epoch's mean); val mean IoU %.3f, "
-               "test %.3f (chance, all road: about 0.03); %.0f s of training, %.0f s in all\n",
-               first_loss, last_epoch_loss, val_miou, test_miou, train_s, cr_now() - t0);
+        cr_confusion_reset(&conf);
+        s = cr_evaluate(&r->model, &r->val, 8, CR_CAMVID_IGNORE, NULL, &conf);
+        if (!s) val_miou = report_iou(ctx, "val", &conf, epochs);
+        cr_confusion_reset(&conf);
+        if (!s) s = cr_evaluate(&r->model, &r->test, 8, CR_CAMVID_IGNORE, NULL, &conf);
+        const double test_miou = s ? 0 : report_iou(ctx, "test", &conf, epochs);
+        printf("\n    loss %.4f (first step%s) -> %.4f (last epoch's mean); val mean IoU %.3f, "
+               "test %.3f (chance, all road: about 0.03); %.0f s of training\n", sc.first_loss,
+               resume_path ? " after resuming" : "", last_epoch_loss, val_miou, test_miou, train_s);
+        if (checkpoint_path) printf("    checkpoint: %s (epoch %d)\n", checkpoint_path, t->epoch);
         if (s) {
             fprintf(stderr, "%s: evaluation: %s\n", ctx->program, cr_last_error());
             rc = LAB_EXIT_FAILED;
-        } else if (!(last_epoch_loss < first_loss)) {
+        } else if (!resume_path && !ctx->quick && !(last_epoch_loss < sc.first_loss)) {
             fprintf(stderr, "%s: the loss did not go down\n", ctx->program);
             rc = LAB_EXIT_FAILED;
         }
     }
-    cr_optim_free(&opt);
-    cr_model_free(&m);
-    cr_tensor_free(&x);
-    cr_tensor_free(&dz);
-    free(lab);
-    free(order);
-    cr_dataset_free(&train);
-    cr_dataset_free(&val);
-    cr_dataset_free(&test);
+    cr_confusion_free(&conf);
     return rc;
+}
+
+/* Checks the training options beyond their types; returns LAB_RUN or LAB_EXIT_USAGE. */
+static int check_train_args(const lab_ctx *ctx)
+{
+    if (!(lr > 0) || !isfinite(lr)) {
+        fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", ctx->program, lr);
+        return LAB_EXIT_USAGE;
+    }
+    if ((checkpoint_path || resume_path) && !data_dir) {
+        fprintf(stderr, "%s: --%s needs --data DIR (it belongs to the training part)\n",
+                ctx->program, checkpoint_path ? "checkpoint" : "resume");
+        return LAB_EXIT_USAGE;
+    }
+    if (checkpoint_path) {   /* the directory must take the file: try its .tmp now */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", checkpoint_path);
+        FILE *f = fopen(tmp, "wb");
+        if (!f) {
+            fprintf(stderr, "%s: --checkpoint '%s': cannot write '%s': %s\n", ctx->program,
+                    checkpoint_path, tmp, strerror(errno));
+            return LAB_EXIT_FAILED;
+        }
+        fclose(f);
+        remove(tmp);
+    }
+    return LAB_RUN;
 }
 
 int main(int argc, char **argv)
@@ -636,14 +593,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: --part: expected all, timing or train, got '%s'\n", ctx.program, part);
         return LAB_EXIT_USAGE;
     }
-    if (do_train && data_dir && !ctx.quick) {   /* a bad folder stops before any timing */
-        cr_dataset probe;
-        cr_status ps = cr_camvid_load(data_dir, "val", 32, 1, &probe);
-        if (ps != CR_OK) {
-            fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
-            return ps == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
-        }
-        cr_dataset_free(&probe);
+    if ((rc = check_train_args(&ctx)) != LAB_RUN) return rc;
+    train_run tr;
+    memset(&tr, 0, sizeof tr);
+    if (do_train && data_dir && (rc = prepare_training(&ctx, &tr)) != LAB_EXIT_OK) {
+        train_run_free(&tr);   /* every split checked before any work */
+        return rc;
     }
     lab_banner(&ctx, "chapter 4, the backward pass and a training loop");
     cr_flush_cache();   /* allocates its buffer now, outside the memory measurements */
@@ -658,6 +613,7 @@ int main(int argc, char **argv)
     cr_status st = lab_csv_begin(&ctx, csv_columns, extra);
     if (st != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        train_run_free(&tr);
         return LAB_EXIT_FAILED;
     }
     cr_rng rng;
@@ -665,14 +621,16 @@ int main(int argc, char **argv)
     int ok = 1;
     if (do_timing) ok = run_timing(&ctx, &rng);
     if (do_train) {
-        if (ctx.quick) {
-            printf("(2) training: skipped in --quick mode\n");
-        } else if (!data_dir) {
+        if (!data_dir) {
             printf("(2) training: skipped, no --data DIR. %s\n", cr_camvid_howto());
         } else {
-            int trc = run_training(&ctx);
-            if (trc != LAB_EXIT_OK) return lab_finish(&ctx, trc);
+            int trc = run_training(&ctx, &tr);
+            if (trc != LAB_EXIT_OK) {
+                train_run_free(&tr);
+                return lab_finish(&ctx, trc);
+            }
         }
     }
+    train_run_free(&tr);
     return lab_finish(&ctx, ok ? LAB_EXIT_OK : LAB_EXIT_FAILED);
 }

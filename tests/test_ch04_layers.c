@@ -699,14 +699,26 @@ static void model__state_dict_names(void **state)
     cr_model m;
     build_fcn(&m, true);
     assert_cr_ok(cr_model_init_params(&m, 1));
-    char names[16][CR_PARAM_NAME_MAX];
-    const int n = cr_model_parameters(&m, NULL, NULL, names, 16);
+    cr_tensor_list l, st;
+    assert_cr_ok(cr_model_param_list(&m, &l));
     const char *want[] = {"enc1.conv.weight", "enc1.conv.bias", "enc1.bn.weight", "enc1.bn.bias",
                           "enc2.conv.weight", "enc2.conv.bias", "head.weight", "head.bias"};
-    assert_int_equal(n, 8);
-    for (int i = 0; i < n; i++)
-        if (strcmp(names[i], want[i]) != 0)
-            fail_msg("parameter %d is named '%s', expected '%s'", i, names[i], want[i]);
+    assert_int_equal(l.n, 8);
+    for (int i = 0; i < l.n; i++) {
+        if (strcmp(l.names[i], want[i]) != 0)
+            fail_msg("parameter %d is named '%s', expected '%s'", i, l.names[i], want[i]);
+        assert_non_null(l.grads[i]);
+    }
+    assert_ptr_equal(l.tensors[2], &m.mods[1].weight);
+    /* the state dict adds the BatchNorm buffers after the BN's bias, without gradients */
+    assert_cr_ok(cr_model_state_list(&m, &st));
+    assert_int_equal(st.n, 10);
+    assert_string_equal(st.names[4], "enc1.bn.running_mean");
+    assert_string_equal(st.names[5], "enc1.bn.running_var");
+    assert_null(st.grads[4]);
+    assert_ptr_equal(st.tensors[5], &m.mods[1].running_var);
+    cr_tensor_list_free(&l);
+    cr_tensor_list_free(&st);
     assert_int_equal(cr_model_num_scalars(&m), 3 * 4 * 9 + 4 + 4 + 4 + 4 * 4 * 9 + 4 + 4 * 5 + 5);
     assert_true(cr_model_add_relu(&m, "head", CR_PREV) < 0);        /* duplicate name */
     assert_true(cr_model_add_relu(&m, "x", 99) < 0);                 /* not an earlier module */
@@ -793,8 +805,10 @@ static void model__backward_finite_difference(void **state)
     cr_tensor_fill_uniform(&dy, &r, -1, 1);
     cr_model_zero_grad(&m);
     assert_cr_ok(cr_model_backward(&m, &dy));
-    cr_tensor *params[8], *grads[8];
-    const int n = cr_model_parameters(&m, params, grads, NULL, 8);
+    cr_tensor_list pl;
+    assert_cr_ok(cr_model_param_list(&m, &pl));
+    cr_tensor **params = pl.tensors, **grads = pl.grads;
+    const int n = pl.n;
     double gmax = 0;
     for (int k = 0; k < n; k++)
         for (size_t i = 0; i < grads[k]->numel; i++) gmax = fmax(gmax, fabs(grads[k]->data[i]));
@@ -820,6 +834,7 @@ static void model__backward_finite_difference(void **state)
     assert_true(fabsf(grads[0]->data[0] - 2 * g0) <= 1e-5f * fabsf(g0) + 1e-7f);
     cr_model_zero_grad(&m);
     assert_true(grads[0]->data[0] == 0.0f);
+    cr_tensor_list_free(&pl);
     cr_model_free(&m);
     cr_tensor_free(&x); cr_tensor_free(&dy);
 }
@@ -967,8 +982,10 @@ static void train_tiny(int steps, double *losses, float *final, size_t n)
     cr_model m;
     build_fcn(&m, true);
     assert_cr_ok(cr_model_init_params(&m, 11));
-    cr_tensor *params[16], *grads[16];
-    const int np = cr_model_parameters(&m, params, grads, NULL, 16);
+    cr_tensor_list pl;
+    assert_cr_ok(cr_model_param_list(&m, &pl));
+    cr_tensor **params = pl.tensors, **grads = pl.grads;
+    const int np = pl.n;
     cr_optimizer opt;
     const cr_optim_config oc = cr_adamw_config(1e-2, 1e-4);
     assert_cr_ok(cr_optim_init(&opt, &oc, params, np));
@@ -992,6 +1009,7 @@ static void train_tiny(int steps, double *losses, float *final, size_t n)
     for (int i = 0; i < np; i++)
         for (size_t j = 0; j < params[i]->numel && k < n; j++) final[k++] = params[i]->data[j];
     assert_int_equal(k, n);
+    cr_tensor_list_free(&pl);
     cr_optim_free(&opt);
     cr_tensor_free(&x);
     cr_tensor_free(&dz);

@@ -509,26 +509,62 @@ void cr_model_zero_grad(cr_model *m)
     }
 }
 
-/* Trainable parameters, weight then bias per module, in module order. */
-int cr_model_parameters(cr_model *m, cr_tensor **params, cr_tensor **grads,
-                        char (*names)[CR_PARAM_NAME_MAX], int max)
+/* Fills l (if not NULL) with the module's tensors in state_dict order, weight then bias
+ * (then running_mean, running_var when buffers); returns how many there are. */
+static int list_tensors(cr_model *m, bool buffers, cr_tensor_list *l)
 {
+    static const char *const suffix[4] = {"weight", "bias", "running_mean", "running_var"};
     int k = 0;
     for (int i = 0; i < m->n; i++) {
         cr_module *d = &m->mods[i];
-        cr_tensor *pv[2] = {&d->weight, &d->bias}, *gv[2] = {&d->dweight, &d->dbias};
-        const char *suffix[2] = {"weight", "bias"};
-        for (int j = 0; j < 2; j++) {
-            if (!pv[j]->data) continue;
-            if (k < max) {
-                if (params) params[k] = pv[j];
-                if (grads) grads[k] = gv[j];
-                if (names) snprintf(names[k], CR_PARAM_NAME_MAX, "%s.%s", d->name, suffix[j]);
+        cr_tensor *tv[4] = {&d->weight, &d->bias, &d->running_mean, &d->running_var};
+        cr_tensor *gv[4] = {&d->dweight, &d->dbias, NULL, NULL};
+        for (int j = 0; j < (buffers ? 4 : 2); j++) {
+            if (!tv[j]->data) continue;
+            if (l) {
+                l->tensors[k] = tv[j];
+                l->grads[k] = gv[j];
+                snprintf(l->names[k], CR_PARAM_NAME_MAX, "%s.%s", d->name, suffix[j]);
             }
             k++;
         }
     }
     return k;
+}
+
+/* Allocates *out for the model's parameters (and buffers) and fills it. */
+static cr_status make_list(cr_model *m, bool buffers, cr_tensor_list *out)
+{
+    memset(out, 0, sizeof *out);
+    const int n = list_tensors(m, buffers, NULL);
+    const size_t cnt = (size_t)(n ? n : 1);
+    out->tensors = calloc(cnt, sizeof *out->tensors);
+    out->grads = calloc(cnt, sizeof *out->grads);
+    out->names = calloc(cnt, sizeof *out->names);
+    if (!out->tensors || !out->grads || !out->names) {
+        cr_tensor_list_free(out);
+        return cr_fail(CR_ENOMEM, "model: out of memory listing %d tensors", n);
+    }
+    out->n = list_tensors(m, buffers, out);
+    return CR_OK;
+}
+
+cr_status cr_model_param_list(cr_model *m, cr_tensor_list *out)
+{
+    return make_list(m, false, out);
+}
+
+cr_status cr_model_state_list(cr_model *m, cr_tensor_list *out)
+{
+    return make_list(m, true, out);
+}
+
+void cr_tensor_list_free(cr_tensor_list *l)
+{
+    free(l->tensors);
+    free(l->grads);
+    free(l->names);
+    memset(l, 0, sizeof *l);
 }
 
 int64_t cr_model_num_scalars(const cr_model *m)
@@ -584,7 +620,8 @@ typedef struct {
     int copy;   /* 0: check names and shapes only; 1: copy */
 } load_ctx;
 
-/* for_each_state callback: copies the file's tensor of that name into t (same numel and shape). */
+/* for_each_state callback: checks the file's tensor of that name has t's exact shape;
+ * copies it into t when c->copy. */
 static cr_status load_one(const char *name, cr_tensor *t, void *ctx)
 {
     load_ctx *c = ctx;
@@ -593,7 +630,7 @@ static cr_status load_one(const char *name, cr_tensor *t, void *ctx)
     cr_tensor v = {0};
     cr_status s = cr_st_get(c->f, name, &v);
     if (s) return s;
-    if (v.numel != t->numel || !(cr_tensor_same_shape(&v, t) || (t->ndim == 1 && v.numel == t->numel))) {
+    if (!cr_tensor_same_shape(&v, t)) {
         char a[64], b[64];
         cr_tensor_shape_str(&v, a, sizeof a);
         cr_tensor_shape_str(t, b, sizeof b);
@@ -606,42 +643,152 @@ static cr_status load_one(const char *name, cr_tensor *t, void *ctx)
     return CR_OK;
 }
 
-cr_status cr_model_load(cr_model *m, const char *path)
+/* True if name is one of module d's state_dict entries (PREFIX.weight, ...). */
+static bool module_has(const cr_module *d, const char *name)
 {
-    cr_st_file *f;
-    cr_status s = cr_st_load(&f, path);
-    if (s) return s;
+    const size_t len = strlen(d->name);
+    if (strncmp(name, d->name, len) != 0 || name[len] != '.') return false;
+    const char *suf = name + len + 1;
+    return (strcmp(suf, "weight") == 0 && d->weight.data) ||
+           (strcmp(suf, "bias") == 0 && d->bias.data) ||
+           (strcmp(suf, "running_mean") == 0 && d->running_mean.data) ||
+           (strcmp(suf, "running_var") == 0 && d->running_var.data);
+}
+
+cr_status cr_model_load_st(cr_model *m, const cr_st_file *f, const char *path,
+                           const char *skip_prefix)
+{
     /* strict: every name in the file must belong to the model */
     for (int i = 0; i < cr_st_count(f); i++) {
         const char *name = cr_st_name(f, i);
         const char *dot = strrchr(name, '.');
         if (dot && strcmp(dot, ".num_batches_tracked") == 0) continue;
-        int known = 0;
-        for (int j = 0; j < m->n && !known; j++) {
-            size_t len = strlen(m->mods[j].name);
-            known = strncmp(name, m->mods[j].name, len) == 0 && name[len] == '.';
-            if (known) {
-                const char *suf = name + len + 1;
-                const cr_module *d = &m->mods[j];
-                known = (strcmp(suf, "weight") == 0 && d->weight.data) ||
-                        (strcmp(suf, "bias") == 0 && d->bias.data) ||
-                        (strcmp(suf, "running_mean") == 0 && d->running_mean.data) ||
-                        (strcmp(suf, "running_var") == 0 && d->running_var.data);
-            }
-        }
-        if (!known) {
-            s = cr_fail(CR_EFORMAT, "%s: tensor '%s' belongs to no module of the model", path, name);
-            cr_st_free(f);
-            return s;
-        }
+        if (skip_prefix && strncmp(name, skip_prefix, strlen(skip_prefix)) == 0) continue;
+        bool known = false;
+        for (int j = 0; j < m->n && !known; j++) known = module_has(&m->mods[j], name);
+        if (!known)
+            return cr_fail(CR_EFORMAT, "%s: tensor '%s' belongs to no module of the model", path,
+                           name);
     }
     /* every tensor checked before any is copied: a bad file leaves the model unchanged */
     load_ctx c = {f, path, 0};
-    s = for_each_state(m, load_one, &c);
+    cr_status s = for_each_state(m, load_one, &c);
     c.copy = 1;
     if (!s) s = for_each_state(m, load_one, &c);
+    return s;
+}
+
+cr_status cr_model_load(cr_model *m, const char *path)
+{
+    cr_st_file *f;
+    cr_status s = cr_st_load(&f, path);
+    if (s) return s;
+    s = cr_model_load_st(m, f, path, NULL);
     cr_st_free(f);
     return s;
+}
+
+/* Appends PREFIX.SUFFIX conv (no bias) + BatchNorm; returns the BatchNorm's index or -1. */
+static int conv_bn(cr_model *m, const char *prefix, const char *conv, const char *bn, int in,
+                   int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t groups)
+{
+    char name[CR_MODULE_NAME_MAX + 32];
+    cr_conv_params p = cr_conv_params_default(cin, cout, k);
+    p.bias = false;
+    p.stride_h = p.stride_w = stride;
+    p.groups = groups;
+    cr_conv_set_padding(&p, k / 2, k / 2);
+    snprintf(name, sizeof name, "%s.%s", prefix, conv);
+    if (cr_model_add_conv(m, name, in, &p) < 0) return -1;
+    snprintf(name, sizeof name, "%s.%s", prefix, bn);
+    return cr_model_add_batchnorm(m, name, CR_PREV, cout, NULL);
+}
+
+/* Appends PREFIX.SUFFIX ReLU reading from in; returns its index or -1. */
+static int relu_named(cr_model *m, const char *prefix, const char *suffix, int in)
+{
+    char name[CR_MODULE_NAME_MAX + 32];
+    snprintf(name, sizeof name, "%s.%s", prefix, suffix);
+    return cr_model_add_relu(m, name, in);
+}
+
+// @snippet bottleneck
+int cr_model_add_bottleneck(cr_model *m, const char *prefix, int in, int64_t in_channels,
+                            int64_t width, int64_t out_channels, int64_t groups,
+                            int64_t stride, bool downsample)
+{
+    if (!prefix || strlen(prefix) + 16 >= CR_MODULE_NAME_MAX) {
+        cr_fail(CR_EINVAL, "model: a bottleneck prefix must be 1..%d characters",
+                CR_MODULE_NAME_MAX - 17);
+        return -1;
+    }
+    if (!downsample && (stride != 1 || in_channels != out_channels)) {
+        cr_fail(CR_EINVAL, "model: bottleneck '%s' changes the shape (stride %lld, %lld -> %lld "
+                "channels): it needs a downsample branch", prefix, (long long)stride,
+                (long long)in_channels, (long long)out_channels);
+        return -1;
+    }
+    if (in == CR_PREV) in = m->n - 1;
+    int t;
+    if ((t = conv_bn(m, prefix, "conv1", "bn1", in, in_channels, width, 1, 1, 1)) < 0 ||
+        (t = relu_named(m, prefix, "relu1", t)) < 0 ||
+        (t = conv_bn(m, prefix, "conv2", "bn2", t, width, width, 3, stride, groups)) < 0 ||
+        (t = relu_named(m, prefix, "relu2", t)) < 0 ||
+        (t = conv_bn(m, prefix, "conv3", "bn3", t, width, out_channels, 1, 1, 1)) < 0)
+        return -1;
+    int identity = in;
+    if (downsample &&
+        (identity = conv_bn(m, prefix, "downsample.0", "downsample.1", in, in_channels,
+                            out_channels, 1, stride, 1)) < 0)
+        return -1;
+    char name[CR_MODULE_NAME_MAX];
+    snprintf(name, sizeof name, "%s.add", prefix);
+    if ((t = cr_model_add_add(m, name, t, identity)) < 0) return -1;
+    return relu_named(m, prefix, "relu3", t);
+}
+// @end bottleneck
+
+/* Lab 4's small FCN (see model.h), classes outputs. */
+cr_status cr_model_build_fcn(cr_model *m, int64_t classes)
+{
+    cr_model_init(m);
+    const cr_bn_params bn = cr_bn_params_default();
+    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
+    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .align_corners = false};
+    int ok = 1, e1, e2;
+    cr_conv_params p;
+    int idx;
+    /* one stage: NAME.conv (3x3, padding 1), NAME.bn, NAME.relu; idx = the relu */
+#define CONV_BN_RELU(name, in, cin, cout)                                                 \
+    do {                                                                                  \
+        p = cr_conv_params_default(cin, cout, 3);                                         \
+        cr_conv_set_padding(&p, 1, 1);                                                    \
+        ok &= cr_model_add_conv(m, name ".conv", in, &p) >= 0;                           \
+        ok &= cr_model_add_batchnorm(m, name ".bn", CR_PREV, cout, &bn) >= 0;            \
+        ok &= (idx = cr_model_add_relu(m, name ".relu", CR_PREV)) >= 0;                   \
+    } while (0)
+    CONV_BN_RELU("enc1", CR_MODEL_INPUT, 3, 16);
+    e1 = idx;
+    ok &= cr_model_add_maxpool(m, "pool1", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc2", CR_PREV, 16, 32);
+    e2 = idx;
+    ok &= cr_model_add_maxpool(m, "pool2", CR_PREV, &pool) >= 0;
+    CONV_BN_RELU("enc3", CR_PREV, 32, 32);
+    ok &= cr_model_add_upsample(m, "up2", CR_PREV, &up, e2) >= 0;
+    ok &= cr_model_add_add(m, "skip2", CR_PREV, e2) >= 0;
+    CONV_BN_RELU("dec2", CR_PREV, 32, 16);
+    ok &= cr_model_add_upsample(m, "up1", CR_PREV, &up, e1) >= 0;
+    ok &= cr_model_add_add(m, "skip1", CR_PREV, e1) >= 0;
+    CONV_BN_RELU("dec1", CR_PREV, 16, 16);
+#undef CONV_BN_RELU
+    p = cr_conv_params_default(16, classes, 1);
+    ok &= cr_model_add_conv(m, "head", CR_PREV, &p) >= 0;
+    if (!ok) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", cr_last_error());
+        return cr_fail(CR_EINVAL, "building the FCN: %s", msg);
+    }
+    return CR_OK;
 }
 
 void cr_model_print(const cr_model *m, FILE *f)

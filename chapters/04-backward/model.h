@@ -10,8 +10,8 @@
  * Names follow PyTorch's state_dict: a conv module named "enc1.conv" holds
  * "enc1.conv.weight" (Cout x Cin/groups x kh x kw) and "enc1.conv.bias" (Cout); a
  * BatchNorm2d module "enc1.bn" holds "enc1.bn.weight", ".bias", ".running_mean",
- * ".running_var" (C each; num_batches_tracked is not kept: load the file into PyTorch
- * with strict=False, or add it). Saved and loaded through lib/safetensors.h (F32,
+ * ".running_var" (C each; num_batches_tracked, BatchNorm's step counter, is not kept:
+ * load the file into PyTorch with strict=False, or add it; cr_model_load skips it). Saved and loaded through lib/safetensors.h (F32,
  * OIHW), so a state dict moves both ways between this model and the same network
  * written in PyTorch. */
 #ifndef CR_MODEL_H
@@ -25,6 +25,7 @@
 #include "conv_desc.h"
 #include "layers.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "tensor.h"
 
 typedef enum {
@@ -114,21 +115,66 @@ void cr_model_zero_grad(cr_model *m);
 
 #define CR_PARAM_NAME_MAX (CR_MODULE_NAME_MAX + 16)
 
-/* The trainable parameters in state_dict order (name.weight, name.bias per module):
- * fills up to max entries of params, grads and names (each may be NULL) and returns
- * how many there are. */
-int cr_model_parameters(cr_model *m, cr_tensor **params, cr_tensor **grads,
-                        char (*names)[CR_PARAM_NAME_MAX], int max);
+/* A list of the model's named tensors, allocated to the model's size (no fixed limit):
+ * tensors[i] is the model's own tensor (borrowed), grads[i] its gradient (NULL for a
+ * buffer such as running_mean), names[i] its state_dict name ("layer1.0.conv1.weight"). */
+typedef struct {
+    int n;
+    cr_tensor **tensors;
+    cr_tensor **grads;
+    char (*names)[CR_PARAM_NAME_MAX];
+} cr_tensor_list;
+
+/* The trainable parameters in state_dict order (name.weight, name.bias per module),
+ * with their gradients: *out is allocated (cr_tensor_list_free). */
+cr_status cr_model_param_list(cr_model *m, cr_tensor_list *out);
+/* Every state_dict entry in order: parameters and buffers (running_mean, running_var;
+ * grads[i] NULL for buffers). num_batches_tracked is not kept: see cr_model_load. */
+cr_status cr_model_state_list(cr_model *m, cr_tensor_list *out);
+/* Frees the list's arrays (not the model's tensors); safe on a zeroed list. */
+void cr_tensor_list_free(cr_tensor_list *l);
 /* Total number of trainable scalars. */
 int64_t cr_model_num_scalars(const cr_model *m);
 
 /* Writes the state dict (parameters and BatchNorm running statistics, PyTorch's names)
  * to path as safetensors, atomically; meta: NULL or NULL-terminated key/value pairs. */
 cr_status cr_model_save(const cr_model *m, const char *path, const char *const *meta);
-/* Reads a state dict written by cr_model_save (or by PyTorch through safetensors):
- * every tensor of the model must be present with its shape; a name the model does not
- * know fails (num_batches_tracked is accepted and skipped), as strict loading does. */
+/* Reads a state dict written by cr_model_save (or by PyTorch through safetensors),
+ * strictly, as load_state_dict(strict=True): every tensor of the model must be present
+ * with exactly its shape (a [4, 4] tensor for a [16] bias is refused), and a name the
+ * model does not know is refused, naming it. num_batches_tracked entries (BatchNorm's
+ * step counter, unused with a fixed momentum) are accepted and skipped. Every tensor is
+ * checked before any is copied: a refused file leaves the model unchanged. */
 cr_status cr_model_load(cr_model *m, const char *path);
+
+/* cr_model_load on a file already open (named path in messages); names that begin with
+ * skip_prefix (NULL: none) are left to the caller (a checkpoint's optimizer state). */
+cr_status cr_model_load_st(cr_model *m, const cr_st_file *f, const char *path,
+                           const char *skip_prefix);
+
+/* ---- a ResNeXt bottleneck ------------------------------------------------------------ */
+
+/* torchvision's Bottleneck (ResNeXt: width = groups * width_per_group), as modules
+ * named PREFIX.conv1, .bn1, .conv2, .bn2, .conv3, .bn3 and, when downsample, PREFIX.
+ * downsample.0 (conv 1x1, stride) and .downsample.1 (BatchNorm), as torchvision names
+ * them; the ReLUs are PREFIX.relu1..3 and the sum PREFIX.add (no parameters):
+ *   conv1x1(in -> width) bn relu, conv3x3(width, stride, groups, padding 1) bn relu,
+ *   conv1x1(width -> out) bn, + identity (or downsample(x)), relu.
+ * Convolutions have no bias. Returns the index of the final ReLU, or -1. */
+int cr_model_add_bottleneck(cr_model *m, const char *prefix, int in, int64_t in_channels,
+                            int64_t width, int64_t out_channels, int64_t groups,
+                            int64_t stride, bool downsample);
+
+/* ---- lab 4's network -------------------------------------------------------------------- */
+
+/* A small fully-convolutional network for segmentation (lab 4's): three encoder stages
+ * enc1..enc3 (conv 3x3 padding 1 + BatchNorm + ReLU; 2x2 max-pools pool1, pool2 between),
+ * two decoder stages (bilinear up-sampling up2, up1 to the skip's size, add skip2, skip1,
+ * then dec2, dec1: conv + BN + ReLU) and a 1x1 conv "head" with `classes` outputs;
+ * 3 -> 16 -> 32 -> 32 -> 16 -> 16 channels at full, 1/2, 1/4 size (21 691 parameters for
+ * 11 classes). Inputs need H, W >= 4. m is initialised here (free with cr_model_free,
+ * also on failure); weights by cr_model_init_params. */
+cr_status cr_model_build_fcn(cr_model *m, int64_t classes);
 
 /* Prints one line per module (index, name, kind, input, output shape if run). */
 void cr_model_print(const cr_model *m, FILE *f);
