@@ -5,9 +5,11 @@
 #include <stdio.h>
 
 static _Thread_local char last_message[512];
+static _Thread_local cr_status last_status = CR_OK;
 
 cr_status cr_fail(cr_status status, const char *fmt, ...)
 {
+    last_status = status;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_message, sizeof last_message, fmt, ap);
@@ -16,6 +18,8 @@ cr_status cr_fail(cr_status status, const char *fmt, ...)
 }
 
 const char *cr_last_error(void) { return last_message; }
+
+cr_status cr_last_status(void) { return last_status; }
 
 const char *cr_status_name(cr_status status)
 {

@@ -22,6 +22,9 @@ cr_status cr_fail(cr_status status, const char *fmt, ...)
 
 /* The message of the last failure on this thread ("" if none). */
 const char *cr_last_error(void);
+/* The status of this thread's last cr_fail (for builders that return an index, -1 on
+ * failure, and leave the reason here); CR_OK if nothing failed yet. */
+cr_status cr_last_status(void);
 
 /* A short name for a status ("CR_EINVAL", ...). */
 const char *cr_status_name(cr_status status);

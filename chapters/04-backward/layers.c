@@ -657,3 +657,38 @@ cr_status cr_dropout_backward(const cr_tensor *mask, const cr_tensor *dy, cr_ten
     for (size_t i = 0; i < dy->numel; i++) dx->data[i] = dy->data[i] * mask->data[i];
     return CR_OK;
 }
+
+/* Plane-wise dropout: mask[n*C + c] = 1/(1-p) or 0, drawn in (n, c) order; y = x * mask. */
+cr_status cr_dropout2d_forward(double p, cr_rng *rng, const cr_tensor *x, cr_tensor *y,
+                               cr_tensor *mask)
+{
+    cr_status s;
+    if (x->ndim != 4) return cr_fail(CR_EINVAL, "dropout2d: x must be N x C x H x W");
+    const size_t planes = (size_t)(x->shape[0] * x->shape[1]), hw = x->numel / planes;
+    if ((s = need_same(y, x, "dropout2d y", "x")) ||
+        (s = need_numel(mask, planes, "dropout2d mask", 1)))
+        return s;
+    if (!(p >= 0.0 && p < 1.0))
+        return cr_fail(CR_EINVAL, "dropout2d: p must be in [0, 1), got %g", p);
+    if (!rng) return cr_fail(CR_EINVAL, "dropout2d: rng is NULL");
+    const float keep_scale = (float)(1.0 / (1.0 - p));
+    for (size_t i = 0; i < planes; i++)
+        mask->data[i] = (p == 0.0 || cr_rng_uniform(rng) >= p) ? keep_scale : 0.0f;
+    for (size_t i = 0; i < planes; i++)
+        for (size_t j = 0; j < hw; j++) y->data[i * hw + j] = x->data[i * hw + j] * mask->data[i];
+    return CR_OK;
+}
+
+/* dx = dy * mask[plane]. */
+cr_status cr_dropout2d_backward(const cr_tensor *mask, const cr_tensor *dy, cr_tensor *dx)
+{
+    cr_status s;
+    if (dy->ndim != 4) return cr_fail(CR_EINVAL, "dropout2d: dy must be N x C x H x W");
+    const size_t planes = (size_t)(dy->shape[0] * dy->shape[1]), hw = dy->numel / planes;
+    if ((s = need_numel(mask, planes, "dropout2d mask", 1)) ||
+        (s = need_same(dx, dy, "dropout2d dx", "dy")))
+        return s;
+    for (size_t i = 0; i < planes; i++)
+        for (size_t j = 0; j < hw; j++) dx->data[i * hw + j] = dy->data[i * hw + j] * mask->data[i];
+    return CR_OK;
+}

@@ -148,4 +148,13 @@ cr_status cr_dropout_forward(double p, cr_rng *rng, const cr_tensor *x, cr_tenso
 /* dx = dy * mask (all the same shape). */
 cr_status cr_dropout_backward(const cr_tensor *mask, const cr_tensor *dy, cr_tensor *dx);
 
+/* nn.Dropout2d(p) in training mode ("spatial" dropout, as FPN's decoder uses): whole
+ * channels are kept with probability 1 - p and scaled by 1/(1-p), one draw per (image,
+ * channel) in that order from our own stream. x, y: N x C x H x W; mask: N*C values
+ * (1/(1-p) or 0), reused by the backward pass. p == 0 copies x. */
+cr_status cr_dropout2d_forward(double p, cr_rng *rng, const cr_tensor *x, cr_tensor *y,
+                               cr_tensor *mask);
+/* dx (N x C x H x W) = dy * mask[n, c], plane by plane. */
+cr_status cr_dropout2d_backward(const cr_tensor *mask, const cr_tensor *dy, cr_tensor *dx);
+
 #endif

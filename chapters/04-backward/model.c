@@ -248,6 +248,13 @@ int cr_model_add_dropout(cr_model *m, const char *name, int in, double p)
     return idx;
 }
 
+int cr_model_add_dropout2d(cr_model *m, const char *name, int in, double p)
+{
+    const int idx = cr_model_add_dropout(m, name, in, p);
+    if (idx >= 0) m->mods[idx].drop_2d = true;
+    return idx;
+}
+
 /* Initialises every parameter as PyTorch's constructors do, in module order. */
 cr_status cr_model_init_params(cr_model *m, uint64_t seed)
 {
@@ -354,7 +361,12 @@ static cr_status module_forward(cr_model *m, cr_module *d)
     case CR_MOD_DROPOUT:
         if ((s = ensure_like(&d->out, x))) break;
         if (m->training) {
-            if (!(s = ensure_like(&d->mask, x))) s = cr_dropout_forward(d->drop_p, &m->rng, x, &d->out, &d->mask);
+            if (d->drop_2d) {
+                if (!(s = ensure1(&d->mask, x->shape[0] * x->shape[1])))
+                    s = cr_dropout2d_forward(d->drop_p, &m->rng, x, &d->out, &d->mask);
+            } else if (!(s = ensure_like(&d->mask, x))) {
+                s = cr_dropout_forward(d->drop_p, &m->rng, x, &d->out, &d->mask);
+            }
         } else {
             memcpy(d->out.data, x->data, x->numel * sizeof(float));
         }
@@ -466,7 +478,8 @@ static cr_status module_backward(cr_model *m, int i)
         if (dx) s = cr_add_backward(dy, dx, NULL);
         break;
     case CR_MOD_DROPOUT:
-        if (dx) s = cr_dropout_backward(&d->mask, dy, dx);
+        if (dx) s = d->drop_2d ? cr_dropout2d_backward(&d->mask, dy, dx)
+                               : cr_dropout_backward(&d->mask, dy, dx);
         break;
     }
     if (!s && want_dx) grad_commit(m, d->in, dx, direct);

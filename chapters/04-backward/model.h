@@ -51,6 +51,7 @@ typedef struct {
     cr_upsample_params up;           /* CR_MOD_UPSAMPLE */
     int up_like;                     /* up-sample to this module's output size (-1: use up) */
     double drop_p;                   /* CR_MOD_DROPOUT */
+    bool drop_2d;                    /* CR_MOD_DROPOUT: whole channels (nn.Dropout2d) */
     /* parameters (empty tensors where the kind has none) and their gradients */
     cr_tensor weight, bias, running_mean, running_var;
     cr_tensor dweight, dbias;
@@ -95,6 +96,8 @@ int cr_model_add_upsample(cr_model *m, const char *name, int in, const cr_upsamp
                           int like);
 int cr_model_add_add(cr_model *m, const char *name, int a, int b);
 int cr_model_add_dropout(cr_model *m, const char *name, int in, double p);
+/* nn.Dropout2d(p): whole channels dropped (cr_dropout2d_forward); identity in eval mode. */
+int cr_model_add_dropout2d(cr_model *m, const char *name, int in, double p);
 
 /* PyTorch's default initialisation of every parameter, in module order, from seed
  * (conv: kaiming_uniform_(a=sqrt(5)) and its bias rule; norms: 1, 0, running 0, 1);
