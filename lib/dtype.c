@@ -148,7 +148,7 @@ void cr_dtensor_free(cr_dtensor *t)
 
 size_t cr_dtensor_bytes(const cr_dtensor *t) { return t->numel * cr_dtype_size(t->dtype); }
 
-/* t's data if t has dtype dt (or, for want_u16, F16/BF16), else NULL. */
+/* t's data if t has dtype dt, else NULL. */
 static void *typed_data(const cr_dtensor *t, cr_dtype dt)
 {
     return t && t->dtype == dt ? t->data : NULL;
