@@ -1,13 +1,14 @@
 /* safetensors.c — reading (with full validation) and writing safetensors files.
  *
  * Layout: u64 little-endian header length L, L bytes of JSON, then the data
- * section; each tensor's bytes are data[begin, end) in little-endian order. */
+ * section; each tensor's bytes are data[begin, end) in little-endian order.
+ * Tensors keep their file dtype (cr_dtensor, dtype.h) until a caller asks for float32.
+ * Names are found by binary search in a sorted index (the reader) and by a hash
+ * table (the writer), so a file of 200k tensors is not quadratic to read or write. */
 #include "safetensors.h"
 
 #include <errno.h>
-#include <float.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +21,9 @@
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 #define ST_META_KEY "__metadata__"
 
-typedef enum { DT_F32, DT_F64, DT_F16, DT_BF16 } st_dtype;
-
-static const struct {
-    const char *name;
-    size_t size;
-} dtypes[] = {{"F32", 4}, {"F64", 8}, {"F16", 2}, {"BF16", 2}};
-
 typedef struct {
     char *name;
-    st_dtype dtype;
+    cr_dtype dtype;
     int ndim;                    /* 0..4 */
     int64_t shape[CR_MAX_DIMS];
     size_t numel;
@@ -46,24 +40,42 @@ struct cr_st_file {
     size_t data_len;
     st_entry *tensors;
     int count;
-    st_meta *meta;
+    st_entry **by_name;          /* the count entries sorted by name (strcmp): the index */
+    st_meta *meta;               /* sorted by key */
     int meta_count;
 };
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Reads a little-endian u16/u32/u64 from bytes. */
-static uint16_t le16(const unsigned char *b) { return (uint16_t)(b[0] | (b[1] << 8)); }
-static uint32_t le32(const unsigned char *b)
+/* Reads a little-endian u64 from bytes. */
+static uint64_t le64(const unsigned char *b)
 {
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | b[i];
+    return v;
 }
-static uint64_t le64(const unsigned char *b) { return le32(b) | (uint64_t)le32(b + 4) << 32; }
 
-/* Writes v as 4 little-endian bytes. */
-static void put_le32(unsigned char *b, uint32_t v)
+/* True on a little-endian host (where file bytes and memory agree). */
+static int host_is_le(void)
 {
-    for (int i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* Copies n elements of elem bytes from src to dst, converting between little-endian
+ * (the file's order) and the host's order (the same operation both ways). */
+static void copy_le(void *dst, const void *src, size_t n, size_t elem)
+{
+    if (host_is_le() || elem == 1) {
+        if (n) memcpy(dst, src, n * elem);
+        return;
+    }
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < elem; j++) d[i * elem + j] = s[i * elem + elem - 1 - j];
 }
 
 /* A malloc'd copy of the NUL-terminated s, or NULL. */
@@ -73,49 +85,6 @@ static char *dup_str(const char *s)
     char *d = malloc(n);
     if (d) memcpy(d, s, n);
     return d;
-}
-
-/* Bit pattern of a float32 as a float. */
-static float float_from_bits(uint32_t bits)
-{
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* IEEE binary16 bits to float32 (exact: subnormals, infinities and NaNs kept). */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
-    if (exp == 0x1F) return float_from_bits(sign | 0x7F800000u | (mant << 13));
-    if (exp != 0) return float_from_bits(sign | ((exp + 112) << 23) | (mant << 13));
-    /* Zero or subnormal: mant * 2^-24, exact in float32. */
-    float v = (float)mant * 0x1p-24f;
-    return sign ? -v : v;
-}
-
-/* float64 to float32, rounding to nearest; out-of-range values become +-inf (no UB). */
-static float double_to_float(double d)
-{
-    if (isfinite(d) && fabs(d) >= 0x1.ffffffp127) return d > 0 ? INFINITY : -INFINITY;
-    return (float)d;
-}
-
-/* Element i of an entry's bytes (at src) converted to float32. */
-static float load_element(st_dtype dt, const unsigned char *src, size_t i)
-{
-    switch (dt) {
-    case DT_F32: return float_from_bits(le32(src + 4 * i));
-    case DT_F16: return half_to_float(le16(src + 2 * i));
-    case DT_BF16: return float_from_bits((uint32_t)le16(src + 2 * i) << 16);
-    case DT_F64: {
-        uint64_t bits = le64(src + 8 * i);
-        double d;
-        memcpy(&d, &bits, sizeof d);
-        return double_to_float(d);
-    }
-    }
-    return NAN;
 }
 
 /* ------------------------------------------------------------------ reader */
@@ -129,6 +98,7 @@ void cr_st_free(cr_st_file *f)
         free(f->meta[i].value);
     }
     free(f->tensors);
+    free(f->by_name);
     free(f->meta);
     free(f->data);
     free(f->name);
@@ -149,20 +119,15 @@ static int cmp_meta_key(const void *a, const void *b)
     return strcmp(((const st_meta *)a)->key, ((const st_meta *)b)->key);
 }
 
-/* Refuses duplicate metadata keys (sorts a scratch copy: O(n log n)). */
-static cr_status check_unique_meta(const cr_st_file *f)
+/* Sorts the metadata by key (the index cr_st_meta searches) and refuses duplicate keys. */
+static cr_status sort_unique_meta(cr_st_file *f)
 {
     if (f->meta_count < 2) return CR_OK;
-    st_meta *sorted = malloc((size_t)f->meta_count * sizeof *sorted);
-    if (!sorted) return cr_fail(CR_ENOMEM, "%s: out of memory", f->name);
-    memcpy(sorted, f->meta, (size_t)f->meta_count * sizeof *sorted);
-    qsort(sorted, (size_t)f->meta_count, sizeof *sorted, cmp_meta_key);
-    cr_status st = CR_OK;
-    for (int i = 1; i < f->meta_count && !st; i++)
-        if (strcmp(sorted[i - 1].key, sorted[i].key) == 0)
-            st = cr_fail(CR_EFORMAT, "%s: duplicate __metadata__ key '%s'", f->name, sorted[i].key);
-    free(sorted);
-    return st;
+    qsort(f->meta, (size_t)f->meta_count, sizeof *f->meta, cmp_meta_key);
+    for (int i = 1; i < f->meta_count; i++)
+        if (strcmp(f->meta[i - 1].key, f->meta[i].key) == 0)
+            return cr_fail(CR_EFORMAT, "%s: duplicate __metadata__ key '%s'", f->name, f->meta[i].key);
+    return CR_OK;
 }
 
 /* Reads __metadata__ (an object of string values, unique keys) into f->meta. */
@@ -190,22 +155,18 @@ static cr_status read_metadata(cr_st_file *f, const cr_json *obj)
         if (!dst->key || !dst->value)
             return cr_fail(CR_ENOMEM, "%s: out of memory for metadata", f->name);
     }
-    return check_unique_meta(f);
+    return sort_unique_meta(f);
 }
 
-/* Reads the "dtype" field of tensor e (one of F32, F64, F16, BF16). */
+/* Reads the "dtype" field of tensor e (one of the dtypes of dtype.h). */
 static cr_status read_dtype(const cr_st_file *f, st_entry *e, const cr_json *v)
 {
     if (!v || v->type != CR_JSON_STRING)
         return cr_fail(CR_EFORMAT, "%s: tensor '%s': dtype %s", f->name, e->name,
                        v ? "is not a string" : "is missing");
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
-        if (v->count == strlen(dtypes[i].name) && memcmp(v->u.string, dtypes[i].name, v->count) == 0) {
-            e->dtype = (st_dtype)i;
-            return CR_OK;
-        }
-    }
-    return cr_fail(CR_EFORMAT, "%s: tensor '%s': unsupported dtype '%.16s' (expected F32, F64, F16 or BF16)",
+    if (cr_dtype_from_name(v->u.string, v->count, &e->dtype)) return CR_OK;
+    return cr_fail(CR_EFORMAT,
+                   "%s: tensor '%s': unsupported dtype '%.16s' (expected F32, F16, BF16, F64, I8, U8, I32 or I64)",
                    f->name, e->name, cr_json_is_c_string(v->u.string, v->count) ? v->u.string : "?");
 }
 
@@ -252,11 +213,11 @@ static cr_status read_offsets(const cr_st_file *f, st_entry *e, const cr_json *v
     e->begin = (size_t)begin;
     e->end = (size_t)end;
     size_t bytes = 0;
-    if (cr_mul_checked(e->numel, dtypes[e->dtype].size, SIZE_MAX, "bytes", &bytes) != CR_OK ||
+    if (cr_mul_checked(e->numel, cr_dtype_size(e->dtype), SIZE_MAX, "bytes", &bytes) != CR_OK ||
         bytes != e->end - e->begin)
         return cr_fail(CR_EFORMAT, "%s: tensor '%s': data_offsets span %zu bytes but shape and dtype %s need %zu x %zu",
-                       f->name, e->name, e->end - e->begin, dtypes[e->dtype].name, e->numel,
-                       dtypes[e->dtype].size);
+                       f->name, e->name, e->end - e->begin, cr_dtype_name(e->dtype), e->numel,
+                       cr_dtype_size(e->dtype));
     return CR_OK;
 }
 
@@ -313,18 +274,24 @@ static int cmp_by_offset(const void *a, const void *b)
     return (x->end > y->end) - (x->end < y->end);
 }
 
-/* Refuses duplicate tensor names and overlapping byte ranges (O(n log n)). */
-static cr_status check_unique_and_disjoint(const cr_st_file *f)
+/* Builds the name index f->by_name, refusing duplicate names, then refuses overlapping
+ * byte ranges (both O(n log n)). */
+static cr_status index_unique_and_disjoint(cr_st_file *f)
 {
-    if (f->count < 2) return CR_OK;
-    st_entry **order = malloc((size_t)f->count * sizeof *order);
-    if (!order) return cr_fail(CR_ENOMEM, "%s: out of memory", f->name);
-    for (int i = 0; i < f->count; i++) order[i] = &f->tensors[i];
+    size_t n = f->count ? (size_t)f->count : 1;
+    f->by_name = malloc(n * sizeof *f->by_name);
+    st_entry **order = malloc(n * sizeof *order);
+    if (!f->by_name || !order) {
+        free(order);
+        return cr_fail(CR_ENOMEM, "%s: out of memory for the index of %d tensors", f->name, f->count);
+    }
+    for (int i = 0; i < f->count; i++) f->by_name[i] = &f->tensors[i];
     cr_status st = CR_OK;
-    qsort(order, (size_t)f->count, sizeof *order, cmp_by_name);
+    qsort(f->by_name, (size_t)f->count, sizeof *f->by_name, cmp_by_name);
     for (int i = 1; i < f->count && !st; i++)
-        if (strcmp(order[i - 1]->name, order[i]->name) == 0)
-            st = cr_fail(CR_EFORMAT, "%s: duplicate tensor name '%s'", f->name, order[i]->name);
+        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0)
+            st = cr_fail(CR_EFORMAT, "%s: duplicate tensor name '%s'", f->name, f->by_name[i]->name);
+    memcpy(order, f->by_name, (size_t)f->count * sizeof *order);
     qsort(order, (size_t)f->count, sizeof *order, cmp_by_offset);
     const st_entry *last = NULL;  /* the non-empty range reaching furthest so far */
     for (int i = 0; i < f->count && !st; i++) {
@@ -360,7 +327,7 @@ static cr_status read_header(cr_st_file *f, const cr_json *root)
         }
         if (st) return st;
     }
-    return check_unique_and_disjoint(f);
+    return index_unique_and_disjoint(f);
 }
 
 /* Checks the length prefix against the buffer; sets the header length. */
@@ -476,56 +443,105 @@ const char *cr_st_name(const cr_st_file *f, int i)
     return (i >= 0 && i < f->count) ? f->tensors[i].name : NULL;
 }
 
-/* The entry named name, or NULL. */
+/* bsearch order of a name against an index entry. */
+static int cmp_name_key(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, (*(st_entry *const *)elem)->name);
+}
+
+/* The entry named name, or NULL (binary search in the sorted index: O(log n)). */
 static const st_entry *find_entry(const cr_st_file *f, const char *name)
 {
-    for (int i = 0; i < f->count; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
-    return NULL;
+    if (!name || f->count == 0) return NULL;
+    st_entry *const *hit = bsearch(name, f->by_name, (size_t)f->count, sizeof *f->by_name, cmp_name_key);
+    return hit ? *hit : NULL;
 }
 
 int cr_st_has(const cr_st_file *f, const char *name) { return find_entry(f, name) != NULL; }
+
+cr_status cr_st_info(const cr_st_file *f, const char *name, cr_dtype *dtype, int *ndim,
+                     int64_t shape[CR_MAX_DIMS])
+{
+    const st_entry *e = find_entry(f, name);
+    if (!e) return cr_fail(CR_EINVAL, "%s: no tensor named '%s'", f->name, name ? name : "(null)");
+    if (dtype) *dtype = e->dtype;
+    if (ndim) *ndim = e->ndim;
+    if (shape) memcpy(shape, e->shape, sizeof e->shape);
+    return CR_OK;
+}
+
+/* Copies entry e's bytes (little-endian in the file) into a new typed tensor t. */
+static cr_status copy_entry(const cr_st_file *f, const st_entry *e, cr_dtensor *t)
+{
+    cr_status st = cr_dtensor_alloc(t, e->dtype, e->ndim, e->shape);
+    if (st) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", cr_last_error());
+        return cr_fail(st, "%s: tensor '%s': %s", f->name, e->name, why);
+    }
+    copy_le(t->data, f->data + e->begin, e->numel, cr_dtype_size(e->dtype));
+    return CR_OK;
+}
+
+cr_status cr_st_get_typed(const cr_st_file *f, const char *name, cr_dtensor *t)
+{
+    memset(t, 0, sizeof *t);
+    const st_entry *e = find_entry(f, name);
+    if (!e) return cr_fail(CR_EINVAL, "%s: no tensor named '%s'", f->name, name ? name : "(null)");
+    return copy_entry(f, e, t);
+}
 
 cr_status cr_st_get(const cr_st_file *f, const char *name, cr_tensor *t)
 {
     memset(t, 0, sizeof *t);
     const st_entry *e = find_entry(f, name);
-    if (!e) return cr_fail(CR_EINVAL, "%s: no tensor named '%s'", f->name, name);
+    if (!e) return cr_fail(CR_EINVAL, "%s: no tensor named '%s'", f->name, name ? name : "(null)");
     if (e->numel == 0)
         return cr_fail(CR_EINVAL, "%s: tensor '%s' has no elements; cr_tensor cannot hold it",
                        f->name, name);
-    const int64_t one = 1;
-    cr_status st = e->ndim == 0 ? cr_tensor_alloc(t, 1, &one) : cr_tensor_alloc(t, e->ndim, e->shape);
+    cr_dtensor typed;
+    cr_status st = copy_entry(f, e, &typed);
+    if (st) return st;
+    st = cr_dtensor_to_tensor(t, &typed);
+    cr_dtensor_free(&typed);
     if (st) {
         char why[256];
         snprintf(why, sizeof why, "%s", cr_last_error());
         return cr_fail(st, "%s: tensor '%s': %s", f->name, name, why);
     }
-    const unsigned char *src = f->data + e->begin;
-    for (size_t i = 0; i < e->numel; i++) t->data[i] = load_element(e->dtype, src, i);
     return CR_OK;
+}
+
+/* bsearch order of a key against a metadata entry. */
+static int cmp_meta_search(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, ((const st_meta *)elem)->key);
 }
 
 const char *cr_st_meta(const cr_st_file *f, const char *key)
 {
-    for (int i = 0; i < f->meta_count; i++)
-        if (strcmp(f->meta[i].key, key) == 0) return f->meta[i].value;
-    return NULL;
+    if (!key || f->meta_count == 0) return NULL;
+    const st_meta *m = bsearch(key, f->meta, (size_t)f->meta_count, sizeof *f->meta, cmp_meta_search);
+    return m ? m->value : NULL;
 }
 
 /* ------------------------------------------------------------------ writer */
 
 typedef struct {
     char *name;
-    int ndim;
+    cr_dtype dtype;
+    int ndim;                    /* 0..4 */
     int64_t shape[CR_MAX_DIMS];
     size_t numel;
-    float *data;
+    void *data;                  /* numel elements of dtype, host order */
 } wr_tensor;
 
 struct cr_st_writer {
     wr_tensor *tensors;
     size_t count, cap;
+    size_t *slots;               /* hash table of tensor indices + 1 (0: empty), for names */
+    size_t slot_cap;             /* a power of two, at least twice count */
+    size_t data_len;             /* bytes of the data section so far */
     st_meta *meta;
     size_t meta_count, meta_cap;
 };
@@ -598,6 +614,7 @@ void cr_st_writer_free(cr_st_writer *w)
         free(w->tensors[i].name);
         cr_aligned_free(w->tensors[i].data);
     }
+    free(w->slots);
     for (size_t i = 0; i < w->meta_count; i++) {
         free(w->meta[i].key);
         free(w->meta[i].value);
@@ -629,34 +646,86 @@ static cr_status grow_array(void **items, size_t count, size_t *cap, size_t elem
     return CR_OK;
 }
 
-cr_status cr_st_writer_add(cr_st_writer *w, const char *name, const cr_tensor *t)
+/* FNV-1a hash of a NUL-terminated name. */
+static size_t hash_name(const char *s)
+{
+    uint64_t h = 14695981039346656037u;
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) h = (h ^ *c) * 1099511628211u;
+    return (size_t)h;
+}
+
+/* The slot that holds name, or the empty slot where it would go (linear probing). */
+static size_t *find_slot(const cr_st_writer *w, const char *name)
+{
+    size_t mask = w->slot_cap - 1, i = hash_name(name) & mask;
+    while (w->slots[i] && strcmp(w->tensors[w->slots[i] - 1].name, name) != 0) i = (i + 1) & mask;
+    return &w->slots[i];
+}
+
+/* Keeps the hash table at least twice as large as the tensor count plus one. */
+static cr_status grow_slots(cr_st_writer *w)
+{
+    if (2 * (w->count + 1) <= w->slot_cap) return CR_OK;
+    size_t cap = w->slot_cap ? w->slot_cap * 2 : 16;
+    size_t *slots = cap <= SIZE_MAX / sizeof *slots ? calloc(cap, sizeof *slots) : NULL;
+    if (!slots) return cr_fail(CR_ENOMEM, "safetensors writer: out of memory");
+    free(w->slots);
+    w->slots = slots;
+    w->slot_cap = cap;
+    for (size_t i = 0; i < w->count; i++) *find_slot(w, w->tensors[i].name) = i + 1;
+    return CR_OK;
+}
+
+/* Adds a copy of numel elements of dtype dt at data under name (rank 0..4). */
+static cr_status add_tensor(cr_st_writer *w, const char *name, cr_dtype dt, int ndim,
+                            const int64_t *shape, size_t numel, const void *data)
 {
     cr_status st = check_writer_string(name, "tensor name", 0);
     if (st) return st;
     if (strcmp(name, ST_META_KEY) == 0)
         return cr_fail(CR_EINVAL, "safetensors writer: '%s' is reserved, not a tensor name", name);
-    for (size_t i = 0; i < w->count; i++)
-        if (strcmp(w->tensors[i].name, name) == 0)
-            return cr_fail(CR_EINVAL, "safetensors writer: duplicate tensor name '%s'", name);
-    if (t->ndim < 1 || t->ndim > CR_MAX_DIMS || (!t->data && t->numel))
-        return cr_fail(CR_EINVAL, "safetensors writer: tensor '%s' is not allocated (rank %d)",
-                       name, t->ndim);
+    if ((st = grow_slots(w))) return st;
+    size_t *slot = find_slot(w, name);
+    if (*slot) return cr_fail(CR_EINVAL, "safetensors writer: duplicate tensor name '%s'", name);
+    size_t bytes = numel * cr_dtype_size(dt);  /* the source is allocated, so no overflow */
+    if (w->data_len > SIZE_MAX - bytes)
+        return cr_fail(CR_EOVERFLOW, "safetensors writer: data section too large at '%s'", name);
     if ((st = grow_array((void **)&w->tensors, w->count, &w->cap, sizeof *w->tensors))) return st;
     wr_tensor *d = &w->tensors[w->count];
     memset(d, 0, sizeof *d);
     d->name = dup_str(name);
-    d->data = cr_aligned_alloc(t->numel * sizeof(float));
+    d->data = cr_aligned_alloc(bytes);
     if (!d->name || !d->data) {
         free(d->name);
         cr_aligned_free(d->data);
         return cr_fail(CR_ENOMEM, "safetensors writer: out of memory for tensor '%s'", name);
     }
-    d->ndim = t->ndim;
-    memcpy(d->shape, t->shape, sizeof d->shape);
-    d->numel = t->numel;
-    memcpy(d->data, t->data, t->numel * sizeof(float));
+    d->dtype = dt;
+    d->ndim = ndim;
+    for (int i = 0; i < CR_MAX_DIMS; i++) d->shape[i] = i < ndim ? shape[i] : 1;
+    d->numel = numel;
+    if (bytes) memcpy(d->data, data, bytes);
+    w->data_len += bytes;
     w->count++;
+    *slot = w->count;
     return CR_OK;
+}
+
+cr_status cr_st_writer_add(cr_st_writer *w, const char *name, const cr_tensor *t)
+{
+    if (!t || t->ndim < 1 || t->ndim > CR_MAX_DIMS || (!t->data && t->numel))
+        return cr_fail(CR_EINVAL, "safetensors writer: tensor '%s' is not allocated (rank %d)",
+                       name ? name : "(null)", t ? t->ndim : 0);
+    return add_tensor(w, name, CR_DT_F32, t->ndim, t->shape, t->numel, t->data);
+}
+
+cr_status cr_st_writer_add_typed(cr_st_writer *w, const char *name, const cr_dtensor *t)
+{
+    if (!t || cr_dtype_size(t->dtype) == 0 || t->ndim < 0 || t->ndim > CR_MAX_DIMS ||
+        (!t->data && t->numel))
+        return cr_fail(CR_EINVAL, "safetensors writer: typed tensor '%s' is not allocated",
+                       name ? name : "(null)");
+    return add_tensor(w, name, t->dtype, t->ndim, t->shape, t->numel, t->data);
 }
 
 cr_status cr_st_writer_meta(cr_st_writer *w, const char *key, const char *value)
@@ -699,7 +768,9 @@ static cr_status build_header(const cr_st_writer *w, strbuf *b, size_t *data_len
         const wr_tensor *t = &w->tensors[i];
         if (i || w->meta_count) sb_puts(b, ",");
         sb_put_json_string(b, t->name);
-        sb_puts(b, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_puts(b, ":{\"dtype\":\"");
+        sb_puts(b, cr_dtype_name(t->dtype));
+        sb_puts(b, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             if (d) sb_puts(b, ",");
             sb_putu(b, (unsigned long long)t->shape[d]);
@@ -707,7 +778,7 @@ static cr_status build_header(const cr_st_writer *w, strbuf *b, size_t *data_len
         sb_puts(b, "],\"data_offsets\":[");
         sb_putu(b, offset);
         sb_puts(b, ",");
-        offset += t->numel * sizeof(float);  /* each tensor already allocated, so no overflow */
+        offset += t->numel * cr_dtype_size(t->dtype);  /* bounded by w->data_len */
         sb_putu(b, offset);
         sb_puts(b, "]}");
     }
@@ -718,7 +789,8 @@ static cr_status build_header(const cr_st_writer *w, strbuf *b, size_t *data_len
     return CR_OK;
 }
 
-/* Writes the length prefix, the header and every tensor's float32 data to fp; 0 on success. */
+/* Writes the length prefix, the header and every tensor's data (little-endian) to fp;
+ * 0 on success. */
 static int write_contents(FILE *fp, const cr_st_writer *w, const strbuf *header)
 {
     unsigned char prefix[8];
@@ -726,17 +798,15 @@ static int write_contents(FILE *fp, const cr_st_writer *w, const strbuf *header)
     for (int i = 0; i < 8; i++) prefix[i] = (unsigned char)(n >> (8 * i));
     if (fwrite(prefix, 1, 8, fp) != 8 || fwrite(header->s, 1, header->len, fp) != header->len)
         return -1;
-    unsigned char chunk[4096];
+    unsigned char chunk[4096];  /* a multiple of every element size */
     for (size_t i = 0; i < w->count; i++) {
         const wr_tensor *t = &w->tensors[i];
-        for (size_t j = 0; j < t->numel;) {
-            size_t k = 0;
-            for (; k < sizeof chunk / 4 && j < t->numel; k++, j++) {
-                uint32_t bits;
-                memcpy(&bits, &t->data[j], 4);
-                put_le32(chunk + 4 * k, bits);
-            }
-            if (fwrite(chunk, 4, k, fp) != k) return -1;
+        const size_t elem = cr_dtype_size(t->dtype), per_chunk = sizeof chunk / elem;
+        const unsigned char *src = t->data;
+        for (size_t j = 0; j < t->numel; j += per_chunk) {
+            size_t k = t->numel - j < per_chunk ? t->numel - j : per_chunk;
+            copy_le(chunk, src + j * elem, k, elem);
+            if (fwrite(chunk, elem, k, fp) != k) return -1;
         }
     }
     return 0;

@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "json.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -266,6 +268,276 @@ static void safetensors__dtype_conversion(void **state)
     cr_st_free(f);
 }
 
+/* ------------------------------------------------------------------ typed tensors */
+
+/* The whole file at path into a new buffer (*len bytes). */
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) fail_msg("cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return b;
+}
+
+/* Element i of a typed tensor as the float64 PyTorch's .double() gives (F32/F16/BF16/F64
+ * exactly, integers exactly). */
+static double typed_as_double(const cr_dtensor *t, size_t i)
+{
+    switch (t->dtype) {
+    case CR_DT_F32: return cr_dtensor_f32(t)[i];
+    case CR_DT_F16: return cr_f16_to_f32(cr_dtensor_u16(t)[i]);
+    case CR_DT_BF16: return cr_bf16_to_f32(cr_dtensor_u16(t)[i]);
+    case CR_DT_F64: return cr_dtensor_f64(t)[i];
+    case CR_DT_I8: return cr_dtensor_i8(t)[i];
+    case CR_DT_U8: return cr_dtensor_u8(t)[i];
+    case CR_DT_I32: return cr_dtensor_i32(t)[i];
+    default: return (double)cr_dtensor_i64(t)[i];
+    }
+}
+
+/* A file PyTorch's tensors were written into (reference/make_golden_dtypes.py): every dtype
+ * reads back with its dtype and shape, equal to torch's float64 twin; the I64 counter of a
+ * BatchNorm loads; and writing every tensor back typed reproduces the file byte for byte. */
+static void safetensors__golden_every_dtype(void **state)
+{
+    (void)state;
+    const char *gd = getenv("CR_GOLDEN_DIR");
+    if (!gd || !*gd) fail_msg("CR_GOLDEN_DIR is not set: run the tests through meson test");
+    char path[1024], dir[512], out[1024];
+    snprintf(path, sizeof path, "%s/dtype_tensors.safetensors", gd);
+    cr_st_file *f;
+    assert_cr_ok(cr_st_load(&f, path));
+    static const struct { const char *name; cr_dtype dt; int ndim; } want[] = {
+        {"bn.running_var", CR_DT_F32, 1}, {"bn.num_batches_tracked", CR_DT_I64, 0},
+        {"conv.weight_q", CR_DT_I8, 4}, {"conv.weight_scale", CR_DT_F64, 1},
+        {"conv.weight_zero_point", CR_DT_I64, 1}, {"act_q", CR_DT_U8, 4}, {"half", CR_DT_F16, 2},
+        {"bfloat", CR_DT_BF16, 2}, {"double", CR_DT_F64, 1}, {"int32", CR_DT_I32, 1},
+        {"int64", CR_DT_I64, 1}, {"mask", CR_DT_U8, 2}, {"scalar_f16", CR_DT_F16, 0},
+        {"empty", CR_DT_F32, 2},
+    };
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        cr_dtype dt;
+        int ndim;
+        assert_cr_ok(cr_st_info(f, want[k].name, &dt, &ndim, NULL));
+        if (dt != want[k].dt || ndim != want[k].ndim)
+            fail_msg("'%s': %s rank %d, expected %s rank %d", want[k].name, cr_dtype_name(dt), ndim,
+                     cr_dtype_name(want[k].dt), want[k].ndim);
+    }
+    int checked = 0;
+    for (int i = 0; i < cr_st_count(f); i++) {
+        const char *name = cr_st_name(f, i);
+        char twin[256];
+        snprintf(twin, sizeof twin, "%s.f64", name);
+        if (!cr_st_has(f, twin)) continue;
+        cr_dtensor t, d;
+        assert_cr_ok(cr_st_get_typed(f, name, &t));
+        assert_cr_ok(cr_st_get_typed(f, twin, &d));
+        assert_int_equal(d.numel, t.numel);
+        for (size_t j = 0; j < t.numel; j++)
+            if (typed_as_double(&t, j) != cr_dtensor_f64(&d)[j])
+                fail_msg("'%s'[%zu] = %.17g, PyTorch %.17g", name, j, typed_as_double(&t, j),
+                         cr_dtensor_f64(&d)[j]);
+        cr_tensor ft;  /* the float32 reader agrees: float32 of torch's value */
+        if (t.numel == 0) {
+            assert_cr_fails(cr_st_get(f, name, &ft), CR_EINVAL);
+        } else {
+            assert_cr_ok(cr_st_get(f, name, &ft));
+            for (size_t j = 0; j < t.numel; j++) {
+                double v = cr_dtensor_f64(&d)[j];
+                float w = fabs(v) > 0x1.fffffefffffffp127 ? (float)copysign(INFINITY, v) : (float)v;
+                if (memcmp(&ft.data[j], &w, 4) != 0)
+                    fail_msg("cr_st_get '%s'[%zu] = %a, expected %a", name, j, ft.data[j], w);
+            }
+            cr_tensor_free(&ft);
+        }
+        checked += t.numel > 0;
+        cr_dtensor_free(&t);
+        cr_dtensor_free(&d);
+    }
+    assert_true(checked >= 12);
+    cr_dtensor c;
+    assert_cr_ok(cr_st_get_typed(f, "bn.num_batches_tracked", &c));
+    assert_true(c.ndim == 0 && c.numel == 1 && cr_dtensor_i64(&c)[0] == 3);
+    cr_dtensor_free(&c);
+    assert_cr_ok(cr_st_get_typed(f, "int64", &c));
+    const int64_t i64[6] = {INT64_MIN, INT64_MAX, -1, 0, ((int64_t)1 << 53) + 1, 3};
+    assert_memory_equal(cr_dtensor_i64(&c), i64, sizeof i64);
+    cr_dtensor_free(&c);
+    cr_tensor counter;
+    assert_cr_ok(cr_st_get(f, "bn.num_batches_tracked", &counter));
+    assert_true(counter.ndim == 1 && counter.numel == 1 && counter.data[0] == 3.0f);
+    cr_tensor_free(&counter);
+
+    /* Typed read, typed write, same bytes. */
+    cr_test_temp_dir(dir, sizeof dir, "cr_st");
+    snprintf(out, sizeof out, "%s/again.safetensors", dir);
+    cr_st_writer *w;
+    assert_cr_ok(cr_st_writer_new(&w));
+    const char *keys[] = {"description", "act_q.scale", "act_q.zero_point", "torch_version"};
+    for (int k = 0; k < 4; k++) assert_cr_ok(cr_st_writer_meta(w, keys[k], cr_st_meta(f, keys[k])));
+    for (int i = 0; i < cr_st_count(f); i++) {
+        assert_cr_ok(cr_st_get_typed(f, cr_st_name(f, i), &c));
+        assert_cr_ok(cr_st_writer_add_typed(w, cr_st_name(f, i), &c));
+        cr_dtensor_free(&c);
+    }
+    assert_cr_ok(cr_st_writer_save(w, out));
+    cr_st_writer_free(w);
+    size_t n1, n2;
+    unsigned char *a = slurp(path, &n1), *b = slurp(out, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1);
+    free(a);
+    free(b);
+    cr_st_free(f);
+    cr_test_remove_temp_dir(dir);
+}
+
+/* Random tensors of every dtype (random bytes: NaN payloads, extreme integers), ranks
+ * 0..4 and empty ones, written typed and read back bit for bit, beside float32 ones. */
+static void safetensors__typed_round_trip(void **state)
+{
+    (void)state;
+    uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    char dir[512], path[1024];
+    cr_test_temp_dir(dir, sizeof dir, "cr_st");
+    snprintf(path, sizeof path, "%s/typed.safetensors", dir);
+    enum { N = 3 * CR_DT_COUNT };
+    cr_dtensor t[N];
+    cr_tensor plain;
+    const int64_t ps[2] = {3, 5};
+    assert_cr_ok(cr_tensor_alloc(&plain, 2, ps));
+    fill_random(&plain);
+    cr_st_writer *w;
+    assert_cr_ok(cr_st_writer_new(&w));
+    assert_cr_ok(cr_st_writer_add(w, "plain", &plain));
+    for (int i = 0; i < N; i++) {
+        int ndim = (int)cr_rng_int(&r, 0, 4);
+        int64_t shape[4];
+        for (int d = 0; d < ndim; d++) shape[d] = cr_rng_int(&r, i % 3 == 2 ? 0 : 1, 5);
+        assert_cr_ok(cr_dtensor_alloc(&t[i], (cr_dtype)(i % CR_DT_COUNT), ndim, shape));
+        unsigned char *bytes = t[i].data;
+        for (size_t j = 0; j < cr_dtensor_bytes(&t[i]); j++) bytes[j] = (unsigned char)cr_rng_next(&r);
+        char name[32];
+        snprintf(name, sizeof name, "t%d.%s", i, cr_dtype_name(t[i].dtype));
+        assert_cr_ok(cr_st_writer_add_typed(w, name, &t[i]));
+    }
+    assert_cr_fails(cr_st_writer_add_typed(w, "plain", &t[0]), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "duplicate"));
+    assert_cr_ok(cr_st_writer_save(w, path));
+    cr_st_writer_free(w);
+
+    cr_st_file *f;
+    assert_cr_ok(cr_st_load(&f, path));
+    assert_int_equal(cr_st_count(f), N + 1);
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t%d.%s", i, cr_dtype_name(t[i].dtype));
+        cr_dtensor back;
+        assert_cr_ok(cr_st_get_typed(f, name, &back));
+        if (back.dtype != t[i].dtype || back.ndim != t[i].ndim || back.numel != t[i].numel ||
+            memcmp(back.shape, t[i].shape, sizeof back.shape) != 0 ||
+            memcmp(back.data, t[i].data, cr_dtensor_bytes(&t[i])) != 0)
+            fail_msg("'%s' differs after the round trip (CR_SEED=%llu)", name, (unsigned long long)seed);
+        cr_dtensor_free(&back);
+        cr_dtensor_free(&t[i]);
+    }
+    cr_dtensor back;
+    assert_cr_ok(cr_st_get_typed(f, "plain", &back));
+    assert_int_equal(back.dtype, CR_DT_F32);
+    assert_memory_equal(back.data, plain.data, plain.numel * sizeof(float));
+    cr_dtensor_free(&back);
+    assert_cr_fails(cr_st_get_typed(f, "t0", &back), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "'t0'"));
+    assert_cr_fails(cr_st_info(f, "nope", NULL, NULL, NULL), CR_EINVAL);
+    cr_st_free(f);
+    cr_tensor_free(&plain);
+    cr_test_remove_temp_dir(dir);
+}
+
+/* Many tensors (20k, scaled by CR_TEST_SCALE): the writer refuses a late duplicate, every
+ * name finds its own tensor after the round trip, near-miss names find nothing, and a
+ * file with one duplicate among them all is refused. */
+static void safetensors__many_tensors(void **state)
+{
+    (void)state;
+    uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int n = cr_test_count(20000) < 100 ? 100 : cr_test_count(20000);
+    char dir[512], path[1024], name[64];
+    cr_test_temp_dir(dir, sizeof dir, "cr_st");
+    snprintf(path, sizeof path, "%s/many.safetensors", dir);
+    cr_st_writer *w;
+    assert_cr_ok(cr_st_writer_new(&w));
+    cr_dtensor t;
+    assert_cr_ok(cr_dtensor_alloc(&t, CR_DT_I32, 0, NULL));
+    for (int i = 0; i < n; i++) {
+        /* Names share long prefixes, as a state dict's do; order is scrambled. */
+        int k = (int)(((int64_t)i * 7919) % n);
+        snprintf(name, sizeof name, "layer%d.block.%d.weight", k % 97, k);
+        cr_dtensor_i32(&t)[0] = k;
+        assert_cr_ok(cr_st_writer_add_typed(w, name, &t));
+    }
+    snprintf(name, sizeof name, "layer%d.block.%d.weight", (n / 2) % 97, n / 2);
+    assert_cr_fails(cr_st_writer_add_typed(w, name, &t), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "duplicate"));
+    assert_cr_ok(cr_st_writer_save(w, path));
+    cr_st_writer_free(w);
+    cr_dtensor_free(&t);
+
+    cr_st_file *f;
+    assert_cr_ok(cr_st_load(&f, path));
+    assert_int_equal(cr_st_count(f), n);
+    for (int j = 0; j < n; j++) {
+        int k = (int)cr_rng_int(&r, 0, n - 1);
+        snprintf(name, sizeof name, "layer%d.block.%d.weight", k % 97, k);
+        assert_cr_ok(cr_st_get_typed(f, name, &t));
+        if (cr_dtensor_i32(&t)[0] != k)
+            fail_msg("'%s' holds %d (CR_SEED=%llu)", name, cr_dtensor_i32(&t)[0], (unsigned long long)seed);
+        cr_dtensor_free(&t);
+        snprintf(name, sizeof name, "layer%d.block.%d.weigh", k % 97, k);
+        assert_false(cr_st_has(f, name));
+        snprintf(name, sizeof name, "layer%d.block.%d.weight", k % 97 + 1, k);
+        assert_false(cr_st_has(f, name));
+    }
+    assert_false(cr_st_has(f, ""));
+    assert_false(cr_st_has(f, "layer0.block.0.weight."));
+    assert_true(cr_st_has(f, "layer0.block.0.weight"));
+    cr_st_free(f);
+    cr_test_remove_temp_dir(dir);
+
+    /* The same number of names, one of them twice (the second near the end). */
+    size_t cap = (size_t)n * 80 + 64, hl = 0;
+    char *header = malloc(cap);
+    assert_non_null(header);
+    hl += (size_t)snprintf(header + hl, cap - hl, "{");
+    for (int i = 0; i < n; i++) {
+        int k = i == n - 2 ? n / 3 : i;
+        hl += (size_t)snprintf(header + hl, cap - hl, "%s\"n%d\":{\"dtype\":\"U8\",\"shape\":[1],"
+                               "\"data_offsets\":[%d,%d]}", i ? "," : "", k, i, i + 1);
+    }
+    hl += (size_t)snprintf(header + hl, cap - hl, "}");
+    assert_true(hl < cap);
+    size_t len;
+    unsigned char *file = build_file(header, NULL, (size_t)n, &len);
+    char dup[32];
+    snprintf(dup, sizeof dup, "'n%d'", n / 3);
+    assert_cr_fails(cr_st_parse(&f, file, len, "dup.safetensors"), CR_EFORMAT);
+    assert_non_null(strstr(cr_last_error(), "duplicate tensor name"));
+    assert_non_null(strstr(cr_last_error(), dup));
+    free(file);
+    free(header);
+}
+
 /* Valid but unusual headers: escapes in names, an empty tensor, gaps, empty metadata. */
 static void safetensors__unusual_but_valid(void **state)
 {
@@ -316,7 +588,12 @@ static void safetensors__malformed_headers(void **state)
          "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 16, "overlap"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "need"},
         {"{\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "need"},
-        {"{\"a\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype"},
+        {"{\"a\":{\"dtype\":\"U16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8,
+         "unsupported dtype 'U16' (expected F32, F16, BF16, F64, I8, U8, I32 or I64)"},
+        {"{\"a\":{\"dtype\":\"BOOL\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, "unsupported dtype 'BOOL'"},
+        {"{\"a\":{\"dtype\":\"i32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unsupported dtype"},
+        {"{\"a\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "need 2 x 8"},
+        {"{\"a\":{\"dtype\":\"I8\",\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8, "need 4 x 1"},
         {"{\"a\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype"},
         {"{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype is missing"},
         {"{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, "shape is missing"},
@@ -502,6 +779,9 @@ int main(void)
         cmocka_unit_test(safetensors__file_layout),
         cmocka_unit_test(safetensors__writer_refuses),
         cmocka_unit_test(safetensors__dtype_conversion),
+        cmocka_unit_test(safetensors__golden_every_dtype),
+        cmocka_unit_test(safetensors__typed_round_trip),
+        cmocka_unit_test(safetensors__many_tensors),
         cmocka_unit_test(safetensors__unusual_but_valid),
         cmocka_unit_test(safetensors__malformed_headers),
         cmocka_unit_test(safetensors__malformed_prefix),

@@ -23,7 +23,7 @@ SKIP = 77
 
 # Library sources each target links (paths relative to the repository root).
 SOURCES = {
-    'safetensors': ['lib/safetensors.c', 'lib/json.c', 'lib/tensor.c', 'lib/error.c'],
+    'safetensors': ['lib/safetensors.c', 'lib/dtype.c', 'lib/json.c', 'lib/tensor.c', 'lib/error.c'],
     'png': ['lib/png_io.c', 'lib/error.c'],
     'conv_desc': ['lib/conv_desc.c', 'lib/tensor.c', 'lib/error.c'],
     'args': ['lib/args.c', 'lib/error.c'],
