@@ -23,7 +23,8 @@
 #                                 of sum(y_train * dy) for every parameter (grad.<name>),
 #                                 and the running statistics after that forward
 #                                 (after.<name>).
-# (num_batches_tracked, an I64 counter, is left out of the reduced state dict.)
+# (the reduced state dict keeps num_batches_tracked, I64 as PyTorch stores it: loading
+# must accept and skip it.)
 import json
 import os
 import struct
@@ -204,7 +205,7 @@ def make_reduced():
                 mod.running_mean.uniform_(-0.2, 0.2)
                 mod.running_var.uniform_(0.5, 2.0)
     x = torch.rand(2, 3, 32, 64) * 4 - 2
-    state = {k: v.clone() for k, v in m.state_dict().items() if "num_batches" not in k}
+    state = {k: v.clone() for k, v in m.state_dict().items()}
     m.eval()
     with torch.no_grad():
         y_eval = m(x)
