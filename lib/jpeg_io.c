@@ -128,6 +128,7 @@ static cr_status read_stream(FILE *fp, const char *path, long long file_bytes, i
     jpeg_err err;
     uint8_t *volatile pixels = NULL;
     volatile cr_status st = CR_OK;
+    memset(&ci, 0, sizeof ci);  /* jpeg_destroy is safe on it whenever the longjmp comes */
     ci.err = init_err(&err, path, CR_EFORMAT);
     if (setjmp(err.jump)) {
         st = CR_EFORMAT;  /* on_error has recorded the message */
@@ -200,6 +201,7 @@ static cr_status write_stream(FILE *fp, const char *path, const cr_image *img, i
 {
     struct jpeg_compress_struct ci;
     jpeg_err err;
+    memset(&ci, 0, sizeof ci);
     ci.err = init_err(&err, path, CR_EIO);
     if (setjmp(err.jump)) {
         jpeg_destroy_compress(&ci);
