@@ -27,9 +27,11 @@ SOURCES = {
     'png': ['lib/png_io.c', 'lib/error.c'],
     'conv_desc': ['lib/conv_desc.c', 'lib/tensor.c', 'lib/error.c'],
     'args': ['lib/args.c', 'lib/error.c'],
-    'dataset': ['lib/dataset.c', 'lib/png_io.c', 'lib/tensor.c', 'lib/error.c'],
+    'dataset': ['lib/dataset.c', 'lib/png_io.c', 'lib/jpeg_io.c', 'lib/augment.c', 'lib/rng.c',
+                'lib/tensor.c', 'lib/error.c'],
+    'jpeg': ['lib/jpeg_io.c', 'lib/png_io.c', 'lib/error.c'],
 }
-LIBS = {'png': ['-lpng'], 'dataset': ['-lpng', '-lm'], 'safetensors': ['-lm'], 'conv_desc': ['-lm'], 'args': ['-lm']}
+LIBS = {'png': ['-lpng'], 'dataset': ['-lpng', '-ljpeg', '-lm'], 'jpeg': ['-ljpeg', '-lpng'], 'safetensors': ['-lm'], 'conv_desc': ['-lm'], 'args': ['-lm']}
 CFLAGS = ['-std=c11', '-D_POSIX_C_SOURCE=200809L', '-g', '-O1', '-Wall', '-Wextra', '-Werror',
           '-fsanitize=fuzzer,address,undefined', '-fno-sanitize-recover=all',
           '-fno-omit-frame-pointer']
