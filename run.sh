@@ -17,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 # the book's render test). OPTIONAL: the peers lab 3 compares against (OpenBLAS, BLIS,
 # oneDNN), never dependencies of the library itself: without them lab 3 measures our
 # code alone and says so.
-REQUIRED="gcc libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev libjpeg-dev
+REQUIRED="gcc g++ libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev libjpeg-dev
 clang pandoc gnuplot-nox chromium fonts-dejavu-core"
 OPTIONAL="libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev"
 

@@ -38,7 +38,7 @@ static lab_layer make_layer(const char *name, int64_t cin, int64_t cout, int64_t
     return l;
 }
 
-/* The table of GUIDE.md section 4, built on first use (params come from a function). */
+/* The standard layers every lab and table compares on, built on first use (params come from a function). */
 const lab_layer *lab_standard_layers(int *count)
 {
     static lab_layer layers[7];

@@ -20,7 +20,7 @@
 #include "tensor.h"
 #include "timing.h"
 
-/* ---- the standard layers (GUIDE.md section 4) ---------------------------- */
+/* ---- the standard layers (the same work in every chapter's tables) ---------- */
 
 typedef struct {
     const char *name;  /* "a_3x3_64" ... "g_3x3_64_n8" */

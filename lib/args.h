@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { CR_ARG_FLAG, CR_ARG_INT, CR_ARG_STRING, CR_ARG_DOUBLE } cr_arg_kind;
 
 typedef struct {
@@ -28,5 +32,9 @@ cr_status cr_args_parse(int argc, char **argv, const cr_arg *table, int n,
 /* Prints the usage text (program, summary, one line per option) to f. */
 void cr_args_usage(FILE *f, const cr_arg *table, int n, const char *program,
                    const char *summary);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

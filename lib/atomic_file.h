@@ -27,6 +27,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cr_afile cr_afile;
 
 /* Checks that path could be written by cr_afile_open, without writing it: refuses a
@@ -57,5 +61,9 @@ cr_status cr_afile_commit(cr_afile *a);
 /* Closes the stream and removes the temporary file, leaving the target as it was;
  * frees a (NULL is fine). */
 void cr_afile_abort(cr_afile *a);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

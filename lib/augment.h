@@ -47,6 +47,10 @@
 #include "rng.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Settings of the training augmentation (cr_augment_default gives chapter 8's). */
 typedef struct {
     int64_t crop;          /* output side S in pixels, 1..8192 */
@@ -92,5 +96,9 @@ cr_status cr_frames_train_batch(const cr_frames *fr, const int64_t *idx, int64_t
  * n*OH*OW ints. Uses no random numbers. */
 cr_status cr_frames_eval_batch(const cr_frames *fr, const int64_t *idx, int64_t n,
                                cr_tensor *x, int32_t *labels);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     double rel_l2;      /* ||out - ref|| / ||ref|| (or ||out - ref|| if ref is all zero) */
     double max_abs;     /* max |out - ref| */
@@ -24,5 +28,9 @@ int cr_cmp_ok(const cr_cmp *c, double max_rel);
 void cr_print_faults(FILE *f, const float *out, const float *ref, size_t n,
                      const long long *shape, int ndim, double rtol, double atol,
                      int max_faults);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include "error.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     CR_PAD_ZEROS = 0,
     CR_PAD_REFLECT,
@@ -74,5 +78,9 @@ void cr_conv_params_str(const cr_conv_params *p, char *buf, size_t len);
 const char *cr_pad_mode_name(cr_pad_mode m);
 /* Parses a PyTorch padding-mode name. */
 cr_status cr_pad_mode_parse(const char *name, cr_pad_mode *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

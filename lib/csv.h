@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cr_csv cr_csv;
 
 /* Opens PATH for writing (see atomic_file.h) and writes the provenance header:
@@ -43,5 +47,9 @@ const char *cr_machine_name(void);  /* hostname */
 const char *cr_build_compiler(void);/* compiler and version used to build the library */
 const char *cr_build_flags(void);   /* optimisation flags */
 const char *cr_git_revision(void);  /* "abc1234" or "abc1234-dirty" or "unknown" */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -33,6 +33,10 @@
 #include "error.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CR_CAMVID_CLASSES 11     /* 0..10; 11 (void) is ignored */
 #define CR_CAMVID_VOID 11
 #define CR_CAMVID_IGNORE (-100)  /* what void becomes: PyTorch's default ignore_index */
@@ -94,5 +98,9 @@ cr_status cr_camvid_load_frames(const char *dir, const char *split, int factor,
                                 int64_t max_count, cr_frames *fr);
 /* Frees everything (safe on a zeroed struct). */
 void cr_frames_free(cr_frames *fr);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -22,6 +22,10 @@
 #include <stdint.h>
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Element types, named as safetensors names them (I8 is PyTorch's int8, "s8" in oneDNN). */
 typedef enum {
     CR_DT_F32,   /* IEEE binary32 */
@@ -157,5 +161,9 @@ size_t cr_mask_count(const cr_mask *m);
 cr_status cr_mask_from_dtensor(cr_mask *m, const cr_dtensor *src);
 /* Copies m into a new U8 tensor (for writing it with cr_st_writer_add_typed). */
 cr_status cr_mask_to_dtensor(cr_dtensor *out, const cr_mask *m);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

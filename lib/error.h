@@ -6,6 +6,10 @@
 #ifndef CR_ERROR_H
 #define CR_ERROR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     CR_OK = 0,
     CR_EINVAL,    /* an argument is out of its domain */
@@ -31,5 +35,9 @@ const char *cr_status_name(cr_status status);
 
 /* Marks a coursework stub: fails with CR_ETODO naming the unfinished task. */
 cr_status cr_todo(const char *task);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 #include "error.h"
 #include "png_io.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Reads an 8-bit baseline or progressive JPEG (Huffman-coded; colour space grey, YCbCr
  * or RGB) from a regular file. want_channels 0 keeps the file's own (grey -> 1,
  * colour -> 3), 1 converts to grey (luma), 3 to RGB. Refused with CR_EFORMAT and a
@@ -26,5 +30,9 @@ cr_status cr_jpeg_write(const char *path, const cr_image *img, int quality);
 
 /* True if name ends in ".jpg" or ".jpeg" (any case). */
 int cr_is_jpeg_name(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

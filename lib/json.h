@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CR_JSON_MAX_DEPTH 16
 
 typedef enum {
@@ -61,5 +65,9 @@ int cr_json_is_c_string(const char *s, size_t len);
 int cr_json_utf8_valid(const char *s, size_t len);
 /* A short name for a type ("object", "string", ...), for messages. */
 const char *cr_json_type_name(cr_json_type type);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 #include <stdint.h>
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int width, height;
     int channels;     /* 1 (grey) or 3 (RGB) */
@@ -20,5 +24,9 @@ cr_status cr_png_read(const char *path, int want_channels, cr_image *img);
  * rename, or directly to a device or FIFO; see atomic_file.h). */
 cr_status cr_png_write(const char *path, const cr_image *img);
 void cr_image_free(cr_image *img);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

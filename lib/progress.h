@@ -4,6 +4,10 @@
 #ifndef CR_PROGRESS_H
 #define CR_PROGRESS_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     const char *label;
     long total;
@@ -18,5 +22,9 @@ void cr_progress_begin(cr_progress *p, const char *label, long total);
 void cr_progress_step(cr_progress *p, const char *what);
 /* Finishes the line (prints elapsed time). */
 void cr_progress_end(cr_progress *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

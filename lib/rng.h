@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct { uint64_t s[4]; } cr_rng;
 
 /* Seeds the generator; any 64-bit seed (0 included) is fine. */
@@ -24,5 +28,9 @@ double cr_rng_normal(cr_rng *r);
 void cr_tensor_fill_uniform(cr_tensor *t, cr_rng *r, float lo, float hi);
 /* A seed for a fresh run: CR_SEED from the environment if set, else time and pid. */
 uint64_t cr_seed_from_env(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,10 @@
 #include "dtype.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cr_st_file cr_st_file;
 
 /* Reads and validates a whole file. */
@@ -58,5 +62,9 @@ cr_status cr_st_writer_add_typed(cr_st_writer *w, const char *name, const cr_dte
 cr_status cr_st_writer_meta(cr_st_writer *w, const char *key, const char *value);
 cr_status cr_st_writer_save(cr_st_writer *w, const char *path);
 void cr_st_writer_free(cr_st_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

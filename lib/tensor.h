@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CR_MAX_DIMS 4
 #define CR_ALIGN 64
 
@@ -43,5 +47,9 @@ cr_status cr_tensor_expect_shape(const char *name, const cr_tensor *t, int ndim,
                                  const int64_t *shape);
 /* Writes "[2, 3, 5, 7]" into buf (always NUL-terminated). */
 void cr_tensor_shape_str(const cr_tensor *t, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -2,6 +2,10 @@
 #ifndef CR_TIMING_H
 #define CR_TIMING_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Monotonic time in seconds. */
 double cr_now(void);
 
@@ -32,5 +36,9 @@ cr_bench_result cr_bench(int (*fn)(void *ctx), void *ctx, const cr_bench_opts *o
 
 /* Median of n doubles (sorts a copy; n >= 1). */
 double cr_median(const double *v, int n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

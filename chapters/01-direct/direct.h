@@ -4,6 +4,10 @@
 
 #include "conv_desc.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Maps a coordinate i of the padded input (it may lie outside 0..n-1) to the input
  * index it copies for padding mode m, or -1 where zero padding applies. Valid for
  * the padding amounts cr_conv_shape_init accepts (reflect: pad < n; circular: pad <= n). */
@@ -13,5 +17,9 @@ int64_t cr_pad_index(int64_t i, int64_t n, cr_pad_mode m);
  * x kh x kw; b: Cout or NULL; y: N x Cout x Ho x Wo (preallocated, overwritten). */
 cr_status cr_conv2d_direct(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                            const cr_tensor *b, cr_tensor *y);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include "conv_desc.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Rows of the patch matrix for one group: Cin_g * kh * kw. */
 int64_t cr_im2col_rows(const cr_conv_shape *s);
 /* Columns of the patch matrix: Ho * Wo. */
@@ -24,5 +28,9 @@ void cr_gemm_naive(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
 /* y = conv2d(x, w, b) as one GEMM per image and group (same contract as chapter 1). */
 cr_status cr_conv2d_im2col(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                            const cr_tensor *b, cr_tensor *y);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

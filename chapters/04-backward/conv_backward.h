@@ -22,6 +22,10 @@
 
 #include "conv_desc.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Every backward convolution in the project has this signature (shapes above). */
 typedef cr_status (*cr_conv2d_backward_fn)(const cr_conv_params *p, const cr_tensor *x,
                                            const cr_tensor *w, const cr_tensor *dy,
@@ -62,5 +66,9 @@ void cr_col2im(const cr_conv_shape *s, const float *col, float *dx);
  * 1x1 stride-1 unpadded kernel) plus, when several threads share the pairs, one partial
  * dW per thread. cr_sgemm's own packing buffers are not included. */
 size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,6 +19,10 @@
 #include "rng.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- ReLU ---------------------------------------------------------------------- */
 
 /* y = max(x, 0); x, y: any shape, the same (y may be x: in place). */
@@ -156,5 +160,9 @@ cr_status cr_dropout2d_forward(double p, cr_rng *rng, const cr_tensor *x, cr_ten
                                cr_tensor *mask);
 /* dx (N x C x H x W) = dy * mask[n, c], plane by plane. */
 cr_status cr_dropout2d_backward(const cr_tensor *mask, const cr_tensor *dy, cr_tensor *dx);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

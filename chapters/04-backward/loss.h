@@ -15,6 +15,10 @@
 #include "error.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* PyTorch's default ignore_index. */
 #define CR_IGNORE_INDEX (-100)
 
@@ -37,5 +41,9 @@ cr_status cr_cross_entropy(const cr_tensor *logits, const int32_t *target,
  * eps is smp's 1e-7 by default. */
 cr_status cr_dice_loss(const cr_tensor *logits, const int32_t *target, int32_t ignore_index,
                        double eps, double *loss, cr_tensor *dlogits);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -18,6 +18,10 @@
 #include "error.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int classes;
     int64_t *counts;   /* classes x classes, row = truth, column = prediction */
@@ -47,5 +51,9 @@ double cr_confusion_iou(const cr_confusion *c, double *iou);
 double cr_confusion_pixel_accuracy(const cr_confusion *c);
 /* Labelled pixels counted so far. */
 int64_t cr_confusion_total(const cr_confusion *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

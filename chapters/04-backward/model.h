@@ -28,6 +28,10 @@
 #include "safetensors.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     CR_MOD_CONV = 0, CR_MOD_BATCHNORM, CR_MOD_GROUPNORM, CR_MOD_RELU, CR_MOD_MAXPOOL,
     CR_MOD_AVGPOOL, CR_MOD_UPSAMPLE, CR_MOD_ADD, CR_MOD_DROPOUT
@@ -181,5 +185,9 @@ cr_status cr_model_build_fcn(cr_model *m, int64_t classes);
 
 /* Prints one line per module (index, name, kind, input, output shape if run). */
 void cr_model_print(const cr_model *m, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 #include "rng.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { CR_OPTIM_SGD = 0, CR_OPTIM_ADAMW } cr_optim_kind;
 
 /* The options of torch.optim.SGD (lr, momentum, dampening, weight_decay, nesterov) and
@@ -76,5 +80,9 @@ cr_status cr_init_conv_default(cr_rng *rng, cr_tensor *weight, cr_tensor *bias);
  * running_mean 0, running_var 1 (all C). */
 void cr_init_norm_default(cr_tensor *weight, cr_tensor *bias, cr_tensor *running_mean,
                           cr_tensor *running_var);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

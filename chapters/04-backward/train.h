@@ -28,6 +28,10 @@
 #include "optim.h"
 #include "rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* What a training run is: AdamW with decoupled weight decay, the schedule, the batch. */
 typedef struct {
     double lr;               /* peak learning rate: finite, > 0 */
@@ -110,5 +114,9 @@ cr_status cr_checkpoint_save(const cr_trainer *t, const char *path, const char *
  * missing, unknown or of another shape), another optimizer, batch, lr or weight decay,
  * or a train split of another length; a refused file changes nothing. */
 cr_status cr_checkpoint_load(cr_trainer *t, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
