@@ -421,6 +421,8 @@ def kit_readme(m, chapters, tasks, other_prefixes, solutions, rev, book_note='')
                   ', '.join(f'`{p}__*`' for p, _ in other_prefixes) +
                   '); they test code you are given, and run with '
                   f'`meson test -C build --suite checks`.\n\n')
+    given_file = (f"; `{m['given_source']}` holds the given code that some tasks' tests run "
+                  "in place of other tasks' functions" if m['given_source'] else '')
     return f"""# Coursework kit: chapter {m['number']}, {m['title']}
 
 {solved_note}This kit comes from the book *conv2d, reimagined* (chapter `{ch}`, generated from
@@ -487,7 +489,7 @@ replays a failing random case (the seed is printed when one fails).
 
 - `chapters/{ch}/` — your chapter: the sources with the stubs, and its header (the API).
 {''.join(f'- `chapters/{c}/` — an earlier chapter, solved.' + chr(10) for c in earlier)}- `lib/` — the common library (tensors, the convolution descriptor, errors, RNG, I/O).
-- `tests/` — the chapter's cmocka tests and their harness.
+- `tests/` — the chapter's cmocka tests and their harness{given_file}.
 - `reference/golden/` — test cases computed by PyTorch (the tests read them).
 - `grade.py`, `kit.json` — the grader and the task list.
 """

@@ -190,6 +190,11 @@ def grade_tasks(kitdir, tasks):
         return None
     res = json.load(open(out))
     by_id = {t['id']: t for t in res['tasks']}
+    for t in res['tasks']:
+        print(f'  {t["id"]}: {brief(t)}')
+        for line in t.get('output', '').splitlines():
+            if 'micro-kernel:' in line:      # the speed measurement, for the log
+                print(f'    {line.strip()}')
     if not res.get('built', True):
         print(r.stdout[-6000:])
     return by_id

@@ -114,13 +114,14 @@ static void im2col_gather__product_equals_direct(void **state)
 /* ---- a void task still a coursework stub says so ----------------------------------- */
 
 /* Fails with the stub's message if the void function call just made was a coursework
- * stub (it records CR_ETODO through cr_todo); last: the thread's message before it. */
+ * stub (it records CR_ETODO through cr_todo; the caller clears the message first). */
 static void fail_if_stub(void)
 {
     if (strstr(cr_last_error(), "coursework stub")) fail_msg("%s", cr_last_error());
 }
 
-/* One small convolution's shape and tensors for the checks below (3x3, padding 1). */
+/* One small convolution's shape and tensors for the checks below (3x3, padding 1, no
+ * bias). */
 static void small_case(cr_conv_params *p, cr_conv_shape *s, cr_tensor *x, cr_tensor *w,
                        cr_tensor *b, cr_tensor *y)
 {
@@ -128,6 +129,7 @@ static void small_case(cr_conv_params *p, cr_conv_shape *s, cr_tensor *x, cr_ten
     cr_rng_seed(&r, 5);
     *p = cr_conv_params_default(2, 3, 3);
     cr_conv_set_padding(p, 1, 1);
+    p->bias = false;
     assert_cr_ok(cr_conv_shape_init(s, p, 1, 6, 5));
     cr_conv_tensors_random(s, &r, x, w, b, y);
 }
