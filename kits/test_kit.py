@@ -106,13 +106,23 @@ def outside_lines(path):
 
 
 # Cheats the grader must catch: chapter -> [(task graded, {task: replacement lines} for
-# solution regions, (file, anchor, text put after the anchor) or None, message expected)].
+# solution regions, (file, anchor, text put first in the body of the function whose
+# definition begins with the anchor) or None, message expected)].
 CHEATS = {
     '03-gemm': [
         ('loop_order', {'loop_order': [
             '    (void)rsa; (void)csa; (void)rsb; (void)csb;',
             '    return cr_gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);']},
          None, 'cr_gemm_loop_ikj calls cr_gemm_ref'),
+        ('loop_order', {'loop_order': [
+            '    for (int64_t i = 0; i < M; i++)',
+            '        for (int64_t j = 0; j < N; j++) {',
+            '            float acc = 0.0f;',
+            '            for (int64_t k = 0; k < K; k++) acc += A[i * rsa + k * csa] * B[k * rsb + j * csb];',
+            '            C[i * ldc + j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * C[i * ldc + j]);',
+            '        }',
+            '    return CR_OK;']},
+         None, 'cr_gemm_loop_ikj too slow'),
         ('micro_kernel', {'micro_kernel': [
             '    for (int i = 0; i < 6; i++)',
             '        for (int j = 0; j < 16; j++) {',
@@ -143,7 +153,7 @@ CHEATS = {
     ],
     '04-backward': [
         ('grad_weight', {}, ('chapters/04-backward/conv_backward.c',
-                             'cr_tensor *db)\n{\n',
+                             'cr_status cr_conv2d_backward(',
                              '    return cr_conv2d_backward_ref(p, x, w, dy, dx, dw, db);\n'),
          'cr_conv2d_backward calls cr_conv2d_backward_ref'),
     ],
@@ -167,10 +177,13 @@ def write_sources(kitdir, chapter, solutions, replace=None, patch=None):
     for p in m['sources'] + m['headers']:
         text = open(os.path.join(ROOT, p), encoding='utf-8').read()
         new, _ = make_kit.transform(os.path.join(ROOT, p), text, solutions, replace)
-        if patch and patch[0] == p:
-            if patch[1] not in new:
-                check(False, f'cheat patch: anchor {patch[1]!r} not in {p}')
-            new = new.replace(patch[1], patch[1] + patch[2], 1)
+        if patch and patch[0] == p:     # text put at the start of the body after anchor
+            at = new.find(patch[1])
+            body = new.find('\n{\n', at) if at >= 0 else -1
+            if body < 0:
+                check(False, f'cheat patch: no function body after {patch[1]!r} in {p}')
+            else:
+                new = new[:body + 3] + patch[2] + new[body + 3:]
         dst = os.path.join(kitdir, p)
         old = open(dst, encoding='utf-8').read() if os.path.exists(dst) else None
         if old != new:

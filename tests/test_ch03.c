@@ -471,6 +471,23 @@ static void scalar_tile_6x16(int64_t kc, const float *Ap, const float *Bp, float
         }
 }
 
+/* NULL when this build and run can measure speed; else why not (the speed floors are
+ * checked in optimised builds only: sanitizers and valgrind change what is fast). */
+static const char *speed_unmeasurable(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return "built with a sanitizer";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+    return "built with a sanitizer";
+#endif
+#endif
+    const char *scale = getenv("CR_TEST_SCALE");
+    if (scale && atof(scale) < 1.0) return "CR_TEST_SCALE below 1 (a sanitizer or valgrind run)";
+    return NULL;
+}
+
 /* Seconds for `calls` runs of fn on one tile (kc deep, accumulating into C). */
 static double time_tile(cr_ukernel_fn fn, int calls, int64_t kc, const float *Ap,
                         const float *Bp, float *C)
@@ -496,6 +513,10 @@ static void micro_kernel__faster_than_scalar(void **state)
 {
     (void)state;
     if (!cr_gemm_kernel_supported("avx2")) skip();
+    if (speed_unmeasurable()) {
+        printf("micro-kernel speed not measured: %s\n", speed_unmeasurable());
+        return;
+    }
     enum { KC = 256, REPEATS = 7 };
     const double floor_ratio = 3.0;
     cr_rng r;
@@ -521,11 +542,61 @@ static void micro_kernel__faster_than_scalar(void **state)
     const double ratio = tk > 0 ? ts / tk : 1e9;
     printf("micro-kernel: %.3g s, scalar loops %.3g s for %d tiles of depth %d: %.1fx "
            "(floor %.0fx)\n", tk, ts, calls, KC, ratio, floor_ratio);
+    free(Ap); free(Bp);
     if (ratio < floor_ratio)
         fail_msg("micro-kernel too slow: %.1fx the speed of the scalar loops (median of %d "
                  "repeats of %d tiles of depth %d; at least %.0fx expected: keep the tile in "
                  "ymm registers and use FMA)", ratio, REPEATS, calls, KC, floor_ratio);
-    free(Ap); free(Bp);
+}
+
+/* Seconds for one product C = A * B (n x n, no transposes) by fn. */
+static double time_gemm(cr_gemm_fn fn, int64_t n, const float *A, const float *B, float *C)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_cr_ok(fn(CR_NO_TRANS, CR_NO_TRANS, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+/* Loop order is a task about speed too: i-k-j streams rows of B and C, so on a product
+ * of 256 x 256 matrices it must run at least 1.5x as fast as the reference i-j-k loops
+ * (median of 5 alternating repeats in the same run; it is several times faster). */
+static void loop_order__faster_than_reference(void **state)
+{
+    (void)state;
+    if (speed_unmeasurable()) {
+        printf("loop order speed not measured: %s\n", speed_unmeasurable());
+        return;
+    }
+    enum { N = 256, REPEATS = 5 };
+    const double floor_ratio = 1.5;
+    cr_rng r;
+    cr_rng_seed(&r, 4);
+    float *A = malloc(N * N * sizeof *A), *B = malloc(N * N * sizeof *B);
+    float *C = malloc(N * N * sizeof *C);
+    assert_non_null(A); assert_non_null(B); assert_non_null(C);
+    for (int i = 0; i < N * N; i++) {
+        A[i] = cr_rng_uniform_f(&r, -1, 1);
+        B[i] = cr_rng_uniform_f(&r, -1, 1);
+    }
+    double t_ikj[REPEATS], t_ref[REPEATS];
+    (void)time_gemm(cr_gemm_loop_ikj, N, A, B, C);   /* warm up */
+    for (int i = 0; i < REPEATS; i++) {
+        t_ikj[i] = time_gemm(cr_gemm_loop_ikj, N, A, B, C);
+        t_ref[i] = time_gemm(cr_gemm_ref, N, A, B, C);
+    }
+    qsort(t_ikj, REPEATS, sizeof *t_ikj, cmp_double);
+    qsort(t_ref, REPEATS, sizeof *t_ref, cmp_double);
+    const double ti = t_ikj[REPEATS / 2], tr = t_ref[REPEATS / 2];
+    const double ratio = ti > 0 ? tr / ti : 1e9;
+    printf("loop order i-k-j: %.3g s, reference i-j-k %.3g s for %dx%d: %.1fx (floor %.1fx)\n",
+           ti, tr, N, N, ratio, floor_ratio);
+    free(A); free(B); free(C);
+    if (ratio < floor_ratio)
+        fail_msg("cr_gemm_loop_ikj too slow: %.1fx the speed of the reference i-j-k loops on "
+                 "%dx%d (median of %d repeats; at least %.1fx expected: the innermost loop "
+                 "should run along a row of B and of C)", ratio, N, N, REPEATS, floor_ratio);
 }
 
 /* ---- convolution -------------------------------------------------------------------- */
@@ -682,6 +753,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gemm_steps__reference_random),
         cmocka_unit_test(loop_order__random_shapes),
+        cmocka_unit_test(loop_order__faster_than_reference),
         cmocka_unit_test(gemm_steps__regblock_simd_blocked_random),
         cmocka_unit_test(packing__panels_match_layout),
         cmocka_unit_test(packing__engine_with_portable_kernel),
