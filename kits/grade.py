@@ -7,8 +7,12 @@
 
 A task's tests are the chapter's cmocka tests whose names begin with TASK__; the
 grader runs them with CR_TEST_FILTER='TASK__*' and a time limit, so a crash or an
-endless loop fails the task instead of stopping the grader. Exit status: 0 when
-every graded task passes, 1 otherwise, 2 when the kit cannot be built.
+endless loop fails the task instead of stopping the grader. A task whose kit.json
+entry names given functions runs in its own test program (given code in place of
+other tasks' functions, so it is graded on its own), and a task fails if its source
+file's code calls a function kit.json forbids it (read from the object's relocations
+with readelf). Exit status: 0 when every graded task passes, 1 otherwise, 2 when the
+kit cannot be built.
 """
 import argparse
 import json

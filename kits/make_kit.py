@@ -565,6 +565,9 @@ def _write_kit(chapter, outdir, final, solutions, quiet, replace=None, book=None
         raise KitError(f'chapter {ch} marks no task (no "// @solution TASK: ..." in '
                        f'{", ".join(m["sources"])})')
     ids = [t['id'] for t in tasks]
+    if not isinstance(solutions, bool) and set(solutions) - set(ids):
+        raise KitError(f'--solve: no task {", ".join(sorted(set(solutions) - set(ids)))} in '
+                       f'{ch} (tasks: {", ".join(ids)})')
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise KitError(f'task ids used twice in {ch}: {", ".join(dup)}')
