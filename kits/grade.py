@@ -7,8 +7,12 @@
 
 A task's tests are the chapter's cmocka tests whose names begin with TASK__; the
 grader runs them with CR_TEST_FILTER='TASK__*' and a time limit, so a crash or an
-endless loop fails the task instead of stopping the grader. Exit status: 0 when
-every graded task passes, 1 otherwise, 2 when the kit cannot be built.
+endless loop fails the task instead of stopping the grader. A task whose kit.json
+entry names given functions runs in its own test program (given code in place of
+other tasks' functions, so it is graded on its own), and a task fails if its source
+file's code calls a function kit.json forbids it (read from the object's relocations
+with readelf). Exit status: 0 when every graded task passes, 1 otherwise, 2 when the
+kit cannot be built.
 """
 import argparse
 import json
@@ -46,11 +50,94 @@ def build(builddir, quiet):
     return r.returncode == 0, ''.join(log)
 
 
+def object_of(builddir, source):
+    """The object file meson built from source (a path relative to the kit), or None."""
+    want = source.replace('/', '_').replace('\\', '_') + '.o'
+    for dirpath, _, files in os.walk(builddir):
+        if want in files and '.a.p' in dirpath:
+            return os.path.join(dirpath, want)
+    return None
+
+
+def relocation_calls(obj):
+    """{function: set of symbols its code refers to} from the object's relocations
+    (readelf -rW); the kit compiles the chapter with one section per function. Returns
+    None when readelf is missing or fails."""
+    readelf = shutil.which('readelf') or shutil.which('llvm-readelf')
+    if not readelf:
+        return None
+    try:
+        r = subprocess.run([readelf, '-rW', obj], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    calls, section = {}, None
+    head = re.compile(r"^Relocation section '\.rela?(?P<sec>\S*)'")
+    for line in r.stdout.splitlines():
+        h = head.match(line)
+        if h:
+            sec = h.group('sec')
+            if sec == '.text' or sec.startswith('.text.'):
+                fn = re.sub(r'^\.text\.?((unlikely|hot|startup|exit|split)\.)?', '', sec)
+                # gcc's clones and outlined parts count as the function they came from
+                section = re.sub(r'(\.(cold|part|constprop|isra|_omp_fn|localalias)(\.\d+)?)+$',
+                                 '', fn) or '(text)'
+            else:
+                section = None      # data (tables of function pointers) are not calls
+            continue
+        parts = line.split()
+        if section is None or len(parts) < 5 or not re.fullmatch(r'[0-9a-fA-F]+', parts[0]):
+            continue
+        sym = re.sub(r'^\.text\.', '', parts[4])
+        calls.setdefault(section, set()).add(sym)
+    return calls
+
+
+def forbidden_calls(task, builddir):
+    """(list of 'FUNCTION calls SYMBOL', note): calls the kit forbids this task's source
+    to make, from any function of it but the forbidden ones themselves."""
+    forbid = task.get('forbid') or []
+    if not forbid:
+        return [], None
+    obj = object_of(builddir, task['file'])
+    if not obj:
+        return [], f'forbidden calls not checked: no object file of {task["file"]} found'
+    calls = relocation_calls(obj)
+    if calls is None:
+        return [], 'forbidden calls not checked: readelf (binutils) not found'
+    found = []
+    for fn, syms in sorted(calls.items()):
+        if fn in forbid:
+            continue
+        for f in forbid:
+            if f in syms:
+                found.append(f'{fn} calls {f}')
+    return found, None
+
+
 def run_task(task, builddir, timeout):
     exe = os.path.join(builddir, task['test'])
     res = {'id': task['id'], 'description': task['description'], 'test': task['test']}
+    notes = []
+    if not os.path.exists(exe) and task.get('shared_test') and \
+            os.path.exists(os.path.join(builddir, task['shared_test'])):
+        notes.append(f'{task["test"]} was not built (no objcopy?): graded with the other '
+                     f'tasks\' code ({", ".join(task.get("given", []))}) instead of given code')
+        exe = os.path.join(builddir, task['shared_test'])
     if not os.path.exists(exe):
         res.update(status='ERROR', detail=f'{exe} was not built', returncode=None, output='')
+        return res
+    res['notes'] = notes
+    found, note = forbidden_calls(task, builddir)
+    if note:
+        notes.append(note)
+    if found:
+        res.update(status='FAIL', returncode=None, output='', tests_run=0,
+                   detail='calls a function this task must not call: ' + '; '.join(found),
+                   messages=[f'{task["file"]}: {f} (forbidden for task {task["id"]}: write '
+                             f'the code instead of calling the reference)' for f in found])
         return res
     env = dict(os.environ, CR_TEST_FILTER=task['id'] + '__*',
                CR_GOLDEN_DIR=os.path.join(KIT, 'reference', 'golden'))
@@ -81,9 +168,15 @@ def run_task(task, builddir, timeout):
     elif rc == 0 and sum(ran) == 0:
         res.update(status='ERROR', detail='no test ran for this task')
     else:
-        msgs = [l.strip() for l in out.splitlines()
-                if 'ERROR' in l or 'FAILED' in l or 'Failure' in l or 'error:' in l]
-        msgs = [m for m in msgs if not FAILED_LINE.search(m)]
+        msgs = []
+        for l in out.splitlines():
+            l = l.strip()
+            if not ('ERROR' in l or 'FAILED' in l or 'Failure' in l or 'error:' in l or
+                    'coursework stub' in l):
+                continue
+            if FAILED_LINE.search(l) or re.fullmatch(r'\d+ FAILED TEST\(S\)', l) or l in msgs:
+                continue    # cmocka's summary repeats each failed test's name
+            msgs.append(l)
         res.update(status='FAIL', detail=(f'{sum(failed)} of {sum(ran)} test(s) failed'
                                           if ran else f'exit status {rc}'),
                    messages=msgs[:6])
@@ -170,6 +263,8 @@ def main():
             print(f'      {res["status"].lower()}: {res["detail"]}')
             for m in res.get('messages', []):
                 print(f'      {m}')
+        for n in res.get('notes', []):
+            print(f'      note: {n}')
         if a.verbose or a.tasks:
             print(res.get('output', ''))
     print(f'score: {passed}/{len(tasks)} tasks')

@@ -3,6 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "compare.h"
 #include "conv_harness.h"
 #include "cr_test.h"
@@ -107,6 +111,75 @@ static void im2col_gather__product_equals_direct(void **state)
     }
 }
 
+/* ---- a void task still a coursework stub says so ----------------------------------- */
+
+/* Fails with the stub's message if the void function call just made was a coursework
+ * stub (it records CR_ETODO through cr_todo; the caller clears the message first). */
+static void fail_if_stub(void)
+{
+    if (strstr(cr_last_error(), "coursework stub")) fail_msg("%s", cr_last_error());
+}
+
+/* One small convolution's shape and tensors for the checks below (3x3, padding 1, no
+ * bias). */
+static void small_case(cr_conv_params *p, cr_conv_shape *s, cr_tensor *x, cr_tensor *w,
+                       cr_tensor *b, cr_tensor *y)
+{
+    cr_rng r;
+    cr_rng_seed(&r, 5);
+    *p = cr_conv_params_default(2, 3, 3);
+    cr_conv_set_padding(p, 1, 1);
+    p->bias = false;
+    assert_cr_ok(cr_conv_shape_init(s, p, 1, 6, 5));
+    cr_conv_tensors_random(s, &r, x, w, b, y);
+}
+
+/* cr_gemm_naive returns nothing: a stub says it is one through cr_todo. */
+static void gemm_naive__is_written(void **state)
+{
+    (void)state;
+    float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, 0, 1, 1, 1}, C[4];
+    (void)cr_fail(CR_OK, "%s", "");
+    cr_gemm_naive(2, 2, 3, A, 3, B, 2, C, 2);
+    fail_if_stub();
+}
+
+/* cr_im2col returns nothing: a stub says it is one through cr_todo. */
+static void im2col_gather__is_written(void **state)
+{
+    (void)state;
+    cr_conv_params p;
+    cr_conv_shape s;
+    cr_tensor x, w, b, y;
+    small_case(&p, &s, &x, &w, &b, &y);
+    float *col = malloc(cr_im2col_workspace_bytes(&s));
+    assert_non_null(col);
+    (void)cr_fail(CR_OK, "%s", "");
+    cr_im2col(&s, x.data, col);
+    free(col);
+    cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b); cr_tensor_free(&y);
+    fail_if_stub();
+}
+
+/* The GEMM of one image and group returns nothing: a stub says it is one (one thread, so
+ * that the message is this thread's). */
+static void conv_as_gemm__is_written(void **state)
+{
+    (void)state;
+    cr_conv_params p;
+    cr_conv_shape s;
+    cr_tensor x, w, b, y;
+    small_case(&p, &s, &x, &w, &b, &y);
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    (void)cr_fail(CR_OK, "%s", "");
+    cr_status st = cr_conv2d_im2col(&p, &x, &w, NULL, &y);
+    cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b); cr_tensor_free(&y);
+    fail_if_stub();
+    assert_cr_ok(st);
+}
+
 /* Chapter 2 equals chapter 1 on at least 1,000 random configurations (fresh seed). */
 static void conv_as_gemm__equals_direct_random(void **state)
 {
@@ -165,8 +238,11 @@ static void workspace__bad_tensors_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gemm_naive__is_written),
         cmocka_unit_test(gemm_naive__random_shapes),
+        cmocka_unit_test(im2col_gather__is_written),
         cmocka_unit_test(im2col_gather__product_equals_direct),
+        cmocka_unit_test(conv_as_gemm__is_written),
         cmocka_unit_test(conv_as_gemm__equals_direct_random),
         cmocka_unit_test(conv_as_gemm__golden_cases),
         cmocka_unit_test(workspace__bytes_follow_the_shape),

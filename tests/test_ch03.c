@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -14,6 +15,7 @@
 #include "cr_test.h"
 #include "direct.h"
 #include "gemm.h"
+#include "gemm_internal.h"
 #include "rng.h"
 
 /* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
@@ -125,12 +127,12 @@ static void check_gemm_case(cr_gemm_fn fn, const char *name, const gemm_case *c,
         if (st == CR_OK && pad_ok)
             cr_print_faults(stderr, got, want, (size_t)(c->M * c->N), shape, 2, tol, tol, 5);
         fail_msg("%s, %d thread(s): C = %g * op(A)%s * op(B)%s + %g * C with M=%lld N=%lld "
-                 "K=%lld lda=%lld ldb=%lld ldc=%lld (seed %llu): %s%s, relative L2 %.3g "
+                 "K=%lld lda=%lld ldb=%lld ldc=%lld (seed %llu): %s%s%s, relative L2 %.3g "
                  "(bound %.0e)%s",
                  name, threads, (double)c->alpha, c->ta ? "^T" : "", c->tb ? "^T" : "",
                  (double)c->beta, (long long)c->M, (long long)c->N, (long long)c->K,
                  (long long)c->lda, (long long)c->ldb, (long long)c->ldc,
-                 (unsigned long long)seed, cr_status_name(st),
+                 (unsigned long long)seed, cr_status_name(st), st != CR_OK ? ": " : "",
                  st != CR_OK ? cr_last_error() : "", cmp.rel_l2, tol,
                  pad_ok ? "" : "; it wrote past N into C's leading-dimension padding");
     }
@@ -269,6 +271,332 @@ static void gemm_default__arguments_and_edge_cases(void **state)
     assert_cr_fails(cr_gemm_set_kernel("sse9"), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "sse9"));
     assert_cr_ok(cr_gemm_set_kernel("auto"));
+}
+
+/* ---- each task on its own: packing and the micro-kernel without the engine ----------- */
+
+/* Clears the thread's last error message, so that a stub's cr_todo can be told apart. */
+static void clear_last_error(void) { (void)cr_fail(CR_OK, "%s", ""); }
+
+/* Fails with the stub's own message when a void function just called was a coursework
+ * stub (it records CR_ETODO through cr_todo instead of returning it). */
+static void fail_if_stub(void)
+{
+    if (strstr(cr_last_error(), "coursework stub")) fail_msg("%s", cr_last_error());
+}
+
+/* The layout cr_pack_strided promises (gemm_internal.h), one element at a time: panel q,
+ * depth k, lane i of dst holds scale * (row r0 + q*panel + i, depth k0 + k) of the
+ * operand, or 0 past its last row. */
+static float expected_packed(const cr_strided *s, int64_t r0, int64_t rows, int64_t k0,
+                             int64_t kc, int panel, float scale, int64_t at)
+{
+    const int64_t q = at / (panel * kc), k = at / panel % kc, i = at % panel;
+    const int64_t row = q * panel + i;
+    return row < rows ? scale * s->p[(r0 + row) * s->rs + (k0 + k) * s->cs] : 0.0f;
+}
+
+/* Packing on its own: random blocks of operands in every orientation (rows side by side,
+ * rows contiguous in k, general strides), panel widths of every kernel, scales, offsets;
+ * every packed float equals the layout's, and nothing past the panels is written. */
+static void packing__panels_match_layout(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    static const int panels[] = {4, 6, 8, 16, 32};
+    static const float scales[] = {1.0f, -0.5f, 2.25f};
+    for (int t = 0; t < cr_test_count(400); t++) {
+        const int panel = panels[cr_rng_int(&r, 0, 4)];
+        const float scale = scales[cr_rng_int(&r, 0, 2)];
+        const int64_t rows = cr_rng_int(&r, 1, 3 * panel + 1), kc = cr_rng_int(&r, 1, 40);
+        const int64_t r0 = cr_rng_int(&r, 0, 5), k0 = cr_rng_int(&r, 0, 5);
+        const int64_t R = r0 + rows, Kd = k0 + kc;   /* the operand: R rows, depth Kd */
+        const int orient = cr_rng_int(&r, 0, 2);
+        int64_t rs, cs, n;
+        if (orient == 0) { rs = 1; cs = R + cr_rng_int(&r, 0, 3); n = Kd * cs; }
+        else if (orient == 1) { cs = 1; rs = Kd + cr_rng_int(&r, 0, 3); n = R * rs; }
+        else { rs = 2; cs = 2 * R + 1; n = Kd * cs; }          /* neither stride is 1 */
+        float *src = malloc((size_t)n * sizeof *src);
+        const int64_t np = (rows + panel - 1) / panel, len = np * panel * kc;
+        float *dst = malloc((size_t)(len + 8) * sizeof *dst);
+        assert_non_null(src); assert_non_null(dst);
+        for (int64_t i = 0; i < n; i++) src[i] = cr_rng_uniform_f(&r, -1, 1);
+        for (int64_t i = 0; i < len; i++) dst[i] = NAN;
+        for (int64_t i = len; i < len + 8; i++) dst[i] = SENTINEL;
+        const cr_strided sv = {src, rs, cs};
+        clear_last_error();
+        cr_pack_strided(&sv, r0, rows, k0, kc, panel, scale, dst);
+        fail_if_stub();
+        for (int64_t at = 0; at < len; at++) {
+            const float want = expected_packed(&sv, r0, rows, k0, kc, panel, scale, at);
+            if (!(dst[at] == want))
+                fail_msg("cr_pack_strided (seed %llu, case %d): rows [%lld, %lld) x depth "
+                         "[%lld, %lld), rs=%lld cs=%lld, panel %d, scale %g: dst[%lld] (panel "
+                         "%lld, k %lld, lane %lld) is %.8g, expected %.8g%s",
+                         (unsigned long long)seed, t, (long long)r0, (long long)(r0 + rows),
+                         (long long)k0, (long long)(k0 + kc), (long long)rs, (long long)cs,
+                         panel, (double)scale, (long long)at, (long long)(at / (panel * kc)),
+                         (long long)(at / panel % kc), (long long)(at % panel), (double)dst[at],
+                         (double)want,
+                         (at % panel) + at / (panel * kc) * panel >= rows
+                             ? " (a lane past the last row: zero padding)" : "");
+        }
+        for (int64_t i = len; i < len + 8; i++)
+            if (dst[i] != SENTINEL)
+                fail_msg("cr_pack_strided (seed %llu, case %d): wrote dst[%lld], past the %lld "
+                         "floats of its %lld panel(s)", (unsigned long long)seed, t,
+                         (long long)i, (long long)len, (long long)np);
+        free(src); free(dst);
+    }
+    printf("cr_pack_strided: %d random blocks match the panel layout (seed %llu)\n",
+           cr_test_count(400), (unsigned long long)seed);
+}
+
+/* The portable engine (its own micro-kernel, which is given) over cr_pack_strided: the
+ * packed panels give the right product, whatever the AVX2 micro-kernel does. */
+static void packing__engine_with_portable_kernel(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    for (int t = 0; t < cr_test_count(40); t++) {
+        const int64_t M = cr_rng_int(&r, 1, 150), N = cr_rng_int(&r, 1, 150);
+        const int64_t K = cr_rng_int(&r, 1, t % 4 == 0 ? 600 : 60);   /* crosses KC */
+        float *A = malloc((size_t)(M * K) * sizeof *A), *B = malloc((size_t)(K * N) * sizeof *B);
+        float *C = malloc((size_t)(M * N) * sizeof *C);
+        float *want = malloc((size_t)(M * N) * sizeof *want);
+        assert_non_null(A); assert_non_null(B); assert_non_null(C); assert_non_null(want);
+        for (int64_t i = 0; i < M * K; i++) A[i] = cr_rng_uniform_f(&r, -1, 1);
+        for (int64_t i = 0; i < K * N; i++) B[i] = cr_rng_uniform_f(&r, -1, 1);
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                double acc = 0;
+                for (int64_t k = 0; k < K; k++) acc += (double)A[i * K + k] * B[k * N + j];
+                want[i * N + j] = (float)(-0.5 * acc);
+                C[i * N + j] = NAN;                      /* beta 0: not read */
+            }
+        const cr_strided a = {A, K, 1}, b = {B, 1, N};   /* B as its transpose: N x K */
+        const cr_gemm_operand oa = {cr_pack_strided, &a}, ob = {cr_pack_strided, &b};
+        assert_cr_ok(cr_gemm_engine(&cr_kernel_portable, M, N, K, &oa, &ob, -0.5f, 0.0f, C, N, 1));
+        cr_cmp cmp = cr_compare(C, want, (size_t)(M * N), 1e-4, 1e-5);
+        if (!cr_cmp_ok(&cmp, gemm_tol(K)))
+            fail_msg("engine with the portable kernel over cr_pack_strided (seed %llu): C = "
+                     "-0.5 * A * B with M=%lld N=%lld K=%lld: relative L2 %.3g (bound %.0e)",
+                     (unsigned long long)seed, (long long)M, (long long)N, (long long)K,
+                     cmp.rel_l2, gemm_tol(K));
+        free(A); free(B); free(C); free(want);
+    }
+}
+
+/* The AVX2 micro-kernel on panels packed here by hand (no packing routine involved):
+ * C (6 x 16, ldc) = beta * C + Ap * Bp for depths around the unroll and the KC block,
+ * beta 0 (C not read: it holds NaN), 1 and another; C's padding columns untouched. */
+static void micro_kernel__hand_packed_panels(void **state)
+{
+    (void)state;
+    if (!cr_gemm_kernel_supported("avx2")) skip();
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const cr_gemm_kernel *kd = &cr_kernel_avx2;
+    assert_int_equal(kd->mr, 6);
+    assert_int_equal(kd->nr, 16);
+    static const int64_t depths[] = {1, 2, 7, 8, 64, 255, 256, 301};
+    static const float betas[] = {0.0f, 1.0f, -1.5f};
+    for (size_t d = 0; d < sizeof depths / sizeof *depths; d++)
+        for (int bi = 0; bi < 3; bi++) {
+            const int64_t kc = depths[d], ldc = bi == 2 ? 21 : 16;
+            const float beta = betas[bi];
+            float *Ap = malloc((size_t)(6 * kc) * sizeof *Ap);
+            float *Bp = malloc((size_t)(16 * kc) * sizeof *Bp);
+            float C[6 * 21], C0[6 * 21];
+            assert_non_null(Ap); assert_non_null(Bp);
+            for (int64_t i = 0; i < 6 * kc; i++) Ap[i] = cr_rng_uniform_f(&r, -1, 1);
+            for (int64_t i = 0; i < 16 * kc; i++) Bp[i] = cr_rng_uniform_f(&r, -1, 1);
+            for (int64_t i = 0; i < 6 * ldc; i++)
+                C0[i] = i % ldc >= 16 ? SENTINEL : beta == 0.0f ? NAN : cr_rng_uniform_f(&r, -1, 1);
+            memcpy(C, C0, sizeof C);
+            clear_last_error();
+            kd->kernel(kc, Ap, Bp, C, ldc, beta);
+            fail_if_stub();
+            for (int i = 0; i < 6; i++)
+                for (int64_t j = 0; j < ldc; j++) {
+                    const float got = C[i * ldc + j];
+                    if (j >= 16) {
+                        if (got != SENTINEL)
+                            fail_msg("micro-kernel (kc %lld, beta %g, ldc %lld): wrote C[%d][%lld], "
+                                     "past the tile's 16 columns", (long long)kc, (double)beta,
+                                     (long long)ldc, i, (long long)j);
+                        continue;
+                    }
+                    double acc = 0, mag = 0;   /* float64, and the size of the terms */
+                    for (int64_t k = 0; k < kc; k++) {
+                        acc += (double)Ap[k * 6 + i] * Bp[k * 16 + j];
+                        mag += fabs((double)Ap[k * 6 + i] * Bp[k * 16 + j]);
+                    }
+                    if (beta != 0.0f) {
+                        acc += (double)beta * C0[i * ldc + j];
+                        mag += fabs((double)beta * C0[i * ldc + j]);
+                    }
+                    if (!(fabs(got - acc) <= 1e-6 * mag + 1e-30))
+                        fail_msg("micro-kernel on hand-packed panels (seed %llu): kc %lld, beta "
+                                 "%g, ldc %lld: C[%d][%lld] is %.8g, expected %.8g (Ap is kc x 6, "
+                                 "Bp kc x 16, both k-major)", (unsigned long long)seed,
+                                 (long long)kc, (double)beta, (long long)ldc, i, (long long)j,
+                                 (double)got, acc);
+                }
+            free(Ap); free(Bp);
+        }
+}
+
+/* The speed floor's yardstick: the 6 x 16 tile as the textbook loops, one dot product per
+ * element, not vectorised (what the micro-kernel task must beat). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void scalar_tile_6x16(int64_t kc, const float *Ap, const float *Bp, float *C,
+                             int64_t ldc, float beta)
+{
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 16; j++) {
+            float acc = 0.0f;
+#if defined(__clang__)
+#pragma clang loop vectorize(disable)
+#endif
+            for (int64_t k = 0; k < kc; k++) acc += Ap[k * 6 + i] * Bp[k * 16 + j];
+            C[i * ldc + j] = acc + (beta == 0.0f ? 0.0f : beta * C[i * ldc + j]);
+        }
+}
+
+/* NULL when this build and run can measure speed; else why not (the speed floors are
+ * checked in optimised builds only: sanitizers and valgrind change what is fast). */
+static const char *speed_unmeasurable(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return "built with a sanitizer";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+    return "built with a sanitizer";
+#endif
+#endif
+    const char *scale = getenv("CR_TEST_SCALE");
+    if (scale && atof(scale) < 1.0) return "CR_TEST_SCALE below 1 (a sanitizer or valgrind run)";
+    return NULL;
+}
+
+/* Seconds for `calls` runs of fn on one tile (kc deep, accumulating into C). */
+static double time_tile(cr_ukernel_fn fn, int calls, int64_t kc, const float *Ap,
+                        const float *Bp, float *C)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int c = 0; c < calls; c++) fn(kc, Ap, Bp, C, 16, 1.0f);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The micro-kernel's task is speed: on one L1-resident tile (kc 256) it must run at least
+ * 3x as fast as the scalar loops above, measured in the same run as the median of 7
+ * alternating repeats (the honest kernel is some 10x faster or more, so a loaded machine
+ * does not fail it; a scalar loop in its place does). */
+static void micro_kernel__faster_than_scalar(void **state)
+{
+    (void)state;
+    if (!cr_gemm_kernel_supported("avx2")) skip();
+    if (speed_unmeasurable()) {
+        printf("micro-kernel speed not measured: %s\n", speed_unmeasurable());
+        return;
+    }
+    enum { KC = 256, REPEATS = 7 };
+    const double floor_ratio = 3.0;
+    cr_rng r;
+    cr_rng_seed(&r, 3);
+    float *Ap = malloc(6 * KC * sizeof *Ap), *Bp = malloc(16 * KC * sizeof *Bp);
+    float C[6 * 16] = {0};
+    assert_non_null(Ap); assert_non_null(Bp);
+    for (int i = 0; i < 6 * KC; i++) Ap[i] = cr_rng_uniform_f(&r, -1e-3f, 1e-3f);
+    for (int i = 0; i < 16 * KC; i++) Bp[i] = cr_rng_uniform_f(&r, -1e-3f, 1e-3f);
+    /* calls per repeat: about 5 ms of the scalar loops */
+    int calls = 1;
+    while (time_tile(scalar_tile_6x16, calls, KC, Ap, Bp, C) < 5e-3 && calls < (1 << 20))
+        calls *= 2;
+    double t_kernel[REPEATS], t_scalar[REPEATS];
+    (void)time_tile(cr_kernel_avx2.kernel, calls, KC, Ap, Bp, C);   /* warm up */
+    for (int i = 0; i < REPEATS; i++) {
+        t_kernel[i] = time_tile(cr_kernel_avx2.kernel, calls, KC, Ap, Bp, C);
+        t_scalar[i] = time_tile(scalar_tile_6x16, calls, KC, Ap, Bp, C);
+    }
+    qsort(t_kernel, REPEATS, sizeof *t_kernel, cmp_double);
+    qsort(t_scalar, REPEATS, sizeof *t_scalar, cmp_double);
+    const double tk = t_kernel[REPEATS / 2], ts = t_scalar[REPEATS / 2];
+    const double ratio = tk > 0 ? ts / tk : 1e9;
+    printf("micro-kernel: %.3g s, scalar loops %.3g s for %d tiles of depth %d: %.1fx "
+           "(floor %.0fx)\n", tk, ts, calls, KC, ratio, floor_ratio);
+    free(Ap); free(Bp);
+    if (ratio < floor_ratio)
+        fail_msg("micro-kernel too slow: %.1fx the speed of the scalar loops (median of %d "
+                 "repeats of %d tiles of depth %d; at least %.0fx expected: keep the tile in "
+                 "ymm registers and use FMA)", ratio, REPEATS, calls, KC, floor_ratio);
+}
+
+/* Seconds for one product C = A * B (n x n, no transposes) by fn. */
+static double time_gemm(cr_gemm_fn fn, int64_t n, const float *A, const float *B, float *C)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_cr_ok(fn(CR_NO_TRANS, CR_NO_TRANS, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+/* Loop order is a task about speed too: i-k-j streams rows of B and C, so on a product
+ * of 256 x 256 matrices it must run at least 1.5x as fast as the reference i-j-k loops
+ * (median of 5 alternating repeats in the same run; it is several times faster). */
+static void loop_order__faster_than_reference(void **state)
+{
+    (void)state;
+    if (speed_unmeasurable()) {
+        printf("loop order speed not measured: %s\n", speed_unmeasurable());
+        return;
+    }
+    enum { N = 256, REPEATS = 5 };
+    const double floor_ratio = 1.5;
+    cr_rng r;
+    cr_rng_seed(&r, 4);
+    float *A = malloc(N * N * sizeof *A), *B = malloc(N * N * sizeof *B);
+    float *C = malloc(N * N * sizeof *C);
+    assert_non_null(A); assert_non_null(B); assert_non_null(C);
+    for (int i = 0; i < N * N; i++) {
+        A[i] = cr_rng_uniform_f(&r, -1, 1);
+        B[i] = cr_rng_uniform_f(&r, -1, 1);
+    }
+    double t_ikj[REPEATS], t_ref[REPEATS];
+    (void)time_gemm(cr_gemm_loop_ikj, N, A, B, C);   /* warm up */
+    for (int i = 0; i < REPEATS; i++) {
+        t_ikj[i] = time_gemm(cr_gemm_loop_ikj, N, A, B, C);
+        t_ref[i] = time_gemm(cr_gemm_ref, N, A, B, C);
+    }
+    qsort(t_ikj, REPEATS, sizeof *t_ikj, cmp_double);
+    qsort(t_ref, REPEATS, sizeof *t_ref, cmp_double);
+    const double ti = t_ikj[REPEATS / 2], tr = t_ref[REPEATS / 2];
+    const double ratio = ti > 0 ? tr / ti : 1e9;
+    printf("loop order i-k-j: %.3g s, reference i-j-k %.3g s for %dx%d: %.1fx (floor %.1fx)\n",
+           ti, tr, N, N, ratio, floor_ratio);
+    free(A); free(B); free(C);
+    if (ratio < floor_ratio)
+        fail_msg("cr_gemm_loop_ikj too slow: %.1fx the speed of the reference i-j-k loops on "
+                 "%dx%d (median of %d repeats; at least %.1fx expected: the innermost loop "
+                 "should run along a row of B and of C)", ratio, N, N, REPEATS, floor_ratio);
 }
 
 /* ---- convolution -------------------------------------------------------------------- */
@@ -425,8 +753,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gemm_steps__reference_random),
         cmocka_unit_test(loop_order__random_shapes),
+        cmocka_unit_test(loop_order__faster_than_reference),
         cmocka_unit_test(gemm_steps__regblock_simd_blocked_random),
+        cmocka_unit_test(packing__panels_match_layout),
+        cmocka_unit_test(packing__engine_with_portable_kernel),
         cmocka_unit_test(packing__packed_random),
+        cmocka_unit_test(micro_kernel__hand_packed_panels),
+        cmocka_unit_test(micro_kernel__faster_than_scalar),
         cmocka_unit_test(micro_kernel__parallel_random),
         cmocka_unit_test(gemm_default__every_kernel_random),
         cmocka_unit_test(gemm_default__beyond_every_block),

@@ -55,7 +55,8 @@ void cr_im2col(const cr_conv_shape *s, const float *x, float *col)
             }
     // @stub
     // (void)s; (void)x;
-    // col[0] = 0.0f; /* TODO: fill all of col */
+    // (void)col;
+    // (void)cr_todo("im2col_gather"); /* TODO: fill all of col */
     // @end-solution
 }
 // @end im2col_gather
@@ -73,7 +74,7 @@ void cr_gemm_naive(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
         }
     // @stub
     // (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
-    // /* TODO: C = A * B */
+    // (void)cr_todo("gemm_naive"); /* TODO: C = A * B */
     // @end-solution
 }
 // @end gemm_naive
@@ -96,7 +97,7 @@ static void conv_group_gemm(const cr_conv_shape *s, const float *x_g, const floa
             for (int64_t j = 0; j < N; j++) y_g[m * N + j] += b_g[m];
     // @stub
     // (void)s; (void)x_g; (void)w_g; (void)b_g; (void)y_g; (void)col;
-    // /* TODO: im2col, GEMM, bias */
+    // (void)cr_todo("conv_as_gemm"); /* TODO: im2col, GEMM, bias */
     // @end-solution
 }
 

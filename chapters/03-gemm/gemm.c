@@ -281,7 +281,8 @@ void cr_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int6
     }
     // @stub
     // (void)s; (void)r0; (void)rows; (void)k0; (void)kc; (void)panel; (void)scale;
-    // dst[0] = 0.0f; /* TODO: fill every panel */
+    // (void)dst;
+    // (void)cr_todo("packing"); /* TODO: fill every panel */
     // @end-solution
 }
 // @end gemm_pack

@@ -68,7 +68,8 @@ CR_AVX2 static void avx2_kernel_6x16(int64_t kc, const float *Ap, const float *B
     store_row16(C + 5 * ldc, c50, c51, beta);
     // @stub
     // (void)kc; (void)Ap; (void)Bp; (void)beta;
-    // for (int i = 0; i < 6; i++) for (int j = 0; j < 16; j++) C[i * ldc + j] = 0.0f; /* TODO */
+    // for (int i = 0; i < 6; i++) for (int j = 0; j < 16; j++) C[i * ldc + j] = 0.0f;
+    // (void)cr_todo("micro_kernel"); /* TODO: the tile in registers */
     // @end-solution
 }
 // @end ukernel_avx2
