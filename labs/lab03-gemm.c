@@ -726,8 +726,12 @@ int main(int argc, char **argv)
         printf("(1) GEMM, C = A B (row-major, no transposes); ratios are GFLOP/s over the peer's, "
                "same thread count\n");
         table_header(0);
+        int ncases = nsizes;   /* the progress total: the cases the loops below really run */
+        for (int i = 0; i < nlayers; i++)
+            ncases += layers[i].n == 1 && lab_layer_selected(&ctx, layers[i].name, quick_gemm_layers,
+                                                             LAB_COUNT(quick_gemm_layers));
         cr_progress prog;
-        cr_progress_begin(&prog, "gemm cases", nsizes + nlayers);
+        cr_progress_begin(&prog, "gemm cases", ncases);
         for (int i = 0; i < nsizes; i++) {
             char name[48];
             snprintf(name, sizeof name, "%lldx%lldx%lld", (long long)sizes[i],
@@ -760,8 +764,11 @@ int main(int argc, char **argv)
         printf("(2) standard layers, forward, NCHW in and out (workspace: bytes per concurrent "
                "GEMM or per thread)\n");
         table_header(1);
+        int nconv = 0;
+        for (int i = 0; i < nlayers; i++)
+            nconv += lab_layer_selected(&ctx, layers[i].name, quick_layers, LAB_COUNT(quick_layers));
         cr_progress prog;
-        cr_progress_begin(&prog, "layers", ctx.quick ? 2 : nlayers);
+        cr_progress_begin(&prog, "layers", nconv);
         for (int i = 0; i < nlayers; i++) {
             if (!lab_layer_selected(&ctx, layers[i].name, quick_layers,
                                     LAB_COUNT(quick_layers)))
