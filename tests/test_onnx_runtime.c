@@ -227,7 +227,8 @@ static void onnx__full_fpn(void **state)
     cr_model_free(&m);
 }
 
-/* 0 when the tool this run needs is there; else prints why and returns 77 (SKIP). */
+/* 0 when the tool this run needs is there; else prints why and returns 77 (SKIP) when
+ * it is missing, 1 when it is there but crashes. */
 static int probe(void)
 {
     char buf[600];
@@ -241,9 +242,9 @@ static int probe(void)
                     script(buf, sizeof buf, g_runtime ? "test_onnx_run.js" : "test_onnx_check.py"),
                     "--probe", NULL};
     const int rc = run_prog(argv);
-    if (rc == 0) return 0;
-    if (rc != 77) printf("SKIP: probing %s exited %d\n", buf, rc);
-    return 77;
+    if (rc == 0 || rc == 77) return rc;   /* 77: the script said what is missing */
+    printf("probing %s with %s exited %d: the tool is there but broken\n", buf, prog, rc);
+    return 1;
 }
 
 int main(int argc, char **argv)
