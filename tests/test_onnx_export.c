@@ -506,11 +506,40 @@ static void onnx_export__refusals(void **state)
     cr_model_free(&m);
 }
 
+/* Up-sampling that ONNX Runtime's Resize would compute otherwise is refused, named:
+ * legacy nearest 14 -> 2 (ours reads rows 0, 7; floor(1 / (2/14f)) = 6), and bilinear
+ * scale 1.125 on 2 x 2 (the size stays 2 x 2: ONNX Runtime copies, PyTorch interpolates). */
+static void onnx_export__inexact_resize_refused(void **state)
+{
+    (void)state;
+    const cr_upsample_params cases[2] = {
+        {.mode = CR_UPSAMPLE_NEAREST, .out_h = 2, .out_w = 2},
+        {.mode = CR_UPSAMPLE_BILINEAR, .scale_h = 1.125, .scale_w = 1.125},
+    };
+    const int64_t in[2] = {14, 2};
+    char dir[256], path[300];
+    tmp_paths(dir, sizeof dir, path, sizeof path, "resize.onnx");
+    for (int k = 0; k < 2; k++) {
+        cr_model m;
+        cr_model_init(&m);
+        const cr_conv_params p = cr_conv_params_default(2, 2, 1);
+        assert_true(cr_model_add_conv(&m, "conv", CR_MODEL_INPUT, &p) >= 0);
+        assert_true(cr_model_add_upsample(&m, "resize_me", CR_PREV, &cases[k], -1) >= 0);
+        assert_cr_fails(cr_onnx_export(&m, 1, in[k], in[k], path), CR_EINVAL);
+        expect_error("'resize_me' (upsample)", "no exact ONNX Resize");
+        struct stat st;
+        assert_int_equal(stat(path, &st), -1);
+        cr_model_free(&m);
+    }
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(onnx_export__every_kind_decodes),
         cmocka_unit_test(onnx_export__refusals),
+        cmocka_unit_test(onnx_export__inexact_resize_refused),
     };
     return cr_run_tests("onnx_export", tests);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -90,7 +91,9 @@ static void check_model(const char *what, cr_model *m, const cr_tensor *x)
         cr_model_train(m, false);
         assert_cr_ok(cr_model_forward(m, x, &y));
         const double t2 = cr_now();
-        printf("# %s: export %.2f s, our forward %.2f s\n", what, t1 - t0, t2 - t1);
+        struct stat st;
+        printf("# %s: export %.2f s (%.1f MB), our forward %.2f s\n", what, t1 - t0,
+               stat(model, &st) == 0 ? (double)st.st_size / 1e6 : -1.0, t2 - t1);
         write_raw(xin, x);
         write_raw(yout, y);
         snprintf(dims, sizeof dims, "%lld,%lld,%lld,%lld", (long long)x->shape[0],

@@ -419,6 +419,9 @@ static cr_status resize_plan(const cr_upsample_params *p, const int64_t x[4], co
     } else {               /* half_pixel: PyTorch's ratio is 1 / scale_factor, or in / out */
         sizes_ok = (p->scale_h <= 0 || (double)H * p->scale_h == (double)Ho) &&
                    (p->scale_w <= 0 || (double)W * p->scale_w == (double)Wo);
+        /* ONNX Runtime copies a tensor whose size does not change (seen with 1.30: scale
+         * 1.125 on 2 rows), where PyTorch still interpolates at 1 / scale */
+        scales_ok = scales_ok && !(Ho == H && Wo == W);
     }
     if (sizes_ok || scales_ok) {
         *use_scales = !sizes_ok;
