@@ -427,11 +427,13 @@ static cr_status resize_plan(const cr_upsample_params *p, const int64_t x[4], co
         *use_scales = !sizes_ok;
         return CR_OK;
     }
-    return cr_fail(CR_EINVAL, "%s up-sampling %lldx%lld -> %lldx%lld (scale %g x %g) has no "
-                   "exact ONNX Resize: its float arithmetic would pick other source pixels "
-                   "or another size", p->mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear",
-                   (long long)H, (long long)W, (long long)Ho, (long long)Wo, p->scale_h,
-                   p->scale_w);
+    char how[64] = "to a given size";
+    if (p->scale_h > 0 || p->scale_w > 0)
+        snprintf(how, sizeof how, "scale_factor %g x %g", p->scale_h, p->scale_w);
+    return cr_fail(CR_EINVAL, "%s up-sampling %lldx%lld -> %lldx%lld (%s) has no exact ONNX "
+                   "Resize: ONNX Runtime would read other source pixels or give another size",
+                   p->mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear", (long long)H,
+                   (long long)W, (long long)Ho, (long long)Wo, how);
 }
 
 /* ---- one emitter per module kind --------------------------------------------------------- */
