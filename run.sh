@@ -20,6 +20,12 @@ BUILD_DIR=${BUILD_DIR:-build}
 REQUIRED="gcc g++ libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev libjpeg-dev
 clang pandoc gnuplot-nox chromium fonts-dejavu-core"
 OPTIONAL="libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev"
+# Chapter 8's ONNX tests (skipped without them): python3-onnx's checker, and node + npm
+# for ONNX Runtime (npm onnxruntime-node, see install_onnxruntime), unless a node with
+# npm is already there (NodeSource's nodejs bundles npm and conflicts with Debian's).
+OPTIONAL="$OPTIONAL python3-onnx python3-numpy"
+command -v node >/dev/null 2>&1 || OPTIONAL="$OPTIONAL nodejs"
+command -v npm >/dev/null 2>&1 || OPTIONAL="$OPTIONAL npm"
 
 # Prints the packages of the list $1 that are not installed.
 missing_of() {
@@ -51,6 +57,18 @@ install_packages() {
     $SUDO apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $req $opt
 }
 
+# npm's onnxruntime-node (CPU runtime inside the package) into build-node/ (ignored by
+# git, kept across builds) for test_onnx_runtime; --ignore-scripts: its install script
+# would download a GPU provider. Optional: without it that test is skipped.
+install_onnxruntime() {
+    [ -d build-node/node_modules/onnxruntime-node ] && return 0
+    command -v npm >/dev/null 2>&1 || return 0
+    echo "run.sh: installing onnxruntime-node (npm) into build-node/"
+    mkdir -p build-node
+    npm install --prefix build-node --ignore-scripts --no-audit --no-fund onnxruntime-node@1.30.0 ||
+        echo "run.sh: onnxruntime-node not installed: test_onnx_runtime will be skipped"
+}
+
 configure() {
     if [ ! -f "$BUILD_DIR/build.ninja" ]; then
         # shellcheck disable=SC2086
@@ -68,6 +86,7 @@ main)
     ;;
 test)
     install_packages
+    install_onnxruntime
     configure
     status=0
     meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 || status=$?
