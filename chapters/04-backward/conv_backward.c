@@ -14,8 +14,10 @@
 #include <omp.h>
 #endif
 
-#include "direct.h"   /* cr_pad_index: chapter 1's padding rule */
-#include "gemm.h"     /* cr_sgemm: chapter 3's GEMM */
+#include "conv_gemm.h"      /* cr_conv2d_fast: chapter 3's forward, for dX */
+#include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
+#include "gemm.h"           /* cr_sgemm: chapter 3's GEMM */
+#include "gemm_internal.h"  /* cr_gemm_engine: chapter 3's five loops, for dW */
 #include "im2col.h"   /* cr_im2col: chapter 2's gather */
 #include "tensor.h"
 
@@ -307,9 +309,9 @@ static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
 // @end grad_bias
 
 // @snippet backward_api
-cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
-                             const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
-                             cr_tensor *db)
+cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
+                                  const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
+                                  cr_tensor *dw, cr_tensor *db)
 {
     cr_conv_shape s;
     cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
@@ -380,3 +382,224 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
     return failed ? cr_fail(failed, "%s", msg) : CR_OK;   /* the message, on this thread */
 }
 // @end backward_api
+
+/* ---- the fast backward: dW as one implicit GEMM over the batch, dX as a forward conv ---- */
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds) transposed, in
+ * 32 x 32 tiles so that the rows read and the rows written both stay in L1. */
+static void transpose_tiles(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                            float *dst, int64_t ldd)
+{
+    enum { TB = 32 };
+    for (int64_t i0 = 0; i0 < rows; i0 += TB)
+        for (int64_t j0 = 0; j0 < cols; j0 += TB) {
+            const int64_t i1 = min64(rows, i0 + TB), j1 = min64(cols, j0 + TB);
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++) dst[j * ldd + i] = src[i * lds + j];
+        }
+}
+
+/* Pixel-major copy of a batch of planes: src is N x C x P (NCHW, P = H*W), dst N x P x C
+ * (NHWC). Threads share the (image, block of 256 pixels) pairs. */
+static void to_pixel_major(int64_t N, int64_t C, int64_t P, const float *src, float *dst)
+{
+    enum { PB = 256 };
+    const int64_t blocks = (P + PB - 1) / PB;
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(N * blocks))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t p0 = b * PB, np = min64(PB, P - p0);
+            transpose_tiles(C, np, src + n * C * P + p0, P, dst + (n * P + p0) * C, C);
+        }
+}
+
+/* Copies n floats times scale; the common run lengths as fixed-size copies. */
+static inline void copy_run(float *dst, const float *src, int64_t n, float scale)
+{
+    if (scale != 1.0f) {
+        for (int64_t i = 0; i < n; i++) dst[i] = scale * src[i];
+    } else if (n == 32) {
+        memcpy(dst, src, 32 * sizeof(float));
+    } else if (n == 16) {
+        memcpy(dst, src, 16 * sizeof(float));
+    } else if (n == 8) {
+        memcpy(dst, src, 8 * sizeof(float));
+    } else if (n == 4) {
+        memcpy(dst, src, 4 * sizeof(float));
+    } else {
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+    }
+}
+
+/* The patch matrix of dW's GEMM, never built: row n = (r*kw + q)*Cin_g + c (tap-major,
+ * channel fastest), column k = (image, oh, ow) over the whole batch. Entry (n, k) is the
+ * input pixel x[image][c0 + c][oh*sh - pt + r*dh][ow*sw - pl + q*dw] (through the padding
+ * map), read from the pixel-major copy xt (N x H x W x Cin): a panel's rows are runs of
+ * consecutive channels of one tap, each run one contiguous copy per column. */
+typedef struct {
+    const cr_conv_shape *s;
+    const float *xt;   /* x as N x H x W x Cin */
+    int64_t c0;        /* the group's first input channel */
+} dw_patches;
+
+/* A run of consecutive channels of one tap inside a B panel. */
+typedef struct {
+    int64_t i, len, r, q, c;   /* first panel row, length, tap (r, q), first channel */
+} patch_run;
+
+/* cr_pack_fn of dw_patches: rows [r0, r0+rows) (patch rows n), depth [k0, k0+kc) (pixels). */
+static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                         int panel, float scale, float *dst)
+{
+    const dw_patches *d = ctx;
+    const cr_conv_shape *s = d->s;
+    const cr_conv_params *p = &s->p;
+    const int64_t Cin = p->in_channels, cg = s->cin_g, H = s->h_in, W = s->w_in;
+    const int64_t Ho = s->h_out, Wo = s->w_out, P = Ho * Wo;
+    const int zeros = p->pad_mode == CR_PAD_ZEROS;
+    for (int64_t q0 = 0; q0 < rows; q0 += panel) {
+        const int64_t h = min64(panel, rows - q0);
+        float *dp = dst + q0 * kc;
+        patch_run run[CR_MAX_NR];
+        int nruns = 0;
+        for (int64_t i = 0; i < h; nruns++) {   /* the panel's rows as runs, once */
+            const int64_t n = r0 + q0 + i, tap = n / cg, c = n % cg, len = min64(h - i, cg - c);
+            run[nruns] = (patch_run){i, len, tap / p->kernel_w, tap % p->kernel_w, c};
+            i += len;
+        }
+        int64_t img = k0 / P, oh = k0 % P / Wo, ow = k0 % P % Wo;
+        for (int64_t k = 0; k < kc; k++) {
+            float *col = dp + k * panel;
+            const float *xi = d->xt + img * H * W * Cin + d->c0;
+            for (int u = 0; u < nruns; u++) {
+                int64_t ih = oh * p->stride_h - p->pad_top + run[u].r * p->dilation_h;
+                int64_t iw = ow * p->stride_w - p->pad_left + run[u].q * p->dilation_w;
+                if (zeros) {
+                    if ((uint64_t)ih >= (uint64_t)H || (uint64_t)iw >= (uint64_t)W) ih = -1;
+                } else {
+                    ih = cr_pad_index(ih, H, p->pad_mode);
+                    iw = cr_pad_index(iw, W, p->pad_mode);
+                }
+                if (ih < 0 || iw < 0)
+                    memset(col + run[u].i, 0, (size_t)run[u].len * sizeof(float));
+                else
+                    copy_run(col + run[u].i, xi + (ih * W + iw) * Cin + run[u].c, run[u].len,
+                             scale);
+            }
+            for (int64_t i = h; i < panel; i++) col[i] = 0.0f;   /* the edge panel */
+            if (++ow == Wo) {
+                ow = 0;
+                if (++oh == Ho) { oh = 0; img++; }
+            }
+        }
+    }
+}
+
+/* dW for every group: dWt_g (Cout_g x kh*kw*Cin_g, tap-major) = dY_g (Cout_g x N*Ho*Wo)
+ * times the implicit patch matrix transposed, one GEMM whose depth runs over the whole
+ * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xt. Then dw
+ * (Cout x Cin_g x kh x kw) is dWt permuted. The depth is summed in the GEMM's fixed
+ * order: no partial dW, and the bits do not depend on the thread count. */
+static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xt,
+                                      const float *dyt, float *dwt, float *dw)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t G = p->groups, Mg = s->cout_g, Ng = cr_im2col_rows(s);
+    const int64_t K = s->batch * s->h_out * s->w_out, taps = p->kernel_h * p->kernel_w;
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+    const int T = cr_gemm_threads_available();
+    const int per_group = T > 1 && G >= T;   /* groups shared by threads, one GEMM each */
+    cr_status failed = CR_OK;
+    char msg[256] = "";
+#pragma omp parallel for schedule(dynamic) if (per_group)
+    for (int64_t g = 0; g < G; g++) {
+        const dw_patches bctx = {s, xt, g * s->cin_g};
+        const cr_strided actx = {dyt + g * Mg, 1, p->out_channels};
+        const cr_gemm_operand A = {cr_pack_strided, &actx}, B = {pack_patches, &bctx};
+        cr_status e = cr_gemm_engine(kd, Mg, Ng, K, &A, &B, 1.0f, 0.0f, dwt + g * Mg * Ng, Ng,
+                                     per_group ? 1 : 0);
+        if (e != CR_OK) {
+#pragma omp critical(cr_conv_backward_status)
+            {
+                failed = e;
+                snprintf(msg, sizeof msg, "%s", cr_last_error());
+            }
+        }
+    }
+    if (failed) return cr_fail(failed, "%s", msg);
+    const int64_t cg = s->cin_g, O = p->out_channels;
+#pragma omp parallel for schedule(static) if (may_fork(O))
+    for (int64_t o = 0; o < O; o++)   /* (o, tap, c) -> (o, c, tap) */
+        for (int64_t t = 0; t < taps; t++)
+            for (int64_t c = 0; c < cg; c++) dw[(o * cg + c) * taps + t] = dwt[(o * taps + t) * cg + c];
+    return CR_OK;
+}
+
+/* True when dX is a forward convolution of dY (stride 1, zero padding no wider than the
+ * dilated kernel less one on each side), see grad_input_forward. */
+static int dx_is_forward(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t eh = p->dilation_h * (p->kernel_h - 1), ew = p->dilation_w * (p->kernel_w - 1);
+    return p->stride_h == 1 && p->stride_w == 1 && p->pad_mode == CR_PAD_ZEROS &&
+           p->pad_top <= eh && p->pad_bottom <= eh && p->pad_left <= ew && p->pad_right <= ew;
+}
+
+/* dX = conv2d(dY, W'), W' being W with input and output channels swapped within each
+ * group and the kernel turned by 180 degrees (wf: Cin x Cout_g x kh x kw), padding
+ * d*(k-1) - pad on each side, stride 1: every input pixel gathers the gradients of the
+ * outputs it fed, through chapter 3's fastest forward. */
+static cr_status grad_input_forward(const cr_conv_shape *s, const cr_tensor *w,
+                                    const cr_tensor *dy, cr_tensor *dx, float *wf)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t kh = p->kernel_h, kw = p->kernel_w, cg = s->cin_g, og = s->cout_g;
+    for (int64_t g = 0; g < p->groups; g++)
+        for (int64_t c = 0; c < cg; c++)
+            for (int64_t o = 0; o < og; o++)
+                for (int64_t r = 0; r < kh; r++)
+                    for (int64_t q = 0; q < kw; q++)
+                        wf[(((g * cg + c) * og + o) * kh + r) * kw + q] =
+                            w->data[(((g * og + o) * cg + c) * kh + (kh - 1 - r)) * kw + (kw - 1 - q)];
+    cr_conv_params t = *p;
+    t.in_channels = p->out_channels;
+    t.out_channels = p->in_channels;
+    t.bias = false;
+    t.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
+    t.pad_bottom = p->dilation_h * (kh - 1) - p->pad_bottom;
+    t.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
+    t.pad_right = p->dilation_w * (kw - 1) - p->pad_right;
+    cr_tensor wt = {4, {p->in_channels, og, kh, kw}, s->w_numel, wf};   /* a view of wf */
+    return cr_conv2d_fast(&t, dy, &wt, NULL, dx);
+}
+
+cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
+                             cr_tensor *db)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
+    if (st) return st;
+    if (db) grad_bias(&s, dy->data, db->data);
+    const int fwd_dx = dx && dx_is_forward(&s);
+    if (dx && !fwd_dx) {   /* a stride or a padding mode the forward route cannot take */
+        st = cr_conv2d_backward_gemm(p, x, w, dy, dx, NULL, NULL);
+        if (st) return st;
+    }
+    if (!dw && !fwd_dx) return CR_OK;
+    const size_t xn = dw ? s.x_numel : 0, yn = dw ? s.y_numel : 0, wn = s.w_numel;
+    const size_t bytes = (xn + yn + wn) * sizeof(float);
+    float *buf = cr_aligned_alloc(bytes);
+    if (!buf) return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of workspace", bytes);
+    float *xt = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
+    if (fwd_dx) st = grad_input_forward(&s, w, dy, dx, wbuf);
+    if (st == CR_OK && dw) {
+        to_pixel_major(s.batch, p->in_channels, s.h_in * s.w_in, x->data, xt);
+        to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
+        st = grad_weight_implicit(&s, xt, dyt, wbuf, dw->data);
+    }
+    cr_aligned_free(buf);
+    return st;
+}
