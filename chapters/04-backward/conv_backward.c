@@ -433,20 +433,51 @@ static inline void copy_run(float *dst, const float *src, int64_t n, float scale
     }
 }
 
+/* The padded pixel-major copy of x that dW's packing reads: xp is N x Hp x Wp x Cin with
+ * Hp = pt + H + pb, Wp = pl + W + pr, padded pixel (i, j) holding input pixel
+ * (pad_index(i - pt), pad_index(j - pl)) (zeros where the padding map says so). Every
+ * padding mode becomes plain indexing. */
+static void pad_pixel_major(const cr_conv_shape *s, const float *x, float *xp)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t C = p->in_channels, H = s->h_in, W = s->w_in;
+    const int64_t Hp = H + p->pad_top + p->pad_bottom, Wp = W + p->pad_left + p->pad_right;
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(s->batch * Hp))
+    for (int64_t n = 0; n < s->batch; n++)
+        for (int64_t i = 0; i < Hp; i++) {
+            float *row = xp + (n * Hp + i) * Wp * C;
+            const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
+            if (ih < 0) {
+                memset(row, 0, (size_t)(Wp * C) * sizeof(float));
+                continue;
+            }
+            /* the input row, transposed into the middle of the padded row */
+            transpose_tiles(C, W, x + n * C * H * W + ih * W, H * W, row + p->pad_left * C, C);
+            for (int64_t j = 0; j < Wp; j++) {   /* the padded columns */
+                if (j >= p->pad_left && j < p->pad_left + W) continue;
+                const int64_t iw = cr_pad_index(j - p->pad_left, W, p->pad_mode);
+                if (iw < 0)
+                    memset(row + j * C, 0, (size_t)C * sizeof(float));
+                else
+                    memcpy(row + j * C, row + (p->pad_left + iw) * C, (size_t)C * sizeof(float));
+            }
+        }
+}
+
 /* The patch matrix of dW's GEMM, never built: row n = (r*kw + q)*Cin_g + c (tap-major,
- * channel fastest), column k = (image, oh, ow) over the whole batch. Entry (n, k) is the
- * input pixel x[image][c0 + c][oh*sh - pt + r*dh][ow*sw - pl + q*dw] (through the padding
- * map), read from the pixel-major copy xt (N x H x W x Cin): a panel's rows are runs of
- * consecutive channels of one tap, each run one contiguous copy per column. */
+ * channel fastest), column k = (image, oh, ow) over the whole batch. Entry (n, k) is
+ * padded pixel (oh*sh + r*dh, ow*sw + q*dw) of channel c0 + c in xp (pad_pixel_major):
+ * a panel's rows are runs of consecutive channels of one tap, each run one contiguous
+ * copy per column, at a fixed offset from the column's first pixel. */
 typedef struct {
     const cr_conv_shape *s;
-    const float *xt;   /* x as N x H x W x Cin */
+    const float *xp;   /* x padded, pixel-major: N x Hp x Wp x Cin */
     int64_t c0;        /* the group's first input channel */
 } dw_patches;
 
 /* A run of consecutive channels of one tap inside a B panel. */
 typedef struct {
-    int64_t i, len, r, q, c;   /* first panel row, length, tap (r, q), first channel */
+    int64_t i, len, off;   /* first panel row, length, offset in xp from the column's base */
 } patch_run;
 
 /* cr_pack_fn of dw_patches: rows [r0, r0+rows) (patch rows n), depth [k0, k0+kc) (pixels). */
@@ -456,9 +487,9 @@ static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, 
     const dw_patches *d = ctx;
     const cr_conv_shape *s = d->s;
     const cr_conv_params *p = &s->p;
-    const int64_t Cin = p->in_channels, cg = s->cin_g, H = s->h_in, W = s->w_in;
-    const int64_t Ho = s->h_out, Wo = s->w_out, P = Ho * Wo;
-    const int zeros = p->pad_mode == CR_PAD_ZEROS;
+    const int64_t Cin = p->in_channels, cg = s->cin_g, Ho = s->h_out, Wo = s->w_out, P = Ho * Wo;
+    const int64_t Hp = s->h_in + p->pad_top + p->pad_bottom;
+    const int64_t Wp = s->w_in + p->pad_left + p->pad_right;
     for (int64_t q0 = 0; q0 < rows; q0 += panel) {
         const int64_t h = min64(panel, rows - q0);
         float *dp = dst + q0 * kc;
@@ -466,28 +497,17 @@ static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, 
         int nruns = 0;
         for (int64_t i = 0; i < h; nruns++) {   /* the panel's rows as runs, once */
             const int64_t n = r0 + q0 + i, tap = n / cg, c = n % cg, len = min64(h - i, cg - c);
-            run[nruns] = (patch_run){i, len, tap / p->kernel_w, tap % p->kernel_w, c};
+            const int64_t r = tap / p->kernel_w, q = tap % p->kernel_w;
+            run[nruns] = (patch_run){i, len,
+                                     (r * p->dilation_h * Wp + q * p->dilation_w) * Cin + d->c0 + c};
             i += len;
         }
         int64_t img = k0 / P, oh = k0 % P / Wo, ow = k0 % P % Wo;
         for (int64_t k = 0; k < kc; k++) {
             float *col = dp + k * panel;
-            const float *xi = d->xt + img * H * W * Cin + d->c0;
-            for (int u = 0; u < nruns; u++) {
-                int64_t ih = oh * p->stride_h - p->pad_top + run[u].r * p->dilation_h;
-                int64_t iw = ow * p->stride_w - p->pad_left + run[u].q * p->dilation_w;
-                if (zeros) {
-                    if ((uint64_t)ih >= (uint64_t)H || (uint64_t)iw >= (uint64_t)W) ih = -1;
-                } else {
-                    ih = cr_pad_index(ih, H, p->pad_mode);
-                    iw = cr_pad_index(iw, W, p->pad_mode);
-                }
-                if (ih < 0 || iw < 0)
-                    memset(col + run[u].i, 0, (size_t)run[u].len * sizeof(float));
-                else
-                    copy_run(col + run[u].i, xi + (ih * W + iw) * Cin + run[u].c, run[u].len,
-                             scale);
-            }
+            const float *base = d->xp + ((img * Hp + oh * p->stride_h) * Wp + ow * p->stride_w) * Cin;
+            for (int u = 0; u < nruns; u++)
+                copy_run(col + run[u].i, base + run[u].off, run[u].len, scale);
             for (int64_t i = h; i < panel; i++) col[i] = 0.0f;   /* the edge panel */
             if (++ow == Wo) {
                 ow = 0;
@@ -497,12 +517,36 @@ static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, 
     }
 }
 
+/* A pixel-major matrix (row k of stride ld holds the values of one depth index side by
+ * side), seen by the GEMM as rows c0.. of its transpose. */
+typedef struct {
+    const float *p;
+    int64_t ld;
+} pixel_major;
+
+/* cr_pack_fn of a pixel_major operand: panel q, depth k is a copy of `panel` values. */
+static void pack_pixel_major(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                             int panel, float scale, float *dst)
+{
+    const pixel_major *a = ctx;
+    for (int64_t q0 = 0; q0 < rows; q0 += panel) {
+        const int64_t h = min64(panel, rows - q0);
+        const float *src = a->p + k0 * a->ld + r0 + q0;
+        float *d = dst + q0 * kc;
+        for (int64_t k = 0; k < kc; k++) {
+            copy_run(d + k * panel, src + k * a->ld, h, scale);
+            for (int64_t i = h; i < panel; i++) d[k * panel + i] = 0.0f;
+        }
+    }
+}
+
 /* dW for every group: dWt_g (Cout_g x kh*kw*Cin_g, tap-major) = dY_g (Cout_g x N*Ho*Wo)
  * times the implicit patch matrix transposed, one GEMM whose depth runs over the whole
- * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xt. Then dw
+ * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xp
+ * (pad_pixel_major). Then dw
  * (Cout x Cin_g x kh x kw) is dWt permuted. The depth is summed in the GEMM's fixed
  * order: no partial dW, and the bits do not depend on the thread count. */
-static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xt,
+static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xp,
                                       const float *dyt, float *dwt, float *dw)
 {
     const cr_conv_params *p = &s->p;
@@ -515,9 +559,9 @@ static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xt,
     char msg[256] = "";
 #pragma omp parallel for schedule(dynamic) if (per_group)
     for (int64_t g = 0; g < G; g++) {
-        const dw_patches bctx = {s, xt, g * s->cin_g};
-        const cr_strided actx = {dyt + g * Mg, 1, p->out_channels};
-        const cr_gemm_operand A = {cr_pack_strided, &actx}, B = {pack_patches, &bctx};
+        const dw_patches bctx = {s, xp, g * s->cin_g};
+        const pixel_major actx = {dyt + g * Mg, p->out_channels};
+        const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
         cr_status e = cr_gemm_engine(kd, Mg, Ng, K, &A, &B, 1.0f, 0.0f, dwt + g * Mg * Ng, Ng,
                                      per_group ? 1 : 0);
         if (e != CR_OK) {
@@ -532,8 +576,7 @@ static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xt,
     const int64_t cg = s->cin_g, O = p->out_channels;
 #pragma omp parallel for schedule(static) if (may_fork(O))
     for (int64_t o = 0; o < O; o++)   /* (o, tap, c) -> (o, c, tap) */
-        for (int64_t t = 0; t < taps; t++)
-            for (int64_t c = 0; c < cg; c++) dw[(o * cg + c) * taps + t] = dwt[(o * taps + t) * cg + c];
+        transpose_tiles(taps, cg, dwt + o * taps * cg, cg, dw + o * cg * taps, taps);
     return CR_OK;
 }
 
@@ -556,13 +599,18 @@ static cr_status grad_input_forward(const cr_conv_shape *s, const cr_tensor *w,
 {
     const cr_conv_params *p = &s->p;
     const int64_t kh = p->kernel_h, kw = p->kernel_w, cg = s->cin_g, og = s->cout_g;
+    const int64_t taps = kh * kw;
+    enum { TB = 16 };   /* (o, c) tiles: both sides' rows stay in cache */
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(p->groups * og))
     for (int64_t g = 0; g < p->groups; g++)
-        for (int64_t c = 0; c < cg; c++)
-            for (int64_t o = 0; o < og; o++)
-                for (int64_t r = 0; r < kh; r++)
-                    for (int64_t q = 0; q < kw; q++)
-                        wf[(((g * cg + c) * og + o) * kh + r) * kw + q] =
-                            w->data[(((g * og + o) * cg + c) * kh + (kh - 1 - r)) * kw + (kw - 1 - q)];
+        for (int64_t o0 = 0; o0 < og; o0 += TB)
+            for (int64_t c0 = 0; c0 < cg; c0 += TB)
+                for (int64_t o = o0; o < min64(og, o0 + TB); o++)
+                    for (int64_t c = c0; c < min64(cg, c0 + TB); c++) {
+                        const float *src = w->data + ((g * og + o) * cg + c) * taps;
+                        float *dst = wf + ((g * cg + c) * og + o) * taps;
+                        for (int64_t t = 0; t < taps; t++) dst[t] = src[taps - 1 - t];
+                    }
     cr_conv_params t = *p;
     t.in_channels = p->out_channels;
     t.out_channels = p->in_channels;
@@ -589,16 +637,19 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
         if (st) return st;
     }
     if (!dw && !fwd_dx) return CR_OK;
-    const size_t xn = dw ? s.x_numel : 0, yn = dw ? s.y_numel : 0, wn = s.w_numel;
+    const size_t xn = dw ? (size_t)(s.batch * p->in_channels *
+                                    (s.h_in + p->pad_top + p->pad_bottom) *
+                                    (s.w_in + p->pad_left + p->pad_right)) : 0;
+    const size_t yn = dw ? s.y_numel : 0, wn = s.w_numel;
     const size_t bytes = (xn + yn + wn) * sizeof(float);
     float *buf = cr_aligned_alloc(bytes);
     if (!buf) return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of workspace", bytes);
-    float *xt = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
+    float *xp = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
     if (fwd_dx) st = grad_input_forward(&s, w, dy, dx, wbuf);
     if (st == CR_OK && dw) {
-        to_pixel_major(s.batch, p->in_channels, s.h_in * s.w_in, x->data, xt);
+        pad_pixel_major(&s, x->data, xp);
         to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
-        st = grad_weight_implicit(&s, xt, dyt, wbuf, dw->data);
+        st = grad_weight_implicit(&s, xp, dyt, wbuf, dw->data);
     }
     cr_aligned_free(buf);
     return st;
