@@ -291,14 +291,20 @@ static cr_status grad_weight_group(const cr_conv_shape *s, const float *x_g, con
 static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
 {
     // @solution grad_bias: each bias receives the sum of its channel's gradient over the batch and the image
+    enum { LANES = 16 };   /* independent partial sums, added in a fixed order at the end */
     const int64_t K = s->p.out_channels, plane = s->h_out * s->w_out;
-#pragma omp parallel for schedule(static)
+    const int64_t body = plane - plane % LANES;
+#pragma omp parallel for schedule(static) if (may_fork(K))
     for (int64_t k = 0; k < K; k++) {
-        float acc = 0.0f;
+        float lane[LANES] = {0};
         for (int64_t n = 0; n < s->batch; n++) {
             const float *dy_k = dy + (n * K + k) * plane;
-            for (int64_t j = 0; j < plane; j++) acc += dy_k[j];
+            for (int64_t j = 0; j < body; j += LANES)
+                for (int l = 0; l < LANES; l++) lane[l] += dy_k[j + l];
+            for (int64_t j = body; j < plane; j++) lane[j - body] += dy_k[j];
         }
+        float acc = 0.0f;
+        for (int l = 0; l < LANES; l++) acc += lane[l];
         db[k] = acc;
     }
     // @stub
@@ -637,16 +643,18 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
         if (st) return st;
     }
     if (!dw && !fwd_dx) return CR_OK;
-    const size_t xn = dw ? (size_t)(s.batch * p->in_channels *
+    const size_t xn = dw && !is_pointwise(&s) ? (size_t)(s.batch * p->in_channels *
                                     (s.h_in + p->pad_top + p->pad_bottom) *
                                     (s.w_in + p->pad_left + p->pad_right)) : 0;
-    const size_t yn = dw ? s.y_numel : 0, wn = s.w_numel;
+    const size_t yn = dw && !is_pointwise(&s) ? s.y_numel : 0, wn = s.w_numel;
     const size_t bytes = (xn + yn + wn) * sizeof(float);
     float *buf = cr_aligned_alloc(bytes);
     if (!buf) return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of workspace", bytes);
     float *xp = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
     if (fwd_dx) st = grad_input_forward(&s, w, dy, dx, wbuf);
-    if (st == CR_OK && dw) {
+    if (st == CR_OK && dw && is_pointwise(&s)) {   /* x is the patch matrix: NT GEMMs */
+        st = cr_conv2d_backward_gemm(p, x, w, dy, NULL, dw, NULL);
+    } else if (st == CR_OK && dw) {
         pad_pixel_major(&s, x->data, xp);
         to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
         st = grad_weight_implicit(&s, xp, dyt, wbuf, dw->data);

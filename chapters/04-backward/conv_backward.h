@@ -54,7 +54,9 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
 /* The fast backward, what training uses:
  *   dW = one GEMM per group whose depth is the whole batch's pixels, dY and the patch
  *        matrix read pixel-major (channels contiguous), the patch matrix never built:
- *        the GEMM's packing gathers it from a pixel-major copy of x;
+ *        the GEMM's packing gathers it from a padded pixel-major copy of x (for a 1x1
+ *        stride-1 unpadded kernel, where x is the patch matrix, cr_conv2d_backward_gemm's
+ *        GEMMs instead);
  *   dX = for stride 1 and zero padding, the forward convolution of dY with the kernel
  *        turned by 180 degrees and in/out channels swapped (cr_conv2d_fast); otherwise
  *        cr_conv2d_backward_gemm's col2im route;
