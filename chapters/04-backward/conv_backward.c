@@ -393,17 +393,62 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* dst (8 x 8, row stride ldd) = src (8 x 8, row stride lds) transposed, in ymm registers:
+ * pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped. */
+__attribute__((target("avx2"))) static void transpose_8x8_avx2(const float *src, int64_t lds,
+                                                               float *dst, int64_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int h = 0; h < 2; h++) {
+            r[i + h] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[i + h + 2] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+    /* r[0..3] hold columns 0, 1, 2, 3 (low half: rows 0-3, high half: 4-7 are in r[4..7]) */
+    static const int col[4] = {0, 2, 1, 3};
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + col[c] * ldd, _mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
+        _mm256_storeu_ps(dst + (col[c] + 4) * ldd, _mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
+    }
+}
+#endif
+
 /* dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds) transposed, in
- * 32 x 32 tiles so that the rows read and the rows written both stay in L1. */
+ * 32 x 32 tiles so that the rows read and the rows written both stay in L1; whole 8 x 8
+ * blocks in AVX2 registers where the CPU has them. */
 static void transpose_tiles(int64_t rows, int64_t cols, const float *src, int64_t lds,
                             float *dst, int64_t ldd)
 {
     enum { TB = 32 };
+#if defined(__x86_64__) && defined(__GNUC__)
+    const int simd = cr_cpu_has_avx2();
+#else
+    const int simd = 0;
+#endif
     for (int64_t i0 = 0; i0 < rows; i0 += TB)
         for (int64_t j0 = 0; j0 < cols; j0 += TB) {
             const int64_t i1 = min64(rows, i0 + TB), j1 = min64(cols, j0 + TB);
-            for (int64_t j = j0; j < j1; j++)
-                for (int64_t i = i0; i < i1; i++) dst[j * ldd + i] = src[i * lds + j];
+            int64_t i8 = i0, j8 = j0;   /* the corner the 8 x 8 blocks cover */
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (simd) {
+                i8 = i0 + (i1 - i0) / 8 * 8;
+                j8 = j0 + (j1 - j0) / 8 * 8;
+                for (int64_t i = i0; i < i8; i += 8)
+                    for (int64_t j = j0; j < j8; j += 8)
+                        transpose_8x8_avx2(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+            }
+#endif
+            for (int64_t j = j0; j < j1; j++)   /* the rest: right and bottom strips */
+                for (int64_t i = (j < j8 ? i8 : i0); i < i1; i++)
+                    dst[j * ldd + i] = src[i * lds + j];
+            (void)simd;
         }
 }
 
