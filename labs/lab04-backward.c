@@ -6,6 +6,10 @@
  *     against fast (chapter 3's cr_conv2d_fast, chapter 4's GEMM backward). The fast
  *     gradients are validated against the reference ones first (relative L2 <= 1e-4).
  *     GFLOP/s counts the forward's FLOP once and the backward's twice (dx and dw).
+ *     The peer, PyTorch (reference/bench_pytorch.py with /usr/bin/python3, in child
+ *     processes, same cases and thread count; with 2+ threads the faster of
+ *     OMP_WAIT_POLICY=active and passive), is timed in the same run before the table:
+ *     rows impl=pytorch (no peak_bytes); without an importable torch the lab says so.
  *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
  *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting
  *     level during one untimed run. The heap is measured by counting every malloc/free
@@ -318,6 +322,8 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
             size_t n = strlen(src) < info_len ? strlen(src) : info_len - 1;
             memcpy(info, src, n);
             info[n] = '\0';
+            char *wp = strstr(info, " wait_policy=");   /* the caller names the policies */
+            if (wp) *wp = '\0';
         }
     }
     pclose(f);
@@ -776,8 +782,8 @@ int main(int argc, char **argv)
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab04-backward",
                       "Chapter 4: (1) forward and backward time and memory of the standard "
-                      "layers with kernels 3, 5, 7,\nreference against fast, beside PyTorch's "
-                      "figures; (2) with --data DIR, a small FCN trained on CamVid.",
+                      "layers with kernels 3, 5, 7,\nreference against fast and PyTorch "
+                      "(same run); (2) with --data DIR, a small FCN trained on CamVid.",
                       extra_args, (int)(sizeof extra_args / sizeof *extra_args));
     if (rc != LAB_RUN) return rc;
     const int do_timing = strcmp(part, "all") == 0 || strcmp(part, "timing") == 0;
