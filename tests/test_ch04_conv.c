@@ -623,6 +623,50 @@ static void backward_api__all_gradients_random(void **state)
 
 /* ---- (5): the API -------------------------------------------------------------------------- */
 
+/* A depth long enough (2 images of 48 x 47 outputs) that 2 and 3 threads split dW's
+ * GEMM by ranges of pixels, each into its own partial dW: equal to the reference on 1, 2
+ * and 3 threads, and the same bits twice on the same thread count. */
+static void backward_api__depth_split_threads(void **state)
+{
+    (void)state;
+    const int threads0 = get_threads();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    cr_conv_params p = cr_conv_params_default(6, 5, 3);
+    cr_conv_set_padding(&p, 1, 1);
+    p.pad_mode = (cr_pad_mode)cr_rng_int(&r, 0, 3);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 2, 48, 47));
+    cr_tensor x, wt, b, dy, rx, rw, rb, *prx, *prw, *prb, mx, mw, mb;
+    cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
+    cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
+    alloc_grads(G_ALL, &p, &x, &wt, &rx, &rw, &rb, &prx, &prw, &prb);
+    assert_cr_ok(cr_conv2d_backward_ref(&p, &x, &wt, &dy, prx, prw, prb));
+    magnitude_grads(G_ALL, &p, &x, &wt, &dy, &mx, &mw, &mb);
+    for (int threads = 1; threads <= 3; threads++) {
+        cr_tensor g[2][3], *pg[2][3];
+        for (int run = 0; run < 2; run++)
+            alloc_grads(G_ALL, &p, &x, &wt, &g[run][0], &g[run][1], &g[run][2], &pg[run][0],
+                        &pg[run][1], &pg[run][2]);
+        set_threads(threads);
+        for (int run = 0; run < 2; run++)
+            assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, pg[run][0], pg[run][1], pg[run][2]));
+        set_threads(threads0);
+        if (!(grad_matches_mag("dx", &g[0][0], &rx, &mx, GRAD_TOL) &&
+              grad_matches_mag("dw", &g[0][1], &rw, &mw, GRAD_TOL) &&
+              grad_matches_mag("db", &g[0][2], &rb, &mb, GRAD_TOL)))
+            fail_msg("depth-split backward differs from the reference on %d threads "
+                     "(CR_SEED=%" PRIu64 ")", threads, seed);
+        if (memcmp(g[0][1].data, g[1][1].data, g[0][1].numel * sizeof(float)) != 0)
+            fail_msg("two runs on %d threads gave different dw", threads);
+        for (int run = 0; run < 2; run++) free_grads(&g[run][0], &g[run][1], &g[run][2]);
+    }
+    free_grads(&mx, &mw, &mb);
+    free_grads(&rx, &rw, &rb);
+    cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
+}
+
 /* The chapter's first fast backward (per-pair GEMMs, col2im) equals the reference: dX on
  * 300 random configurations; it is the route cr_conv2d_backward takes for strides. */
 static void col2im_scatter__gemm_backward_dx_random(void **state)
@@ -826,6 +870,7 @@ int main(void)
         cmocka_unit_test(grad_weight__gemm_backward_dw_random),
         cmocka_unit_test(backward_api__dx_as_forward_conv_random),
         cmocka_unit_test(backward_api__wide_channels_random),
+        cmocka_unit_test(backward_api__depth_split_threads),
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),
         cmocka_unit_test(backward_api__deterministic),

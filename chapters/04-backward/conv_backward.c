@@ -524,6 +524,7 @@ typedef struct {
     const cr_conv_shape *s;
     const float *xp;   /* x padded, pixel-major: N x Hp x Wp x Cin */
     int64_t c0;        /* the group's first input channel */
+    int64_t k_base;    /* the GEMM's depth 0 is pixel k_base of the batch */
 } dw_patches;
 
 /* A run of consecutive channels of one tap inside a B panel. */
@@ -553,7 +554,8 @@ static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, 
                                      (r * p->dilation_h * Wp + q * p->dilation_w) * Cin + d->c0 + c};
             i += len;
         }
-        int64_t img = k0 / P, oh = k0 % P / Wo, ow = k0 % P % Wo;
+        const int64_t kb = d->k_base + k0;
+        int64_t img = kb / P, oh = kb % P / Wo, ow = kb % P % Wo;
         for (int64_t k = 0; k < kc; k++) {
             float *col = dp + k * panel;
             const float *base = d->xp + ((img * Hp + oh * p->stride_h) * Wp + ow * p->stride_w) * Cin;
@@ -594,9 +596,9 @@ static void pack_pixel_major(const void *ctx, int64_t r0, int64_t rows, int64_t 
 /* dW for every group: dWt_g (Cout_g x kh*kw*Cin_g, tap-major) = dY_g (Cout_g x N*Ho*Wo)
  * times the implicit patch matrix transposed, one GEMM whose depth runs over the whole
  * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xp
- * (pad_pixel_major). Then dw
- * (Cout x Cin_g x kh x kw) is dWt permuted. The depth is summed in the GEMM's fixed
- * order: no partial dW, and the bits do not depend on the thread count. */
+ * (pad_pixel_major). Then dw (Cout x Cin_g x kh x kw) is dWt permuted. Threads share
+ * the groups when there are enough, else ranges of the depth (partial dWt per thread,
+ * added in thread order), else the GEMM's own loops. Same thread count, same bits. */
 static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xp,
                                       const float *dyt, float *dwt, float *dw)
 {
@@ -606,23 +608,51 @@ static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xp,
     const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
     const int T = cr_gemm_threads_available();
     const int per_group = T > 1 && G >= T;   /* groups shared by threads, one GEMM each */
+    /* Otherwise, with a long depth, each thread takes a range of it (of the batch's
+     * pixels) into its own partial dW, added afterwards in thread order: no barrier
+     * inside the GEMMs, and the same thread count gives the same bits. */
+    const int split_k = T > 1 && !per_group && K >= 4 * (int64_t)T * kd->kc;
+    const size_t wn = (size_t)(G * Mg * Ng);
+    float *partial = split_k ? cr_aligned_alloc((size_t)T * wn * sizeof(float)) : NULL;
+    if (split_k && !partial)
+        return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of partial dW",
+                       (size_t)T * wn * sizeof(float));
     cr_status failed = CR_OK;
     char msg[256] = "";
+#pragma omp parallel num_threads(split_k ? T : 1) if (split_k)
+    {
+#ifdef _OPENMP
+        const int tid = split_k ? omp_get_thread_num() : 0;
+#else
+        const int tid = 0;
+#endif
+        const int64_t k0 = split_k ? K * tid / T : 0, k1 = split_k ? K * (tid + 1) / T : K;
+        float *out = split_k ? partial + (size_t)tid * wn : dwt;
 #pragma omp parallel for schedule(dynamic) if (per_group)
-    for (int64_t g = 0; g < G; g++) {
-        const dw_patches bctx = {s, xp, g * s->cin_g};
-        const pixel_major actx = {dyt + g * Mg, p->out_channels};
-        const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
-        cr_status e = cr_gemm_engine(kd, Mg, Ng, K, &A, &B, 1.0f, 0.0f, dwt + g * Mg * Ng, Ng,
-                                     per_group ? 1 : 0);
-        if (e != CR_OK) {
+        for (int64_t g = 0; g < G; g++) {
+            const dw_patches bctx = {s, xp, g * s->cin_g, k0};
+            const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
+            const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
+            cr_status e = cr_gemm_engine(kd, Mg, Ng, k1 - k0, &A, &B, 1.0f, 0.0f,
+                                         out + g * Mg * Ng, Ng, per_group || split_k ? 1 : 0);
+            if (e != CR_OK) {
 #pragma omp critical(cr_conv_backward_status)
-            {
-                failed = e;
-                snprintf(msg, sizeof msg, "%s", cr_last_error());
+                {
+                    failed = e;
+                    snprintf(msg, sizeof msg, "%s", cr_last_error());
+                }
             }
         }
     }
+    if (partial && failed == CR_OK) {
+#pragma omp parallel for schedule(static) num_threads(T)
+        for (size_t i = 0; i < wn; i++) {
+            float acc = 0.0f;
+            for (int t = 0; t < T; t++) acc += partial[(size_t)t * wn + i];
+            dwt[i] = acc;
+        }
+    }
+    cr_aligned_free(partial);
     if (failed) return cr_fail(failed, "%s", msg);
     const int64_t cg = s->cin_g, O = p->out_channels;
 #pragma omp parallel for schedule(static) if (may_fork(O))

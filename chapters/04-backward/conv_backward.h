@@ -61,7 +61,8 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
  *        turned by 180 degrees and in/out channels swapped (cr_conv2d_fast); otherwise
  *        cr_conv2d_backward_gemm's col2im route;
  *   db = as cr_conv2d_backward_gemm.
- * Same thread count, same bits (dW's depth is summed in one fixed order). */
+ * OpenMP: groups shared by the threads when there are enough, else ranges of dW's depth
+ * (one partial dW per thread, added in thread order). Same thread count, same bits. */
 cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                              const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
                              cr_tensor *db);
