@@ -25,7 +25,9 @@
 #ifdef CR_HAVE_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int num_threads);  /* OpenBLAS's own, beside its cblas.h */
+char *openblas_get_corename(void);
 #endif
+#include <unistd.h>
 #ifdef CR_HAVE_BLIS
 #include <blis.h>
 #endif
@@ -46,6 +48,76 @@ void openblas_set_num_threads(int num_threads);  /* OpenBLAS's own, beside its c
 static const char *const csv_columns[] = {
     "lab", "kind", "case", "impl", "threads", "ms", "gflops", "pct_peak", "vs_openblas",
     "vs_onednn", "workspace_bytes", "rel_err", "note", NULL};
+
+/* ---- the peers' own code paths ---------------------------------------------------------- */
+
+static char openblas_note[200] = "not built in";   /* the core OpenBLAS runs, and why */
+
+#ifdef CR_HAVE_OPENBLAS
+/* True if OpenBLAS's core name is one of its kernels for AVX2 or wider. */
+static int openblas_core_is_wide(const char *core)
+{
+    static const char *const wide[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
+                                       "SapphireRapids"};
+    for (size_t i = 0; i < sizeof wide / sizeof *wide; i++)
+        if (core && strcmp(core, wide[i]) == 0) return 1;
+    return 0;
+}
+#endif
+
+/* Makes OpenBLAS run its best kernels: when its detection fell back to a core narrower
+ * than this CPU (one it does not know), sets OPENBLAS_CORETYPE (SkylakeX with AVX-512,
+ * Haswell with AVX2) and re-executes the lab, since OpenBLAS reads it once, when it is
+ * loaded. A core set in the environment by the user is kept. Fills openblas_note. */
+static void openblas_best_core(char **argv)
+{
+#ifdef CR_HAVE_OPENBLAS
+    const char *core = openblas_get_corename(), *env = getenv("OPENBLAS_CORETYPE");
+    const char *want = cr_gemm_kernel_supported("avx512") ? "SkylakeX" : cr_gemm_kernel_supported("avx2") ? "Haswell"
+                                                                                    : NULL;
+    const char *by_lab = getenv("CR_LAB03_CORETYPE_FROM");
+    if (!env && want && !openblas_core_is_wide(core)) {
+        setenv("OPENBLAS_CORETYPE", want, 1);
+        setenv("CR_LAB03_CORETYPE_FROM", core ? core : "?", 1);
+        fflush(stdout);
+        execv("/proc/self/exe", argv);   /* returns only on failure: go on with this core */
+        unsetenv("OPENBLAS_CORETYPE");
+    }
+    if (by_lab)
+        snprintf(openblas_note, sizeof openblas_note,
+                 "core %s (OPENBLAS_CORETYPE=%s set by the lab: its detection gave %s)", core,
+                 env ? env : "?", by_lab);
+    else if (env)
+        snprintf(openblas_note, sizeof openblas_note,
+                 "core %s (OPENBLAS_CORETYPE=%s from the environment)", core, env);
+    else
+        snprintf(openblas_note, sizeof openblas_note, "core %s (detected)", core);
+#else
+    (void)argv;
+#endif
+}
+
+/* oneDNN's instruction set for its JIT kernels (sgemm and convolution), as a name. */
+static const char *onednn_isa(void)
+{
+#ifdef CR_HAVE_DNNL
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    default: return "other";
+    }
+#else
+    return "not built in";
+#endif
+}
 
 /* ---- (0) the peak ------------------------------------------------------------------ */
 
@@ -351,6 +423,7 @@ typedef struct {
     dnnl_primitive_t conv, src_reorder, dst_reorder;
     dnnl_memory_t user_src, user_dst, src, wei, bias, dst;
     int ok;
+    char impl[48];   /* the implementation oneDNN chose (impl_info_str) */
 } dnnl_conv;
 
 /* Frees whatever dc holds (safe on a half-built one). */
@@ -420,6 +493,10 @@ static void dnnl_conv_init(dnnl_conv *dc, lab_conv *c)
         return;
     dnnl_primitive_desc_t pd;
     if (dnnl_primitive_desc_create(&pd, &cd, NULL, dc->eng, NULL) != dnnl_success) return;
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        impl = "?";
+    snprintf(dc->impl, sizeof dc->impl, "%s", impl);
     const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -570,7 +647,7 @@ static int run_conv_layer(lab_ctx *ctx, const cr_progress *prog, const lab_layer
             } else {
                 gf_dnnl = lab_gflops(flops, r.median);
                 ok &= conv_row(ctx, prog, l->name, "onednn", threads[t], r.median, flops,
-                               peaks[t], gf_dnnl, 0, rel, "NCHW in and out, end to end");
+                               peaks[t], gf_dnnl, 0, rel, dc.impl);
             }
         }
         dnnl_conv_free(&dc);
@@ -633,6 +710,7 @@ int main(int argc, char **argv)
 {
     const char *sizes_arg = NULL;
     const char *only_arg = NULL;
+    openblas_best_core(argv);   /* first: it may re-execute the lab */
     const cr_arg extra[] = {
         {"sizes", CR_ARG_STRING, &sizes_arg, "LIST",
          "square GEMM sizes, comma-separated (default 256,512,1024,1536,2048; quick 256,1024)",
@@ -683,15 +761,22 @@ int main(int argc, char **argv)
                         " onednn"
 #endif
                         "";
-    printf("  gemm kernel %s; %s%s\n\n", cr_gemm_kernel_name(), peers,
+    printf("  gemm kernel %s; %s%s\n", cr_gemm_kernel_name(), peers,
            strcmp(peers, "peers:") == 0 ? " none found at build time" : "");
-    static const char *const extra_csv[] = {
+    printf("  openblas: %s; onednn: JIT ISA %s\n\n", openblas_note, onednn_isa());
+    static const char *extra_csv[] = {
         "peak", "FP32 FMA peak: independent FMA chains per thread (12 x 8-wide AVX2, 24 x 16-wide "
         "AVX-512), summed over threads; pct_peak uses the widest the CPU has",
         "validation", "gemm: 512 sampled entries vs float64; conv: chapter 1 (relative L2)",
-        "onednn_conv", "NCHW in and out, reorders inside the timed call, weights reordered once",
-        NULL};
-    cr_status st = lab_csv_begin(&ctx, csv_columns, extra_csv);
+        "onednn_conv", "NCHW in and out, reorders inside the timed call, weights reordered once; "
+        "note: the implementation oneDNN chose",
+        "openblas", openblas_note, "onednn", NULL, NULL};
+    const char *extra_csv_now[sizeof extra_csv / sizeof *extra_csv];
+    memcpy(extra_csv_now, extra_csv, sizeof extra_csv);
+    char dnnl_note[64];
+    snprintf(dnnl_note, sizeof dnnl_note, "JIT ISA %s (dnnl_get_effective_cpu_isa)", onednn_isa());
+    extra_csv_now[sizeof extra_csv / sizeof *extra_csv - 2] = dnnl_note;
+    cr_status st = lab_csv_begin(&ctx, csv_columns, extra_csv_now);
     if (st != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         return LAB_EXIT_FAILED;

@@ -6,6 +6,10 @@
  *     against fast (chapter 3's cr_conv2d_fast, chapter 4's GEMM backward). The fast
  *     gradients are validated against the reference ones first (relative L2 <= 1e-4).
  *     GFLOP/s counts the forward's FLOP once and the backward's twice (dx and dw).
+ *     The peer, PyTorch (reference/bench_pytorch.py with /usr/bin/python3, in child
+ *     processes, same cases and thread count; with 2+ threads the faster of
+ *     OMP_WAIT_POLICY=active and passive), is timed in the same run before the table:
+ *     rows impl=pytorch (no peak_bytes); without an importable torch the lab says so.
  *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
  *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting
  *     level during one untimed run. The heap is measured by counting every malloc/free
@@ -240,10 +244,152 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
     return CR_OK;
 }
 
+/* ---- the peer: PyTorch, timed in this run by a child process --------------------------- */
+
+#ifndef CR_BENCH_PYTORCH
+#define CR_BENCH_PYTORCH "reference/bench_pytorch.py"
+#endif
+#define MAX_TORCH_ROWS 64
+
+/* PyTorch's times of one case (forward, backward, forward+backward; 0 = not measured). */
+typedef struct {
+    char name[32];
+    long long k, batch;
+    double ms[3];
+    char policy[3][12];   /* the OMP_WAIT_POLICY each time was measured with */
+} torch_row;
+
+static torch_row torch_rows[MAX_TORCH_ROWS];
+static int n_torch_rows;
+static char torch_note[320] = "not run";   /* for the banner and the CSV header */
+
+static const char *const pass_names[3] = {"forward", "backward", "forward+backward"};
+static const int64_t timing_ks[] = {3, 5, 7};
+static const char *const quick_layers[] = {"a_3x3_64", "f_3x3_g32"};   /* k = 3 only */
+
+/* PyTorch's row of (name, k), or NULL. */
+static torch_row *torch_find(const char *name, long long k)
+{
+    for (int i = 0; i < n_torch_rows; i++)
+        if (strcmp(torch_rows[i].name, name) == 0 && torch_rows[i].k == k) return &torch_rows[i];
+    return NULL;
+}
+
+/* Keeps the faster of a PyTorch time already held and a new one for (name, k, pass). */
+static void torch_merge(const char *name, long long k, long long batch, const char *pass,
+                        double ms, const char *policy)
+{
+    int ps = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(pass, pass_names[i]) == 0) ps = i;
+    torch_row *r = torch_find(name, k);
+    if (ps < 0 || !(ms > 0)) return;
+    if (!r) {
+        if (n_torch_rows == MAX_TORCH_ROWS) return;
+        r = &torch_rows[n_torch_rows++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "%s", name);
+        r->k = k;
+        r->batch = batch;
+    }
+    if (r->ms[ps] == 0 || ms < r->ms[ps]) {
+        r->ms[ps] = ms;
+        snprintf(r->policy[ps], sizeof r->policy[ps], "%s", policy);
+    }
+}
+
+/* Runs bench_pytorch.py once on the cases (--case arguments in `cases`) with ctx->threads
+ * threads and OMP_WAIT_POLICY = policy (NULL: unset), merging its rows. The child sets its
+ * thread count before torch loads. Returns the number of rows read; *info receives its
+ * info line, or the last line it printed. */
+static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, char *info,
+                     size_t info_len)
+{
+    static char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
+             "--repeats %d%s 2>&1",
+             ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
+             CR_BENCH_PYTORCH, ctx->threads, ctx->quick ? 0.3 : BUDGET_S, ctx->repeats, cases);
+    fflush(stdout);
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        snprintf(info, info_len, "cannot start /usr/bin/python3");
+        return 0;
+    }
+    char line[512], name[32], pass[32];
+    long long k, batch;
+    int threads, rows = 0;
+    double ms;
+    info[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (sscanf(line, "row %31s %lld %lld %d %31s %lf", name, &k, &batch, &threads, pass,
+                   &ms) == 6) {
+            torch_merge(name, k, batch, pass, ms, policy ? policy : "default");
+            rows++;
+        } else if (strncmp(line, "info ", 5) == 0 || (rows == 0 && line[0])) {
+            const char *src = strncmp(line, "info ", 5) == 0 ? line + 5 : line;
+            size_t n = strlen(src) < info_len ? strlen(src) : info_len - 1;
+            memcpy(info, src, n);
+            info[n] = '\0';
+            char *wp = strstr(info, " wait_policy=");   /* the caller names the policies */
+            if (wp) *wp = '\0';
+        }
+    }
+    pclose(f);
+    return rows;
+}
+
+/* Times PyTorch on every case the timing table will run, in child processes: once with
+ * one thread; with more, once per OMP_WAIT_POLICY (active, passive), keeping the faster
+ * time of each case and pass. Fills torch_note; without PyTorch says so and goes on. */
+static void torch_measure(const lab_ctx *ctx)
+{
+    int count;
+    const lab_layer *layers = lab_standard_layers(&count);
+    static char cases[4096];
+    size_t len = 0;
+    cases[0] = '\0';
+    for (int i = 0; i < count; i++) {
+        const lab_layer *l = &layers[i];
+        if (!lab_layer_selected(ctx, l->name, quick_layers, LAB_COUNT(quick_layers))) continue;
+        for (int j = 0; j < (ctx->quick ? 1 : 3) && len < sizeof cases - 128; j++)
+            len += (size_t)snprintf(cases + len, sizeof cases - len,
+                                    " --case %s,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
+                                    l->name, (long long)l->p.in_channels,
+                                    (long long)l->p.out_channels, (long long)l->h,
+                                    (long long)l->w, (long long)timing_ks[j],
+                                    (long long)l->p.stride_h, (long long)timing_ks[j] / 2,
+                                    (long long)l->p.groups, (long long)l->n);
+    }
+    printf("PyTorch, the peer: %s in child processes, same cases, same run ...\n",
+           CR_BENCH_PYTORCH);
+    char info[2][200];
+    int rows;
+    if (ctx->threads == 1) {
+        rows = torch_run(ctx, NULL, cases, info[0], sizeof info[0]);
+        snprintf(torch_note, sizeof torch_note, "PyTorch %s (OMP_NUM_THREADS=1)", info[0]);
+    } else {
+        rows = torch_run(ctx, "active", cases, info[0], sizeof info[0]);
+        rows += torch_run(ctx, "passive", cases, info[1], sizeof info[1]);
+        snprintf(torch_note, sizeof torch_note,
+                 "PyTorch %s; best of OMP_WAIT_POLICY=active and passive per case and pass",
+                 info[0]);
+    }
+    if (rows == 0)
+        snprintf(torch_note, sizeof torch_note,
+                 "PyTorch not measured: /usr/bin/python3 %s gave no times (%s)",
+                 CR_BENCH_PYTORCH, info[0][0] ? info[0] : "no output");
+    printf("  %s\n\n", torch_note);
+}
+
 /* One standard layer with kernel k: validates fast against reference gradients, times
- * both, prints and writes rows. Returns 1 if it validated. */
+ * both, prints and writes rows (and PyTorch's, measured before, when it ran); fb_gflops
+ * receives a_3x3_64 k=3's forward+backward GFLOP/s, fast and PyTorch. Returns 1 if it
+ * validated. */
 static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l, int64_t k,
-                       cr_rng *rng, double *fb_gflops_fast)
+                       cr_rng *rng, double *fb_gflops)
 {
     char what[64];
     snprintf(what, sizeof what, "%s k=%lld", l->name, (long long)k);
@@ -288,7 +434,6 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
     for (int i = 0; i < 3; i++) cr_tensor_free(&ref[i]);
     if (ok) {
         const char *impl_names[2] = {"reference", "fast"};
-        const char *pass_names[3] = {"forward", "backward", "forward+backward"};
         const double flops[3] = {F, 2 * F, 3 * F};
         clear_progress(prog);
         for (int impl = 0; impl < 2; impl++) {
@@ -304,8 +449,24 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
                                 lab_gflops(flops[ps], ms[ps] / 1e3), t[impl].peak[ps]))
                     ok = lab_report_failure("CSV", CR_EIO);
         }
-        if (strcmp(l->name, "a_3x3_64") == 0 && k == 3)
-            *fb_gflops_fast = lab_gflops(3 * F, t[1].both_ms / 1e3);
+        const torch_row *tr = torch_find(l->name, (long long)k);
+        if (tr) {
+            printf("%-12s %2lld %5lld %-9s %9.2f %9.2f %9.2f %7.1f %7.1f %7.1f %9s   fast/PyTorch "
+                   "f+b: %.2fx\n", l->name, (long long)k, (long long)l->n, "pytorch", tr->ms[0],
+                   tr->ms[1], tr->ms[2], lab_gflops(flops[0], tr->ms[0] / 1e3),
+                   lab_gflops(flops[1], tr->ms[1] / 1e3), lab_gflops(flops[2], tr->ms[2] / 1e3),
+                   "-", tr->ms[2] / t[1].both_ms);
+            for (int ps = 0; ps < 3; ps++)
+                if (tr->ms[ps] > 0 &&
+                    lab_csv_row(ctx, "lab04,conv,%s,pytorch,%s,%lld,%lld,%d,%.4f,%.4f,,,,,,,",
+                                l->name, pass_names[ps], (long long)k, (long long)l->n,
+                                ctx->threads, tr->ms[ps], lab_gflops(flops[ps], tr->ms[ps] / 1e3)))
+                    ok = lab_report_failure("CSV", CR_EIO);
+        }
+        if (strcmp(l->name, "a_3x3_64") == 0 && k == 3) {
+            fb_gflops[0] = lab_gflops(3 * F, t[1].both_ms / 1e3);
+            fb_gflops[1] = tr && tr->ms[2] > 0 ? lab_gflops(3 * F, tr->ms[2] / 1e3) : 0.0;
+        }
         fflush(stdout);
     }
     grad_case_free(&g);
@@ -317,8 +478,6 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
 {
     int count;
     const lab_layer *layers = lab_standard_layers(&count);
-    static const int64_t ks[] = {3, 5, 7};
-    static const char *const quick_layers[] = {"a_3x3_64", "f_3x3_g32"};  /* k = 3 only */
     printf("(1) convolution forward and backward, standard layers with kernel k (padding k/2)\n"
            "    GFLOP/s: forward F, backward 2F (dx and dw), both 3F; peak MiB: forward+backward\n");
     printf("%-12s %2s %5s %-9s %9s %9s %9s %7s %7s %7s %9s\n", "case", "k", "batch", "impl",
@@ -327,28 +486,25 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
     cr_progress prog;
     cr_progress_begin(&prog, "timing cases", total);
     int ok = 1;
-    double fb = 0.0;
+    double fb[2] = {0.0, 0.0};
     for (int i = 0; i < count; i++) {
         if (!lab_layer_selected(ctx, layers[i].name, quick_layers,
                                 LAB_COUNT(quick_layers)))
             continue;
         for (int j = 0; j < (ctx->quick ? 1 : 3); j++) {
-            ok &= timing_case(ctx, &prog, &layers[i], ks[j], rng, &fb);
+            ok &= timing_case(ctx, &prog, &layers[i], timing_ks[j], rng, fb);
             char what[48];
-            snprintf(what, sizeof what, "%s k=%lld", layers[i].name, (long long)ks[j]);
+            snprintf(what, sizeof what, "%s k=%lld", layers[i].name, (long long)timing_ks[j]);
             cr_progress_step(&prog, what);
         }
     }
     cr_progress_end(&prog);
-    /* GUIDE.md section 4: PyTorch 1.13 F.conv2d, a_3x3_64, forward+backward, same machine type */
-    const double torch_fb = ctx->threads >= 2 ? 166.0 : 89.0;
-    if (fb > 0)
-        printf("\na_3x3_64 k=3 forward+backward: fast %.1f GFLOP/s, PyTorch 1.13 %.0f GFLOP/s "
-               "(GUIDE.md, %d thread%s): %.0f%%\n", fb, torch_fb, ctx->threads >= 2 ? 2 : 1,
-               ctx->threads >= 2 ? "s" : "", 100.0 * fb / torch_fb);
-    else
-        printf("\nPyTorch 1.13 F.conv2d a_3x3_64 forward+backward (GUIDE.md): 89 GFLOP/s on 1 "
-               "thread, 166 on 2 (case not run here)\n");
+    if (fb[0] > 0 && fb[1] > 0)
+        printf("\na_3x3_64 k=3 forward+backward: fast %.1f GFLOP/s, PyTorch %.1f GFLOP/s "
+               "(this run, %d thread%s): %.2fx\n", fb[0], fb[1], ctx->threads,
+               ctx->threads > 1 ? "s" : "", fb[0] / fb[1]);
+    else if (fb[0] > 0)
+        printf("\na_3x3_64 k=3 forward+backward: fast %.1f GFLOP/s (%s)\n", fb[0], torch_note);
     printf("\n");
     return ok;
 }
@@ -583,8 +739,8 @@ int main(int argc, char **argv)
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab04-backward",
                       "Chapter 4: (1) forward and backward time and memory of the standard "
-                      "layers with kernels 3, 5, 7,\nreference against fast, beside PyTorch's "
-                      "figures; (2) with --data DIR, a small FCN trained on CamVid.",
+                      "layers with kernels 3, 5, 7,\nreference against fast and PyTorch "
+                      "(same run); (2) with --data DIR, a small FCN trained on CamVid.",
                       extra_args, (int)(sizeof extra_args / sizeof *extra_args));
     if (rc != LAB_RUN) return rc;
     const int do_timing = strcmp(part, "all") == 0 || strcmp(part, "timing") == 0;
@@ -605,7 +761,9 @@ int main(int argc, char **argv)
     char train_note[160];
     snprintf(train_note, sizeof train_note, "seed %d, %d epochs, batch %d, factor %d, AdamW lr %g",
              train_seed, epochs, batch_size, factor, lr);
+    if (do_timing) torch_measure(&ctx);   /* before the CSV: its header names the peer */
     const char *const extra[] = {
+        "pytorch", torch_note,
         "peak_bytes", COUNT_ALLOC ? "operand tensors + the heap's peak above its level before the "
                                     "pass (every malloc counted)"
                                   : "operand tensors only (sanitizer build: heap not counted)",

@@ -501,10 +501,47 @@ static void col2im_scatter__adjoint_of_im2col(void **state)
 
 /* ---- (4): fast equals reference on random configurations --------------------------------- */
 
-/* The fast backward equals the reference on count random configurations, for the
+/* Which random configurations check_backward_random draws. */
+enum {
+    CFG_ANY,       /* cr_random_conv_config: every option, a few channels */
+    CFG_DX_CONV,   /* stride 1, zero padding <= dilation*(k-1): dX as a forward conv */
+    CFG_WIDE,      /* up to 72 channels per group: dW's panels span taps and runs */
+};
+
+/* A random configuration of kind cfg (see above); n, h, w as cr_random_conv_config's. */
+static void random_config(cr_rng *r, int cfg, cr_conv_params *p, int64_t *n, int64_t *h,
+                          int64_t *w)
+{
+    for (;;) {
+        cr_random_conv_config(r, p, n, h, w);
+        if (cfg == CFG_DX_CONV) {
+            p->stride_h = p->stride_w = 1;
+            p->pad_mode = CR_PAD_ZEROS;
+            const int64_t eh = p->dilation_h * (p->kernel_h - 1);
+            const int64_t ew = p->dilation_w * (p->kernel_w - 1);
+            p->pad_top = cr_rng_int(r, 0, (int)eh);
+            p->pad_bottom = cr_rng_int(r, 0, (int)eh);
+            p->pad_left = cr_rng_int(r, 0, (int)ew);
+            p->pad_right = cr_rng_int(r, 0, (int)ew);
+        } else if (cfg == CFG_WIDE) {
+            static const int64_t cins[] = {3, 17, 40, 64, 72}, couts[] = {5, 16, 33, 64};
+            const int64_t groups = cr_rng_int(r, 1, 2);
+            p->groups = groups;
+            p->in_channels = groups * cins[cr_rng_int(r, 0, 4)];
+            p->out_channels = groups * couts[cr_rng_int(r, 0, 3)];
+            *h = cr_rng_int(r, 4, 12);
+            *w = cr_rng_int(r, 4, 12);
+        }
+        cr_conv_shape s;
+        if (cr_conv_shape_init(&s, p, *n, *h, *w) == CR_OK) return;
+    }
+}
+
+/* fn equals the reference on count random configurations of kind cfg, for the
  * gradients in mask (the others are not asked for). With vary_threads, each configuration
  * runs on 1, 2 or 3 threads, so both ways of sharing the work are exercised. */
-static void check_backward_random(int mask, int count, int vary_threads, const char *what)
+static void check_backward_random_fn(cr_conv2d_backward_fn fn, int cfg, int mask, int count,
+                                     int vary_threads, const char *what)
 {
     const uint64_t seed = cr_seed_from_env();
     const int threads0 = get_threads();
@@ -513,7 +550,7 @@ static void check_backward_random(int mask, int count, int vary_threads, const c
     for (int i = 0; i < count; i++) {
         cr_conv_params p;
         int64_t n, h, w;
-        cr_random_conv_config(&r, &p, &n, &h, &w);
+        random_config(&r, cfg, &p, &n, &h, &w);
         cr_conv_shape s;
         assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
         cr_tensor x, wt, b, dy, rx, rw, rb, fx, fw, fb, *prx, *prw, *prb, *pfx, *pfw, *pfb;
@@ -524,7 +561,7 @@ static void check_backward_random(int mask, int count, int vary_threads, const c
         const int threads = vary_threads ? 1 + i % 3 : threads0;
         assert_cr_ok(cr_conv2d_backward_ref(&p, &x, &wt, &dy, prx, prw, prb));
         set_threads(threads);
-        cr_status st = cr_conv2d_backward(&p, &x, &wt, &dy, pfx, pfw, pfb);
+        cr_status st = fn(&p, &x, &wt, &dy, pfx, pfw, pfb);
         set_threads(threads0);
         int ok = st == CR_OK;
         char desc[512];
@@ -548,6 +585,12 @@ static void check_backward_random(int mask, int count, int vary_threads, const c
     }
     printf("fast backward (%s): %d random configurations equal the reference (seed %" PRIu64 ")\n",
            what, count, seed);
+}
+
+/* check_backward_random_fn for cr_conv2d_backward on any configuration. */
+static void check_backward_random(int mask, int count, int vary_threads, const char *what)
+{
+    check_backward_random_fn(cr_conv2d_backward, CFG_ANY, mask, count, vary_threads, what);
 }
 
 /* dx alone: fast equals reference on 500 random configurations (fresh seed). */
@@ -579,6 +622,85 @@ static void backward_api__all_gradients_random(void **state)
 }
 
 /* ---- (5): the API -------------------------------------------------------------------------- */
+
+/* A depth long enough (2 images of 48 x 47 outputs) that 2 and 3 threads split dW's
+ * GEMM by ranges of pixels, each into its own partial dW: equal to the reference on 1, 2
+ * and 3 threads, and the same bits twice on the same thread count. */
+static void backward_api__depth_split_threads(void **state)
+{
+    (void)state;
+    const int threads0 = get_threads();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    cr_conv_params p = cr_conv_params_default(6, 5, 3);
+    cr_conv_set_padding(&p, 1, 1);
+    p.pad_mode = (cr_pad_mode)cr_rng_int(&r, 0, 3);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 2, 48, 47));
+    cr_tensor x, wt, b, dy, rx, rw, rb, *prx, *prw, *prb, mx, mw, mb;
+    cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
+    cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
+    alloc_grads(G_ALL, &p, &x, &wt, &rx, &rw, &rb, &prx, &prw, &prb);
+    assert_cr_ok(cr_conv2d_backward_ref(&p, &x, &wt, &dy, prx, prw, prb));
+    magnitude_grads(G_ALL, &p, &x, &wt, &dy, &mx, &mw, &mb);
+    for (int threads = 1; threads <= 3; threads++) {
+        cr_tensor g[2][3], *pg[2][3];
+        for (int run = 0; run < 2; run++)
+            alloc_grads(G_ALL, &p, &x, &wt, &g[run][0], &g[run][1], &g[run][2], &pg[run][0],
+                        &pg[run][1], &pg[run][2]);
+        set_threads(threads);
+        for (int run = 0; run < 2; run++)
+            assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, pg[run][0], pg[run][1], pg[run][2]));
+        set_threads(threads0);
+        if (!(grad_matches_mag("dx", &g[0][0], &rx, &mx, GRAD_TOL) &&
+              grad_matches_mag("dw", &g[0][1], &rw, &mw, GRAD_TOL) &&
+              grad_matches_mag("db", &g[0][2], &rb, &mb, GRAD_TOL)))
+            fail_msg("depth-split backward differs from the reference on %d threads "
+                     "(CR_SEED=%" PRIu64 ")", threads, seed);
+        if (memcmp(g[0][1].data, g[1][1].data, g[0][1].numel * sizeof(float)) != 0)
+            fail_msg("two runs on %d threads gave different dw", threads);
+        for (int run = 0; run < 2; run++) free_grads(&g[run][0], &g[run][1], &g[run][2]);
+    }
+    free_grads(&mx, &mw, &mb);
+    free_grads(&rx, &rw, &rb);
+    cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
+}
+
+/* The chapter's first fast backward (per-pair GEMMs, col2im) equals the reference: dX on
+ * 300 random configurations; it is the route cr_conv2d_backward takes for strides. */
+static void col2im_scatter__gemm_backward_dx_random(void **state)
+{
+    (void)state;
+    check_backward_random_fn(cr_conv2d_backward_gemm, CFG_ANY, G_DX, cr_test_count(300), 1,
+                             "per-pair GEMMs, dx");
+}
+
+/* cr_conv2d_backward_gemm's dW (one GEMM per image and group) equals the reference. */
+static void grad_weight__gemm_backward_dw_random(void **state)
+{
+    (void)state;
+    check_backward_random_fn(cr_conv2d_backward_gemm, CFG_ANY, G_DW, cr_test_count(300), 1,
+                             "per-pair GEMMs, dw");
+}
+
+/* dX through the forward convolution of dY (stride 1, zero padding up to the dilated
+ * kernel's reach, asymmetric, grouped, dilated) equals the reference, with dW and db. */
+static void backward_api__dx_as_forward_conv_random(void **state)
+{
+    (void)state;
+    check_backward_random_fn(cr_conv2d_backward, CFG_DX_CONV, G_ALL, cr_test_count(300), 1,
+                             "dx as a forward conv");
+}
+
+/* Up to 72 channels per group: dW's packed panels hold runs of several taps and span
+ * more than one register tile; every padding mode and stride. */
+static void backward_api__wide_channels_random(void **state)
+{
+    (void)state;
+    check_backward_random_fn(cr_conv2d_backward, CFG_WIDE, G_ALL, cr_test_count(60), 1,
+                             "wide channels");
+}
 
 /* Any subset of dx, dw, db may be asked for: what is asked equals the full computation,
  * in both implementations; asking for nothing is fine. */
@@ -744,6 +866,11 @@ int main(void)
         cmocka_unit_test(grad_bias__fast_db_golden),
         cmocka_unit_test(grad_bias__db_equals_reference_random),
         cmocka_unit_test(backward_api__all_gradients_random),
+        cmocka_unit_test(col2im_scatter__gemm_backward_dx_random),
+        cmocka_unit_test(grad_weight__gemm_backward_dw_random),
+        cmocka_unit_test(backward_api__dx_as_forward_conv_random),
+        cmocka_unit_test(backward_api__wide_channels_random),
+        cmocka_unit_test(backward_api__depth_split_threads),
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),
         cmocka_unit_test(backward_api__deterministic),

@@ -327,9 +327,14 @@ static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
  * each packed B block is used once, and a few NR panels per thread are as good as many
  * (the packed panels are then still in L2 when the micro-kernel reads them), with a much
  * smaller buffer: what makes the fused convolution's workspace small. */
-static int64_t block_nc(const cr_gemm_kernel *kd, int64_t M, int threads)
+static int64_t block_nc(const cr_gemm_kernel *kd, int64_t M, int64_t N, int threads)
 {
-    return M <= kd->mc ? min64(kd->nc, 8 * (int64_t)kd->nr * threads) : kd->nc;
+    if (M > kd->mc) return kd->nc;
+    /* a few NR panels per thread, and the blocks of N as even as whole panels allow, so
+     * that the last block is not a sliver that one thread computes alone */
+    const int64_t most = min64(kd->nc, 8 * (int64_t)kd->nr * threads);
+    const int64_t blocks = (N + most - 1) / most, unit = (int64_t)kd->nr * threads;
+    return blocks <= 1 ? most : min64(most, round_up((N + blocks - 1) / blocks, unit));
 }
 
 /* Sizes of the packing buffers: one B block (shared) and one A block per thread. */
@@ -337,7 +342,7 @@ static void engine_sizes(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
                          int threads, size_t *b_floats, size_t *a_floats)
 {
     const int64_t kc = min64(kd->kc, K > 0 ? K : 1);
-    *b_floats = (size_t)(kc * min64(block_nc(kd, M, threads), round_up(N, kd->nr)));
+    *b_floats = (size_t)(kc * min64(block_nc(kd, M, N, threads), round_up(N, kd->nr)));
     *a_floats = (size_t)(kc * min64(kd->mc, round_up(M, kd->mr)));
 }
 
@@ -386,7 +391,7 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
     if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return CR_OK; }
     const int MR = kd->mr, NR = kd->nr;
     const int nt = threads == 1 ? 1 : cr_gemm_threads_available();
-    const int64_t NC = block_nc(kd, M, nt);
+    const int64_t NC = block_nc(kd, M, N, nt);
     size_t b_floats, a_floats;
     engine_sizes(kd, M, N, K, nt, &b_floats, &a_floats);
     float *Bp = cr_aligned_alloc(b_floats * sizeof(float));          /* shared B block */
@@ -408,6 +413,10 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
         for (int64_t jc = 0; jc < N; jc += NC) {                 /* loop 5: NC columns   */
             const int64_t nc = min64(NC, N - jc), np = (nc + NR - 1) / NR;
             const int split_jr = np >= 4 * T;    /* enough NR panels: share them, else ic */
+            /* sharing ic blocks: at least one per thread (MR-aligned), even when all of M
+             * fits in one MC block */
+            const int64_t MC = split_jr ? kd->mc
+                                        : min64(kd->mc, round_up((M + T - 1) / T, MR));
             for (int64_t pc = 0; pc < K; pc += kd->kc) {         /* loop 4: KC of depth  */
                 const int64_t kc = min64(kd->kc, K - pc);
                 const float bt = pc == 0 ? beta : 1.0f;          /* later KC accumulate  */
@@ -417,9 +426,9 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
                             Bp + p * NR * kc);
                 /* (implicit barrier: the B block is complete) */
                 int64_t blk = 0;
-                for (int64_t ic = 0; ic < M; ic += kd->mc, blk++) {   /* loop 3: MC rows */
+                for (int64_t ic = 0; ic < M; ic += MC, blk++) {   /* loop 3: MC rows */
                     if (!split_jr && blk % T != tid) continue;   /* ic blocks dealt round */
-                    const int64_t mc = min64(kd->mc, M - ic);
+                    const int64_t mc = min64(MC, M - ic);
                     A->pack(A->ctx, ic, mc, pc, kc, MR, alpha, Ap);  /* own copy: own L2  */
                     const int64_t p0 = split_jr ? np * tid / T : 0;
                     const int64_t p1 = split_jr ? np * (tid + 1) / T : np;

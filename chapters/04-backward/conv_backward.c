@@ -14,8 +14,10 @@
 #include <omp.h>
 #endif
 
-#include "direct.h"   /* cr_pad_index: chapter 1's padding rule */
-#include "gemm.h"     /* cr_sgemm: chapter 3's GEMM */
+#include "conv_gemm.h"      /* cr_conv2d_fast: chapter 3's forward, for dX */
+#include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
+#include "gemm.h"           /* cr_sgemm: chapter 3's GEMM */
+#include "gemm_internal.h"  /* cr_gemm_engine: chapter 3's five loops, for dW */
 #include "im2col.h"   /* cr_im2col: chapter 2's gather */
 #include "tensor.h"
 
@@ -289,14 +291,20 @@ static cr_status grad_weight_group(const cr_conv_shape *s, const float *x_g, con
 static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
 {
     // @solution grad_bias: each bias receives the sum of its channel's gradient over the batch and the image
+    enum { LANES = 16 };   /* independent partial sums, added in a fixed order at the end */
     const int64_t K = s->p.out_channels, plane = s->h_out * s->w_out;
-#pragma omp parallel for schedule(static)
+    const int64_t body = plane - plane % LANES;
+#pragma omp parallel for schedule(static) if (may_fork(K))
     for (int64_t k = 0; k < K; k++) {
-        float acc = 0.0f;
+        float lane[LANES] = {0};
         for (int64_t n = 0; n < s->batch; n++) {
             const float *dy_k = dy + (n * K + k) * plane;
-            for (int64_t j = 0; j < plane; j++) acc += dy_k[j];
+            for (int64_t j = 0; j < body; j += LANES)
+                for (int l = 0; l < LANES; l++) lane[l] += dy_k[j + l];
+            for (int64_t j = body; j < plane; j++) lane[j - body] += dy_k[j];
         }
+        float acc = 0.0f;
+        for (int l = 0; l < LANES; l++) acc += lane[l];
         db[k] = acc;
     }
     // @stub
@@ -307,9 +315,9 @@ static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
 // @end grad_bias
 
 // @snippet backward_api
-cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
-                             const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
-                             cr_tensor *db)
+cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
+                                  const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
+                                  cr_tensor *dw, cr_tensor *db)
 {
     cr_conv_shape s;
     cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
@@ -380,3 +388,352 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
     return failed ? cr_fail(failed, "%s", msg) : CR_OK;   /* the message, on this thread */
 }
 // @end backward_api
+
+/* ---- the fast backward: dW as one implicit GEMM over the batch, dX as a forward conv ---- */
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* dst (8 x 8, row stride ldd) = src (8 x 8, row stride lds) transposed, in ymm registers:
+ * pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped. */
+__attribute__((target("avx2"))) static void transpose_8x8_avx2(const float *src, int64_t lds,
+                                                               float *dst, int64_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int h = 0; h < 2; h++) {
+            r[i + h] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[i + h + 2] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+    /* r[0..3] hold columns 0, 1, 2, 3 (low half: rows 0-3, high half: 4-7 are in r[4..7]) */
+    static const int col[4] = {0, 2, 1, 3};
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + col[c] * ldd, _mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
+        _mm256_storeu_ps(dst + (col[c] + 4) * ldd, _mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
+    }
+}
+#endif
+
+/* dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds) transposed, in
+ * 32 x 32 tiles so that the rows read and the rows written both stay in L1; whole 8 x 8
+ * blocks in AVX2 registers where the CPU has them. */
+static void transpose_tiles(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                            float *dst, int64_t ldd)
+{
+    enum { TB = 32 };
+#if defined(__x86_64__) && defined(__GNUC__)
+    const int simd = cr_cpu_has_avx2();
+#else
+    const int simd = 0;
+#endif
+    for (int64_t i0 = 0; i0 < rows; i0 += TB)
+        for (int64_t j0 = 0; j0 < cols; j0 += TB) {
+            const int64_t i1 = min64(rows, i0 + TB), j1 = min64(cols, j0 + TB);
+            int64_t i8 = i0, j8 = j0;   /* the corner the 8 x 8 blocks cover */
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (simd) {
+                i8 = i0 + (i1 - i0) / 8 * 8;
+                j8 = j0 + (j1 - j0) / 8 * 8;
+                for (int64_t i = i0; i < i8; i += 8)
+                    for (int64_t j = j0; j < j8; j += 8)
+                        transpose_8x8_avx2(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+            }
+#endif
+            for (int64_t j = j0; j < j1; j++)   /* the rest: right and bottom strips */
+                for (int64_t i = (j < j8 ? i8 : i0); i < i1; i++)
+                    dst[j * ldd + i] = src[i * lds + j];
+            (void)simd;
+        }
+}
+
+/* Pixel-major copy of a batch of planes: src is N x C x P (NCHW, P = H*W), dst N x P x C
+ * (NHWC). Threads share the (image, block of 256 pixels) pairs. */
+static void to_pixel_major(int64_t N, int64_t C, int64_t P, const float *src, float *dst)
+{
+    enum { PB = 256 };
+    const int64_t blocks = (P + PB - 1) / PB;
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(N * blocks))
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t p0 = b * PB, np = min64(PB, P - p0);
+            transpose_tiles(C, np, src + n * C * P + p0, P, dst + (n * P + p0) * C, C);
+        }
+}
+
+/* Copies n floats times scale; the common run lengths as fixed-size copies. */
+static inline void copy_run(float *dst, const float *src, int64_t n, float scale)
+{
+    if (scale != 1.0f) {
+        for (int64_t i = 0; i < n; i++) dst[i] = scale * src[i];
+    } else if (n == 32) {
+        memcpy(dst, src, 32 * sizeof(float));
+    } else if (n == 16) {
+        memcpy(dst, src, 16 * sizeof(float));
+    } else if (n == 8) {
+        memcpy(dst, src, 8 * sizeof(float));
+    } else if (n == 4) {
+        memcpy(dst, src, 4 * sizeof(float));
+    } else {
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+    }
+}
+
+/* The padded pixel-major copy of x that dW's packing reads: xp is N x Hp x Wp x Cin with
+ * Hp = pt + H + pb, Wp = pl + W + pr, padded pixel (i, j) holding input pixel
+ * (pad_index(i - pt), pad_index(j - pl)) (zeros where the padding map says so). Every
+ * padding mode becomes plain indexing. */
+static void pad_pixel_major(const cr_conv_shape *s, const float *x, float *xp)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t C = p->in_channels, H = s->h_in, W = s->w_in;
+    const int64_t Hp = H + p->pad_top + p->pad_bottom, Wp = W + p->pad_left + p->pad_right;
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(s->batch * Hp))
+    for (int64_t n = 0; n < s->batch; n++)
+        for (int64_t i = 0; i < Hp; i++) {
+            float *row = xp + (n * Hp + i) * Wp * C;
+            const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
+            if (ih < 0) {
+                memset(row, 0, (size_t)(Wp * C) * sizeof(float));
+                continue;
+            }
+            /* the input row, transposed into the middle of the padded row */
+            transpose_tiles(C, W, x + n * C * H * W + ih * W, H * W, row + p->pad_left * C, C);
+            for (int64_t j = 0; j < Wp; j++) {   /* the padded columns */
+                if (j >= p->pad_left && j < p->pad_left + W) continue;
+                const int64_t iw = cr_pad_index(j - p->pad_left, W, p->pad_mode);
+                if (iw < 0)
+                    memset(row + j * C, 0, (size_t)C * sizeof(float));
+                else
+                    memcpy(row + j * C, row + (p->pad_left + iw) * C, (size_t)C * sizeof(float));
+            }
+        }
+}
+
+/* The patch matrix of dW's GEMM, never built: row n = (r*kw + q)*Cin_g + c (tap-major,
+ * channel fastest), column k = (image, oh, ow) over the whole batch. Entry (n, k) is
+ * padded pixel (oh*sh + r*dh, ow*sw + q*dw) of channel c0 + c in xp (pad_pixel_major):
+ * a panel's rows are runs of consecutive channels of one tap, each run one contiguous
+ * copy per column, at a fixed offset from the column's first pixel. */
+typedef struct {
+    const cr_conv_shape *s;
+    const float *xp;   /* x padded, pixel-major: N x Hp x Wp x Cin */
+    int64_t c0;        /* the group's first input channel */
+    int64_t k_base;    /* the GEMM's depth 0 is pixel k_base of the batch */
+} dw_patches;
+
+/* A run of consecutive channels of one tap inside a B panel. */
+typedef struct {
+    int64_t i, len, off;   /* first panel row, length, offset in xp from the column's base */
+} patch_run;
+
+/* cr_pack_fn of dw_patches: rows [r0, r0+rows) (patch rows n), depth [k0, k0+kc) (pixels). */
+static void pack_patches(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                         int panel, float scale, float *dst)
+{
+    const dw_patches *d = ctx;
+    const cr_conv_shape *s = d->s;
+    const cr_conv_params *p = &s->p;
+    const int64_t Cin = p->in_channels, cg = s->cin_g, Ho = s->h_out, Wo = s->w_out, P = Ho * Wo;
+    const int64_t Hp = s->h_in + p->pad_top + p->pad_bottom;
+    const int64_t Wp = s->w_in + p->pad_left + p->pad_right;
+    for (int64_t q0 = 0; q0 < rows; q0 += panel) {
+        const int64_t h = min64(panel, rows - q0);
+        float *dp = dst + q0 * kc;
+        patch_run run[CR_MAX_NR];
+        int nruns = 0;
+        for (int64_t i = 0; i < h; nruns++) {   /* the panel's rows as runs, once */
+            const int64_t n = r0 + q0 + i, tap = n / cg, c = n % cg, len = min64(h - i, cg - c);
+            const int64_t r = tap / p->kernel_w, q = tap % p->kernel_w;
+            run[nruns] = (patch_run){i, len,
+                                     (r * p->dilation_h * Wp + q * p->dilation_w) * Cin + d->c0 + c};
+            i += len;
+        }
+        const int64_t kb = d->k_base + k0;
+        int64_t img = kb / P, oh = kb % P / Wo, ow = kb % P % Wo;
+        for (int64_t k = 0; k < kc; k++) {
+            float *col = dp + k * panel;
+            const float *base = d->xp + ((img * Hp + oh * p->stride_h) * Wp + ow * p->stride_w) * Cin;
+            for (int u = 0; u < nruns; u++)
+                copy_run(col + run[u].i, base + run[u].off, run[u].len, scale);
+            for (int64_t i = h; i < panel; i++) col[i] = 0.0f;   /* the edge panel */
+            if (++ow == Wo) {
+                ow = 0;
+                if (++oh == Ho) { oh = 0; img++; }
+            }
+        }
+    }
+}
+
+/* A pixel-major matrix (row k of stride ld holds the values of one depth index side by
+ * side), seen by the GEMM as rows c0.. of its transpose. */
+typedef struct {
+    const float *p;
+    int64_t ld;
+} pixel_major;
+
+/* cr_pack_fn of a pixel_major operand: panel q, depth k is a copy of `panel` values. */
+static void pack_pixel_major(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                             int panel, float scale, float *dst)
+{
+    const pixel_major *a = ctx;
+    for (int64_t q0 = 0; q0 < rows; q0 += panel) {
+        const int64_t h = min64(panel, rows - q0);
+        const float *src = a->p + k0 * a->ld + r0 + q0;
+        float *d = dst + q0 * kc;
+        for (int64_t k = 0; k < kc; k++) {
+            copy_run(d + k * panel, src + k * a->ld, h, scale);
+            for (int64_t i = h; i < panel; i++) d[k * panel + i] = 0.0f;
+        }
+    }
+}
+
+/* dW for every group: dWt_g (Cout_g x kh*kw*Cin_g, tap-major) = dY_g (Cout_g x N*Ho*Wo)
+ * times the implicit patch matrix transposed, one GEMM whose depth runs over the whole
+ * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xp
+ * (pad_pixel_major). Then dw (Cout x Cin_g x kh x kw) is dWt permuted. Threads share
+ * the groups when there are enough, else ranges of the depth (partial dWt per thread,
+ * added in thread order), else the GEMM's own loops. Same thread count, same bits. */
+static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xp,
+                                      const float *dyt, float *dwt, float *dw)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t G = p->groups, Mg = s->cout_g, Ng = cr_im2col_rows(s);
+    const int64_t K = s->batch * s->h_out * s->w_out, taps = p->kernel_h * p->kernel_w;
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+    const int T = cr_gemm_threads_available();
+    const int per_group = T > 1 && G >= T;   /* groups shared by threads, one GEMM each */
+    /* Otherwise, with a long depth, each thread takes a range of it (of the batch's
+     * pixels) into its own partial dW, added afterwards in thread order: no barrier
+     * inside the GEMMs, and the same thread count gives the same bits. */
+    const int split_k = T > 1 && !per_group && K >= 4 * (int64_t)T * kd->kc;
+    const size_t wn = (size_t)(G * Mg * Ng);
+    float *partial = split_k ? cr_aligned_alloc((size_t)T * wn * sizeof(float)) : NULL;
+    if (split_k && !partial)
+        return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of partial dW",
+                       (size_t)T * wn * sizeof(float));
+    cr_status failed = CR_OK;
+    char msg[256] = "";
+#pragma omp parallel num_threads(split_k ? T : 1) if (split_k)
+    {
+#ifdef _OPENMP
+        const int tid = split_k ? omp_get_thread_num() : 0;
+#else
+        const int tid = 0;
+#endif
+        const int64_t k0 = split_k ? K * tid / T : 0, k1 = split_k ? K * (tid + 1) / T : K;
+        float *out = split_k ? partial + (size_t)tid * wn : dwt;
+#pragma omp parallel for schedule(dynamic) if (per_group)
+        for (int64_t g = 0; g < G; g++) {
+            const dw_patches bctx = {s, xp, g * s->cin_g, k0};
+            const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
+            const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
+            cr_status e = cr_gemm_engine(kd, Mg, Ng, k1 - k0, &A, &B, 1.0f, 0.0f,
+                                         out + g * Mg * Ng, Ng, per_group || split_k ? 1 : 0);
+            if (e != CR_OK) {
+#pragma omp critical(cr_conv_backward_status)
+                {
+                    failed = e;
+                    snprintf(msg, sizeof msg, "%s", cr_last_error());
+                }
+            }
+        }
+    }
+    if (partial && failed == CR_OK) {
+#pragma omp parallel for schedule(static) num_threads(T)
+        for (size_t i = 0; i < wn; i++) {
+            float acc = 0.0f;
+            for (int t = 0; t < T; t++) acc += partial[(size_t)t * wn + i];
+            dwt[i] = acc;
+        }
+    }
+    cr_aligned_free(partial);
+    if (failed) return cr_fail(failed, "%s", msg);
+    const int64_t cg = s->cin_g, O = p->out_channels;
+#pragma omp parallel for schedule(static) if (may_fork(O))
+    for (int64_t o = 0; o < O; o++)   /* (o, tap, c) -> (o, c, tap) */
+        transpose_tiles(taps, cg, dwt + o * taps * cg, cg, dw + o * cg * taps, taps);
+    return CR_OK;
+}
+
+/* True when dX is a forward convolution of dY (stride 1, zero padding no wider than the
+ * dilated kernel less one on each side), see grad_input_forward. */
+static int dx_is_forward(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t eh = p->dilation_h * (p->kernel_h - 1), ew = p->dilation_w * (p->kernel_w - 1);
+    return p->stride_h == 1 && p->stride_w == 1 && p->pad_mode == CR_PAD_ZEROS &&
+           p->pad_top <= eh && p->pad_bottom <= eh && p->pad_left <= ew && p->pad_right <= ew;
+}
+
+/* dX = conv2d(dY, W'), W' being W with input and output channels swapped within each
+ * group and the kernel turned by 180 degrees (wf: Cin x Cout_g x kh x kw), padding
+ * d*(k-1) - pad on each side, stride 1: every input pixel gathers the gradients of the
+ * outputs it fed, through chapter 3's fastest forward. */
+static cr_status grad_input_forward(const cr_conv_shape *s, const cr_tensor *w,
+                                    const cr_tensor *dy, cr_tensor *dx, float *wf)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t kh = p->kernel_h, kw = p->kernel_w, cg = s->cin_g, og = s->cout_g;
+    const int64_t taps = kh * kw;
+    enum { TB = 16 };   /* (o, c) tiles: both sides' rows stay in cache */
+#pragma omp parallel for collapse(2) schedule(static) if (may_fork(p->groups * og))
+    for (int64_t g = 0; g < p->groups; g++)
+        for (int64_t o0 = 0; o0 < og; o0 += TB)
+            for (int64_t c0 = 0; c0 < cg; c0 += TB)
+                for (int64_t o = o0; o < min64(og, o0 + TB); o++)
+                    for (int64_t c = c0; c < min64(cg, c0 + TB); c++) {
+                        const float *src = w->data + ((g * og + o) * cg + c) * taps;
+                        float *dst = wf + ((g * cg + c) * og + o) * taps;
+                        for (int64_t t = 0; t < taps; t++) dst[t] = src[taps - 1 - t];
+                    }
+    cr_conv_params t = *p;
+    t.in_channels = p->out_channels;
+    t.out_channels = p->in_channels;
+    t.bias = false;
+    t.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
+    t.pad_bottom = p->dilation_h * (kh - 1) - p->pad_bottom;
+    t.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
+    t.pad_right = p->dilation_w * (kw - 1) - p->pad_right;
+    cr_tensor wt = {4, {p->in_channels, og, kh, kw}, s->w_numel, wf};   /* a view of wf */
+    return cr_conv2d_fast(&t, dy, &wt, NULL, dx);
+}
+
+cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
+                             cr_tensor *db)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_backward_bind(&s, p, x, w, dy, dx, dw, db);
+    if (st) return st;
+    if (db) grad_bias(&s, dy->data, db->data);
+    const int fwd_dx = dx && dx_is_forward(&s);
+    if (dx && !fwd_dx) {   /* a stride or a padding mode the forward route cannot take */
+        st = cr_conv2d_backward_gemm(p, x, w, dy, dx, NULL, NULL);
+        if (st) return st;
+    }
+    if (!dw && !fwd_dx) return CR_OK;
+    const size_t xn = dw && !is_pointwise(&s) ? (size_t)(s.batch * p->in_channels *
+                                    (s.h_in + p->pad_top + p->pad_bottom) *
+                                    (s.w_in + p->pad_left + p->pad_right)) : 0;
+    const size_t yn = dw && !is_pointwise(&s) ? s.y_numel : 0, wn = s.w_numel;
+    const size_t bytes = (xn + yn + wn) * sizeof(float);
+    float *buf = cr_aligned_alloc(bytes);
+    if (!buf) return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of workspace", bytes);
+    float *xp = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
+    if (fwd_dx) st = grad_input_forward(&s, w, dy, dx, wbuf);
+    if (st == CR_OK && dw && is_pointwise(&s)) {   /* x is the patch matrix: NT GEMMs */
+        st = cr_conv2d_backward_gemm(p, x, w, dy, NULL, dw, NULL);
+    } else if (st == CR_OK && dw) {
+        pad_pixel_major(&s, x->data, xp);
+        to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
+        st = grad_weight_implicit(&s, xp, dyt, wbuf, dw->data);
+    }
+    cr_aligned_free(buf);
+    return st;
+}

@@ -44,13 +44,29 @@ cr_status cr_conv2d_backward_ref(const cr_conv_params *p, const cr_tensor *x,
                                  const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
                                  cr_tensor *dw, cr_tensor *db);
 
-/* The fast backward on chapter 3's GEMM, per image and group:
+/* The chapter's first fast backward, on chapter 3's GEMM, per image and group:
  *   dX_g = col2im(W_g^T dY_g)                    (cr_sgemm with A transposed)
  *   dW_g += dY_g cols_g^T  over the batch        (cr_sgemm with B transposed, beta = 1)
  *   db   = sums of dY over images and pixels.
  * OpenMP: (image, group) pairs are shared by the threads when there are enough of them
  * (each thread then accumulates its own partial dW, added in thread order), else the
  * GEMMs themselves run on all threads. Same thread count, same bits. */
+cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
+                                  const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
+                                  cr_tensor *dw, cr_tensor *db);
+
+/* The fast backward, what training uses:
+ *   dW = one GEMM per group whose depth is the whole batch's pixels, dY and the patch
+ *        matrix read pixel-major (channels contiguous), the patch matrix never built:
+ *        the GEMM's packing gathers it from a padded pixel-major copy of x (for a 1x1
+ *        stride-1 unpadded kernel, where x is the patch matrix, cr_conv2d_backward_gemm's
+ *        GEMMs instead);
+ *   dX = for stride 1 and zero padding, the forward convolution of dY with the kernel
+ *        turned by 180 degrees and in/out channels swapped (cr_conv2d_fast); otherwise
+ *        cr_conv2d_backward_gemm's col2im route;
+ *   db = as cr_conv2d_backward_gemm.
+ * OpenMP: groups shared by the threads when there are enough, else ranges of dW's depth
+ * (one partial dW per thread, added in thread order). Same thread count, same bits. */
 cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                              const cr_tensor *dy, cr_tensor *dx, cr_tensor *dw,
                              cr_tensor *db);
@@ -61,7 +77,7 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
  * that im2col would have copied from it (through the padding map; zero padding drops). */
 void cr_col2im(const cr_conv_shape *s, const float *col, float *dx);
 
-/* Bytes of workspace cr_conv2d_backward allocates for shape s with the current OpenMP
+/* Bytes of workspace cr_conv2d_backward_gemm allocates for shape s with the current OpenMP
  * thread count: one patch matrix per thread working on (image, group) pairs (none for a
  * 1x1 stride-1 unpadded kernel) plus, when several threads share the pairs, one partial
  * dW per thread. cr_sgemm's own packing buffers are not included. */
