@@ -12,12 +12,14 @@
 #include "compare.h"
 #include "conv_backward.h"
 #include "conv_desc.h"
+#include "conv_gemm.h"
 #include "csv.h"
 #include "dataset.h"
 #include "direct.h"
 #include "dtype.h"
 #include "error.h"
 #include "fpn.h"
+#include "gemm.h"
 #include "im2col.h"
 #include "jpeg_io.h"
 #include "json.h"
@@ -67,6 +69,9 @@ int main()
     check(cr_conv2d_im2col(&p, &x, &w, &b, &y2) == CR_OK, "chapter 2 from C++");
     const cr_cmp c = cr_compare(y2.data, y1.data, y1.numel, 1e-5, 1e-5);
     check(cr_cmp_ok(&c, 1e-5) != 0, "chapter 2 equals chapter 1 from C++");
+    check(cr_conv2d_fast(&p, &x, &w, &b, &y2) == CR_OK, "chapter 3 from C++");
+    const cr_cmp c3 = cr_compare(y2.data, y1.data, y1.numel, 1e-5, 1e-5);
+    check(cr_cmp_ok(&c3, 1e-5) != 0, "chapter 3 equals chapter 1 from C++");
     check(cr_f16_to_f32(cr_f32_to_f16(1.5f)) == 1.5f, "dtype conversions");
     cr_model m;
     cr_model_init(&m);

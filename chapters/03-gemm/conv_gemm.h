@@ -10,6 +10,10 @@
 
 #include "conv_desc.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Chapter 2's recipe with chapter 3's GEMM: im2col into a patch matrix, then cr_sgemm. */
 cr_status cr_conv2d_gemm(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y);
@@ -39,5 +43,9 @@ cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_t
                          const cr_tensor *b, cr_tensor *y);
 /* Which path cr_conv2d_fast takes for shape s: "grouped", "fused" or "gemm". */
 const char *cr_conv2d_fast_path(const cr_conv_shape *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -104,6 +104,10 @@ int cr_gemm_threads_available(void);
 
 #include "conv_desc.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Geometry of the padded, phase-split copy of one image's group of input channels:
  * element (c, padded row i, padded column j) sits at
  * buf[((c * hp + i) * sw + j % sw) * lp + j / sw], sw being the stride along W, so
@@ -147,5 +151,9 @@ void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
 void cr_grouped_conv_avx512(const cr_conv_shape *s, const cr_grouped_geom *gm,
                             const int64_t *tap_off, const float *xp, const float *w_g,
                             float *y_g, int64_t blk0, int64_t blk1);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
