@@ -6,7 +6,13 @@ labs have written their --quick CSVs and the figures are drawn:
 
     build_book.py --root SRC --outdir BUILD/book --pandoc PANDOC
                   [--chromium CHROMIUM] [--depfile F --dep-target T]
+                  [--edition teacher|student]
                   --front book/front.md --chapter 01-direct --chapter 02-im2col ...
+
+The teacher's edition (the default) writes conv2d-reimagined.{html,epub,pdf}, with
+every coursework solution shown. The student edition writes
+conv2d-reimagined-student.html: each solution region shows its task's statement and
+its stub instead (CRBOOK_EDITION=student for include_snippet.lua).
 
 The three Lua filters (book/filters/) read CRBOOK_ROOT, CRBOOK_LABDIR (= outdir,
 where the lab CSVs NAME.csv are), CRBOOK_FIGDIR (outdir/plots) and CRBOOK_DEPS
@@ -85,6 +91,22 @@ def chromium_pdf(chromium, html, pdf):
             os.remove(tmp_name(pdf))
 
 
+def write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html):
+    """Writes --depfile: the inputs, the filters' files and everything they read."""
+    if not a.depfile:
+        return
+    deps = set(inputs + filters + [meta, css, os.path.abspath(__file__),
+                                   os.path.join(filters_dir, 'crbook.lua')])
+    with open(deps_tmp) as f:
+        deps.update(line.strip() for line in f if line.strip())
+    deps = sorted(os.path.abspath(p) for p in deps if os.path.exists(p))
+    target = a.dep_target or html
+    with open(tmp_name(a.depfile), 'w') as f:
+        f.write(depfile_escape(target) + ': \\\n')
+        f.write(' \\\n'.join('  ' + depfile_escape(p) for p in deps) + '\n')
+    os.replace(tmp_name(a.depfile), a.depfile)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--root', required=True, help='repository root')
@@ -101,6 +123,9 @@ def main():
     ap.add_argument('--depfile', help='write a Makefile-style depfile here')
     ap.add_argument('--dep-target', help='target named in the depfile')
     ap.add_argument('--no-pdf', action='store_true')
+    ap.add_argument('--edition', choices=('teacher', 'student'), default='teacher',
+                    help='teacher: solutions shown (HTML, EPUB, PDF); student: each task '
+                    'as its statement and stub (HTML only)')
     a = ap.parse_args()
 
     if not a.pandoc or not shutil.which(a.pandoc):
@@ -108,7 +133,10 @@ def main():
             '(Debian: apt-get install pandoc), then reconfigure: meson setup --reconfigure build')
     root = os.path.abspath(a.root)
     outdir = os.path.abspath(a.outdir)
-    figdir = os.path.join(outdir, 'plots')
+    student = a.edition == 'student'
+    stem = NAME + ('-student' if student else '')
+    # Each edition has its own plot folder and deps list: the two may build at once.
+    figdir = os.path.join(outdir, 'plots-student' if student else 'plots')
     os.makedirs(figdir, exist_ok=True)
 
     meta = a.metadata if os.path.isabs(a.metadata) else os.path.join(root, a.metadata)
@@ -128,19 +156,20 @@ def main():
                ('include_snippet.lua', 'csv_table.lua', 'plot.lua')]
     css = a.css if os.path.isabs(a.css) else os.path.join(root, a.css)
 
-    deps_tmp = os.path.join(outdir, 'book.deps.txt')
+    deps_tmp = os.path.join(outdir, f'{stem}.deps.txt')
     open(deps_tmp, 'w').close()
     env = dict(os.environ, CRBOOK_ROOT=root, CRBOOK_LABDIR=outdir, CRBOOK_FIGDIR=figdir,
-               CRBOOK_DEPS=deps_tmp)
+               CRBOOK_DEPS=deps_tmp, CRBOOK_EDITION=a.edition)
     # Images: a path as in the source tree (book/figures/im2col.svg) is looked up
     # in the build root first (generated figures), then in the source root.
     build_root = os.path.abspath(a.build_root) if a.build_root else os.path.dirname(outdir)
     resource_path = os.pathsep.join([build_root, root, outdir, os.path.join(root, 'book')])
 
     # 1. Markdown -> filtered AST (the filters run once).
-    ast = os.path.join(outdir, f'{NAME}.json')
+    ast = os.path.join(outdir, f'{stem}.json')
     cmd = [a.pandoc, '--from', 'markdown', '--to', 'json', '--metadata-file', meta,
            '-o', tmp_name(ast)]
+
     for f in filters:
         cmd += ['--lua-filter', f]
     run(cmd + inputs, env=env, what='pandoc (filters)')
@@ -149,11 +178,22 @@ def main():
     common = ['--from', 'json', '--standalone', '--mathml', '--toc', '--toc-depth=2',
               '--number-sections', '--highlight-style=tango', f'--resource-path={resource_path}',
               '--css', css]
+    if student:
+        banner = os.path.join(outdir, f'{stem}.banner.html')
+        with open(banner, 'w', encoding='utf-8') as f:
+            f.write('<p class="edition">Student edition: in every listing that holds a '
+                    'coursework task you see the task\'s statement and its stub, as in your '
+                    'kit; the solution is yours to write.</p>\n')
+        common += ['--include-before-body', banner]
     # 2. HTML, one self-contained file.
-    html = os.path.join(outdir, f'{NAME}.html')
+    html = os.path.join(outdir, f'{stem}.html')
     run([a.pandoc, ast, '--to', 'html5', '--self-contained', '-o', tmp_name(html)] + common,
         env=env, what='pandoc (HTML)')
     publish(tmp_name(html), html, 'pandoc (HTML)')
+    if student:
+        print(f'book: wrote {html}')
+        write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html)
+        return
     # 3. EPUB.
     epub = os.path.join(outdir, f'{NAME}.epub')
     run([a.pandoc, ast, '--to', 'epub3', '--epub-chapter-level=1', '-o', tmp_name(epub)]
@@ -174,18 +214,7 @@ def main():
               'then meson setup --reconfigure build)')
 
     # 5. Depfile: everything the filters read, plus the inputs and the tools' files.
-    if a.depfile:
-        deps = set(inputs + filters + [meta, css, os.path.abspath(__file__),
-                                       os.path.join(filters_dir, 'crbook.lua')])
-        with open(deps_tmp) as f:
-            deps.update(line.strip() for line in f if line.strip())
-        deps = sorted(os.path.abspath(p) for p in deps if os.path.exists(p))
-        target = a.dep_target or html
-        with open(tmp_name(a.depfile), 'w') as f:
-            f.write(depfile_escape(target) + ': \\\n')
-            f.write(' \\\n'.join('  ' + depfile_escape(p) for p in deps) + '\n')
-        os.replace(tmp_name(a.depfile), a.depfile)
-
+    write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html)
 
 if __name__ == '__main__':
     main()

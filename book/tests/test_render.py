@@ -154,6 +154,7 @@ def main():
     ap.add_argument('--workdir', required=True)
     ap.add_argument('--chapter', action='append', default=[],
                     help='a chapter of the book, in order (book/meson.build passes book_chapters)')
+    ap.add_argument('--student-html', help='the student edition, checked against --html')
     ap.add_argument('--no-build', action='store_true', help='check the HTML as it is')
     a = ap.parse_args()
 
@@ -216,6 +217,12 @@ def main():
         if title:
             title = re.sub(r'\s*\{[^}]*\}\s*$', '', title)
             check(title.split('`')[0][:20] in text, f'chapter "{title}" is in the book')
+
+    if a.student_html:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import student_edition
+        if check(os.path.exists(a.student_html), f'{a.student_html} exists'):
+            student_edition.check_student(a.root, a.chapter, a.student_html, a.html, check)
 
     # 3. Chromium.
     if not a.chromium or not shutil.which(a.chromium):
