@@ -16,7 +16,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 # for the PDF and the book's render test), and the libraries lab 3 compares against
 # (OpenBLAS, BLIS, oneDNN: optional, never dependencies of the library itself).
 PACKAGES="gcc libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev
-pandoc gnuplot-nox chromium fonts-dejavu-core
+pandoc gnuplot-nox chromium fonts-dejavu-core poppler-utils
 libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev"
 
 install_packages() {

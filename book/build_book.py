@@ -22,6 +22,7 @@ HTML and EPUB from it; headless Chromium prints the HTML to PDF when present.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def depfile_escape(p):
     return p.replace('\\', '\\\\').replace(' ', '\\ ').replace('#', '\\#').replace('$', '$$')
 
 
-def chromium_pdf(chromium, html, pdf):
+def chromium_print(chromium, html, pdf):
+    """Prints the page html to pdf with headless Chromium; True on success."""
     profile = tempfile.mkdtemp(prefix='crbook-chromium-')
     try:
         cmd = [chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
@@ -89,6 +91,82 @@ def chromium_pdf(chromium, html, pdf):
         shutil.rmtree(profile, ignore_errors=True)
         if os.path.exists(tmp_name(pdf)):
             os.remove(tmp_name(pdf))
+
+
+TOC_LINK = re.compile(r'<a href="#([^"]+)"')
+
+
+def toc_targets(page):
+    """The ids the table of contents links to, in order."""
+    m = re.search(r'<nav id="TOC".*?</nav>', page, re.S)
+    return TOC_LINK.findall(m.group(0)) if m else []
+
+
+def with_page_marks(page, ids):
+    """The page with an invisible token "CRBKPG<n>Q" at the start of the heading
+    each TOC entry links to (positioned absolutely: the layout does not change)."""
+    for n, ident in enumerate(ids):
+        page = re.sub(r'(<h[1-6][^>]*\bid="' + re.escape(ident) + r'"[^>]*>)',
+                      lambda m, n=n: m.group(1) + f'<span style="position:absolute;'
+                      f'font-size:2px;color:#fff">CRBKPG{n}Q</span>', page, count=1)
+    return page
+
+
+def with_toc_pages(page, pages):
+    """The page with <span class="toc-page">N</span> at the end of every TOC link
+    whose heading was found on PDF page N (pages: {id: N})."""
+    m = re.search(r'<nav id="TOC".*?</nav>', page, re.S)
+    if not m:
+        return page
+
+    def add(a):
+        n = pages.get(a.group(1))
+        if not n:
+            return a.group(0)
+        return f'<a href="#{a.group(1)}"{a.group(2)}>{a.group(3)}<span class="toc-page">{n}</span></a>'
+    nav = re.sub(r'<a href="#([^"]+)"([^>]*)>(.*?)</a>', add, m.group(0), flags=re.S)
+    return page[:m.start()] + nav + page[m.end():]
+
+
+def chromium_pdf(chromium, html, pdf):
+    """Prints html to pdf. Chromium cannot number the contents itself (CSS
+    target-counter() is not implemented), so where pdftotext (poppler-utils) is
+    found the book is printed twice: first with an invisible token in every heading
+    the contents link to, whose page pdftotext reports; then with those page numbers
+    written into the contents. The printed copies are temporary; the HTML is not
+    changed. Returns True when the PDF was written."""
+    pdftotext = shutil.which('pdftotext')
+    page = open(html, encoding='utf-8').read()
+    ids = toc_targets(page)
+    if not pdftotext or not ids:
+        if not pdftotext:
+            print('book: the PDF\'s contents have no page numbers: pdftotext not found '
+                  '(apt-get install poppler-utils)')
+        return chromium_print(chromium, html, pdf)
+    work = tempfile.mkdtemp(prefix='crbook-print-')
+    try:
+        marked = os.path.join(work, 'marked.html')
+        with open(marked, 'w', encoding='utf-8') as f:
+            f.write(with_page_marks(page, ids))
+        first = os.path.join(work, 'first.pdf')
+        if not chromium_print(chromium, marked, first):
+            return False
+        r = subprocess.run([pdftotext, first, '-'], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        found = {}
+        for pno, text in enumerate(r.stdout.split('\f'), start=1):
+            for tok in re.findall(r'CRBKPG(\d+)Q', text):
+                if int(tok) < len(ids):
+                    found.setdefault(ids[int(tok)], pno)
+        if len(found) < len(ids):
+            print(f'book: {len(ids) - len(found)} of {len(ids)} contents entries got no page '
+                  'number', file=sys.stderr)
+        numbered = os.path.join(work, 'numbered.html')
+        with open(numbered, 'w', encoding='utf-8') as f:
+            f.write(with_toc_pages(page, found))
+        return chromium_print(chromium, numbered, pdf)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html):
