@@ -185,6 +185,104 @@ def write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html):
     os.replace(tmp_name(a.depfile), a.depfile)
 
 
+PROV_KEYS = [('machine', 'machine'), ('cpu', 'CPU'), ('gpu', 'GPU'), ('driver', 'driver'),
+             ('cuda', 'CUDA'), ('threads', 'threads'), ('compiler', 'compiler'),
+             ('flags', 'flags')]
+BLOCK = re.compile(r'^\s*(?:```+|~~~+)\s*\{(?P<attrs>[^}]*\.(?:csv-table|plot)\b[^}]*)\}', re.M)
+
+
+def read_provenance(path):
+    """The "# key: value" header of a lab CSV as a dict (keys lower-case)."""
+    prov = {}
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            if not line.startswith('#'):
+                break
+            m = re.match(r'#\s*([\w-]+)\s*:\s*(.*?)\s*$', line)
+            if m:
+                prov[m.group(1).lower()] = m.group(2)
+    return prov
+
+
+def md_escape(text):
+    """Text safe to put in Markdown as it is (no emphasis, no math, no links)."""
+    return re.sub(r'([\\`*_{}\[\]<>$#|~^])', r'\\\1', text)
+
+
+def uses_of_results(root, chapters):
+    """{src: [(chapter title, section title, kind, caption)]} for every table and
+    plot of the given chapters, in book order."""
+    uses = {}
+    for ch in chapters:
+        text = open(os.path.join(root, 'chapters', ch, 'chapter.md'), encoding='utf-8').read()
+        chapter, section = ch, ''
+        pos = 0
+        for m in re.finditer(r'^(#{1,2}) (.*?)\s*(?:\{[^}]*\})?\s*$|' + BLOCK.pattern, text, re.M):
+            if m.group(1):
+                if len(m.group(1)) == 1:
+                    chapter, section = m.group(2), ''
+                else:
+                    section = m.group(2)
+                continue
+            attrs = m.group('attrs')
+            src = re.search(r'\bsrc="([^"]+)"', attrs)
+            cap = re.search(r'\bcaption="([^"]*)"', attrs)
+            if src:
+                kind = 'plot' if re.search(r'\.plot\b', attrs) else 'table'
+                uses.setdefault(src.group(1), []).append(
+                    (chapter, section, kind, cap.group(1) if cap else ''))
+    return uses
+
+
+def machines_appendix(root, outdir, chapters, out_path):
+    """Writes the appendix "Machines and results" (Markdown) to out_path: for every CSV
+    the book's numbers come from (the committed ones under book/results/ and the
+    labs this build ran), the machine and build its header names and the tables
+    and plots it made. Generated from the headers, never typed."""
+    uses = uses_of_results(root, chapters)
+    sources = []                       # (src, path, where it comes from)
+    for d in sorted(os.listdir(os.path.join(root, 'book', 'results'))):
+        full = os.path.join(root, 'book', 'results', d)
+        if os.path.isdir(full):
+            for f in sorted(os.listdir(full)):
+                if f.endswith('.csv'):
+                    src = f'results/{d}/{f}'
+                    sources.append((src, os.path.join(full, f),
+                                    f'committed, `book/results/{d}/{f}`'))
+    for src in sorted(uses):
+        if src.startswith('lab:'):
+            sources.append((src, os.path.join(outdir, src[4:] + '.csv'),
+                            f'measured by this build (`{src[4:]} --quick`)'))
+    out = ['# Machines and results {.unnumbered #machines-and-results}', '',
+           'Every measured table and plot in this book comes from one of the CSV files below. This '
+           'appendix is written by the book build from their provenance headers; the '
+           'tables and plots each one made are listed under it.', '']
+    for src, path, origin in sources:
+        if not os.path.exists(path):
+            continue
+        prov = read_provenance(path)
+        used = uses.get(src, []) + uses.get('book/' + src, [])
+        out += [f'## {md_escape(os.path.basename(path))} {{.unnumbered}}', '',
+                f'{origin[0].upper()}{origin[1:]}; written by `{md_escape(prov.get("program", "?"))}`.', '']
+        rows = [(label, prov[k]) for k, label in PROV_KEYS if prov.get(k)]
+        rows += [('git revision', prov['git'])] if prov.get('git') else []
+        rows += [('date', prov['date'])] if prov.get('date') else []
+        out += ['| provenance | |', '|---|---|'] + [f'| {label} | {md_escape(v)} |' for label, v in rows]
+        out += ['', ': Provenance header of ' + md_escape(os.path.basename(path)), '']
+        if used:
+            out.append('Used for:')
+            out.append('')
+            for chapter, section, kind, cap in used:
+                where = f'{chapter}' + (f' › {section}' if section else '')
+                out.append(f'- the {kind} in *{where}*' + (f': {cap}' if cap else ''))
+            out.append('')
+        else:
+            out += ['Not used by a table or plot of the chapters in this edition.', '']
+    with open(tmp_name(out_path), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(out) + '\n')
+    os.replace(tmp_name(out_path), out_path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--root', required=True, help='repository root')
@@ -228,6 +326,13 @@ def main():
     for p in inputs + [meta]:
         if not os.path.exists(p):
             die(f'{p} not found')
+    # The appendix on where every number was measured, from the CSV headers.
+    appendix = os.path.join(outdir, f'{stem}.machines.md')
+    machines_appendix(root, outdir, a.chapter, appendix)
+    inputs.append(appendix)
+    results_dir = os.path.join(root, 'book', 'results')
+    result_csvs = [os.path.join(d, f) for d, _, fs in os.walk(results_dir) for f in fs
+                   if f.endswith('.csv')]
 
     filters_dir = os.path.join(root, 'book', 'filters')
     filters = [os.path.join(filters_dir, f) for f in
@@ -270,7 +375,7 @@ def main():
     publish(tmp_name(html), html, 'pandoc (HTML)')
     if student:
         print(f'book: wrote {html}')
-        write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html)
+        write_depfile(a, inputs + result_csvs, filters, meta, css, filters_dir, deps_tmp, html)
         return
     # 3. EPUB.
     epub = os.path.join(outdir, f'{NAME}.epub')
@@ -292,7 +397,7 @@ def main():
               'then meson setup --reconfigure build)')
 
     # 5. Depfile: everything the filters read, plus the inputs and the tools' files.
-    write_depfile(a, inputs, filters, meta, css, filters_dir, deps_tmp, html)
+    write_depfile(a, inputs + result_csvs, filters, meta, css, filters_dir, deps_tmp, html)
 
 if __name__ == '__main__':
     main()
