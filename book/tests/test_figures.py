@@ -69,9 +69,11 @@ def main():
                 if src.endswith('gemm_avx2.c'):
                     k = svgkit.kernel_constants(os.path.join(a.root, src), 'cr_kernel_avx2')
                     flat = texts.replace('\u00a0', '').replace(' ', '')
-                    want = [f'{key.upper()}={v}' for key, v in k.items() if key.upper() in flat]
-                    check(want and all(w in flat for w in want),
-                          f'{name}: shows the code\'s block sizes {want}')
+                    shown = {key: re.findall(key.upper() + r'=(\d+)', flat) for key in k}
+                    want = {key: v for key, v in k.items() if shown[key]}
+                    check(want and all(int(x) == k[key] for key in want for x in shown[key]),
+                          f'{name}: every block size it shows is the code\'s {want} '
+                          f'(shown: {shown})')
     if failures:
         print(f'{len(failures)} check(s) failed')
         sys.exit(1)
