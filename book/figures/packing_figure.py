@@ -23,7 +23,7 @@ def draw(out, source):
     MR = kernel_constants(source, 'cr_kernel_avx2')['mr']
     rows, depth = MR + 2, 4
     cell = 26
-    s = Svg(760, 250 + rows * cell, 'Packing A into MR-row panels, k-major, zero-padded',
+    s = Svg(620, 250 + rows * cell, 'Packing A into MR-row panels, k-major, zero-padded',
             f'A block of {rows} rows and {depth} columns of depth is packed into panels of '
             f'MR={MR} rows; in each panel the {MR} values of one depth k are stored side by '
             f'side, then the next k; the last panel is padded with zeros.')

@@ -193,5 +193,8 @@ function CodeBlock(el)
   local attrs = { ['data-file'] = file }
   if name then attrs['data-snippet'] = name end
   if #tasks > 0 then attrs['data-tasks'] = table.concat(tasks, ' ') end
-  return pandoc.Div(blocks, pandoc.Attr(id, { 'listing' }, attrs))
+  -- A task's statement can be longer than any code line: such listings wrap.
+  local classes = { 'listing' }
+  if EDITION == 'student' and #tasks > 0 then classes[#classes + 1] = 'listing-wrap' end
+  return pandoc.Div(blocks, pandoc.Attr(id, classes, attrs))
 end
