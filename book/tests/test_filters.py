@@ -125,6 +125,9 @@ def main():
     check('Measured on testbox (Test CPU 9000), 2 threads, 2025-01-02 03:04 UTC, git 0123456789'
           in html, 'the caption carries the provenance')
     check('layer' not in html and '>1.5<' not in html, 'the where filter dropped the other rows')
+    check('<caption' not in html and 'class="table-caption"' in html and
+          html.find('</table>') < html.find('class="table-caption"'),
+          'the caption follows the table, outside its scroll box')
 
     # -- the student edition: statement and stub in place of the solution ----
     r, html = pandoc_run('student', '```{.include file="src/demo.c" snippet="demo"}\n```\n',
