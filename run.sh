@@ -18,7 +18,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 # oneDNN), never dependencies of the library itself: without them lab 3 measures our
 # code alone and says so.
 REQUIRED="gcc g++ libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev libjpeg-dev
-clang pandoc gnuplot-nox chromium fonts-dejavu-core"
+clang pandoc gnuplot-nox chromium fonts-dejavu-core poppler-utils"
 OPTIONAL="libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev"
 # Chapter 8's ONNX tests (skipped without them): python3-onnx's checker, and node + npm
 # for ONNX Runtime (npm onnxruntime-node, see install_onnxruntime), unless a node with

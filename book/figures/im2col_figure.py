@@ -14,6 +14,8 @@ product W_g (K_g x 9) X_col (9 x 16) = Y_g (K_g x 16), already in NCHW order.
 import os
 import sys
 
+from svgkit import write_atomically
+
 H = W = 4          # input
 KH = KW = 3        # kernel
 PAD = 1            # zero padding on every side
@@ -186,10 +188,7 @@ def draw(out):
     s.text(yx + 16 * 12 + 16, gy + 15, 'one filter row', size=12, anchor='start', fill='#333')
     s.text(yx + 16 * 12 + 16, gy + 32, '× one column', size=12, anchor='start', fill='#333')
 
-    tmp = out + '.tmp'  # renamed into place when complete: never a half-written figure
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(s.render())
-    os.replace(tmp, out)
+    write_atomically(out, s.render())  # never a half-written figure
 
 
 if __name__ == '__main__':

@@ -77,9 +77,14 @@ function CodeBlock(el)
     body[#body + 1] = cells
   end
 
+  -- The caption sits under the table, outside its scroll box (a wide table scrolls
+  -- sideways on a phone; its caption stays in the text column).
   local caption = crbook.caption(el.attributes.caption, t)
   local tbl = pandoc.utils.from_simple_table(
-    pandoc.SimpleTable(caption, aligns, widths, header_cells, body))
+    pandoc.SimpleTable({}, aligns, widths, header_cells, body))
   local attrs = { ['data-csv'] = src, ['data-rows'] = tostring(#rows) }
-  return pandoc.Div({ tbl }, pandoc.Attr(el.identifier or '', { 'csv-table' }, attrs))
+  return pandoc.Div({
+      pandoc.Div({ tbl }, pandoc.Attr('', { 'table-scroll' })),
+      pandoc.Div({ pandoc.Plain(caption) }, pandoc.Attr('', { 'table-caption' })),
+    }, pandoc.Attr(el.identifier or '', { 'csv-table' }, attrs))
 end

@@ -12,7 +12,19 @@
 -- Optional attributes: `lang` (highlighting language, default from the extension),
 -- no `snippet` (the whole file, markers still hidden).
 -- A missing file or snippet stops the build with a message naming both.
+--
+-- The student edition (CRBOOK_EDITION=student) shows each coursework region the
+-- other way round: the task's statement (the `@solution` line, as a comment
+-- "// Task NAME: ...") and its stub lines uncommented, as the kit has them, each
+-- at its real line number; the solution's lines are never shown.
 local crbook = dofile(pandoc.path.join({ pandoc.path.directory(PANDOC_SCRIPT_FILE), 'crbook.lua' }))
+
+-- 'teacher' (the default: solutions shown, stubs hidden) or 'student'.
+local EDITION = os.getenv('CRBOOK_EDITION') or ''
+if EDITION == '' then EDITION = 'teacher' end
+if EDITION ~= 'teacher' and EDITION ~= 'student' then
+  crbook.fail('include', 'CRBOOK_EDITION is "' .. EDITION .. '" (expected teacher or student)')
+end
 
 local LANG = {
   c = 'c', h = 'c', cu = 'cpp', cuh = 'cpp', cc = 'cpp', cpp = 'cpp', hpp = 'cpp',
@@ -83,53 +95,72 @@ local function excerpt(el)
     first, last = starts[1] + 1, stop - 1
   end
 
-  -- Which lines are shown.
-  local shown = {}
-  local in_stub = false
+  -- Which lines are shown: { n = real line number, text = what is printed }.
+  local shown, tasks = {}, {}
+  local state = 'code'                          -- code | solution | stub
   for i = first, last do
-    local k = marker(lines[i])
-    if k == 'stub' then
-      in_stub = true
+    local k, arg = marker(lines[i])
+    if k == 'solution' then
+      state = 'solution'
+      local task, desc = (arg or ''):match('^([%w_]+)%s*:%s*(.-)%s*$')
+      if not task then
+        crbook.fail(what, file .. ':' .. i .. ': expected "// @solution TASK: statement", got "' ..
+                    crbook.trim(lines[i]) .. '"')
+      end
+      tasks[#tasks + 1] = task
+      if EDITION == 'student' then
+        shown[#shown + 1] = { n = i, text = lines[i]:match('^%s*') .. '// Task ' .. task .. ': ' .. desc }
+      end
+    elseif k == 'stub' then
+      state = 'stub'
     elseif k == 'end-solution' then
-      in_stub = false
-    elseif k == nil and not in_stub then
-      shown[#shown + 1] = i
+      state = 'code'
+    elseif k == nil then
+      if state == 'code' or (state == 'solution' and EDITION == 'teacher') then
+        shown[#shown + 1] = { n = i, text = lines[i] }
+      elseif state == 'stub' and EDITION == 'student' then
+        -- "    // code" -> "    code" (the kit's rule); "    //" -> ""
+        local ind, code = lines[i]:match('^(%s*)// ?(.*)$')
+        if not ind then
+          crbook.fail(what, file .. ':' .. i .. ': a stub line must be code commented with "// "')
+        end
+        shown[#shown + 1] = { n = i, text = (ind .. code):gsub('%s+$', '') }
+      end
     end
   end
   -- Drop blank lines at both ends.
-  while #shown > 0 and crbook.trim(lines[shown[1]]) == '' do table.remove(shown, 1) end
-  while #shown > 0 and crbook.trim(lines[shown[#shown]]) == '' do table.remove(shown) end
+  while #shown > 0 and crbook.trim(shown[1].text) == '' do table.remove(shown, 1) end
+  while #shown > 0 and crbook.trim(shown[#shown].text) == '' do table.remove(shown) end
   if #shown == 0 then
     crbook.fail(what, 'snippet "' .. tostring(name) .. '" in ' .. file .. ' shows no lines')
   end
 
   -- Common indentation (spaces) of the shown lines goes.
   local indent = math.huge
-  for _, i in ipairs(shown) do
-    local l = lines[i]
-    if crbook.trim(l) ~= '' then
-      indent = math.min(indent, #l:match('^ *'))
+  for _, l in ipairs(shown) do
+    if crbook.trim(l.text) ~= '' then
+      indent = math.min(indent, #l.text:match('^ *'))
     end
   end
   if indent == math.huge then indent = 0 end
 
   -- Runs of consecutive line numbers.
   local runs, cur = {}, nil
-  for _, i in ipairs(shown) do
-    if cur and i == cur.last + 1 then
-      cur.last = i
-      cur.lines[#cur.lines + 1] = lines[i]:sub(indent + 1)
+  for _, l in ipairs(shown) do
+    if cur and l.n == cur.last + 1 then
+      cur.last = l.n
+      cur.lines[#cur.lines + 1] = l.text:sub(indent + 1)
     else
-      cur = { first = i, last = i, lines = { lines[i]:sub(indent + 1) } }
+      cur = { first = l.n, last = l.n, lines = { l.text:sub(indent + 1) } }
       runs[#runs + 1] = cur
     end
   end
-  return file, name, runs
+  return file, name, runs, tasks
 end
 
 function CodeBlock(el)
   if not el.classes:includes('include') then return nil end
-  local file, name, runs = excerpt(el)
+  local file, name, runs, tasks = excerpt(el)
   local lang = el.attributes.lang or lang_of(file)
 
   local ranges = {}
@@ -137,13 +168,18 @@ function CodeBlock(el)
     ranges[#ranges + 1] = (r.first == r.last) and tostring(r.first)
       or (r.first .. '–' .. r.last)
   end
-  local head = pandoc.Div({ pandoc.Plain({
-      pandoc.Code(file, pandoc.Attr('', { 'listing-file' })),
-      pandoc.Space(),
-      pandoc.Span({ pandoc.Str(((#runs == 1 and runs[1].first == runs[1].last) and 'line '
-                                or 'lines ') .. table.concat(ranges, ', ')) },
-                  pandoc.Attr('', { 'listing-lines' })),
-    }) }, pandoc.Attr('', { 'listing-head' }))
+  local head_inl = { pandoc.Code(file, pandoc.Attr('', { 'listing-file' })), pandoc.Space() }
+  if EDITION == 'student' and #tasks > 0 then
+    head_inl[#head_inl + 1] = pandoc.Span({ pandoc.Str((#tasks == 1 and 'task ' or 'tasks ') ..
+                                            table.concat(tasks, ', ')) },
+                                          pandoc.Attr('', { 'listing-task' }))
+    head_inl[#head_inl + 1] = pandoc.Space()
+  end
+  head_inl[#head_inl + 1] =
+    pandoc.Span({ pandoc.Str(((#runs == 1 and runs[1].first == runs[1].last) and 'line '
+                              or 'lines ') .. table.concat(ranges, ', ')) },
+                pandoc.Attr('', { 'listing-lines' }))
+  local head = pandoc.Div({ pandoc.Plain(head_inl) }, pandoc.Attr('', { 'listing-head' }))
 
   local blocks = { head }
   for k, r in ipairs(runs) do
@@ -156,5 +192,9 @@ function CodeBlock(el)
   local id = el.identifier ~= '' and el.identifier or ''
   local attrs = { ['data-file'] = file }
   if name then attrs['data-snippet'] = name end
-  return pandoc.Div(blocks, pandoc.Attr(id, { 'listing' }, attrs))
+  if #tasks > 0 then attrs['data-tasks'] = table.concat(tasks, ' ') end
+  -- A task's statement can be longer than any code line: such listings wrap.
+  local classes = { 'listing' }
+  if EDITION == 'student' and #tasks > 0 then classes[#classes + 1] = 'listing-wrap' end
+  return pandoc.Div(blocks, pandoc.Attr(id, classes, attrs))
 end

@@ -6,7 +6,7 @@
 # `train` rows (step, loss) and `val` rows (step at the epoch's end, loss, iou).
 set datafile separator comma
 set datafile columnheaders
-set terminal svg size 720,430 dynamic font "DejaVu Sans,13" background rgb "white"
+set terminal svg size 640,480 dynamic font "DejaVu Sans,17" background rgb "white"
 set output ARG2
 
 # Datablocks of "step value" rows per series (a NaN in a using expression would break
@@ -30,7 +30,7 @@ set ytics nomirror
 set y2tics 0, 0.2, 1 nomirror
 set grid ytics lc rgb "#dddddd"
 set border 11
-set key top right box opaque
+set key below maxcols 2 samplen 2
 
 set datafile separator whitespace
 set datafile nocolumnheaders

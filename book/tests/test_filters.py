@@ -89,13 +89,14 @@ def main():
     env = dict(os.environ, CRBOOK_ROOT=w, CRBOOK_LABDIR=os.path.join(w, 'labs'),
                CRBOOK_FIGDIR=os.path.join(w, 'figs'))
 
-    def pandoc_run(name, md):
+    def pandoc_run(name, md, edition=None):
         p = os.path.join(w, name + '.md')
         open(p, 'w').write(md)
         cmd = [pandoc, p, '-t', 'html5', '-o', os.path.join(w, name + '.html')]
         for f in filters:
             cmd += ['--lua-filter', f]
-        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        e = dict(env, CRBOOK_EDITION=edition) if edition else env
+        r = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, timeout=60)
         html = open(os.path.join(w, name + '.html')).read() if r.returncode == 0 else ''
         html = re.sub(r'\s+', ' ', html)   # pandoc wraps lines
@@ -124,6 +125,28 @@ def main():
     check('Measured on testbox (Test CPU 9000), 2 threads, 2025-01-02 03:04 UTC, git 0123456789'
           in html, 'the caption carries the provenance')
     check('layer' not in html and '>1.5<' not in html, 'the where filter dropped the other rows')
+    check('<caption' not in html and 'class="table-caption"' in html and
+          html.find('</table>') < html.find('class="table-caption"'),
+          'the caption follows the table, outside its scroll box')
+
+    # -- the student edition: statement and stub in place of the solution ----
+    r, html = pandoc_run('student', '```{.include file="src/demo.c" snippet="demo"}\n```\n',
+                         edition='student')
+    check(r.returncode == 0, f'the student edition builds (stderr: {r.stderr.strip()[:300]})')
+    check('2 * x' not in html and '2</span>' not in html and 'return y' not in html,
+          'student: the solution code is hidden')
+    check('return twice x' in html and 'demo_task' in html, 'student: the task statement is shown')
+    text = re.sub(r'<[^>]+>', '', html)
+    check('return -1;' in text,
+          'student: the stub is shown')
+    check('// return -1' not in html, 'student: the stub is shown uncommented')
+    check('lines 3–5, 9, 11' in html, f'student: real line ranges 3–5, 9, 11 in the header')
+    starts = re.findall(r'data-startFrom="(\d+)"', html)
+    check(starts == ['3', '9', '11'], f'student: blocks numbered from 3, 9, 11 (got {starts})')
+    check('@solution' not in html and '@stub' not in html, 'student: no marker shown')
+    r, _ = pandoc_run('bad-edition', '```{.include file="src/demo.c" snippet="demo"}\n```\n',
+                      edition='pupil')
+    check(r.returncode != 0 and 'pupil' in r.stderr, 'an unknown CRBOOK_EDITION fails, named')
 
     # -- what must fail ------------------------------------------------------
     cases = [

@@ -118,6 +118,15 @@ window.addEventListener('load', function () {
     empty_tables: tables.filter(function (t) { return t.querySelectorAll('tbody tr').length === 0; }).length,
     listings: document.querySelectorAll('.listing').length,
     math: document.querySelectorAll('math').length,
+    clipped: Array.prototype.slice.call(document.querySelectorAll(
+        '.listing pre, div.sourceCode, pre, .table-scroll, .csv-table'))
+      .filter(function (e) { return e.scrollWidth > e.clientWidth + 1; })
+      .map(function (e) {
+        var l = e.closest('.listing'), t = e.closest('.csv-table');
+        return (l ? 'listing ' + l.getAttribute('data-file') + ':' + (l.getAttribute('data-snippet') || '')
+                  : t ? 'table ' + t.getAttribute('data-csv') : e.tagName) +
+               ' (' + e.scrollWidth + ' > ' + e.clientWidth + ' px)';
+      }),
     scroll_width: document.documentElement.scrollWidth,
     inner_width: window.innerWidth
   };
@@ -144,6 +153,35 @@ def chromium(binary, args, timeout=180):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def check_pdf(pdf, n_chapters):
+    """The PDF (where Chromium made one) has page numbers and a numbered contents."""
+    pdftotext = shutil.which('pdftotext')
+    if not os.path.exists(pdf) or not pdftotext:
+        print(f'skip    PDF checks ({"no " + pdf if not os.path.exists(pdf) else "pdftotext not found: apt-get install poppler-utils"})')
+        return
+    r = subprocess.run([pdftotext, '-layout', pdf, '-'], stdout=subprocess.PIPE, text=True)
+    pages = r.stdout.split('\f')
+    if pages and not pages[-1].strip():
+        pages.pop()
+    numbered = [n for n, text in enumerate(pages, start=1)
+                if [l.strip() for l in text.split('\n') if l.strip()][-1:] == [str(n)]]
+    check(len(pages) > 5 and len(numbered) >= len(pages) - 1,
+          f'PDF: {len(numbered)} of {len(pages)} pages end with their page number')
+    toc = '\n'.join(pages[:4])
+    entries = re.findall(r'^\s*(\d+(?:\.\d+)?)\s+\S.*?\s{2,}(\d+)\s*$', toc, re.M)
+    chapters_found = [e for e in entries if '.' not in e[0]]
+    check(len(chapters_found) >= n_chapters and len(entries) > 3 * n_chapters,
+          f'PDF: the contents give page numbers ({len(entries)} numbered entries, '
+          f'{len(chapters_found)} chapters)')
+    ok = all(0 < int(p) <= len(pages) for _, p in entries) and \
+        all(int(b[1]) >= int(a[1]) for a, b in zip(entries, entries[1:]))
+    check(ok, 'PDF: contents page numbers are within the book and never go back')
+    # Each numbered section begins on the page the contents name.
+    wrong = [f'{num} on p. {p}' for num, p in entries
+             if not re.search(r'^\s*' + re.escape(num) + r'\s', pages[int(p) - 1], re.M)]
+    check(not wrong, f'PDF: every section is on the page the contents name (wrong: {wrong[:4]})')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--root', required=True)
@@ -154,6 +192,7 @@ def main():
     ap.add_argument('--workdir', required=True)
     ap.add_argument('--chapter', action='append', default=[],
                     help='a chapter of the book, in order (book/meson.build passes book_chapters)')
+    ap.add_argument('--student-html', help='the student edition, checked against --html')
     ap.add_argument('--no-build', action='store_true', help='check the HTML as it is')
     a = ap.parse_args()
 
@@ -217,6 +256,14 @@ def main():
             title = re.sub(r'\s*\{[^}]*\}\s*$', '', title)
             check(title.split('`')[0][:20] in text, f'chapter "{title}" is in the book')
 
+    if a.student_html:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import student_edition
+        if check(os.path.exists(a.student_html), f'{a.student_html} exists'):
+            student_edition.check_student(a.root, a.chapter, a.student_html, a.html, check)
+
+    check_pdf(a.html[:-len('.html')] + '.pdf', len(chapters))
+
     # 3. Chromium.
     if not a.chromium or not shutil.which(a.chromium):
         print('chromium not found: skipping the rendering checks')
@@ -227,19 +274,28 @@ def main():
     probe = os.path.join(a.workdir, 'check.html')
     with open(probe, 'w', encoding='utf-8') as f:
         f.write(page.replace('</body>', CHECK_JS + '</body>'))
-    for label, size in (('laptop', '1280,900'), ('phone', '390,844')):
+    runs = [('laptop', '1280,900', probe), ('phone', '390,844', probe)]
+    if a.student_html and os.path.exists(a.student_html):
+        sprobe = os.path.join(a.workdir, 'check-student.html')
+        with open(sprobe, 'w', encoding='utf-8') as f:
+            f.write(open(a.student_html, encoding='utf-8').read().replace('</body>', CHECK_JS + '</body>'))
+        runs.append(('laptop (student edition)', '1280,900', sprobe))
+    for label, size, page_file in runs:
         r = chromium(a.chromium, [f'--window-size={size}', '--virtual-time-budget=15000',
-                                  '--dump-dom', 'file://' + probe])
+                                  '--dump-dom', 'file://' + page_file])
         m = re.search(r'CRBOOK-CHECK(.*?)CRBOOK-END', r.stdout, re.S)
         if not check(m is not None, f'{label}: Chromium rendered the page and ran the checks'
                      + ('' if m else f' (exit {r.returncode}; {r.stderr.strip()[-300:]!r})')):
             continue
         res = json.loads(html.unescape(m.group(1)))
         print(f'{label}: {res}')
-        check(res['images'] == len(s.images) and not res['broken'],
+        check(res['images'] >= len(s.images) and not res['broken'],
               f'{label}: all {res["images"]} images decoded (broken: {res["broken"]})')
         check(res['tables'] == len(s.tables) and res['empty_tables'] == 0,
               f'{label}: {res["tables"]} tables rendered, none empty')
+        if label.startswith('laptop'):
+            check(not res['clipped'], f'{label}: no listing or table is clipped (scrolls '
+                  f'sideways) in a {res["inner_width"]} px window: {res["clipped"][:4]}')
         check(res['scroll_width'] <= res['inner_width'] + 2,
               f'{label}: no sideways scrolling (page {res["scroll_width"]} px, '
               f'window {res["inner_width"]} px)')

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Suite `book`: every figure script draws an SVG that decodes, and it is the one the
+book embeds.
+
+    test_figures.py --root SRC --figdir BUILD/book/figures NAME.svg=SCRIPT[:SOURCE...] ...
+
+For each figure: runs its script into a temporary folder, parses the SVG (XML, an
+<svg> root with a viewBox, a <title>, at least 10 shapes and some text), and checks
+that a chapter references it (`book/figures/NAME.svg`). For the figures that read
+chapter 3's kernel constants, the block sizes printed in the figure are the ones in
+the source. Exit 77 never: only Python is needed.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+NS = '{http://www.w3.org/2000/svg}'
+failures = []
+
+
+def check(cond, msg):
+    print(('ok      ' if cond else 'NOT OK  ') + msg, flush=True)
+    if not cond:
+        failures.append(msg)
+    return cond
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--root', required=True)
+    ap.add_argument('figures', nargs='+', help='NAME.svg=SCRIPT[:SOURCE...]')
+    a = ap.parse_args()
+    sys.path.insert(0, os.path.join(a.root, 'book', 'figures'))
+    import svgkit
+    chapters = ''
+    for d in sorted(os.listdir(os.path.join(a.root, 'chapters'))):
+        p = os.path.join(a.root, 'chapters', d, 'chapter.md')
+        if os.path.exists(p):
+            chapters += open(p, encoding='utf-8').read()
+    with tempfile.TemporaryDirectory(prefix='crbook-fig-') as tmp:
+        for spec in a.figures:
+            name, _, rest = spec.partition('=')
+            script, *sources = rest.split(':')
+            out = os.path.join(tmp, name)
+            r = subprocess.run([sys.executable, os.path.join(a.root, 'book', 'figures', script),
+                                out] + [os.path.join(a.root, s) for s in sources],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if not check(r.returncode == 0 and os.path.exists(out),
+                         f'{name}: {script} draws it ({r.stderr.strip()[-200:]})'):
+                continue
+            try:
+                root = ET.parse(out).getroot()
+            except ET.ParseError as e:
+                check(False, f'{name}: decodes as XML ({e})')
+                continue
+            check(root.tag == NS + 'svg' and root.get('viewBox'), f'{name}: an <svg> with a viewBox')
+            check(root.find(NS + 'title') is not None and root.find(NS + 'title').text,
+                  f'{name}: has a title (what a screen reader says)')
+            shapes = [e for e in root.iter() if e.tag in (NS + 'rect', NS + 'path', NS + 'line')]
+            texts = ''.join(''.join(e.itertext()) for e in root.iter(NS + 'text'))
+            check(len(shapes) >= 10 and len(texts) > 20,
+                  f'{name}: {len(shapes)} shapes and {len(texts)} characters of text')
+            check(f'book/figures/{name}' in chapters, f'{name}: a chapter shows it')
+            for src in sources:
+                if src.endswith('gemm_avx2.c'):
+                    k = svgkit.kernel_constants(os.path.join(a.root, src), 'cr_kernel_avx2')
+                    flat = texts.replace('\u00a0', '').replace(' ', '')
+                    shown = {key: re.findall(key.upper() + r'=(\d+)', flat) for key in k}
+                    want = {key: v for key, v in k.items() if shown[key]}
+                    check(want and all(int(x) == k[key] for key in want for x in shown[key]),
+                          f'{name}: every block size it shows is the code\'s {want} '
+                          f'(shown: {shown})')
+    if failures:
+        print(f'{len(failures)} check(s) failed')
+        sys.exit(1)
+    print('all figures draw and decode')
+
+
+if __name__ == '__main__':
+    main()
