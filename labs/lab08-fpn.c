@@ -40,6 +40,9 @@
 #define QUICK_TRAIN 16        /* --quick: the first 16 train frames, 8 val and 8 test */
 #define QUICK_CROP 64
 #define EVAL_BATCH 8
+#ifndef CR_BENCH_SCRIPT
+#define CR_BENCH_SCRIPT "reference/bench_fpn_pytorch.py"
+#endif
 
 /* ---- options ------------------------------------------------------------------------------ */
 
@@ -635,6 +638,14 @@ static int parse_batches(const char *s, int *v)
 /* Runs PyTorch's benchmark and appends its rows; prints why when it cannot. */
 static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches)
 {
+    /* the script beside the sources (the build knows where), else relative to the cwd */
+    const char *script = CR_BENCH_SCRIPT;
+    struct stat sb;
+    if (stat(script, &sb) != 0) script = "reference/bench_fpn_pytorch.py";
+    if (strchr(script, '\'') || stat(script, &sb) != 0) {
+        printf("  PyTorch: not measured (reference/bench_fpn_pytorch.py not found)\n");
+        return;
+    }
     if (system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") != 0) {
         printf("  PyTorch: not measured (/usr/bin/python3 cannot import torch and torchvision)\n");
         return;
@@ -646,10 +657,10 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
     int nb = 0;
     for (int w = 0; w < nw; w++) {
         char cmd[1024];
-        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 reference/bench_fpn_pytorch.py latency --batches %s "
+        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 '%s' latency --batches %s "
                  "--size %s --repeats %d --threads %d --classes %d%s",
                  nw == 2 ? (w ? "OMP_WAIT_POLICY=ACTIVE " : "OMP_WAIT_POLICY=PASSIVE ") : "",
-                 batches, sizes, ctx->repeats, ctx->threads, classes, ctx->quick ? " --quick" : "");
+                 script, batches, sizes, ctx->repeats, ctx->threads, classes, ctx->quick ? " --quick" : "");
         FILE *pp = popen(cmd, "r");
         if (!pp) break;
         char line[512];
