@@ -50,7 +50,7 @@ static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "1
 static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
 static const char *size_str = "384x480", *limit_str;
 static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
-static int train_seed = 1, factor = 2, panels = 0;
+static int train_seed = 1, factor = 2, panels = 0, ours_only = 0;
 static double lr = 1e-3, minutes = 0;
 
 static const cr_arg train_args[] = {
@@ -84,6 +84,7 @@ static const cr_arg latency_args[] = {
     {"batches", CR_ARG_STRING, &batches_str, "LIST", "batch sizes (1,2,4,8,16,32,64)", 0, -1},
     {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
+    {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's rows (tests)", 0, -1},
 };
 
 static const char *const train_columns[] = {
@@ -769,7 +770,8 @@ static int cmd_latency(int argc, char **argv)
         return lab_finish(&ctx, LAB_EXIT_FAILED);
     }
     if (!hwm_ok) printf("  (peak memory: /proc/self/clear_refs not writable, VmHWM is the run's peak so far)\n");
-    pytorch_latency(&ctx, size_str, batches_str);
+    if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
+    else pytorch_latency(&ctx, size_str, batches_str);
     return lab_finish(&ctx, LAB_EXIT_OK);
 }
 
