@@ -287,10 +287,12 @@ static double report_iou(lab_ctx *ctx, const char *split, const cr_confusion *co
     const double mean = cr_confusion_iou(conf, iou), acc = cr_confusion_pixel_accuracy(conf);
     printf("%-5s", split);
     for (int c = 0; c < conf->classes; c++) {
-        const char *name = cr_camvid_class_name(c);
+        char name[32];
+        if (cr_camvid_class_name(c)) snprintf(name, sizeof name, "%s", cr_camvid_class_name(c));
+        else snprintf(name, sizeof name, "class_%d", c);
         printf(" %6.3f", iou[c]);
-        lab_csv_row(ctx, "lab08,iou,camvid,ours,,,,%d,,,,%d,,,%s,%s%s%d,%.4f,,,", ctx->threads,
-                    epoch, split, name ? name : "class", name ? "" : "_", name ? 0 : c, iou[c]);
+        lab_csv_row(ctx, "lab08,iou,camvid,ours,,,,%d,,,,%d,,,%s,%s,%.4f,,,", ctx->threads, epoch,
+                    split, name, iou[c]);
     }
     printf("  %6.3f  %6.3f\n", mean, acc);
     lab_csv_row(ctx, "lab08,iou,camvid,ours,,,,%d,,,,%d,,,%s,mean,%.4f,,,%.4f", ctx->threads,
@@ -421,7 +423,6 @@ static int cmd_train(int argc, char **argv)
     memset(&r, 0, sizeof r);
     long long lim[2];
     if ((rc = check_train_args(&ctx, &r.eh, &r.ew, lim)) != LAB_RUN) return rc;
-    if (ctx.quick && !eval_size_str[0]) return LAB_EXIT_USAGE;
     if (ctx.quick && strcmp(eval_size_str, "192x256") == 0) r.eh = 64, r.ew = 96;
     if ((rc = prepare_training(&ctx, &r, lim)) != LAB_EXIT_OK) {
         train_run_free(&r);

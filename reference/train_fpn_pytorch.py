@@ -35,7 +35,7 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_golden_fpn import FPN, REDUCED  # noqa: E402
 
-CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign/symbol", "fence",
+CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence",
            "car", "pedestrian", "bicyclist"]
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
