@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "augment.h"
@@ -192,26 +193,30 @@ static void epoch__learns_and_repeats(void **state)
     cr_rng r;
     seeded(&r, "epoch__learns_and_repeats");
     cr_frames fr;
-    make_frames(&fr, 8, 40, 48, &r);
-    enum { E = 6 };
-    double l1[E], l2[E], l3[E];
+    make_frames(&fr, 16, 40, 48, &r);
+    /* 6 epochs of 4 steps; 3 where CR_TEST_SCALE < 1 (valgrind, sanitizers): the loss still falls */
+    const int E = cr_test_count(100) < 100 ? 3 : 6, half = E / 2;
+    double l1[6], l2[6], l3[6];
     cr_model m1, m2, m3;
     cr_trainer t1, t2, t3;
     train_tiny(&m1, &t1, &fr, E, E, l1);
     printf("epoch mean losses:");
     for (int e = 0; e < E; e++) printf(" %.4f", l1[e]);
     printf("\n");
-    if (!(l1[E - 1] < 0.8 * l1[0]))
-        fail_msg("the loss did not go down: %.4f -> %.4f", l1[0], l1[E - 1]);
+    double best = l1[1];
+    for (int e = 2; e < E; e++) best = l1[e] < best ? l1[e] : best;
+    if (!(l1[E - 1] < l1[0]) || !(best < 0.85 * l1[0]))
+        fail_msg("the loss did not fall (last epoch below the first, the best by 15%%) in %d "
+                 "epochs: %.4f -> best %.4f, last %.4f", E, l1[0], best, l1[E - 1]);
     train_tiny(&m2, &t2, &fr, E, E, l2);
-    assert_memory_equal(l1, l2, sizeof l1);
+    assert_memory_equal(l1, l2, (size_t)E * sizeof *l1);
     expect_same_bits(&m1, &m2);
-    /* interrupted after epoch 2, resumed in a new trainer */
+    /* interrupted after epoch `half`, resumed in a new trainer */
     char path[] = "/tmp/test_ch08_lab_XXXXXX";
     const int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    train_tiny(&m3, &t3, &fr, 2, E, l3);
+    train_tiny(&m3, &t3, &fr, half, E, l3);
     assert_cr_ok(cr_checkpoint_save(&t3, path, NULL));
     cr_trainer_free(&t3);
     cr_model_free(&m3);
