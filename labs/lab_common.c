@@ -18,7 +18,7 @@
 #endif
 
 #define LAB_MAX_THREADS 64
-#define LAB_MAX_OPTIONS 16
+#define LAB_MAX_OPTIONS 24
 
 /* ---- the standard layers -------------------------------------------------- */
 

@@ -1,0 +1,805 @@
+/* lab08-fpn.c — chapter 8's lab: smp's FPN with a ResNeXt-50 32x4d encoder on CamVid.
+ *
+ *   lab08-fpn train --data DIR   the recipe: AdamW (weight decay 1e-4), linear warm-up then
+ *       cosine decay over the run, augmented crops (scale 0.75..1.5, flips, brightness and
+ *       contrast), cross-entropy ignoring void, batch 8. Every epoch: train loss, val mean
+ *       IoU (frames rendered whole to --eval-size, labels by nearest), seconds; an atomic
+ *       checkpoint every epoch (--checkpoint), --resume continues (--epochs stays the
+ *       total). At the end: val and test IoU per class, mean IoU and pixel accuracy.
+ *   lab08-fpn predict --weights W --images DIR --out DIR   colour masks in CamVid's
+ *       palette, and with --panels N --data DIR panels image | truth | prediction of the
+ *       first N test frames.
+ *   lab08-fpn latency   forward latency in evaluation mode of the full FPN (random init)
+ *       per batch size: mean, median and p90 ms, images/s and peak memory (the process's
+ *       resident high-water mark, VmHWM of /proc/self/status, reset before each batch size
+ *       through /proc/self/clear_refs), beside PyTorch's (reference/bench_fpn_pytorch.py,
+ *       run with /usr/bin/python3 when torch and torchvision import there).
+ * The lab is thin: the loop, evaluation, predictor and pictures are chapter 8's module
+ * (chapters/08-fpn-camvid/train8.h), the network is fpn.h.
+ * Train CSV columns: lab 4's (lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,
+ * epoch,step,loss,split,class,iou) then lr,seconds,pixel_accuracy. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "augment.h"
+#include "dataset.h"
+#include "fpn.h"
+#include "jpeg_io.h"
+#include "lab_common.h"
+#include "metrics.h"
+#include "png_io.h"
+#include "progress.h"
+#include "train.h"
+#include "train8.h"
+
+#define QUICK_TRAIN 16        /* --quick: the first 16 train frames, 8 val and 8 test */
+#define QUICK_CROP 64
+#define EVAL_BATCH 8
+#ifndef CR_BENCH_SCRIPT
+#define CR_BENCH_SCRIPT "reference/bench_fpn_pytorch.py"
+#endif
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "192x256";
+static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
+static const char *size_str = "384x480", *limit_str;
+static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
+static int train_seed = 1, factor = 2, panels = 0, ours_only = 0;
+static double lr = 1e-3, minutes = 0;
+
+static const cr_arg train_args[] = {
+    {"data", CR_ARG_STRING, &data_dir, "DIR", "CamVid in SegNet's layout (train/, trainannot/, ...)", 0, -1},
+    {"crop", CR_ARG_INT, &crop, "S", "training crop side, a multiple of 32 (192)", 32, 4096},
+    {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
+    {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N before cropping (2: 480x360 -> 240x180)", 1, 8},
+    {"batch", CR_ARG_INT, &batch_size, "N", "frames per step (8)", 1, 256},
+    {"epochs", CR_ARG_INT, &epochs, "N", "total epochs (the schedule spans them)", 1, 10000},
+    {"minutes", CR_ARG_DOUBLE, &minutes, "M", "instead of --epochs: as many epochs as fit in M minutes", 0, -1},
+    {"lr", CR_ARG_DOUBLE, &lr, "X", "AdamW peak learning rate (1e-3)", 0, -1},
+    {"warmup-epochs", CR_ARG_INT, &warmup_epochs, "N", "linear warm-up epochs (1)", 0, 1000},
+    {"classes", CR_ARG_INT, &classes, "N", "output classes (11: void ignored)", 2, 256},
+    {"checkpoint", CR_ARG_STRING, &checkpoint_path, "FILE", "checkpoint after every epoch (atomic)", 0, -1},
+    {"resume", CR_ARG_STRING, &resume_path, "FILE", "continue a run from a --checkpoint FILE", 0, -1},
+    {"seed", CR_ARG_INT, &train_seed, "N", "init, order and augmentation seed (1)", 0, 2147483647},
+    {"limit", CR_ARG_STRING, &limit_str, "T[,E]", "load only the first T train and E val/test frames (short measurements)", 0, -1},
+};
+
+static const cr_arg predict_args[] = {
+    {"weights", CR_ARG_STRING, &weights_path, "FILE", "a state dict or checkpoint of the FPN", 0, -1},
+    {"images", CR_ARG_STRING, &images_dir, "DIR", "a folder of PNG or JPEG frames", 0, -1},
+    {"out", CR_ARG_STRING, &out_dir, "DIR", "where the masks (and panels) go (must exist)", 0, -1},
+    {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "network input size, multiples of 32 (192x256)", 0, -1},
+    {"panels", CR_ARG_INT, &panels, "N", "panels of the first N test frames of --data", 0, 10000},
+    {"data", CR_ARG_STRING, &data_dir, "DIR", "CamVid, for --panels", 0, -1},
+    {"classes", CR_ARG_INT, &classes, "N", "output classes of the weights (11)", 2, 256},
+};
+
+static const cr_arg latency_args[] = {
+    {"batches", CR_ARG_STRING, &batches_str, "LIST", "batch sizes (1,2,4,8,16,32,64)", 0, -1},
+    {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
+    {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
+    {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's rows (tests)", 0, -1},
+};
+
+static const char *const train_columns[] = {
+    "lab", "kind", "case", "impl", "pass", "k", "batch", "threads", "ms", "gflops",
+    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", "lr", "seconds",
+    "pixel_accuracy", NULL};
+
+static const char *const latency_columns[] = {
+    "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
+    "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", NULL};
+
+/* Parses "HxW" (both multiples of 32, 32..8192) into *h, *w; 1 on success, else prints
+ * the error naming the option and returns 0. */
+static int parse_size(const char *program, const char *opt, const char *s, int64_t *h, int64_t *w)
+{
+    long long a, b;
+    char tail;
+    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
+        b > 8192 || a % 32 || b % 32) {
+        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
+                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
+        return 0;
+    }
+    *h = a;
+    *w = b;
+    return 1;
+}
+
+/* The network: the full ResNeXt-50 FPN, or with --quick the width-reduced variant of the
+ * golden tests (same structure: stem 8, planes 4/8/16/32, blocks 1/2/1/1, groups 4). */
+static cr_fpn_config net_config(int quick)
+{
+    cr_fpn_config c = cr_fpn_config_resnext50(classes);
+    if (quick) {
+        const cr_fpn_config r = {.classes = classes, .stem = 8, .planes = {4, 8, 16, 32},
+                                 .blocks = {1, 2, 1, 1}, .groups = 4, .width_per_group = 16,
+                                 .pyramid = 16, .segmentation = 32, .dropout = 0.2};
+        c = r;
+    }
+    return c;
+}
+
+/* Builds the network into m (initialised here; free with cr_model_free). */
+static cr_status build_net(cr_model *m, int quick)
+{
+    const cr_fpn_config c = net_config(quick);
+    cr_model_init(m);
+    return cr_fpn_build(m, &c);
+}
+
+/* Fails (printing) unless path's directory takes a new file: tries path.tmp now. */
+static int check_writable(const char *program, const char *opt, const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        fprintf(stderr, "%s: --%s '%s': cannot write '%s': %s\n", program, opt, path, tmp,
+                strerror(errno));
+        return 0;
+    }
+    fclose(f);
+    remove(tmp);
+    return 1;
+}
+
+/* Clears a live progress line on a terminal before a table row. */
+static void clear_progress(const cr_progress *prog)
+{
+    if (prog && prog->tty) fputs("\r\033[K", stderr);
+}
+
+/* ---- train ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    cr_frames train, val, test;
+    cr_model model;
+    cr_trainer trainer;
+    cr_augment aug;
+    int64_t eh, ew;
+    int start_epoch, total_epochs;
+    double load_s;
+} train_run;
+
+static void train_run_free(train_run *r)
+{
+    cr_trainer_free(&r->trainer);
+    cr_model_free(&r->model);
+    cr_frames_free(&r->train);
+    cr_frames_free(&r->val);
+    cr_frames_free(&r->test);
+}
+
+/* Checks the train options beyond their types; returns LAB_RUN or LAB_EXIT_USAGE. */
+static int check_train_args(const lab_ctx *ctx, int64_t *eh, int64_t *ew, long long lim[2])
+{
+    const char *p = ctx->program;
+    if (!data_dir) {
+        fprintf(stderr, "%s: --data DIR is required. %s\n", p, cr_camvid_howto());
+        return LAB_EXIT_USAGE;
+    }
+    if (crop % 32) {
+        fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n", p, crop);
+        return LAB_EXIT_USAGE;
+    }
+    if (!parse_size(p, "eval-size", eval_size_str, eh, ew)) return LAB_EXIT_USAGE;
+    if (!(lr > 0) || !isfinite(lr)) {
+        fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", p, lr);
+        return LAB_EXIT_USAGE;
+    }
+    if (minutes != 0 && (!(minutes > 0) || !isfinite(minutes))) {
+        fprintf(stderr, "%s: --minutes: expected a finite number > 0, got %g\n", p, minutes);
+        return LAB_EXIT_USAGE;
+    }
+    if (minutes > 0 && epochs > 0) {
+        fprintf(stderr, "%s: --epochs and --minutes: give one of them\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (minutes > 0 && resume_path) {
+        fprintf(stderr, "%s: --minutes with --resume: give --epochs (the total) to resume\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (epochs == 0 && minutes == 0) epochs = ctx->quick ? 1 : 25;
+    if (epochs > 0 && warmup_epochs >= epochs && !ctx->quick) {
+        fprintf(stderr, "%s: --warmup-epochs %d leaves no epoch of cosine decay in --epochs %d\n",
+                p, warmup_epochs, epochs);
+        return LAB_EXIT_USAGE;
+    }
+    lim[0] = lim[1] = 0;
+    if (limit_str) {
+        char tail;
+        const int n = sscanf(limit_str, "%lld,%lld%c", &lim[0], &lim[1], &tail);
+        if (n < 1 || n > 2 || lim[0] < 1 || (n == 2 && lim[1] < 1)) {
+            fprintf(stderr, "%s: --limit: expected T or T,E (frames, >= 1), got '%s'\n", p, limit_str);
+            return LAB_EXIT_USAGE;
+        }
+    }
+    if (ctx->quick) {
+        lim[0] = lim[0] ? lim[0] : QUICK_TRAIN;
+        lim[1] = lim[1] ? lim[1] : QUICK_TRAIN / 2;
+    }
+    if (checkpoint_path && !check_writable(p, "checkpoint", checkpoint_path)) return LAB_EXIT_FAILED;
+    return LAB_RUN;
+}
+
+/* Loads and checks every split, builds the network and trainer, reads --resume: all
+ * before any work. Returns a lab exit code (LAB_EXIT_OK to go on). */
+static int prepare_training(const lab_ctx *ctx, train_run *r, const long long lim[2])
+{
+    const double t0 = cr_now();
+    const char *splits[3] = {"train", "val", "test"};
+    cr_frames *fr[3] = {&r->train, &r->val, &r->test};
+    for (int i = 0; i < 3; i++) {
+        cr_status s = cr_camvid_load_frames(data_dir, splits[i], factor, i == 0 ? lim[0] : lim[1], fr[i]);
+        if (s) {
+            fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
+            return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+        }
+    }
+    r->load_s = cr_now() - t0;
+    cr_augment_default(&r->aug, ctx->quick ? QUICK_CROP : crop);
+    cr_train_config c = cr_train_config_default();
+    c.lr = lr;
+    c.weight_decay = 1e-4;
+    c.batch = batch_size;
+    c.epochs = epochs > 0 ? epochs : warmup_epochs + 1;   /* --minutes: fixed after epoch 1 */
+    c.warmup_epochs = warmup_epochs < c.epochs ? warmup_epochs : c.epochs;
+    c.seed = (uint64_t)train_seed;
+    c.flips = false;                                      /* the augmentation flips */
+    c.ignore_index = CR_CAMVID_IGNORE;
+    cr_status s;
+    if ((s = build_net(&r->model, ctx->quick)) || (s = cr_model_init_params(&r->model, (uint64_t)train_seed))) {
+        fprintf(stderr, "%s: building the network: %s\n", ctx->program, cr_last_error());
+        return LAB_EXIT_FAILED;
+    }
+    if ((s = cr_trainer_init(&r->trainer, &r->model, &c, r->train.count, r->aug.crop, r->aug.crop))) {
+        fprintf(stderr, "%s: --batch %d: %s\n", ctx->program, batch_size, cr_last_error());
+        return s == CR_EINVAL ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+    }
+    r->total_epochs = c.epochs;
+    if (resume_path) {
+        if ((s = cr_checkpoint_load(&r->trainer, resume_path))) {
+            fprintf(stderr, "%s: --resume: %s\n", ctx->program, cr_last_error());
+            return s == CR_EINVAL ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+        }
+        r->start_epoch = r->trainer.epoch;
+        if (r->start_epoch >= epochs) {
+            fprintf(stderr, "%s: --resume: '%s' already holds %d epochs; --epochs %d (the total) "
+                    "leaves none to train\n", ctx->program, resume_path, r->start_epoch, epochs);
+            return LAB_EXIT_USAGE;
+        }
+    }
+    return LAB_EXIT_OK;
+}
+
+/* Prints and writes per-class IoU and pixel accuracy of a split; returns the mean IoU. */
+static double report_iou(lab_ctx *ctx, const char *split, const cr_confusion *conf, int epoch)
+{
+    double iou[256];
+    const double mean = cr_confusion_iou(conf, iou), acc = cr_confusion_pixel_accuracy(conf);
+    printf("%-5s", split);
+    for (int c = 0; c < conf->classes; c++) {
+        char name[32];
+        if (cr_camvid_class_name(c)) snprintf(name, sizeof name, "%s", cr_camvid_class_name(c));
+        else snprintf(name, sizeof name, "class_%d", c);
+        printf(" %6.3f", iou[c]);
+        lab_csv_row(ctx, "lab08,iou,camvid,ours,,,,%d,,,,%d,,,%s,%s,%.4f,,,", ctx->threads, epoch,
+                    split, name, iou[c]);
+    }
+    printf("  %6.3f  %6.3f\n", mean, acc);
+    lab_csv_row(ctx, "lab08,iou,camvid,ours,,,,%d,,,,%d,,,%s,mean,%.4f,,,%.4f", ctx->threads,
+                epoch, split, mean, acc);
+    return mean;
+}
+
+typedef struct {
+    lab_ctx *ctx;
+    cr_progress *prog;
+    double first_loss;
+} step_ctx;
+
+/* After each training step: a CSV row and the progress line (with its ETA). */
+static void on_step(void *arg, const cr_step_info *info)
+{
+    step_ctx *c = arg;
+    if (isnan(c->first_loss)) c->first_loss = info->loss;
+    lab_csv_row(c->ctx, "lab08,train,camvid_crop%d,ours,forward+backward,,%d,%d,%.3f,,,%d,%lld,"
+                "%.6f,train,,,%.6g,,", crop, batch_size, c->ctx->threads, info->ms, info->epoch,
+                (long long)info->step, info->loss, info->lr);
+    char what[80];
+    snprintf(what, sizeof what, "epoch %d loss %.4f, %.2f s/step", info->epoch, info->loss, info->ms / 1e3);
+    cr_progress_step(c->prog, what);
+}
+
+/* --minutes: after the first epoch, the run's length in epochs from its time. */
+static void fix_epochs_by_time(train_run *r, double epoch_s)
+{
+    cr_trainer *t = &r->trainer;
+    int e = (int)floor(minutes * 60.0 / (epoch_s > 1e-3 ? epoch_s : 1e-3));
+    if (e < t->epoch) e = t->epoch;
+    if (e > 10000) e = 10000;
+    r->total_epochs = epochs = e;
+    t->cfg.epochs = e;
+    t->total_steps = t->steps_per_epoch * e;
+}
+
+static int run_train(lab_ctx *ctx, train_run *r)
+{
+    cr_trainer *t = &r->trainer;
+    printf("training on CamVid %s: %lld train, %lld val, %lld test frames of %lldx%lld (1/%d), "
+           "loaded in %.1f s%s\n", data_dir, (long long)r->train.count, (long long)r->val.count,
+           (long long)r->test.count, (long long)r->train.width, (long long)r->train.height, factor,
+           r->load_s, ctx->quick ? "; --quick: reduced network, first frames" : "");
+    printf("  network: FPN + %s, %d modules, %lld parameters; AdamW lr %.1e, weight decay %g, "
+           "warm-up %d epoch(s) then cosine; batch %d, crop %lld (scale 0.75-1.5, flips, "
+           "brightness/contrast 0.2); eval at %lldx%lld; seed %d; %s\n",
+           ctx->quick ? "a width-reduced ResNeXt" : "ResNeXt-50 32x4d", r->model.n,
+           (long long)cr_model_num_scalars(&r->model), lr, t->cfg.weight_decay, t->cfg.warmup_epochs,
+           batch_size, (long long)r->aug.crop, (long long)r->eh, (long long)r->ew, train_seed,
+           minutes > 0 ? "epochs by --minutes" : "");
+    if (resume_path)
+        printf("  resumed from %s after epoch %d (step %lld)\n", resume_path, r->start_epoch,
+               (long long)t->step);
+    cr_confusion conf = {0};
+    cr_status s = cr_confusion_init(&conf, classes);
+    cr_progress prog;
+    cr_progress_begin(&prog, "training steps", (long)((r->total_epochs - r->start_epoch) * t->steps_per_epoch));
+    step_ctx sc = {ctx, &prog, NAN};
+    double last_loss = NAN;
+    const double t_train = cr_now();
+    printf("  %5s %10s %9s %8s\n", "epoch", "train loss", "val mIoU", "seconds");
+    while (!s && t->epoch < r->total_epochs) {
+        const double te = cr_now();
+        if ((s = cr_fpn_train_epoch(t, &r->train, &r->aug, on_step, &sc, &last_loss))) break;
+        const double train_s = cr_now() - te;
+        if (minutes > 0 && t->epoch == 1) {
+            fix_epochs_by_time(r, train_s * 1.15);   /* evaluation adds about a tenth */
+            prog.total = (long)(r->total_epochs * t->steps_per_epoch);
+        }
+        cr_confusion_reset(&conf);
+        double vloss;
+        if ((s = cr_fpn_evaluate(&r->model, &r->val, r->eh, r->ew, EVAL_BATCH, CR_CAMVID_IGNORE,
+                                 &vloss, &conf)))
+            break;
+        const double miou = cr_confusion_iou(&conf, NULL), secs = cr_now() - te;
+        clear_progress(&prog);
+        printf("  %5d %10.4f %9.4f %8.1f\n", t->epoch, last_loss, miou, secs);
+        fflush(stdout);
+        lab_csv_row(ctx, "lab08,epoch,camvid_crop%d,ours,,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f,%.6g,%.2f,",
+                    crop, batch_size, ctx->threads, t->epoch, (long long)t->step, last_loss, miou,
+                    t->lr, secs);
+        if (checkpoint_path && (s = cr_checkpoint_save(t, checkpoint_path, NULL))) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", cr_last_error());
+            s = cr_fail(s, "--checkpoint: %s", msg);
+        }
+    }
+    cr_progress_end(&prog);
+    int rc = LAB_EXIT_OK;
+    if (!s) {
+        printf("\n  IoU per class at %lldx%lld (void ignored; nan: in neither truth nor prediction), "
+               "mean IoU, pixel accuracy:\n%-5s", (long long)r->eh, (long long)r->ew, "");
+        for (int c = 0; c < classes && c < CR_CAMVID_CLASSES; c++) printf(" %6.6s", cr_camvid_class_name(c));
+        printf("  %6s  %6s\n", "mean", "pixacc");
+        const cr_frames *sp[2] = {&r->val, &r->test};
+        const char *names[2] = {"val", "test"};
+        double m[2] = {0, 0};
+        for (int i = 0; i < 2 && !s; i++) {
+            cr_confusion_reset(&conf);
+            s = cr_fpn_evaluate(&r->model, sp[i], r->eh, r->ew, EVAL_BATCH, CR_CAMVID_IGNORE, NULL, &conf);
+            if (!s) m[i] = report_iou(ctx, names[i], &conf, t->epoch);
+        }
+        if (!s)
+            printf("\n  loss %.4f (first step) -> %.4f (last epoch's mean); val mean IoU %.3f, test "
+                   "%.3f; %.0f s of training, %.2f s per step\n", sc.first_loss, last_loss, m[0], m[1],
+                   cr_now() - t_train, (cr_now() - t_train) / (double)(t->step ? t->step : 1));
+        if (!s && checkpoint_path) printf("  checkpoint: %s (epoch %d)\n", checkpoint_path, t->epoch);
+    }
+    if (s) {
+        clear_progress(&prog);
+        fprintf(stderr, "%s: %s\n", ctx->program, cr_last_error());
+        rc = LAB_EXIT_FAILED;
+    }
+    cr_confusion_free(&conf);
+    return rc;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab08-fpn train",
+                      "Chapter 8: trains smp's FPN + ResNeXt-50 32x4d on CamVid (AdamW, warm-up + "
+                      "cosine, augmented crops).", train_args, LAB_COUNT(train_args));
+    if (rc != LAB_RUN) return rc;
+    train_run r;
+    memset(&r, 0, sizeof r);
+    long long lim[2];
+    if ((rc = check_train_args(&ctx, &r.eh, &r.ew, lim)) != LAB_RUN) return rc;
+    if (ctx.quick && strcmp(eval_size_str, "192x256") == 0) r.eh = 64, r.ew = 96;
+    if ((rc = prepare_training(&ctx, &r, lim)) != LAB_EXIT_OK) {
+        train_run_free(&r);
+        return rc;
+    }
+    lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d on CamVid: training");
+    char note[200];
+    snprintf(note, sizeof note, "seed %d, crop %lld, eval %lldx%lld, factor %d, batch %d, AdamW lr %g wd 1e-4, "
+             "warm-up %d, %s network", train_seed, (long long)r.aug.crop, (long long)r.eh,
+             (long long)r.ew, factor, batch_size, lr, warmup_epochs, ctx.quick ? "reduced" : "full");
+    const char *const extra[] = {"training", note, NULL};
+    if (lab_csv_begin(&ctx, train_columns, extra) != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        train_run_free(&r);
+        return LAB_EXIT_FAILED;
+    }
+    rc = run_train(&ctx, &r);
+    train_run_free(&r);
+    return lab_finish(&ctx, rc);
+}
+
+/* ---- predict -------------------------------------------------------------------------------- */
+
+/* Reads a PNG or JPEG frame as RGB. */
+static cr_status read_rgb(const char *path, cr_image *img)
+{
+    return cr_is_jpeg_name(path) ? cr_jpeg_read(path, 3, img) : cr_png_read(path, 3, img);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The PNG/JPEG file names of dir, sorted; *n receives their count (free each and the array). */
+static char **list_images(const char *dir, int *n)
+{
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char **v = NULL;
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const size_t L = strlen(e->d_name);
+        const int png = L > 4 && strcmp(e->d_name + L - 4, ".png") == 0;
+        if (!png && !cr_is_jpeg_name(e->d_name)) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        if (!(v[*n] = strdup(e->d_name))) break;
+        (*n)++;
+    }
+    closedir(d);
+    if (*n) qsort(v, (size_t)*n, sizeof *v, name_cmp);
+    return v;
+}
+
+/* Renders an RGB image to x[0] (1 x 3 x eh x ew) as evaluation does. */
+static cr_status image_to_input(const cr_image *img, cr_tensor *x, int32_t *lab)
+{
+    cr_frames f = {.count = 1, .height = img->height, .width = img->width,
+                   .full_height = img->height, .full_width = img->width, .factor = 1,
+                   .rgb = img->pixels};
+    f.labels = calloc((size_t)img->height * (size_t)img->width, 1);
+    if (!f.labels) return cr_fail(CR_ENOMEM, "predict: out of memory");
+    const int64_t idx = 0;
+    cr_status s = cr_frames_eval_batch(&f, &idx, 1, x, lab);
+    free(f.labels);
+    return s;
+}
+
+/* "DIR/STEM.png" (the stem of name) into buf; suffix inserted before .png. */
+static void out_name(char *buf, size_t len, const char *dir, const char *name, const char *suffix)
+{
+    const char *dot = strrchr(name, '.');
+    const int stem = dot ? (int)(dot - name) : (int)strlen(name);
+    snprintf(buf, len, "%s/%.*s%s.png", dir, stem, name, suffix);
+}
+
+static int cmd_predict(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab08-fpn predict",
+                      "Chapter 8: colour masks of a folder of frames, and panels image | truth | "
+                      "prediction of test frames.", predict_args, LAB_COUNT(predict_args));
+    if (rc != LAB_RUN) return rc;
+    const char *p = ctx.program;
+    int64_t eh, ew;
+    struct stat st;
+    if (!weights_path || !images_dir || !out_dir) {
+        fprintf(stderr, "%s: --weights FILE, --images DIR and --out DIR are required\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (!parse_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
+    if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: --out '%s': not an existing folder\n", p, out_dir);
+        return LAB_EXIT_USAGE;
+    }
+    if (panels > 0 && !data_dir) {
+        fprintf(stderr, "%s: --panels %d needs --data DIR (the test split's labels)\n", p, panels);
+        return LAB_EXIT_USAGE;
+    }
+    int n = 0;
+    char **names = list_images(images_dir, &n);
+    cr_model m;
+    cr_st_file *f = NULL;
+    cr_frames test = {0};
+    cr_tensor x = {0};
+    int32_t *lab = malloc((size_t)(eh * ew) * sizeof *lab), *pred = malloc((size_t)(eh * ew) * sizeof *pred);
+    uint8_t *rgb = malloc((size_t)(eh * ew * 3));
+    cr_status s = build_net(&m, ctx.quick);
+    if (!s && n == 0) s = cr_fail(CR_EIO, "--images '%s': no PNG or JPEG file (or not a folder)", images_dir);
+    if (!s && (!lab || !pred || !rgb)) s = cr_fail(CR_ENOMEM, "predict: out of memory");
+    if (!s) s = cr_st_load(&f, weights_path);
+    if (!s) s = cr_model_load_st(&m, f, weights_path, "optimizer.");
+    if (!s && panels > 0) s = cr_camvid_load_frames(data_dir, "test", 1, panels, &test);
+    if (!s) s = cr_tensor_alloc4(&x, 1, 3, eh, ew);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", p, cr_last_error());
+        rc = LAB_EXIT_USAGE;
+        goto done;
+    }
+    lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d on CamVid: prediction");
+    for (int i = 0; i < n && !s; i++) {
+        char path[4096], outp[4096];
+        cr_image img = {0}, mask = {0};
+        snprintf(path, sizeof path, "%s/%s", images_dir, names[i]);
+        out_name(outp, sizeof outp, out_dir, names[i], "_mask");
+        if (!(s = read_rgb(path, &img)) && !(s = image_to_input(&img, &x, lab)) &&
+            !(s = cr_fpn_predict(&m, &x, pred)) && !(s = cr_camvid_colorize(pred, eh, ew, &mask)))
+            s = cr_png_write(outp, &mask);
+        cr_image_free(&img);
+        cr_image_free(&mask);
+    }
+    if (!s) printf("  %d colour masks (%lldx%lld, CamVid's palette) in %s\n", n, (long long)ew, (long long)eh, out_dir);
+    for (int64_t i = 0; i < test.count && !s; i++) {
+        char outp[4096];
+        cr_image panel = {0};
+        out_name(outp, sizeof outp, out_dir, test.names[i], "_panel");
+        if (!(s = cr_frames_eval_batch(&test, &i, 1, &x, lab)) && !(s = cr_fpn_predict(&m, &x, pred))) {
+            cr_denormalize_rgb(&x, 0, rgb);
+            if (!(s = cr_fpn_panel(rgb, lab, pred, eh, ew, &panel))) s = cr_png_write(outp, &panel);
+        }
+        cr_image_free(&panel);
+    }
+    if (!s && test.count) printf("  %lld panels (image | truth | prediction) in %s\n", (long long)test.count, out_dir);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", p, cr_last_error());
+        rc = LAB_EXIT_FAILED;
+    } else {
+        rc = LAB_EXIT_OK;
+    }
+done:
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(lab);
+    free(pred);
+    free(rgb);
+    cr_tensor_free(&x);
+    cr_frames_free(&test);
+    cr_st_free(f);
+    cr_model_free(&m);
+    return lab_finish(&ctx, rc);
+}
+
+/* ---- latency -------------------------------------------------------------------------------- */
+
+/* The resident high-water mark in MiB (VmHWM), or -1. */
+static double vm_hwm_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* Resets VmHWM to the current RSS (writing 5 to /proc/self/clear_refs); 1 if it worked. */
+static int reset_hwm(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Parses a comma list of batch sizes (1..1024) into v (at most 32); returns the count or 0. */
+static int parse_batches(const char *s, int *v)
+{
+    int n = 0;
+    const char *q = s;
+    while (q && *q && n < 32) {
+        char *end;
+        const long b = strtol(q, &end, 10);
+        if (end == q || b < 1 || b > 1024 || (*end && *end != ',')) return 0;
+        v[n++] = (int)b;
+        q = *end ? end + 1 : end;
+    }
+    return q && *q ? 0 : n;
+}
+
+/* Runs PyTorch's benchmark and appends its rows; prints why when it cannot. */
+static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches)
+{
+    /* the script beside the sources (the build knows where), else relative to the cwd */
+    const char *script = CR_BENCH_SCRIPT;
+    struct stat sb;
+    if (stat(script, &sb) != 0) script = "reference/bench_fpn_pytorch.py";
+    if (strchr(script, '\'') || stat(script, &sb) != 0) {
+        printf("  PyTorch: not measured (reference/bench_fpn_pytorch.py not found)\n");
+        return;
+    }
+    if (system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") != 0) {
+        printf("  PyTorch: not measured (/usr/bin/python3 cannot import torch and torchvision)\n");
+        return;
+    }
+    const char *waits[2] = {"PASSIVE", "ACTIVE"};
+    const int nw = ctx->threads == 2 ? 2 : 1;
+    char best[32][512];
+    double best_ms[32];
+    int nb = 0;
+    for (int w = 0; w < nw; w++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 '%s' latency --batches %s "
+                 "--size %s --repeats %d --threads %d --classes %d%s",
+                 nw == 2 ? (w ? "OMP_WAIT_POLICY=ACTIVE " : "OMP_WAIT_POLICY=PASSIVE ") : "",
+                 script, batches, sizes, ctx->repeats, ctx->threads, classes, ctx->quick ? " --quick" : "");
+        FILE *pp = popen(cmd, "r");
+        if (!pp) break;
+        char line[512];
+        int i = 0;
+        while (fgets(line, sizeof line, pp) && i < 32) {
+            int b;
+            double mean, med;
+            if (sscanf(line, "%d,cpu,fp32,%lf,%lf", &b, &mean, &med) != 3) continue;
+            line[strcspn(line, "\n")] = 0;
+            if (w == 0 || med < best_ms[i]) {
+                snprintf(best[i], sizeof best[i], "%s", line);
+                best_ms[i] = med;
+            }
+            i++;
+        }
+        const int st = pclose(pp);
+        if (st != 0) {
+            printf("  PyTorch (OMP_WAIT_POLICY=%s): the benchmark failed (status %d)\n", waits[w], st);
+            if (w == 0) return;
+        }
+        nb = i > nb ? i : nb;
+    }
+    for (int i = 0; i < nb; i++) {
+        double v[6];
+        int b;
+        sscanf(best[i], "%d,cpu,fp32,%lf,%lf,%lf,%lf,%lf", &b, &v[0], &v[1], &v[2], &v[3], &v[4]);
+        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.2f %10.0f\n", b, "pytorch", v[0], v[1], v[2], v[3], v[4]);
+        lab_csv_row(ctx, "%s", best[i]);
+    }
+    if (nw == 2) printf("  (PyTorch: the faster of OMP_WAIT_POLICY=PASSIVE and ACTIVE per batch)\n");
+}
+
+static int cmd_latency(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab08-fpn latency",
+                      "Chapter 8: forward latency (evaluation mode) of the full FPN + ResNeXt-50 "
+                      "per batch size, ours and PyTorch's.", latency_args, LAB_COUNT(latency_args));
+    if (rc != LAB_RUN) return rc;
+    int64_t H, W;
+    int bs[32];
+    const int quick_default = ctx.quick && strcmp(batches_str, "1,2,4,8,16,32,64") == 0;
+    if (quick_default) batches_str = "1,2";
+    if (ctx.quick && strcmp(size_str, "384x480") == 0) size_str = "64x96";
+    const int nb = parse_batches(batches_str, bs);
+    if (!nb) {
+        fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..1024 (at most 32), got '%s'\n",
+                ctx.program, batches_str);
+        return LAB_EXIT_USAGE;
+    }
+    if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    cr_model m;
+    cr_status s = build_net(&m, 0);
+    if (!s) s = cr_model_init_params(&m, 1);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    cr_model_train(&m, false);
+    lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d: forward latency");
+    const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) of the process "
+                                 "during the batch size's runs, reset before each",
+                                 "size", size_str, NULL};
+    if (lab_csv_begin(&ctx, latency_columns, extra) != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak memory: the "
+           "resident high-water mark (VmHWM)\n", (long long)H, (long long)W, ctx.repeats);
+    printf("  %5s %-8s %9s %9s %9s %9s %10s\n", "batch", "impl", "mean ms", "median", "p90", "img/s", "peak MiB");
+    cr_rng rng;
+    cr_rng_seed(&rng, ctx.seed);
+    int hwm_ok = 1;
+    for (int i = 0; i < nb && !s; i++) {
+        cr_tensor x = {0};
+        const cr_tensor *y;
+        double t[1000];
+        hwm_ok &= reset_hwm();
+        if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
+        cr_tensor_fill_uniform(&x, &rng, -2, 2);
+        s = cr_model_forward(&m, &x, &y);   /* warm-up */
+        for (int r = 0; r < ctx.repeats && !s; r++) {
+            const double t0 = cr_now();
+            s = cr_model_forward(&m, &x, &y);
+            t[r] = (cr_now() - t0) * 1e3;
+        }
+        cr_tensor_free(&x);
+        if (s) break;
+        double sum = 0;
+        for (int r = 0; r < ctx.repeats; r++) sum += t[r];
+        qsort(t, (size_t)ctx.repeats, sizeof *t, cmp_double);
+        const int R = ctx.repeats;
+        const double mean = sum / R, med = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
+        const double p90 = t[(int)ceil(0.9 * R) - 1], mib = hwm_ok ? vm_hwm_mib() : -1;
+        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.2f %10.0f\n", bs[i], "ours", mean, med, p90,
+               bs[i] * 1e3 / mean, mib);
+        fflush(stdout);
+        lab_csv_row(&ctx, "%d,cpu,fp32,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], mean, med, p90,
+                    bs[i] * 1e3 / mean, mib, ctx.threads);
+    }
+    cr_model_free(&m);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        return lab_finish(&ctx, LAB_EXIT_FAILED);
+    }
+    if (!hwm_ok) printf("  (peak memory: /proc/self/clear_refs not writable, VmHWM is the run's peak so far)\n");
+    if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
+    else pytorch_latency(&ctx, size_str, batches_str);
+    return lab_finish(&ctx, LAB_EXIT_OK);
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: lab08-fpn train|predict|latency [options]   (lab08-fpn COMMAND --help)\n"
+               "  train    trains the FPN on CamVid (--data DIR)\n"
+               "  predict  colour masks and panels from weights (--weights W --images DIR --out DIR)\n"
+               "  latency  forward latency of the full FPN per batch size, ours and PyTorch's\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return LAB_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return LAB_EXIT_OK;
+    }
+    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    if (strcmp(argv[1], "latency") == 0) return cmd_latency(argc - 1, argv + 1);
+    fprintf(stderr, "lab08-fpn: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return LAB_EXIT_USAGE;
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+# PyTorch's side of lab 8's measurements, on the same CPU: the same FPN + ResNeXt-50 32x4d
+# (reference/make_golden_fpn.py's re-creation of smp.FPN, whose state dict and outputs
+# tests/test_ch08.c proves equal to ours), Debian's PyTorch 1.13, float32.
+#
+#   latency: forward latency in evaluation mode (torch.no_grad), random init, per batch
+#            size: one warm-up, R timed runs; prints CSV rows in the lab's latency columns
+#            batch_size,device,precision,latency_mean_ms,latency_median_ms,latency_p90_ms,
+#            images_per_s,peak_memory_mib,impl,threads
+#            peak memory as the lab counts it: the process's resident high-water mark
+#            (VmHWM), reset before each batch size through /proc/self/clear_refs.
+#   step:    seconds per training step (forward, cross-entropy ignoring void, backward,
+#            AdamW step) on random crops of --crop at --batch: prints "step,<i>,<seconds>"
+#            lines and "step_median,<seconds>".
+#
+#     /usr/bin/python3 reference/bench_fpn_pytorch.py latency --batches 1,2 --size 384x480 --threads 2
+#     /usr/bin/python3 reference/bench_fpn_pytorch.py step --crop 192 --batch 8 --steps 3 --threads 2
+# lab08-fpn latency runs the first itself (with OMP_WAIT_POLICY PASSIVE and ACTIVE at 2
+# threads, keeping the faster).
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_golden_fpn import FPN, REDUCED  # noqa: E402
+
+
+def vm_hwm_mib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return -1.0
+
+
+def reset_hwm():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def make_net(classes, quick):
+    cfg = dict(REDUCED, classes=classes) if quick else dict(classes=classes)
+    return FPN(**cfg)
+
+
+def latency(a):
+    h, w = map(int, a.size.split("x"))
+    net = make_net(a.classes, False).eval()
+    g = torch.Generator().manual_seed(1)
+    for b in map(int, a.batches.split(",")):
+        ok = reset_hwm()
+        x = torch.rand(b, 3, h, w, generator=g) * 4 - 2
+        with torch.no_grad():
+            net(x)
+            t = []
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                net(x)
+                t.append((time.perf_counter() - t0) * 1e3)
+        t.sort()
+        mean = sum(t) / len(t)
+        p90 = t[math.ceil(0.9 * len(t)) - 1]
+        mib = vm_hwm_mib() if ok else -1.0
+        print(f"{b},cpu,fp32,{mean:.3f},{statistics.median(t):.3f},{p90:.3f},"
+              f"{b * 1e3 / mean:.3f},{mib:.1f},pytorch,{torch.get_num_threads()}", flush=True)
+
+
+def step(a):
+    torch.manual_seed(a.seed)
+    net = make_net(a.classes, a.quick).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.rand(a.batch, 3, a.crop, a.crop) * 4 - 2
+    y = torch.randint(0, a.classes, (a.batch, a.crop, a.crop))
+    times = []
+    for i in range(a.steps):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(net(x), y, ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        print(f"step,{i + 1},{times[-1]:.3f},loss,{loss.item():.4f}", flush=True)
+    print(f"step_median,{statistics.median(times):.3f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("mode", choices=["latency", "step"])
+    p.add_argument("--batches", default="1,2,4,8,16,32,64")
+    p.add_argument("--size", default="384x480")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--classes", type=int, default=11)
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="step: the width-reduced network")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    (latency if a.mode == "latency" else step)(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
