@@ -23,13 +23,14 @@ SKIP = 77
 
 # Library sources each target links (paths relative to the repository root).
 SOURCES = {
-    'safetensors': ['lib/safetensors.c', 'lib/dtype.c', 'lib/json.c', 'lib/tensor.c', 'lib/error.c'],
-    'png': ['lib/png_io.c', 'lib/error.c'],
+    'safetensors': ['lib/safetensors.c', 'lib/dtype.c', 'lib/json.c', 'lib/tensor.c',
+                    'lib/atomic_file.c', 'lib/error.c'],
+    'png': ['lib/png_io.c', 'lib/atomic_file.c', 'lib/error.c'],
     'conv_desc': ['lib/conv_desc.c', 'lib/tensor.c', 'lib/error.c'],
     'args': ['lib/args.c', 'lib/error.c'],
     'dataset': ['lib/dataset.c', 'lib/png_io.c', 'lib/jpeg_io.c', 'lib/augment.c', 'lib/rng.c',
-                'lib/tensor.c', 'lib/error.c'],
-    'jpeg': ['lib/jpeg_io.c', 'lib/png_io.c', 'lib/error.c'],
+                'lib/tensor.c', 'lib/atomic_file.c', 'lib/error.c'],
+    'jpeg': ['lib/jpeg_io.c', 'lib/png_io.c', 'lib/atomic_file.c', 'lib/error.c'],
 }
 LIBS = {'png': ['-lpng'], 'dataset': ['-lpng', '-ljpeg', '-lm'], 'jpeg': ['-ljpeg', '-lpng'], 'safetensors': ['-lm'], 'conv_desc': ['-lm'], 'args': ['-lm']}
 CFLAGS = ['-std=c11', '-D_POSIX_C_SOURCE=200809L', '-g', '-O1', '-Wall', '-Wextra', '-Werror',
