@@ -39,12 +39,6 @@ static const char *const csv_columns[] = {
     "lab", "kind", "case", "impl", "precision", "batch", "ms", "tflops", "pct_ref", "ref_impl",
     "mem_bytes", "rel_err", "note", NULL};
 
-/* Relative L2 bound of a kernel's precision against float64 (as the tests, K up to 8192). */
-static double gemm_tol(cr_cuda_precision p)
-{
-    return p == CR_CUDA_FP32 ? 1e-4 : p == CR_CUDA_TF32 ? 2e-3 : 1e-2;
-}
-
 /* Device memory in use now (total - free), or 0 if it cannot be read. */
 static size_t mem_used(void)
 {
@@ -156,9 +150,10 @@ static int gemm_variant(lab_ctx *ctx, gemm_run *g, const char *impl, cr_status (
     double rel = 0.0, ms = 0.0;
     if (st == CR_OK) st = gemm_error(g, ctx->seed ^ 0x5eed, row, &rel);
     if (st != CR_OK) return lab_report_failure(what, st);
-    if (!(rel <= gemm_tol(g->prec))) {
+    const double tol = cr_cuda_gemm_tolerance(g->prec, g->S);   /* the tests' table */
+    if (!(rel <= tol)) {
         fprintf(stderr, "%s: FAILED validation, sampled relative L2 %.3g > %.0e\n", what, rel,
-                gemm_tol(g->prec));
+                tol);
         return 0;
     }
     if ((st = cr_cuda_time(run, g, 2, ctx->repeats, &ms)) != CR_OK)

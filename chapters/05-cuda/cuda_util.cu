@@ -22,6 +22,9 @@ cr_status cr_cuda_check(cudaError_t err, const char *what)
 
 static char unavailable_reason[256];
 
+__global__ void convert_kernel(const float *__restrict__ src, void *__restrict__ dst,
+                               long long n, int to_bf16);
+
 // @snippet cuda_available
 int cr_cuda_available(void)
 {
@@ -38,12 +41,33 @@ int cr_cuda_available(void)
                  "cudaGetDeviceCount: the runtime found 0 devices");
         return 0;
     }
+    /* a GPU for which the build holds neither machine code nor PTX it can compile: skip */
+    cudaFuncAttributes attr;
+    err = cudaFuncGetAttributes(&attr, (const void *)convert_kernel);
+    if (err != cudaSuccess) {
+        cudaDeviceProp prop;
+        const int cc = cudaGetDeviceProperties(&prop, 0) == cudaSuccess ? prop.major * 10 + prop.minor : 0;
+        snprintf(unavailable_reason, sizeof unavailable_reason, "this build has no kernel for the "
+                 "GPU (compute capability %d.%d): %s; rebuild with -Dgpu_arch=...,%d",
+                 cc / 10, cc % 10, cudaGetErrorString(err), cc);
+        (void)cudaGetLastError();
+        return 0;
+    }
     unavailable_reason[0] = '\0';
     return 1;
 }
 // @end cuda_available
 
 const char *cr_cuda_unavailable_reason(void) { return unavailable_reason; }
+
+int cr_cuda_emulated(void)
+{
+#ifdef CR_EMU
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 cr_status cr_cuda_device_info(cr_cuda_info *info)
 {
@@ -204,6 +228,17 @@ const char *cr_cuda_precision_name(cr_cuda_precision p)
     case CR_CUDA_BF16: return "bf16";
     }
     return "?";
+}
+
+double cr_cuda_gemm_tolerance(cr_cuda_precision p, int64_t K)
+{
+    switch (p) {
+    case CR_CUDA_TF32: return 1e-3;
+    case CR_CUDA_FP16: return 1e-3;
+    case CR_CUDA_BF16: return 8e-3;
+    case CR_CUDA_FP32: break;
+    }
+    return K <= 64 ? 1e-5 : K <= 1024 ? 3e-5 : 1e-4;
 }
 
 /* dst[i] = src[i] rounded to half (to_bf16 == 0) or bfloat16. */

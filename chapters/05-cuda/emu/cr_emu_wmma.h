@@ -3,11 +3,13 @@
  * On a GPU a fragment's elements are spread over the 32 lanes of a warp in an unspecified
  * layout. Here an A or B fragment holds the whole M x K (K x N) tile in every lane (each
  * lane loads it), and an accumulator holds 1/32 of the M x N tile: lane l owns elements
- * e = l, l + 32, l + 64, ... (row-major index e). mma_sync then needs no exchange: each
+ * e = l, l + 32, l + 64, ... (row-major index e). A and B elements are held as the FP32
+ * values the tensor core multiplies (converted when loaded: TF32's low 13 bits dropped,
+ * FP16 and BF16 widened exactly). mma_sync then needs no exchange: each
  * lane computes its own elements, d = c + sum over k of a * b, in k order, every product
  * and sum in FP32 (the products of TF32, FP16 and BF16 inputs are exact in FP32). TF32
  * operands: the kernel rounds them with __float_to_tf32; a float that is not a TF32 value
- * has its low 13 bits ignored (truncated) by mma_sync. */
+ * has its low 13 bits ignored (truncated). */
 #ifndef CR_EMU_WMMA_H
 #define CR_EMU_WMMA_H
 
@@ -48,16 +50,18 @@ static inline float operand(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 template <class Use, int M, int N, int K, class T, class Layout = void> class fragment;
 
-/* A (M x K) or B (K x N): the whole tile in every lane, row-major. */
+/* A (M x K) or B (K x N): the whole tile in every lane, row-major, already as the FP32
+ * values the tensor core multiplies (converted once, when loaded). */
 template <class Use, int M, int N, int K, class T, class Layout> class fragment {
     static_assert(std::is_same<Use, matrix_a>::value || std::is_same<Use, matrix_b>::value,
                   "fragment use");
 public:
-    typedef typename detail::storage<T>::type element_type;
+    typedef typename detail::storage<T>::type source_type;   /* what load_matrix_sync reads */
+    typedef float element_type;
     static const int rows = std::is_same<Use, matrix_a>::value ? M : K;
     static const int cols = std::is_same<Use, matrix_a>::value ? K : N;
     static const int num_elements = rows * cols;
-    element_type x[num_elements];
+    float x[num_elements];
 };
 
 /* The accumulator: lane l owns the elements l, l + 32, ... of the row-major M x N tile. */
@@ -78,13 +82,13 @@ void fill_fragment(fragment<Use, M, N, K, T, L> &f, const V &v)
  * layout. The source type must be the fragment's storage type. */
 template <class Use, int M, int N, int K, class T, class L>
 void load_matrix_sync(fragment<Use, M, N, K, T, L> &f,
-                      const typename fragment<Use, M, N, K, T, L>::element_type *p, unsigned ldm)
+                      const typename fragment<Use, M, N, K, T, L>::source_type *p, unsigned ldm)
 {
     typedef fragment<Use, M, N, K, T, L> F;
     const bool row = std::is_same<L, row_major>::value;
     for (int r = 0; r < F::rows; r++)
         for (int c = 0; c < F::cols; c++)
-            f.x[r * F::cols + c] = row ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
+            f.x[r * F::cols + c] = detail::operand(row ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r]);
 }
 
 /* Loads this lane's elements of an accumulator tile. */
@@ -121,7 +125,7 @@ void mma_sync(fragment<accumulator, M, N, K, float> &d,
         const int e = lane + 32 * i, r = e / N, col = e % N;
         float acc = c.x[i];
         for (int k = 0; k < K; k++)
-            acc += detail::operand(a.x[r * K + k]) * detail::operand(b.x[k * N + col]);
+            acc += a.x[r * K + k] * b.x[k * N + col];
         d.x[i] = acc;
     }
 }
