@@ -366,6 +366,50 @@ static void gpu_conv_default__standard_layers(void **state)
     cr_cuda_workspace_release();
 }
 
+/* The implicit GEMM's row blocks (blockIdx.y) and groups (blockIdx.z): more than 64 output
+ * channels per group (2 and 3 row blocks of 64, the last one partial) and many groups,
+ * which the random configurations (few channels) never reach. */
+static void gpu_conv_implicit__row_blocks_and_groups(void **state)
+{
+    (void)state;
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    /* {Cin, Cout, groups, kernel, stride, pad, batch, H, W} */
+    static const int cfg[][9] = {
+        {5, 130, 1, 3, 1, 1, 1, 9, 7},     /* 130 channels: 3 row blocks */
+        {6, 140, 2, 3, 2, 1, 2, 11, 10},   /* 70 per group: 2 row blocks in each of 2 groups */
+        {64, 128, 64, 3, 1, 1, 1, 6, 5},   /* 64 groups of 2 channels */
+        {96, 96, 32, 1, 1, 0, 3, 5, 9},    /* 32 groups, 1x1, batch 3 */
+    };
+    cr_cuda_conv2d_fn fns[] = {cr_cuda_conv2d_implicit, cr_cuda_conv2d};
+    for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
+        const int *c = cfg[i];
+        cr_conv_params p = cr_conv_params_default(c[0], c[1], c[3]);
+        cr_conv_set_padding(&p, c[5], c[5]);
+        p.stride_h = p.stride_w = c[4];
+        p.groups = c[2];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, c[6], c[7], c[8]));
+        cr_tensor x, w, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
+        for (size_t f = 0; f < sizeof fns / sizeof *fns; f++) {
+            gpu_path = fns[f];
+            cr_tensor_poison(&y);
+            assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
+            cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+            if (!cr_cmp_ok(&cmp, CONV_TOL))
+                fail_msg("%s, case %zu (Cin %d, Cout %d, groups %d, seed %llu): relative L2 %.3g "
+                         "(bound %.0e)", f ? "cr_cuda_conv2d" : "cr_cuda_conv2d_implicit", i,
+                         c[0], c[1], c[2], (unsigned long long)seed, cmp.rel_l2, CONV_TOL);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
+}
+
 /* Bad arguments are refused: a missing bias, a bias not asked for, NULL pointers. */
 static void gpu_conv_default__bad_arguments(void **state)
 {
@@ -539,6 +583,7 @@ int main(void)
         cmocka_unit_test(gpu_conv_implicit__equals_direct_random),
         cmocka_unit_test(gpu_conv_default__equals_direct_random),
         cmocka_unit_test(gpu_conv_default__standard_layers),
+        cmocka_unit_test(gpu_conv_implicit__row_blocks_and_groups),
         cmocka_unit_test(gpu_conv_default__bad_arguments),
         cmocka_unit_test(gpu_backward__equals_reference_random),
         cmocka_unit_test(gpu_backward__golden_layers),
