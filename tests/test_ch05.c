@@ -6,6 +6,7 @@
  * why; test_ch05_emu runs the same tests on the CUDA emulator (chapters/05-cuda/emu),
  * everywhere, with a few of the largest shapes made smaller (cr_cuda_emulated()). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -279,6 +280,90 @@ static void gpu_gemm__arguments_and_edge_cases(void **state)
         assert_cr_ok(cr_cuda_sync(steps[i].name));
     }
     cr_cuda_free(A); cr_cuda_free(B); cr_cuda_free(C);
+}
+
+/* ---- conversions to 16-bit floats ------------------------------------------------------------ */
+
+/* IEEE binary16 bits of x rounded to nearest even, computed in double from the spacing of
+ * the half numbers around x (independent of the bit tricks of a conversion routine). */
+static uint16_t ref_half_bits(float x)
+{
+    const uint16_t sign = signbit(x) ? 0x8000 : 0;
+    const double a = fabs((double)x);
+    if (isnan(x)) return 0x7fff;
+    if (isinf(x) || a >= 65520.0) return sign | 0x7c00;           /* 65520: halfway to 2^16 */
+    int e;
+    frexp(a, &e);                                                  /* a in [2^(e-1), 2^e) */
+    const double ulp = ldexp(1.0, (e - 1 < -14 ? -14 : e - 1) - 10);
+    const double v = nearbyint(a / ulp) * ulp;                     /* ties to even */
+    if (v < ldexp(1.0, -14)) return sign | (uint16_t)(v / ldexp(1.0, -24));   /* subnormal */
+    frexp(v, &e);
+    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)(v / ldexp(1.0, e - 1) * 1024 - 1024);
+}
+
+/* bfloat16 bits of x rounded to nearest even (a float with 8 significant bits). */
+static uint16_t ref_bf16_bits(float x)
+{
+    if (isnan(x)) return 0x7fff;
+    if (isinf(x)) return signbit(x) ? 0xff80 : 0x7f80;
+    const double a = fabs((double)x);
+    int e;
+    frexp(a, &e);
+    const double ulp = ldexp(1.0, (e - 1 < -126 ? -126 : e - 1) - 7);
+    const double v = nearbyint(a / ulp) * ulp;
+    const float f = v >= ldexp(1.0, 128) ? INFINITY : (float)v;    /* exact: 8 bits */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((signbit(x) ? 0x8000 : 0) | (u >> 16));
+}
+
+/* cr_cuda_convert rounds to nearest even, bit for bit, on boundary values (ties, the
+ * largest finite values, subnormals, zeros, infinities) and random floats of every
+ * exponent; a NaN stays a NaN. */
+static void gpu_convert__round_to_nearest_even(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    static const float special[] = {
+        0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 1e30f,
+        0x1p-14f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1p-26f, 0x1.002p0f, 0x1.006p0f,
+        0x1.001p0f, 0x1.003p0f, 0x1.0001p0f, 0x1.0003p0f, 0x1.00018p0f, 0x1.fffffep127f,
+        0x1p-149f, 0x1.fep-127f, 3.14159265f, -2.71828183f, INFINITY, -INFINITY, NAN};
+    const size_t ns = sizeof special / sizeof *special, n = ns + (size_t)cr_test_count(20000);
+    float *h = malloc(n * sizeof *h);
+    uint16_t *out = malloc(n * sizeof *out);
+    assert_non_null(h); assert_non_null(out);
+    memcpy(h, special, sizeof special);
+    for (size_t i = ns; i < n; i++) {   /* random bits: every exponent, NaNs excluded */
+        uint32_t u = (uint32_t)cr_rng_int(&r, 0, 0xffffffffLL);
+        if ((u & 0x7f800000u) == 0x7f800000u) u &= 0xbfffffffu;
+        if (i % 2) u = (u & 0x807fffffu) | (uint32_t)cr_rng_int(&r, 100, 150) << 23;  /* near the half range */
+        memcpy(&h[i], &u, 4);
+    }
+    float *d = to_dev(h, n, "conversion input");
+    void *d16;
+    assert_cr_ok(cr_cuda_malloc(&d16, n * 2, "conversion output"));
+    for (int to = 0; to < 2; to++) {
+        const cr_cuda_precision p = to ? CR_CUDA_BF16 : CR_CUDA_FP16;
+        assert_cr_ok(cr_cuda_convert(d, d16, n, p));
+        assert_cr_ok(cr_cuda_sync("cr_cuda_convert"));
+        assert_cr_ok(cr_cuda_to_host(out, d16, n * 2));
+        for (size_t i = 0; i < n; i++) {
+            const uint16_t want = to ? ref_bf16_bits(h[i]) : ref_half_bits(h[i]);
+            const uint16_t exp_mask = to ? 0x7f80 : 0x7c00;
+            const int both_nan = isnan(h[i]) && (out[i] & exp_mask) == exp_mask && (out[i] & ~exp_mask & 0x7fff);
+            if (out[i] != want && !both_nan)
+                fail_msg("cr_cuda_convert to %s: %a (bits 0x%08x) gave 0x%04x, round to nearest "
+                         "even is 0x%04x (value %zu, seed %llu)", cr_cuda_precision_name(p),
+                         (double)h[i], (unsigned)((union { float f; uint32_t u; }){h[i]}).u, out[i],
+                         want, i, (unsigned long long)seed);
+        }
+    }
+    assert_cr_fails(cr_cuda_convert(d, d16, n, CR_CUDA_TF32), CR_EINVAL);
+    cr_cuda_free(d); cr_cuda_free(d16);
+    free(h); free(out);
 }
 
 /* ---- convolution: host adapters for the harness -------------------------------------------- */
@@ -578,6 +663,7 @@ int main(void)
         cmocka_unit_test(gpu_gemm__tensor_core_kernels_random),
         cmocka_unit_test(gpu_gemm__beyond_every_tile),
         cmocka_unit_test(gpu_gemm__arguments_and_edge_cases),
+        cmocka_unit_test(gpu_convert__round_to_nearest_even),
         cmocka_unit_test(gpu_conv_direct__equals_direct_random),
         cmocka_unit_test(gpu_conv_im2col__equals_direct_random),
         cmocka_unit_test(gpu_conv_implicit__equals_direct_random),

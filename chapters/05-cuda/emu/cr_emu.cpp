@@ -338,6 +338,7 @@ static __attribute__((noinline)) void init_context(fiber *f)
 
 #endif
 
+// @snippet emu_block
 /* Runs one block of the current launch under schedule s. */
 static void run_block(block_run &b, schedule s)
 {
@@ -381,6 +382,7 @@ static void run_block(block_run &b, schedule s)
         return;   /* the stuck fibers are abandoned; their stacks are reinitialised later */
     }
 }
+// @end emu_block
 
 /* Checks a launch configuration as the driver does. */
 static cudaError_t check_config(const launch_cfg &c)
@@ -516,8 +518,8 @@ void run_grid(const launch_cfg &cfg, void (*body)(void *), void *ctx)
         run_all_blocks(s);
     }
     if (!failure.empty()) {
+        /* not sticky, unlike a GPU's: the next test starts from a working device */
         std::fprintf(stderr, "cr_emu: %s\n", failure.c_str());
-        sticky_error = cudaErrorLaunchFailure;
         set_error(cudaErrorLaunchFailure);
     }
 }
