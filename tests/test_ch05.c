@@ -366,6 +366,27 @@ static void gpu_convert__round_to_nearest_even(void **state)
     free(h); free(out);
 }
 
+/* A small GEMM for the timing test. */
+static cr_status timed_gemm(void *arg)
+{
+    float **m = arg;
+    return cr_cuda_sgemm(CR_NO_TRANS, CR_NO_TRANS, 40, 40, 40, 1.0f, m[0], 40, m[1], 40, 0.0f,
+                         m[2], 40);
+}
+
+/* cr_cuda_time_stats: min <= median <= max, all positive; a failing fn's status comes back. */
+static void gpu_time__median_min_max(void **state)
+{
+    (void)state;
+    float *m[3] = {dev_poisoned(1600, "A"), dev_poisoned(1600, "B"), dev_poisoned(1600, "C")};
+    cr_cuda_timing t = {-1, -1, -1};
+    assert_cr_ok(cr_cuda_time_stats(timed_gemm, m, 1, 5, &t));
+    if (!(t.min_ms > 0 && t.min_ms <= t.median_ms && t.median_ms <= t.max_ms))
+        fail_msg("cr_cuda_time_stats: min %g, median %g, max %g ms", t.min_ms, t.median_ms, t.max_ms);
+    assert_cr_fails(cr_cuda_time_stats(timed_gemm, m, 0, 0, &t), CR_EINVAL);
+    for (int i = 0; i < 3; i++) cr_cuda_free(m[i]);
+}
+
 /* ---- convolution: host adapters for the harness -------------------------------------------- */
 
 /* The GPU path the adapter runs (the harness takes a plain cr_conv2d_fn). */
@@ -664,6 +685,7 @@ int main(void)
         cmocka_unit_test(gpu_gemm__beyond_every_tile),
         cmocka_unit_test(gpu_gemm__arguments_and_edge_cases),
         cmocka_unit_test(gpu_convert__round_to_nearest_even),
+        cmocka_unit_test(gpu_time__median_min_max),
         cmocka_unit_test(gpu_conv_direct__equals_direct_random),
         cmocka_unit_test(gpu_conv_im2col__equals_direct_random),
         cmocka_unit_test(gpu_conv_implicit__equals_direct_random),

@@ -78,10 +78,19 @@ size_t cr_cuda_workspace_bytes(void);
 
 /* ---- timing ------------------------------------------------------------------------------ */
 
-/* Times fn(arg) with CUDA events: warmup untimed runs, then repeats timed runs (each
- * preceded, outside the timed region, by a write over twice the L2 cache so that no run
- * starts with its operands in L2); *median_ms receives the median. fn launches work and
- * returns a status; the first failure stops the timing and is returned. */
+/* The spread of repeated timings, in milliseconds. */
+typedef struct {
+    double median_ms, min_ms, max_ms;
+} cr_cuda_timing;
+
+/* Times fn(arg) with CUDA events: warmup untimed runs, then repeats timed runs, each
+ * preceded, outside the timed region, by a kernel that reads twice the L2 cache's size
+ * (clean lines: a write would leave dirty ones to be written back inside the timing) and
+ * a synchronisation; *t receives median, min and max. fn launches work and returns a
+ * status; the first failure stops the timing and is returned. */
+cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                             cr_cuda_timing *t);
+/* cr_cuda_time_stats, the median only. */
 cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
                        double *median_ms);
 

@@ -175,39 +175,61 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-// @snippet cuda_time
-cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
-                       double *median_ms)
+/* Reads n float4 of buf and adds them up: evicts whatever was in L2 by filling it with
+ * clean lines (a write, e.g. cudaMemset, would leave dirty lines whose write-back lands in
+ * the next timed run). The sum is stored only if it equals an unlikely value, so that the
+ * reads are not optimised away. */
+__global__ void l2_flush_kernel(const float4 *__restrict__ buf, long long n, float *sink)
 {
-    if (!fn || !median_ms || repeats < 1 || warmup < 0)
-        return cr_fail(CR_EINVAL, "cr_cuda_time: fn, median_ms, repeats >= 1 required");
+    float s = 0.0f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float4 v = buf[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    if (s == 1234.5678f) *sink = s;
+}
+
+// @snippet cuda_time
+cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                             cr_cuda_timing *t)
+{
+    if (!fn || !t || repeats < 1 || warmup < 0)
+        return cr_fail(CR_EINVAL, "cr_cuda_time: fn, t, repeats >= 1 required");
     cudaDeviceProp prop;
     CR_TRY(cr_cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties"));
     const size_t flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 1 << 20);
+    const long long flush_n = (long long)(flush_bytes / sizeof(float4));
     void *flush = NULL;
     cudaEvent_t start = NULL, stop = NULL;
     double *ms = (double *)malloc((size_t)repeats * sizeof *ms);
     cr_status st = ms ? CR_OK : cr_fail(CR_ENOMEM, "cr_cuda_time: %d timings", repeats);
-    if (st == CR_OK) st = cr_cuda_malloc(&flush, flush_bytes, "L2 flush buffer");
+    if (st == CR_OK) st = cr_cuda_malloc(&flush, flush_bytes + sizeof(float), "L2 flush buffer");
+    if (st == CR_OK) st = cr_cuda_check(cudaMemset(flush, 0, flush_bytes), "cudaMemset (L2 flush buffer)");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&start), "cudaEventCreate");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
     for (int i = 0; st == CR_OK && i < warmup; i++) st = fn(arg);
     if (st == CR_OK) st = cr_cuda_sync("warm-up");
     for (int i = 0; st == CR_OK && i < repeats; i++) {
-        /* the flush runs before the start event: not timed, but the L2 is cold */
-        st = cr_cuda_check(cudaMemset(flush, i & 0xFF, flush_bytes), "cudaMemset (L2 flush)");
+        /* the flush runs, and finishes, before the start event: not timed, L2 cold and clean */
+        l2_flush_kernel<<<(unsigned)(prop.multiProcessorCount > 0 ? 4 * prop.multiProcessorCount : 64),
+                          256>>>((const float4 *)flush, flush_n, (float *)((char *)flush + flush_bytes));
+        st = CR_CUDA_LAUNCHED("l2_flush_kernel");
+        if (st == CR_OK) st = cr_cuda_sync("l2_flush_kernel");
         if (st == CR_OK) st = cr_cuda_check(cudaEventRecord(start, 0), "cudaEventRecord");
         if (st == CR_OK) st = fn(arg);
         if (st == CR_OK) st = cr_cuda_check(cudaEventRecord(stop, 0), "cudaEventRecord");
         if (st == CR_OK) st = cr_cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        float t = 0;
-        if (st == CR_OK) st = cr_cuda_check(cudaEventElapsedTime(&t, start, stop),
+        float e = 0;
+        if (st == CR_OK) st = cr_cuda_check(cudaEventElapsedTime(&e, start, stop),
                                             "cudaEventElapsedTime");
-        if (st == CR_OK) ms[i] = t;
+        if (st == CR_OK) ms[i] = e;
     }
     if (st == CR_OK) {
         qsort(ms, (size_t)repeats, sizeof *ms, cmp_double);
-        *median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        t->median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        t->min_ms = ms[0];
+        t->max_ms = ms[repeats - 1];
     }
     if (start) (void)cudaEventDestroy(start);
     if (stop) (void)cudaEventDestroy(stop);
@@ -216,6 +238,16 @@ cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int re
     return st;
 }
 // @end cuda_time
+
+cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                       double *median_ms)
+{
+    if (!median_ms) return cr_fail(CR_EINVAL, "cr_cuda_time: median_ms is NULL");
+    cr_cuda_timing t;
+    CR_TRY(cr_cuda_time_stats(fn, arg, warmup, repeats, &t));
+    *median_ms = t.median_ms;
+    return CR_OK;
+}
 
 /* ---- precisions ------------------------------------------------------------------------------ */
 
