@@ -18,6 +18,21 @@ cr_status cr_cuda_check(cudaError_t err, const char *what)
 }
 // @end cuda_check_impl
 
+cr_status cr_cuda_launched(const char *kernel)
+{
+    static int sync_each = -1;   /* CR_CUDA_SYNC, read once */
+    if (sync_each < 0) {
+        const char *e = getenv("CR_CUDA_SYNC");
+        sync_each = e && *e && strcmp(e, "0") != 0;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "kernel %s (launch)", kernel);
+    CR_TRY(cr_cuda_check(cudaGetLastError(), msg));
+    if (!sync_each) return CR_OK;
+    snprintf(msg, sizeof msg, "kernel %s (while it ran)", kernel);
+    return cr_cuda_check(cudaDeviceSynchronize(), msg);
+}
+
 /* ---- the device -------------------------------------------------------------------------- */
 
 static char unavailable_reason[256];

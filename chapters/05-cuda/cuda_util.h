@@ -16,8 +16,11 @@ extern "C" {
 cr_status cr_cuda_check(cudaError_t err, const char *what);
 
 /* Checks the launch of the kernel just started (bad configuration, no device, ...):
- * a launch does not return an error, cudaGetLastError does. */
-#define CR_CUDA_LAUNCHED(what) cr_cuda_check(cudaGetLastError(), what)
+ * a launch does not return an error, cudaGetLastError does. With CR_CUDA_SYNC=1 in the
+ * environment (the tests set it) it also waits for the kernel, so that a fault while it
+ * runs is reported with its name, not with the next call's. */
+cr_status cr_cuda_launched(const char *kernel);
+#define CR_CUDA_LAUNCHED(what) cr_cuda_launched(what)
 
 /* Returns from the calling function on a failed CUDA call or cr_status. */
 #define CR_TRY(expr)                                \

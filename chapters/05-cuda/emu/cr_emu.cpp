@@ -278,6 +278,20 @@ static void ensure_stacks(size_t n)
     }
 }
 
+/* Frees the fiber stacks when the program ends (leak checkers count them otherwise). */
+static struct stack_pool_owner {
+    ~stack_pool_owner()
+    {
+        for (size_t i = 0; i < stack_pool.size(); i++) {
+#ifdef CR_EMU_VALGRIND
+            VALGRIND_STACK_DEREGISTER(stack_ids[i]);
+#endif
+            std::free(stack_pool[i]);
+        }
+        stack_pool.clear();
+    }
+} stack_pool_owner_;
+
 /* Fails the running launch with message (the first failure wins). */
 static void fail_launch(const std::string &message)
 {
