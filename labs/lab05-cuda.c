@@ -6,11 +6,13 @@
  *     the default math mode, no TF32; TF32: cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32;
  *     FP16 / BF16: cublasGemmEx on inputs converted beforehand, FP32 accumulation).
  * (2) The standard layers at batch 1 and 32 (g_3x3_64_n8 at its batch 8), forward, FP32,
- *     NCHW in and out: every GPU path and cuDNN (FP32 math, bias added by cudnnAddTensor),
- *     TFLOP/s and % of cuDNN.
- * Every result is validated before it is timed (GEMM: 512 sampled entries against float64;
- * convolution: chapter 3's CPU convolution, itself proven equal to chapter 1). Times are
- * CUDA-event medians after warm-up, the L2 cache overwritten before each timed run. The
+ *     NCHW in and out: every GPU path and cuDNN (FP32 math, bias added by cudnnAddTensor;
+ *     the algorithm the Find API measured fastest with success and FMA math, named in the
+ *     note), TFLOP/s and % of cuDNN. A failed peer fails the run; our rows still come.
+ * Every result is validated before it is timed (GEMM: 512 sampled entries against float64,
+ * cr_cuda_gemm_tolerance's bounds; convolution: chapter 3's CPU convolution, itself proven
+ * equal to chapter 1). Times are CUDA-event median, min and max after warm-up; before each
+ * timed run a kernel reads twice the L2 size (clean lines) and the host waits. The
  * memory column is the device memory in use for the variant: operands plus workspace
  * (cudaMemGetInfo before and after its first run; allocation granularity applies).
  *
