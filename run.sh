@@ -15,7 +15,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 # Debian packages: compiler and build, tests, the book (pandoc, gnuplot, and Chromium
 # for the PDF and the book's render test), and the libraries lab 3 compares against
 # (OpenBLAS, BLIS, oneDNN: optional, never dependencies of the library itself).
-PACKAGES="gcc libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev
+PACKAGES="gcc g++ libc6-dev meson ninja-build pkgconf python3 git libcmocka-dev libpng-dev
 pandoc gnuplot-nox chromium fonts-dejavu-core
 libopenblas-openmp-dev libblis-openmp-dev libdnnl-dev"
 
