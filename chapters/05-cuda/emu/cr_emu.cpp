@@ -747,6 +747,9 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     if (bytes > cr_emu::total_mem - cr_emu::used_mem) return set_error(cudaErrorMemoryAllocation);
     void *q = nullptr;
     if (posix_memalign(&q, 256, bytes ? bytes : 1) != 0) return set_error(cudaErrorMemoryAllocation);
+    /* a GPU's fresh memory holds whatever was there; here NaN bytes, so that a kernel that
+     * reads what nobody wrote shows it, and compare mode compares defined bytes only */
+    std::memset(q, 0xff, bytes);
     cr_emu::allocations[static_cast<char *>(q)] = bytes;
     cr_emu::used_mem += bytes;
     *p = q;
