@@ -2,9 +2,11 @@
  * bound of its precision, every GPU convolution path equals chapter 1 (and PyTorch's
  * golden cases), and the GPU backward pass equals chapter 4's reference.
  *
- * Without a CUDA device (no driver, no GPU) the whole program prints why and exits 77,
- * which meson reports as SKIP: the suite is compiled everywhere, run where a GPU is. */
+ * Built twice: test_ch05 (nvcc) exits 77 (meson: SKIP) without a CUDA device, and prints
+ * why; test_ch05_emu runs the same tests on the CUDA emulator (chapters/05-cuda/emu),
+ * everywhere, with a few of the largest shapes made smaller (cr_cuda_emulated()). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,18 +88,9 @@ static gemm_case draw_case(cr_rng *r, int t)
     return c;
 }
 
-/* Relative L2 bound against float64 for a kernel of precision p with depth K: FP32 as in
- * chapter 3 (growing with K); TF32 and FP16 round the inputs to 11 significant bits
- * (expected error about 4e-4), BF16 to 8 (about 3e-3). */
-static double gemm_tol(cr_cuda_precision p, int64_t K)
-{
-    switch (p) {
-    case CR_CUDA_TF32: return 1e-3;
-    case CR_CUDA_FP16: return 1e-2;
-    case CR_CUDA_BF16: return 1e-2;
-    case CR_CUDA_FP32: default: return K <= 64 ? 1e-5 : K <= 1024 ? 3e-5 : 1e-4;
-    }
-}
+/* Relative L2 bound against float64: cr_cuda_gemm_tolerance (cuda_gemm.h says how it is
+ * derived), the table lab 5 uses too. */
+static double gemm_tol(cr_cuda_precision p, int64_t K) { return cr_cuda_gemm_tolerance(p, K); }
 
 #define SENTINEL 12345.0f   /* in C's leading-dimension padding: must survive */
 
@@ -232,14 +225,21 @@ static void gpu_gemm__beyond_every_tile(void **state)
         {CR_TRANS, CR_TRANS, 130, 131, 17, 130, 17, 136, 0.5f, 0.5f},
         {CR_NO_TRANS, CR_TRANS, 384, 256, 2049, 2049, 2049, 256, 1.0f, 0.0f},
     };
+    /* the emulator runs the last case smaller (still two 128-row tiles and K > 2048) */
+    gemm_case last = cases[sizeof cases / sizeof *cases - 1];
+    if (cr_cuda_emulated()) last.M = 130, last.N = 129, last.ldc = 129;
     int n;
     const cr_cuda_gemm_step *steps = cr_cuda_gemm_steps(&n);
     const int tc = cc_major() >= 8;
     for (int s = 0; s < n; s++) {
         if (steps[s].precision != CR_CUDA_FP32 && !tc) continue;
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-            for (int shift = 0; shift <= 1; shift++)
-                check_gemm_case(&steps[s], &cases[i], &r, seed, shift);
+            for (int shift = 0; shift <= 1; shift++) {
+                /* the emulator shifts the pointers only where alignment is tested (vec4) */
+                if (shift && cr_cuda_emulated() && steps[s].fn != cr_cuda_gemm_vec4) continue;
+                check_gemm_case(&steps[s], i + 1 < sizeof cases / sizeof *cases ? &cases[i] : &last,
+                                &r, seed, shift);
+            }
     }
 }
 
@@ -280,6 +280,111 @@ static void gpu_gemm__arguments_and_edge_cases(void **state)
         assert_cr_ok(cr_cuda_sync(steps[i].name));
     }
     cr_cuda_free(A); cr_cuda_free(B); cr_cuda_free(C);
+}
+
+/* ---- conversions to 16-bit floats ------------------------------------------------------------ */
+
+/* IEEE binary16 bits of x rounded to nearest even, computed in double from the spacing of
+ * the half numbers around x (independent of the bit tricks of a conversion routine). */
+static uint16_t ref_half_bits(float x)
+{
+    const uint16_t sign = signbit(x) ? 0x8000 : 0;
+    const double a = fabs((double)x);
+    if (isnan(x)) return 0x7fff;
+    if (isinf(x) || a >= 65520.0) return sign | 0x7c00;           /* 65520: halfway to 2^16 */
+    int e;
+    frexp(a, &e);                                                  /* a in [2^(e-1), 2^e) */
+    const double ulp = ldexp(1.0, (e - 1 < -14 ? -14 : e - 1) - 10);
+    const double v = nearbyint(a / ulp) * ulp;                     /* ties to even */
+    if (v < ldexp(1.0, -14)) return sign | (uint16_t)(v / ldexp(1.0, -24));   /* subnormal */
+    frexp(v, &e);
+    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)(v / ldexp(1.0, e - 1) * 1024 - 1024);
+}
+
+/* bfloat16 bits of x rounded to nearest even (a float with 8 significant bits). */
+static uint16_t ref_bf16_bits(float x)
+{
+    if (isnan(x)) return 0x7fff;
+    if (isinf(x)) return signbit(x) ? 0xff80 : 0x7f80;
+    const double a = fabs((double)x);
+    int e;
+    frexp(a, &e);
+    const double ulp = ldexp(1.0, (e - 1 < -126 ? -126 : e - 1) - 7);
+    const double v = nearbyint(a / ulp) * ulp;
+    const float f = v >= ldexp(1.0, 128) ? INFINITY : (float)v;    /* exact: 8 bits */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((signbit(x) ? 0x8000 : 0) | (u >> 16));
+}
+
+/* cr_cuda_convert rounds to nearest even, bit for bit, on boundary values (ties, the
+ * largest finite values, subnormals, zeros, infinities) and random floats of every
+ * exponent; a NaN stays a NaN. */
+static void gpu_convert__round_to_nearest_even(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    static const float special[] = {
+        0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 1e30f,
+        0x1p-14f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1p-26f, 0x1.002p0f, 0x1.006p0f,
+        0x1.001p0f, 0x1.003p0f, 0x1.0001p0f, 0x1.0003p0f, 0x1.00018p0f, 0x1.fffffep127f,
+        0x1p-149f, 0x1.fep-127f, 3.14159265f, -2.71828183f, INFINITY, -INFINITY, NAN};
+    const size_t ns = sizeof special / sizeof *special, n = ns + (size_t)cr_test_count(20000);
+    float *h = malloc(n * sizeof *h);
+    uint16_t *out = malloc(n * sizeof *out);
+    assert_non_null(h); assert_non_null(out);
+    memcpy(h, special, sizeof special);
+    for (size_t i = ns; i < n; i++) {   /* random bits: every exponent, NaNs excluded */
+        uint32_t u = (uint32_t)cr_rng_int(&r, 0, 0xffffffffLL);
+        if ((u & 0x7f800000u) == 0x7f800000u) u &= 0xbfffffffu;
+        if (i % 2) u = (u & 0x807fffffu) | (uint32_t)cr_rng_int(&r, 100, 150) << 23;  /* near the half range */
+        memcpy(&h[i], &u, 4);
+    }
+    float *d = to_dev(h, n, "conversion input");
+    void *d16;
+    assert_cr_ok(cr_cuda_malloc(&d16, n * 2, "conversion output"));
+    for (int to = 0; to < 2; to++) {
+        const cr_cuda_precision p = to ? CR_CUDA_BF16 : CR_CUDA_FP16;
+        assert_cr_ok(cr_cuda_convert(d, d16, n, p));
+        assert_cr_ok(cr_cuda_sync("cr_cuda_convert"));
+        assert_cr_ok(cr_cuda_to_host(out, d16, n * 2));
+        for (size_t i = 0; i < n; i++) {
+            const uint16_t want = to ? ref_bf16_bits(h[i]) : ref_half_bits(h[i]);
+            const uint16_t exp_mask = to ? 0x7f80 : 0x7c00;
+            const int both_nan = isnan(h[i]) && (out[i] & exp_mask) == exp_mask && (out[i] & ~exp_mask & 0x7fff);
+            if (out[i] != want && !both_nan)
+                fail_msg("cr_cuda_convert to %s: %a (bits 0x%08x) gave 0x%04x, round to nearest "
+                         "even is 0x%04x (value %zu, seed %llu)", cr_cuda_precision_name(p),
+                         (double)h[i], (unsigned)((union { float f; uint32_t u; }){h[i]}).u, out[i],
+                         want, i, (unsigned long long)seed);
+        }
+    }
+    assert_cr_fails(cr_cuda_convert(d, d16, n, CR_CUDA_TF32), CR_EINVAL);
+    cr_cuda_free(d); cr_cuda_free(d16);
+    free(h); free(out);
+}
+
+/* A small GEMM for the timing test. */
+static cr_status timed_gemm(void *arg)
+{
+    float **m = arg;
+    return cr_cuda_sgemm(CR_NO_TRANS, CR_NO_TRANS, 40, 40, 40, 1.0f, m[0], 40, m[1], 40, 0.0f,
+                         m[2], 40);
+}
+
+/* cr_cuda_time_stats: min <= median <= max, all positive; a failing fn's status comes back. */
+static void gpu_time__median_min_max(void **state)
+{
+    (void)state;
+    float *m[3] = {dev_poisoned(1600, "A"), dev_poisoned(1600, "B"), dev_poisoned(1600, "C")};
+    cr_cuda_timing t = {-1, -1, -1};
+    assert_cr_ok(cr_cuda_time_stats(timed_gemm, m, 1, 5, &t));
+    if (!(t.min_ms > 0 && t.min_ms <= t.median_ms && t.median_ms <= t.max_ms))
+        fail_msg("cr_cuda_time_stats: min %g, median %g, max %g ms", t.min_ms, t.median_ms, t.max_ms);
+    assert_cr_fails(cr_cuda_time_stats(timed_gemm, m, 0, 0, &t), CR_EINVAL);
+    for (int i = 0; i < 3; i++) cr_cuda_free(m[i]);
 }
 
 /* ---- convolution: host adapters for the harness -------------------------------------------- */
@@ -342,7 +447,8 @@ static void gpu_conv_default__standard_layers(void **state)
         p.groups = layer ? 32 : 1;
         const int64_t batch = layer ? 1 : 2;
         cr_conv_shape s;
-        assert_cr_ok(cr_conv_shape_init(&s, &p, batch, 56, 56));
+        const int64_t hw = cr_cuda_emulated() ? 20 : 56;   /* the emulator: the same layers, smaller images */
+        assert_cr_ok(cr_conv_shape_init(&s, &p, batch, hw, hw));
         cr_tensor x, w, b, y_ref, y;
         cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
         assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
@@ -364,6 +470,50 @@ static void gpu_conv_default__standard_layers(void **state)
         cr_tensor_free(&y_ref); cr_tensor_free(&y);
     }
     cr_cuda_workspace_release();
+}
+
+/* The implicit GEMM's row blocks (blockIdx.y) and groups (blockIdx.z): more than 64 output
+ * channels per group (2 and 3 row blocks of 64, the last one partial) and many groups,
+ * which the random configurations (few channels) never reach. */
+static void gpu_conv_implicit__row_blocks_and_groups(void **state)
+{
+    (void)state;
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    /* {Cin, Cout, groups, kernel, stride, pad, batch, H, W} */
+    static const int cfg[][9] = {
+        {5, 130, 1, 3, 1, 1, 1, 9, 7},     /* 130 channels: 3 row blocks */
+        {6, 140, 2, 3, 2, 1, 2, 11, 10},   /* 70 per group: 2 row blocks in each of 2 groups */
+        {64, 128, 64, 3, 1, 1, 1, 6, 5},   /* 64 groups of 2 channels */
+        {96, 96, 32, 1, 1, 0, 3, 5, 9},    /* 32 groups, 1x1, batch 3 */
+    };
+    cr_cuda_conv2d_fn fns[] = {cr_cuda_conv2d_implicit, cr_cuda_conv2d};
+    for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
+        const int *c = cfg[i];
+        cr_conv_params p = cr_conv_params_default(c[0], c[1], c[3]);
+        cr_conv_set_padding(&p, c[5], c[5]);
+        p.stride_h = p.stride_w = c[4];
+        p.groups = c[2];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, c[6], c[7], c[8]));
+        cr_tensor x, w, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
+        for (size_t f = 0; f < sizeof fns / sizeof *fns; f++) {
+            gpu_path = fns[f];
+            cr_tensor_poison(&y);
+            assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
+            cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+            if (!cr_cmp_ok(&cmp, CONV_TOL))
+                fail_msg("%s, case %zu (Cin %d, Cout %d, groups %d, seed %llu): relative L2 %.3g "
+                         "(bound %.0e)", f ? "cr_cuda_conv2d" : "cr_cuda_conv2d_implicit", i,
+                         c[0], c[1], c[2], (unsigned long long)seed, cmp.rel_l2, CONV_TOL);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
 }
 
 /* Bad arguments are refused: a missing bias, a bias not asked for, NULL pointers. */
@@ -534,11 +684,14 @@ int main(void)
         cmocka_unit_test(gpu_gemm__tensor_core_kernels_random),
         cmocka_unit_test(gpu_gemm__beyond_every_tile),
         cmocka_unit_test(gpu_gemm__arguments_and_edge_cases),
+        cmocka_unit_test(gpu_convert__round_to_nearest_even),
+        cmocka_unit_test(gpu_time__median_min_max),
         cmocka_unit_test(gpu_conv_direct__equals_direct_random),
         cmocka_unit_test(gpu_conv_im2col__equals_direct_random),
         cmocka_unit_test(gpu_conv_implicit__equals_direct_random),
         cmocka_unit_test(gpu_conv_default__equals_direct_random),
         cmocka_unit_test(gpu_conv_default__standard_layers),
+        cmocka_unit_test(gpu_conv_implicit__row_blocks_and_groups),
         cmocka_unit_test(gpu_conv_default__bad_arguments),
         cmocka_unit_test(gpu_backward__equals_reference_random),
         cmocka_unit_test(gpu_backward__golden_layers),

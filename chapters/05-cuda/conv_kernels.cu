@@ -273,17 +273,19 @@ cr_status cr_cuda_conv2d_implicit(const cr_conv_shape *s, const float *x, const 
 /* Few output channels per group (depthwise, ResNeXt's 4) leave most of a 64-row tile of
  * the implicit GEMM empty; one thread per output does no wasted work there. The threshold
  * is a first guess, not yet tuned on a GPU. */
+#define DIRECT_BELOW_COUT_G 16   /* the one place the threshold lives */
+
 const char *cr_cuda_conv2d_path(const cr_conv_shape *s)
 {
-    return s->cout_g < 16 ? "direct" : "implicit";
+    return s->cout_g < DIRECT_BELOW_COUT_G ? "direct" : "implicit";
 }
 
 cr_status cr_cuda_conv2d(const cr_conv_shape *s, const float *x, const float *w,
                          const float *b, float *y)
 {
     if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d: shape is NULL");
-    return s->cout_g < 16 ? cr_cuda_conv2d_direct(s, x, w, b, y)
-                          : cr_cuda_conv2d_implicit(s, x, w, b, y);
+    return cr_cuda_conv2d_path(s)[0] == 'd' ? cr_cuda_conv2d_direct(s, x, w, b, y)
+                                            : cr_cuda_conv2d_implicit(s, x, w, b, y);
 }
 // @end gpu_conv_default
 
@@ -296,7 +298,7 @@ static const cr_cuda_conv_path conv_paths[] = {
     {"direct", cr_cuda_conv2d_direct, "one thread per output element (chapter 1's loops)"},
     {"im2col", cr_cuda_conv2d_im2col, "im2col per image, then cr_cuda_sgemm per group"},
     {"implicit", cr_cuda_conv2d_implicit, "implicit GEMM, patches gathered into shared memory"},
-    {"default", cr_cuda_conv2d, "direct for < 16 output channels per group, else implicit"},
+    {"default", cr_cuda_conv2d, "direct for few output channels per group, else implicit"},
 };
 
 const cr_cuda_conv_path *cr_cuda_conv_paths(int *count)

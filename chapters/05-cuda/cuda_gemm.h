@@ -34,6 +34,8 @@ extern "C" {
 int cr_cuda_available(void);
 /* Why cr_cuda_available() returned 0 ("" if it returned 1 or was not called). */
 const char *cr_cuda_unavailable_reason(void);
+/* 1 in the emulated build (the kernels run on the CPU under emu/cr_emu.h), 0 with nvcc. */
+int cr_cuda_emulated(void);
 
 /* What the labs' CSV provenance header says about the GPU. */
 typedef struct {
@@ -76,10 +78,19 @@ size_t cr_cuda_workspace_bytes(void);
 
 /* ---- timing ------------------------------------------------------------------------------ */
 
-/* Times fn(arg) with CUDA events: warmup untimed runs, then repeats timed runs (each
- * preceded, outside the timed region, by a write over twice the L2 cache so that no run
- * starts with its operands in L2); *median_ms receives the median. fn launches work and
- * returns a status; the first failure stops the timing and is returned. */
+/* The spread of repeated timings, in milliseconds. */
+typedef struct {
+    double median_ms, min_ms, max_ms;
+} cr_cuda_timing;
+
+/* Times fn(arg) with CUDA events: warmup untimed runs, then repeats timed runs, each
+ * preceded, outside the timed region, by a kernel that reads twice the L2 cache's size
+ * (clean lines: a write would leave dirty ones to be written back inside the timing) and
+ * a synchronisation; *t receives median, min and max. fn launches work and returns a
+ * status; the first failure stops the timing and is returned. */
+cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                             cr_cuda_timing *t);
+/* cr_cuda_time_stats, the median only. */
 cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
                        double *median_ms);
 
@@ -94,6 +105,14 @@ typedef enum {
 
 /* "fp32", "tf32", "fp16", "bf16". */
 const char *cr_cuda_precision_name(cr_cuda_precision p);
+/* The bound on ||C - C64|| / ||C64|| (C64: the float64 product) that a GEMM of precision p
+ * and depth K meets on operands drawn uniformly from [-1, 1]: the one table the tests and
+ * lab 5 share. FP32 grows with K (chapter 3's bounds). TF32 and FP16 keep 11 significant
+ * bits (unit roundoff u = 2^-11), BF16 8 (u = 2^-8): each product a*b picks up a relative
+ * error d1 + d2 (the two roundings, each about uniform on [-u, u], variance u^2/3), the
+ * sums are FP32, so the expected relative L2 error is sqrt(2/3) u: 4.0e-4 (TF32, FP16),
+ * 3.2e-3 (BF16). The bounds are 2.5 times that. */
+double cr_cuda_gemm_tolerance(cr_cuda_precision p, int64_t K);
 /* Converts n floats (device src) to fp16 or bf16 (device dst, 2 bytes each), round to
  * nearest even; the lab feeds cuBLAS's half-precision GEMMs with it. */
 cr_status cr_cuda_convert(const float *src, void *dst, size_t n, cr_cuda_precision to);

@@ -18,9 +18,27 @@ cr_status cr_cuda_check(cudaError_t err, const char *what)
 }
 // @end cuda_check_impl
 
+cr_status cr_cuda_launched(const char *kernel)
+{
+    static int sync_each = -1;   /* CR_CUDA_SYNC, read once */
+    if (sync_each < 0) {
+        const char *e = getenv("CR_CUDA_SYNC");
+        sync_each = e && *e && strcmp(e, "0") != 0;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "kernel %s (launch)", kernel);
+    CR_TRY(cr_cuda_check(cudaGetLastError(), msg));
+    if (!sync_each) return CR_OK;
+    snprintf(msg, sizeof msg, "kernel %s (while it ran)", kernel);
+    return cr_cuda_check(cudaDeviceSynchronize(), msg);
+}
+
 /* ---- the device -------------------------------------------------------------------------- */
 
 static char unavailable_reason[256];
+
+__global__ void convert_kernel(const float *__restrict__ src, void *__restrict__ dst,
+                               long long n, int to_bf16);
 
 // @snippet cuda_available
 int cr_cuda_available(void)
@@ -38,12 +56,33 @@ int cr_cuda_available(void)
                  "cudaGetDeviceCount: the runtime found 0 devices");
         return 0;
     }
+    /* a GPU for which the build holds neither machine code nor PTX it can compile: skip */
+    cudaFuncAttributes attr;
+    err = cudaFuncGetAttributes(&attr, (const void *)convert_kernel);
+    if (err != cudaSuccess) {
+        cudaDeviceProp prop;
+        const int cc = cudaGetDeviceProperties(&prop, 0) == cudaSuccess ? prop.major * 10 + prop.minor : 0;
+        snprintf(unavailable_reason, sizeof unavailable_reason, "this build has no kernel for the "
+                 "GPU (compute capability %d.%d): %s; rebuild with -Dgpu_arch=...,%d",
+                 cc / 10, cc % 10, cudaGetErrorString(err), cc);
+        (void)cudaGetLastError();
+        return 0;
+    }
     unavailable_reason[0] = '\0';
     return 1;
 }
 // @end cuda_available
 
 const char *cr_cuda_unavailable_reason(void) { return unavailable_reason; }
+
+int cr_cuda_emulated(void)
+{
+#ifdef CR_EMU
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 cr_status cr_cuda_device_info(cr_cuda_info *info)
 {
@@ -151,39 +190,61 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-// @snippet cuda_time
-cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
-                       double *median_ms)
+/* Reads n float4 of buf and adds them up: evicts whatever was in L2 by filling it with
+ * clean lines (a write, e.g. cudaMemset, would leave dirty lines whose write-back lands in
+ * the next timed run). The sum is stored only if it equals an unlikely value, so that the
+ * reads are not optimised away. */
+__global__ void l2_flush_kernel(const float4 *__restrict__ buf, long long n, float *sink)
 {
-    if (!fn || !median_ms || repeats < 1 || warmup < 0)
-        return cr_fail(CR_EINVAL, "cr_cuda_time: fn, median_ms, repeats >= 1 required");
+    float s = 0.0f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float4 v = buf[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    if (s == 1234.5678f) *sink = s;
+}
+
+// @snippet cuda_time
+cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                             cr_cuda_timing *t)
+{
+    if (!fn || !t || repeats < 1 || warmup < 0)
+        return cr_fail(CR_EINVAL, "cr_cuda_time: fn, t, repeats >= 1 required");
     cudaDeviceProp prop;
     CR_TRY(cr_cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties"));
     const size_t flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 1 << 20);
+    const long long flush_n = (long long)(flush_bytes / sizeof(float4));
     void *flush = NULL;
     cudaEvent_t start = NULL, stop = NULL;
     double *ms = (double *)malloc((size_t)repeats * sizeof *ms);
     cr_status st = ms ? CR_OK : cr_fail(CR_ENOMEM, "cr_cuda_time: %d timings", repeats);
-    if (st == CR_OK) st = cr_cuda_malloc(&flush, flush_bytes, "L2 flush buffer");
+    if (st == CR_OK) st = cr_cuda_malloc(&flush, flush_bytes + sizeof(float), "L2 flush buffer");
+    if (st == CR_OK) st = cr_cuda_check(cudaMemset(flush, 0, flush_bytes), "cudaMemset (L2 flush buffer)");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&start), "cudaEventCreate");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
     for (int i = 0; st == CR_OK && i < warmup; i++) st = fn(arg);
     if (st == CR_OK) st = cr_cuda_sync("warm-up");
     for (int i = 0; st == CR_OK && i < repeats; i++) {
-        /* the flush runs before the start event: not timed, but the L2 is cold */
-        st = cr_cuda_check(cudaMemset(flush, i & 0xFF, flush_bytes), "cudaMemset (L2 flush)");
+        /* the flush runs, and finishes, before the start event: not timed, L2 cold and clean */
+        l2_flush_kernel<<<(unsigned)(prop.multiProcessorCount > 0 ? 4 * prop.multiProcessorCount : 64),
+                          256>>>((const float4 *)flush, flush_n, (float *)((char *)flush + flush_bytes));
+        st = CR_CUDA_LAUNCHED("l2_flush_kernel");
+        if (st == CR_OK) st = cr_cuda_sync("l2_flush_kernel");
         if (st == CR_OK) st = cr_cuda_check(cudaEventRecord(start, 0), "cudaEventRecord");
         if (st == CR_OK) st = fn(arg);
         if (st == CR_OK) st = cr_cuda_check(cudaEventRecord(stop, 0), "cudaEventRecord");
         if (st == CR_OK) st = cr_cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-        float t = 0;
-        if (st == CR_OK) st = cr_cuda_check(cudaEventElapsedTime(&t, start, stop),
+        float e = 0;
+        if (st == CR_OK) st = cr_cuda_check(cudaEventElapsedTime(&e, start, stop),
                                             "cudaEventElapsedTime");
-        if (st == CR_OK) ms[i] = t;
+        if (st == CR_OK) ms[i] = e;
     }
     if (st == CR_OK) {
         qsort(ms, (size_t)repeats, sizeof *ms, cmp_double);
-        *median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        t->median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        t->min_ms = ms[0];
+        t->max_ms = ms[repeats - 1];
     }
     if (start) (void)cudaEventDestroy(start);
     if (stop) (void)cudaEventDestroy(stop);
@@ -192,6 +253,16 @@ cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int re
     return st;
 }
 // @end cuda_time
+
+cr_status cr_cuda_time(cr_status (*fn)(void *arg), void *arg, int warmup, int repeats,
+                       double *median_ms)
+{
+    if (!median_ms) return cr_fail(CR_EINVAL, "cr_cuda_time: median_ms is NULL");
+    cr_cuda_timing t;
+    CR_TRY(cr_cuda_time_stats(fn, arg, warmup, repeats, &t));
+    *median_ms = t.median_ms;
+    return CR_OK;
+}
 
 /* ---- precisions ------------------------------------------------------------------------------ */
 
@@ -204,6 +275,17 @@ const char *cr_cuda_precision_name(cr_cuda_precision p)
     case CR_CUDA_BF16: return "bf16";
     }
     return "?";
+}
+
+double cr_cuda_gemm_tolerance(cr_cuda_precision p, int64_t K)
+{
+    switch (p) {
+    case CR_CUDA_TF32: return 1e-3;
+    case CR_CUDA_FP16: return 1e-3;
+    case CR_CUDA_BF16: return 8e-3;
+    case CR_CUDA_FP32: break;
+    }
+    return K <= 64 ? 1e-5 : K <= 1024 ? 3e-5 : 1e-4;
 }
 
 /* dst[i] = src[i] rounded to half (to_bf16 == 0) or bfloat16. */

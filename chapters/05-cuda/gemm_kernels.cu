@@ -84,7 +84,8 @@ __global__ void gemm_coalesced_kernel(Operand A, Operand B, Output C, int K)
  * copies a 32 x 32 tile of A and of B into shared memory (each thread one element of
  * each), waits, and every thread reads its row of the A tile and column of the B tile
  * from there: each global element is loaded once per block instead of 32 times. */
-__global__ void gemm_smem_kernel(Operand A, Operand B, Output C, int K)
+__global__ void __launch_bounds__(SM_TILE * SM_TILE)   /* 1,024 threads: at most 64 registers */
+gemm_smem_kernel(Operand A, Operand B, Output C, int K)
 {
     __shared__ float As[SM_TILE][SM_TILE];
     __shared__ float Bs[SM_TILE][SM_TILE];
@@ -400,8 +401,20 @@ static cr_status need_sm80(const char *fn)
     return CR_OK;
 }
 
-/* Blocks needed to cover n with tiles of `tile` (as a grid dimension). */
-static unsigned tiles(int64_t n, int tile) { return (unsigned)((n + tile - 1) / tile); }
+/* Blocks needed to cover n with tiles of `tile` (checked against the grid by grid_of). */
+static int64_t tiles(int64_t n, int tile) { return (n + tile - 1) / tile; }
+
+/* The grid of x by y blocks, or CR_EINVAL naming the kernel when it exceeds CUDA's limits
+ * (x < 2^31, y <= 65535): no silent narrowing to unsigned. */
+static cr_status grid_of(const char *name, int64_t M, int64_t N, int64_t x, int64_t y, dim3 *g)
+{
+    if (x > INT32_MAX || y > 65535)
+        return cr_fail(CR_EINVAL, "%s: %lld x %lld needs a grid of %lld x %lld blocks, more than "
+                       "CUDA allows (%d x 65535)", name, (long long)M, (long long)N, (long long)x,
+                       (long long)y, INT32_MAX);
+    *g = dim3((unsigned)x, (unsigned)y);
+    return CR_OK;
+}
 
 // @snippet gpu_launch
 /* Checks the arguments, handles the BLAS corner cases, and launches one kernel with the
@@ -414,54 +427,54 @@ static cr_status gemm_launch(enum gemm_kind kind, cr_trans ta, cr_trans tb, int6
     CR_TRY(check_args(name, ta, tb, M, N, K, A, lda, B, ldb, C, ldc));
     if (M == 0 || N == 0) return CR_OK;
     if (K == 0 || alpha == 0.0f) {                  /* no product term: C = beta * C */
-        scale_c_kernel<<<cr_cuda_blocks(M * N, 256), 256>>>(C, ldc, (int)M, (int)N, beta);
+        unsigned blocks = 0;
+        CR_TRY(cr_cuda_grid_1d(M * N, 256, "scale_c_kernel", &blocks));
+        scale_c_kernel<<<blocks, 256>>>(C, ldc, (int)M, (int)N, beta);
         return CR_CUDA_LAUNCHED("scale_c_kernel");
     }
     const Operand a = {A, ta == CR_NO_TRANS ? lda : 1, ta == CR_NO_TRANS ? 1 : lda, (int)M, (int)K};
     const Operand b = {B, tb == CR_NO_TRANS ? ldb : 1, tb == CR_NO_TRANS ? 1 : ldb, (int)K, (int)N};
     const Output c = {C, ldc, (int)M, (int)N, alpha, beta};
     const int k = (int)K;
-    const bool big_y = (kind <= K_COALESCED ? tiles(kind == K_NAIVE ? N : M, 8)
-                                            : tiles(M, 32)) > 65535;
-    if (big_y)
-        return cr_fail(CR_EINVAL, "%s: %lld x %lld is too large for this kernel's grid", name,
-                       (long long)M, (long long)N);
+    /* each kernel's tile (rows x columns of C per block; the naive kernel's x runs over rows) */
+    static const int tile_rows[] = {32, 8, SM_TILE, R1_BM, R2_BM, R2_BM, TC_BM, TC_BM, TC_BM};
+    static const int tile_cols[] = {8, 32, SM_TILE, R1_BN, R2_BN, R2_BN, TC_BN, TC_BN, TC_BN};
+    dim3 grid;
+    if (kind == K_NAIVE)
+        CR_TRY(grid_of(name, M, N, tiles(M, tile_rows[kind]), tiles(N, tile_cols[kind]), &grid));
+    else
+        CR_TRY(grid_of(name, M, N, tiles(N, tile_cols[kind]), tiles(M, tile_rows[kind]), &grid));
     switch (kind) {
     case K_NAIVE:        /* x over rows of C (uncoalesced) */
-        gemm_naive_kernel<<<dim3(tiles(M, 32), tiles(N, 8)), dim3(32, 8)>>>(a, b, c, k);
+        gemm_naive_kernel<<<grid, dim3(32, 8)>>>(a, b, c, k);
         break;
     case K_COALESCED:    /* x over columns of C */
-        gemm_coalesced_kernel<<<dim3(tiles(N, 32), tiles(M, 8)), dim3(32, 8)>>>(a, b, c, k);
+        gemm_coalesced_kernel<<<grid, dim3(32, 8)>>>(a, b, c, k);
         break;
     case K_SMEM:
-        gemm_smem_kernel<<<dim3(tiles(N, SM_TILE), tiles(M, SM_TILE)), dim3(SM_TILE, SM_TILE)>>>(
-            a, b, c, k);
+        gemm_smem_kernel<<<grid, dim3(SM_TILE, SM_TILE)>>>(a, b, c, k);
         break;
     case K_REG1D:
-        gemm_reg1d_kernel<<<dim3(tiles(N, R1_BN), tiles(M, R1_BM)), R1_BM * R1_BN / R1_TM>>>(
-            a, b, c, k);
+        gemm_reg1d_kernel<<<grid, R1_BM * R1_BN / R1_TM>>>(a, b, c, k);
         break;
     case K_REG2D:
-        gemm_reg2d_kernel<<<dim3(tiles(N, R2_BN), tiles(M, R2_BM)), R2_THREADS>>>(a, b, c, k);
+        gemm_reg2d_kernel<<<grid, R2_THREADS>>>(a, b, c, k);
         break;
     case K_VEC4: {
         const bool va = ta == CR_NO_TRANS && lda % 4 == 0 && (uintptr_t)A % 16 == 0;
         const bool vb = tb == CR_NO_TRANS && ldb % 4 == 0 && (uintptr_t)B % 16 == 0;
         const bool vc = ldc % 4 == 0 && (uintptr_t)C % 16 == 0;
-        gemm_vec4_kernel<<<dim3(tiles(N, R2_BN), tiles(M, R2_BM)), R2_THREADS>>>(a, b, c, k, va,
-                                                                                 vb, vc);
+        gemm_vec4_kernel<<<grid, R2_THREADS>>>(a, b, c, k, va, vb, vc);
         break;
     }
     case K_TF32:
     case K_FP16:
-    case K_BF16: {
+    case K_BF16:
         CR_TRY(need_sm80(name));
-        const dim3 grid(tiles(N, TC_BN), tiles(M, TC_BM));
         if (kind == K_TF32) gemm_wmma_kernel<float><<<grid, TC_WARPS * 32>>>(a, b, c, k);
         else if (kind == K_FP16) gemm_wmma_kernel<__half><<<grid, TC_WARPS * 32>>>(a, b, c, k);
         else gemm_wmma_kernel<__nv_bfloat16><<<grid, TC_WARPS * 32>>>(a, b, c, k);
         break;
-    }
     }
     return CR_CUDA_LAUNCHED(name);
 }

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""cu2cpp.py: turn one of chapter 5's .cu files into C++ for the CUDA emulator (cr_emu).
+
+Two rewrites, nothing else changes (line numbers included, so compiler messages and the
+debugger point at the .cu file through a #line directive):
+
+  kernel<<<grid, block[, smem[, stream]]>>>(args)
+      -> ::cr_emu::launch("kernel", kernel, grid, block[, smem[, stream]])(args)
+  __shared__ [__align__(n)] T name[d1][d2]...;
+      -> a reference `name` to a per-block heap allocation (::cr_emu::shared_alloc), so
+         that every block starts from poisoned (NaN) shared memory and AddressSanitizer
+         sees each shared array as its own allocation.
+  extern __shared__ T name[];   (dynamic shared memory: the launch's smem bytes)
+      -> T *name = (T *)::cr_emu::dynamic_shared();
+
+Comments and string literals are left alone. A __shared__ declaration of another shape is
+an error naming the line. Usage: cu2cpp.py INPUT.cu OUTPUT.cpp
+"""
+import re
+import sys
+
+
+def mask_comments_and_strings(src):
+    """src with every comment and string/char literal replaced by spaces (newlines kept)."""
+    out = list(src)
+    i, n = 0, len(src)
+    while i < n:
+        if src.startswith('//', i):
+            j = src.find('\n', i)
+            j = n if j < 0 else j
+        elif src.startswith('/*', i):
+            j = src.find('*/', i + 2)
+            j = n if j < 0 else j + 2
+        elif src[i] in '"\'':
+            q, j = src[i], i + 1
+            while j < n and src[j] != q:
+                j += 2 if src[j] == '\\' else 1
+            j += 1
+        else:
+            i += 1
+            continue
+        for k in range(i, min(j, n)):
+            if out[k] != '\n':
+                out[k] = ' '
+        i = j
+    return ''.join(out)
+
+
+def kernel_expr_start(masked, end):
+    """Start of the kernel expression that ends just before index end (`name` or `name<T>`)."""
+    i = end
+    while i > 0 and masked[i - 1].isspace():
+        i -= 1
+    if i > 0 and masked[i - 1] == '>':          # template arguments
+        depth = 0
+        while i > 0:
+            i -= 1
+            if masked[i] == '>':
+                depth += 1
+            elif masked[i] == '<':
+                depth -= 1
+                if depth == 0:
+                    break
+    while i > 0 and (masked[i - 1].isalnum() or masked[i - 1] in '_:'):
+        i -= 1
+    return i
+
+
+SHARED = re.compile(r'(?P<ext>extern\s+)?__shared__\s+(?:__align__\s*\(\s*(?P<al1>[^)]*)\)\s+)?'
+                    r'(?P<type>[A-Za-z_][\w:<>\s]*?)\s+(?:__align__\s*\(\s*(?P<al2>[^)]*)\)\s+)?'
+                    r'(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\]]*\]\s*)+);')
+
+
+def rewrite(src, path):
+    masked = mask_comments_and_strings(src)
+    edits = []   # (start, end, replacement)
+    for m in re.finditer(r'<<<', masked):
+        close = masked.find('>>>', m.end())
+        if close < 0:
+            sys.exit(f'{path}:{masked.count(chr(10), 0, m.start()) + 1}: <<< without >>>')
+        start = kernel_expr_start(masked, m.start())
+        kernel = src[start:m.start()].strip()
+        cfg = src[m.end():close]
+        edits.append((start, close + 3,
+                      f'::cr_emu::launch("{kernel}", {kernel}, {cfg})'))
+    for m in re.finditer(r'__shared__', masked):
+        line = masked.count('\n', 0, m.start()) + 1
+        ext = re.compile(r'extern\s+$').search(masked, 0, m.start())
+        s = ext.start() if ext else m.start()
+        d = SHARED.match(masked, s)
+        if not d:
+            sys.exit(f'{path}:{line}: cu2cpp: a __shared__ declaration it cannot rewrite '
+                     '(expected `__shared__ [__align__(n)] T name[n]...;`)')
+        typ, name, dims = d.group('type').strip(), d.group('name'), d.group('dims').strip()
+        align = d.group('al1') or d.group('al2') or '16'
+        if d.group('ext'):
+            if dims != '[]':
+                sys.exit(f'{path}:{line}: cu2cpp: extern __shared__ needs `name[]`')
+            rep = f'{typ} *{name} = ({typ} *)::cr_emu::dynamic_shared({align});'
+        else:
+            t = f'cr_emu_shared_{name}_t'
+            rep = (f'using {t} = {typ} {dims}; {t} &{name} = *reinterpret_cast<{t} *>('
+                   f'::cr_emu::shared_alloc("{name}", sizeof({t}), {align}));')
+        edits.append((s, d.end(), rep))
+    edits.sort()
+    out, pos = [], 0
+    for a, b, rep in edits:
+        if a < pos:
+            sys.exit(f'{path}: cu2cpp: overlapping rewrites near offset {a}')
+        out.append(src[pos:a])
+        out.append(rep + '\n' * src.count('\n', a, b))   # keep the line count
+        pos = b
+    out.append(src[pos:])
+    return ''.join(out)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit('usage: cu2cpp.py INPUT.cu OUTPUT.cpp')
+    src_path, out_path = sys.argv[1], sys.argv[2]
+    with open(src_path, encoding='utf-8') as f:
+        src = f.read()
+    text = f'#line 1 "{src_path}"\n' + rewrite(src, src_path)
+    with open(out_path, 'w', encoding='utf-8') as f:
+        f.write('// generated by cu2cpp.py from ' + src_path + ': edit the .cu file\n' + text)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,2 @@
+/* cuda_fp16.h — the CUDA emulator's stand-in (see ../cr_emu.h); nothing from a CUDA toolkit. */
+#include "../cr_emu.h"
