@@ -130,24 +130,16 @@ static void shuffle(cr_rng *r, int64_t *order, int64_t n)
     }
 }
 
-cr_status cr_train_epoch(cr_trainer *t, const cr_dataset *ds, cr_step_fn fn, void *ctx,
-                         double *mean_loss)
+cr_status cr_train_epoch_with(cr_trainer *t, cr_batch_fn make, void *src, cr_step_fn fn,
+                              void *ctx, double *mean_loss)
 {
-    if (ds->count != t->train_count || ds->height != t->frame_h || ds->width != t->frame_w)
-        return cr_fail(CR_EINVAL, "train: the split has %lld frames of %lldx%lld, the trainer "
-                       "was built for %lld of %lldx%lld", (long long)ds->count,
-                       (long long)ds->width, (long long)ds->height, (long long)t->train_count,
-                       (long long)t->frame_w, (long long)t->frame_h);
     const int64_t B = t->cfg.batch;
-    shuffle(&t->data_rng, t->order, ds->count);
+    shuffle(&t->data_rng, t->order, t->train_count);
     double sum = 0;
     for (int64_t b = 0; b < t->steps_per_epoch; b++) {
         const double t0 = cr_now();
-        if (t->cfg.flips)
-            for (int64_t i = 0; i < B; i++) t->flip[i] = (uint8_t)cr_rng_int(&t->data_rng, 0, 1);
         double loss;
-        cr_status s = cr_dataset_batch(ds, t->order + b * B, B, t->cfg.flips ? t->flip : NULL,
-                                       &t->x, t->labels);
+        cr_status s = make(src, t->order + b * B, B, &t->data_rng, &t->x, t->labels);
         if (!s) s = cr_train_step(t, &t->x, t->labels, &loss);
         if (s) return s;
         sum += loss;
@@ -162,31 +154,63 @@ cr_status cr_train_epoch(cr_trainer *t, const cr_dataset *ds, cr_step_fn fn, voi
     return CR_OK;
 }
 
-cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t ignore_index,
-                      double *loss, cr_confusion *conf)
+/* A cr_dataset as a data source: whole frames, a flip per frame drawn while training. */
+typedef struct {
+    const cr_dataset *ds;
+    uint8_t *flip;   /* the trainer's flip buffer, or NULL: no flips */
+} dataset_source;
+
+/* cr_batch_fn of a dataset_source (flips drawn only when rng and flip are given). */
+static cr_status dataset_batch(void *src, const int64_t *idx, int64_t n, cr_rng *rng,
+                               cr_tensor *x, int32_t *labels)
+{
+    const dataset_source *d = src;
+    const bool flips = rng && d->flip;
+    if (flips)
+        for (int64_t i = 0; i < n; i++) d->flip[i] = (uint8_t)cr_rng_int(rng, 0, 1);
+    return cr_dataset_batch(d->ds, idx, n, flips ? d->flip : NULL, x, labels);
+}
+
+cr_status cr_train_epoch(cr_trainer *t, const cr_dataset *ds, cr_step_fn fn, void *ctx,
+                         double *mean_loss)
+{
+    if (ds->count != t->train_count || ds->height != t->frame_h || ds->width != t->frame_w)
+        return cr_fail(CR_EINVAL, "train: the split has %lld frames of %lldx%lld, the trainer "
+                       "was built for %lld of %lldx%lld", (long long)ds->count,
+                       (long long)ds->width, (long long)ds->height, (long long)t->train_count,
+                       (long long)t->frame_w, (long long)t->frame_h);
+    dataset_source src = {ds, t->cfg.flips ? t->flip : NULL};
+    return cr_train_epoch_with(t, dataset_batch, &src, fn, ctx, mean_loss);
+}
+
+cr_status cr_evaluate_with(cr_model *m, int64_t count, int64_t h, int64_t w, int64_t batch,
+                           cr_batch_fn make, void *src, int32_t ignore_index, double *loss,
+                           cr_confusion *conf)
 {
     if (batch < 1) return cr_fail(CR_EINVAL, "evaluate: batch must be >= 1, got %lld", (long long)batch);
-    if (ds->count < 1) return cr_fail(CR_EINVAL, "evaluate: the split has no frame");
-    const int64_t B = batch < ds->count ? batch : ds->count, H = ds->height, W = ds->width;
+    if (count < 1) return cr_fail(CR_EINVAL, "evaluate: the split has no frame");
+    if (h < 1 || w < 1)
+        return cr_fail(CR_EINVAL, "evaluate: frame size %lldx%lld", (long long)h, (long long)w);
+    const int64_t B = batch < count ? batch : count;
     cr_tensor x = {0};
-    int32_t *lab = malloc((size_t)(B * H * W) * sizeof *lab);
+    int32_t *lab = malloc((size_t)(B * h * w) * sizeof *lab);
     int64_t *idx = malloc((size_t)B * sizeof *idx);
     double total = 0;
     int64_t batches = 0;
     cr_status s = lab && idx ? CR_OK : cr_fail(CR_ENOMEM, "evaluate: out of memory");
     const bool was_training = m->training;
     cr_model_train(m, false);
-    for (int64_t b0 = 0; !s && b0 < ds->count; b0 += B) {
-        const int64_t nb = ds->count - b0 < B ? ds->count - b0 : B;
+    for (int64_t b0 = 0; !s && b0 < count; b0 += B) {
+        const int64_t nb = count - b0 < B ? count - b0 : B;
         for (int64_t i = 0; i < nb; i++) idx[i] = b0 + i;
         if (!x.data || x.shape[0] != nb) {
             cr_tensor_free(&x);
-            if ((s = cr_tensor_alloc4(&x, nb, 3, H, W))) break;
+            if ((s = cr_tensor_alloc4(&x, nb, 3, h, w))) break;
         }
         const cr_tensor *y;
-        double l;
-        if ((s = cr_dataset_batch(ds, idx, nb, NULL, &x, lab)) || (s = cr_model_forward(m, &x, &y)) ||
-            (s = cr_cross_entropy(y, lab, ignore_index, &l, NULL)) ||
+        double l = 0;
+        if ((s = make(src, idx, nb, NULL, &x, lab)) || (s = cr_model_forward(m, &x, &y)) ||
+            (loss && (s = cr_cross_entropy(y, lab, ignore_index, &l, NULL))) ||
             (conf && (s = cr_confusion_add_logits(conf, y, lab, ignore_index))))
             break;
         total += l;
@@ -198,6 +222,14 @@ cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t 
     free(idx);
     if (loss) *loss = batches ? total / (double)batches : NAN;
     return s;
+}
+
+cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t ignore_index,
+                      double *loss, cr_confusion *conf)
+{
+    dataset_source src = {ds, NULL};
+    return cr_evaluate_with(m, ds->count, ds->height, ds->width, batch, dataset_batch, &src,
+                            ignore_index, loss, conf);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------ */

@@ -93,16 +93,33 @@ typedef struct {
 } cr_step_info;
 typedef void (*cr_step_fn)(void *ctx, const cr_step_info *info);
 
-/* One epoch over ds (the train split, t->train_count frames): shuffle, batches, flips;
- * calls fn(ctx, info) after each step (fn may be NULL); *mean_loss (may be NULL)
- * receives the mean of the steps' losses. Increments t->epoch. */
+/* Renders the frames idx[0..n-1] of a split into x (n x 3 x H x W, allocated) and labels
+ * (n*H*W): a data source's one job. rng is the trainer's data stream while training (the
+ * source draws its random choices, flips or crops, from it) and NULL when evaluating. */
+typedef cr_status (*cr_batch_fn)(void *src, const int64_t *idx, int64_t n, cr_rng *rng,
+                                 cr_tensor *x, int32_t *labels);
+
+/* One epoch over t->train_count frames that make(src, ...) renders: shuffle (from the data
+ * stream), floor(count / batch) batches in that order, one cr_train_step each; calls
+ * fn(ctx, info) after each step (fn may be NULL); *mean_loss (may be NULL) receives the
+ * mean of the steps' losses. Increments t->epoch. Any data source trains this way. */
+cr_status cr_train_epoch_with(cr_trainer *t, cr_batch_fn make, void *src, cr_step_fn fn,
+                              void *ctx, double *mean_loss);
+
+/* cr_train_epoch_with over ds (the train split, t->train_count frames of the trainer's
+ * size), drawing one left-right flip per frame from the data stream when flips are on. */
 cr_status cr_train_epoch(cr_trainer *t, const cr_dataset *ds, cr_step_fn fn, void *ctx,
                          double *mean_loss);
 
-/* Runs m in evaluation mode over every frame of ds in batches of `batch` (the last one
- * smaller), restoring its mode afterwards: *loss (may be NULL) receives the mean of the
- * batches' cross-entropy, and the predictions are ADDED to conf (m's classes; reset it
- * first for one split). */
+/* Runs m in evaluation mode over count frames of h x w that make(src, ..., NULL, ...)
+ * renders, in batches of `batch` (the last one smaller), restoring its mode afterwards:
+ * *loss (may be NULL) receives the mean of the batches' cross-entropy, and the
+ * predictions are ADDED to conf (may be NULL; m's classes; reset it first for one split). */
+cr_status cr_evaluate_with(cr_model *m, int64_t count, int64_t h, int64_t w, int64_t batch,
+                           cr_batch_fn make, void *src, int32_t ignore_index, double *loss,
+                           cr_confusion *conf);
+
+/* cr_evaluate_with over every frame of ds at its size. */
 cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t ignore_index,
                       double *loss, cr_confusion *conf);
 

@@ -79,15 +79,20 @@ cr_status cr_fpn_panel(const uint8_t *rgb, const int32_t *truth, const int32_t *
 }
 // @end fpn_panel
 
-/* Fisher-Yates shuffle of 0..n-1 into order, from r (chapter 4's order of draws). */
-static void shuffle(cr_rng *r, int64_t *order, int64_t n)
+/* Chapter 8's data sources for chapter 4's epoch and evaluation loops. */
+typedef struct {
+    const cr_frames *fr;
+    const cr_augment *a;
+} crop_source;
+
+// @snippet fpn_epoch
+/* cr_batch_fn: augmented crops (scale jitter, flip, brightness/contrast) of the frames,
+ * every random choice drawn from the trainer's data stream. */
+static cr_status crop_batch(void *src, const int64_t *idx, int64_t n, cr_rng *rng, cr_tensor *x,
+                            int32_t *labels)
 {
-    for (int64_t i = 0; i < n; i++) order[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = cr_rng_int(r, 0, i), tmp = order[i];
-        order[i] = order[j];
-        order[j] = tmp;
-    }
+    const crop_source *c = src;
+    return cr_frames_train_batch(c->fr, idx, n, c->a, rng, x, labels);
 }
 
 cr_status cr_fpn_train_epoch(cr_trainer *t, const cr_frames *fr, const cr_augment *a,
@@ -99,66 +104,24 @@ cr_status cr_fpn_train_epoch(cr_trainer *t, const cr_frames *fr, const cr_augmen
         return cr_fail(CR_EINVAL, "train: %lld frames with crops of %lld, the trainer was built "
                        "for %lld frames of %lldx%lld", (long long)fr->count, (long long)a->crop,
                        (long long)t->train_count, (long long)t->frame_w, (long long)t->frame_h);
-    const int64_t B = t->cfg.batch;
-    // @snippet fpn_epoch
-    shuffle(&t->data_rng, t->order, fr->count);
-    double sum = 0;
-    for (int64_t b = 0; b < t->steps_per_epoch; b++) {
-        const double t0 = cr_now();
-        double loss;
-        s = cr_frames_train_batch(fr, t->order + b * B, B, a, &t->data_rng, &t->x, t->labels);
-        if (!s) s = cr_train_step(t, &t->x, t->labels, &loss);
-        if (s) return s;
-        sum += loss;
-        // @end fpn_epoch
-        if (fn) {
-            const cr_step_info info = {.epoch = t->epoch + 1, .step = t->step, .loss = loss,
-                                       .lr = t->lr, .ms = (cr_now() - t0) * 1e3};
-            fn(ctx, &info);
-        }
-    }
-    t->epoch++;
-    if (mean_loss) *mean_loss = sum / (double)t->steps_per_epoch;
-    return CR_OK;
+    crop_source src = {fr, a};
+    return cr_train_epoch_with(t, crop_batch, &src, fn, ctx, mean_loss);
+}
+// @end fpn_epoch
+
+/* cr_batch_fn: whole frames resized to x's size, no randomness. */
+static cr_status eval_batch(void *src, const int64_t *idx, int64_t n, cr_rng *rng, cr_tensor *x,
+                            int32_t *labels)
+{
+    (void)rng;
+    return cr_frames_eval_batch(src, idx, n, x, labels);
 }
 
 cr_status cr_fpn_evaluate(cr_model *m, const cr_frames *fr, int64_t eh, int64_t ew,
                           int64_t batch, int32_t ignore_index, double *loss, cr_confusion *conf)
 {
-    if (batch < 1) return cr_fail(CR_EINVAL, "evaluate: batch must be >= 1, got %lld", (long long)batch);
-    if (fr->count < 1) return cr_fail(CR_EINVAL, "evaluate: the split has no frame");
-    if (eh < 1 || ew < 1) return cr_fail(CR_EINVAL, "evaluate: size %lldx%lld", (long long)eh, (long long)ew);
-    const int64_t B = batch < fr->count ? batch : fr->count;
-    cr_tensor x = {0};
-    int32_t *lab = malloc((size_t)(B * eh * ew) * sizeof *lab);
-    int64_t *idx = malloc((size_t)B * sizeof *idx);
-    double total = 0;
-    int64_t batches = 0;
-    cr_status s = lab && idx ? CR_OK : cr_fail(CR_ENOMEM, "evaluate: out of memory");
-    const bool was_training = m->training;
-    cr_model_train(m, false);
-    for (int64_t b0 = 0; !s && b0 < fr->count; b0 += B) {
-        const int64_t nb = fr->count - b0 < B ? fr->count - b0 : B;
-        for (int64_t i = 0; i < nb; i++) idx[i] = b0 + i;
-        if (!x.data || x.shape[0] != nb) {
-            cr_tensor_free(&x);
-            if ((s = cr_tensor_alloc4(&x, nb, 3, eh, ew))) break;
-        }
-        const cr_tensor *y;
-        double l = 0;
-        if ((s = cr_frames_eval_batch(fr, idx, nb, &x, lab)) || (s = cr_model_forward(m, &x, &y)) ||
-            (loss && (s = cr_cross_entropy(y, lab, ignore_index, &l, NULL))) ||
-            (conf && (s = cr_confusion_add_logits(conf, y, lab, ignore_index))))
-            break;
-        total += l;
-        batches++;
-    }
-    cr_model_train(m, was_training);
-    cr_tensor_free(&x);
-    free(lab);
-    free(idx);
-    if (loss) *loss = batches ? total / (double)batches : NAN;
-    return s;
+    return cr_evaluate_with(m, fr->count, eh, ew, batch, eval_batch, (void *)fr, ignore_index,
+                            loss, conf);
 }
 
 cr_status cr_fpn_predict(cr_model *m, const cr_tensor *x, int32_t *pred)
