@@ -80,7 +80,8 @@ __global__ void conv_direct_kernel(ConvDims d, const float *__restrict__ x,
     const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (e >= (long long)d.N * d.K * d.Ho * d.Wo) return;
     const int ow = (int)(e % d.Wo), oh = (int)(e / d.Wo % d.Ho);
-    const int k = (int)(e / ((long long)d.Wo * d.Ho) % d.K), n = (int)(e / ((long long)d.Wo * d.Ho * d.K));
+    const int k = (int)(e / ((long long)d.Wo * d.Ho) % d.K);
+    const int n = (int)(e / ((long long)d.Wo * d.Ho * d.K));
     const int c0 = k / d.cout_g * d.cin_g;                  /* first input channel of k's group */
     float acc = b ? b[k] : 0.0f;
     for (int c = 0; c < d.cin_g; c++) {

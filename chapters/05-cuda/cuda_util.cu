@@ -61,7 +61,8 @@ int cr_cuda_available(void)
     err = cudaFuncGetAttributes(&attr, (const void *)convert_kernel);
     if (err != cudaSuccess) {
         cudaDeviceProp prop;
-        const int cc = cudaGetDeviceProperties(&prop, 0) == cudaSuccess ? prop.major * 10 + prop.minor : 0;
+        const int cc = cudaGetDeviceProperties(&prop, 0) == cudaSuccess
+                           ? prop.major * 10 + prop.minor : 0;
         snprintf(unavailable_reason, sizeof unavailable_reason, "this build has no kernel for the "
                  "GPU (compute capability %d.%d): %s; rebuild with -Dgpu_arch=...,%d",
                  cc / 10, cc % 10, cudaGetErrorString(err), cc);
@@ -220,15 +221,18 @@ cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, 
     double *ms = (double *)malloc((size_t)repeats * sizeof *ms);
     cr_status st = ms ? CR_OK : cr_fail(CR_ENOMEM, "cr_cuda_time: %d timings", repeats);
     if (st == CR_OK) st = cr_cuda_malloc(&flush, flush_bytes + sizeof(float), "L2 flush buffer");
-    if (st == CR_OK) st = cr_cuda_check(cudaMemset(flush, 0, flush_bytes), "cudaMemset (L2 flush buffer)");
+    if (st == CR_OK)
+        st = cr_cuda_check(cudaMemset(flush, 0, flush_bytes), "cudaMemset (L2 flush buffer)");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&start), "cudaEventCreate");
     if (st == CR_OK) st = cr_cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
     for (int i = 0; st == CR_OK && i < warmup; i++) st = fn(arg);
     if (st == CR_OK) st = cr_cuda_sync("warm-up");
     for (int i = 0; st == CR_OK && i < repeats; i++) {
         /* the flush runs, and finishes, before the start event: not timed, L2 cold and clean */
-        l2_flush_kernel<<<(unsigned)(prop.multiProcessorCount > 0 ? 4 * prop.multiProcessorCount : 64),
-                          256>>>((const float4 *)flush, flush_n, (float *)((char *)flush + flush_bytes));
+        const unsigned flush_blocks =
+            (unsigned)(prop.multiProcessorCount > 0 ? 4 * prop.multiProcessorCount : 64);
+        l2_flush_kernel<<<flush_blocks, 256>>>((const float4 *)flush, flush_n,
+                                               (float *)((char *)flush + flush_bytes));
         st = CR_CUDA_LAUNCHED("l2_flush_kernel");
         if (st == CR_OK) st = cr_cuda_sync("l2_flush_kernel");
         if (st == CR_OK) st = cr_cuda_check(cudaEventRecord(start, 0), "cudaEventRecord");
@@ -242,7 +246,8 @@ cr_status cr_cuda_time_stats(cr_status (*fn)(void *arg), void *arg, int warmup, 
     }
     if (st == CR_OK) {
         qsort(ms, (size_t)repeats, sizeof *ms, cmp_double);
-        t->median_ms = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+        t->median_ms = repeats % 2 ? ms[repeats / 2]
+                                   : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
         t->min_ms = ms[0];
         t->max_ms = ms[repeats - 1];
     }

@@ -327,8 +327,9 @@ gemm_wmma_kernel(Operand A, Operand B, Output C, int K)
         __syncthreads();
         #pragma unroll
         for (int kk = 0; kk < TC_BK; kk += TC::FK) {
-            wmma::fragment<wmma::matrix_a, 16, 16, TC::FK, typename TC::frag_t, wmma::row_major> fa[TC_FM];
-            wmma::fragment<wmma::matrix_b, 16, 16, TC::FK, typename TC::frag_t, wmma::row_major> fb[TC_FN];
+            using frag_t = typename TC::frag_t;
+            wmma::fragment<wmma::matrix_a, 16, 16, TC::FK, frag_t, wmma::row_major> fa[TC_FM];
+            wmma::fragment<wmma::matrix_b, 16, 16, TC::FK, frag_t, wmma::row_major> fb[TC_FN];
             #pragma unroll
             for (int fm = 0; fm < TC_FM; fm++)
                 wmma::load_matrix_sync(fa[fm], &As[wm * TC_WM + fm * 16][kk], TC_BK + PAD);
