@@ -280,6 +280,7 @@ add_project_arguments(cc.get_supported_arguments('-Wno-unused-parameter'), langu
 m_dep = cc.find_library('m', required : false)
 openmp_dep = dependency('openmp', required : false)
 png_dep = dependency('libpng')
+jpeg_dep = dependency('libjpeg')
 cmocka_dep = dependency('cmocka')
 
 build_conf = configuration_data()
@@ -301,9 +302,9 @@ kit_inc = include_directories({', '.join(repr(d) for d in inc_dirs)})
 
 cr_lib = static_library('cr', {meson_list(lib_sources)}, git_rev_h,
   include_directories : kit_inc,
-  dependencies : [png_dep, m_dep])
+  dependencies : [png_dep, jpeg_dep, m_dep])
 cr_dep = declare_dependency(link_with : cr_lib, include_directories : kit_inc,
-  dependencies : [png_dep, m_dep, openmp_dep], sources : [git_rev_h])
+  dependencies : [png_dep, jpeg_dep, m_dep, openmp_dep], sources : [git_rev_h])
 
 chapter_libs = []
 """]
@@ -449,8 +450,8 @@ uses the same tests as the course.
 ## Build
 
 You need a C11 compiler, meson (1.0 or newer), ninja, pkg-config, cmocka and
-libpng (Debian: `apt-get install meson ninja-build pkgconf gcc libcmocka-dev
-libpng-dev`).
+libpng and libjpeg (Debian: `apt-get install meson ninja-build pkgconf gcc libcmocka-dev
+libpng-dev libjpeg-dev`).
 
 ```sh
 meson setup build
