@@ -1,0 +1,527 @@
+/* sparse_conv.c — chapter 6: convolution with an unstructured sparse (CSR) weight.
+ *
+ * The CSR over output channels, a plain reference, and the fast version: every kept
+ * weight is a broadcast times a shifted row of the padded input plane (or of chapter 2's
+ * patch matrix for strides other than 1), accumulated 64 output pixels at a time in
+ * vector registers. See sparse_conv.h. */
+#include "sparse_conv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "conv_gemm.h"      /* cr_conv2d_fast: the dense path of cr_conv2d_auto */
+#include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
+#include "gemm.h"
+#include "gemm_internal.h"  /* the CPU checks and the active kernel of chapter 3 */
+#include "im2col.h"         /* cr_im2col: chapter 2's patch matrix */
+
+/* Output pixels one kernel call handles per row: 4 zmm, 8 ymm or 64 scalars. */
+#define CB 64
+
+static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+/* ---- the format ------------------------------------------------------------------ */
+
+void cr_csr_free(cr_csr_weight *c)
+{
+    if (!c) return;
+    free(c->row_ptr);
+    free(c->col);
+    free(c->val);
+    memset(c, 0, sizeof *c);
+}
+
+// @snippet csr_build
+cr_status cr_csr_from_weight(cr_csr_weight *out, const cr_tensor *w, const cr_mask *mask)
+{
+    if (!out) return cr_fail(CR_EINVAL, "csr: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!w || !w->data || w->ndim != 4)
+        return cr_fail(CR_EINVAL, "csr: w must be a rank-4 Cout x Cin_g x kh x kw tensor");
+    if (mask && (!mask->data || mask->ndim != 4 || memcmp(mask->shape, w->shape,
+                                                          sizeof w->shape) != 0))
+        return cr_fail(CR_EINVAL, "csr: the mask must have w's shape [%lld, %lld, %lld, %lld]",
+                       (long long)w->shape[0], (long long)w->shape[1], (long long)w->shape[2],
+                       (long long)w->shape[3]);
+    const int64_t rows = w->shape[0], cols = w->shape[1] * w->shape[2] * w->shape[3];
+    if (cols > INT32_MAX) return cr_fail(CR_EOVERFLOW, "csr: %lld taps per row exceed int32",
+                                         (long long)cols);
+    size_t nnz = 0;   /* first pass: how many weights are kept */
+    for (size_t i = 0; i < w->numel; i++) nnz += (!mask || mask->data[i]) && w->data[i] != 0.0f;
+    out->cout = rows;
+    out->cin_g = w->shape[1];
+    out->kh = w->shape[2];
+    out->kw = w->shape[3];
+    out->row_ptr = malloc((size_t)(rows + 1) * sizeof *out->row_ptr);
+    out->col = malloc((nnz ? nnz : 1) * sizeof *out->col);
+    out->val = malloc((nnz ? nnz : 1) * sizeof *out->val);
+    if (!out->row_ptr || !out->col || !out->val) {
+        cr_csr_free(out);
+        return cr_fail(CR_ENOMEM, "csr: %zu kept weights: out of memory", nnz);
+    }
+    size_t j = 0;     /* second pass: each row's kept taps, in increasing order */
+    for (int64_t o = 0; o < rows; o++) {
+        out->row_ptr[o] = (int64_t)j;
+        for (int64_t k = 0; k < cols; k++) {
+            const size_t i = (size_t)(o * cols + k);
+            if ((!mask || mask->data[i]) && w->data[i] != 0.0f) {
+                out->col[j] = (int32_t)k;
+                out->val[j++] = w->data[i];
+            }
+        }
+    }
+    out->row_ptr[rows] = (int64_t)j;
+    out->nnz = nnz;
+    return CR_OK;
+}
+// @end csr_build
+
+size_t cr_csr_bytes(const cr_csr_weight *c)
+{
+    return (size_t)(c->cout + 1) * sizeof *c->row_ptr +
+           c->nnz * (sizeof *c->col + sizeof *c->val);
+}
+
+double cr_csr_density(const cr_csr_weight *c)
+{
+    const double numel = (double)c->cout * (double)(c->cin_g * c->kh * c->kw);
+    return numel > 0 ? (double)c->nnz / numel : 0.0;
+}
+
+cr_status cr_csr_to_dense(const cr_csr_weight *c, cr_tensor *w)
+{
+    const int64_t shape[4] = {c->cout, c->cin_g, c->kh, c->kw};
+    cr_status st = cr_tensor_expect_shape("w", w, 4, shape);
+    if (st) return st;
+    memset(w->data, 0, w->numel * sizeof(float));
+    const int64_t cols = c->cin_g * c->kh * c->kw;
+    for (int64_t o = 0; o < c->cout; o++)
+        for (int64_t j = c->row_ptr[o]; j < c->row_ptr[o + 1]; j++)
+            w->data[o * cols + c->col[j]] = c->val[j];
+    return CR_OK;
+}
+
+/* Checks x (N x Cin x H x W), the CSR (p's weight shape), b (Cout or NULL exactly when
+ * p->bias is false) and y (N x Cout x Ho x Wo) against p, and fills s. */
+static cr_status bind_sparse(cr_conv_shape *s, const cr_conv_params *p, const cr_tensor *x,
+                             const cr_csr_weight *w, const cr_tensor *b, const cr_tensor *y)
+{
+    if (!p || !x || !w || !y) return cr_fail(CR_EINVAL, "sparse conv: p, x, w and y are required");
+    if (!x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "sparse conv: x must be an N x Cin x H x W tensor");
+    cr_status st = cr_conv_shape_init(s, p, x->shape[0], x->shape[2], x->shape[3]);
+    if (st) return st;
+    const int64_t xs[4] = {s->batch, p->in_channels, s->h_in, s->w_in};
+    const int64_t ys[4] = {s->batch, p->out_channels, s->h_out, s->w_out};
+    if ((st = cr_tensor_expect_shape("x", x, 4, xs)) || (st = cr_tensor_expect_shape("y", y, 4, ys)))
+        return st;
+    if (!w->row_ptr || w->cout != p->out_channels || w->cin_g != s->cin_g ||
+        w->kh != p->kernel_h || w->kw != p->kernel_w)
+        return cr_fail(CR_EINVAL, "sparse conv: the CSR weight is %lld x %lld x %lld x %lld, "
+                       "expected [%lld, %lld, %lld, %lld]", (long long)w->cout,
+                       (long long)w->cin_g, (long long)w->kh, (long long)w->kw,
+                       (long long)p->out_channels, (long long)s->cin_g,
+                       (long long)p->kernel_h, (long long)p->kernel_w);
+    if (p->bias != (b != NULL))
+        return cr_fail(CR_EINVAL, "sparse conv: b must be %s (p->bias is %s)",
+                       p->bias ? "given" : "NULL", p->bias ? "true" : "false");
+    if (b) {
+        const int64_t bs[1] = {p->out_channels};
+        if ((st = cr_tensor_expect_shape("b", b, 1, bs))) return st;
+    }
+    return CR_OK;
+}
+
+/* ---- the reference ------------------------------------------------------------------ */
+
+// @snippet sparse_ref
+cr_status cr_sparse_conv2d_ref(const cr_conv_params *p, const cr_tensor *x,
+                               const cr_csr_weight *w, const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = bind_sparse(&s, p, x, w, b, y);
+    if (st) return st;
+    const int64_t H = s.h_in, W = s.w_in, Ho = s.h_out, Wo = s.w_out, RS = p->kernel_h * p->kernel_w;
+    for (int64_t n = 0; n < s.batch; n++)
+        for (int64_t o = 0; o < p->out_channels; o++) {
+            const int64_t c0 = o / s.cout_g * s.cin_g;   /* the group's first input channel */
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    double acc = b ? b->data[o] : 0.0;
+                    for (int64_t j = w->row_ptr[o]; j < w->row_ptr[o + 1]; j++) {
+                        const int64_t k = w->col[j], c = k / RS, r = k / p->kernel_w % p->kernel_h,
+                                      t = k % p->kernel_w;
+                        const int64_t ih = cr_pad_index(oh * p->stride_h - p->pad_top +
+                                                         r * p->dilation_h, H, p->pad_mode);
+                        const int64_t iw = cr_pad_index(ow * p->stride_w - p->pad_left +
+                                                         t * p->dilation_w, W, p->pad_mode);
+                        if (ih >= 0 && iw >= 0)
+                            acc += (double)w->val[j] *
+                                   x->data[((n * p->in_channels + c0 + c) * H + ih) * W + iw];
+                    }
+                    y->data[((n * p->out_channels + o) * Ho + oh) * Wo + ow] = (float)acc;
+                }
+        }
+    return CR_OK;
+}
+// @end sparse_ref
+
+/* ---- the kernels ---------------------------------------------------------------------- */
+
+/* A kernel: for rows o in [o0, o1) and pixel blocks [f0, f1) (multiples of CB),
+ * y[o*ldy + f] = sum over row o's entries j of val[j] * x[off[j] + f]. x must be
+ * readable up to the largest off + f1. */
+typedef void (*spmm_fn)(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
+                        const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+                        int64_t ldy);
+
+/* Portable C: 64 scalar accumulators per row (the compiler may vectorize them). */
+static void spmm_portable(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
+                          const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+                          int64_t ldy)
+{
+    for (int64_t f = f0; f < f1; f += CB)
+        for (int64_t o = o0; o < o1; o++) {
+            float acc[CB] = {0};
+            for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; j++) {
+                const float v = val[j], *xr = x + off[j] + f;
+                for (int e = 0; e < CB; e++) acc[e] += v * xr[e];
+            }
+            memcpy(y + o * ldy + f, acc, sizeof acc);
+        }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+// @snippet spmm_avx512
+/* AVX-512: 64 pixels = 4 zmm per row; entries taken two at a time into two sets of
+ * accumulators, so that 8 FMA chains are in flight; each entry is one broadcast and four
+ * FMAs that read the shifted input straight from memory. */
+__attribute__((target("avx512f,avx2,fma")))
+static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
+                        const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+                        int64_t ldy)
+{
+    for (int64_t f = f0; f < f1; f += CB) {
+        const float *xf = x + f;
+        for (int64_t o = o0; o < o1; o++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t j = row_ptr[o];
+            const int64_t e = row_ptr[o + 1];
+            for (; j + 1 < e; j += 2) {
+                const float *p = xf + off[j], *q = xf + off[j + 1];
+                const __m512 v = _mm512_set1_ps(val[j]), u = _mm512_set1_ps(val[j + 1]);
+                a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p), a0);
+                a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 16), a1);
+                a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 32), a2);
+                a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 48), a3);
+                b0 = _mm512_fmadd_ps(u, _mm512_loadu_ps(q), b0);
+                b1 = _mm512_fmadd_ps(u, _mm512_loadu_ps(q + 16), b1);
+                b2 = _mm512_fmadd_ps(u, _mm512_loadu_ps(q + 32), b2);
+                b3 = _mm512_fmadd_ps(u, _mm512_loadu_ps(q + 48), b3);
+            }
+            if (j < e) {
+                const float *p = xf + off[j];
+                const __m512 v = _mm512_set1_ps(val[j]);
+                a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p), a0);
+                a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 16), a1);
+                a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 32), a2);
+                a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 48), a3);
+            }
+            float *yo = y + o * ldy + f;
+            _mm512_storeu_ps(yo, _mm512_add_ps(a0, b0));
+            _mm512_storeu_ps(yo + 16, _mm512_add_ps(a1, b1));
+            _mm512_storeu_ps(yo + 32, _mm512_add_ps(a2, b2));
+            _mm512_storeu_ps(yo + 48, _mm512_add_ps(a3, b3));
+        }
+    }
+}
+// @end spmm_avx512
+
+/* AVX2: the same with 8-wide ymm, 32 pixels = 4 ymm per pass, two passes per block. */
+__attribute__((target("avx2,fma")))
+static void spmm_avx2(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
+                      const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+                      int64_t ldy)
+{
+    for (int64_t f = f0; f < f1; f += CB / 2) {
+        const float *xf = x + f;
+        for (int64_t o = o0; o < o1; o++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t j = row_ptr[o];
+            const int64_t e = row_ptr[o + 1];
+            for (; j + 1 < e; j += 2) {
+                const float *p = xf + off[j], *q = xf + off[j + 1];
+                const __m256 v = _mm256_broadcast_ss(val + j), u = _mm256_broadcast_ss(val + j + 1);
+                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
+                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
+                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
+                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
+                b0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q), b0);
+                b1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 8), b1);
+                b2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 16), b2);
+                b3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 24), b3);
+            }
+            if (j < e) {
+                const float *p = xf + off[j];
+                const __m256 v = _mm256_broadcast_ss(val + j);
+                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
+                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
+                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
+                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
+            }
+            float *yo = y + o * ldy + f;
+            _mm256_storeu_ps(yo, _mm256_add_ps(a0, b0));
+            _mm256_storeu_ps(yo + 8, _mm256_add_ps(a1, b1));
+            _mm256_storeu_ps(yo + 16, _mm256_add_ps(a2, b2));
+            _mm256_storeu_ps(yo + 24, _mm256_add_ps(a3, b3));
+        }
+    }
+}
+#define HAVE_SIMD_KERNELS 1
+#endif
+
+/* The kernel for chapter 3's active GEMM kernel: AVX-512, AVX2 or portable. */
+static spmm_fn active_kernel(const char **name)
+{
+    const cr_gemm_kernel *k = cr_gemm_active_kernel();
+#ifdef HAVE_SIMD_KERNELS
+    if (k == &cr_kernel_avx512 && cr_cpu_has_avx512()) {
+        *name = "avx512";
+        return spmm_avx512;
+    }
+    if (k != &cr_kernel_portable && cr_cpu_has_avx2()) {
+        *name = "avx2";
+        return spmm_avx2;
+    }
+#else
+    (void)k;
+#endif
+    *name = "portable";
+    return spmm_portable;
+}
+
+const char *cr_sparse_conv2d_kernel(void)
+{
+    const char *name;
+    (void)active_kernel(&name);
+    return name;
+}
+
+/* ---- the driver ------------------------------------------------------------------------ */
+
+/* Where the kernel reads and writes for one (image, group): in flat mode (stride 1) the
+ * padded input plane, row length lp, hp rows per channel; output pixel (oh, ow) sits at
+ * oh*lp + ow of a row of L floats. Otherwise the patch matrix (K x Ho*Wo, lp = Wo). */
+typedef struct {
+    int flat;
+    int64_t hp, lp;       /* flat: padded rows and row length; patch matrix: hp unused, lp = Wo */
+    int64_t L;            /* output floats per row the kernel writes (a multiple of CB) */
+    int64_t in_floats;    /* the input buffer, slack for the last block's reads included */
+} sparse_geom;
+
+/* The geometry of shape s. */
+static sparse_geom sparse_geometry(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    sparse_geom g;
+    g.flat = p->stride_h == 1 && p->stride_w == 1;
+    if (g.flat) {
+        g.hp = s->h_in + p->pad_top + p->pad_bottom;
+        g.lp = s->w_in + p->pad_left + p->pad_right;
+        g.L = round_up(s->h_out * g.lp, CB);
+        /* the last block of the last tap reads at most lp + CB floats past the planes */
+        g.in_floats = s->cin_g * g.hp * g.lp + g.lp + CB;
+    } else {
+        g.hp = 0;
+        g.lp = s->w_out;
+        g.L = round_up(s->h_out * s->w_out, CB);
+        g.in_floats = cr_im2col_rows(s) * s->h_out * s->w_out + CB;
+    }
+    return g;
+}
+
+size_t cr_sparse_conv2d_workspace_bytes(const cr_conv_shape *s)
+{
+    const sparse_geom g = sparse_geometry(s);
+    return (size_t)(g.in_floats + s->cout_g * g.L) * sizeof(float);
+}
+
+// @snippet sparse_pad
+/* The padded copy of one image's group (x_g: Cin_g x H x W) into xp (geometry g): every
+ * padding mode resolved here, once; the slack after the planes is zeroed. */
+static void sparse_pad(const cr_conv_shape *s, const sparse_geom *g, const float *x_g, float *xp,
+                       int64_t c0, int64_t c1)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t H = s->h_in, W = s->w_in;
+    for (int64_t c = c0; c < c1; c++)
+        for (int64_t i = 0; i < g->hp; i++) {
+            float *dst = xp + (c * g->hp + i) * g->lp;
+            const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
+            if (ih < 0) {
+                memset(dst, 0, (size_t)g->lp * sizeof(float));
+                continue;
+            }
+            const float *row = x_g + (c * H + ih) * W;
+            for (int64_t e = 0; e < g->lp; e++) {
+                const int64_t iw = e < p->pad_left || e >= p->pad_left + W
+                                       ? cr_pad_index(e - p->pad_left, W, p->pad_mode)
+                                       : e - p->pad_left;
+                dst[e] = iw < 0 ? 0.0f : row[iw];
+            }
+        }
+}
+// @end sparse_pad
+
+/* The input buffer of one (image, group), channels [c0, c1) of it: the padded plane
+ * (flat mode) or, for c0 == 0 only, chapter 2's patch matrix; the slack is zeroed by the
+ * caller of the last part. */
+static void sparse_input(const cr_conv_shape *s, const sparse_geom *g, const float *x_g,
+                         float *xb, int64_t c0, int64_t c1)
+{
+    if (g->flat) sparse_pad(s, g, x_g, xb, c0, c1);
+    else if (c0 == 0) cr_im2col(s, x_g, xb);
+}
+
+/* Bytes of the input buffer that hold data (the rest is the zeroed slack). */
+static int64_t sparse_input_used(const cr_conv_shape *s, const sparse_geom *g)
+{
+    return g->flat ? s->cin_g * g->hp * g->lp : cr_im2col_rows(s) * s->h_out * s->w_out;
+}
+
+/* y_g (Cout_g x Ho x Wo) rows [o0, o1) = yf (row stride L, pixel (oh, ow) at oh*lp + ow) +
+ * the bias. */
+static void sparse_unflatten(const cr_conv_shape *s, const sparse_geom *g, const float *yf,
+                             const float *b_g, float *y_g, int64_t o0, int64_t o1)
+{
+    const int64_t Ho = s->h_out, Wo = s->w_out;
+    for (int64_t o = o0; o < o1; o++) {
+        const float bias = b_g ? b_g[o] : 0.0f;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const float *src = yf + o * g->L + oh * g->lp;
+            float *dst = y_g + (o * Ho + oh) * Wo;
+            for (int64_t ow = 0; ow < Wo; ow++) dst[ow] = src[ow] + bias;
+        }
+    }
+}
+
+/* off[j] = where entry j's tap reads in the input buffer, relative to output pixel 0. */
+static void sparse_offsets(const cr_conv_shape *s, const sparse_geom *g, const cr_csr_weight *w,
+                           int64_t *off)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t R = p->kernel_h, S = p->kernel_w, P = s->h_out * s->w_out;
+    for (size_t j = 0; j < w->nnz; j++) {
+        const int64_t k = w->col[j], c = k / (R * S), r = k / S % R, t = k % S;
+        off[j] = g->flat ? (c * g->hp + r * p->dilation_h) * g->lp + t * p->dilation_w : k * P;
+    }
+}
+
+// @snippet sparse_conv
+cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr_csr_weight *w,
+                           const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = bind_sparse(&s, p, x, w, b, y);
+    if (st) return st;
+    const char *kname;
+    const spmm_fn kern = active_kernel(&kname);
+    const sparse_geom g = sparse_geometry(&s);
+    const int64_t HW = s.h_in * s.w_in, plane = s.h_out * s.w_out, used = sparse_input_used(&s, &g);
+    const size_t ws = cr_sparse_conv2d_workspace_bytes(&s);
+    int64_t *off = malloc((w->nnz ? w->nnz : 1) * sizeof *off);
+    if (!off) return cr_fail(CR_ENOMEM, "sparse conv: %zu offsets", w->nnz);
+    sparse_offsets(&s, &g, w, off);
+    const int T = cr_gemm_threads_available();
+    const int64_t pairs = s.batch * p->groups, blocks = g.L / CB;
+    /* many (image, group) pairs: each thread its own pairs and buffers; few: all threads
+     * on one pair at a time, sharing its pixel blocks (and rows, when blocks are few) */
+    const int shared = pairs < 2 * (int64_t)T;
+    float *xs = shared ? cr_aligned_alloc(ws) : NULL;
+    if (shared && !xs) {
+        free(off);
+        return cr_fail(CR_ENOMEM, "sparse conv: %zu bytes of workspace", ws);
+    }
+    const int64_t rchunks = shared && blocks < 4 * T ? T : 1;   /* row chunks per block */
+    const int64_t rstep = (s.cout_g + rchunks - 1) / rchunks;
+    int oom = 0;
+#pragma omp parallel reduction(|| : oom)
+    {
+        float *buf = shared ? xs : cr_aligned_alloc(ws);   /* input buffer, then yf */
+        if (!buf) oom = 1;
+        for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
+            const int64_t n = i / p->groups, gi = i % p->groups;
+            const float *x_g = x->data + (n * p->in_channels + gi * s.cin_g) * HW;
+            const int64_t cparts = g.flat ? s.cin_g : 1;
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < cparts; c++) sparse_input(&s, &g, x_g, buf, c, c + 1);
+#pragma omp single
+            memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
+            const int64_t *rp = w->row_ptr + gi * s.cout_g;
+            float *yf = buf + g.in_floats;
+#pragma omp for schedule(static) collapse(2)
+            for (int64_t blk = 0; blk < blocks; blk++)
+                for (int64_t rc = 0; rc < rchunks; rc++) {
+                    const int64_t o0 = rc * rstep, o1 = o0 + rstep < s.cout_g ? o0 + rstep : s.cout_g;
+                    if (o0 < o1) kern(o0, o1, rp, off, w->val, buf, blk * CB, (blk + 1) * CB, yf, g.L);
+                }
+            const float *b_g = b ? b->data + gi * s.cout_g : NULL;
+            float *y_g = y->data + (n * p->out_channels + gi * s.cout_g) * plane;
+#pragma omp for schedule(static)
+            for (int64_t o = 0; o < s.cout_g; o++) sparse_unflatten(&s, &g, yf, b_g, y_g, o, o + 1);
+        }
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < (shared ? 0 : s.batch); n++)
+            for (int64_t gi = 0; gi < p->groups; gi++) {
+                if (!buf) continue;
+                sparse_input(&s, &g, x->data + (n * p->in_channels + gi * s.cin_g) * HW, buf, 0,
+                             g.flat ? s.cin_g : 1);
+                memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
+                float *yf = buf + g.in_floats;
+                kern(0, s.cout_g, w->row_ptr + gi * s.cout_g, off, w->val, buf, 0, g.L, yf, g.L);
+                sparse_unflatten(&s, &g, yf, b ? b->data + gi * s.cout_g : NULL,
+                                 y->data + (n * p->out_channels + gi * s.cout_g) * plane, 0,
+                                 s.cout_g);
+            }
+        if (!shared) cr_aligned_free(buf);
+    }
+    cr_aligned_free(xs);
+    free(off);
+    if (oom) return cr_fail(CR_ENOMEM, "sparse conv: %zu bytes of workspace per thread", ws);
+    return CR_OK;
+}
+// @end sparse_conv
+
+/* ---- sparse or dense ------------------------------------------------------------------- */
+
+double cr_sparse_break_even(void)
+{
+    const char *k = cr_sparse_conv2d_kernel();
+    if (strcmp(k, "avx512") == 0) return CR_SPARSE_BREAK_EVEN_AVX512;
+    if (strcmp(k, "avx2") == 0) return CR_SPARSE_BREAK_EVEN_AVX2;
+    return CR_SPARSE_BREAK_EVEN_PORTABLE;
+}
+
+int cr_sparse_pays(double sparsity)
+{
+    return sparsity >= cr_sparse_break_even();
+}
+
+cr_status cr_conv2d_auto(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w_dense,
+                         const cr_csr_weight *csr, const cr_tensor *b, cr_tensor *y)
+{
+    if (!csr || !w_dense || !w_dense->data || w_dense->ndim != 4 || csr->cout != w_dense->shape[0] ||
+        csr->cin_g != w_dense->shape[1] || csr->kh != w_dense->shape[2] ||
+        csr->kw != w_dense->shape[3])
+        return cr_fail(CR_EINVAL, "conv auto: w_dense and csr must hold the same weight shape");
+    if (cr_sparse_pays(1.0 - cr_csr_density(csr))) return cr_sparse_conv2d(p, x, csr, b, y);
+    return cr_conv2d_fast(p, x, w_dense, b, y);
+}
