@@ -172,26 +172,32 @@ cr_status cr_sparse_conv2d_ref(const cr_conv_params *p, const cr_tensor *x,
 
 /* ---- the kernels ---------------------------------------------------------------------- */
 
-/* A kernel: for rows o in [o0, o1) and pixel blocks [f0, f1) (multiples of CB),
- * y[o*ldy + f] = sum over row o's entries j of val[j] * x[off[j] + f]. x must be
- * readable up to the largest off + f1. */
-typedef void (*spmm_fn)(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
-                        const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+/* A kernel: for rows o in [o0, o1) and the CB pixels from f on,
+ *     y[o*ldy + f + e] = sum over row o's entries j of val[j] * x[off[j] + f + e],
+ * the entries taken by channel blocks: block kb of row o is [seg[o*ss + kb], seg[o*ss +
+ * kb + 1]), and all rows finish block kb before block kb + 1 starts, so the input a block
+ * reads stays in the L1 cache while every row uses it (the partial sums wait in y). x
+ * must be readable up to the largest off + f + CB. */
+typedef void (*spmm_fn)(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
+                        const int64_t *off, const float *val, const float *x, int64_t f, float *y,
                         int64_t ldy);
 
 /* Portable C: 64 scalar accumulators per row (the compiler may vectorize them). */
-static void spmm_portable(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
-                          const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+static void spmm_portable(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
+                          const int64_t *off, const float *val, const float *x, int64_t f, float *y,
                           int64_t ldy)
 {
-    for (int64_t f = f0; f < f1; f += CB)
+    for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t o = o0; o < o1; o++) {
-            float acc[CB] = {0};
-            for (int64_t j = row_ptr[o]; j < row_ptr[o + 1]; j++) {
+            float acc[CB];
+            float *yo = y + o * ldy + f;
+            if (kb == 0) memset(acc, 0, sizeof acc);
+            else memcpy(acc, yo, sizeof acc);
+            for (int64_t j = seg[o * ss + kb]; j < seg[o * ss + kb + 1]; j++) {
                 const float v = val[j], *xr = x + off[j] + f;
                 for (int e = 0; e < CB; e++) acc[e] += v * xr[e];
             }
-            memcpy(y + o * ldy + f, acc, sizeof acc);
+            memcpy(yo, acc, sizeof acc);
         }
 }
 
@@ -203,17 +209,25 @@ static void spmm_portable(int64_t o0, int64_t o1, const int64_t *row_ptr, const 
  * accumulators, so that 8 FMA chains are in flight; each entry is one broadcast and four
  * FMAs that read the shifted input straight from memory. */
 __attribute__((target("avx512f,avx2,fma")))
-static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
-                        const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
+                        const int64_t *off, const float *val, const float *x, int64_t f, float *y,
                         int64_t ldy)
 {
-    for (int64_t f = f0; f < f1; f += CB) {
-        const float *xf = x + f;
+    const float *xf = x + f;
+    for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t o = o0; o < o1; o++) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            int64_t j = row_ptr[o];
-            const int64_t e = row_ptr[o + 1];
+            float *yo = y + o * ldy + f;
+            __m512 a0, a1, a2, a3, b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+            if (kb == 0) {
+                a0 = a1 = a2 = a3 = b0;
+            } else {   /* the sums of the earlier channel blocks */
+                a0 = _mm512_loadu_ps(yo);
+                a1 = _mm512_loadu_ps(yo + 16);
+                a2 = _mm512_loadu_ps(yo + 32);
+                a3 = _mm512_loadu_ps(yo + 48);
+            }
+            int64_t j = seg[o * ss + kb];
+            const int64_t e = seg[o * ss + kb + 1];
             for (; j + 1 < e; j += 2) {
                 const float *p = xf + off[j], *q = xf + off[j + 1];
                 const __m512 v = _mm512_set1_ps(val[j]), u = _mm512_set1_ps(val[j + 1]);
@@ -234,56 +248,61 @@ static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *row_ptr, const in
                 a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 32), a2);
                 a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 48), a3);
             }
-            float *yo = y + o * ldy + f;
             _mm512_storeu_ps(yo, _mm512_add_ps(a0, b0));
             _mm512_storeu_ps(yo + 16, _mm512_add_ps(a1, b1));
             _mm512_storeu_ps(yo + 32, _mm512_add_ps(a2, b2));
             _mm512_storeu_ps(yo + 48, _mm512_add_ps(a3, b3));
         }
-    }
 }
 // @end spmm_avx512
 
 /* AVX2: the same with 8-wide ymm, 32 pixels = 4 ymm per pass, two passes per block. */
 __attribute__((target("avx2,fma")))
-static void spmm_avx2(int64_t o0, int64_t o1, const int64_t *row_ptr, const int64_t *off,
-                      const float *val, const float *x, int64_t f0, int64_t f1, float *y,
+static void spmm_avx2(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
+                      const int64_t *off, const float *val, const float *x, int64_t f, float *y,
                       int64_t ldy)
 {
-    for (int64_t f = f0; f < f1; f += CB / 2) {
-        const float *xf = x + f;
-        for (int64_t o = o0; o < o1; o++) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            int64_t j = row_ptr[o];
-            const int64_t e = row_ptr[o + 1];
-            for (; j + 1 < e; j += 2) {
-                const float *p = xf + off[j], *q = xf + off[j + 1];
-                const __m256 v = _mm256_broadcast_ss(val + j), u = _mm256_broadcast_ss(val + j + 1);
-                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
-                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
-                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
-                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
-                b0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q), b0);
-                b1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 8), b1);
-                b2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 16), b2);
-                b3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 24), b3);
+    for (int64_t kb = 0; kb < nkb; kb++)
+        for (int64_t o = o0; o < o1; o++)
+            for (int64_t h = 0; h < CB; h += CB / 2) {
+                const float *xf = x + f + h;
+                float *yo = y + o * ldy + f + h;
+                __m256 a0, a1, a2, a3, b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+                if (kb == 0) {
+                    a0 = a1 = a2 = a3 = b0;
+                } else {
+                    a0 = _mm256_loadu_ps(yo);
+                    a1 = _mm256_loadu_ps(yo + 8);
+                    a2 = _mm256_loadu_ps(yo + 16);
+                    a3 = _mm256_loadu_ps(yo + 24);
+                }
+                int64_t j = seg[o * ss + kb];
+                const int64_t e = seg[o * ss + kb + 1];
+                for (; j + 1 < e; j += 2) {
+                    const float *p = xf + off[j], *q = xf + off[j + 1];
+                    const __m256 v = _mm256_broadcast_ss(val + j), u = _mm256_broadcast_ss(val + j + 1);
+                    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
+                    a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
+                    a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
+                    a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
+                    b0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q), b0);
+                    b1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 8), b1);
+                    b2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 16), b2);
+                    b3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(q + 24), b3);
+                }
+                if (j < e) {
+                    const float *p = xf + off[j];
+                    const __m256 v = _mm256_broadcast_ss(val + j);
+                    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
+                    a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
+                    a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
+                    a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
+                }
+                _mm256_storeu_ps(yo, _mm256_add_ps(a0, b0));
+                _mm256_storeu_ps(yo + 8, _mm256_add_ps(a1, b1));
+                _mm256_storeu_ps(yo + 16, _mm256_add_ps(a2, b2));
+                _mm256_storeu_ps(yo + 24, _mm256_add_ps(a3, b3));
             }
-            if (j < e) {
-                const float *p = xf + off[j];
-                const __m256 v = _mm256_broadcast_ss(val + j);
-                a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p), a0);
-                a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 8), a1);
-                a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 16), a2);
-                a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + 24), a3);
-            }
-            float *yo = y + o * ldy + f;
-            _mm256_storeu_ps(yo, _mm256_add_ps(a0, b0));
-            _mm256_storeu_ps(yo + 8, _mm256_add_ps(a1, b1));
-            _mm256_storeu_ps(yo + 16, _mm256_add_ps(a2, b2));
-            _mm256_storeu_ps(yo + 24, _mm256_add_ps(a3, b3));
-        }
-    }
 }
 #define HAVE_SIMD_KERNELS 1
 #endif
@@ -356,7 +375,7 @@ size_t cr_sparse_conv2d_workspace_bytes(const cr_conv_shape *s)
 
 // @snippet sparse_pad
 /* The padded copy of one image's group (x_g: Cin_g x H x W) into xp (geometry g): every
- * padding mode resolved here, once; the slack after the planes is zeroed. */
+ * padding mode resolved here, once (the caller zeroes the slack after the planes). */
 static void sparse_pad(const cr_conv_shape *s, const sparse_geom *g, const float *x_g, float *xp,
                        int64_t c0, int64_t c1)
 {
@@ -371,10 +390,12 @@ static void sparse_pad(const cr_conv_shape *s, const sparse_geom *g, const float
                 continue;
             }
             const float *row = x_g + (c * H + ih) * W;
-            for (int64_t e = 0; e < g->lp; e++) {
-                const int64_t iw = e < p->pad_left || e >= p->pad_left + W
-                                       ? cr_pad_index(e - p->pad_left, W, p->pad_mode)
-                                       : e - p->pad_left;
+            const int64_t pl = p->pad_left;
+            memcpy(dst + pl, row, (size_t)W * sizeof(float));   /* the row itself */
+            for (int64_t e = 0; e < g->lp; e++) {                 /* the padding around it */
+                if (e == pl) e += W;
+                if (e >= g->lp) break;
+                const int64_t iw = cr_pad_index(e - pl, W, p->pad_mode);
                 dst[e] = iw < 0 ? 0.0f : row[iw];
             }
         }
@@ -413,15 +434,48 @@ static void sparse_unflatten(const cr_conv_shape *s, const sparse_geom *g, const
     }
 }
 
-/* off[j] = where entry j's tap reads in the input buffer, relative to output pixel 0. */
+/* off[j] = where entry j's tap reads in the input buffer, relative to output pixel 0;
+ * tap (K entries): scratch for the offset of every tap, filled without divisions. */
 static void sparse_offsets(const cr_conv_shape *s, const sparse_geom *g, const cr_csr_weight *w,
-                           int64_t *off)
+                           int64_t *tap, int64_t *off)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t R = p->kernel_h, S = p->kernel_w, P = s->h_out * s->w_out;
-    for (size_t j = 0; j < w->nnz; j++) {
-        const int64_t k = w->col[j], c = k / (R * S), r = k / S % R, t = k % S;
-        off[j] = g->flat ? (c * g->hp + r * p->dilation_h) * g->lp + t * p->dilation_w : k * P;
+    const int64_t P = s->h_out * s->w_out;
+    for (int64_t c = 0, k = 0; c < s->cin_g; c++)
+        for (int64_t r = 0; r < p->kernel_h; r++)
+            for (int64_t t = 0; t < p->kernel_w; t++, k++)
+                tap[k] = g->flat ? (c * g->hp + r * p->dilation_h) * g->lp + t * p->dilation_w
+                                 : k * P;
+    for (size_t j = 0; j < w->nnz; j++) off[j] = tap[w->col[j]];
+}
+
+/* Taps per channel block: as many input channels as keep what one pixel block reads
+ * within 16 KiB (a third of a 48 KiB L1 data cache, half of a 32 KiB one). */
+static int64_t block_taps(const cr_conv_shape *s, const sparse_geom *g)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t RS = p->kernel_h * p->kernel_w;
+    const int64_t bytes = g->flat ? (int64_t)sizeof(float) *
+                                        (CB + (p->kernel_h - 1) * p->dilation_h * g->lp +
+                                         (p->kernel_w - 1) * p->dilation_w)
+                                  : (int64_t)sizeof(float) * CB * RS;
+    int64_t kc = 16384 / bytes;
+    kc = kc < 1 ? 1 : kc > s->cin_g ? s->cin_g : kc;
+    return kc * RS;
+}
+
+/* seg (Cout rows of nkb + 1): where each row's entries of channel block kb (taps
+ * [kb*kbt, (kb+1)*kbt)) begin; the last is the row's end. */
+static void sparse_segments(const cr_csr_weight *w, int64_t kbt, int64_t nkb, int64_t *seg)
+{
+    for (int64_t o = 0; o < w->cout; o++) {
+        int64_t j = w->row_ptr[o];
+        const int64_t e = w->row_ptr[o + 1];
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            while (j < e && w->col[j] < kb * kbt) j++;
+            seg[o * (nkb + 1) + kb] = j;
+        }
+        seg[o * (nkb + 1) + nkb] = e;
     }
 }
 
@@ -437,9 +491,13 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
     const sparse_geom g = sparse_geometry(&s);
     const int64_t HW = s.h_in * s.w_in, plane = s.h_out * s.w_out, used = sparse_input_used(&s, &g);
     const size_t ws = cr_sparse_conv2d_workspace_bytes(&s);
-    int64_t *off = malloc((w->nnz ? w->nnz : 1) * sizeof *off);
+    const int64_t kbt = block_taps(&s, &g), nkb = (cr_im2col_rows(&s) + kbt - 1) / kbt, ss = nkb + 1;
+    int64_t *off = malloc((w->nnz + (size_t)(p->out_channels * ss + cr_im2col_rows(&s))) *
+                          sizeof *off);
     if (!off) return cr_fail(CR_ENOMEM, "sparse conv: %zu offsets", w->nnz);
-    sparse_offsets(&s, &g, w, off);
+    int64_t *seg = off + w->nnz;
+    sparse_offsets(&s, &g, w, seg + p->out_channels * ss, off);
+    sparse_segments(w, kbt, nkb, seg);
     const int T = cr_gemm_threads_available();
     const int64_t pairs = s.batch * p->groups, blocks = g.L / CB;
     /* many (image, group) pairs: each thread its own pairs and buffers; few: all threads
@@ -465,13 +523,13 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
             for (int64_t c = 0; c < cparts; c++) sparse_input(&s, &g, x_g, buf, c, c + 1);
 #pragma omp single
             memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
-            const int64_t *rp = w->row_ptr + gi * s.cout_g;
+            const int64_t *sg = seg + gi * s.cout_g * ss;
             float *yf = buf + g.in_floats;
 #pragma omp for schedule(static) collapse(2)
             for (int64_t blk = 0; blk < blocks; blk++)
                 for (int64_t rc = 0; rc < rchunks; rc++) {
                     const int64_t o0 = rc * rstep, o1 = o0 + rstep < s.cout_g ? o0 + rstep : s.cout_g;
-                    if (o0 < o1) kern(o0, o1, rp, off, w->val, buf, blk * CB, (blk + 1) * CB, yf, g.L);
+                    if (o0 < o1) kern(o0, o1, sg, ss, nkb, off, w->val, buf, blk * CB, yf, g.L);
                 }
             const float *b_g = b ? b->data + gi * s.cout_g : NULL;
             float *y_g = y->data + (n * p->out_channels + gi * s.cout_g) * plane;
@@ -486,7 +544,8 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
                              g.flat ? s.cin_g : 1);
                 memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
                 float *yf = buf + g.in_floats;
-                kern(0, s.cout_g, w->row_ptr + gi * s.cout_g, off, w->val, buf, 0, g.L, yf, g.L);
+                for (int64_t f = 0; f < g.L; f += CB)
+                    kern(0, s.cout_g, seg + gi * s.cout_g * ss, ss, nkb, off, w->val, buf, f, yf, g.L);
                 sparse_unflatten(&s, &g, yf, b ? b->data + gi * s.cout_g : NULL,
                                  y->data + (n * p->out_channels + gi * s.cout_g) * plane, 0,
                                  s.cout_g);
