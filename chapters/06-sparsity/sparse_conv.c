@@ -1,9 +1,8 @@
 /* sparse_conv.c — chapter 6: convolution with an unstructured sparse (CSR) weight.
  *
  * The CSR over output channels, a plain reference, and the fast version: every kept
- * weight is a broadcast times a shifted row of the padded input plane (or of chapter 2's
- * patch matrix for strides other than 1), accumulated 64 output pixels at a time in
- * vector registers. See sparse_conv.h. */
+ * weight is a broadcast times a shifted row of the padded (phase-split) input plane,
+ * accumulated 64 output pixels at a time in vector registers. See sparse_conv.h. */
 #include "sparse_conv.h"
 
 #include <stdlib.h>
@@ -17,7 +16,7 @@
 #include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
 #include "gemm.h"
 #include "gemm_internal.h"  /* the CPU checks and the active kernel of chapter 3 */
-#include "im2col.h"         /* cr_im2col: chapter 2's patch matrix */
+#include "im2col.h"         /* cr_im2col_rows: the taps per output channel */
 
 /* Output pixels one kernel call handles per row: 4 zmm, 8 ymm or 64 scalars. */
 #define CB 64
@@ -172,29 +171,28 @@ cr_status cr_sparse_conv2d_ref(const cr_conv_params *p, const cr_tensor *x,
 
 /* ---- the kernels ---------------------------------------------------------------------- */
 
-/* A kernel: for rows o in [o0, o1) and the CB pixels from f on,
- *     y[o*ldy + f + e] = sum over row o's entries j of val[j] * x[off[j] + f + e],
+/* A kernel: for rows o in [o0, o1) and one block of CB output pixels (e = 0 .. CB-1),
+ *     yb[o*ldy + e] = sum over row o's entries j of val[j] * xb[off[j] + e],
  * the entries taken by channel blocks: block kb of row o is [seg[o*ss + kb], seg[o*ss +
  * kb + 1]), and all rows finish block kb before block kb + 1 starts, so the input a block
- * reads stays in the L1 cache while every row uses it (the partial sums wait in y). x
- * must be readable up to the largest off + f + CB. */
+ * reads stays in the L1 cache while every row uses it (the partial sums wait in yb). xb
+ * must be readable up to the largest off + CB. */
 typedef void (*spmm_fn)(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
-                        const int64_t *off, const float *val, const float *x, int64_t f, float *y,
-                        int64_t ldy);
+                        const int64_t *off, const float *val, const float *xb, float *yb, int64_t ldy);
 
 /* Portable C: 64 scalar accumulators per row (the compiler may vectorize them). */
 static void spmm_portable(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
-                          const int64_t *off, const float *val, const float *x, int64_t f, float *y,
+                          const int64_t *off, const float *val, const float *xb, float *yb,
                           int64_t ldy)
 {
     for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t o = o0; o < o1; o++) {
             float acc[CB];
-            float *yo = y + o * ldy + f;
+            float *yo = yb + o * ldy;
             if (kb == 0) memset(acc, 0, sizeof acc);
             else memcpy(acc, yo, sizeof acc);
             for (int64_t j = seg[o * ss + kb]; j < seg[o * ss + kb + 1]; j++) {
-                const float v = val[j], *xr = x + off[j] + f;
+                const float v = val[j], *xr = xb + off[j];
                 for (int e = 0; e < CB; e++) acc[e] += v * xr[e];
             }
             memcpy(yo, acc, sizeof acc);
@@ -210,13 +208,13 @@ static void spmm_portable(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss
  * FMAs that read the shifted input straight from memory. */
 __attribute__((target("avx512f,avx2,fma")))
 static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
-                        const int64_t *off, const float *val, const float *x, int64_t f, float *y,
+                        const int64_t *off, const float *val, const float *xb, float *yb,
                         int64_t ldy)
 {
-    const float *xf = x + f;
+    const float *xf = xb;
     for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t o = o0; o < o1; o++) {
-            float *yo = y + o * ldy + f;
+            float *yo = yb + o * ldy;
             __m512 a0, a1, a2, a3, b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
             if (kb == 0) {
                 a0 = a1 = a2 = a3 = b0;
@@ -259,14 +257,14 @@ static void spmm_avx512(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, 
 /* AVX2: the same with 8-wide ymm, 32 pixels = 4 ymm per pass, two passes per block. */
 __attribute__((target("avx2,fma")))
 static void spmm_avx2(int64_t o0, int64_t o1, const int64_t *seg, int64_t ss, int64_t nkb,
-                      const int64_t *off, const float *val, const float *x, int64_t f, float *y,
+                      const int64_t *off, const float *val, const float *xb, float *yb,
                       int64_t ldy)
 {
     for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t o = o0; o < o1; o++)
             for (int64_t h = 0; h < CB; h += CB / 2) {
-                const float *xf = x + f + h;
-                float *yo = y + o * ldy + f + h;
+                const float *xf = xb + h;
+                float *yo = yb + o * ldy + h;
                 __m256 a0, a1, a2, a3, b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
                 if (kb == 0) {
                     a0 = a1 = a2 = a3 = b0;
@@ -336,14 +334,21 @@ const char *cr_sparse_conv2d_kernel(void)
 
 /* ---- the driver ------------------------------------------------------------------------ */
 
-/* Where the kernel reads and writes for one (image, group): in flat mode (stride 1) the
- * padded input plane, row length lp, hp rows per channel; output pixel (oh, ow) sits at
- * oh*lp + ow of a row of L floats. Otherwise the patch matrix (K x Ho*Wo, lp = Wo). */
+/* Where the kernel reads and writes for one (image, group). The input is the padded copy,
+ * phase-split along W as chapter 3's grouped kernel keeps it: padded element (c, i, j) at
+ * ((c*hp + i)*sw + j % sw)*lp + j / sw, so that output pixels (oh, ow), (oh, ow+1), ...
+ * of one tap read consecutive floats. Stride 1 ("flat" mode, sw = 1): the planes are
+ * walked as one long row, output (oh, ow) at oh*lp + ow, blocks running across row ends.
+ * Other strides ("row" mode): each output row in blocks of CB, (oh, ow) at oh*wo_r + ow. */
 typedef struct {
     int flat;
-    int64_t hp, lp;       /* flat: padded rows and row length; patch matrix: hp unused, lp = Wo */
-    int64_t L;            /* output floats per row the kernel writes (a multiple of CB) */
-    int64_t in_floats;    /* the input buffer, slack for the last block's reads included */
+    int64_t hp, lp, sw;   /* padded rows; length of one phase of a padded row; phases */
+    int64_t wp;           /* padded width */
+    int64_t wo_r;         /* row mode: output width rounded up to CB */
+    int64_t ylp;          /* output row stride in the kernel's output (lp or wo_r) */
+    int64_t L;            /* output floats per channel the kernel writes (a multiple of CB) */
+    int64_t blocks;       /* pixel blocks per channel */
+    int64_t in_floats;    /* the input buffer, with slack for the last block's reads */
 } sparse_geom;
 
 /* The geometry of shape s. */
@@ -352,18 +357,28 @@ static sparse_geom sparse_geometry(const cr_conv_shape *s)
     const cr_conv_params *p = &s->p;
     sparse_geom g;
     g.flat = p->stride_h == 1 && p->stride_w == 1;
+    g.hp = s->h_in + p->pad_top + p->pad_bottom;
+    g.wp = s->w_in + p->pad_left + p->pad_right;
+    g.sw = p->stride_w;
     if (g.flat) {
-        g.hp = s->h_in + p->pad_top + p->pad_bottom;
-        g.lp = s->w_in + p->pad_left + p->pad_right;
+        g.lp = g.wp;
+        g.wo_r = 0;
+        g.ylp = g.lp;
         g.L = round_up(s->h_out * g.lp, CB);
         /* the last block of the last tap reads at most lp + CB floats past the planes */
         g.in_floats = s->cin_g * g.hp * g.lp + g.lp + CB;
     } else {
-        g.hp = 0;
-        g.lp = s->w_out;
-        g.L = round_up(s->h_out * s->w_out, CB);
-        g.in_floats = cr_im2col_rows(s) * s->h_out * s->w_out + CB;
+        /* a phase holds every padded column of its phase, and reaches the widest tap's
+         * column for the last rounded-up output */
+        g.wo_r = round_up(s->w_out, CB);
+        const int64_t need = g.wo_r + (p->kernel_w - 1) * p->dilation_w / g.sw + 1;
+        const int64_t have = (g.wp + g.sw - 1) / g.sw;
+        g.lp = need > have ? need : have;
+        g.ylp = g.wo_r;
+        g.L = s->h_out * g.wo_r;
+        g.in_floats = s->cin_g * g.hp * g.sw * g.lp + CB;
     }
+    g.blocks = g.L / CB;
     return g;
 }
 
@@ -373,53 +388,67 @@ size_t cr_sparse_conv2d_workspace_bytes(const cr_conv_shape *s)
     return (size_t)(g.in_floats + s->cout_g * g.L) * sizeof(float);
 }
 
+/* Where pixel block blk starts: *xo in the input buffer, *yo in the kernel's output row. */
+static void block_start(const cr_conv_shape *s, const sparse_geom *g, int64_t blk, int64_t *xo,
+                        int64_t *yo)
+{
+    if (g->flat) {
+        *xo = *yo = blk * CB;
+        return;
+    }
+    const int64_t per_row = g->wo_r / CB, oh = blk / per_row, ow0 = blk % per_row * CB;
+    *xo = oh * s->p.stride_h * g->sw * g->lp + ow0;
+    *yo = oh * g->wo_r + ow0;
+}
+
 // @snippet sparse_pad
-/* The padded copy of one image's group (x_g: Cin_g x H x W) into xp (geometry g): every
- * padding mode resolved here, once (the caller zeroes the slack after the planes). */
-static void sparse_pad(const cr_conv_shape *s, const sparse_geom *g, const float *x_g, float *xp,
-                       int64_t c0, int64_t c1)
+/* The padded, phase-split copy of one image's group (x_g: Cin_g x H x W), channels
+ * [c0, c1), into xp (geometry g): every padding mode resolved here, once. col_map[e] is
+ * the input column that padded column e copies, or -1 for a zero (sw * lp entries). */
+static void sparse_pad(const cr_conv_shape *s, const sparse_geom *g, const int64_t *col_map,
+                       const float *x_g, float *xp, int64_t c0, int64_t c1)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t H = s->h_in, W = s->w_in;
+    const int64_t H = s->h_in, W = s->w_in, len = g->sw * g->lp, pl = p->pad_left;
     for (int64_t c = c0; c < c1; c++)
         for (int64_t i = 0; i < g->hp; i++) {
-            float *dst = xp + (c * g->hp + i) * g->lp;
+            float *dst = xp + (c * g->hp + i) * len;
             const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
             if (ih < 0) {
-                memset(dst, 0, (size_t)g->lp * sizeof(float));
+                memset(dst, 0, (size_t)len * sizeof(float));
                 continue;
             }
             const float *row = x_g + (c * H + ih) * W;
-            const int64_t pl = p->pad_left;
-            memcpy(dst + pl, row, (size_t)W * sizeof(float));   /* the row itself */
-            for (int64_t e = 0; e < g->lp; e++) {                 /* the padding around it */
-                if (e == pl) e += W;
-                if (e >= g->lp) break;
-                const int64_t iw = cr_pad_index(e - pl, W, p->pad_mode);
-                dst[e] = iw < 0 ? 0.0f : row[iw];
+            if (g->flat) {   /* the row itself in the middle, the padding around it */
+                memcpy(dst + pl, row, (size_t)W * sizeof(float));
+                for (int64_t e = 0; e < pl; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+                for (int64_t e = pl + W; e < len; e++)
+                    dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+            } else {         /* phase by phase */
+                for (int64_t e = 0; e < len; e++)
+                    dst[e % g->sw * g->lp + e / g->sw] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
             }
         }
 }
 // @end sparse_pad
 
-/* The input buffer of one (image, group), channels [c0, c1) of it: the padded plane
- * (flat mode) or, for c0 == 0 only, chapter 2's patch matrix; the slack is zeroed by the
- * caller of the last part. */
-static void sparse_input(const cr_conv_shape *s, const sparse_geom *g, const float *x_g,
-                         float *xb, int64_t c0, int64_t c1)
+/* Fills col_map (sw * lp entries) for sparse_pad: padded column e copies input column
+ * col_map[e], or is a zero (-1: zero padding, or past the padded width). */
+static void sparse_col_map(const cr_conv_shape *s, const sparse_geom *g, int64_t *col_map)
 {
-    if (g->flat) sparse_pad(s, g, x_g, xb, c0, c1);
-    else if (c0 == 0) cr_im2col(s, x_g, xb);
+    const cr_conv_params *p = &s->p;
+    for (int64_t e = 0; e < g->sw * g->lp; e++)
+        col_map[e] = e < g->wp ? cr_pad_index(e - p->pad_left, s->w_in, p->pad_mode) : -1;
 }
 
-/* Bytes of the input buffer that hold data (the rest is the zeroed slack). */
+/* Floats of the input buffer that hold the padded copy (the rest is the zeroed slack). */
 static int64_t sparse_input_used(const cr_conv_shape *s, const sparse_geom *g)
 {
-    return g->flat ? s->cin_g * g->hp * g->lp : cr_im2col_rows(s) * s->h_out * s->w_out;
+    return s->cin_g * g->hp * g->sw * g->lp;
 }
 
-/* y_g (Cout_g x Ho x Wo) rows [o0, o1) = yf (row stride L, pixel (oh, ow) at oh*lp + ow) +
- * the bias. */
+/* y_g (Cout_g x Ho x Wo) rows [o0, o1) = yf (row stride L, pixel (oh, ow) at oh*ylp + ow)
+ * + the bias. */
 static void sparse_unflatten(const cr_conv_shape *s, const sparse_geom *g, const float *yf,
                              const float *b_g, float *y_g, int64_t o0, int64_t o1)
 {
@@ -427,25 +456,26 @@ static void sparse_unflatten(const cr_conv_shape *s, const sparse_geom *g, const
     for (int64_t o = o0; o < o1; o++) {
         const float bias = b_g ? b_g[o] : 0.0f;
         for (int64_t oh = 0; oh < Ho; oh++) {
-            const float *src = yf + o * g->L + oh * g->lp;
+            const float *src = yf + o * g->L + oh * g->ylp;
             float *dst = y_g + (o * Ho + oh) * Wo;
             for (int64_t ow = 0; ow < Wo; ow++) dst[ow] = src[ow] + bias;
         }
     }
 }
 
-/* off[j] = where entry j's tap reads in the input buffer, relative to output pixel 0;
- * tap (K entries): scratch for the offset of every tap, filled without divisions. */
+/* off[j] = where entry j's tap reads in the input buffer, relative to its pixel block's
+ * start; tap (K entries): scratch for the offset of every tap, filled without divisions
+ * (a division per entry costs as much as its FMAs). */
 static void sparse_offsets(const cr_conv_shape *s, const sparse_geom *g, const cr_csr_weight *w,
                            int64_t *tap, int64_t *off)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t P = s->h_out * s->w_out;
     for (int64_t c = 0, k = 0; c < s->cin_g; c++)
         for (int64_t r = 0; r < p->kernel_h; r++)
-            for (int64_t t = 0; t < p->kernel_w; t++, k++)
-                tap[k] = g->flat ? (c * g->hp + r * p->dilation_h) * g->lp + t * p->dilation_w
-                                 : k * P;
+            for (int64_t t = 0; t < p->kernel_w; t++, k++) {
+                const int64_t j = t * p->dilation_w;   /* padded column of output column 0 */
+                tap[k] = ((c * g->hp + r * p->dilation_h) * g->sw + j % g->sw) * g->lp + j / g->sw;
+            }
     for (size_t j = 0; j < w->nnz; j++) off[j] = tap[w->col[j]];
 }
 
@@ -454,11 +484,11 @@ static void sparse_offsets(const cr_conv_shape *s, const sparse_geom *g, const c
 static int64_t block_taps(const cr_conv_shape *s, const sparse_geom *g)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t RS = p->kernel_h * p->kernel_w;
-    const int64_t bytes = g->flat ? (int64_t)sizeof(float) *
-                                        (CB + (p->kernel_h - 1) * p->dilation_h * g->lp +
-                                         (p->kernel_w - 1) * p->dilation_w)
-                                  : (int64_t)sizeof(float) * CB * RS;
+    const int64_t R = p->kernel_h, S = p->kernel_w, RS = R * S;
+    const int64_t bytes =
+        g->flat ? (int64_t)sizeof(float) * (CB + (R - 1) * p->dilation_h * g->lp + (S - 1) * p->dilation_w)
+                : (int64_t)sizeof(float) * R * (g->sw < S ? g->sw : S) *
+                      (CB + (S - 1) * p->dilation_w / g->sw + 1);
     int64_t kc = 16384 / bytes;
     kc = kc < 1 ? 1 : kc > s->cin_g ? s->cin_g : kc;
     return kc * RS;
@@ -480,6 +510,19 @@ static void sparse_segments(const cr_csr_weight *w, int64_t kbt, int64_t nkb, in
 }
 
 // @snippet sparse_conv
+/* One (image, group) pair's pixel blocks [b0, b1) x rows [o0, o1) through the kernel. */
+static void sparse_blocks(const cr_conv_shape *s, const sparse_geom *g, spmm_fn kern,
+                          const int64_t *seg, int64_t ss, int64_t nkb, const int64_t *off,
+                          const float *val, const float *xp, float *yf, int64_t b0, int64_t b1,
+                          int64_t o0, int64_t o1)
+{
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t xo, yo;
+        block_start(s, g, blk, &xo, &yo);
+        kern(o0, o1, seg, ss, nkb, off, val, xp + xo, yf + yo, g->L);
+    }
+}
+
 cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr_csr_weight *w,
                            const cr_tensor *b, cr_tensor *y)
 {
@@ -491,15 +534,17 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
     const sparse_geom g = sparse_geometry(&s);
     const int64_t HW = s.h_in * s.w_in, plane = s.h_out * s.w_out, used = sparse_input_used(&s, &g);
     const size_t ws = cr_sparse_conv2d_workspace_bytes(&s);
-    const int64_t kbt = block_taps(&s, &g), nkb = (cr_im2col_rows(&s) + kbt - 1) / kbt, ss = nkb + 1;
-    int64_t *off = malloc((w->nnz + (size_t)(p->out_channels * ss + cr_im2col_rows(&s))) *
-                          sizeof *off);
+    const int64_t K = cr_im2col_rows(&s), kbt = block_taps(&s, &g), nkb = (K + kbt - 1) / kbt,
+                  ss = nkb + 1;
+    /* per call: entry offsets, channel-block starts, the tap table and the column map */
+    int64_t *off = malloc((w->nnz + (size_t)(p->out_channels * ss + K + g.sw * g.lp)) * sizeof *off);
     if (!off) return cr_fail(CR_ENOMEM, "sparse conv: %zu offsets", w->nnz);
-    int64_t *seg = off + w->nnz;
-    sparse_offsets(&s, &g, w, seg + p->out_channels * ss, off);
+    int64_t *seg = off + w->nnz, *tap = seg + p->out_channels * ss, *col_map = tap + K;
+    sparse_offsets(&s, &g, w, tap, off);
     sparse_segments(w, kbt, nkb, seg);
+    sparse_col_map(&s, &g, col_map);
     const int T = cr_gemm_threads_available();
-    const int64_t pairs = s.batch * p->groups, blocks = g.L / CB;
+    const int64_t pairs = s.batch * p->groups;
     /* many (image, group) pairs: each thread its own pairs and buffers; few: all threads
      * on one pair at a time, sharing its pixel blocks (and rows, when blocks are few) */
     const int shared = pairs < 2 * (int64_t)T;
@@ -508,28 +553,29 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
         free(off);
         return cr_fail(CR_ENOMEM, "sparse conv: %zu bytes of workspace", ws);
     }
-    const int64_t rchunks = shared && blocks < 4 * T ? T : 1;   /* row chunks per block */
+    const int64_t rchunks = shared && g.blocks < 4 * T ? T : 1;   /* row chunks per block */
     const int64_t rstep = (s.cout_g + rchunks - 1) / rchunks;
     int oom = 0;
 #pragma omp parallel reduction(|| : oom)
     {
-        float *buf = shared ? xs : cr_aligned_alloc(ws);   /* input buffer, then yf */
+        float *buf = shared ? xs : cr_aligned_alloc(ws);   /* padded input, then yf */
         if (!buf) oom = 1;
         for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
             const int64_t n = i / p->groups, gi = i % p->groups;
             const float *x_g = x->data + (n * p->in_channels + gi * s.cin_g) * HW;
-            const int64_t cparts = g.flat ? s.cin_g : 1;
 #pragma omp for schedule(static)
-            for (int64_t c = 0; c < cparts; c++) sparse_input(&s, &g, x_g, buf, c, c + 1);
+            for (int64_t c = 0; c < s.cin_g; c++) sparse_pad(&s, &g, col_map, x_g, buf, c, c + 1);
 #pragma omp single
             memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
             const int64_t *sg = seg + gi * s.cout_g * ss;
             float *yf = buf + g.in_floats;
 #pragma omp for schedule(static) collapse(2)
-            for (int64_t blk = 0; blk < blocks; blk++)
+            for (int64_t blk = 0; blk < g.blocks; blk++)
                 for (int64_t rc = 0; rc < rchunks; rc++) {
                     const int64_t o0 = rc * rstep, o1 = o0 + rstep < s.cout_g ? o0 + rstep : s.cout_g;
-                    if (o0 < o1) kern(o0, o1, sg, ss, nkb, off, w->val, buf, blk * CB, yf, g.L);
+                    if (o0 < o1)
+                        sparse_blocks(&s, &g, kern, sg, ss, nkb, off, w->val, buf, yf, blk, blk + 1,
+                                      o0, o1);
                 }
             const float *b_g = b ? b->data + gi * s.cout_g : NULL;
             float *y_g = y->data + (n * p->out_channels + gi * s.cout_g) * plane;
@@ -540,12 +586,12 @@ cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x, const cr
         for (int64_t n = 0; n < (shared ? 0 : s.batch); n++)
             for (int64_t gi = 0; gi < p->groups; gi++) {
                 if (!buf) continue;
-                sparse_input(&s, &g, x->data + (n * p->in_channels + gi * s.cin_g) * HW, buf, 0,
-                             g.flat ? s.cin_g : 1);
+                sparse_pad(&s, &g, col_map, x->data + (n * p->in_channels + gi * s.cin_g) * HW, buf,
+                           0, s.cin_g);
                 memset(buf + used, 0, (size_t)(g.in_floats - used) * sizeof(float));
                 float *yf = buf + g.in_floats;
-                for (int64_t f = 0; f < g.L; f += CB)
-                    kern(0, s.cout_g, seg + gi * s.cout_g * ss, ss, nkb, off, w->val, buf, f, yf, g.L);
+                sparse_blocks(&s, &g, kern, seg + gi * s.cout_g * ss, ss, nkb, off, w->val, buf, yf,
+                              0, g.blocks, 0, s.cout_g);
                 sparse_unflatten(&s, &g, yf, b ? b->data + gi * s.cout_g : NULL,
                                  y->data + (n * p->out_channels + gi * s.cout_g) * plane, 0,
                                  s.cout_g);

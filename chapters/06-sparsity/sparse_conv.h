@@ -7,12 +7,14 @@
  *
  * Execution is "sparse weight times dense input" (Elsen et al., Fast Sparse ConvNets,
  * 2019): every kept weight w[o,k] adds w[o,k] times a whole row of the patch matrix to
- * output row o. That row is never built for a stride-1 convolution: as in chapter 3's
- * grouped kernel, the input is copied once into a padded plane, and patch row k is that
- * plane shifted by a fixed offset, so each kept weight is one broadcast and a run of
- * vector FMAs over consecutive output pixels. Other strides fall back to chapter 2's
- * patch matrix (im2col), driven the same way. The SIMD kernel (AVX-512, AVX2 or portable
- * C) is chosen at run time, following chapter 3's cr_sgemm choice.
+ * output row o. That row is never built: as in chapter 3's grouped kernel, the input is
+ * copied once into a padded plane (split into stride phases along W when the stride is
+ * not 1), and patch row k is that plane shifted by a fixed offset, so each kept weight is
+ * one broadcast and a run of vector FMAs over 64 consecutive output pixels. The weights
+ * are walked in blocks of input channels, every output channel finishing one block
+ * before the next, so that the input a block reads stays in the L1 cache. The SIMD
+ * kernel (AVX-512, AVX2 or portable C) is chosen at run time, following chapter 3's
+ * cr_sgemm choice.
  *
  * Every convolution here has chapter 1's contract except that the weight comes as a
  * cr_csr_weight: x is N x Cin x H x W, b is Cout or NULL, y is N x Cout x Ho x Wo
@@ -56,9 +58,9 @@ cr_status cr_csr_to_dense(const cr_csr_weight *c, cr_tensor *w);
 /* The plain reference: seven loops as chapter 1's, the inner two over a row's stored taps. */
 cr_status cr_sparse_conv2d_ref(const cr_conv_params *p, const cr_tensor *x,
                                const cr_csr_weight *w, const cr_tensor *b, cr_tensor *y);
-/* The fast version: the shifted padded plane (stride 1) or the patch matrix (other
- * strides), each kept weight a broadcast FMA over 64 output pixels at a time; OpenMP
- * threads share the pixel blocks, or the (image, group) pairs when there are many. */
+/* The fast version: each kept weight a broadcast FMA over 64 output pixels of the shifted
+ * padded plane at a time; OpenMP threads share the pixel blocks, or the (image, group)
+ * pairs when there are many. */
 cr_status cr_sparse_conv2d(const cr_conv_params *p, const cr_tensor *x,
                            const cr_csr_weight *w, const cr_tensor *b, cr_tensor *y);
 /* The kernel cr_sparse_conv2d runs now: "avx512", "avx2" or "portable" (it follows
