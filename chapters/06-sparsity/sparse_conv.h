@@ -71,12 +71,14 @@ size_t cr_sparse_conv2d_workspace_bytes(const cr_conv_shape *s);
 
 /* ---- choosing sparse or dense ------------------------------------------------------- */
 
-/* Break-even sparsities (fraction of weights zero) above which cr_sparse_conv2d beats
- * chapter 3's cr_conv2d_fast, measured by lab 6 (see execution.md for the machine and
- * date): one per kernel. Below it the dense path is used. */
-#define CR_SPARSE_BREAK_EVEN_AVX512 0.70
-#define CR_SPARSE_BREAK_EVEN_AVX2 0.70
-/* No SIMD at all: the dense GEMM's portable kernel reuses registers, ours cannot. */
+/* Break-even sparsities (fraction of weights zero) at and above which cr_conv2d_auto runs
+ * cr_sparse_conv2d instead of chapter 3's cr_conv2d_fast: the highest break-even lab 6
+ * measured over the seven standard layers, one thread, rounded up to 0.05 (AMD EPYC
+ * Zen 5 with AVX-512, 2 cores, 2026-11-29; the AVX2 pair measured on the same CPU with
+ * CR_GEMM_KERNEL=avx2, so an AVX2-only CPU may differ; see execution.md). */
+#define CR_SPARSE_BREAK_EVEN_AVX512 0.75
+#define CR_SPARSE_BREAK_EVEN_AVX2 0.60
+/* The portable C kernels on both sides (no SIMD): measured the same way. */
 #define CR_SPARSE_BREAK_EVEN_PORTABLE 0.80
 
 /* The break-even sparsity of the kernel cr_sparse_conv2d runs now. */
