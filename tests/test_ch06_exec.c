@@ -2,8 +2,8 @@
  * fast, every SIMD kernel this CPU runs, 1 and 2 threads) against chapter 3's dense
  * convolution of the masked weight, on random configurations with every nn.Conv2d option;
  * the automatic sparse/dense choice; and the structured shrink of chapter 4's models
- * (a conv-BN-ReLU chain and a ResNeXt bottleneck), whose outputs must equal the masked
- * model's.
+ * (a conv-BN-ReLU chain and a ResNeXt bottleneck) and of chapter 8's FPN, whose outputs
+ * must equal the masked model's.
  *
  * Bounds: the sums differ from the dense ones only in order, so each output may differ by
  * SUM_TOL times the sum of |w||x| (+|b|) over its taps (float32 rounding of <= 200 terms
@@ -22,6 +22,7 @@
 #include "cr_test.h"
 #include "conv_harness.h"
 #include "direct.h"
+#include "fpn.h"
 #include "gemm.h"
 #include "model.h"
 #include "rng.h"
@@ -493,6 +494,75 @@ static void shrink__resnext_bottleneck(void **state)
     cr_model_free(&m);
 }
 
+/* Chapter 8's network (a reduced FPN + ResNeXt: one bottleneck per stage, 4 groups of 4):
+ * in every bottleneck, conv1's filters of conv2's group 1 pruned with their BatchNorm
+ * entries, and conv2's group 3 pruned. Each conv2 loses 2 of its 4 groups, each conv1
+ * 8 of its 16 filters; the decoder (GroupNorm, up-sampling, adds) is left alone; the
+ * output equals the masked network's. */
+static void shrink__fpn_network(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    cr_fpn_config c = cr_fpn_config_resnext50(5);
+    c.stem = 16;
+    for (int i = 0; i < 4; i++) {
+        c.planes[i] = 32;
+        c.blocks[i] = 1;
+    }
+    c.groups = 4;
+    c.width_per_group = 8;   /* width = 32 * 8 / 64 * 4 = 16: 4 groups of 4 */
+    c.pyramid = 32;
+    c.segmentation = 32;
+    cr_model m;
+    cr_model_init(&m);
+    assert_cr_ok(cr_fpn_build(&m, &c));
+    assert_cr_ok(cr_model_init_params(&m, seed));
+    randomize_norms(&m, &r);
+    cr_model_train(&m, false);
+    static const char *const stages[] = {"encoder.layer1.0", "encoder.layer2.0", "encoder.layer3.0",
+                                         "encoder.layer4.0"};
+    char name[96];
+    for (int st = 0; st < 4; st++) {
+        snprintf(name, sizeof name, "%s.conv1", stages[st]);
+        cr_module *conv1 = module(&m, name);
+        snprintf(name, sizeof name, "%s.bn1", stages[st]);
+        cr_module *bn1 = module(&m, name);
+        snprintf(name, sizeof name, "%s.conv2", stages[st]);
+        cr_module *conv2 = module(&m, name);
+        assert_int_equal(conv2->conv.groups, 4);
+        assert_int_equal(conv2->conv.out_channels, 16);
+        const int64_t per1 = (int64_t)conv1->weight.numel / 16, per2 = (int64_t)conv2->weight.numel / 16;
+        for (int64_t o = 4; o < 8; o++) {
+            memset(conv1->weight.data + o * per1, 0, (size_t)per1 * sizeof(float));
+            bn1->weight.data[o] = bn1->bias.data[o] = 0.0f;
+        }
+        memset(conv2->weight.data + 12 * per2, 0, (size_t)(4 * per2) * sizeof(float));
+    }
+    cr_tensor x, before, after;
+    assert_cr_ok(cr_tensor_alloc4(&x, 1, 3, 64, 96));
+    cr_tensor_fill_uniform(&x, &r, -1.0f, 1.0f);
+    run_model(&m, &x, &before);
+    cr_shrink_report rep;
+    assert_cr_ok(cr_model_shrink(&m, &rep));
+    for (int st = 0; st < 4; st++) {
+        snprintf(name, sizeof name, "%s.conv2", stages[st]);
+        assert_int_equal(module(&m, name)->conv.groups, 2);
+        assert_int_equal(module(&m, name)->conv.out_channels, 8);
+        snprintf(name, sizeof name, "%s.conv1", stages[st]);
+        assert_int_equal(module(&m, name)->conv.out_channels, 8);
+    }
+    assert_int_equal(rep.groups_removed, 8);
+    assert_int_equal(rep.channels_kept_dead, 0);
+    run_model(&m, &x, &after);
+    expect_same_output(&after, &before, seed);
+    cr_tensor_free(&x);
+    cr_tensor_free(&before);
+    cr_tensor_free(&after);
+    cr_model_free(&m);
+}
+
 /* Shrinking needs evaluation mode; a grouped conv loses whole groups only. */
 static void shrink__bad_arguments(void **state)
 {
@@ -538,6 +608,7 @@ int main(void)
         cmocka_unit_test(sparse_auto__chooses_by_break_even),
         cmocka_unit_test(shrink__conv_bn_relu_chain),
         cmocka_unit_test(shrink__resnext_bottleneck),
+        cmocka_unit_test(shrink__fpn_network),
         cmocka_unit_test(shrink__bad_arguments),
     };
     return cr_run_tests("ch06_exec", tests);
