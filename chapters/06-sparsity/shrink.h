@@ -44,7 +44,8 @@ typedef struct {
 
 /* Cuts every removable pruned filter of m (in evaluation mode) as the header describes;
  * rep may be NULL. Module names, order and kinds are unchanged; conv, BatchNorm and
- * GroupNorm parameters shrink (their gradients are resized and zeroed). */
+ * GroupNorm parameters shrink (their gradients are resized and zeroed; an optimizer's
+ * state, sized for the old parameters, must be made anew). */
 cr_status cr_model_shrink(cr_model *m, cr_shrink_report *rep);
 
 /* One convolution on its own: keep[o] (Cout entries, 0 or 1) selects output channels;
