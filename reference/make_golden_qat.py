@@ -1,0 +1,267 @@
+#!/usr/bin/python3
+# Golden data for chapter 7's quantization-aware training (the fake-quant half).
+#
+# Needs Debian's python3-torch (PyTorch 1.13), installed for the system interpreter only:
+#
+#     /usr/bin/python3 reference/make_golden_qat.py     # (re)write golden/qat_*
+#
+# Every file is reference/golden/qat_<name>.safetensors, float32 tensors only (zero
+# points, masks and quantization ranges are small integers, exact in float32), with
+# string metadata ("description", "torch_version"). What each holds:
+#
+#   qat_qparams:    pairs (min, max) -> the scale and zero point of both rules, for the
+#                   activation range (quint8 0..127, affine) and the weight range (qint8
+#                   -128..127, symmetric): choose_* from torch.fused_moving_avg_obs_fake_quant
+#                   (ATen's ChooseQuantizationParams, what QAT trains with), calc_* from the
+#                   observers' calculate_qparams (what convert uses).
+#   qat_fq_tensor / qat_fq_channel: x, scale, zero point, range, dy -> y, dx of
+#                   torch.fake_quantize_per_tensor_affine / _per_channel_affine (ties included).
+#   qat_act_steps / qat_weight_steps: the x86 QAT qconfig's activation / weight fake
+#                   quantizer (get_default_qat_qconfig('x86')) run for several steps on
+#                   varying inputs (random, all equal, positive only, negative only, zeros,
+#                   large): per step s the input x<s>, upstream gradient dy<s>, output y<s>,
+#                   gradient dx<s>, and the buffers after it: min<s>, max<s>, scale<s>, zp<s>;
+#                   at the end the converted parameters conv_scale, conv_zp.
+#   qat_convbn:     torch.nn.intrinsic.qat.ConvBn2d (x86 QAT qconfig) for three training
+#                   steps (BN statistics updated), then freeze_bn_stats and a fourth: per step
+#                   x<s>, dy<s>, y<s> and the gradients dx<s>, dw<s>, db<s> (conv bias),
+#                   dgamma<s>, dbeta<s>, the weight quantizer's scale<s>/zp<s>, the running
+#                   statistics after it; initial parameters w, b, gamma, beta, rmean_init, rvar_init.
+#                   Also the inference folding (torch.nn.utils.fusion.fuse_conv_bn_weights)
+#                   of the final state: fold_w, fold_b.
+# No optimizer step is taken: parameters stay as drawn, so each step's gradients are of
+# the same weights under BN statistics and observers that move.
+
+import os
+import sys
+import zlib
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import make_golden as mg  # noqa: E402  (exits with a message when torch is missing)
+
+torch = mg.torch
+from torch.ao.quantization import get_default_qat_qconfig  # noqa: E402
+from torch.ao.quantization.observer import (MovingAverageMinMaxObserver,  # noqa: E402
+                                            MovingAveragePerChannelMinMaxObserver)
+import torch.nn.intrinsic.qat as nniqat  # noqa: E402
+from torch.nn.utils.fusion import fuse_conv_bn_weights  # noqa: E402
+
+GOLDEN_DIR = mg.GOLDEN_DIR
+BASE_SEED = 20261129
+QCONFIG = get_default_qat_qconfig("x86")
+
+
+def gen(name):
+    g = torch.Generator()
+    g.manual_seed(BASE_SEED ^ zlib.crc32(name.encode()))
+    return g
+
+
+def f32(v):
+    return torch.tensor(v, dtype=torch.float32)
+
+
+def save(name, tensors, description):
+    md = {"description": description, "torch_version": torch.__version__}
+    path = os.path.join(GOLDEN_DIR, "qat_" + name + ".safetensors")
+    n = mg.write_safetensors(path, {k: v.detach().to(torch.float32).contiguous()
+                                    for k, v in tensors.items()}, md)
+    print(f"wrote {path} ({n} bytes)")
+
+
+# ---- scale and zero point --------------------------------------------------------------
+
+PAIRS = [(0.0, 0.0), (1.0, 1.0), (-2.0, -2.0), (0.5, 3.0), (-3.0, -0.5), (-1.0, 1.0),
+         (-0.3, 2.7), (-2.7, 0.3), (-1e-7, 1e-7), (0.0, 1e-4), (-1e-4, 0.0), (-1e-5, 3e-5),
+         (0.0, 6.1e-5 * 127), (-1e20, 1e20), (-0.0078125, 0.9921875), (-1.0, 0.7),
+         (1e-30, 2e-30), (-5.5, 3.25), (0.0, 1.0), (-1.0, 0.0)]
+
+
+def qparams_case():
+    g = gen("qparams")
+    pairs = list(PAIRS)
+    for _ in range(44):
+        a, b = (torch.randn(2, generator=g) * torch.exp(torch.randn(2, generator=g) * 2)).tolist()
+        pairs.append((min(a, b), max(a, b)))
+    for _ in range(8):   # one sign only
+        a, b = sorted((torch.rand(2, generator=g) * 4).tolist())
+        pairs.append((a, b) if len(pairs) % 2 else (-b, -a))
+    mins = f32([p[0] for p in pairs])
+    maxs = f32([p[1] for p in pairs])
+    out = {"min": mins, "max": maxs}
+    for kind, ctor in (("act", QCONFIG.activation), ("weight", QCONFIG.weight)):
+        fq = ctor()
+        obs = fq.activation_post_process
+        qmin, qmax = obs.quant_min, obs.quant_max
+        cs, cz = [], []
+        for lo, hi in zip(mins.tolist(), maxs.tolist()):   # fused rule, one pair at a time
+            rmin, rmax = f32([lo]), f32([hi])
+            scale, zp = f32([1.0]), torch.tensor([0], dtype=torch.int32)
+            x = torch.zeros(1, 1)
+            torch.fused_moving_avg_obs_fake_quant(
+                x, torch.tensor([0]), torch.tensor([1]), rmin, rmax, scale, zp,
+                0.01, qmin, qmax, 0, kind == "weight", kind == "weight")
+            cs.append(scale[0].item())
+            cz.append(int(zp[0]))
+        out["choose_" + kind + "_scale"] = f32(cs)
+        out["choose_" + kind + "_zp"] = f32(cz)
+        if kind == "act":
+            ob = MovingAverageMinMaxObserver(quant_min=0, quant_max=255, reduce_range=True)
+            ss, zz = [], []
+            for lo, hi in zip(mins.tolist(), maxs.tolist()):
+                ob.min_val.copy_(f32(lo))
+                ob.max_val.copy_(f32(hi))
+                s, z = ob.calculate_qparams()
+                ss.append(s.item())
+                zz.append(int(z))
+            out["calc_act_scale"], out["calc_act_zp"] = f32(ss), f32(zz)
+        else:
+            ob = MovingAveragePerChannelMinMaxObserver(quant_min=-128, quant_max=127,
+                                                       dtype=torch.qint8,
+                                                       qscheme=torch.per_channel_symmetric)
+            ob.min_val, ob.max_val = mins.clone(), maxs.clone()
+            s, z = ob.calculate_qparams()
+            out["calc_weight_scale"], out["calc_weight_zp"] = s.float(), z.float()
+        out[kind + "_range"] = f32([qmin, qmax])
+    save("qparams", out, "scale and zero point: the fused (ChooseQuantizationParams) and the "
+         "observer (calculate_qparams) rules, x86 QAT activation and weight ranges")
+
+
+# ---- fake quantization of a tensor -------------------------------------------------------
+
+def fq_tensor_case():
+    g = gen("fq_tensor")
+    scale, zp, qmin, qmax = 0.05, 13, 0, 127
+    ties = (torch.arange(-20, 140, dtype=torch.float32) + 0.5 - zp) * scale
+    x = torch.cat([torch.randn(3000, generator=g) * 4, ties, f32([0.0, -0.0, 1e6, -1e6])])
+    x = x.reshape(-1)
+    dy = torch.rand(x.shape, generator=g) * 2 - 1
+    xr = x.clone().requires_grad_(True)
+    y = torch.fake_quantize_per_tensor_affine(xr, scale, zp, qmin, qmax)
+    y.backward(dy)
+    save("fq_tensor", {"x": x, "dy": dy, "y": y, "dx": xr.grad,
+                       "qp": f32([scale, zp, qmin, qmax])},
+         "torch.fake_quantize_per_tensor_affine forward and backward; qp = scale, zp, qmin, qmax")
+
+
+def fq_channel_case():
+    g = gen("fq_channel")
+    C = 5
+    scale = f32([0.01, 0.1, 0.0037, 1.5, 0.25])
+    zp = torch.tensor([0, -7, 3, 0, 100], dtype=torch.int32)
+    x = torch.randn(C, 3, 3, 3, generator=g) * torch.tensor([1.0, 10, 0.5, 200, 20]).reshape(C, 1, 1, 1)
+    x[0, 0, 0, :] = (torch.arange(3) + 0.5) * 0.01          # ties
+    dy = torch.rand(x.shape, generator=g) * 2 - 1
+    xr = x.clone().requires_grad_(True)
+    y = torch.fake_quantize_per_channel_affine(xr, scale, zp, 0, -128, 127)
+    y.backward(dy)
+    save("fq_channel", {"x": x, "dy": dy, "y": y, "dx": xr.grad, "scale": scale,
+                        "zp": zp.float(), "range": f32([-128, 127])},
+         "torch.fake_quantize_per_channel_affine (axis 0) forward and backward")
+
+
+# ---- the x86 QAT fake quantizers over several steps -------------------------------------
+
+def act_inputs(g):
+    return [torch.randn(2, 3, 4, 5, generator=g) * 2 + 0.5,
+            torch.full((2, 3, 4, 5), 0.75),                       # all equal
+            torch.rand(2, 3, 4, 5, generator=g) * 6,              # positive only
+            -torch.rand(2, 3, 4, 5, generator=g) * 3 - 0.1,       # negative only
+            torch.zeros(2, 3, 4, 5),                              # zeros
+            torch.randn(2, 3, 4, 5, generator=g) * 40,            # large
+            torch.randn(1, 2, 3, 3, generator=g)]                 # another shape
+
+
+def weight_inputs(g):
+    out = []
+    for s in range(6):
+        w = torch.randn(6, 3, 3, 3, generator=g) * (0.2 + 0.3 * s)
+        w[1] = w[1].abs() + 0.01          # positive channel
+        w[2] = -w[2].abs() - 0.01         # negative channel
+        w[3] = 0.0                        # zero channel
+        w[4] = 0.3 if s % 2 == 0 else w[4]  # constant channel on even steps
+        out.append(w)
+    return out
+
+
+def steps_case(name, ctor, inputs, g, description):
+    fq = ctor()
+    out = {}
+    for s, x in enumerate(inputs):
+        xr = x.clone().requires_grad_(True)
+        y = fq(xr)
+        dy = torch.rand(x.shape, generator=g) * 2 - 1
+        y.backward(dy)
+        obs = fq.activation_post_process
+        out.update({f"x{s}": x, f"dy{s}": dy, f"y{s}": y, f"dx{s}": xr.grad,
+                    f"min{s}": obs.min_val.reshape(-1).clone(), f"max{s}": obs.max_val.reshape(-1).clone(),
+                    f"scale{s}": fq.scale.reshape(-1).clone(), f"zp{s}": fq.zero_point.float().reshape(-1)})
+    s, z = fq.calculate_qparams()
+    out["conv_scale"], out["conv_zp"] = s.reshape(-1).float(), z.reshape(-1).float()
+    out["steps"] = f32([len(inputs)])
+    save(name, out, description)
+
+
+# ---- Conv + BatchNorm, QAT and folded ----------------------------------------------------
+
+def convbn_case():
+    g = gen("convbn")
+    torch.manual_seed(BASE_SEED)
+    Cin, Cout = 3, 5
+    m = nniqat.ConvBn2d(Cin, Cout, 3, stride=1, padding=1, bias=True, qconfig=QCONFIG)
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(Cout, Cin, 3, 3, generator=g) * 0.3)
+        m.bias.copy_(torch.randn(Cout, generator=g) * 0.1)
+        m.bn.weight.copy_(torch.rand(Cout, generator=g) + 0.5)
+        m.bn.bias.copy_(torch.randn(Cout, generator=g) * 0.2)
+        m.bn.running_mean.copy_(torch.randn(Cout, generator=g) * 0.1)
+        m.bn.running_var.copy_(torch.rand(Cout, generator=g) + 0.5)
+    m.bn.momentum = 0.1
+    out = {"w": m.weight.detach().clone(), "b": m.bias.detach().clone(),
+           "gamma": m.bn.weight.detach().clone(), "beta": m.bn.bias.detach().clone(),
+           "rmean_init": m.bn.running_mean.clone(), "rvar_init": m.bn.running_var.clone()}
+    m.train()
+    for s in range(4):
+        if s == 3:
+            m.freeze_bn_stats()
+        x = torch.randn(2, Cin, 6, 7, generator=g) * (1 + s)
+        xr = x.clone().requires_grad_(True)
+        y = m(xr)
+        dy = torch.rand(y.shape, generator=g) * 2 - 1
+        for p in m.parameters():
+            p.grad = None
+        y.backward(dy)
+        wfq = m.weight_fake_quant
+        out.update({f"x{s}": x, f"dy{s}": dy, f"y{s}": y, f"dx{s}": xr.grad,
+                    f"dw{s}": m.weight.grad, f"db{s}": m.bias.grad,
+                    f"dgamma{s}": m.bn.weight.grad, f"dbeta{s}": m.bn.bias.grad,
+                    f"scale{s}": wfq.scale.clone(), f"zp{s}": wfq.zero_point.float(),
+                    f"wmin{s}": wfq.activation_post_process.min_val.clone(),
+                    f"wmax{s}": wfq.activation_post_process.max_val.clone(),
+                    f"rmean{s}": m.bn.running_mean.clone(), f"rvar{s}": m.bn.running_var.clone()})
+    fw, fb = fuse_conv_bn_weights(m.weight.detach(), m.bias.detach(), m.bn.running_mean,
+                                  m.bn.running_var, m.bn.eps, m.bn.weight.detach(),
+                                  m.bn.bias.detach())
+    out["fold_w"], out["fold_b"] = fw.detach(), fb.detach()
+    out["meta"] = f32([m.bn.eps, m.bn.momentum, 3])   # eps, momentum, frozen from step 3
+    save("convbn", out, "torch.nn.intrinsic.qat.ConvBn2d(3, 5, 3, padding=1, bias=True), x86 "
+         "QAT qconfig: 3 training steps, freeze_bn_stats, a 4th; fuse_conv_bn_weights")
+
+
+def main():
+    os.makedirs(GOLDEN_DIR, exist_ok=True)
+    qparams_case()
+    fq_tensor_case()
+    fq_channel_case()
+    g = gen("steps")
+    steps_case("act_steps", QCONFIG.activation, act_inputs(g), g,
+               "x86 QAT activation FusedMovingAvgObsFakeQuantize, 7 steps")
+    steps_case("weight_steps", QCONFIG.weight, weight_inputs(g), g,
+               "x86 QAT weight FusedMovingAvgObsFakeQuantize (per channel, symmetric), 6 steps")
+    convbn_case()
+
+
+if __name__ == "__main__":
+    main()
