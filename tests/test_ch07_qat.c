@@ -452,7 +452,7 @@ static cr_conv_params convbn_params(void)
 /* The golden ConvBn2d steps: qconv + chapter 4's BatchNorm, each step from PyTorch's
  * running statistics before it (so that the scale factor, and with it the weight
  * quantizer, sees the same bits). */
-static void convbn__golden_qat_steps(void **state)
+static void qconv_weight_grad__convbn_golden_steps(void **state)
 {
     (void)state;
     cr_st_file *f = golden("convbn");
@@ -768,7 +768,7 @@ int main(void)
         cmocka_unit_test(fake_quant_module__golden_weight_steps),
         cmocka_unit_test(fake_quant_module__ranges_and_switches),
         cmocka_unit_test(fold_bn__golden_inference),
-        cmocka_unit_test(convbn__golden_qat_steps),
+        cmocka_unit_test(qconv_weight_grad__convbn_golden_steps),
         cmocka_unit_test(qat_model__full_places_and_quantizes),
         cmocka_unit_test(qat_model__partial_keeps_named_layers_float),
         cmocka_unit_test(qat_model__hooks_equal_composition),

@@ -8,11 +8,21 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ATen's SMALL_SCALE_THRESHOLD: smaller scales are raised to it (the range stretched). */
 #define SMALL_SCALE 6.1e-5f
+
+/* Fails with status, prefixing the last error's message with who and channel c (the
+ * message is copied first: cr_fail writes into the buffer cr_last_error returns). */
+static cr_status fail_channel(cr_status status, const char *who, int64_t c)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", cr_last_error());
+    return cr_fail(status, "%s: channel %lld: %s", who, (long long)c, msg);
+}
 
 /* Checks the common arguments of the two scale rules. */
 static cr_status check_range(float min, float max, int32_t qmin, int32_t qmax, const char *who)
@@ -126,8 +136,8 @@ static cr_status check_qp(float scale, int32_t zp, int32_t qmin, int32_t qmax, c
 
 // @snippet fake_quantize
 /* Fake-quantizes n floats with one scale and zero point (ATen's cachemask kernel). */
-static void fq_span(const float *x, size_t n, float scale, int32_t zp, int32_t qmin,
-                    int32_t qmax, float *y, uint8_t *mask)
+static cr_status fq_span(const float *x, size_t n, float scale, int32_t zp, int32_t qmin,
+                         int32_t qmax, float *y, uint8_t *mask)
 {
     // @solution fake_quantize: round to the grid, clamp, back to reals; mask = not clamped
     const float inv_scale = 1.0f / scale;
@@ -137,9 +147,10 @@ static void fq_span(const float *x, size_t n, float scale, int32_t zp, int32_t q
         if (mask) mask[i] = (uint8_t)(qmin <= qf && qf <= qmax);
         y[i] = (q - (float)zp) * scale;
     }
+    return CR_OK;
     // @stub
     // (void)x; (void)n; (void)scale; (void)zp; (void)qmin; (void)qmax; (void)y; (void)mask;
-    // (void)cr_todo("fake_quantize");
+    // return cr_todo("fake_quantize");
     // @end-solution
 }
 // @end fake_quantize
@@ -151,8 +162,7 @@ cr_status cr_fake_quantize_per_tensor(const cr_tensor *x, float scale, int32_t z
     if ((st = check_xy(x, y, "fake_quantize_per_tensor")) ||
         (st = check_qp(scale, zero_point, qmin, qmax, "fake_quantize_per_tensor")))
         return st;
-    fq_span(x->data, x->numel, scale, zero_point, qmin, qmax, y->data, mask);
-    return CR_OK;
+    return fq_span(x->data, x->numel, scale, zero_point, qmin, qmax, y->data, mask);
 }
 
 cr_status cr_fake_quantize_per_channel(const cr_tensor *x, const float *scale,
@@ -167,12 +177,11 @@ cr_status cr_fake_quantize_per_channel(const cr_tensor *x, const float *scale,
     const size_t inner = x->numel / (size_t)C;
     for (int64_t c = 0; c < C; c++)
         if ((st = check_qp(scale[c], zero_point[c], qmin, qmax, "fake_quantize_per_channel")))
-            return cr_fail(st, "fake_quantize_per_channel: channel %lld: %s", (long long)c,
-                           cr_last_error());
-    for (int64_t c = 0; c < C; c++)
-        fq_span(x->data + c * inner, inner, scale[c], zero_point[c], qmin, qmax,
-                y->data + c * inner, mask ? mask + c * inner : NULL);
-    return CR_OK;
+            return fail_channel(st, "fake_quantize_per_channel", c);
+    for (int64_t c = 0; !st && c < C; c++)
+        st = fq_span(x->data + c * inner, inner, scale[c], zero_point[c], qmin, qmax,
+                     y->data + c * inner, mask ? mask + c * inner : NULL);
+    return st;
 }
 
 // @snippet fake_quant_backward
@@ -268,13 +277,14 @@ static void span_minmax(const float *x, size_t n, float *lo, float *hi)
 
 // @snippet observer_update
 /* One moving-average step of running value *run toward cur (the first one is taken). */
-static void moving_average(float *run, float cur, float c)
+static cr_status moving_average(float *run, float cur, float c)
 {
     // @solution observer_update: the first observation as is, then run + c * (cur - run)
     *run = isinf(*run) ? cur : *run + c * (cur - *run);
+    return CR_OK;
     // @stub
     // (void)run; (void)cur; (void)c;
-    // (void)cr_todo("observer_update");
+    // return cr_todo("observer_update");
     // @end-solution
 }
 // @end observer_update
@@ -295,8 +305,9 @@ cr_status cr_observer_update(cr_fake_quant *fq, const cr_tensor *x)
         span_minmax(x->data + c * inner, inner, &lo, &hi);
         if (isnan(lo))
             return cr_fail(CR_EINVAL, "observer: x holds a NaN (channel %lld)", (long long)c);
-        moving_average(&fq->min_val[c], lo, fq->averaging_constant);
-        moving_average(&fq->max_val[c], hi, fq->averaging_constant);
+        if ((st = moving_average(&fq->min_val[c], lo, fq->averaging_constant)) ||
+            (st = moving_average(&fq->max_val[c], hi, fq->averaging_constant)))
+            return st;
     }
     return CR_OK;
 }
@@ -315,8 +326,7 @@ cr_status cr_fake_quant_forward(cr_fake_quant *fq, const cr_tensor *x, cr_tensor
     for (int64_t c = 0; c < fq->channels; c++)
         if ((st = cr_qparams_choose(fq->min_val[c], fq->max_val[c], fq->qmin, fq->qmax,
                                     fq->symmetric, &fq->scale[c], &fq->zero_point[c])))
-            return cr_fail(st, "fake_quant_forward: channel %lld (was it ever observed?): %s",
-                           (long long)c, cr_last_error());
+            return fail_channel(st, "fake_quant_forward (was it ever observed?)", c);
     return fq->per_channel
         ? cr_fake_quantize_per_channel(x, fq->scale, fq->zero_point, fq->qmin, fq->qmax, y, mask)
         : cr_fake_quantize_per_tensor(x, fq->scale[0], fq->zero_point[0], fq->qmin, fq->qmax, y,

@@ -191,7 +191,8 @@ cr_status cr_qconv_backward(cr_qconv *q, const cr_conv_params *p, cr_conv2d_back
     }
     // @stub
     // (void)inner;
-    // (void)cr_todo("qconv_weight_grad");
+    // free(dsf);
+    // return cr_todo("qconv_weight_grad");
     // @end-solution
     if (q->folded && dgamma)   /* sf = gamma / std */
         for (int64_t c = 0; c < C; c++) dgamma->data[c] += (float)(dsf[c] / q->std.data[c]);
