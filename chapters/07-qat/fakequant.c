@@ -224,7 +224,8 @@ cr_status cr_fake_quant_init(cr_fake_quant *fq, cr_dtype dtype, bool per_channel
 {
     memset(fq, 0, sizeof *fq);
     if (dtype != CR_DT_U8 && dtype != CR_DT_I8)
-        return cr_fail(CR_EINVAL, "fake_quant: dtype must be U8 or I8, got %s", cr_dtype_name(dtype));
+        return cr_fail(CR_EINVAL, "fake_quant: dtype must be U8 or I8, got %s",
+                       cr_dtype_name(dtype));
     const int32_t lo = dtype == CR_DT_U8 ? 0 : -128, hi = dtype == CR_DT_U8 ? 255 : 127;
     if (qmin < lo || qmax > hi || !(qmin <= 0 && 0 <= qmax && qmin < qmax))
         return cr_fail(CR_EINVAL, "fake_quant: range [%d, %d] must hold 0 and fit %s [%d, %d]",

@@ -150,7 +150,8 @@ cr_status cr_qconv_backward(cr_qconv *q, const cr_conv_params *p, cr_conv2d_back
     if (!q->folded) {
         s = bwd(p, x, &q->wq, dy, dx, &q->dwq, db);
     } else {
-        if (db && !is_vec(db, C)) s = cr_fail(CR_EINVAL, "qconv_backward: db must have Cout elements");
+        if (db && !is_vec(db, C))
+            s = cr_fail(CR_EINVAL, "qconv_backward: db must have Cout elements");
         if (!s && !cr_tensor_same_shape(dy, &q->conv))
             s = cr_fail(CR_EINVAL, "qconv_backward: dy must have the forward output's shape");
         /* y = conv / sf + b:  db = sum dy,  dsf = -sum dy * conv / sf^2,  dconv = dy / sf */

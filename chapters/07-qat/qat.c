@@ -155,7 +155,8 @@ cr_status cr_qat_prepare(cr_qat *q, cr_model *m, const char *const *keep_float)
     if (!m || m->n == 0) return cr_fail(CR_EINVAL, "qat_prepare: the model has no modules");
     for (int i = 0; i < m->n; i++)
         if (m->mods[i].hook)
-            return cr_fail(CR_EINVAL, "qat_prepare: module '%s' already has a hook", m->mods[i].name);
+            return cr_fail(CR_EINVAL, "qat_prepare: module '%s' already has a hook",
+                           m->mods[i].name);
     q->sites = calloc((size_t)m->n, sizeof *q->sites);
     bool *qreg = calloc((size_t)m->n, sizeof *qreg), *grid = calloc((size_t)m->n, sizeof *grid);
     if (!q->sites || !qreg || !grid) {
