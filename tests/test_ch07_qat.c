@@ -413,7 +413,12 @@ static void fake_quant_module__ranges_and_switches(void **state)
     assert_cr_ok(cr_observer_update(&w, &w4));
     assert_cr_fails(cr_observer_update(&w, &w3), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "channels"));
-    assert_cr_fails(cr_fake_quant_init(&a, CR_DT_I32, false, false, 0, 10, false, 0.01f), CR_EINVAL);
+    cr_fake_quant bad;
+    assert_cr_fails(cr_fake_quant_init(&bad, CR_DT_I32, false, false, 0, 10, false, 0.01f),
+                    CR_EINVAL);
+    assert_cr_fails(cr_fake_quant_init(&bad, CR_DT_U8, false, false, 1, 10, false, 0.01f),
+                    CR_EINVAL);   /* the range must hold 0 */
+    cr_fake_quant_free(&bad);
     cr_tensor_free(&x), cr_tensor_free(&y), cr_tensor_free(&w4), cr_tensor_free(&w3);
     cr_fake_quant_free(&a);
     cr_fake_quant_free(&w);

@@ -94,7 +94,8 @@ typedef struct {
 cr_status cr_fake_quant_init_act(cr_fake_quant *fq);
 /* The x86 QAT weight fake quantizer: I8 per channel (dimension 0), symmetric, -128..127. */
 cr_status cr_fake_quant_init_weight(cr_fake_quant *fq);
-/* A general one (reduce_range halves qmin and qmax as PyTorch's calculate_qmin_qmax). */
+/* A general one (reduce_range halves qmin and qmax as PyTorch's calculate_qmin_qmax).
+ * The three initialisers overwrite *fq without freeing it. */
 cr_status cr_fake_quant_init(cr_fake_quant *fq, cr_dtype dtype, bool per_channel,
                              bool symmetric, int32_t qmin, int32_t qmax, bool reduce_range,
                              float averaging_constant);
