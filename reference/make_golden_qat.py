@@ -29,6 +29,11 @@
 #                   statistics after it; initial parameters w, b, gamma, beta, rmean_init, rvar_init.
 #                   Also the inference folding (torch.nn.utils.fusion.fuse_conv_bn_weights)
 #                   of the final state: fold_w, fold_b.
+#   qat_fx:         a ResNet-like block (Blk below) prepared by prepare_qat_fx with the x86
+#                   QAT mapping: its float state dict under chapter 4's names, then three
+#                   training steps: golden.x/dy/y<s>, every parameter's gradient
+#                   golden.grad<s>.NAME, the 7 activation quantizers in graph order
+#                   golden.q<s>.<i> = (min, max, scale, zero point), BN running variances.
 # No optimizer step is taken: parameters stay as drawn, so each step's gradients are of
 # the same weights under BN statistics and observers that move.
 
@@ -250,6 +255,75 @@ def convbn_case():
          "QAT qconfig: 3 training steps, freeze_bn_stats, a 4th; fuse_conv_bn_weights")
 
 
+class Blk(torch.nn.Module):
+    """conv-bn-relu, max-pool, conv-bn-relu, conv-bn + skip, relu, 1x1 head: the patterns of
+    a ResNet stem and block (chapter 4's module names: tests/test_ch07_qat.c builds it)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2, self.bn2, self.relu2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.conv3, self.bn3 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.relu3 = nn.ReLU()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        y = self.relu2(self.bn2(self.conv2(x)))
+        z = self.bn3(self.conv3(y))
+        return self.head(self.relu3(z + x))
+
+
+# the prepared model's parameter names -> the float model's (chapter 4's)
+FX_NAMES = {"conv1.bn.": "bn1.", "conv2.bn.": "bn2.", "conv3.bn.": "bn3."}
+
+
+def fx_case():
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    g = gen("fx")
+    m = Blk()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if name.endswith("weight") else 0.1))
+        for bn in (m.bn1, m.bn2, m.bn3):
+            bn.weight.copy_(torch.rand(8, generator=g) + 0.5)
+            bn.running_mean.copy_(torch.randn(8, generator=g) * 0.1)
+            bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+    out = {k: v.detach().clone() for k, v in m.state_dict().items()
+           if not k.endswith("num_batches_tracked")}
+    m.train()
+    p = prepare_qat_fx(m, get_default_qat_qconfig_mapping("x86"),
+                       example_inputs=(torch.randn(1, 3, 8, 8),))
+    quantizers = [getattr(p, f"activation_post_process_{i}") for i in range(7)]
+    assert quantizers[2] is quantizers[1]   # the max-pool shares relu1's quantizer
+    for s in range(3):
+        x = torch.randn(2, 3, 10, 12, generator=g) * (1 + s)
+        for q in p.parameters():
+            q.grad = None
+        y = p(x)
+        dy = torch.rand(y.shape, generator=g) * 2 - 1
+        y.backward(dy)
+        out.update({f"golden.x{s}": x, f"golden.dy{s}": dy, f"golden.y{s}": y.detach()})
+        for name, q in p.named_parameters():
+            for a, b in FX_NAMES.items():
+                name = name.replace(a, b)
+            out[f"golden.grad{s}.{name}"] = q.grad.clone()
+        for i, q in enumerate(quantizers):
+            o = q.activation_post_process
+            out[f"golden.q{s}.{i}"] = torch.cat([o.min_val.reshape(1), o.max_val.reshape(1),
+                                                 q.scale.reshape(1), q.zero_point.float().reshape(1)])
+        for i in (1, 2, 3):
+            bn = getattr(p, f"conv{i}").bn
+            out[f"golden.rvar{s}.bn{i}"] = bn.running_var.clone()
+    save("fx", out, "prepare_qat_fx(Blk, get_default_qat_qconfig_mapping('x86')): the float "
+         "state dict, then 3 training steps (no optimizer step): golden.x/dy/y<s>, parameter "
+         "gradients golden.grad<s>.NAME (the float model's names), the 7 activation quantizers "
+         "golden.q<s>.<i> = (min, max, scale, zero point) in graph order (2 is 1: shared)")
+
+
 def main():
     os.makedirs(GOLDEN_DIR, exist_ok=True)
     qparams_case()
@@ -261,6 +335,7 @@ def main():
     steps_case("weight_steps", QCONFIG.weight, weight_inputs(g), g,
                "x86 QAT weight FusedMovingAvgObsFakeQuantize (per channel, symmetric), 6 steps")
     convbn_case()
+    fx_case()
 
 
 if __name__ == "__main__":

@@ -754,6 +754,113 @@ static void qat_model__ptq_calibration(void **state)
     cr_model_free(&m);
 }
 
+/* Relative difference of a and b against max(|b|, floor). */
+static double rel_diff(double a, double b, double floor)
+{
+    return fabs(a - b) / fmax(fabs(b), floor);
+}
+
+/* PyTorch's FX QAT (prepare_qat_fx, x86 mapping) on a ResNet-like block: the same
+ * quantizers in the same places, and after each of 3 training steps the same output,
+ * quantizer states, running variances and parameter gradients. The convolutions' sums
+ * differ in order, so values are compared within bounds, zero points exactly. */
+static void qat_model__fx_golden_steps(void **state)
+{
+    (void)state;
+    cr_st_file *f = golden("fx");
+    cr_model m;
+    cr_model_init(&m);
+    cr_conv_params p3 = cr_conv_params_default(3, 8, 3), p8 = cr_conv_params_default(8, 8, 3);
+    cr_conv_set_padding(&p3, 1, 1);
+    cr_conv_set_padding(&p8, 1, 1);
+    const cr_conv_params ph = cr_conv_params_default(8, 4, 1);
+    const cr_bn_params bnp = cr_bn_params_default();
+    const cr_pool_params pool = cr_pool_params_make(2, 2, 0);
+    int ok = cr_model_add_conv(&m, "conv1", CR_MODEL_INPUT, &p3) >= 0;
+    ok &= cr_model_add_batchnorm(&m, "bn1", CR_PREV, 8, &bnp) >= 0;
+    ok &= cr_model_add_relu(&m, "relu1", CR_PREV) >= 0;
+    const int ipool = cr_model_add_maxpool(&m, "pool", CR_PREV, &pool);
+    ok &= cr_model_add_conv(&m, "conv2", CR_PREV, &p8) >= 0;
+    ok &= cr_model_add_batchnorm(&m, "bn2", CR_PREV, 8, &bnp) >= 0;
+    ok &= cr_model_add_relu(&m, "relu2", CR_PREV) >= 0;
+    ok &= cr_model_add_conv(&m, "conv3", CR_PREV, &p8) >= 0;
+    ok &= cr_model_add_batchnorm(&m, "bn3", CR_PREV, 8, &bnp) >= 0;
+    ok &= cr_model_add_add(&m, "add", CR_PREV, ipool) >= 0;
+    ok &= cr_model_add_relu(&m, "relu3", CR_PREV) >= 0;
+    ok &= cr_model_add_conv(&m, "head", CR_PREV, &ph) >= 0;
+    if (!ok || ipool < 0) fail_msg("building the block: %s", cr_last_error());
+    assert_cr_ok(cr_model_load_st(&m, f, "qat_fx", "golden."));
+    cr_qat q;
+    assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
+    /* FX's activation quantizers in graph order (2 is 1: the max-pool shares it) */
+    cr_fake_quant *fx[7] = {
+        &cr_qat_site_of(&q, "conv1")->in_fq, &cr_qat_site_of(&q, "relu1")->out_fq,
+        cr_qat_site_of(&q, "pool")->out_share, &cr_qat_site_of(&q, "relu2")->out_fq,
+        &cr_qat_site_of(&q, "bn3")->out_fq, &cr_qat_site_of(&q, "relu3")->out_fq,
+        &cr_qat_site_of(&q, "head")->out_fq};
+    assert_ptr_equal(fx[2], fx[1]);
+    int convs, folded, acts;
+    cr_qat_counts(&q, &convs, &folded, &acts);
+    assert_int_equal(convs, 4);
+    assert_int_equal(folded, 3);
+    assert_int_equal(acts, 6);
+    cr_tensor_list params;
+    assert_cr_ok(cr_model_param_list(&m, &params));
+    for (int s = 0; s < 3; s++) {
+        cr_tensor x = {0}, dy = {0}, y = {0};
+        get(f, &x, "golden.x%d", s), get(f, &dy, "golden.dy%d", s), get(f, &y, "golden.y%d", s);
+        const cr_tensor *out;
+        assert_cr_ok(cr_model_forward(&m, &x, &out));
+        char what[128];
+        snprintf(what, sizeof what, "step %d output", s);
+        expect_close(what, out, &y, CONV_TOL);
+        for (int i = 0; i < 7; i++) {
+            cr_tensor g = {0};
+            get(f, &g, "golden.q%d.%d", s, i);
+            const double got[3] = {fx[i]->min_val[0], fx[i]->max_val[0], fx[i]->scale[0]};
+            for (int k = 0; k < 3; k++)
+                if (rel_diff(got[k], g.data[k], 1e-3) > 1e-5)
+                    fail_msg("step %d quantizer %d: %s %.9g, PyTorch %.9g", s, i,
+                             (const char *[]){"min", "max", "scale"}[k], got[k], (double)g.data[k]);
+            if ((float)fx[i]->zero_point[0] != g.data[3])
+                fail_msg("step %d quantizer %d: zero point %d, PyTorch %g", s, i,
+                         (int)fx[i]->zero_point[0], (double)g.data[3]);
+            cr_tensor_free(&g);
+        }
+        for (int i = 1; i <= 3; i++) {
+            cr_tensor rv = {0};
+            char bn[8];
+            snprintf(bn, sizeof bn, "bn%d", i);
+            get(f, &rv, "golden.rvar%d.bn%d", s, i);
+            snprintf(what, sizeof what, "step %d %s.running_var", s, bn);
+            expect_close(what, &m.mods[cr_qat_site_of(&q, bn)->module].running_var, &rv, 1e-6);
+            cr_tensor_free(&rv);
+        }
+        cr_model_zero_grad(&m);
+        assert_cr_ok(cr_model_backward(&m, &dy));
+        for (int k = 0; k < params.n; k++) {
+            cr_tensor g = {0};
+            get(f, &g, "golden.grad%d.%s", s, params.names[k]);
+            snprintf(what, sizeof what, "step %d gradient of %s", s, params.names[k]);
+            if (strstr(params.names[k], "conv") && strstr(params.names[k], ".bias")) {
+                /* BN in training removes it: both are rounding noise */
+                double ours = 0, ref = 0;
+                for (size_t i = 0; i < g.numel; i++)
+                    ours += fabs(params.grads[k]->data[i]), ref += fabs(g.data[i]);
+                if (!(ours < 1e-4 && ref < 1e-4)) fail_msg("%s: %g vs %g, expected ~0", what, ours, ref);
+            } else {
+                expect_close(what, params.grads[k], &g, 1e-4);
+            }
+            cr_tensor_free(&g);
+        }
+        cr_tensor_free(&x), cr_tensor_free(&dy), cr_tensor_free(&y);
+    }
+    cr_tensor_list_free(&params);
+    cr_qat_free(&q);
+    cr_model_free(&m);
+    cr_st_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -778,6 +885,7 @@ int main(void)
         cmocka_unit_test(qat_model__partial_keeps_named_layers_float),
         cmocka_unit_test(qat_model__hooks_equal_composition),
         cmocka_unit_test(qat_model__ptq_calibration),
+        cmocka_unit_test(qat_model__fx_golden_steps),
     };
     return cr_run_tests("ch07", tests);
 }

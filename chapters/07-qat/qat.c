@@ -75,7 +75,8 @@ static cr_status site_after_forward(cr_module_hook *h, cr_model *m, cr_module *d
         (st = ensure_mask(&s->out_mask, &s->mask_len, d->out.numel)))
         return st;
     memcpy(s->pre.data, d->out.data, d->out.numel * sizeof(float));
-    return cr_fake_quant_forward(&s->out_fq, &s->pre, &d->out, s->out_mask);
+    return cr_fake_quant_forward(s->out_share ? s->out_share : &s->out_fq, &s->pre, &d->out,
+                                 s->out_mask);
 }
 
 /* Swaps the module's output and the site's copy before quantization. */
@@ -158,7 +159,8 @@ cr_status cr_qat_prepare(cr_qat *q, cr_model *m, const char *const *keep_float)
             return cr_fail(CR_EINVAL, "qat_prepare: module '%s' already has a hook",
                            m->mods[i].name);
     q->sites = calloc((size_t)m->n, sizeof *q->sites);
-    bool *qreg = calloc((size_t)m->n, sizeof *qreg), *grid = calloc((size_t)m->n, sizeof *grid);
+    bool *qreg = calloc((size_t)m->n, sizeof *qreg);
+    cr_fake_quant **grid = calloc((size_t)m->n, sizeof *grid);   /* the grid j lies on */
     if (!q->sites || !qreg || !grid) {
         free(qreg), free(grid), free(q->sites);
         q->sites = NULL;
@@ -179,30 +181,35 @@ cr_status cr_qat_prepare(cr_qat *q, cr_model *m, const char *const *keep_float)
         s->bn = bn > i ? bn : -1;
         st = want_output(q, absorb(m, bn, CR_MOD_RELU));
     }
-    /* pass 2: which outputs lie in the quantized part (qreg) and on a grid; the other
+    /* pass 2: which outputs lie in the quantized part (qreg) and on which grid; the other
      * quantized operators; inputs of quantized convolutions that are off the grid */
     for (int i = 0; !st && i < m->n; i++) {
         const cr_module *d = &m->mods[i];
+        cr_qat_site *s = &q->sites[i];
         const bool in_q = d->in >= 0 && qreg[d->in];
-        const bool in_grid = d->in >= 0 && grid[d->in];
+        cr_fake_quant *in_grid = d->in >= 0 ? grid[d->in] : NULL;
         switch (d->kind) {
         case CR_MOD_CONV: qreg[i] = q->sites[i].conv; break;
         case CR_MOD_ADD: qreg[i] = in_q || (d->in2 >= 0 && qreg[d->in2]); break;
         default: qreg[i] = in_q; break;
         }
-        if (q->sites[i].conv && !in_grid) {
-            q->sites[i].input = true;
-            if ((st = cr_fake_quant_init_act(&q->sites[i].in_fq))) break;
+        if (s->conv && !in_grid) {
+            s->input = true;
+            if ((st = cr_fake_quant_init_act(&s->in_fq))) break;
+        }
+        const bool pool = d->kind == CR_MOD_MAXPOOL || d->kind == CR_MOD_AVGPOOL;
+        if (pool && in_grid && !s->output) {   /* again through its input's quantizer */
+            s->output = true;
+            s->out_share = in_grid;
         }
         const bool offgrid_op = d->kind == CR_MOD_ADD || d->kind == CR_MOD_AVGPOOL ||
                                 (d->kind == CR_MOD_UPSAMPLE && d->up.mode != CR_UPSAMPLE_NEAREST);
-        if (qreg[i] && offgrid_op && !q->sites[i].output) {
-            const int e = absorb(m, i, CR_MOD_RELU);
-            if ((st = want_output(q, e))) break;
-        }
-        grid[i] = q->sites[i].output ||
-                  ((d->kind == CR_MOD_RELU || d->kind == CR_MOD_MAXPOOL ||
-                    (d->kind == CR_MOD_UPSAMPLE && d->up.mode == CR_UPSAMPLE_NEAREST)) && in_grid);
+        if (qreg[i] && offgrid_op && !s->output && (st = want_output(q, absorb(m, i, CR_MOD_RELU))))
+            break;
+        if (s->output) grid[i] = s->out_share ? s->out_share : &s->out_fq;
+        else if (d->kind == CR_MOD_RELU ||
+                 (d->kind == CR_MOD_UPSAMPLE && d->up.mode == CR_UPSAMPLE_NEAREST))
+            grid[i] = in_grid;   /* values stay on their input's grid */
     }
     free(qreg);
     free(grid);
@@ -277,7 +284,7 @@ void cr_qat_counts(const cr_qat *q, int *convs, int *folded, int *activations)
     for (int i = 0; i < q->n; i++) {
         c += q->sites[i].conv;
         f += q->sites[i].bn >= 0;
-        a += q->sites[i].input + q->sites[i].output;
+        a += q->sites[i].input + (q->sites[i].output && !q->sites[i].out_share);
     }
     if (convs) *convs = c;
     if (folded) *folded = f;

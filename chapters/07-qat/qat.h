@@ -7,12 +7,14 @@
  *     symmetric); a BatchNorm that reads only that convolution is folded into it as
  *     torch.ao's QAT ConvBn2d does (fold.h);
  *   - the end of each quantized group, conv [-> bn] [-> relu], gets an activation
- *     quantizer on its output (U8 per tensor, 0..127), and so do an add [-> relu], a
- *     bilinear up-sampling and a global average pool inside the quantized part;
+ *     quantizer on its output (U8 per tensor, 0..127), and so do an add [-> relu] and a
+ *     bilinear up-sampling inside the quantized part;
+ *   - a max-pool or a global average pool of a quantized tensor is quantized again with
+ *     its input's quantizer (FX shares one object: it observes both tensors);
  *   - a quantized convolution whose input is not already on a quantization grid (the
  *     model's input, a float layer's output) quantizes its input with its own quantizer.
- * Where FX shares one observer between several consumers of a tensor, or between an
- * up-sampling's input and output, each site here has its own.
+ * Where FX inserts one observer for a tensor read by several quantized convolutions
+ * coming from float, each of those convolutions here has its own.
  *
  * Modules are hooked through cr_module.hook (model.h); the model itself is unchanged, so
  * cr_qat_free (before cr_model_free) gives the plain float model back. */
@@ -44,9 +46,10 @@ typedef struct {
     cr_tensor in_q;          /* the quantized input the convolution read */
     uint8_t *in_mask;
     size_t in_mask_len;
-    /* an output quantizer */
+    /* an output quantizer: its own, or (out_share) the one of its input's grid */
     bool output;
     cr_fake_quant out_fq;
+    cr_fake_quant *out_share;
     cr_tensor pre;           /* the output before quantization (swapped in for backward) */
     uint8_t *out_mask;
     size_t mask_len;
@@ -80,7 +83,7 @@ void cr_qat_freeze_bn(cr_qat *q, bool frozen);
 /* The site of the module named name, or NULL. */
 cr_qat_site *cr_qat_site_of(cr_qat *q, const char *name);
 /* Counts of quantized convolutions, folded BatchNorms and activation quantizers (inputs
- * and outputs), for reports and tests (any may be NULL). */
+ * and outputs; a shared one once), for reports and tests (any may be NULL). */
 void cr_qat_counts(const cr_qat *q, int *convs, int *folded, int *activations);
 
 #ifdef __cplusplus
