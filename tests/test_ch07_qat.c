@@ -754,6 +754,29 @@ static void qat_model__ptq_calibration(void **state)
     cr_model_free(&m);
 }
 
+/* A NaN stops the forward with a message naming the module; preparing twice is refused. */
+static void qat_model__refuses_nan_and_double_prepare(void **state)
+{
+    (void)state;
+    cr_rng r;
+    cr_rng_seed(&r, cr_seed_from_env());
+    cr_model m;
+    cr_tensor x = {0};
+    fcn(&m, &x, &r);
+    cr_qat q, q2;
+    assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
+    assert_cr_fails(cr_qat_prepare(&q2, &m, NULL), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "already has a hook"));
+    x.data[7] = NAN;
+    const cr_tensor *out;
+    assert_cr_fails(cr_model_forward(&m, &x, &out), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "'enc1.conv'"));
+    assert_non_null(strstr(cr_last_error(), "NaN"));
+    cr_qat_free(&q);
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+}
+
 /* Relative difference of a and b against max(|b|, floor). */
 static double rel_diff(double a, double b, double floor)
 {
@@ -886,6 +909,7 @@ int main(void)
         cmocka_unit_test(qat_model__hooks_equal_composition),
         cmocka_unit_test(qat_model__ptq_calibration),
         cmocka_unit_test(qat_model__fx_golden_steps),
+        cmocka_unit_test(qat_model__refuses_nan_and_double_prepare),
     };
     return cr_run_tests("ch07", tests);
 }
