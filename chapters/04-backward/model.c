@@ -461,8 +461,8 @@ static cr_status module_backward(cr_model *m, int i)
             (s = ensure_like(&m->scratch_b, &d->bias)))
             break;
         s = d->kind == CR_MOD_BATCHNORM
-            ? cr_batchnorm2d_backward(m->training && !d->frozen, x, &d->weight, &d->save_mean, &d->save_invstd,
-                                      dy, dx, &m->scratch_w, &m->scratch_b)
+            ? cr_batchnorm2d_backward(m->training && !d->frozen, x, &d->weight, &d->save_mean,
+                                      &d->save_invstd, dy, dx, &m->scratch_w, &m->scratch_b)
             : cr_groupnorm_backward(d->groups, x, &d->weight, &d->save_mean, &d->save_invstd, dy,
                                     dx, &m->scratch_w, &m->scratch_b);
         if (!s) {
