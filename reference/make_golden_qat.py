@@ -21,7 +21,10 @@
 #                   varying inputs (random, all equal, positive only, negative only, zeros,
 #                   large): per step s the input x<s>, upstream gradient dy<s>, output y<s>,
 #                   gradient dx<s>, and the buffers after it: min<s>, max<s>, scale<s>, zp<s>;
-#                   at the end the converted parameters conv_scale, conv_zp.
+#                   at the end the converted parameters conv_scale, conv_zp. Beside them
+#                   the post-training observers of the same ranges (MinMaxObserver,
+#                   PerChannelMinMaxObserver) on the same inputs: mm_min<s>, mm_max<s>, and
+#                   their calculate_qparams at the end: mm_scale, mm_zp.
 #   qat_convbn:     torch.nn.intrinsic.qat.ConvBn2d (x86 QAT qconfig) for three training
 #                   steps (BN statistics updated), then freeze_bn_stats and a fourth: per step
 #                   x<s>, dy<s>, y<s> and the gradients dx<s>, dw<s>, db<s> (conv bias),
@@ -48,8 +51,10 @@ import make_golden as mg  # noqa: E402  (exits with a message when torch is miss
 
 torch = mg.torch
 from torch.ao.quantization import get_default_qat_qconfig  # noqa: E402
-from torch.ao.quantization.observer import (MovingAverageMinMaxObserver,  # noqa: E402
-                                            MovingAveragePerChannelMinMaxObserver)
+from torch.ao.quantization.observer import (MinMaxObserver,  # noqa: E402
+                                            MovingAverageMinMaxObserver,
+                                            MovingAveragePerChannelMinMaxObserver,
+                                            PerChannelMinMaxObserver)
 import torch.nn.intrinsic.qat as nniqat  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_weights  # noqa: E402
 
@@ -191,10 +196,23 @@ def weight_inputs(g):
     return out
 
 
+def minmax_observer(weight):
+    """PyTorch's post-training observers of the same ranges: MinMaxObserver (activations)
+    and PerChannelMinMaxObserver (weights) keep the extremes of everything seen."""
+    if weight:
+        return PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, quant_min=-128,
+                                        quant_max=127, qscheme=torch.per_channel_symmetric)
+    return MinMaxObserver(quant_min=0, quant_max=255, reduce_range=True)
+
+
 def steps_case(name, ctor, inputs, g, description):
     fq = ctor()
+    mm = minmax_observer(fq.is_per_channel)
     out = {}
     for s, x in enumerate(inputs):
+        mm(x)
+        out[f"mm_min{s}"] = mm.min_val.reshape(-1).clone()
+        out[f"mm_max{s}"] = mm.max_val.reshape(-1).clone()
         xr = x.clone().requires_grad_(True)
         y = fq(xr)
         dy = torch.rand(x.shape, generator=g) * 2 - 1
@@ -205,6 +223,8 @@ def steps_case(name, ctor, inputs, g, description):
                     f"scale{s}": fq.scale.reshape(-1).clone(), f"zp{s}": fq.zero_point.float().reshape(-1)})
     s, z = fq.calculate_qparams()
     out["conv_scale"], out["conv_zp"] = s.reshape(-1).float(), z.reshape(-1).float()
+    s, z = mm.calculate_qparams()
+    out["mm_scale"], out["mm_zp"] = s.reshape(-1).float(), z.reshape(-1).float()
     out["steps"] = f32([len(inputs)])
     save(name, out, description)
 

@@ -353,6 +353,43 @@ static void run_steps(const char *name, bool weight, bool observer_only)
     cr_st_free(f);
 }
 
+/* PyTorch's post-training observers (MinMaxObserver, PerChannelMinMaxObserver) on the
+ * same steps: the running extremes after each, the converted parameters at the end. */
+static void run_minmax_steps(const char *name, bool weight)
+{
+    cr_st_file *f = golden(name);
+    cr_fake_quant fq;
+    assert_cr_ok(weight ? cr_fake_quant_init_weight(&fq) : cr_fake_quant_init_act(&fq));
+    fq.minmax = true;
+    cr_tensor steps = {0}, cs = {0}, cz = {0};
+    get(f, &steps, "steps");
+    for (int s = 0; s < (int)steps.data[0]; s++) {
+        cr_tensor x = {0}, mn = {0}, mx = {0};
+        get(f, &x, "x%d", s), get(f, &mn, "mm_min%d", s), get(f, &mx, "mm_max%d", s);
+        assert_cr_ok(cr_observer_update(&fq, &x));
+        char what[96];
+        snprintf(what, sizeof what, "%s min/max observer step %d min", name, s);
+        expect_bits(what, fq.min_val, mn.data, mn.numel);
+        snprintf(what, sizeof what, "%s min/max observer step %d max", name, s);
+        expect_bits(what, fq.max_val, mx.data, mx.numel);
+        cr_tensor_free(&x), cr_tensor_free(&mn), cr_tensor_free(&mx);
+    }
+    cr_qparams p;
+    get(f, &cs, "mm_scale"), get(f, &cz, "mm_zp");
+    assert_cr_ok(cr_fake_quant_qparams(&fq, &p));
+    for (int64_t c = 0; c < p.channels; c++) {
+        const float s = (float)p.scale[c];
+        char what[64];
+        snprintf(what, sizeof what, "%s min/max converted channel %lld", name, (long long)c);
+        expect_bits(what, &s, &cs.data[c], 1);
+        expect_zp(what, &p.zero_point[c], &cz.data[c], 1);
+    }
+    cr_qparams_free(&p);
+    cr_tensor_free(&steps), cr_tensor_free(&cs), cr_tensor_free(&cz);
+    cr_fake_quant_free(&fq);
+    cr_st_free(f);
+}
+
 static void observer_update__golden_activation_steps(void **state)
 {
     (void)state;
@@ -375,6 +412,13 @@ static void fake_quant_module__golden_weight_steps(void **state)
 {
     (void)state;
     run_steps("weight_steps", true, false);
+}
+
+static void fake_quant_module__golden_minmax_observers(void **state)
+{
+    (void)state;
+    run_minmax_steps("act_steps", false);
+    run_minmax_steps("weight_steps", true);
 }
 
 static void fake_quant_module__ranges_and_switches(void **state)
@@ -737,6 +781,7 @@ static void qat_model__ptq_calibration(void **state)
     cr_qat q;
     assert_cr_ok(cr_qat_prepare(&q, &m, cr_qat_partial_float));
     cr_qat_enable(&q, true, false);                 /* calibrate */
+    cr_qat_observe_minmax(&q, true);
     assert_cr_ok(cr_model_forward(&m, &x, &out));
     expect_close("calibration forward", out, &ref, 1e-5);
     cr_qat_site *s = cr_qat_site_of(&q, "enc2.relu");
@@ -901,6 +946,7 @@ int main(void)
         cmocka_unit_test(observer_update__golden_weight_steps),
         cmocka_unit_test(fake_quant_module__golden_activation_steps),
         cmocka_unit_test(fake_quant_module__golden_weight_steps),
+        cmocka_unit_test(fake_quant_module__golden_minmax_observers),
         cmocka_unit_test(fake_quant_module__ranges_and_switches),
         cmocka_unit_test(fold_bn__golden_inference),
         cmocka_unit_test(qconv_weight_grad__convbn_golden_steps),

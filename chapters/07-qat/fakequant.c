@@ -306,9 +306,13 @@ cr_status cr_observer_update(cr_fake_quant *fq, const cr_tensor *x)
         span_minmax(x->data + c * inner, inner, &lo, &hi);
         if (isnan(lo))
             return cr_fail(CR_EINVAL, "observer: x holds a NaN (channel %lld)", (long long)c);
-        if ((st = moving_average(&fq->min_val[c], lo, fq->averaging_constant)) ||
-            (st = moving_average(&fq->max_val[c], hi, fq->averaging_constant)))
+        if (fq->minmax) {   /* isinf: the first observation (NaN was refused above) */
+            fq->min_val[c] = isinf(fq->min_val[c]) ? lo : fminf(fq->min_val[c], lo);
+            fq->max_val[c] = isinf(fq->max_val[c]) ? hi : fmaxf(fq->max_val[c], hi);
+        } else if ((st = moving_average(&fq->min_val[c], lo, fq->averaging_constant)) ||
+                   (st = moving_average(&fq->max_val[c], hi, fq->averaging_constant))) {
             return st;
+        }
     }
     return CR_OK;
 }

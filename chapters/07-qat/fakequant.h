@@ -83,6 +83,9 @@ typedef struct {
     int32_t qmin, qmax;         /* after reduce_range */
     float averaging_constant;   /* 0.01 */
     bool observer_enabled;      /* update min/max on every forward */
+    bool minmax;                /* keep the extremes of everything seen (MinMaxObserver,
+                                   PyTorch's post-training observers) instead of the
+                                   moving average */
     bool fake_quant_enabled;    /* quantize on forward (off: identity, PTQ calibration) */
     int64_t channels;           /* entries below: 1 per tensor; per channel 0 until first use */
     float *min_val, *max_val;   /* running; +inf / -inf before the first observation */
@@ -104,7 +107,7 @@ void cr_fake_quant_free(cr_fake_quant *fq);
 
 /* The moving-average min/max update on x (per tensor: all of x; per channel: each slice
  * of dimension 0): the first observation is taken as is, later ones as
- * run + c * (cur - run) in float32. */
+ * run + c * (cur - run) in float32; with fq->minmax, min(run, cur) and max(run, cur). */
 cr_status cr_observer_update(cr_fake_quant *fq, const cr_tensor *x);
 
 /* torch.fused_moving_avg_obs_fake_quant: observe x (if enabled), choose the parameters

@@ -265,6 +265,15 @@ void cr_qat_enable(cr_qat *q, bool observe, bool fake_quant)
     }
 }
 
+void cr_qat_observe_minmax(cr_qat *q, bool on)
+{
+    for (int i = 0; i < q->n; i++) {
+        q->sites[i].qconv.wfq.minmax = on;
+        q->sites[i].in_fq.minmax = on;
+        q->sites[i].out_fq.minmax = on;
+    }
+}
+
 void cr_qat_freeze_bn(cr_qat *q, bool frozen)
 {
     for (int i = 0; i < q->n; i++)

@@ -76,6 +76,11 @@ void cr_qat_free(cr_qat *q);
  * for post-training quantization (true, false); evaluation of the quantized model after
  * either (false, true); float (false, false). */
 void cr_qat_enable(cr_qat *q, bool observe, bool fake_quant);
+/* Every observer keeps the extremes of what it sees (on) or the moving average (off, the
+ * QAT recipe's): post-training calibration as PyTorch's MinMaxObserver and
+ * PerChannelMinMaxObserver do it (its default x86 PTQ recipe uses a histogram observer
+ * for activations instead). */
+void cr_qat_observe_minmax(cr_qat *q, bool on);
 /* torch.ao's freeze_bn_stats: every folded BatchNorm uses its running statistics from now
  * on, in training too (unfreeze: frozen = false). */
 void cr_qat_freeze_bn(cr_qat *q, bool frozen);
