@@ -300,14 +300,16 @@ static cr_status module_forward(cr_model *m, cr_module *d)
         if ((s = cr_conv_shape_init(&cs, &d->conv, N, H, W)) ||
             (s = ensure4(&d->out, N, d->conv.out_channels, cs.h_out, cs.w_out)))
             break;
-        s = m->conv_forward(&d->conv, x, &d->weight, d->conv.bias ? &d->bias : NULL, &d->out);
+        s = d->hook && d->hook->conv_forward
+            ? d->hook->conv_forward(d->hook, m, d, x)
+            : m->conv_forward(&d->conv, x, &d->weight, d->conv.bias ? &d->bias : NULL, &d->out);
         break;
     }
     case CR_MOD_BATCHNORM:
         if ((s = ensure_like(&d->out, x)) || (s = ensure1(&d->save_mean, C)) ||
             (s = ensure1(&d->save_invstd, C)))
             break;
-        s = cr_batchnorm2d_forward(&d->bn, m->training, x, &d->weight, &d->bias,
+        s = cr_batchnorm2d_forward(&d->bn, m->training && !d->frozen, x, &d->weight, &d->bias,
                                    &d->running_mean, &d->running_var, &d->out, &d->save_mean,
                                    &d->save_invstd);
         break;
@@ -372,6 +374,7 @@ static cr_status module_forward(cr_model *m, cr_module *d)
         }
         break;
     }
+    if (!s && d->hook && d->hook->after_forward) s = d->hook->after_forward(d->hook, m, d);
     if (s) return fail_in(s, "module ", d->name, kind_names[d->kind]);
     return CR_OK;
 }
@@ -435,13 +438,18 @@ static cr_status module_backward(cr_model *m, int i)
     int direct = 0;
     cr_status s = CR_OK;
     if (want_dx && (s = grad_target(m, d->in, &dx, &direct))) return s;
+    if (d->hook && d->hook->before_backward && (s = d->hook->before_backward(d->hook, m, d)))
+        return fail_in(s, "backward of ", d->name, kind_names[d->kind]);
     switch (d->kind) {
     case CR_MOD_CONV:
         if ((s = ensure_like(&m->scratch_w, &d->weight)) ||
             (d->conv.bias && (s = ensure_like(&m->scratch_b, &d->bias))))
             break;
-        s = m->conv_backward(&d->conv, x, &d->weight, dy, dx, &m->scratch_w,
-                             d->conv.bias ? &m->scratch_b : NULL);
+        s = d->hook && d->hook->conv_backward
+            ? d->hook->conv_backward(d->hook, m, d, x, dx, &m->scratch_w,
+                                     d->conv.bias ? &m->scratch_b : NULL)
+            : m->conv_backward(&d->conv, x, &d->weight, dy, dx, &m->scratch_w,
+                               d->conv.bias ? &m->scratch_b : NULL);
         if (!s) {
             accumulate(&d->dweight, &m->scratch_w);
             if (d->conv.bias) accumulate(&d->dbias, &m->scratch_b);
@@ -453,8 +461,8 @@ static cr_status module_backward(cr_model *m, int i)
             (s = ensure_like(&m->scratch_b, &d->bias)))
             break;
         s = d->kind == CR_MOD_BATCHNORM
-            ? cr_batchnorm2d_backward(m->training, x, &d->weight, &d->save_mean, &d->save_invstd,
-                                      dy, dx, &m->scratch_w, &m->scratch_b)
+            ? cr_batchnorm2d_backward(m->training && !d->frozen, x, &d->weight, &d->save_mean,
+                                      &d->save_invstd, dy, dx, &m->scratch_w, &m->scratch_b)
             : cr_groupnorm_backward(d->groups, x, &d->weight, &d->save_mean, &d->save_invstd, dy,
                                     dx, &m->scratch_w, &m->scratch_b);
         if (!s) {
@@ -482,6 +490,7 @@ static cr_status module_backward(cr_model *m, int i)
                                : cr_dropout_backward(&d->mask, dy, dx);
         break;
     }
+    if (!s && d->hook && d->hook->after_backward) s = d->hook->after_backward(d->hook, m, d);
     if (!s && want_dx) grad_commit(m, d->in, dx, direct);
     if (!s && d->kind == CR_MOD_ADD && d->in2 != CR_MODEL_INPUT) {   /* the second branch */
         if (!(s = grad_target(m, d->in2, &dx, &direct)) && !(s = cr_add_backward(dy, dx, NULL)))

@@ -42,7 +42,10 @@ enum { CR_MODEL_INPUT = -1, CR_PREV = -2 };
 
 #define CR_MODULE_NAME_MAX 64
 
-typedef struct {
+/* A later chapter's wrapper around one module (chapter 7: fake quantization); below. */
+typedef struct cr_module_hook cr_module_hook;
+
+typedef struct cr_module {
     cr_module_kind kind;
     char name[CR_MODULE_NAME_MAX];   /* state_dict prefix, e.g. "enc1.conv" */
     int in, in2;                     /* input module indices (in2: add's second input) */
@@ -65,9 +68,13 @@ typedef struct {
     cr_tensor save_mean, save_invstd, mask;
     int64_t *argmax;
     size_t argmax_len;
+    /* set by a later chapter, not owned by the model (NULL: none) */
+    cr_module_hook *hook;            /* wraps this module's forward and backward */
+    bool frozen;                     /* BatchNorm: running statistics even in training mode
+                                        (torch.ao's freeze_bn_stats) */
 } cr_module;
 
-typedef struct {
+typedef struct cr_model {
     cr_module *mods;
     int n, cap;
     bool training;                   /* train(): batch statistics, dropout on */
@@ -77,6 +84,23 @@ typedef struct {
     const cr_tensor *input;          /* the last forward's input (borrowed) */
     cr_tensor scratch, scratch_w, scratch_b;  /* backward: gradients to be summed */
 } cr_model;
+
+/* What a hook may change (each callback NULL: the model's own behaviour). Owned by its
+ * setter, who must clear d->hook before freeing it. For a conv module, conv_forward writes
+ * d->out (allocated) in place of m->conv_forward, and conv_backward writes dx (NULL: not
+ * wanted) and the parameter gradients dw, db (NULL without a bias; the model adds them
+ * into dweight, dbias) from d->dout in place of m->conv_backward. For any module,
+ * after_forward runs on d->out once the module has computed it; before_backward runs
+ * before the module's backward (d->dout holds its gradient) and after_backward after it. */
+struct cr_module_hook {
+    cr_status (*conv_forward)(cr_module_hook *h, struct cr_model *m, cr_module *d,
+                              const cr_tensor *x);
+    cr_status (*conv_backward)(cr_module_hook *h, struct cr_model *m, cr_module *d,
+                               const cr_tensor *x, cr_tensor *dx, cr_tensor *dw, cr_tensor *db);
+    cr_status (*after_forward)(cr_module_hook *h, struct cr_model *m, cr_module *d);
+    cr_status (*before_backward)(cr_module_hook *h, struct cr_model *m, cr_module *d);
+    cr_status (*after_backward)(cr_module_hook *h, struct cr_model *m, cr_module *d);
+};
 
 /* An empty model in training mode with chapter 3's forward and chapter 4's backward. */
 void cr_model_init(cr_model *m);
