@@ -433,7 +433,11 @@ static cr_status check_masks(const cr_trainer *t, const cr_st_file *f, const cha
         if (!s && u8.dtype != CR_DT_U8)
             s = cr_fail(CR_EFORMAT, "%s: mask '%s' is %s, expected U8", path, name,
                         cr_dtype_name(u8.dtype));
-        if (!s) s = cr_mask_from_dtensor(&mk, &u8);
+        if (!s && (s = cr_mask_from_dtensor(&mk, &u8))) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", cr_last_error());
+            s = cr_fail(s, "%s: '%s': %s", path, name, why);
+        }
         cr_mask *dst = t->masks[i];
         if (!s && (mk.ndim != dst->ndim ||
                    memcmp(mk.shape, dst->shape, sizeof mk.shape) != 0))
