@@ -740,6 +740,50 @@ static void pruner__masks_survive_adamw(void **state)
     free_ds(&ds);
 }
 
+/* Pruned before the first step, masked weights get no gradient: after an epoch their
+ * gradients and both AdamW moments are exactly 0 (the kept ones' are not);
+ * cr_pruner_mask_grads does the same outside a trainer. */
+static void pruner__gradients_masked(void **state)
+{
+    (void)state;
+    cr_dataset ds;
+    make_ds(&ds, 8, 37);
+    const cr_train_config c = net_config();
+    cr_model m;
+    cr_trainer t;
+    cr_pruner p;
+    build_net(&m, 12);
+    assert_cr_ok(cr_trainer_init(&t, &m, &c, ds.count, ds.height, ds.width));
+    const cr_prune_config pc = {.kind = CR_PRUNE_CHANNELS};
+    assert_cr_ok(cr_pruner_init(&p, &m, &pc));
+    assert_cr_ok(cr_pruner_prune(&p, 0.5));
+    assert_cr_ok(cr_pruner_attach(&p, &t));
+    assert_cr_ok(cr_train_epoch(&t, &ds, NULL, NULL, NULL));
+    int64_t nonzero_pruned = 0, nonzero_kept = 0;
+    for (int i = 0; i < p.params.n; i++) {
+        if (!p.active[i]) continue;
+        for (size_t j = 0; j < p.params.tensors[i]->numel; j++) {
+            const bool nz = p.params.grads[i]->data[j] != 0.0f || t.opt.state1[i].data[j] != 0.0f ||
+                            t.opt.state2[i].data[j] != 0.0f;
+            if (p.masks[i].data[j]) nonzero_kept += nz;
+            else nonzero_pruned += nz;
+        }
+    }
+    if (nonzero_pruned)
+        fail_msg("%lld pruned weights have a gradient or AdamW moment", (long long)nonzero_pruned);
+    assert_true(nonzero_kept > 0);
+    const int bw = param(&p, "body.conv.weight");
+    cr_tensor *g = p.params.grads[bw];
+    for (size_t j = 0; j < g->numel; j++) g->data[j] = 1.0f + (float)j;
+    cr_pruner_mask_grads(&p);
+    for (size_t j = 0; j < g->numel; j++)
+        assert_true(g->data[j] == (p.masks[bw].data[j] ? 1.0f + (float)j : 0.0f));
+    cr_pruner_free(&p);
+    cr_trainer_free(&t);
+    cr_model_free(&m);
+    free_ds(&ds);
+}
+
 /* The original's loop over 42 epochs prunes at epochs 0, 3, ..., 39 to 0, 0.225, 0.45,
  * 0.675 and 0.9 (held), and each layer follows: int(numel * s) zeros after each round. */
 static void pruner__iterative_epochs(void **state)
@@ -970,6 +1014,7 @@ int main(void)
         cmocka_unit_test(pruner__layer_selection),
         cmocka_unit_test(pruner__kinds_and_report),
         cmocka_unit_test(pruner__masks_survive_adamw),
+        cmocka_unit_test(pruner__gradients_masked),
         cmocka_unit_test(pruner__iterative_epochs),
         cmocka_unit_test(pruner__checkpoint_round_trip),
         cmocka_unit_test(pruner__bad_checkpoint_and_attach),
