@@ -33,10 +33,13 @@ static cr_status same_shape(const cr_mask *m, const cr_tensor *t, const char *wh
     bool same = m->ndim == t->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = m->shape[d] == t->shape[d];
     if (!same) {
-        char a[64];
+        char a[64], b[80] = "[";
         cr_tensor_shape_str(t, a, sizeof a);
-        return cr_fail(CR_EINVAL, "%s: the mask has rank %d and %zu elements, the tensor is %s",
-                       what, m->ndim, m->numel, a);
+        for (int d = 0; d < m->ndim && d < CR_MAX_DIMS; d++)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? ", " : "",
+                     (long long)m->shape[d]);
+        strcat(b, "]");
+        return cr_fail(CR_EINVAL, "%s: the mask is %s, the tensor %s", what, b, a);
     }
     return CR_OK;
 }
