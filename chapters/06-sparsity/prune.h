@@ -72,8 +72,8 @@ cr_status cr_prune_channel_scores(const cr_tensor *w, int dim, cr_prune_norm nor
 
 /* Structured: out (w's shape) drops the int(shape[dim] * s) slices of smallest norm
  * (whole filters for dim 0, whole input channels for dim 1), as
- * torch.nn.utils.prune.ln_structured(n = 2 or 1) does; inside kept slices it keeps
- * what prev (NULL: none) dropped dropped. out may be prev. */
+ * torch.nn.utils.prune.ln_structured(n = 2 or 1) does; inside the kept slices, what
+ * prev (NULL: none) dropped stays dropped. out may be prev. */
 cr_status cr_prune_structured(const cr_tensor *w, int dim, cr_prune_norm norm, double s,
                               const cr_mask *prev, cr_mask *out);
 
