@@ -921,6 +921,34 @@ static void pruner__bad_checkpoint_and_attach(void **state)
     assert_non_null(strstr(cr_last_error(), "0 or 1"));
     pa.masks[param(&pa, "head.weight")].data[3] = 1;
     /* a mask of another shape: the head's mask as [48] instead of [4, 12, 1, 1] */
+    /* a mask for no parameter (a BatchNorm buffer), written beside a good checkpoint */
+    {
+        assert_cr_ok(cr_checkpoint_save(&ta, path, NULL));
+        cr_st_file *g;
+        cr_st_writer *w;
+        assert_cr_ok(cr_st_load(&g, path));
+        assert_cr_ok(cr_st_writer_new(&w));
+        for (int i = 0; i < cr_st_count(g); i++) {
+            cr_dtensor d = {0};
+            assert_cr_ok(cr_st_get_typed(g, cr_st_name(g, i), &d));
+            assert_cr_ok(cr_st_writer_add_typed(w, cr_st_name(g, i), &d));
+            cr_dtensor_free(&d);
+        }
+        const char *keys[] = {"checkpoint", "optimizer", "rng.dropout", "rng.data",
+                              "optimizer.step", "scheduler.step", "epoch", "batch", "lr",
+                              "weight_decay", "train_frames", NULL};
+        for (int k = 0; keys[k]; k++) assert_cr_ok(cr_st_writer_meta(w, keys[k], cr_st_meta(g, keys[k])));
+        cr_dtensor extra = {0};
+        const int64_t shp[1] = {8};
+        assert_cr_ok(cr_dtensor_alloc(&extra, CR_DT_U8, 1, shp));
+        assert_cr_ok(cr_st_writer_add_typed(w, "mask.stem.bn.running_mean", &extra));
+        assert_cr_ok(cr_st_writer_save(w, path));
+        cr_dtensor_free(&extra);
+        cr_st_writer_free(w);
+        cr_st_free(g);
+        assert_cr_fails(cr_checkpoint_load(&tb, path), CR_EFORMAT);
+        assert_non_null(strstr(cr_last_error(), "'mask.stem.bn.running_mean' belongs to no module"));
+    }
     cr_mask *hm = &pa.masks[param(&pa, "head.weight")];
     hm->ndim = 1;
     hm->shape[0] = (int64_t)hm->numel;

@@ -452,18 +452,21 @@ static cr_status check_masks(const cr_trainer *t, const cr_st_file *f, const cha
 }
 
 /* Fails naming the first tensor of f that is neither the model's (nor BatchNorm's
- * num_batches_tracked), nor under OPT_PREFIX or MASK_PREFIX (those two are checked
- * against the parameters by check_opt_tensors and check_masks). */
+ * num_batches_tracked), nor under OPT_PREFIX (check_opt_tensors checks those), nor
+ * "mask." + a parameter's name (check_masks checks which parameters have one). */
 static cr_status check_names(const cr_trainer *t, const cr_st_file *f, const char *path)
 {
     cr_tensor_list st;
     cr_status s = cr_model_state_list(t->model, &st);
+    const size_t nm = strlen(MASK_PREFIX);
     for (int i = 0; !s && i < cr_st_count(f); i++) {
         const char *name = cr_st_name(f, i), *dot = strrchr(name, '.');
+        const bool mask = strncmp(name, MASK_PREFIX, nm) == 0;
         bool known = (dot && strcmp(dot, ".num_batches_tracked") == 0) ||
-                     strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0 ||
-                     strncmp(name, MASK_PREFIX, strlen(MASK_PREFIX)) == 0;
-        for (int j = 0; j < st.n && !known; j++) known = strcmp(name, st.names[j]) == 0;
+                     strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0;
+        for (int j = 0; !mask && j < st.n && !known; j++) known = strcmp(name, st.names[j]) == 0;
+        for (int j = 0; mask && j < t->params.n && !known; j++)
+            known = strcmp(name + nm, t->params.names[j]) == 0;
         if (!known)
             s = cr_fail(CR_EFORMAT, "%s: tensor '%s' belongs to no module of the model", path,
                         name);
