@@ -30,6 +30,7 @@
 #include "optim.h"
 #include "png_io.h"
 #include "progress.h"
+#include "prune.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "tensor.h"
@@ -78,6 +79,11 @@ int main()
     check(cr_model_add_conv(&m, "c", CR_MODEL_INPUT, &p) == 0, "chapter 4's model");
     check(cr_model_add_relu(&m, "r", CR_PREV) == 1, "chapter 4's relu");
     cr_model_free(&m);
+    cr_mask mk;
+    check(cr_prune_mask_alloc(&mk, &w) == CR_OK &&
+          cr_prune_unstructured(&w, 0.5, nullptr, &mk) == CR_OK &&
+          cr_mask_count(&mk) == w.numel - w.numel / 2, "chapter 6's pruning");
+    cr_mask_free(&mk);
     cr_fpn_config bad = cr_fpn_config_resnext50(0);
     cr_model_init(&m);
     check(cr_fpn_build(&m, &bad) == CR_EINVAL && std::strstr(cr_last_error(), "classes"),

@@ -92,6 +92,19 @@ cr_status cr_trainer_init(cr_trainer *t, cr_model *m, const cr_train_config *c,
     return CR_OK;
 }
 
+/* Multiplies t->masks[i] (where set) into ts[i] (same shape), element by element: the
+ * gradients before an optimizer step, the parameters after it (chapter 6's pruning).
+ * A dropped element is set to 0 rather than multiplied, so that even NaN becomes 0. */
+static void apply_masks(const cr_trainer *t, cr_tensor *const *ts)
+{
+    for (int i = 0; t->masks && i < t->params.n; i++) {
+        const cr_mask *mk = t->masks[i];
+        if (!mk) continue;
+        for (size_t j = 0; j < ts[i]->numel; j++)
+            if (!mk->data[j]) ts[i]->data[j] = 0.0f;
+    }
+}
+
 cr_status cr_train_step(cr_trainer *t, const cr_tensor *x, const int32_t *labels, double *loss)
 {
     cr_model *m = t->model;
@@ -111,9 +124,11 @@ cr_status cr_train_step(cr_trainer *t, const cr_tensor *x, const int32_t *labels
                        (long long)t->step + 1, t->lr);
     cr_model_zero_grad(m);
     if ((s = cr_model_backward(m, &t->dlogits))) return s;
+    apply_masks(t, t->params.grads);           /* pruned weights get no gradient */
     if ((s = cr_optim_step(&t->opt, t->params.tensors,
                            (const cr_tensor *const *)t->params.grads)))
         return s;
+    apply_masks(t, t->params.tensors);         /* nor weight decay, nor old momentum */
     // @end train_step
     t->step++;
     return CR_OK;
@@ -235,6 +250,7 @@ cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t 
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 #define OPT_PREFIX "optimizer.state."
+#define MASK_PREFIX "mask."
 
 /* The names of parameter i's optimizer state tensors (AdamW: exp_avg, exp_avg_sq; SGD:
  * momentum_buffer and none). */
@@ -283,6 +299,14 @@ cr_status cr_checkpoint_save(const cr_trainer *t, const char *path, const char *
         state_names(t, i, a, b, sizeof a);
         s = cr_st_writer_add(w, a, &t->opt.state1[i]);
         if (!s && t->opt.cfg.kind == CR_OPTIM_ADAMW) s = cr_st_writer_add(w, b, &t->opt.state2[i]);
+    }
+    for (int i = 0; t->masks && i < t->params.n && !s; i++) {
+        if (!t->masks[i]) continue;
+        char name[CR_PARAM_NAME_MAX + 8];
+        cr_dtensor u8 = {0};
+        snprintf(name, sizeof name, MASK_PREFIX "%s", t->params.names[i]);
+        if (!(s = cr_mask_to_dtensor(&u8, t->masks[i]))) s = cr_st_writer_add_typed(w, name, &u8);
+        cr_dtensor_free(&u8);
     }
     char v[9][96];
     rng_hex(&t->model->rng, v[0], sizeof v[0]);
@@ -388,6 +412,69 @@ static cr_status check_opt_tensors(const cr_trainer *t, const cr_st_file *f, con
     return CR_OK;
 }
 
+/* Checks (copy false) or restores (copy true) t->masks from the file's "mask.NAME"
+ * tensors: one for exactly the masked parameters, of their shapes, bytes 0 or 1. */
+static cr_status check_masks(const cr_trainer *t, const cr_st_file *f, const char *path,
+                             bool copy)
+{
+    for (int i = 0; i < t->params.n; i++) {
+        char name[CR_PARAM_NAME_MAX + 8];
+        snprintf(name, sizeof name, MASK_PREFIX "%s", t->params.names[i]);
+        const bool want = t->masks && t->masks[i], has = cr_st_has(f, name);
+        if (want != has)
+            return cr_fail(CR_EINVAL, "%s: the checkpoint %s '%s' and this run %s", path,
+                           has ? "holds the pruning mask" : "has no pruning mask",
+                           name, has ? "prunes no such parameter (attach the pruner's "
+                           "masks before loading)" : "prunes that parameter");
+        if (!want) continue;
+        cr_dtensor u8 = {0};
+        cr_mask mk = {0};
+        cr_status s = cr_st_get_typed(f, name, &u8);
+        if (!s && u8.dtype != CR_DT_U8)
+            s = cr_fail(CR_EFORMAT, "%s: mask '%s' is %s, expected U8", path, name,
+                        cr_dtype_name(u8.dtype));
+        if (!s && (s = cr_mask_from_dtensor(&mk, &u8))) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", cr_last_error());
+            s = cr_fail(s, "%s: '%s': %s", path, name, why);
+        }
+        cr_mask *dst = t->masks[i];
+        if (!s && (mk.ndim != dst->ndim ||
+                   memcmp(mk.shape, dst->shape, sizeof mk.shape) != 0))
+            s = cr_fail(CR_EFORMAT, "%s: mask '%s' has %zu elements in another shape than "
+                        "the parameter's %zu", path, name, mk.numel, dst->numel);
+        if (!s && copy) memcpy(dst->data, mk.data, mk.numel);
+        cr_mask_free(&mk);
+        cr_dtensor_free(&u8);
+        if (s) return s;
+    }
+    return CR_OK;
+}
+
+/* Fails naming the first tensor of f that is neither the model's (nor BatchNorm's
+ * num_batches_tracked), nor under OPT_PREFIX (check_opt_tensors checks those), nor
+ * "mask." + a parameter's name (check_masks checks which parameters have one). */
+static cr_status check_names(const cr_trainer *t, const cr_st_file *f, const char *path)
+{
+    cr_tensor_list st;
+    cr_status s = cr_model_state_list(t->model, &st);
+    const size_t nm = strlen(MASK_PREFIX);
+    for (int i = 0; !s && i < cr_st_count(f); i++) {
+        const char *name = cr_st_name(f, i), *dot = strrchr(name, '.');
+        const bool mask = strncmp(name, MASK_PREFIX, nm) == 0;
+        bool known = (dot && strcmp(dot, ".num_batches_tracked") == 0) ||
+                     strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0;
+        for (int j = 0; !mask && j < st.n && !known; j++) known = strcmp(name, st.names[j]) == 0;
+        for (int j = 0; mask && j < t->params.n && !known; j++)
+            known = strcmp(name + nm, t->params.names[j]) == 0;
+        if (!known)
+            s = cr_fail(CR_EFORMAT, "%s: tensor '%s' belongs to no module of the model", path,
+                        name);
+    }
+    cr_tensor_list_free(&st);
+    return s;
+}
+
 cr_status cr_checkpoint_load(cr_trainer *t, const char *path)
 {
     cr_st_file *f;
@@ -427,10 +514,13 @@ cr_status cr_checkpoint_load(cr_trainer *t, const char *path)
                     (long long)t->steps_per_epoch);
         goto done;
     }
-    if ((s = check_opt_tensors(t, f, path, false)) ||
-        (s = cr_model_load_st(t->model, f, path, OPT_PREFIX)))   /* checks, then copies */
+    /* the names checked here, the model's load skips its own name check (prefix "") */
+    if ((s = check_opt_tensors(t, f, path, false)) || (s = check_masks(t, f, path, false)) ||
+        (s = check_names(t, f, path)) ||
+        (s = cr_model_load_st(t->model, f, path, "")))           /* checks, then copies */
         goto done;
     check_opt_tensors(t, f, path, true);                         /* checked: cannot fail */
+    check_masks(t, f, path, true);
     t->opt.step = opt_step;
     t->step = sched_step;
     t->epoch = (int)epoch;

@@ -15,7 +15,11 @@
  * metadata: optimizer step, scheduler step, completed epochs, batch, lr, weight decay,
  * and the two random streams (dropout, data order and flips) as 4 x 64-bit hex words.
  * Loading it into a trainer built the same way continues the run as if it had never
- * stopped: 4 epochs in one go and 2 + resume to 4 give bit-identical weights. */
+ * stopped: 4 epochs in one go and 2 + resume to 4 give bit-identical weights.
+ *
+ * Pruning (chapter 6) hooks in through one optional field, t->masks: byte masks
+ * multiplied into the gradients before every optimizer step and into the parameters after
+ * it, saved in checkpoints as "mask.NAME" (U8) and restored from them. */
 #ifndef CR_TRAIN_H
 #define CR_TRAIN_H
 
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include "dataset.h"
+#include "dtype.h"
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
@@ -69,6 +74,11 @@ typedef struct {
     int64_t *order;
     uint8_t *flip;
     int64_t train_count, frame_h, frame_w;
+    /* NULL (cr_trainer_init's default), or params.n masks, borrowed (chapter 6's pruner
+     * sets them): masks[i] NULL leaves parameter i dense, else it has the parameter's
+     * shape and every step multiplies it into the gradient before the optimizer step and
+     * into the parameter after it, so that a pruned weight stays exactly zero */
+    cr_mask *const *masks;
 } cr_trainer;
 
 /* Prepares training of m on a train split of train_count frames of h x w: validates c,
@@ -124,12 +134,16 @@ cr_status cr_evaluate(cr_model *m, const cr_dataset *ds, int64_t batch, int32_t 
                       double *loss, cr_confusion *conf);
 
 /* Writes the checkpoint of t (see above) to path, atomically; meta: NULL or
- * NULL-terminated key/value pairs added to the metadata. */
+ * NULL-terminated key/value pairs added to the metadata. With t->masks, each mask is
+ * saved as "mask.NAME" (U8, the parameter's shape). */
 cr_status cr_checkpoint_save(const cr_trainer *t, const char *path, const char *const *meta);
 /* Restores a checkpoint into t (built with the same model and config; the epoch count
  * may differ). Refuses, naming the first mismatch, a file from another model (a tensor
  * missing, unknown or of another shape), another optimizer, batch, lr or weight decay,
- * or a train split of another length; a refused file changes nothing. */
+ * or a train split of another length; a refused file changes nothing. Masks: the file
+ * must hold "mask.NAME" for exactly the parameters t->masks masks (same shapes, bytes 0
+ * or 1); they are copied into t->masks (the weights are loaded as saved, already
+ * masked). */
 cr_status cr_checkpoint_load(cr_trainer *t, const char *path);
 
 #ifdef __cplusplus
