@@ -9,9 +9,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "int8_gemm.h"
 #include "tensor.h"
@@ -322,28 +319,6 @@ typedef struct {
     const qgeom *gm;
 } conv_b;
 
-/* Interleaves 4 rows of n bytes (r[t][j]) into n columns x 4 bytes (d[4j + t]). */
-static void interleave4(const uint8_t *const r[4], int64_t n, uint8_t *d)
-{
-    int64_t j = 0;
-#if defined(__SSE2__)
-    for (; j + 16 <= n; j += 16) {
-        const __m128i r0 = _mm_loadu_si128((const __m128i *)(r[0] + j));
-        const __m128i r1 = _mm_loadu_si128((const __m128i *)(r[1] + j));
-        const __m128i r2 = _mm_loadu_si128((const __m128i *)(r[2] + j));
-        const __m128i r3 = _mm_loadu_si128((const __m128i *)(r[3] + j));
-        const __m128i a0 = _mm_unpacklo_epi8(r0, r1), b0 = _mm_unpacklo_epi8(r2, r3);
-        const __m128i a1 = _mm_unpackhi_epi8(r0, r1), b1 = _mm_unpackhi_epi8(r2, r3);
-        _mm_storeu_si128((__m128i *)(d + 4 * j), _mm_unpacklo_epi16(a0, b0));
-        _mm_storeu_si128((__m128i *)(d + 4 * j + 16), _mm_unpackhi_epi16(a0, b0));
-        _mm_storeu_si128((__m128i *)(d + 4 * j + 32), _mm_unpacklo_epi16(a1, b1));
-        _mm_storeu_si128((__m128i *)(d + 4 * j + 48), _mm_unpackhi_epi16(a1, b1));
-    }
-#endif
-    for (; j < n; j++)
-        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
-}
-
 // @snippet qconv_pack_b
 /* cr_i8_pack_fn for the patch matrix, never built: columns [j0, j0+cols) and patch rows
  * [k0, k0+kc), k4-interleaved. Flat (stride 1): each k is one contiguous run of the
@@ -377,7 +352,7 @@ static void pack_conv_b(const void *ctx, int64_t j0, int64_t cols, int64_t k0, i
             }
         }
         uint8_t *d = dst + g * panel * 4;
-        interleave4(r, cols, d);
+        cr_i8_interleave4(r, cols, d);
         memset(d + cols * 4, 0, (size_t)(panel - cols) * 4);   /* the edge panel */
     }
 }
@@ -394,8 +369,9 @@ typedef struct {
 } conv_epi;
 
 // @snippet qconv_epilogue
-/* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output, dropping the
- * padded grid's extra columns (flat mode). */
+/* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output. Flat mode:
+ * the tile's columns are cut once into runs of one output row each (the padded grid's
+ * extra columns dropped), and each requantized row of the tile is copied run by run. */
 static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, int64_t nr,
                           const int32_t *T, int64_t ldt)
 {
@@ -403,22 +379,27 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
     const cr_qconv *qc = e->qc;
     const int32_t lo = qc->relu ? qc->y_zp : 0;
     const int64_t plane = e->Ho * e->Wo;
-    for (int64_t i = 0; i < mr; i++) {
-        const int64_t o = e->o0 + i0 + i;
-        uint8_t *yo = e->y_g + (i0 + i) * plane;
-        const int32_t *t = T + i * ldt;
-        if (!e->flat) {
-            e->rq(t, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, yo + j0);
-            continue;
-        }
+    int64_t src[CR_I8_MAX_NR], dst[CR_I8_MAX_NR], len[CR_I8_MAX_NR], runs = 0;
+    if (e->flat) {
         for (int64_t j = j0; j < j0 + nr;) {         /* runs of one output row */
             const int64_t oh = j / e->pitch, ow = j % e->pitch;
             if (ow >= e->Wo) { j += e->pitch - ow; continue; }
-            const int64_t len = j0 + nr - j < e->Wo - ow ? j0 + nr - j : e->Wo - ow;
-            e->rq(t + (j - j0), len, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo,
-                  yo + oh * e->Wo + ow);
-            j += len;
+            len[runs] = j0 + nr - j < e->Wo - ow ? j0 + nr - j : e->Wo - ow;
+            src[runs] = j - j0;
+            dst[runs] = oh * e->Wo + ow;
+            j += len[runs++];
         }
+    }
+    uint8_t row[CR_I8_MAX_NR];
+    for (int64_t i = 0; i < mr; i++) {
+        const int64_t o = e->o0 + i0 + i;
+        uint8_t *yo = e->y_g + (i0 + i) * plane;
+        if (!e->flat) {
+            e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, yo + j0);
+            continue;
+        }
+        e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, row);
+        for (int64_t q = 0; q < runs; q++) memcpy(yo + dst[q], row + src[q], (size_t)len[q]);
     }
 }
 // @end qconv_epilogue

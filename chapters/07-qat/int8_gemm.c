@@ -12,6 +12,10 @@
 #include <omp.h>
 #endif
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "dtype.h"
 #include "tensor.h"
 
@@ -72,12 +76,60 @@ cr_status cr_gemm_s8u8s32_ref(int64_t M, int64_t N, int64_t K, const int8_t *A, 
 
 /* ---- packing --------------------------------------------------------------------------- */
 
+/* cr_i8_interleave4 with SSE2 (x86-64's baseline), 16 columns per step. */
+static void interleave4_sse2(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    int64_t j = 0;
+#if defined(__SSE2__)
+    for (; j + 16 <= n; j += 16) {
+        const __m128i r0 = _mm_loadu_si128((const __m128i *)(r[0] + j));
+        const __m128i r1 = _mm_loadu_si128((const __m128i *)(r[1] + j));
+        const __m128i r2 = _mm_loadu_si128((const __m128i *)(r[2] + j));
+        const __m128i r3 = _mm_loadu_si128((const __m128i *)(r[3] + j));
+        const __m128i a0 = _mm_unpacklo_epi8(r0, r1), b0 = _mm_unpacklo_epi8(r2, r3);
+        const __m128i a1 = _mm_unpackhi_epi8(r0, r1), b1 = _mm_unpackhi_epi8(r2, r3);
+        _mm_storeu_si128((__m128i *)(d + 4 * j), _mm_unpacklo_epi16(a0, b0));
+        _mm_storeu_si128((__m128i *)(d + 4 * j + 16), _mm_unpackhi_epi16(a0, b0));
+        _mm_storeu_si128((__m128i *)(d + 4 * j + 32), _mm_unpacklo_epi16(a1, b1));
+        _mm_storeu_si128((__m128i *)(d + 4 * j + 48), _mm_unpackhi_epi16(a1, b1));
+    }
+#endif
+    for (; j < n; j++)
+        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
+}
+
+void cr_i8_interleave4(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    static void (*_Atomic fn)(const uint8_t *const *, int64_t, uint8_t *);
+    void (*f)(const uint8_t *const *, int64_t, uint8_t *) = fn;
+    if (!f) {
+        f = cr_cpu_has_avx512_vnni() ? cr_i8_interleave4_avx512 : interleave4_sse2;
+        fn = f;
+    }
+    f(r, n, d);
+}
+
 // @snippet i8_pack
 void cr_i8_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
                         int panel, uint8_t *dst)
 {
     const cr_i8_strided *s = ctx;
     const int64_t kc4 = (kc + 3) / 4;
+    static const uint8_t zeros[CR_I8_MAX_NR] = {0};
+    if (s->rs == 1 && panel <= CR_I8_MAX_NR) {   /* B: each k a contiguous run of rows */
+        for (int64_t q = 0; q < rows; q += panel) {
+            const int64_t h = rows - q < panel ? rows - q : panel;
+            uint8_t *d = dst + q * kc4 * 4;
+            for (int64_t g = 0; g < kc4; g++) {
+                const uint8_t *r[4];
+                for (int t = 0; t < 4; t++)
+                    r[t] = 4 * g + t < kc ? s->p + (r0 + q) + (k0 + 4 * g + t) * s->cs : zeros;
+                cr_i8_interleave4(r, h, d + g * panel * 4);
+                memset(d + g * panel * 4 + h * 4, 0, (size_t)(panel - h) * 4);
+            }
+        }
+        return;
+    }
     for (int64_t q = 0; q < rows; q += panel) {              /* one panel of rows */
         const int64_t h = rows - q < panel ? rows - q : panel;
         uint8_t *d = dst + q * kc4 * 4;                      /* panels are kc4 x panel x 4 */

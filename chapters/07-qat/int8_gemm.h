@@ -149,6 +149,12 @@ size_t cr_i8_prepacked_bytes(const cr_i8_kernel *kd, int64_t M, int64_t K);
 void cr_i8_prepack_a(const cr_i8_kernel *kd, int64_t M, int64_t K, const int8_t *A,
                      int64_t lda, int8_t *dst);
 
+/* Interleaves 4 rows of n bytes into n columns of 4: d[4j + t] = r[t][j] (SSE2, or
+ * AVX-512 where the CPU has it). */
+void cr_i8_interleave4(const uint8_t *const r[4], int64_t n, uint8_t *d);
+/* The AVX-512 form (vpermd + vpshufb, 16 columns per step; call only where it runs). */
+void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, uint8_t *d);
+
 /* Largest byte of the K x N block of B (ldb) (0 for an empty block). */
 int cr_u8_max(const uint8_t *B, int64_t K, int64_t N, int64_t ldb);
 

@@ -104,6 +104,29 @@ CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias
 }
 // @end requant_avx512
 
+// @snippet interleave_avx512
+/* cr_i8_interleave4 with AVX-512: the 4 rows' next 16 bytes fill the 4 lanes of a zmm;
+ * vpermd gathers into lane L the 4 bytes of columns 4L..4L+3 of every row (a 4 x 4
+ * byte block, row-major), and vpshufb transposes each block, 64 bytes per step. */
+CR_AVX512 void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    const __m512i gather = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i transpose = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(r[0] + j)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[1] + j)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[2] + j)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[3] + j)), 3);
+        v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(gather, v), transpose);
+        _mm512_storeu_si512(d + 4 * j, v);
+    }
+    for (; j < n; j++)
+        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
+}
+// @end interleave_avx512
+
 /* ---- bf16: vdpbf16ps ----------------------------------------------------------------- */
 
 #define B_MR 12
@@ -218,6 +241,12 @@ void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul 
                            int32_t lo, uint8_t *out)
 {
     for (int64_t j = 0; j < n; j++) out[j] = cr_requant(acc[j], bias, m, zp, lo);
+}
+
+void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
 }
 
 int cr_bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
