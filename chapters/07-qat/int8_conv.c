@@ -80,6 +80,7 @@ void cr_qconv_free(cr_qconv *qc)
     free(qc->mul);
     free(qc->w_scale);
     cr_aligned_free(qc->wpack);
+    cr_aligned_free(qc->wdirect);
     memset(qc, 0, sizeof *qc);
 }
 
@@ -132,6 +133,32 @@ static cr_status pack_weights(cr_qconv *qc)
     qc->pack_mr = kd->mr;
     qc->pack_kc = kd->kc;
     qc->pack_group_bytes = gb;
+    if (!kd->kernel_off) return CR_OK;
+    /* the direct path: depth ordered (channel quad, r, t, channel in quad), one block */
+    const int64_t kh = qc->p.kernel_h, kw = qc->p.kernel_w, quads = (qc->cin_g + 3) / 4;
+    const int64_t K4 = quads * kh * kw * 4, Mp = (qc->cout_g + kd->mr - 1) / kd->mr * kd->mr;
+    int8_t *perm = calloc((size_t)(qc->cout_g * K4), 1);
+    qc->direct_group_bytes = (size_t)(Mp * K4);
+    qc->wdirect = cr_aligned_alloc(qc->direct_group_bytes * (size_t)G);
+    if (!perm || !qc->wdirect) {
+        free(perm);
+        return cr_fail(CR_ENOMEM, "cr_qconv_prepare: direct weights: %zu bytes",
+                       qc->direct_group_bytes * G);
+    }
+    for (int64_t g = 0; g < G; g++) {
+        for (int64_t o = 0; o < qc->cout_g; o++)
+            for (int64_t c = 0; c < qc->cin_g; c++)
+                for (int64_t r = 0; r < kh; r++)
+                    for (int64_t t = 0; t < kw; t++)
+                        perm[o * K4 + (((c / 4) * kh + r) * kw + t) * 4 + c % 4] =
+                            qc->w[(g * qc->cout_g + o) * qc->K + (c * kh + r) * kw + t];
+        const cr_i8_strided a = {(const uint8_t *)perm, K4, 1};
+        cr_i8_pack_strided(&a, 0, qc->cout_g, 0, K4, kd->mr,
+                           (uint8_t *)qc->wdirect + (size_t)g * qc->direct_group_bytes);
+    }
+    free(perm);
+    qc->direct_mr = kd->mr;
+    qc->K4 = K4;
     return CR_OK;
 }
 
@@ -444,6 +471,96 @@ static void worker_free(worker_buf *wb)
     cr_aligned_free(wb->scratch);
 }
 
+/* ---- the direct path (stride 1, a kernel with a direct form) --------------------------- */
+
+/* Writes one image's group into the direct layout: channel quads, each a padded plane
+ * (Hp x Wp, z_x outside the image and for channels past Cin_g) of 4-byte pixels, the 4
+ * channels of the quad interleaved; then `slack` zero bytes, then 4 x Wp bytes of
+ * scratch for one padded row of each channel. */
+static void quad_copy(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g, uint8_t zp,
+                      uint8_t *xi, size_t slack)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t H = s->h_in, W = s->w_in, Hp = gm->Hp, Wp = gm->Wp, quads = (s->cin_g + 3) / 4;
+    uint8_t *rows[4];
+    for (int t = 0; t < 4; t++) rows[t] = xi + quads * Hp * Wp * 4 + slack + t * Wp;
+    for (int64_t q = 0; q < quads; q++)
+        for (int64_t i = 0; i < Hp; i++) {
+            const uint8_t *r[4];
+            const int64_t ih = i - p->pad_top;
+            for (int t = 0; t < 4; t++) {
+                const int64_t c = 4 * q + t;
+                memset(rows[t], zp, (size_t)Wp);
+                if (c < s->cin_g && ih >= 0 && ih < H)
+                    memcpy(rows[t] + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
+                r[t] = rows[t];
+            }
+            cr_i8_interleave4(r, Wp, xi + ((q * Hp + i) * Wp) * 4);
+        }
+    memset(xi + quads * Hp * Wp * 4, 0, slack);
+}
+
+/* One (image, group) pair by the direct path: the quad copy, then every tile of the
+ * output against it, the panels shared by `threads` threads (1: this one). */
+static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
+                        const cr_i8_kernel *kd, const int64_t *goff, const uint8_t *x,
+                        uint8_t *y, int64_t b, int64_t g, uint8_t *xi, size_t slack, int threads)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out;
+    quad_copy(s, gm, x + (b * p->in_channels + g * s->cin_g) * HW, (uint8_t)qc->x_zp, xi, slack);
+    const conv_epi e = {qc, g * s->cout_g, y + (b * p->out_channels + g * s->cout_g) * plane,
+                        s->h_out, s->w_out, gm->Wp, 1, best_requant()};
+    const int8_t *wg = qc->wdirect + (size_t)g * qc->direct_group_bytes;
+    const int MR = kd->mr, NR = kd->nr;
+    const int64_t np = (gm->N + NR - 1) / NR, kc4 = qc->K4 / 4;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t jp = 0; jp < np; jp++) {
+        _Alignas(64) int32_t tile[CR_I8_MAX_MR * CR_I8_MAX_NR];
+        const int64_t j0 = jp * NR, nr = gm->N - j0 < NR ? gm->N - j0 : NR;
+        for (int64_t ir = 0; ir < s->cout_g; ir += MR) {
+            const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
+            kd->kernel_off(kc4, wg + ir * qc->K4, xi + j0 * 4, goff, tile, NR);
+            conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
+        }
+    }
+}
+
+/* cr_qconv_run by the direct path; CR_ENOMEM if a buffer cannot be had. */
+static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
+                            const cr_i8_kernel *kd, const uint8_t *x, uint8_t *y, int T)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t quads = (s->cin_g + 3) / 4, kh = p->kernel_h, kw = p->kernel_w;
+    int64_t *goff = malloc((size_t)(quads * kh * kw) * sizeof(int64_t));
+    if (!goff) return cr_fail(CR_ENOMEM, "cr_qconv_run: %lld offsets", (long long)(quads * kh * kw));
+    for (int64_t q = 0, g = 0; q < quads; q++)     /* where tap (q, r, t) of output 0 reads */
+        for (int64_t r = 0; r < kh; r++)
+            for (int64_t t = 0; t < kw; t++, g++)
+                goff[g] = ((q * gm->Hp + r * p->dilation_h) * gm->Wp + t * p->dilation_w) * 4;
+    /* past the last quad, a panel's columns past N read up to NR pixels further */
+    const size_t slack = (size_t)kd->nr * 4 + 64;
+    const size_t bytes = (size_t)(quads * gm->Hp * gm->Wp * 4) + slack + (size_t)(4 * gm->Wp);
+    const int64_t pairs = s->batch * p->groups;
+    const int outer = T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T) ? T : 1;
+    cr_status failed = CR_OK;
+#pragma omp parallel num_threads(outer) if (outer > 1)
+    {
+        uint8_t *xi = cr_aligned_alloc(bytes);
+        if (!xi) {
+#pragma omp critical(cr_qconv_status)
+            failed = cr_fail(CR_ENOMEM, "cr_qconv_run: interleaved copy of %zu bytes", bytes);
+        }
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t b = 0; b < s->batch; b++)
+            for (int64_t g = 0; g < p->groups; g++)
+                if (xi) direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, outer > 1 ? 1 : T);
+        cr_aligned_free(xi);
+    }
+    free(goff);
+    return failed;
+}
+
 // @snippet qconv_run
 cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y)
@@ -460,6 +577,14 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     }
     const cr_i8_kernel *kd = cr_int8_gemm_kernel_for(b_max);
     const int64_t G = qc->p.groups;
+#ifdef _OPENMP
+    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    const int T = 1;
+#endif
+    const qgeom gm = make_geom(&s);
+    if (gm.flat && kd->kernel_off && qc->wdirect && kd->mr == qc->direct_mr)
+        return run_direct(qc, &s, &gm, kd, x, y, T);   /* stride 1: nothing packed */
     /* the weights packed at prepare time, unless the kernel's layout changed since */
     const int8_t *wpack = qc->wpack;
     size_t gb = qc->pack_group_bytes;
@@ -473,7 +598,6 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
                             own + (size_t)g * gb);
         wpack = own;
     }
-    const qgeom gm = make_geom(&s);
     int64_t *koff = malloc((size_t)qc->K * sizeof(int64_t));
     if (!koff) {
         cr_aligned_free(own);
@@ -481,11 +605,6 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     }
     make_koff(&s, &gm, koff);
     /* enough (image, group) pairs: one per thread at a time, each GEMM on one thread */
-#ifdef _OPENMP
-    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    const int T = 1;
-#endif
     const int64_t pairs = n * G;
     const int outer = T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T) ? T : 1;
     cr_status failed = CR_OK;

@@ -80,6 +80,11 @@ typedef struct {
     int pack_mr;          /* that kernel's tile rows and depth block (0: none) */
     int64_t pack_kc;
     size_t pack_group_bytes;
+    int8_t *wdirect;      /* the weights in the direct path's order (channel quads, taps,
+                             the 4 channels of a quad), packed per group; NULL: no direct path */
+    int direct_mr;        /* the tile rows they are packed for */
+    int64_t K4;           /* round_up(Cin_g, 4) * kh * kw: the direct path's depth */
+    size_t direct_group_bytes;
 } cr_qconv;
 
 /* Prepares y = conv(x, w) + b, requantized (ReLU fused if relu): p's geometry (zero
@@ -93,8 +98,11 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
 void cr_qconv_free(cr_qconv *qc);
 
 /* y (n x Cout x Ho x Wo u8) = the prepared convolution of x (n x Cin x h x w u8):
- * padded copies of the input with z_x as padding value (or im2col straight into the
- * GEMM's packing), the int8 GEMM, the requantization fused into its tiles. */
+ * padded copies of the input with z_x as padding value, the int8 GEMM, the
+ * requantization fused into its tiles. Stride 1 with a kernel that has a direct form
+ * (AVX512-VNNI): the padded copy interleaves 4 channels, so every tap of the patch
+ * matrix is an offset into it and nothing is packed; otherwise im2col is fused into
+ * the GEMM's packing of B. */
 cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y);
 /* The same by the definition: seven loops over (x - z_x) in int32, then cr_requant. */

@@ -167,7 +167,7 @@ static void portable_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, in
 }
 
 const cr_i8_kernel cr_i8_kernel_portable = {"portable", PT_MR, PT_NR, 128, 512, 4096, 1,
-                                            portable_kernel};
+                                            portable_kernel, NULL};
 
 /* ---- the engine ------------------------------------------------------------------------ */
 

@@ -84,6 +84,12 @@ int cr_gemm_bf16_native(void);
 typedef void (*cr_i8_ukernel_fn)(int64_t kc4, const int8_t *Ap, const uint8_t *Bp,
                                  int32_t *C, int64_t ldc, int accumulate);
 
+/* The direct form (no packed B): C (mr x nr, ldc) = Ap * B where the nr columns x 4
+ * bytes of B's group g lie contiguous at B + goff[g] (an image already interleaved by
+ * 4 channels: the convolution's taps are offsets, see int8_conv.c). */
+typedef void (*cr_i8_ukernel_off_fn)(int64_t kc4, const int8_t *Ap, const uint8_t *B,
+                                     const int64_t *goff, int32_t *C, int64_t ldc);
+
 /* A micro-kernel and its blocks. */
 typedef struct {
     const char *name;
@@ -91,6 +97,7 @@ typedef struct {
     int64_t mc, kc, nc;    /* cache blocks; kc a multiple of 4 */
     int full_range;        /* exact for every u8 of B (0: only for B <= 127) */
     cr_i8_ukernel_fn kernel;
+    cr_i8_ukernel_off_fn kernel_off;  /* NULL: this kernel has no direct form */
 } cr_i8_kernel;
 
 #define CR_I8_MAX_MR 16

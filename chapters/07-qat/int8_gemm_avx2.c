@@ -137,11 +137,11 @@ CR_AVXVNNI static void avx_vnni_kernel(int64_t kc4, const int8_t *Ap, const uint
 /* Blocks: KC = 512 bytes of depth, so a B micro-panel is 512 x 16 = 8 KiB (a quarter of a
  * 32 KiB L1d); MC = 192 rows: the A block is 96 KiB, in L2; NC = 4096 columns. */
 const cr_i8_kernel cr_i8_kernel_avx2_7bit = {"avx2_7bit", 4, 16, 192, 512, 4096, 0,
-                                             avx2_7bit_kernel};
+                                             avx2_7bit_kernel, NULL};
 const cr_i8_kernel cr_i8_kernel_avx2_split = {"avx2_split", 4, 16, 192, 512, 4096, 1,
-                                              avx2_split_kernel};
+                                              avx2_split_kernel, NULL};
 const cr_i8_kernel cr_i8_kernel_avx_vnni = {"avx_vnni", 6, 16, 192, 512, 4096, 1,
-                                            avx_vnni_kernel};
+                                            avx_vnni_kernel, NULL};
 
 // @snippet requant_avx2
 /* Even lanes of v * mult (int64), rounded and shifted as cr_requant does, plus zp,
@@ -196,9 +196,9 @@ static void no_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, int32_t 
 {
     (void)kc4; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)accumulate;
 }
-const cr_i8_kernel cr_i8_kernel_avx2_7bit = {"avx2_7bit", 4, 16, 192, 512, 4096, 0, no_kernel};
-const cr_i8_kernel cr_i8_kernel_avx2_split = {"avx2_split", 4, 16, 192, 512, 4096, 1, no_kernel};
-const cr_i8_kernel cr_i8_kernel_avx_vnni = {"avx_vnni", 6, 16, 192, 512, 4096, 1, no_kernel};
+const cr_i8_kernel cr_i8_kernel_avx2_7bit = {"avx2_7bit", 4, 16, 192, 512, 4096, 0, no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx2_split = {"avx2_split", 4, 16, 192, 512, 4096, 1, no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx_vnni = {"avx_vnni", 6, 16, 192, 512, 4096, 1, no_kernel, NULL};
 
 void cr_requant_row_avx2(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int32_t zp,
                          int32_t lo, uint8_t *out)

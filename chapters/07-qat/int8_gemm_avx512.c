@@ -67,11 +67,39 @@ CR_VNNI static void avx512_vnni_kernel(int64_t kc4, const int8_t *Ap, const uint
 }
 // @end ukernel_vnni
 
+// @snippet ukernel_vnni_direct
+/* The direct form of the kernel above: group g's 48 columns x 4 bytes are read where
+ * the interleaved image has them (B + goff[g]), not from a packed panel. */
+CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const uint8_t *B,
+                                           const int64_t *goff, int32_t *C, int64_t ldc)
+{
+    __m512i c[V_MR][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++) c[i][0] = c[i][1] = c[i][2] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kc4; g++, Ap += 4 * V_MR) {
+        const uint8_t *b = B + goff[g];
+        const __m512i b0 = _mm512_loadu_si512(b);
+        const __m512i b1 = _mm512_loadu_si512(b + 64);
+        const __m512i b2 = _mm512_loadu_si512(b + 128);
+#pragma GCC unroll 8
+        for (int i = 0; i < V_MR; i++) {
+            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
+            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
+            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
+            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++)
+        for (int v = 0; v < 3; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+}
+// @end ukernel_vnni_direct
+
 /* Blocks for this machine's L1d of 48 KiB and L2 of 1-2 MiB: KC = 640 bytes of depth (a
  * B micro-panel is 640 x 48 = 30 KiB; the 3x3 layers up to 64 input channels need one
  * depth block), MC = 256 rows (A block 160 KiB), NC = 4080 columns. */
 const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", V_MR, V_NR, 256, 640, 4080, 1,
-                                               avx512_vnni_kernel};
+                                               avx512_vnni_kernel, avx512_vnni_kernel_off};
 
 // @snippet requant_avx512
 /* Even int64 lanes of v * mult, rounded half to even at bit s, plus zp, in [lo, 255]. */
@@ -235,7 +263,7 @@ static void no_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, int32_t 
     (void)kc4; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)accumulate;
 }
 const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", 8, 48, 256, 640, 4080, 1,
-                                               no_kernel};
+                                               no_kernel, NULL};
 
 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int32_t zp,
                            int32_t lo, uint8_t *out)
