@@ -1,6 +1,7 @@
 /* lab07-int8.c — chapter 7's lab, the int8 half: the int8 GEMM and the int8 convolution
  * against our fp32 (chapter 3) and oneDNN's int8, in the same run.
  *
+ * (0) Each int8 micro-kernel alone on L1-resident panels: the compute ceiling.
  * (1) GEMM on the standard layers' shapes (M = Cout/groups, N = Ho*Wo, K = Cin/groups*kh*kw,
  *     batch 1): cr_gemm_s8u8s32 with every int8 kernel this CPU runs (full-range u8 input;
  *     the 7-bit kernel on 7-bit input), the bf16 GEMM, chapter 3's cr_sgemm, and oneDNN's
@@ -62,6 +63,58 @@ static void header(const char *first)
 {
     printf("%-16s %-12s %3s %9s %8s %7s %7s  %s\n", first, "impl", "thr", "ms", "GOP/s", "/fp32",
            "/onednn", "note");
+}
+
+/* ---- (0) the micro-kernels alone --------------------------------------------------------- */
+
+/* What kernel_loop runs: one kernel on L1-resident panels, calls times. */
+typedef struct {
+    const cr_i8_kernel *kd;
+    int64_t kc4;
+    const int8_t *A;
+    const uint8_t *B;
+    int32_t *C;
+    int calls;
+} kloop;
+
+static int kernel_loop(void *arg)
+{
+    kloop *k = arg;
+    for (int i = 0; i < k->calls; i++) k->kd->kernel(k->kc4, k->A, k->B, k->C, CR_I8_MAX_NR, 0);
+    return 0;
+}
+
+/* Each int8 micro-kernel on panels of depth 576 that stay in L1: the compute ceiling. */
+static int kernel_peaks(lab_ctx *ctx, cr_rng *rng)
+{
+    static const char *const names[] = {"avx512_vnni", "avx_vnni", "avx2_split", "avx2_7bit"};
+    const int64_t kc4 = 144;
+    int8_t *A = cr_aligned_alloc((size_t)(kc4 * 4 * CR_I8_MAX_MR));
+    uint8_t *B = cr_aligned_alloc((size_t)(kc4 * 4 * CR_I8_MAX_NR));
+    int32_t *C = cr_aligned_alloc(CR_I8_MAX_MR * CR_I8_MAX_NR * sizeof(int32_t));
+    if (!A || !B || !C) return lab_report_failure("kernels", cr_fail(CR_ENOMEM, "panels"));
+    for (int64_t i = 0; i < kc4 * 4 * CR_I8_MAX_MR; i++) A[i] = (int8_t)cr_rng_int(rng, -128, 127);
+    for (int64_t i = 0; i < kc4 * 4 * CR_I8_MAX_NR; i++) B[i] = (uint8_t)cr_rng_int(rng, 0, 127);
+    int ok = 1;
+    for (size_t n = 0; n < sizeof names / sizeof *names; n++) {
+        if (!cr_int8_gemm_kernel_supported(names[n])) continue;
+        cr_int8_gemm_set_kernel(names[n]);
+        kloop k = {cr_int8_gemm_kernel_for(strcmp(names[n], "avx2_7bit") == 0 ? 127 : 255), kc4,
+                   A, B, C, 200};
+        cr_bench_opts o = cr_bench_defaults();
+        o.flush = 0;
+        o.repeats = ctx->quick ? 20 : 100;
+        cr_bench_result r = cr_bench(kernel_loop, &k, &o, NULL);
+        const double ops = 2.0 * k.kd->mr * k.kd->nr * kc4 * 4 * k.calls;
+        char note[64];
+        snprintf(note, sizeof note, "%d x %d tile, depth 576, panels in L1", k.kd->mr, k.kd->nr);
+        ok &= row(ctx, "kernel", "L1", k.kd->name, 1, r.min, ops, 0, 0, note);
+    }
+    cr_int8_gemm_set_kernel("auto");
+    cr_aligned_free(A);
+    cr_aligned_free(B);
+    cr_aligned_free(C);
+    return ok;
 }
 
 /* ---- (1) GEMM ---------------------------------------------------------------------------- */
@@ -568,6 +621,10 @@ int main(int argc, char **argv)
     const lab_layer *layers = lab_standard_layers(&nl);
     const double t0 = cr_now();
     if (!only || strcmp(only, "gemm") == 0) {
+        printf("(0) each int8 micro-kernel alone, its panels in L1 (one thread)\n");
+        header("case");
+        ok &= kernel_peaks(&ctx, &rng);
+        printf("\n");
         printf("(1) GEMM C (int32) = A (s8 weights, M x K) B (u8 activations, K x N), the "
                "standard layers' shapes\n");
         header("case (MxNxK)");

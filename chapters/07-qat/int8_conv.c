@@ -473,55 +473,69 @@ static void worker_free(worker_buf *wb)
 
 /* ---- the direct path (stride 1, a kernel with a direct form) --------------------------- */
 
-/* Writes one image's group into the direct layout: channel quads, each a padded plane
- * (Hp x Wp, z_x outside the image and for channels past Cin_g) of 4-byte pixels, the 4
- * channels of the quad interleaved; then `slack` zero bytes, then 4 x Wp bytes of
- * scratch for one padded row of each channel. */
-static void quad_copy(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g, uint8_t zp,
-                      uint8_t *xi, size_t slack)
+/* Writes padded row i of channel quad q of one image's group into the direct layout:
+ * channel quads, each a padded plane (Hp x Wp, z_x outside the image and for channels
+ * past Cin_g) of 4-byte pixels, the quad's 4 channels interleaved. rows: 4 x Wp bytes
+ * of scratch. */
+static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g, uint8_t zp,
+                     int64_t q, int64_t i, uint8_t *xi, uint8_t *rows)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t H = s->h_in, W = s->w_in, Hp = gm->Hp, Wp = gm->Wp, quads = (s->cin_g + 3) / 4;
-    uint8_t *rows[4];
-    for (int t = 0; t < 4; t++) rows[t] = xi + quads * Hp * Wp * 4 + slack + t * Wp;
-    for (int64_t q = 0; q < quads; q++)
-        for (int64_t i = 0; i < Hp; i++) {
-            const uint8_t *r[4];
-            const int64_t ih = i - p->pad_top;
-            for (int t = 0; t < 4; t++) {
-                const int64_t c = 4 * q + t;
-                memset(rows[t], zp, (size_t)Wp);
-                if (c < s->cin_g && ih >= 0 && ih < H)
-                    memcpy(rows[t] + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
-                r[t] = rows[t];
-            }
-            cr_i8_interleave4(r, Wp, xi + ((q * Hp + i) * Wp) * 4);
+    const int64_t H = s->h_in, W = s->w_in, Wp = gm->Wp, ih = i - p->pad_top;
+    const uint8_t *r[4];
+    for (int t = 0; t < 4; t++) {
+        const int64_t c = 4 * q + t;
+        uint8_t *row = rows + t * Wp;
+        if (c < s->cin_g && ih >= 0 && ih < H) {
+            memset(row, zp, (size_t)p->pad_left);
+            memcpy(row + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
+            memset(row + p->pad_left + W, zp, (size_t)p->pad_right);
+        } else {
+            memset(row, zp, (size_t)Wp);
         }
-    memset(xi + quads * Hp * Wp * 4, 0, slack);
+        r[t] = row;
+    }
+    cr_i8_interleave4(r, Wp, xi + ((q * gm->Hp + i) * Wp) * 4);
 }
 
-/* One (image, group) pair by the direct path: the quad copy, then every tile of the
- * output against it, the panels shared by `threads` threads (1: this one). */
+/* One (image, group) pair by the direct path: the quad copy (slack bytes after it
+ * zeroed), then every tile of the output against it; both shared by `threads`
+ * threads, thread t using scratch + t * 4 * Wp. */
 static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
                         const cr_i8_kernel *kd, const int64_t *goff, const uint8_t *x,
-                        uint8_t *y, int64_t b, int64_t g, uint8_t *xi, size_t slack, int threads)
+                        uint8_t *y, int64_t b, int64_t g, uint8_t *xi, size_t slack,
+                        uint8_t *scratch, int threads)
 {
     const cr_conv_params *p = &s->p;
     const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out;
-    quad_copy(s, gm, x + (b * p->in_channels + g * s->cin_g) * HW, (uint8_t)qc->x_zp, xi, slack);
+    const int64_t quads = (s->cin_g + 3) / 4, Hp = gm->Hp;
+    const uint8_t *x_g = x + (b * p->in_channels + g * s->cin_g) * HW;
     const conv_epi e = {qc, g * s->cout_g, y + (b * p->out_channels + g * s->cout_g) * plane,
                         s->h_out, s->w_out, gm->Wp, 1, best_requant()};
     const int8_t *wg = qc->wdirect + (size_t)g * qc->direct_group_bytes;
     const int MR = kd->mr, NR = kd->nr;
     const int64_t np = (gm->N + NR - 1) / NR, kc4 = qc->K4 / 4;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t jp = 0; jp < np; jp++) {
-        _Alignas(64) int32_t tile[CR_I8_MAX_MR * CR_I8_MAX_NR];
-        const int64_t j0 = jp * NR, nr = gm->N - j0 < NR ? gm->N - j0 : NR;
-        for (int64_t ir = 0; ir < s->cout_g; ir += MR) {
-            const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
-            kd->kernel_off(kc4, wg + ir * qc->K4, xi + j0 * 4, goff, tile, NR);
-            conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
+    memset(xi + quads * Hp * gm->Wp * 4, 0, slack);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#ifdef _OPENMP
+        uint8_t *rows = scratch + (size_t)omp_get_thread_num() * 4 * (size_t)gm->Wp;
+#else
+        uint8_t *rows = scratch;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t qi = 0; qi < quads * Hp; qi++)
+            quad_row(s, gm, x_g, (uint8_t)qc->x_zp, qi / Hp, qi % Hp, xi, rows);
+        /* (implicit barrier: the copy is complete) */
+#pragma omp for schedule(static)
+        for (int64_t jp = 0; jp < np; jp++) {
+            _Alignas(64) int32_t tile[CR_I8_MAX_MR * CR_I8_MAX_NR];
+            const int64_t j0 = jp * NR, nr = gm->N - j0 < NR ? gm->N - j0 : NR;
+            for (int64_t ir = 0; ir < s->cout_g; ir += MR) {
+                const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
+                kd->kernel_off(kc4, wg + ir * qc->K4, xi + j0 * 4, goff, tile, NR);
+                conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
+            }
         }
     }
 }
@@ -540,9 +554,11 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
                 goff[g] = ((q * gm->Hp + r * p->dilation_h) * gm->Wp + t * p->dilation_w) * 4;
     /* past the last quad, a panel's columns past N read up to NR pixels further */
     const size_t slack = (size_t)kd->nr * 4 + 64;
-    const size_t bytes = (size_t)(quads * gm->Hp * gm->Wp * 4) + slack + (size_t)(4 * gm->Wp);
     const int64_t pairs = s->batch * p->groups;
     const int outer = T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T) ? T : 1;
+    const int inner = outer > 1 ? 1 : T;   /* threads sharing one pair */
+    const size_t main_bytes = (size_t)(quads * gm->Hp * gm->Wp * 4) + slack;
+    const size_t bytes = main_bytes + (size_t)(4 * gm->Wp) * (size_t)inner;
     cr_status failed = CR_OK;
 #pragma omp parallel num_threads(outer) if (outer > 1)
     {
@@ -554,7 +570,8 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
 #pragma omp for collapse(2) schedule(static)
         for (int64_t b = 0; b < s->batch; b++)
             for (int64_t g = 0; g < p->groups; g++)
-                if (xi) direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, outer > 1 ? 1 : T);
+                if (xi)
+                    direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, inner);
         cr_aligned_free(xi);
     }
     free(goff);
