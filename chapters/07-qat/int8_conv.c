@@ -474,28 +474,32 @@ static void worker_free(worker_buf *wb)
 /* ---- the direct path (stride 1, a kernel with a direct form) --------------------------- */
 
 /* Writes padded row i of channel quad q of one image's group into the direct layout:
- * channel quads, each a padded plane (Hp x Wp, z_x outside the image and for channels
- * past Cin_g) of 4-byte pixels, the quad's 4 channels interleaved. rows: 4 x Wp bytes
- * of scratch. */
+ * channel quads, each Hp padded rows of sw phases of lp 4-byte pixels (element j of a
+ * padded row at phase j % sw, index j / sw; z_x outside the image, past Wp and for
+ * channels past Cin_g), the quad's 4 channels interleaved in each pixel. rows: 8 x
+ * sw * lp bytes of scratch. */
 static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g, uint8_t zp,
                      int64_t q, int64_t i, uint8_t *xi, uint8_t *rows)
 {
     const cr_conv_params *p = &s->p;
     const int64_t H = s->h_in, W = s->w_in, Wp = gm->Wp, ih = i - p->pad_top;
+    const int64_t sw = gm->sw, lp = gm->lp, L = sw * lp;   /* bytes of a split row */
     const uint8_t *r[4];
     for (int t = 0; t < 4; t++) {
         const int64_t c = 4 * q + t;
-        uint8_t *row = rows + t * Wp;
-        if (c < s->cin_g && ih >= 0 && ih < H) {
-            memset(row, zp, (size_t)p->pad_left);
+        uint8_t *row = rows + t * L;
+        memset(row, zp, (size_t)L);
+        if (c < s->cin_g && ih >= 0 && ih < H)
             memcpy(row + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
-            memset(row + p->pad_left + W, zp, (size_t)p->pad_right);
-        } else {
-            memset(row, zp, (size_t)Wp);
+        if (sw > 1) {                                /* split the row into its phases */
+            uint8_t *split = rows + (4 + t) * L;
+            memset(split, zp, (size_t)L);
+            for (int64_t j = 0; j < Wp; j++) split[(j % sw) * lp + j / sw] = row[j];
+            row = split;
         }
         r[t] = row;
     }
-    cr_i8_interleave4(r, Wp, xi + ((q * gm->Hp + i) * Wp) * 4);
+    cr_i8_interleave4(r, L, xi + ((q * gm->Hp + i) * L) * 4);
 }
 
 /* One (image, group) pair by the direct path: the quad copy (slack bytes after it
@@ -511,15 +515,18 @@ static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom 
     const int64_t quads = (s->cin_g + 3) / 4, Hp = gm->Hp;
     const uint8_t *x_g = x + (b * p->in_channels + g * s->cin_g) * HW;
     const conv_epi e = {qc, g * s->cout_g, y + (b * p->out_channels + g * s->cout_g) * plane,
-                        s->h_out, s->w_out, gm->Wp, 1, best_requant()};
+                        s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat,
+                        best_requant()};
     const int8_t *wg = qc->wdirect + (size_t)g * qc->direct_group_bytes;
     const int MR = kd->mr, NR = kd->nr;
-    const int64_t np = (gm->N + NR - 1) / NR, kc4 = qc->K4 / 4;
-    memset(xi + quads * Hp * gm->Wp * 4, 0, slack);
+    /* panels: NR columns of the flat grid, or (stride > 1) of one output row each */
+    const int64_t per_row = (s->w_out + NR - 1) / NR;
+    const int64_t np = gm->flat ? (gm->N + NR - 1) / NR : s->h_out * per_row, kc4 = qc->K4 / 4;
+    memset(xi + quads * Hp * gm->sw * gm->lp * 4, 0, slack);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
 #ifdef _OPENMP
-        uint8_t *rows = scratch + (size_t)omp_get_thread_num() * 4 * (size_t)gm->Wp;
+        uint8_t *rows = scratch + (size_t)omp_get_thread_num() * 8 * (size_t)(gm->sw * gm->lp);
 #else
         uint8_t *rows = scratch;
 #endif
@@ -530,10 +537,19 @@ static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom 
 #pragma omp for schedule(static)
         for (int64_t jp = 0; jp < np; jp++) {
             _Alignas(64) int32_t tile[CR_I8_MAX_MR * CR_I8_MAX_NR];
-            const int64_t j0 = jp * NR, nr = gm->N - j0 < NR ? gm->N - j0 : NR;
+            int64_t j0, nr, at;   /* first column (flat grid, or output index), count, pixel */
+            if (gm->flat) {
+                j0 = at = jp * NR;
+                nr = gm->N - j0 < NR ? gm->N - j0 : NR;
+            } else {
+                const int64_t oh = jp / per_row, ow0 = jp % per_row * NR;
+                j0 = oh * s->w_out + ow0;
+                nr = s->w_out - ow0 < NR ? s->w_out - ow0 : NR;
+                at = oh * gm->row_pitch + ow0;
+            }
             for (int64_t ir = 0; ir < s->cout_g; ir += MR) {
                 const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
-                kd->kernel_off(kc4, wg + ir * qc->K4, xi + j0 * 4, goff, tile, NR);
+                kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR);
                 conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
             }
         }
@@ -551,14 +567,15 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
     for (int64_t q = 0, g = 0; q < quads; q++)     /* where tap (q, r, t) of output 0 reads */
         for (int64_t r = 0; r < kh; r++)
             for (int64_t t = 0; t < kw; t++, g++)
-                goff[g] = ((q * gm->Hp + r * p->dilation_h) * gm->Wp + t * p->dilation_w) * 4;
+                goff[g] = (((q * gm->Hp + r * p->dilation_h) * gm->sw + t * p->dilation_w % gm->sw) *
+                               gm->lp + t * p->dilation_w / gm->sw) * 4;
     /* past the last quad, a panel's columns past N read up to NR pixels further */
     const size_t slack = (size_t)kd->nr * 4 + 64;
     const int64_t pairs = s->batch * p->groups;
     const int outer = T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T) ? T : 1;
     const int inner = outer > 1 ? 1 : T;   /* threads sharing one pair */
-    const size_t main_bytes = (size_t)(quads * gm->Hp * gm->Wp * 4) + slack;
-    const size_t bytes = main_bytes + (size_t)(4 * gm->Wp) * (size_t)inner;
+    const size_t main_bytes = (size_t)(quads * gm->Hp * gm->sw * gm->lp * 4) + slack;
+    const size_t bytes = main_bytes + (size_t)(8 * gm->sw * gm->lp) * (size_t)inner;
     cr_status failed = CR_OK;
 #pragma omp parallel num_threads(outer) if (outer > 1)
     {
@@ -600,8 +617,8 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     const int T = 1;
 #endif
     const qgeom gm = make_geom(&s);
-    if (gm.flat && kd->kernel_off && qc->wdirect && kd->mr == qc->direct_mr)
-        return run_direct(qc, &s, &gm, kd, x, y, T);   /* stride 1: nothing packed */
+    if (kd->kernel_off && qc->wdirect && kd->mr == qc->direct_mr)
+        return run_direct(qc, &s, &gm, kd, x, y, T);   /* nothing packed */
     /* the weights packed at prepare time, unless the kernel's layout changed since */
     const int8_t *wpack = qc->wpack;
     size_t gb = qc->pack_group_bytes;
