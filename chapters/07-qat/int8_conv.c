@@ -494,7 +494,8 @@ static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g
         if (sw > 1) {                                /* split the row into its phases */
             uint8_t *split = rows + (4 + t) * L;
             memset(split, zp, (size_t)L);
-            for (int64_t j = 0; j < Wp; j++) split[(j % sw) * lp + j / sw] = row[j];
+            for (int64_t ph = 0; ph < sw; ph++)
+                for (int64_t j = ph, k = ph * lp; j < Wp; j += sw, k++) split[k] = row[j];
             row = split;
         }
         r[t] = row;
