@@ -578,8 +578,19 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
     const size_t main_bytes = (size_t)(quads * gm->Hp * gm->sw * gm->lp * 4) + slack;
     const size_t bytes = main_bytes + (size_t)(8 * gm->sw * gm->lp) * (size_t)inner;
     cr_status failed = CR_OK;
-#pragma omp parallel num_threads(outer) if (outer > 1)
-    {
+    if (outer == 1) {   /* pairs one after the other, each on every thread (no nesting:
+                           a team inside an inactive region would be made anew each call) */
+        uint8_t *xi = cr_aligned_alloc(bytes);
+        if (!xi) failed = cr_fail(CR_ENOMEM, "cr_qconv_run: interleaved copy of %zu bytes", bytes);
+        for (int64_t b = 0; b < s->batch && xi; b++)
+            for (int64_t g = 0; g < p->groups; g++)
+                direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, inner);
+        cr_aligned_free(xi);
+        free(goff);
+        return failed;
+    }
+#pragma omp parallel num_threads(outer)
+    {                   /* pairs shared by the threads, each pair on one thread */
         uint8_t *xi = cr_aligned_alloc(bytes);
         if (!xi) {
 #pragma omp critical(cr_qconv_status)
@@ -589,7 +600,7 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
         for (int64_t b = 0; b < s->batch; b++)
             for (int64_t g = 0; g < p->groups; g++)
                 if (xi)
-                    direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, inner);
+                    direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, 1);
         cr_aligned_free(xi);
     }
     free(goff);
@@ -643,15 +654,26 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     const int64_t pairs = n * G;
     const int outer = T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T) ? T : 1;
     cr_status failed = CR_OK;
-#pragma omp parallel num_threads(outer) if (outer > 1)
-    {
+    if (outer == 1) {   /* pairs one after the other, each GEMM on every thread */
+        worker_buf wb;
+        if (!worker_alloc(&wb, &gm, &s, kd, qc->K))
+            failed = cr_fail(CR_ENOMEM, "cr_qconv_run: buffers of a worker");
+        for (int64_t b = 0; b < n && !failed; b++)
+            for (int64_t g = 0; g < G && !failed; g++)
+                failed = conv_pair(qc, &s, &gm, koff, kd, wpack, gb, x, y, b, g, &wb, 0);
+        worker_free(&wb);
+        free(koff);
+        cr_aligned_free(own);
+        return failed;
+    }
+#pragma omp parallel num_threads(outer)
+    {                   /* pairs shared by the threads, each GEMM on one thread */
         worker_buf wb;
         const int ok = worker_alloc(&wb, &gm, &s, kd, qc->K);
 #pragma omp for collapse(2) schedule(static)
         for (int64_t b = 0; b < n; b++)
             for (int64_t g = 0; g < G; g++) {
-                cr_status e = ok ? conv_pair(qc, &s, &gm, koff, kd, wpack, gb, x, y, b, g, &wb,
-                                             outer > 1 ? 1 : 0)
+                cr_status e = ok ? conv_pair(qc, &s, &gm, koff, kd, wpack, gb, x, y, b, g, &wb, 1)
                                  : cr_fail(CR_ENOMEM, "cr_qconv_run: buffers of a worker");
                 if (e != CR_OK) {
 #pragma omp critical(cr_qconv_status)
