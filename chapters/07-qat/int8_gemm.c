@@ -130,6 +130,22 @@ void cr_i8_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, i
         }
         return;
     }
+    if (s->cs == 1) {                            /* A: each row contiguous in k */
+        for (int64_t q = 0; q < rows; q += panel) {
+            const int64_t h = rows - q < panel ? rows - q : panel;
+            uint8_t *d = dst + q * kc4 * 4;
+            for (int64_t i = 0; i < panel; i++) {
+                const uint8_t *src = s->p + (r0 + q + i) * s->rs + k0;
+                for (int64_t g = 0; g < kc4; g++) {
+                    uint8_t *dd = d + (g * panel + i) * 4;
+                    if (i >= h) memset(dd, 0, 4);                        /* past the rows */
+                    else if (4 * g + 4 <= kc) memcpy(dd, src + 4 * g, 4);  /* 4 k at once */
+                    else for (int64_t t = 0; t < 4; t++) dd[t] = 4 * g + t < kc ? src[4 * g + t] : 0;
+                }
+            }
+        }
+        return;
+    }
     for (int64_t q = 0; q < rows; q += panel) {              /* one panel of rows */
         const int64_t h = rows - q < panel ? rows - q : panel;
         uint8_t *d = dst + q * kc4 * 4;                      /* panels are kc4 x panel x 4 */
@@ -335,10 +351,18 @@ cr_status cr_gemm_s8u8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, int6
     /* the AVX2 rule reads B's largest byte: vpmaddubsw is exact only below 128 */
     const int b_max = strcmp(cr_int8_gemm_kernel_name(), "avx2") == 0 ? cr_u8_max(B, K, N, ldb)
                                                                       : 255;
-    const cr_i8_strided a = {(const uint8_t *)A, lda, 1};  /* A: M rows of K */
+    const cr_i8_kernel *kd = cr_int8_gemm_kernel_for(b_max);
     const cr_i8_strided b = {B, 1, ldb};                    /* B as its transpose: N x K */
-    return cr_i8_engine(cr_int8_gemm_kernel_for(b_max), M, N, K, cr_i8_pack_strided, &a,
-                        cr_i8_pack_strided, &b, C, ldc, accumulate, NULL, NULL, 0);
+    /* A packed once, whole (M x K bytes), rather than once per block of N */
+    int8_t *Ap = M > 0 && N > 0 ? cr_aligned_alloc(cr_i8_prepacked_bytes(kd, M, K)) : NULL;
+    if (M > 0 && N > 0 && !Ap)
+        return cr_fail(CR_ENOMEM, "cr_gemm_s8u8s32: packed A of %zu bytes",
+                       cr_i8_prepacked_bytes(kd, M, K));
+    if (Ap) cr_i8_prepack_a(kd, M, K, A, lda, Ap);
+    st = cr_i8_engine(kd, M, N, K, NULL, Ap, cr_i8_pack_strided, &b, C, ldc, accumulate, NULL,
+                      NULL, 0);
+    cr_aligned_free(Ap);
+    return st;
 }
 // @end i8_gemm_default
 
