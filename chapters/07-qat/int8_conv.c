@@ -126,7 +126,8 @@ static cr_status pack_weights(cr_qconv *qc)
     const int64_t G = qc->p.groups;
     cr_aligned_free(qc->wpack);
     qc->wpack = cr_aligned_alloc(gb * (size_t)G);
-    if (!qc->wpack) return cr_fail(CR_ENOMEM, "cr_qconv_prepare: packed weights: %zu bytes", gb * G);
+    if (!qc->wpack)
+        return cr_fail(CR_ENOMEM, "cr_qconv_prepare: packed weights: %zu bytes", gb * G);
     for (int64_t g = 0; g < G; g++)
         cr_i8_prepack_a(kd, qc->cout_g, qc->K, qc->w + g * qc->cout_g * qc->K, qc->K,
                         qc->wpack + (size_t)g * gb);
@@ -233,6 +234,28 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
 /* ---- the reference ----------------------------------------------------------------------- */
 
 // @snippet qconv_ref
+/* acc of output (b, o, oh, ow): chapter 1's sum over the patch, of w (x - z_x) in int32;
+ * taps in the padding read z_x and add nothing. */
+static int32_t ref_sum(const cr_qconv *qc, const cr_conv_shape *s, const uint8_t *x,
+                       int64_t b, int64_t o, int64_t oh, int64_t ow)
+{
+    const cr_conv_params *p = &qc->p;
+    const int64_t g = o / s->cout_g, h = s->h_in, w = s->w_in;
+    const int8_t *wo = qc->w + o * qc->K;                  /* Cin_g x kh x kw */
+    int32_t acc = 0;
+    for (int64_t c = 0; c < s->cin_g; c++) {
+        const uint8_t *xc = x + ((b * p->in_channels + g * s->cin_g + c) * h) * w;
+        for (int64_t r = 0; r < p->kernel_h; r++)
+            for (int64_t t = 0; t < p->kernel_w; t++) {
+                const int64_t ih = oh * p->stride_h - p->pad_top + r * p->dilation_h;
+                const int64_t iw = ow * p->stride_w - p->pad_left + t * p->dilation_w;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                acc += wo[(c * p->kernel_h + r) * p->kernel_w + t] * (xc[ih * w + iw] - qc->x_zp);
+            }
+    }
+    return acc;
+}
+
 cr_status cr_qconv_run_ref(const cr_qconv *qc, int64_t n, int64_t h, int64_t w,
                            const uint8_t *x, uint8_t *y)
 {
@@ -240,29 +263,14 @@ cr_status cr_qconv_run_ref(const cr_qconv *qc, int64_t n, int64_t h, int64_t w,
     cr_conv_shape s;
     cr_status st = cr_conv_shape_init(&s, &qc->p, n, h, w);
     if (st) return st;
-    const cr_conv_params *p = &qc->p;
-    const int64_t lo = qc->relu ? qc->y_zp : 0;
+    const int32_t lo = qc->relu ? qc->y_zp : 0;          /* ReLU: real 0 is the byte z_y */
     for (int64_t b = 0; b < n; b++)
-        for (int64_t o = 0; o < p->out_channels; o++) {
-            const int64_t g = o / s.cout_g;
+        for (int64_t o = 0; o < qc->p.out_channels; o++)
             for (int64_t oh = 0; oh < s.h_out; oh++)
-                for (int64_t ow = 0; ow < s.w_out; ow++) {
-                    int32_t acc = 0;
-                    for (int64_t c = 0; c < s.cin_g; c++)
-                        for (int64_t r = 0; r < p->kernel_h; r++)
-                            for (int64_t t = 0; t < p->kernel_w; t++) {
-                                const int64_t ih = oh * p->stride_h - p->pad_top + r * p->dilation_h;
-                                const int64_t iw = ow * p->stride_w - p->pad_left + t * p->dilation_w;
-                                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;  /* x = z_x */
-                                const int32_t xv =
-                                    x[((b * p->in_channels + g * s.cin_g + c) * h + ih) * w + iw];
-                                acc += qc->w[((o * s.cin_g + c) * p->kernel_h + r) * p->kernel_w + t] *
-                                       (xv - qc->x_zp);
-                            }
-                    y[((b * p->out_channels + o) * s.h_out + oh) * s.w_out + ow] =
-                        cr_requant(acc, qc->bias_q[o], qc->mul[o], qc->y_zp, (int32_t)lo);
-                }
-        }
+                for (int64_t ow = 0; ow < s.w_out; ow++)
+                    y[((b * qc->p.out_channels + o) * s.h_out + oh) * s.w_out + ow] =
+                        cr_requant(ref_sum(qc, &s, x, b, o, oh, ow), qc->bias_q[o], qc->mul[o],
+                                   qc->y_zp, lo);
     return CR_OK;
 }
 // @end qconv_ref
@@ -564,12 +572,13 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
     const cr_conv_params *p = &s->p;
     const int64_t quads = (s->cin_g + 3) / 4, kh = p->kernel_h, kw = p->kernel_w;
     int64_t *goff = malloc((size_t)(quads * kh * kw) * sizeof(int64_t));
-    if (!goff) return cr_fail(CR_ENOMEM, "cr_qconv_run: %lld offsets", (long long)(quads * kh * kw));
+    if (!goff)
+        return cr_fail(CR_ENOMEM, "cr_qconv_run: %lld offsets", (long long)(quads * kh * kw));
     for (int64_t q = 0, g = 0; q < quads; q++)     /* where tap (q, r, t) of output 0 reads */
         for (int64_t r = 0; r < kh; r++)
             for (int64_t t = 0; t < kw; t++, g++)
-                goff[g] = (((q * gm->Hp + r * p->dilation_h) * gm->sw + t * p->dilation_w % gm->sw) *
-                               gm->lp + t * p->dilation_w / gm->sw) * 4;
+                goff[g] = (((q * gm->Hp + r * p->dilation_h) * gm->sw +
+                            t * p->dilation_w % gm->sw) * gm->lp + t * p->dilation_w / gm->sw) * 4;
     /* past the last quad, a panel's columns past N read up to NR pixels further */
     const size_t slack = (size_t)kd->nr * 4 + 64;
     const int64_t pairs = s->batch * p->groups;

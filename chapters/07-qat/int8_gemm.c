@@ -140,7 +140,8 @@ void cr_i8_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, i
                     uint8_t *dd = d + (g * panel + i) * 4;
                     if (i >= h) memset(dd, 0, 4);                        /* past the rows */
                     else if (4 * g + 4 <= kc) memcpy(dd, src + 4 * g, 4);  /* 4 k at once */
-                    else for (int64_t t = 0; t < 4; t++) dd[t] = 4 * g + t < kc ? src[4 * g + t] : 0;
+                    else
+                        for (int64_t t = 0; t < 4; t++) dd[t] = 4 * g + t < kc ? src[4 * g + t] : 0;
                 }
             }
         }
@@ -543,7 +544,7 @@ cr_status cr_gemm_bf16_ref(int64_t M, int64_t N, int64_t K, const uint16_t *A, i
     if (st) return st;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
-            float acc = accumulate ? C[i * ldc + j] : 0.0f;  /* products exact: one rounding per add */
+            float acc = accumulate ? C[i * ldc + j] : 0.0f;  /* products exact: one rounding */
             for (int64_t k = 0; k < K; k += 2) {   /* the odd element of the pair first */
                 if (k + 1 < K) acc = acc + bf(A[i * lda + k + 1]) * bf(B[(k + 1) * ldb + j]);
                 else acc = acc + 0.0f;

@@ -196,9 +196,12 @@ static void no_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, int32_t 
 {
     (void)kc4; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)accumulate;
 }
-const cr_i8_kernel cr_i8_kernel_avx2_7bit = {"avx2_7bit", 4, 16, 192, 512, 4096, 0, no_kernel, NULL};
-const cr_i8_kernel cr_i8_kernel_avx2_split = {"avx2_split", 4, 16, 192, 512, 4096, 1, no_kernel, NULL};
-const cr_i8_kernel cr_i8_kernel_avx_vnni = {"avx_vnni", 6, 16, 192, 512, 4096, 1, no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx2_7bit = {"avx2_7bit", 4, 16, 192, 512, 4096, 0,
+                                             no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx2_split = {"avx2_split", 4, 16, 192, 512, 4096, 1,
+                                              no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx_vnni = {"avx_vnni", 6, 16, 192, 512, 4096, 1, no_kernel,
+                                            NULL};
 
 void cr_requant_row_avx2(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int32_t zp,
                          int32_t lo, uint8_t *out)
