@@ -384,7 +384,7 @@ static void qconv__fast_equals_reference(void **state)
     cr_rng r;
     cr_rng_seed(&r, seed);
     const int count = cr_test_count(25);
-    int ran = 0;
+    int ran = 0, varied = 0, total = 0;
     for (int k = 0; k < N_KERNELS; k++) {
         if (!cr_int8_gemm_kernel_supported(kernel_names[k])) continue;
         assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));
@@ -392,19 +392,22 @@ static void qconv__fast_equals_reference(void **state)
             set_threads(threads);
             char what[80];
             snprintf(what, sizeof what, "kernel %s, %d thread(s)", kernel_names[k], threads);
-            int varied = 0;
-            for (int c = 0; c < count; c++) varied += check_qconv_case(&r, seed, c % 3 ? 255 : 127, what);
-            if (2 * varied < count)
-                fail_msg("%s: only %d of %d random convolutions had 3 or more distinct output "
-                         "values: the outputs are too uniform to prove much (seed %llu)", what,
-                         varied, count, (unsigned long long)seed);
+            for (int c = 0; c < count; c++)
+                varied += check_qconv_case(&r, seed, c % 3 ? 255 : 127, what);
+            total += count;
         }
         ran++;
     }
     set_threads(2);
     assert_cr_ok(cr_int8_gemm_set_kernel("auto"));
+    /* some random geometries read only padding (one output value): most must not */
+    if (varied == 0 || (total >= 10 && 2 * varied < total))
+        fail_msg("only %d of %d random convolutions had 3 or more distinct output values: "
+                 "the outputs are too uniform to prove much (seed %llu)", varied, total,
+                 (unsigned long long)seed);
     printf("int8 conv: %d kernels x %d random convolutions x {1, 2} threads equal the seven "
-           "loops byte for byte (seed %llu)\n", ran, count, (unsigned long long)seed);
+           "loops byte for byte, %d of %d with 3+ distinct outputs (seed %llu)\n", ran, count,
+           varied, total, (unsigned long long)seed);
 }
 
 /* A convolution too deep for one depth block, with every layout path: stride 1 with
