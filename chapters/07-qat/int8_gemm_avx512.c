@@ -1,0 +1,287 @@
+/* int8_gemm_avx512.c — chapter 7: the AVX512-VNNI int8 micro-kernel (vpdpbusd on
+ * zmm), the AVX-512 requantization of a row, and the AVX512-BF16 GEMM (vdpbf16ps).
+ *
+ * Every function carries a target attribute and runs only where the run-time CPU
+ * check (int8_gemm.c) found the instructions. */
+#include "int8_conv.h"
+#include "int8_gemm.h"
+
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "tensor.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define CR_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define CR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define CR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+
+/* The 4 bytes at p as one int32. */
+static inline int32_t load4(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#define V_MR 8
+#define V_NR 48
+
+// @snippet ukernel_vnni
+/* cr_i8_ukernel_fn, 8 x 48: 24 zmm accumulators (8 rows x 3 vectors of 16 columns),
+ * 3 zmm for the 48 columns x 4 k of B, the weights broadcast from memory. vpdpbusd
+ * multiplies the 4 u8 of each int32 lane of B with the 4 s8 of the broadcast and adds
+ * the 4 products to the lane's int32: no intermediate to saturate. */
+CR_VNNI static void avx512_vnni_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp,
+                                       int32_t *C, int64_t ldc, int accumulate)
+{
+    __m512i c[V_MR][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++) c[i][0] = c[i][1] = c[i][2] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kc4; g++, Ap += 4 * V_MR, Bp += 4 * V_NR) {
+        const __m512i b0 = _mm512_loadu_si512(Bp);         /* columns 0-15, 4 k each */
+        const __m512i b1 = _mm512_loadu_si512(Bp + 64);
+        const __m512i b2 = _mm512_loadu_si512(Bp + 128);
+#pragma GCC unroll 8
+        for (int i = 0; i < V_MR; i++) {
+            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));  /* row i, 4 k */
+            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
+            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
+            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++) {
+        int32_t *r = C + i * ldc;
+        for (int v = 0; v < 3; v++) {
+            __m512i x = c[i][v];
+            if (accumulate) x = _mm512_add_epi32(x, _mm512_loadu_si512(r + 16 * v));
+            _mm512_storeu_si512(r + 16 * v, x);
+        }
+    }
+}
+// @end ukernel_vnni
+
+// @snippet ukernel_vnni_direct
+/* The direct form of the kernel above: group g's 48 columns x 4 bytes are read where
+ * the interleaved image has them (B + goff[g]), not from a packed panel. */
+CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const uint8_t *B,
+                                           const int64_t *goff, int32_t *C, int64_t ldc)
+{
+    __m512i c[V_MR][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++) c[i][0] = c[i][1] = c[i][2] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kc4; g++, Ap += 4 * V_MR) {
+        const uint8_t *b = B + goff[g];
+        const __m512i b0 = _mm512_loadu_si512(b);
+        const __m512i b1 = _mm512_loadu_si512(b + 64);
+        const __m512i b2 = _mm512_loadu_si512(b + 128);
+#pragma GCC unroll 8
+        for (int i = 0; i < V_MR; i++) {
+            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
+            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
+            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
+            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V_MR; i++)
+        for (int v = 0; v < 3; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+}
+// @end ukernel_vnni_direct
+
+/* Blocks for this machine's L1d of 48 KiB and L2 of 1-2 MiB: KC = 640 bytes of depth (a
+ * B micro-panel is 640 x 48 = 30 KiB; the 3x3 layers up to 64 input channels need one
+ * depth block), MC = 256 rows (A block 160 KiB), NC = 4080 columns. */
+const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", V_MR, V_NR, 256, 640, 4080, 1,
+                                               avx512_vnni_kernel, avx512_vnni_kernel_off};
+
+// @snippet requant_avx512
+/* Even int64 lanes of v * mult, rounded half to even at bit s, plus zp, in [lo, 255]. */
+CR_AVX512 static inline __m512i requant_even512(__m512i v, __m512i mult, __m128i s,
+                                                __m512i half1, __m512i zp, __m512i lo)
+{
+    const __m512i p = _mm512_mul_epi32(v, mult);                       /* exact int64 */
+    const __m512i odd = _mm512_and_si512(_mm512_sra_epi64(p, s), _mm512_set1_epi64(1));
+    __m512i q = _mm512_sra_epi64(_mm512_add_epi64(p, _mm512_add_epi64(half1, odd)), s);
+    q = _mm512_add_epi64(q, zp);
+    return _mm512_min_epi64(_mm512_max_epi64(q, lo), _mm512_set1_epi64(255));
+}
+
+/* cr_requant_row with AVX-512, 16 outputs per step, the tail masked. */
+CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
+                                     int32_t zp, int32_t lo, uint8_t *out)
+{
+    const __m512i b = _mm512_set1_epi32(bias), mult = _mm512_set1_epi64(m.mult);
+    const __m128i s = _mm_cvtsi32_si128(m.shift);
+    const __m512i half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
+    const __m512i zpv = _mm512_set1_epi64(zp), lov = _mm512_set1_epi64(lo);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + j), b);
+        const __m512i qe = requant_even512(v, mult, s, half1, zpv, lov);
+        const __m512i qo = requant_even512(_mm512_srli_epi64(v, 32), mult, s, half1, zpv, lov);
+        const __m512i q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
+        _mm512_mask_cvtepi32_storeu_epi8(out + j, k, q);   /* vpmovdb: 16 bytes */
+    }
+}
+// @end requant_avx512
+
+// @snippet interleave_avx512
+/* cr_i8_interleave4 with AVX-512: the 4 rows' next 16 bytes fill the 4 lanes of a zmm;
+ * vpermd gathers into lane L the 4 bytes of columns 4L..4L+3 of every row (a 4 x 4
+ * byte block, row-major), and vpshufb transposes each block, 64 bytes per step. */
+CR_AVX512 void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    const __m512i gather = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i transpose = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(r[0] + j)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[1] + j)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[2] + j)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r[3] + j)), 3);
+        v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(gather, v), transpose);
+        _mm512_storeu_si512(d + 4 * j, v);
+    }
+    for (; j < n; j++)
+        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
+}
+// @end interleave_avx512
+
+/* ---- bf16: vdpbf16ps ----------------------------------------------------------------- */
+
+#define B_MR 12
+#define B_NR 32
+
+/* Packs columns [j0, j0+32) of B (K x N bf16, ldb) into k pairs: for each pair p, 32
+ * columns x (b[2p][j], b[2p+1][j]); past N and past K zeros. */
+static void bf16_pack_b(const uint16_t *B, int64_t ldb, int64_t K, int64_t N, int64_t j0,
+                        uint16_t *dst)
+{
+    const int64_t KP = (K + 1) / 2, w = N - j0 < B_NR ? N - j0 : B_NR;
+    for (int64_t p = 0; p < KP; p++) {
+        uint16_t *d = dst + p * B_NR * 2;
+        const uint16_t *r0 = B + 2 * p * ldb + j0, *r1 = r0 + ldb;
+        const int has1 = 2 * p + 1 < K;
+        for (int64_t j = 0; j < w; j++) {
+            d[2 * j] = r0[j];
+            d[2 * j + 1] = has1 ? r1[j] : 0;
+        }
+        memset(d + 2 * w, 0, (size_t)(B_NR - w) * 2 * sizeof(uint16_t));
+    }
+}
+
+// @snippet ukernel_bf16
+/* MR rows x 32 columns of C (masked to the w columns that exist) += A rows (lda) times
+ * the packed panel, over KP k pairs: vdpbf16ps adds, per f32 lane, a[2p+1]*b[2p+1] and
+ * then a[2p]*b[2p] (products exact in f32). An odd K's last pair is (a[K-1], 0). */
+CR_BF16 static inline __attribute__((always_inline)) void
+bf16_tile(const int MR, int64_t K, const uint16_t *A, int64_t lda, const uint16_t *Bp, float *C,
+          int64_t ldc, __mmask16 m0, __mmask16 m1, int accumulate)
+{
+    __m512 c[B_MR][2];
+    const int64_t KP = K / 2;   /* whole pairs */
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        c[i][0] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : _mm512_setzero_ps();
+        c[i][1] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < (K + 1) / 2; p++, Bp += 2 * B_NR) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(Bp + 32);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const int32_t pair = p < KP ? load4(A + i * lda + 2 * p)
+                                        : (int32_t)A[i * lda + 2 * p];  /* (a[K-1], 0) */
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+            c[i][0] = _mm512_dpbf16_ps(c[i][0], b0, a);
+            c[i][1] = _mm512_dpbf16_ps(c[i][1], b1, a);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        _mm512_mask_storeu_ps(C + i * ldc, m0, c[i][0]);
+        _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c[i][1]);
+    }
+}
+// @end ukernel_bf16
+
+/* Rows [0, M) of one 32-column panel: 12 rows at a time, then one at a time. */
+CR_BF16 static void bf16_panel(int64_t M, int64_t K, const uint16_t *A, int64_t lda,
+                               const uint16_t *Bp, float *C, int64_t ldc, int64_t w,
+                               int accumulate)
+{
+    const __mmask16 m0 = w >= 16 ? 0xFFFF : (__mmask16)((1u << w) - 1);
+    const __mmask16 m1 = w >= 32 ? 0xFFFF : w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
+    int64_t i = 0;
+    for (; i + B_MR <= M; i += B_MR)
+        bf16_tile(B_MR, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+    for (; i < M; i++) bf16_tile(1, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+}
+
+/* The bf16 GEMM: 32-column panels of B packed by the thread that computes them
+ * against all rows of A. Returns 1, or -1 when a buffer cannot be allocated. */
+int cr_bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                        const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    if (M == 0 || N == 0) return 1;
+    const int64_t np = (N + B_NR - 1) / B_NR;
+    const size_t panel = (size_t)((K + 1) / 2) * B_NR * 2 * sizeof(uint16_t) + 64;
+    int failed = 0;
+#pragma omp parallel if (np > 1 && (double)M * N * K > 1e6)
+    {
+        uint16_t *Bp = cr_aligned_alloc(panel);
+        if (!Bp) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < np; q++) {
+            if (!Bp) continue;
+            const int64_t j0 = q * B_NR, w = N - j0 < B_NR ? N - j0 : B_NR;
+            bf16_pack_b(B, ldb, K, N, j0, Bp);
+            bf16_panel(M, K, A, lda, Bp, C + j0, ldc, w, accumulate);
+        }
+        cr_aligned_free(Bp);
+    }
+    return failed ? -1 : 1;
+}
+
+#else
+
+/* Never called: placeholders of what this build does not have. */
+static void no_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, int32_t *C,
+                      int64_t ldc, int accumulate)
+{
+    (void)kc4; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)accumulate;
+}
+const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", 8, 48, 256, 640, 4080, 1,
+                                               no_kernel, NULL};
+
+void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int32_t zp,
+                           int32_t lo, uint8_t *out)
+{
+    for (int64_t j = 0; j < n; j++) out[j] = cr_requant(acc[j], bias, m, zp, lo);
+}
+
+void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, uint8_t *d)
+{
+    for (int64_t j = 0; j < n; j++)
+        for (int t = 0; t < 4; t++) d[4 * j + t] = r[t][j];
+}
+
+int cr_bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                        const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+    (void)accumulate;
+    return 0;
+}
+#endif
