@@ -8,7 +8,7 @@
  *     dnnl_gemm_u8s8s32 on the same product (transposed: it takes A unsigned). Each int8
  *     result is checked bit for bit against the int32 loops (on sampled rows) first.
  * (2) The standard layers as int8 convolutions, u8 NCHW in and out, per-channel s8
- *     weights, bias, ReLU fused: cr_qconv_run (checked byte for byte against the seven
+ *     weights, bias, ReLU fused: cr_int8_conv_run (checked byte for byte against the seven
  *     loops), chapter 3's fp32 cr_conv2d_fast on the same shapes, and oneDNN's int8
  *     convolution (u8 src with zero point, s8 weights, per-channel output scales, u8 dst
  *     with zero point, ReLU post-op; reorders from and to NCHW inside the timed call,
@@ -276,7 +276,7 @@ static int gemm_case(lab_ctx *ctx, const char *name, int64_t M, int64_t N, int64
 
 /* One layer's int8 operands. */
 typedef struct {
-    cr_qconv qc;
+    cr_int8_conv qc;
     cr_conv_shape s;
     uint8_t *x, *y, *ref;
     float *scales;       /* per channel s_x s_w / s_y, for oneDNN */
@@ -289,7 +289,7 @@ typedef struct {
 static cr_status run_qconv(void *arg)
 {
     const qlayer *q = ((qcall *)arg)->q;
-    return cr_qconv_run(&q->qc, q->s.batch, q->s.h_in, q->s.w_in, q->x, q->y);
+    return cr_int8_conv_run(&q->qc, q->s.batch, q->s.h_in, q->s.w_in, q->x, q->y);
 }
 
 typedef struct {
@@ -332,7 +332,7 @@ static cr_status qlayer_init(qlayer *q, const lab_layer *l, cr_rng *rng)
         int8_t *wd = cr_dtensor_i8(&w.q);
         for (size_t i = 0; i < w.q.numel; i++) wd[i] = (int8_t)cr_rng_int(rng, -128, 127);
         for (size_t i = 0; i < q->s.x_numel; i++) q->x[i] = (uint8_t)cr_rng_int(rng, 0, 255);
-        st = cr_qconv_prepare(&q->qc, &l->p, &w, l->p.bias ? bias : NULL, xs, 110, ys, 20, 1);
+        st = cr_int8_conv_prepare(&q->qc, &l->p, &w, l->p.bias ? bias : NULL, xs, 110, ys, 20, 1);
         for (int64_t o = 0; o < co && !st; o++) q->scales[o] = (float)(xs * sc[o] / ys);
     }
     cr_qtensor_free(&w);
@@ -343,7 +343,7 @@ static cr_status qlayer_init(qlayer *q, const lab_layer *l, cr_rng *rng)
 
 static void qlayer_free(qlayer *q)
 {
-    cr_qconv_free(&q->qc);
+    cr_int8_conv_free(&q->qc);
     free(q->x); free(q->y); free(q->ref); free(q->scales);
     memset(q, 0, sizeof *q);
 }
@@ -501,7 +501,7 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
     }
     int ok = 1;
     const double ops = cr_conv_flops(&q.s);
-    if ((st = cr_qconv_run_ref(&q.qc, l->n, l->h, l->w, q.x, q.ref)) != CR_OK)
+    if ((st = cr_int8_conv_run_ref(&q.qc, l->n, l->h, l->w, q.x, q.ref)) != CR_OK)
         ok = lab_report_failure(l->name, st);
     size_t distinct = 0;
     int seen[256] = {0};

@@ -316,7 +316,7 @@ static void random_qweights(cr_rng *r, const cr_conv_params *p, cr_qtensor *w)
     free(zp);
 }
 
-/* One random conv: cr_qconv_run equals cr_qconv_run_ref byte for byte. Returns 1 if
+/* One random conv: cr_int8_conv_run equals cr_int8_conv_run_ref byte for byte. Returns 1 if
  * the reference output has at least 3 distinct values (some random geometries read
  * only padding: their outputs are all one value and prove little). */
 static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *what)
@@ -343,8 +343,8 @@ static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *wha
                       (0.5 + cr_rng_uniform(r));
     const int32_t yz = (int32_t)cr_rng_int(r, 0, 255);
     const int relu = cr_rng_uniform(r) < 0.5;
-    cr_qconv qc;
-    assert_cr_ok(cr_qconv_prepare(&qc, &p, &qw, bias, xs, xz, ys, yz, relu));
+    cr_int8_conv qc;
+    assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, bias, xs, xz, ys, yz, relu));
     uint8_t *x = malloc(s.x_numel), *y = malloc(s.y_numel), *ref = malloc(s.y_numel);
     assert_non_null(x);
     assert_non_null(y);
@@ -352,8 +352,8 @@ static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *wha
     fill_u8(r, x, s.x_numel, 0, x_max);
     x[0] = (uint8_t)x_max;
     memset(y, 0xA5, s.y_numel);
-    assert_cr_ok(cr_qconv_run_ref(&qc, n, h, w, x, ref));
-    assert_cr_ok(cr_qconv_run(&qc, n, h, w, x, y));
+    assert_cr_ok(cr_int8_conv_run_ref(&qc, n, h, w, x, ref));
+    assert_cr_ok(cr_int8_conv_run(&qc, n, h, w, x, y));
     size_t bad = 0, first = 0, distinct = 0;
     int seen[256] = {0};
     for (size_t i = 0; i < s.y_numel; i++) {
@@ -368,7 +368,7 @@ static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *wha
                  (long long)p.in_channels, (long long)h, (long long)w, relu, bad, s.y_numel,
                  first, y[first], ref[first], (unsigned long long)seed);
     }
-    cr_qconv_free(&qc);
+    cr_int8_conv_free(&qc);
     cr_qtensor_free(&qw);
     free(bias);
     free(x);
@@ -437,16 +437,16 @@ static void qconv__deep_and_layout_paths(void **state)
             float *bias = malloc((size_t)v[1] * sizeof(float));
             assert_non_null(bias);
             for (int64_t o = 0; o < v[1]; o++) bias[o] = cr_rng_uniform_f(&r, -1.0f, 1.0f);
-            cr_qconv qc;
+            cr_int8_conv qc;
             const double ys = 0.03 * 1.4 * sqrt((double)s.cin_g * v[2] * v[2]);
-            assert_cr_ok(cr_qconv_prepare(&qc, &p, &qw, bias, 0.03, 77, ys, 60, (int)(i % 2)));
+            assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.03, 77, ys, 60, (int)(i % 2)));
             uint8_t *x = malloc(s.x_numel), *y = malloc(s.y_numel), *ref = malloc(s.y_numel);
             assert_non_null(x);
             assert_non_null(y);
             assert_non_null(ref);
             fill_u8(&r, x, s.x_numel, 0, 255);
-            assert_cr_ok(cr_qconv_run_ref(&qc, 2, v[5], v[5] + 2, x, ref));
-            assert_cr_ok(cr_qconv_run(&qc, 2, v[5], v[5] + 2, x, y));
+            assert_cr_ok(cr_int8_conv_run_ref(&qc, 2, v[5], v[5] + 2, x, ref));
+            assert_cr_ok(cr_int8_conv_run(&qc, 2, v[5], v[5] + 2, x, y));
             size_t bad = 0;
             for (size_t e = 0; e < s.y_numel; e++) bad += y[e] != ref[e];
             if (bad)
@@ -454,7 +454,7 @@ static void qconv__deep_and_layout_paths(void **state)
                          "%lld): %zu of %zu bytes differ (seed %llu)", kernel_names[k], i,
                          (long long)v[0], (long long)v[2], (long long)v[3], (long long)v[4],
                          (long long)v[6], bad, s.y_numel, (unsigned long long)seed);
-            cr_qconv_free(&qc);
+            cr_int8_conv_free(&qc);
             cr_qtensor_free(&qw);
             free(bias);
             free(x);
@@ -508,8 +508,8 @@ static void qconv__golden_pytorch_onednn(void **state)
         assert_cr_ok(cr_qparams_per_channel(&qw.p, CR_DT_I8, 0, w.shape[0], cr_dtensor_f64(&ws),
                                             zeros));
         qw.q = w;
-        cr_qconv qc;
-        assert_cr_ok(cr_qconv_prepare(&qc, &p, &qw, has_b ? cr_dtensor_f32(&b) : NULL,
+        cr_int8_conv qc;
+        assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, has_b ? cr_dtensor_f32(&b) : NULL,
                                       meta_num(f, "x_scale", paths[i]),
                                       (int32_t)meta_num(f, "x_zero_point", paths[i]),
                                       meta_num(f, "y_scale", paths[i]),
@@ -517,8 +517,8 @@ static void qconv__golden_pytorch_onednn(void **state)
         uint8_t *out = malloc(y.numel), *ref = malloc(y.numel);
         assert_non_null(out);
         assert_non_null(ref);
-        assert_cr_ok(cr_qconv_run(&qc, x.shape[0], x.shape[2], x.shape[3], cr_dtensor_u8(&x), out));
-        assert_cr_ok(cr_qconv_run_ref(&qc, x.shape[0], x.shape[2], x.shape[3], cr_dtensor_u8(&x),
+        assert_cr_ok(cr_int8_conv_run(&qc, x.shape[0], x.shape[2], x.shape[3], cr_dtensor_u8(&x), out));
+        assert_cr_ok(cr_int8_conv_run_ref(&qc, x.shape[0], x.shape[2], x.shape[3], cr_dtensor_u8(&x),
                                       ref));
         const uint8_t *py = cr_dtensor_u8(&y);
         size_t n1 = 0, distinct = 0;
@@ -540,7 +540,7 @@ static void qconv__golden_pytorch_onednn(void **state)
                strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i], n1, y.numel);
         total += y.numel;
         off1 += n1;
-        cr_qconv_free(&qc);
+        cr_int8_conv_free(&qc);
         free(out);
         free(ref);
         free(zeros);
@@ -567,43 +567,43 @@ static void qconv__bad_arguments(void **state)
     cr_qtensor qw = {0};
     random_qweights(&r, &p, &qw);
     float bias[6] = {0};
-    cr_qconv qc;
+    cr_int8_conv qc;
     p.pad_mode = CR_PAD_REFLECT;
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "reflect"));
     p.pad_mode = CR_PAD_ZEROS;
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, NULL, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 256, 0.2, 4, 0), CR_EINVAL);
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, -0.1, 3, 0.2, 4, 0), CR_EINVAL);
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.0, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, NULL, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 256, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, -0.1, 3, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.0, 4, 0), CR_EINVAL);
     qw.p.zero_point[2] = 1;   /* asymmetric weights are not what PyTorch's x86 config makes */
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "zero point"));
     qw.p.zero_point[2] = 0;
     bias[1] = 1e9f;           /* 1e9 / (0.1 * s_w): beyond int32 */
-    assert_cr_fails(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "bias[1]"));
     bias[1] = 0.0f;
-    assert_cr_ok(cr_qconv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0));
+    assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.1, 3, 0.2, 4, 0));
     /* an input of the wrong scale or channel count */
     cr_qparams xp = {0};
     assert_cr_ok(cr_qparams_per_tensor(&xp, CR_DT_U8, 0.1, 4));
     cr_qtensor x = {0}, y = {0};
     const int64_t shape[4] = {1, 4, 5, 5};
     assert_cr_ok(cr_qtensor_alloc(&x, &xp, 4, shape));
-    assert_cr_fails(cr_qconv_forward(&qc, &x, &y), CR_EINVAL);
+    assert_cr_fails(cr_int8_conv_forward(&qc, &x, &y), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "zero point"));
     x.p.zero_point[0] = 3;
-    assert_cr_ok(cr_qconv_forward(&qc, &x, &y));
+    assert_cr_ok(cr_int8_conv_forward(&qc, &x, &y));
     assert_int_equal(y.q.shape[1], 6);
     assert_int_equal(y.q.shape[2], 3);
     assert_true(y.p.scale[0] == 0.2 && y.p.zero_point[0] == 4);
     cr_qtensor_free(&y);
-    assert_cr_fails(cr_qconv_run(&qc, 1, 2, 2, cr_dtensor_u8(&x.q), cr_dtensor_u8(&x.q)),
+    assert_cr_fails(cr_int8_conv_run(&qc, 1, 2, 2, cr_dtensor_u8(&x.q), cr_dtensor_u8(&x.q)),
                     CR_EINVAL);   /* 2 x 2 is smaller than the 3 x 3 kernel */
     cr_qtensor_free(&x);
     cr_qparams_free(&xp);
-    cr_qconv_free(&qc);
+    cr_int8_conv_free(&qc);
     cr_qtensor_free(&qw);
 }
 

@@ -18,9 +18,13 @@
 #include "direct.h"
 #include "dtype.h"
 #include "error.h"
+#include "fakequant.h"
+#include "fold.h"
 #include "fpn.h"
 #include "gemm.h"
 #include "im2col.h"
+#include "int8_conv.h"
+#include "int8_gemm.h"
 #include "jpeg_io.h"
 #include "json.h"
 #include "layers.h"
@@ -31,8 +35,11 @@
 #include "png_io.h"
 #include "progress.h"
 #include "prune.h"
+#include "qat.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "shrink.h"
+#include "sparse_conv.h"
 #include "tensor.h"
 #include "timing.h"
 #include "train.h"
@@ -84,6 +91,24 @@ int main()
           cr_prune_unstructured(&w, 0.5, nullptr, &mk) == CR_OK &&
           cr_mask_count(&mk) == w.numel - w.numel / 2, "chapter 6's pruning");
     cr_mask_free(&mk);
+    cr_csr_weight csr;
+    std::memset(&csr, 0, sizeof csr);
+    check(cr_csr_from_weight(&csr, &w, nullptr) == CR_OK && csr.nnz == w.numel,
+          "chapter 6's CSR weight");
+    check(cr_sparse_conv2d_ref(&p, &x, &csr, &b, &y2) == CR_OK, "chapter 6's sparse conv");
+    const cr_cmp c6 = cr_compare(y2.data, y1.data, y1.numel, 1e-5, 1e-5);
+    check(cr_cmp_ok(&c6, 1e-5) != 0, "chapter 6 (dense CSR) equals chapter 1 from C++");
+    cr_csr_free(&csr);
+    float qs = 0;
+    int32_t qz = -1;
+    check(cr_qparams_calculate(-1.0f, 1.0f, 0, 255, false, CR_DT_U8, &qs, &qz) == CR_OK &&
+          std::fabs(qs - 2.0f / 255.0f) < 1e-7f && qz == 127,   /* PyTorch 1.13's MinMaxObserver */
+          "chapter 7's scale and zero point");
+    const int8_t qa[2] = {-128, 127};
+    const uint8_t qb[2] = {255, 3};
+    int32_t qc = 0;
+    check(cr_gemm_s8u8s32_ref(1, 1, 2, qa, 2, qb, 1, &qc, 1, 0) == CR_OK &&
+          qc == -128 * 255 + 127 * 3, "chapter 7's int8 GEMM");
     cr_fpn_config bad = cr_fpn_config_resnext50(0);
     cr_model_init(&m);
     check(cr_fpn_build(&m, &bad) == CR_EINVAL && std::strstr(cr_last_error(), "classes"),

@@ -71,7 +71,7 @@ void cr_requant_row(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int3
 
 /* ---- preparing a convolution ---------------------------------------------------------- */
 
-void cr_qconv_free(cr_qconv *qc)
+void cr_int8_conv_free(cr_int8_conv *qc)
 {
     if (!qc) return;
     free(qc->w);
@@ -91,17 +91,17 @@ static cr_status check_weights(const cr_conv_params *p, const cr_qtensor *w)
     const int64_t cin_g = p->in_channels / p->groups;
     if (q->dtype != CR_DT_I8 || q->ndim != 4 || q->shape[0] != p->out_channels ||
         q->shape[1] != cin_g || q->shape[2] != p->kernel_h || q->shape[3] != p->kernel_w)
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: w: expected I8 of shape %lld x %lld x %lld "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: w: expected I8 of shape %lld x %lld x %lld "
                        "x %lld (Cout x Cin/groups x kh x kw)", (long long)p->out_channels,
                        (long long)cin_g, (long long)p->kernel_h, (long long)p->kernel_w);
     cr_status st = cr_qparams_check(&w->p, q);
     if (st) return st;
     if (w->p.scheme == CR_QSCHEME_PER_CHANNEL && w->p.axis != 0)
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: w: per-channel parameters must follow "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: w: per-channel parameters must follow "
                        "axis 0 (output channels), got axis %d", w->p.axis);
     for (int64_t o = 0; o < w->p.channels; o++)
         if (w->p.zero_point[o] != 0)
-            return cr_fail(CR_EINVAL, "cr_qconv_prepare: w: zero point %d of channel %lld: "
+            return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: w: zero point %d of channel %lld: "
                            "expected 0 (symmetric weights)", (int)w->p.zero_point[o], (long long)o);
     return CR_OK;
 }
@@ -110,16 +110,16 @@ static cr_status check_weights(const cr_conv_params *p, const cr_qtensor *w)
 static cr_status check_act(const char *what, double scale, int32_t zp)
 {
     if (!(scale > 0.0) || !isfinite(scale))
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: %s scale %g: expected finite and > 0", what,
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: %s scale %g: expected finite and > 0", what,
                        scale);
     if (zp < 0 || zp > 255)
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: %s zero point %d: expected 0..255", what,
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: %s zero point %d: expected 0..255", what,
                        (int)zp);
     return CR_OK;
 }
 
 /* Packs each group's weights for the kernel the GEMM would use on full-range input. */
-static cr_status pack_weights(cr_qconv *qc)
+static cr_status pack_weights(cr_int8_conv *qc)
 {
     const cr_i8_kernel *kd = cr_int8_gemm_kernel_for(255);
     const size_t gb = cr_i8_prepacked_bytes(kd, qc->cout_g, qc->K);
@@ -127,7 +127,7 @@ static cr_status pack_weights(cr_qconv *qc)
     cr_aligned_free(qc->wpack);
     qc->wpack = cr_aligned_alloc(gb * (size_t)G);
     if (!qc->wpack)
-        return cr_fail(CR_ENOMEM, "cr_qconv_prepare: packed weights: %zu bytes", gb * G);
+        return cr_fail(CR_ENOMEM, "cr_int8_conv_prepare: packed weights: %zu bytes", gb * G);
     for (int64_t g = 0; g < G; g++)
         cr_i8_prepack_a(kd, qc->cout_g, qc->K, qc->w + g * qc->cout_g * qc->K, qc->K,
                         qc->wpack + (size_t)g * gb);
@@ -143,7 +143,7 @@ static cr_status pack_weights(cr_qconv *qc)
     qc->wdirect = cr_aligned_alloc(qc->direct_group_bytes * (size_t)G);
     if (!perm || !qc->wdirect) {
         free(perm);
-        return cr_fail(CR_ENOMEM, "cr_qconv_prepare: direct weights: %zu bytes",
+        return cr_fail(CR_ENOMEM, "cr_int8_conv_prepare: direct weights: %zu bytes",
                        qc->direct_group_bytes * G);
     }
     for (int64_t g = 0; g < G; g++) {
@@ -164,14 +164,14 @@ static cr_status pack_weights(cr_qconv *qc)
 }
 
 // @snippet qconv_prepare
-cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtensor *w,
+cr_status cr_int8_conv_prepare(cr_int8_conv *qc, const cr_conv_params *p, const cr_qtensor *w,
                            const float *bias, double x_scale, int32_t x_zp, double y_scale,
                            int32_t y_zp, int relu)
 {
-    if (!qc || !p || !w) return cr_fail(CR_EINVAL, "cr_qconv_prepare: qc, p or w is NULL");
+    if (!qc || !p || !w) return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: qc, p or w is NULL");
     memset(qc, 0, sizeof *qc);
     if (p->pad_mode != CR_PAD_ZEROS)
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: padding mode %s: the int8 convolution "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: padding mode %s: the int8 convolution "
                        "pads with zeros only", cr_pad_mode_name(p->pad_mode));
     cr_conv_shape s;   /* validates p on the smallest input the kernel fits */
     cr_status st = cr_conv_shape_init(&s, p, 1, (p->kernel_h - 1) * p->dilation_h + 1,
@@ -181,11 +181,11 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
         (st = check_act("output", y_scale, y_zp)))
         return st;
     if (p->bias != (bias != NULL))
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: bias: expected %s (p->bias is %s)",
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: bias: expected %s (p->bias is %s)",
                        p->bias ? "Cout floats" : "NULL", p->bias ? "true" : "false");
     const int64_t Co = p->out_channels, K = s.cin_g * p->kernel_h * p->kernel_w;
     if (K > CR_I8_MAX_K)
-        return cr_fail(CR_EINVAL, "cr_qconv_prepare: Cin/groups x kh x kw = %lld: expected <= "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: Cin/groups x kh x kw = %lld: expected <= "
                        "%d (exact int32 sums)", (long long)K, CR_I8_MAX_K);
     qc->p = *p;
     qc->cin_g = s.cin_g;
@@ -202,8 +202,8 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
     qc->mul = calloc((size_t)Co, sizeof(cr_qmul));
     qc->w_scale = calloc((size_t)Co, sizeof(double));
     if (!qc->w || !qc->bias_q || !qc->bias_fold || !qc->mul || !qc->w_scale) {
-        cr_qconv_free(qc);
-        return cr_fail(CR_ENOMEM, "cr_qconv_prepare: %lld channels", (long long)Co);
+        cr_int8_conv_free(qc);
+        return cr_fail(CR_ENOMEM, "cr_int8_conv_prepare: %lld channels", (long long)Co);
     }
     memcpy(qc->w, cr_dtensor_i8(&w->q), (size_t)(Co * K));
     const double limit = 2147483647.0 - 2.0 * (double)K * 128 * 255;  /* room beside sums */
@@ -214,19 +214,19 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
         for (int64_t k = 0; k < K; k++) rowsum += qc->w[o * K + k];  /* sum w (x - z) = */
         const double bq = bias ? nearbyint((double)bias[o] / (x_scale * sw)) : 0.0;
         if (!(fabs(bq) < limit)) {                /* sum w x - z sum w */
-            cr_qconv_free(qc);
-            return cr_fail(CR_EINVAL, "cr_qconv_prepare: bias[%lld] = %g is %g steps of s_x*s_w: "
+            cr_int8_conv_free(qc);
+            return cr_fail(CR_EINVAL, "cr_int8_conv_prepare: bias[%lld] = %g is %g steps of s_x*s_w: "
                            "expected below %g in magnitude (int32 sums)", (long long)o,
                            bias ? (double)bias[o] : 0.0, bq, limit);
         }
         qc->bias_q[o] = (int32_t)bq;
         qc->bias_fold[o] = (int32_t)(bq - (double)x_zp * (double)rowsum);
         if ((st = cr_qmul_from_real(x_scale * sw / y_scale, &qc->mul[o]))) {
-            cr_qconv_free(qc);
+            cr_int8_conv_free(qc);
             return st;
         }
     }
-    if ((st = pack_weights(qc))) cr_qconv_free(qc);
+    if ((st = pack_weights(qc))) cr_int8_conv_free(qc);
     return st;
 }
 // @end qconv_prepare
@@ -236,7 +236,7 @@ cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtens
 // @snippet qconv_ref
 /* acc of output (b, o, oh, ow): chapter 1's sum over the patch, of w (x - z_x) in int32;
  * taps in the padding read z_x and add nothing. */
-static int32_t ref_sum(const cr_qconv *qc, const cr_conv_shape *s, const uint8_t *x,
+static int32_t ref_sum(const cr_int8_conv *qc, const cr_conv_shape *s, const uint8_t *x,
                        int64_t b, int64_t o, int64_t oh, int64_t ow)
 {
     const cr_conv_params *p = &qc->p;
@@ -256,10 +256,10 @@ static int32_t ref_sum(const cr_qconv *qc, const cr_conv_shape *s, const uint8_t
     return acc;
 }
 
-cr_status cr_qconv_run_ref(const cr_qconv *qc, int64_t n, int64_t h, int64_t w,
+cr_status cr_int8_conv_run_ref(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w,
                            const uint8_t *x, uint8_t *y)
 {
-    if (!qc || !qc->w || !x || !y) return cr_fail(CR_EINVAL, "cr_qconv_run_ref: NULL argument");
+    if (!qc || !qc->w || !x || !y) return cr_fail(CR_EINVAL, "cr_int8_conv_run_ref: NULL argument");
     cr_conv_shape s;
     cr_status st = cr_conv_shape_init(&s, &qc->p, n, h, w);
     if (st) return st;
@@ -395,7 +395,7 @@ static void pack_conv_b(const void *ctx, int64_t j0, int64_t cols, int64_t k0, i
 
 /* What the epilogue needs: where each tile's bytes go. */
 typedef struct {
-    const cr_qconv *qc;
+    const cr_int8_conv *qc;
     int64_t o0;             /* first output channel of the group */
     uint8_t *y_g;           /* cout_g x Ho x Wo */
     int64_t Ho, Wo, pitch;  /* pitch: GEMM columns per output row (Wp flat, else Wo) */
@@ -411,7 +411,7 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
                           const int32_t *T, int64_t ldt)
 {
     const conv_epi *e = ctx;
-    const cr_qconv *qc = e->qc;
+    const cr_int8_conv *qc = e->qc;
     const int32_t lo = qc->relu ? qc->y_zp : 0;
     const int64_t plane = e->Ho * e->Wo;
     int64_t src[CR_I8_MAX_NR], dst[CR_I8_MAX_NR], len[CR_I8_MAX_NR], runs = 0;
@@ -446,7 +446,7 @@ typedef struct {
 } worker_buf;
 
 /* One (image, group) pair through the engine with `threads`. */
-static cr_status conv_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
+static cr_status conv_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qgeom *gm,
                            const int64_t *koff, const cr_i8_kernel *kd, const int8_t *wpack,
                            size_t group_bytes, const uint8_t *x, uint8_t *y, int64_t b,
                            int64_t g, const worker_buf *wb, int threads)
@@ -514,7 +514,7 @@ static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g
 /* One (image, group) pair by the direct path: the quad copy (slack bytes after it
  * zeroed), then every tile of the output against it; both shared by `threads`
  * threads, thread t using scratch + t * 4 * Wp. */
-static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
+static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qgeom *gm,
                         const cr_i8_kernel *kd, const int64_t *goff, const uint8_t *x,
                         uint8_t *y, int64_t b, int64_t g, uint8_t *xi, size_t slack,
                         uint8_t *scratch, int threads)
@@ -565,15 +565,15 @@ static void direct_pair(const cr_qconv *qc, const cr_conv_shape *s, const qgeom 
     }
 }
 
-/* cr_qconv_run by the direct path; CR_ENOMEM if a buffer cannot be had. */
-static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qgeom *gm,
+/* cr_int8_conv_run by the direct path; CR_ENOMEM if a buffer cannot be had. */
+static cr_status run_direct(const cr_int8_conv *qc, const cr_conv_shape *s, const qgeom *gm,
                             const cr_i8_kernel *kd, const uint8_t *x, uint8_t *y, int T)
 {
     const cr_conv_params *p = &s->p;
     const int64_t quads = (s->cin_g + 3) / 4, kh = p->kernel_h, kw = p->kernel_w;
     int64_t *goff = malloc((size_t)(quads * kh * kw) * sizeof(int64_t));
     if (!goff)
-        return cr_fail(CR_ENOMEM, "cr_qconv_run: %lld offsets", (long long)(quads * kh * kw));
+        return cr_fail(CR_ENOMEM, "cr_int8_conv_run: %lld offsets", (long long)(quads * kh * kw));
     for (int64_t q = 0, g = 0; q < quads; q++)     /* where tap (q, r, t) of output 0 reads */
         for (int64_t r = 0; r < kh; r++)
             for (int64_t t = 0; t < kw; t++, g++)
@@ -590,7 +590,7 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
     if (outer == 1) {   /* pairs one after the other, each on every thread (no nesting:
                            a team inside an inactive region would be made anew each call) */
         uint8_t *xi = cr_aligned_alloc(bytes);
-        if (!xi) failed = cr_fail(CR_ENOMEM, "cr_qconv_run: interleaved copy of %zu bytes", bytes);
+        if (!xi) failed = cr_fail(CR_ENOMEM, "cr_int8_conv_run: interleaved copy of %zu bytes", bytes);
         for (int64_t b = 0; b < s->batch && xi; b++)
             for (int64_t g = 0; g < p->groups; g++)
                 direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, inner);
@@ -602,8 +602,8 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
     {                   /* pairs shared by the threads, each pair on one thread */
         uint8_t *xi = cr_aligned_alloc(bytes);
         if (!xi) {
-#pragma omp critical(cr_qconv_status)
-            failed = cr_fail(CR_ENOMEM, "cr_qconv_run: interleaved copy of %zu bytes", bytes);
+#pragma omp critical(cr_int8_conv_status)
+            failed = cr_fail(CR_ENOMEM, "cr_int8_conv_run: interleaved copy of %zu bytes", bytes);
         }
 #pragma omp for collapse(2) schedule(static)
         for (int64_t b = 0; b < s->batch; b++)
@@ -617,10 +617,10 @@ static cr_status run_direct(const cr_qconv *qc, const cr_conv_shape *s, const qg
 }
 
 // @snippet qconv_run
-cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
+cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y)
 {
-    if (!qc || !qc->w || !x || !y) return cr_fail(CR_EINVAL, "cr_qconv_run: NULL argument");
+    if (!qc || !qc->w || !x || !y) return cr_fail(CR_EINVAL, "cr_int8_conv_run: NULL argument");
     cr_conv_shape s;
     cr_status st = cr_conv_shape_init(&s, &qc->p, n, h, w);
     if (st) return st;
@@ -647,7 +647,7 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     if (kd->mr != qc->pack_mr || kd->kc != qc->pack_kc) {
         gb = cr_i8_prepacked_bytes(kd, qc->cout_g, qc->K);
         if (!(own = cr_aligned_alloc(gb * (size_t)G)))
-            return cr_fail(CR_ENOMEM, "cr_qconv_run: packed weights: %zu bytes", gb * G);
+            return cr_fail(CR_ENOMEM, "cr_int8_conv_run: packed weights: %zu bytes", gb * G);
         for (int64_t g = 0; g < G; g++)
             cr_i8_prepack_a(kd, qc->cout_g, qc->K, qc->w + g * qc->cout_g * qc->K, qc->K,
                             own + (size_t)g * gb);
@@ -656,7 +656,7 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     int64_t *koff = malloc((size_t)qc->K * sizeof(int64_t));
     if (!koff) {
         cr_aligned_free(own);
-        return cr_fail(CR_ENOMEM, "cr_qconv_run: %lld offsets", (long long)qc->K);
+        return cr_fail(CR_ENOMEM, "cr_int8_conv_run: %lld offsets", (long long)qc->K);
     }
     make_koff(&s, &gm, koff);
     /* enough (image, group) pairs: one per thread at a time, each GEMM on one thread */
@@ -666,7 +666,7 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
     if (outer == 1) {   /* pairs one after the other, each GEMM on every thread */
         worker_buf wb;
         if (!worker_alloc(&wb, &gm, &s, kd, qc->K))
-            failed = cr_fail(CR_ENOMEM, "cr_qconv_run: buffers of a worker");
+            failed = cr_fail(CR_ENOMEM, "cr_int8_conv_run: buffers of a worker");
         for (int64_t b = 0; b < n && !failed; b++)
             for (int64_t g = 0; g < G && !failed; g++)
                 failed = conv_pair(qc, &s, &gm, koff, kd, wpack, gb, x, y, b, g, &wb, 0);
@@ -683,9 +683,9 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
         for (int64_t b = 0; b < n; b++)
             for (int64_t g = 0; g < G; g++) {
                 cr_status e = ok ? conv_pair(qc, &s, &gm, koff, kd, wpack, gb, x, y, b, g, &wb, 1)
-                                 : cr_fail(CR_ENOMEM, "cr_qconv_run: buffers of a worker");
+                                 : cr_fail(CR_ENOMEM, "cr_int8_conv_run: buffers of a worker");
                 if (e != CR_OK) {
-#pragma omp critical(cr_qconv_status)
+#pragma omp critical(cr_int8_conv_status)
                     failed = e;
                 }
             }
@@ -697,23 +697,23 @@ cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, cons
 }
 // @end qconv_run
 
-cr_status cr_qconv_forward(const cr_qconv *qc, const cr_qtensor *x, cr_qtensor *y)
+cr_status cr_int8_conv_forward(const cr_int8_conv *qc, const cr_qtensor *x, cr_qtensor *y)
 {
-    if (!qc || !x || !y) return cr_fail(CR_EINVAL, "cr_qconv_forward: NULL argument");
+    if (!qc || !x || !y) return cr_fail(CR_EINVAL, "cr_int8_conv_forward: NULL argument");
     cr_status st = cr_qparams_check(&x->p, &x->q);
     if (st) return st;
     if (x->q.dtype != CR_DT_U8 || x->q.ndim != 4 || x->p.scheme != CR_QSCHEME_PER_TENSOR)
-        return cr_fail(CR_EINVAL, "cr_qconv_forward: x: expected a 4-d U8 tensor quantized per "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_forward: x: expected a 4-d U8 tensor quantized per "
                        "tensor");
     if (x->p.scale[0] != qc->x_scale || x->p.zero_point[0] != qc->x_zp)
-        return cr_fail(CR_EINVAL, "cr_qconv_forward: x: scale %g, zero point %d: expected the "
+        return cr_fail(CR_EINVAL, "cr_int8_conv_forward: x: scale %g, zero point %d: expected the "
                        "prepared %g, %d", x->p.scale[0], (int)x->p.zero_point[0], qc->x_scale,
                        (int)qc->x_zp);
     cr_conv_shape s;
     if ((st = cr_conv_shape_init(&s, &qc->p, x->q.shape[0], x->q.shape[2], x->q.shape[3])))
         return st;
     if (x->q.shape[1] != qc->p.in_channels)
-        return cr_fail(CR_EINVAL, "cr_qconv_forward: x has %lld channels, expected %lld",
+        return cr_fail(CR_EINVAL, "cr_int8_conv_forward: x has %lld channels, expected %lld",
                        (long long)x->q.shape[1], (long long)qc->p.in_channels);
     cr_qparams yp = {0};
     if ((st = cr_qparams_per_tensor(&yp, CR_DT_U8, qc->y_scale, qc->y_zp))) return st;
@@ -721,7 +721,7 @@ cr_status cr_qconv_forward(const cr_qconv *qc, const cr_qtensor *x, cr_qtensor *
     st = cr_qtensor_alloc(y, &yp, 4, shape);
     cr_qparams_free(&yp);
     if (st) return st;
-    st = cr_qconv_run(qc, s.batch, s.h_in, s.w_in, cr_dtensor_u8(&x->q), cr_dtensor_u8(&y->q));
+    st = cr_int8_conv_run(qc, s.batch, s.h_in, s.w_in, cr_dtensor_u8(&x->q), cr_dtensor_u8(&y->q));
     if (st) cr_qtensor_free(y);
     return st;
 }

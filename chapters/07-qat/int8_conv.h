@@ -85,17 +85,17 @@ typedef struct {
     int direct_mr;        /* the tile rows they are packed for */
     int64_t K4;           /* round_up(Cin_g, 4) * kh * kw: the direct path's depth */
     size_t direct_group_bytes;
-} cr_qconv;
+} cr_int8_conv;
 
 /* Prepares y = conv(x, w) + b, requantized (ReLU fused if relu): p's geometry (zero
  * padding); w an I8 tensor Cout x Cin/groups x kh x kw, per channel along axis 0 (or
  * per tensor), every zero point 0; bias NULL or Cout floats (p->bias says which); the
  * input's and output's u8 scale and zero point. CR_EINVAL names what does not fit. */
-cr_status cr_qconv_prepare(cr_qconv *qc, const cr_conv_params *p, const cr_qtensor *w,
+cr_status cr_int8_conv_prepare(cr_int8_conv *qc, const cr_conv_params *p, const cr_qtensor *w,
                            const float *bias, double x_scale, int32_t x_zp, double y_scale,
                            int32_t y_zp, int relu);
 /* Frees what qc holds and zeroes it (safe on a zeroed struct). */
-void cr_qconv_free(cr_qconv *qc);
+void cr_int8_conv_free(cr_int8_conv *qc);
 
 /* y (n x Cout x Ho x Wo u8) = the prepared convolution of x (n x Cin x h x w u8):
  * padded copies of the input with z_x as padding value, the int8 GEMM, the
@@ -103,14 +103,14 @@ void cr_qconv_free(cr_qconv *qc);
  * (AVX512-VNNI): the padded copy interleaves 4 channels, so every tap of the patch
  * matrix is an offset into it and nothing is packed; otherwise im2col is fused into
  * the GEMM's packing of B. */
-cr_status cr_qconv_run(const cr_qconv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
+cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y);
 /* The same by the definition: seven loops over (x - z_x) in int32, then cr_requant. */
-cr_status cr_qconv_run_ref(const cr_qconv *qc, int64_t n, int64_t h, int64_t w,
+cr_status cr_int8_conv_run_ref(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w,
                            const uint8_t *x, uint8_t *y);
-/* cr_qconv_run on quantized tensors: x U8 per tensor with the prepared scale and zero
+/* cr_int8_conv_run on quantized tensors: x U8 per tensor with the prepared scale and zero
  * point, 4-d; y allocated here (U8, N x Cout x Ho x Wo, the output's parameters). */
-cr_status cr_qconv_forward(const cr_qconv *qc, const cr_qtensor *x, cr_qtensor *y);
+cr_status cr_int8_conv_forward(const cr_int8_conv *qc, const cr_qtensor *x, cr_qtensor *y);
 
 #ifdef __cplusplus
 }
