@@ -21,9 +21,9 @@ local function is_marker(b, class)
   return b.t == 'Div' and b.classes:includes(class)
 end
 
--- "8 A real network: ..." as plain text (the heading's inlines, stringified).
+-- "8, A real network: ..." as plain text (the heading's inlines, stringified).
 local function label(ch)
-  return ch.number .. ' ' .. pandoc.utils.stringify(ch.title)
+  return ch.number .. ', ' .. pandoc.utils.stringify(ch.title)
 end
 
 -- The chapters in book order: { number, id, title (inlines) }, from the markers and
