@@ -168,7 +168,9 @@ def check_pdf(pdf, n_chapters):
     check(len(pages) > 5 and len(numbered) >= len(pages) - 1,
           f'PDF: {len(numbered)} of {len(pages)} pages end with their page number')
     toc = '\n'.join(pages[:4])
-    entries = re.findall(r'^\s*(\d+(?:\.\d+)?)\s+\S.*?\s{2,}(\d+)\s*$', toc, re.M)
+    # one contents line each (a page's number at its foot, then the next page's first
+    # line, is not an entry: no whitespace here crosses a line)
+    entries = re.findall(r'^[ \t]*(\d+(?:\.\d+)?)[ \t]+\S.*?[ \t]{2,}(\d+)[ \t]*$', toc, re.M)
     chapters_found = [e for e in entries if '.' not in e[0]]
     check(len(chapters_found) >= n_chapters and len(entries) > 3 * n_chapters,
           f'PDF: the contents give page numbers ({len(entries)} numbered entries, '

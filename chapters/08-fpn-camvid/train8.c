@@ -26,6 +26,7 @@ const uint8_t cr_camvid_palette[12][3] = {
 };
 // @end camvid_palette
 
+// @snippet camvid_paint
 /* Writes the colours of h x w labels into rgb (row stride `stride` bytes). */
 static cr_status paint(const int32_t *labels, int64_t h, int64_t w, uint8_t *rgb, int64_t stride)
 {
@@ -46,6 +47,7 @@ static cr_status paint(const int32_t *labels, int64_t h, int64_t w, uint8_t *rgb
     // return cr_todo("palette");
     // @end-solution
 }
+// @end camvid_paint
 
 /* Allocates a w x h RGB image. */
 static cr_status image_alloc(cr_image *out, int64_t h, int64_t w)
