@@ -131,6 +131,13 @@ def main():
           html.find('</table>') < html.find('class="table-caption"'),
           'the caption follows the table, outside its scroll box')
 
+    check('listing-wrap' not in html, 'a listing of short lines does not wrap')
+    open(os.path.join(w, 'src', 'long.c'), 'w').write(
+        '// @snippet long\nint f(void) { return ' + ' + '.join(['1'] * 40) + '; }\n// @end long\n')
+    r, html = pandoc_run('long', '```{.include file="src/long.c" snippet="long"}\n```\n')
+    check(r.returncode == 0 and 'class="listing listing-wrap"' in html,
+          'a listing with a line over 100 characters wraps instead of being clipped')
+
     # -- the student edition: statement and stub in place of the solution ----
     r, html = pandoc_run('student', '```{.include file="src/demo.c" snippet="demo"}\n```\n',
                          edition='student')
