@@ -528,8 +528,7 @@ replays a failing random case (the seed is printed when one fails).
 {''.join(f'- `chapters/{c}/` — an earlier chapter, solved.' + chr(10) for c in earlier)}- `lib/` — the common library (tensors, the convolution descriptor, errors, RNG, I/O).
 - `tests/` — the chapter's cmocka tests and their harness{given_file}.
 - `reference/golden/` — test cases computed by PyTorch (the tests read them).
-{lab_line}
-- `grade.py`, `kit.json` — the grader and the task list.
+{lab_line}- `grade.py`, `kit.json` — the grader and the task list.
 """
 
 
