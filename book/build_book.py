@@ -263,29 +263,29 @@ def check_chapter_order(chapters):
                 f'{ca} (chapter {a}); list them by number, each number once')
 
 
-def chapter_marker(outdir, stem, ch):
-    """Writes the marker that book/filters/chapters.lua reads before chapter ch's text
-    (its number, from the directory name); returns its path."""
-    path = os.path.join(outdir, f'{stem}.mark-{ch}.md')
-    text = f'::: {{.crbook-chapter number="{chapter_number(ch)}" dir="{ch}"}}\n:::\n\n'
+def write_marker(path, text, what):
+    """Writes a marker file (text) at path unless it holds text already (so that an
+    unchanged marker does not look new to the build); returns path."""
     if not os.path.exists(path) or open(path, encoding='utf-8').read() != text:
         tmp = tmp_name(path)
         with open(tmp, 'w', encoding='utf-8') as f:
             f.write(text)
-        publish(tmp, path, 'a chapter marker')
+        publish(tmp, path, what)
     return path
+
+
+def chapter_marker(outdir, stem, ch):
+    """Writes the marker that book/filters/chapters.lua reads before chapter ch's text
+    (its number, from the directory name); returns its path."""
+    return write_marker(os.path.join(outdir, f'{stem}.mark-{ch}.md'),
+                        f'::: {{.crbook-chapter number="{chapter_number(ch)}" dir="{ch}"}}\n:::\n\n',
+                        f'the marker of chapter {ch}')
 
 
 def chapter_marker_end(outdir, stem):
     """Writes the marker that ends the last chapter (before the appendix); its path."""
-    path = os.path.join(outdir, f'{stem}.mark-end.md')
-    text = '::: {.crbook-chapters-end}\n:::\n\n'
-    if not os.path.exists(path) or open(path, encoding='utf-8').read() != text:
-        tmp = tmp_name(path)
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-        publish(tmp, path, 'the end-of-chapters marker')
-    return path
+    return write_marker(os.path.join(outdir, f'{stem}.mark-end.md'),
+                        '::: {.crbook-chapters-end}\n:::\n\n', 'the end-of-chapters marker')
 
 
 def uses_of_results(root, chapters):
