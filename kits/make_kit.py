@@ -193,8 +193,11 @@ def load_manifest(ch):
     for d in m['lab_paths']:
         if not re.fullmatch(r'[A-Za-z_]\w*=[\w./-]+', d):
             raise KitError(f'{rel(path)}: lab_paths: "{d}" is not NAME=PATH (PATH a file of the kit)')
-        if not os.path.exists(os.path.join(ROOT, d.split('=', 1)[1])):
-            raise KitError(f'{rel(path)}: lab_paths: {d.split("=", 1)[1]} does not exist')
+        f = d.split('=', 1)[1]
+        if not os.path.exists(os.path.join(ROOT, f)):
+            raise KitError(f'{rel(path)}: lab_paths: {f} does not exist')
+        if not any(f == x or f.startswith(x.rstrip('/') + '/') for x in m['data']):
+            raise KitError(f'{rel(path)}: lab_paths: {f} is not shipped: add it to data')
     # [task.NAME] sections: what the grader knows about one task (kits/README.md).
     for name in cp.sections():
         if name == 'kit':
