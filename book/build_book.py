@@ -14,7 +14,12 @@ every coursework solution shown. The student edition writes
 conv2d-reimagined-student.html: each solution region shows its task's statement and
 its stub instead (CRBOOK_EDITION=student for include_snippet.lua).
 
-The three Lua filters (book/filters/) read CRBOOK_ROOT, CRBOOK_LABDIR (= outdir,
+Chapters are numbered by their directory names (08-fpn-camvid is chapter 8, whatever
+its place in the list, so chapters may be missing): a marker file before each chapter's
+text gives book/filters/chapters.lua the number, and that filter writes it into the
+headings and adds the previous/next links at each chapter's end.
+
+The Lua filters (book/filters/) read CRBOOK_ROOT, CRBOOK_LABDIR (= outdir,
 where the lab CSVs NAME.csv are), CRBOOK_FIGDIR (outdir/plots) and CRBOOK_DEPS
 (every file they read, which becomes the depfile, so editing an excerpted source
 rebuilds the book). pandoc runs the filters once into a JSON AST, then writes
@@ -238,18 +243,63 @@ def md_escape(text):
     return re.sub(r'([\\`*_{}\[\]<>$#|~^])', r'\\\1', text)
 
 
+def chapter_number(ch):
+    """The chapter's number from its directory name: '08-fpn-camvid' -> 8. The book
+    numbers chapters by it, not by their place in the list, so a chapter may be
+    missing (6 and 7 before 8) without renumbering the others."""
+    m = re.match(r'(\d+)-', ch)
+    if not m:
+        die(f'chapter "{ch}": its directory name must begin with its number (NN-name, '
+            'e.g. 08-fpn-camvid): the book numbers chapters by it')
+    return int(m.group(1))
+
+
+def check_chapter_order(chapters):
+    """Dies unless the chapters' numbers rise strictly in book order."""
+    nums = [chapter_number(c) for c in chapters]
+    for a, b, ca, cb in zip(nums, nums[1:], chapters, chapters[1:]):
+        if b <= a:
+            die(f'chapters out of order in book/meson.build: {cb} (chapter {b}) comes after '
+                f'{ca} (chapter {a}); list them by number, each number once')
+
+
+def write_marker(path, text, what):
+    """Writes a marker file (text) at path unless it holds text already (so that an
+    unchanged marker does not look new to the build); returns path."""
+    if not os.path.exists(path) or open(path, encoding='utf-8').read() != text:
+        tmp = tmp_name(path)
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+        publish(tmp, path, what)
+    return path
+
+
+def chapter_marker(outdir, stem, ch):
+    """Writes the marker that book/filters/chapters.lua reads before chapter ch's text
+    (its number, from the directory name); returns its path."""
+    return write_marker(os.path.join(outdir, f'{stem}.mark-{ch}.md'),
+                        f'::: {{.crbook-chapter number="{chapter_number(ch)}" dir="{ch}"}}\n:::\n\n',
+                        f'the marker of chapter {ch}')
+
+
+def chapter_marker_end(outdir, stem):
+    """Writes the marker that ends the last chapter (before the appendix); its path."""
+    return write_marker(os.path.join(outdir, f'{stem}.mark-end.md'),
+                        '::: {.crbook-chapters-end}\n:::\n\n', 'the end-of-chapters marker')
+
+
 def uses_of_results(root, chapters):
     """{src: [(chapter title, section title, kind, caption)]} for every table and
-    plot of the given chapters, in book order."""
+    plot of the given chapters, in book order; the chapter title begins with its
+    number ("8 A real network: ...")."""
     uses = {}
     for ch in chapters:
         text = open(os.path.join(root, 'chapters', ch, 'chapter.md'), encoding='utf-8').read()
         chapter, section = ch, ''
-        pos = 0
         for m in re.finditer(r'^(#{1,2}) (.*?)\s*(?:\{[^}]*\})?\s*$|' + BLOCK.pattern, text, re.M):
             if m.group(1):
                 if len(m.group(1)) == 1:
-                    chapter, section = m.group(2), ''
+                    chapter, section = f'{chapter_number(ch)} {m.group(2)}', ''
                 else:
                     section = m.group(2)
                 continue
@@ -325,7 +375,7 @@ def main():
     ap.add_argument('--metadata', required=True, help='metadata YAML file')
     ap.add_argument('--css', required=True, help='style sheet')
     ap.add_argument('--chapter', action='append', default=[],
-                    help='chapter directory name under chapters/ (in book order)')
+                    help='chapter directory name under chapters/, NN-name: chapter NN (in book order)')
     ap.add_argument('--depfile', help='write a Makefile-style depfile here')
     ap.add_argument('--dep-target', help='target named in the depfile')
     ap.add_argument('--no-pdf', action='store_true')
@@ -348,25 +398,27 @@ def main():
     meta = a.metadata if os.path.isabs(a.metadata) else os.path.join(root, a.metadata)
     front = a.front if os.path.isabs(a.front) else os.path.join(root, a.front)
     inputs = [front]
+    check_chapter_order(a.chapter)
     for ch in a.chapter:
         md = os.path.join(root, 'chapters', ch, 'chapter.md')
         if not os.path.exists(md):
             die(f'chapter "{ch}" has no text: {md} not found (chapters are listed in book/meson.build)')
-        inputs.append(md)
+        # Before each chapter, a marker with its number (book/filters/chapters.lua).
+        inputs += [chapter_marker(outdir, stem, ch), md]
     for p in inputs + [meta]:
         if not os.path.exists(p):
             die(f'{p} not found')
     # The appendix on where every number was measured, from the CSV headers.
     appendix = os.path.join(outdir, f'{stem}.machines.md')
     machines_appendix(root, outdir, a.chapter, appendix)
-    inputs.append(appendix)
+    inputs += [chapter_marker_end(outdir, stem), appendix]
     results_dir = os.path.join(root, 'book', 'results')
     result_csvs = [os.path.join(d, f) for d, _, fs in os.walk(results_dir) for f in fs
                    if f.endswith('.csv')]
 
     filters_dir = os.path.join(root, 'book', 'filters')
     filters = [os.path.join(filters_dir, f) for f in
-               ('include_snippet.lua', 'csv_table.lua', 'plot.lua')]
+               ('include_snippet.lua', 'csv_table.lua', 'plot.lua', 'chapters.lua')]
     css = a.css if os.path.isabs(a.css) else os.path.join(root, a.css)
 
     deps_tmp = tmp_name(os.path.join(outdir, f'{stem}.deps.txt'))  # removed at exit

@@ -193,8 +193,17 @@ function CodeBlock(el)
   local attrs = { ['data-file'] = file }
   if name then attrs['data-snippet'] = name end
   if #tasks > 0 then attrs['data-tasks'] = table.concat(tasks, ' ') end
-  -- A task's statement can be longer than any code line: such listings wrap.
+  -- A task's statement can be longer than any code line, and a code line longer than
+  -- the 100 characters the layout gives a listing would be clipped: such listings wrap.
+  local longest = 0
+  for _, r in ipairs(runs) do
+    for _, line in ipairs(r.lines) do
+      longest = math.max(longest, utf8.len(line) or #line)
+    end
+  end
   local classes = { 'listing' }
-  if EDITION == 'student' and #tasks > 0 then classes[#classes + 1] = 'listing-wrap' end
+  if (EDITION == 'student' and #tasks > 0) or longest > 100 then
+    classes[#classes + 1] = 'listing-wrap'
+  end
   return pandoc.Div(blocks, pandoc.Attr(id, classes, attrs))
 end

@@ -6,7 +6,9 @@ a snippet with a solution region shows the real line numbers in consecutive bloc
 and hides markers and the stub; a csv-table filters, picks and renames columns and
 carries the provenance caption; a plot runs gnuplot (when present). Then the
 failures: missing file, missing snippet, unknown column (in columns= and where=),
-empty table — each must stop pandoc with a message naming the culprit.
+empty table — each must stop pandoc with a message naming the culprit. And
+chapters.lua: chapters numbered by their directories (5, then 8), their sections
+under them, previous/next links closing each chapter.
 Exit 77 (skip) without pandoc.
 """
 import argparse
@@ -129,6 +131,13 @@ def main():
           html.find('</table>') < html.find('class="table-caption"'),
           'the caption follows the table, outside its scroll box')
 
+    check('listing-wrap' not in html, 'a listing of short lines does not wrap')
+    open(os.path.join(w, 'src', 'long.c'), 'w').write(
+        '// @snippet long\nint f(void) { return ' + ' + '.join(['1'] * 40) + '; }\n// @end long\n')
+    r, html = pandoc_run('long', '```{.include file="src/long.c" snippet="long"}\n```\n')
+    check(r.returncode == 0 and 'class="listing listing-wrap"' in html,
+          'a listing with a line over 100 characters wraps instead of being clipped')
+
     # -- the student edition: statement and stub in place of the solution ----
     r, html = pandoc_run('student', '```{.include file="src/demo.c" snippet="demo"}\n```\n',
                          edition='student')
@@ -170,6 +179,51 @@ def main():
         check(r.returncode != 0, f'{name}: pandoc fails (exit {r.returncode})')
         check(all(word in msg for word in words),
               f'{name}: the message names {", ".join(words)}: {msg.strip()[:200]!r}')
+
+    # -- chapter numbers from directory names, previous/next links ------------
+    # (build_book.py writes the markers; chapters 6 and 7 missing, 8 after 5)
+    chap_filter = os.path.join(a.root, 'book', 'filters', 'chapters.lua')
+
+    def chapters_run(name, md):
+        p = os.path.join(w, name + '.md')
+        open(p, 'w').write(md)
+        out = os.path.join(w, name + '.html')
+        r = subprocess.run([pandoc, p, '-t', 'html5', '--toc', '--number-sections', '-s',
+                            '--metadata', 'title=t', '--lua-filter', chap_filter, '-o', out],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60)
+        return r, re.sub(r'\s+', ' ', open(out).read()) if r.returncode == 0 else ''
+
+    def mark(n, d):
+        return f'::: {{.crbook-chapter number="{n}" dir="{d}"}}\n:::\n\n'
+    r, html = chapters_run('chapters', '# Front {.unnumbered}\n\ntext\n\n'
+                           + mark(5, '05-gpu') + '# The GPU {#ch-gpu}\n\n## Kernels\n\n### One\n\n## Tiles\n\n'
+                           + mark(8, '08-fpn') + '# A network {#ch-fpn}\n\n## Shapes\n\n'
+                           + '::: {.crbook-chapters-end}\n:::\n\n# Appendix {.unnumbered}\n\n## Part {.unnumbered}\n')
+    check(r.returncode == 0, f'chapters: a book with chapters 5 and 8 builds ({r.stderr.strip()[:300]})')
+    heads = re.findall(r'<h(\d) data-number="([^"]+)" id="([^"]+)"', html)
+    check(heads == [('1', '5', 'ch-gpu'), ('2', '5.1', 'kernels'), ('3', '5.1.1', 'one'),
+                    ('2', '5.2', 'tiles'), ('1', '8', 'ch-fpn'), ('2', '8.1', 'shapes')],
+          f'chapters: numbered by their directories, 5 then 8, sections under them (got {heads})')
+    toc = re.findall(r'toc-section-number">([^<]+)<', html)
+    check(toc == ['5', '5.1', '5.1.1', '5.2', '8', '8.1'], f'chapters: the contents agree ({toc})')
+    check('id="front"' in html and 'data-number' not in html.split('id="front"')[1][:5]
+          and 'Appendix' in html, 'chapters: front matter and appendix stay unnumbered')
+    navs = re.findall(r'<div class="chapter-nav" data-chapter="(\d+)">(.*?)</div>', html)
+    check([n for n, _ in navs] == ['5', '8'], f'chapters: one link block per chapter ({navs})')
+    if len(navs) == 2:
+        check('href="#ch-fpn" rel="next"' in navs[0][1] and 'rel="prev"' not in navs[0][1]
+              and 'Chapter 8, A network' in navs[0][1],
+              'chapters: chapter 5 links to chapter 8 as the next, to no previous one')
+        check('href="#ch-gpu" rel="prev"' in navs[1][1] and 'rel="next"' not in navs[1][1],
+              'chapters: chapter 8 links back to chapter 5, to no next one')
+        check(html.find('chapter-nav" data-chapter="5"') < html.find('id="ch-fpn"') and
+              html.find('chapter-nav" data-chapter="8"') < html.find('id="appendix"'),
+              'chapters: each link block closes its chapter')
+    check('crbook-chapter' not in html, 'chapters: the markers are removed')
+    r, _ = chapters_run('chapters-no-title', mark(3, '03-x') + 'no heading here\n')
+    check(r.returncode != 0 and '03-x' in r.stderr and 'heading' in r.stderr,
+          f'chapters: a chapter without its "# " title fails, named ({r.stderr.strip()[:200]!r})')
 
     # -- plots ---------------------------------------------------------------
     if a.gnuplot or shutil.which('gnuplot'):

@@ -168,7 +168,9 @@ def check_pdf(pdf, n_chapters):
     check(len(pages) > 5 and len(numbered) >= len(pages) - 1,
           f'PDF: {len(numbered)} of {len(pages)} pages end with their page number')
     toc = '\n'.join(pages[:4])
-    entries = re.findall(r'^\s*(\d+(?:\.\d+)?)\s+\S.*?\s{2,}(\d+)\s*$', toc, re.M)
+    # one contents line each (a page's number at its foot, then the next page's first
+    # line, is not an entry: no whitespace here crosses a line)
+    entries = re.findall(r'^[ \t]*(\d+(?:\.\d+)?)[ \t]+\S.*?[ \t]{2,}(\d+)[ \t]*$', toc, re.M)
     chapters_found = [e for e in entries if '.' not in e[0]]
     check(len(chapters_found) >= n_chapters and len(entries) > 3 * n_chapters,
           f'PDF: the contents give page numbers ({len(entries)} numbered entries, '
@@ -180,6 +182,52 @@ def check_pdf(pdf, n_chapters):
     wrong = [f'{num} on p. {p}' for num, p in entries
              if not re.search(r'^\s*' + re.escape(num) + r'\s', pages[int(p) - 1], re.M)]
     check(not wrong, f'PDF: every section is on the page the contents name (wrong: {wrong[:4]})')
+
+
+def chapter_heading(root, ch):
+    """The id of chapter ch's "# " heading ({#id} in chapter.md, or pandoc's own)."""
+    for line in open(os.path.join(root, 'chapters', ch, 'chapter.md'), encoding='utf-8'):
+        if line.startswith('# '):
+            m = re.search(r'\{[^}]*#([\w-]+)[^}]*\}\s*$', line)
+            return m.group(1) if m else None
+    return None
+
+
+def check_chapter_numbers(page, root, chapters, edition):
+    """Every chapter is numbered by its directory (08-fpn-camvid: 8, its sections 8.1, ...)
+    in its heading and in the contents, and ends with links to the chapters before and
+    after it in the book."""
+    ids = [chapter_heading(root, ch) for ch in chapters]
+    nums = [str(int(re.match(r'(\d+)', ch).group(1))) for ch in chapters]
+    for ch, ident, num in zip(chapters, ids, nums):
+        if not check(ident is not None, f'{edition}: chapter {ch} has a {{#id}} on its heading'):
+            continue
+        h = re.search(r'<h1 data-number="([^"]+)" id="' + re.escape(ident) + '"', page)
+        check(h is not None and h.group(1) == num,
+              f'{edition}: chapter {ch} is numbered {num} (heading: {h.group(1) if h else None})')
+        toc = re.search(r'<a href="#' + re.escape(ident) + r'"[^>]*><span class="toc-section-number">'
+                        r'([^<]+)</span>', page)
+        check(toc is not None and toc.group(1) == num,
+              f'{edition}: the contents number chapter {ch} {num} ({toc.group(1) if toc else None})')
+        # its sections: 8.1, 8.2, ... up to the next chapter
+        start = h.end() if h else 0
+        nxt = re.search(r'<h1 data-number=', page[start:])
+        body = page[start:start + nxt.start()] if nxt else page[start:]
+        subs = re.findall(r'<h2 data-number="([^"]+)"', body)
+        check(all(x.split('.')[0] == num for x in subs) and len(subs) > 0,
+              f'{edition}: the sections of chapter {ch} are numbered {num}.n ({subs[:3]}...)')
+    navs = {m.group(1): m.group(2) for m in
+            re.finditer(r'<div class="chapter-nav" data-chapter="(\d+)">(.*?)</div>', page, re.S)}
+    for i, (ch, num) in enumerate(zip(chapters, nums)):
+        nav = navs.get(num, '')
+        want = [('prev', ids[i - 1]) if i > 0 else None,
+                ('next', ids[i + 1]) if i + 1 < len(chapters) else None]
+        ok = bool(nav) and all(re.search(r'href="#' + re.escape(t) + r'" rel="' + r + '"', nav)
+                               for r, t in filter(None, want))
+        ok = ok and (i > 0 or 'rel="prev"' not in nav) and \
+            (i + 1 < len(chapters) or 'rel="next"' not in nav)
+        check(ok, f'{edition}: chapter {ch} ends with links to the previous and next chapter '
+              f'({", ".join(f"{r} #{t}" for r, t in filter(None, want))})')
 
 
 def main():
@@ -256,11 +304,15 @@ def main():
             title = re.sub(r'\s*\{[^}]*\}\s*$', '', title)
             check(title.split('`')[0][:20] in text, f'chapter "{title}" is in the book')
 
+    check_chapter_numbers(page, a.root, a.chapter, 'teacher\'s edition')
+
     if a.student_html:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import student_edition
         if check(os.path.exists(a.student_html), f'{a.student_html} exists'):
             student_edition.check_student(a.root, a.chapter, a.student_html, a.html, check)
+            check_chapter_numbers(open(a.student_html, encoding='utf-8').read(), a.root,
+                                  a.chapter, 'student edition')
 
     check_pdf(a.html[:-len('.html')] + '.pdf', len(chapters))
 

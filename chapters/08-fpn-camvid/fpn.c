@@ -74,12 +74,18 @@ static cr_status encoder(cr_model *m, const cr_fpn_config *c, int feat[4])
 static int fpn_block(cr_model *m, const char *pre, int coarse, int skip, int64_t skip_ch,
                      const cr_fpn_config *c)
 {
+    // @solution fpn: the top-down merge: nearest x2 of the coarser level + a 1x1 skip conv (PRE.up, PRE.skip_conv, PRE.add)
     char a[CR_MODULE_NAME_MAX];
     const cr_upsample_params up = {.mode = CR_UPSAMPLE_NEAREST, .scale_h = 2, .scale_w = 2};
     const int u = cr_model_add_upsample(m, name_of(a, "%s.up", pre), coarse, &up, -1);
     const int s = u < 0 ? -1 : conv(m, name_of(a, "%s.skip_conv", pre), skip, skip_ch,
                                     c->pyramid, 1, 1, 1, true);
     return s < 0 ? -1 : cr_model_add_add(m, name_of(a, "%s.add", pre), u, s);
+    // @stub
+    // (void)m; (void)pre; (void)coarse; (void)skip; (void)skip_ch; (void)c;
+    // (void)cr_todo("fpn");
+    // return -1; /* TODO: the index of the sum's module */
+    // @end-solution
 }
 // @end fpn_top_down
 

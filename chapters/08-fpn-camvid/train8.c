@@ -26,9 +26,11 @@ const uint8_t cr_camvid_palette[12][3] = {
 };
 // @end camvid_palette
 
+// @snippet camvid_paint
 /* Writes the colours of h x w labels into rgb (row stride `stride` bytes). */
 static cr_status paint(const int32_t *labels, int64_t h, int64_t w, uint8_t *rgb, int64_t stride)
 {
+    // @solution palette: colour each label from cr_camvid_palette (ignore as void); refuse a non-class
     for (int64_t y = 0; y < h; y++)
         for (int64_t x = 0; x < w; x++) {
             int32_t c = labels[y * w + x];
@@ -40,7 +42,12 @@ static cr_status paint(const int32_t *labels, int64_t h, int64_t w, uint8_t *rgb
             memcpy(rgb + y * stride + 3 * x, cr_camvid_palette[c], 3);
         }
     return CR_OK;
+    // @stub
+    // (void)labels; (void)h; (void)w; (void)rgb; (void)stride;
+    // return cr_todo("palette");
+    // @end-solution
 }
+// @end camvid_paint
 
 /* Allocates a w x h RGB image. */
 static cr_status image_alloc(cr_image *out, int64_t h, int64_t w)
@@ -98,6 +105,7 @@ static cr_status crop_batch(void *src, const int64_t *idx, int64_t n, cr_rng *rn
 cr_status cr_fpn_train_epoch(cr_trainer *t, const cr_frames *fr, const cr_augment *a,
                              cr_step_fn fn, void *ctx, double *mean_loss)
 {
+    // @solution epoch: chapter 4's epoch on augmented crops (crop_batch), once a, fr and t are checked
     cr_status s = cr_augment_check(a);
     if (s) return s;
     if (fr->count != t->train_count || a->crop != t->frame_h || a->crop != t->frame_w)
@@ -106,6 +114,10 @@ cr_status cr_fpn_train_epoch(cr_trainer *t, const cr_frames *fr, const cr_augmen
                        (long long)t->train_count, (long long)t->frame_w, (long long)t->frame_h);
     crop_source src = {fr, a};
     return cr_train_epoch_with(t, crop_batch, &src, fn, ctx, mean_loss);
+    // @stub
+    // (void)t; (void)fr; (void)a; (void)fn; (void)ctx; (void)mean_loss; (void)crop_batch;
+    // return cr_todo("epoch");
+    // @end-solution
 }
 // @end fpn_epoch
 
