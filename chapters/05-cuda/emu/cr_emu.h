@@ -198,6 +198,10 @@ void note_float_atomic();
 void *shared_alloc(const char *name, size_t bytes, size_t align);
 /* The launch's dynamic shared memory (smem bytes, poisoned). */
 void *dynamic_shared(size_t align);
+/* The race detector: checks and records an access of n bytes at p by the running thread
+ * (called by the ThreadSanitizer hooks of cr_emu_race.cpp; nothing outside a kernel). */
+void race_access(const void *p, size_t n, bool write);
+unsigned long long race_bytes_checked();
 /* Reports a device-side failure (an assert, a trap) and ends the thread. */
 [[noreturn]] void device_fail(const char *what);
 
@@ -253,15 +257,18 @@ static inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mas
 static inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == __ballot_sync(mask, 1); }
 unsigned __activemask();
 
-/* Atomics: fibers switch only at barriers, so a read-modify-write is atomic by itself. */
-static inline float atomicAdd(float *p, float v) { cr_emu::note_float_atomic(); const float o = *p; *p = o + v; return o; }
-static inline double atomicAdd(double *p, double v) { cr_emu::note_float_atomic(); const double o = *p; *p = o + v; return o; }
-template <class T> T atomicAdd(T *p, T v) { const T o = *p; *p = o + v; return o; }
-template <class T> T atomicSub(T *p, T v) { const T o = *p; *p = o - v; return o; }
-template <class T> T atomicMax(T *p, T v) { const T o = *p; if (v > o) *p = v; return o; }
-template <class T> T atomicMin(T *p, T v) { const T o = *p; if (v < o) *p = v; return o; }
-template <class T> T atomicExch(T *p, T v) { const T o = *p; *p = v; return o; }
-template <class T> T atomicCAS(T *p, T cmp, T v) { const T o = *p; if (o == cmp) *p = v; return o; }
+/* Atomics: fibers switch only at barriers, so a read-modify-write is atomic by itself.
+ * They are not instrumented (CR_EMU_ATOMIC): the race detector does not see them, as
+ * atomics are how threads may touch one byte in one interval without a race. */
+#define CR_EMU_ATOMIC __attribute__((no_sanitize("thread")))
+static inline CR_EMU_ATOMIC float atomicAdd(float *p, float v) { cr_emu::note_float_atomic(); const float o = *p; *p = o + v; return o; }
+static inline CR_EMU_ATOMIC double atomicAdd(double *p, double v) { cr_emu::note_float_atomic(); const double o = *p; *p = o + v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicAdd(T *p, T v) { const T o = *p; *p = o + v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicSub(T *p, T v) { const T o = *p; *p = o - v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicMax(T *p, T v) { const T o = *p; if (v > o) *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicMin(T *p, T v) { const T o = *p; if (v < o) *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicExch(T *p, T v) { const T o = *p; *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicCAS(T *p, T cmp, T v) { const T o = *p; if (o == cmp) *p = v; return o; }
 
 /* ---- launches: kernel<<<grid, block, smem, stream>>>(args) after cu2cpp.py ----------------- */
 namespace cr_emu {
