@@ -175,12 +175,15 @@ def load_manifest(ch):
         'needs': list_field(sec, 'needs'),
         'timeout': sec.getint('timeout', fallback=120),
         'given_source': sec.get('given_source', fallback='').strip(),
+        # a meson fragment that builds the chapter's library (mine_lib) itself, for a
+        # chapter that is not plain C (chapter 5: CUDA on the emulator)
+        'build': sec.get('build', fallback='').strip(),
         'task_cfg': {},
     }
     if not m['sources'] or not m['tests']:
         raise KitError(f'{rel(path)}: sources and tests are required')
     for p in m['sources'] + m['headers'] + m['tests'] + m['data'] + \
-            ([m['given_source']] if m['given_source'] else []):
+            ([m['given_source']] if m['given_source'] else []) + ([m['build']] if m['build'] else []):
         if not os.path.exists(os.path.join(ROOT, p)):
             raise KitError(f'{rel(path)}: {p} does not exist')
     # [task.NAME] sections: what the grader knows about one task (kits/README.md).
@@ -310,6 +313,12 @@ chapter_libs = []
 """]
     for c in chapters:
         srcs = [s for s in c['sources'] if s.endswith('.c')]
+        if c is chapters[-1] and c.get('build'):
+            lines.append(f"""# chapter {c['chapter']} (yours), built by its own rules ({c['build']}):
+earlier_libs = chapter_libs
+""" + open(os.path.join(ROOT, c['build']), encoding='utf-8').read() + """chapter_libs += mine_lib
+""")
+            continue
         if c is not chapters[-1]:
             lines.append(f"""# chapter {c['chapter']} (solved)
 chapter_libs += static_library('cr_{c['chapter'].replace('-', '_')}', {meson_list(srcs)},
