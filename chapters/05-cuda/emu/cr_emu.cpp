@@ -674,22 +674,26 @@ static std::string thread_name(uint32_t tid)
 }
 
 // @snippet emu_race_rule
-/* True if the access recorded in r may run at the same time as the running thread's
- * (grid index me, block blk_index, warp w) on a GPU: r lies in this launch (in this
- * block for shared memory: stamps from oldest), was made by another thread, and no
- * barrier orders the two — another block (blocks are never ordered within a launch),
- * or the same interval of this block, unless both threads are lanes of one warp that
- * met in a collective since (the warp stamp changed). */
-static bool concurrent(const access_rec &r, uint32_t oldest, uint32_t me, uint32_t blk_index,
-                       uint32_t nthreads, int w)
+/* The running thread as the rule needs it: its grid index, its block's grid indices
+ * [lo, hi), its warp and that warp's stamp. */
+struct runner { uint32_t me, lo, hi; int w; uint32_t wstamp; };
+
+static bool in_block(uint32_t tid, const runner &t) { return tid >= t.lo && tid < t.hi; }
+
+/* True if the access recorded in r may run at the same time as the running thread's (t)
+ * on a GPU: r lies in this launch (in this block for shared memory: stamps from oldest),
+ * was made by another thread, and no barrier orders the two — another block (blocks are
+ * never ordered within a launch), or the same interval of this block, unless both
+ * threads are lanes of one warp that met in a collective since (the warp stamp changed). */
+static bool concurrent(const access_rec &r, uint32_t oldest, const runner &t)
 {
-    if (r.stamp < oldest || r.tid == me) return false;
+    if (r.stamp < oldest || r.tid == t.me) return false;
     if (r.tid == MANY_BLOCKS) return true;
-    if (r.tid == MANY_ONE_BLOCK) return r.wstamp / nthreads != blk_index || r.stamp == cur_stamp;
-    if (r.tid / nthreads != blk_index) return true;
+    if (r.tid == MANY_ONE_BLOCK) return !in_block(r.wstamp, t) || r.stamp == cur_stamp;
+    if (!in_block(r.tid, t)) return true;
     if (r.stamp != cur_stamp) return false;                  /* a __syncthreads between */
-    const bool same_warp = (int)(r.tid % nthreads / 32) == w;
-    return !(same_warp && r.wstamp != warp_stamp[(size_t)w]);  /* a __syncwarp between */
+    const bool same_warp = (int)((r.tid - t.lo) / 32) == t.w;
+    return !(same_warp && r.wstamp != t.wstamp);             /* a __syncwarp between */
 }
 // @end emu_race_rule
 
@@ -736,17 +740,16 @@ static void check_bytes(shadow_byte *sh, size_t n, bool write, uint32_t oldest,
                         const race_place &pl, size_t off)
 {
     const launch_cfg &c = *cur_cfg;
-    const uint32_t nthreads = c.block.x * c.block.y * c.block.z;
-    const uint32_t me = block_linear * nthreads +
-        (threadIdx.z * c.block.y + threadIdx.y) * c.block.x + threadIdx.x;
-    const int w = current->warp;
-    const access_rec mine{me, cur_stamp, warp_stamp[(size_t)w]};
+    const uint32_t nthreads = c.block.x * c.block.y * c.block.z, lo = block_linear * nthreads;
+    const uint32_t me = lo + (threadIdx.z * c.block.y + threadIdx.y) * c.block.x + threadIdx.x;
+    const runner t{me, lo, lo + nthreads, current->warp, warp_stamp[(size_t)current->warp]};
+    const access_rec mine{me, cur_stamp, t.wstamp};
     race_checked += n;
     for (size_t i = 0, j; i < n; i = j) {
         for (j = i + 1; j < n && same_shadow(sh[j], sh[i]); j++) {}   /* a run of alike bytes */
         shadow_byte b = sh[i];                   /* decided in a register, stored once per byte */
-        const bool ww = concurrent(b.write, oldest, me, block_linear, nthreads, w);
-        const bool rw = write && concurrent(b.read, oldest, me, block_linear, nthreads, w);
+        const bool ww = concurrent(b.write, oldest, t);
+        const bool rw = write && concurrent(b.read, oldest, t);
         if (ww || rw) {
             report_race(pl, off + i, write, ww ? b.write : b.read, ww, me);
             return;
@@ -756,15 +759,17 @@ static void check_bytes(shadow_byte *sh, size_t n, bool write, uint32_t oldest,
         } else {
             access_rec &r = b.read;                                   /* a read: who reads */
             if (r.stamp < oldest || r.tid == me ||
-                (r.tid < MANY_ONE_BLOCK && !concurrent(r, oldest, me, block_linear, nthreads, w)) ||
-                (r.tid == MANY_ONE_BLOCK && r.wstamp / nthreads == block_linear &&
-                 r.stamp != cur_stamp))
+                (r.tid < MANY_ONE_BLOCK && !concurrent(r, oldest, t)) ||
+                (r.tid == MANY_ONE_BLOCK && in_block(r.wstamp, t) && r.stamp != cur_stamp))
                 r = mine;                        /* the earlier reads all happened before */
-            else if (r.tid == MANY_BLOCKS ||
-                     (r.tid == MANY_ONE_BLOCK ? r.wstamp : r.tid) / nthreads != block_linear)
+            else if (r.tid == MANY_BLOCKS || !in_block(r.tid == MANY_ONE_BLOCK ? r.wstamp : r.tid, t)) {
+                if (r.tid == MANY_BLOCKS && r.stamp == cur_stamp) continue;   /* unchanged */
                 r = access_rec{MANY_BLOCKS, cur_stamp, 0};
-            else                                 /* keep one earlier reader, for messages */
+            } else if (r.tid != MANY_ONE_BLOCK || r.stamp != cur_stamp) {
                 r = access_rec{MANY_ONE_BLOCK, cur_stamp, r.tid == MANY_ONE_BLOCK ? r.wstamp : r.tid};
+            } else {
+                continue;                        /* unchanged: nothing to store */
+            }
         }
         for (size_t k = i; k < j; k++) sh[k] = b;
     }
