@@ -625,6 +625,14 @@ void *dynamic_shared(size_t align)
     return blk->dynamic;
 }
 
+void device_fail_at(const char *what, const char *file, int line)
+{
+    char msg[300];
+    const char *base = std::strrchr(file, '/');
+    std::snprintf(msg, sizeof msg, "%s at %s:%d", what, base ? base + 1 : file, line);
+    device_fail(msg);
+}
+
 void device_fail(const char *what)
 {
     char msg[300];
@@ -678,6 +686,7 @@ static std::string thread_name(uint32_t tid)
  * [lo, hi), its warp and that warp's stamp. */
 struct runner { uint32_t me, lo, hi; int w; uint32_t wstamp; };
 
+/* True if grid index tid is a thread of the running block. */
 static bool in_block(uint32_t tid, const runner &t) { return tid >= t.lo && tid < t.hi; }
 
 /* True if the access recorded in r may run at the same time as the running thread's (t)
@@ -725,6 +734,7 @@ static void report_race(const race_place &pl, size_t off, bool write, const acce
                 "nothing orders two blocks of one launch; atomics are not races)");
 }
 
+/* True if two bytes' records are equal (they are decided together). */
 static bool same_shadow(const shadow_byte &a, const shadow_byte &b)
 {
     return a.write.tid == b.write.tid && a.write.stamp == b.write.stamp &&
@@ -785,6 +795,7 @@ static shadow_byte *global_shadow_of(char *base, size_t bytes)
 }
 
 // @snippet emu_race_access
+/* Checks an access of n bytes at p by the running thread, if p is shared or device memory. */
 void race_access(const void *p, size_t n, bool write)
 {
     fiber *f = current;
@@ -828,6 +839,7 @@ void race_access(const void *p, size_t n, bool write)
 }
 // @end emu_race_access
 
+/* Bytes checked since the program started. */
 unsigned long long race_bytes_checked() { return race_checked; }
 
 /* Forgets the shadow of a freed device allocation. */
@@ -919,9 +931,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int dev)
 cudaError_t cudaDriverGetVersion(int *v) { if (!v) return set_error(cudaErrorInvalidValue); *v = 0; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int *v) { if (!v) return set_error(cudaErrorInvalidValue); *v = 0; return cudaSuccess; }
 
-/* The message of the last launch's failure ("" when it succeeded). */
 extern "C" const char *cr_emu_last_failure(void) { return cr_emu::last_failure.c_str(); }
-/* Bytes the race detector has checked so far (0 where the kernels are not instrumented). */
 extern "C" unsigned long long cr_emu_race_bytes_checked(void) { return cr_emu::race_bytes_checked(); }
 
 cudaError_t cudaGetLastError(void)

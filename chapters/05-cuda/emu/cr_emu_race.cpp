@@ -11,6 +11,7 @@
 #include "cr_emu.h"
 
 // @snippet emu_race_hooks
+/* The loads and stores of n bytes (plain, unaligned, volatile): checked by the detector. */
 #define CR_EMU_HOOKS(n)                                                                       \
     extern "C" void __tsan_read##n(void *p) { cr_emu::race_access(p, n, false); }            \
     extern "C" void __tsan_write##n(void *p) { cr_emu::race_access(p, n, true); }            \

@@ -7,8 +7,6 @@
 #include <cstdio>
 #include <cstring>
 
-extern "C" const char *cr_emu_last_failure(void);
-
 /* Each thread writes s[t] and reads its neighbour's s[t + 1] without a barrier between:
  * the neighbour may not have written it yet (or, with the barrier, has). */
 __global__ void shift_no_sync(float *out)
