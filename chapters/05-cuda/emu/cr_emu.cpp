@@ -659,6 +659,14 @@ struct shadow_byte { access_rec write, read; };
 static const uint32_t MANY_ONE_BLOCK = 0xfffffffeu, MANY_BLOCKS = 0xffffffffu;
 // @end emu_race_records
 
+/* The detector's hot path runs on its own records only: sanitizers would check every one
+ * of its loads and stores again (in an ASan build, several times the cost of the run). */
+#if defined(__GNUC__)
+#define CR_EMU_HOT __attribute__((no_sanitize("address", "undefined")))
+#else
+#define CR_EMU_HOT
+#endif
+
 static std::vector<std::vector<shadow_byte>> shared_shadow;   /* by shared array (k) */
 static std::vector<shadow_byte> dynamic_shadow;
 static std::map<char *, std::vector<shadow_byte>> global_shadow;   /* by device allocation */
@@ -687,14 +695,14 @@ static std::string thread_name(uint32_t tid)
 struct runner { uint32_t me, lo, hi; int w; uint32_t wstamp; };
 
 /* True if grid index tid is a thread of the running block. */
-static bool in_block(uint32_t tid, const runner &t) { return tid >= t.lo && tid < t.hi; }
+CR_EMU_HOT static bool in_block(uint32_t tid, const runner &t) { return tid >= t.lo && tid < t.hi; }
 
 /* True if the access recorded in r may run at the same time as the running thread's (t)
  * on a GPU: r lies in this launch (in this block for shared memory: stamps from oldest),
  * was made by another thread, and no barrier orders the two — another block (blocks are
  * never ordered within a launch), or the same interval of this block, unless both
  * threads are lanes of one warp that met in a collective since (the warp stamp changed). */
-static bool concurrent(const access_rec &r, uint32_t oldest, const runner &t)
+CR_EMU_HOT static bool concurrent(const access_rec &r, uint32_t oldest, const runner &t)
 {
     if (r.stamp < oldest || r.tid == t.me) return false;
     if (r.tid == MANY_BLOCKS) return true;
@@ -735,7 +743,7 @@ static void report_race(const race_place &pl, size_t off, bool write, const acce
 }
 
 /* True if two bytes' records are equal (they are decided together). */
-static bool same_shadow(const shadow_byte &a, const shadow_byte &b)
+CR_EMU_HOT static bool same_shadow(const shadow_byte &a, const shadow_byte &b)
 {
     return a.write.tid == b.write.tid && a.write.stamp == b.write.stamp &&
            a.write.wstamp == b.write.wstamp && a.read.tid == b.read.tid &&
@@ -746,7 +754,7 @@ static bool same_shadow(const shadow_byte &a, const shadow_byte &b)
 /* Checks and records an access of n bytes at sh (the shadow of place, byte off onwards)
  * by the running thread; oldest: the first stamp that counts. Bytes whose records are
  * alike (the bytes of one float, mostly) are decided once. */
-static void check_bytes(shadow_byte *sh, size_t n, bool write, uint32_t oldest,
+CR_EMU_HOT static void check_bytes(shadow_byte *sh, size_t n, bool write, uint32_t oldest,
                         const race_place &pl, size_t off)
 {
     const launch_cfg &c = *cur_cfg;
@@ -796,7 +804,7 @@ static shadow_byte *global_shadow_of(char *base, size_t bytes)
 
 // @snippet emu_race_access
 /* Checks an access of n bytes at p by the running thread, if p is shared or device memory. */
-void race_access(const void *p, size_t n, bool write)
+CR_EMU_HOT void race_access(const void *p, size_t n, bool write)
 {
     fiber *f = current;
     if (!f || !failure.empty()) return;                 /* host code, or already failed */
