@@ -179,12 +179,16 @@ def load_manifest(ch):
         'given_source': sec.get('given_source', fallback='').strip(),
         'lab': sec.get('lab', fallback='').strip(),
         'lab_paths': list_field(sec, 'lab_paths'),
+        # a meson fragment that builds the chapter's library (mine_lib) itself, for a
+        # chapter that is not plain C (chapter 5: CUDA on the emulator)
+        'build': sec.get('build', fallback='').strip(),
         'task_cfg': {},
     }
     if not m['sources'] or not m['tests']:
         raise KitError(f'{rel(path)}: sources and tests are required')
     for p in m['sources'] + m['headers'] + m['tests'] + m['data'] + \
             ([m['given_source']] if m['given_source'] else []) + \
+            ([m['build']] if m['build'] else []) + \
             ([m['lab']] + LAB_COMMON if m['lab'] else []):
         if not os.path.exists(os.path.join(ROOT, p)):
             raise KitError(f'{rel(path)}: {p} does not exist')
@@ -328,6 +332,12 @@ chapter_libs = []
 """]
     for c in chapters:
         srcs = [s for s in c['sources'] if s.endswith('.c')]
+        if c is chapters[-1] and c.get('build'):
+            lines.append(f"""# chapter {c['chapter']} (yours), built by its own rules ({c['build']}):
+earlier_libs = chapter_libs
+""" + open(os.path.join(ROOT, c['build']), encoding='utf-8').read() + """chapter_libs += mine_lib
+""")
+            continue
         if c is not chapters[-1]:
             lines.append(f"""# chapter {c['chapter']} (solved)
 chapter_libs += static_library('cr_{c['chapter'].replace('-', '_')}', {meson_list(srcs)},

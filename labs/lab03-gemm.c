@@ -331,20 +331,6 @@ static int gemm_case_impl(lab_ctx *ctx, const cr_progress *prog, const char *cas
     return st == CR_OK ? 1 : lab_report_failure("CSV", st);
 }
 
-/* Parses "256,512,1024" into sizes (at most max); returns the count, or -1 on a bad list. */
-static int parse_sizes(const char *s, int64_t *sizes, int max)
-{
-    int n = 0;
-    while (s && *s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 16384 || n == max || (*end && *end != ',')) return -1;
-        sizes[n++] = v;
-        s = *end ? end + 1 : end;
-    }
-    return n;
-}
-
 /* The implementations of the GEMM table: every step, the default, the peers found. */
 static int gemm_impls(gemm_impl *out)
 {
@@ -731,7 +717,7 @@ int main(int argc, char **argv)
     int64_t sizes[16];
     int nsizes;
     if (sizes_arg) {
-        nsizes = parse_sizes(sizes_arg, sizes, 16);
+        nsizes = lab_parse_sizes(sizes_arg, sizes, 16);
         if (nsizes <= 0) {
             fprintf(stderr, "lab03-gemm: --sizes: expected a comma-separated list of sizes "
                     "1..16384, e.g. 256,1024 (got \"%s\")\n", sizes_arg);

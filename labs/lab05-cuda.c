@@ -428,19 +428,6 @@ static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rn
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
-static int parse_sizes(const char *s, int64_t *sizes, int max)
-{
-    int n = 0;
-    while (s && *s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 16384 || n == max || (*end && *end != ',')) return -1;
-        sizes[n++] = v;
-        s = *end ? end + 1 : end;
-    }
-    return n;
-}
-
 int main(int argc, char **argv)
 {
     const char *sizes_arg = NULL, *only_arg = NULL;
@@ -460,7 +447,7 @@ int main(int argc, char **argv)
     if (rc != LAB_RUN) return rc;
     int64_t sizes[16] = {1024, 2048, 4096, 8192};
     int nsizes = ctx.quick ? 1 : 4;
-    if (sizes_arg && (nsizes = parse_sizes(sizes_arg, sizes, 16)) <= 0) {
+    if (sizes_arg && (nsizes = lab_parse_sizes(sizes_arg, sizes, 16)) <= 0) {
         fprintf(stderr, "lab05-cuda: --sizes: expected a comma-separated list of sizes "
                 "1..16384, e.g. 1024,4096 (got \"%s\")\n", sizes_arg);
         return LAB_EXIT_USAGE;

@@ -76,6 +76,20 @@ int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *
 }
 
 /* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
+/* "256,512,1024" -> sizes (at most max, each 1..16384); the count, or -1 on a bad list. */
+int lab_parse_sizes(const char *s, int64_t *sizes, int max)
+{
+    int n = 0;
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 16384 || n == max || (*end && *end != ',')) return -1;
+        sizes[n++] = v;
+        s = *end ? end + 1 : end;
+    }
+    return n;
+}
+
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len)
 {

@@ -32,6 +32,9 @@ typedef struct {
 const lab_layer *lab_standard_layers(int *count);
 /* The standard layer with this name, or NULL. */
 const lab_layer *lab_find_layer(const char *name);
+/* Parses a --sizes list "256,512,1024" into sizes (at most max, each 1..16384);
+ * returns the count, or -1 on a bad list (empty item, junk, out of range, too many). */
+int lab_parse_sizes(const char *s, int64_t *sizes, int max);
 /* Writes "1x64x56x56 -> 64, 3x3 s1 p1 g1" into buf. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len);

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda_util.h"
+#include "pad_rule.h"
 
 /* The sizes a kernel needs, copied from a cr_conv_shape into plain ints. */
 struct ConvDims {
@@ -33,20 +34,6 @@ static ConvDims dims_of(const cr_conv_shape *s)
     return d;
 }
 
-// @snippet gpu_pad_index
-/* Chapter 1's cr_pad_index on the device: the input index that padded coordinate i
- * (possibly outside 0..n-1) copies in padding mode m, or -1 where zero padding applies. */
-__device__ __forceinline__ int pad_index(int i, int n, int m)
-{
-    if (i >= 0 && i < n) return i;
-    switch (m) {
-    case CR_PAD_REFLECT: return i < 0 ? -i : 2 * (n - 1) - i;
-    case CR_PAD_REPLICATE: return i < 0 ? 0 : n - 1;
-    case CR_PAD_CIRCULAR: return i < 0 ? i + n : i - n;
-    default: return -1;
-    }
-}
-// @end gpu_pad_index
 
 /* Checks what every entry point needs: a bound shape, the pointers, sizes that fit int. */
 static cr_status check_conv(const char *fn, const cr_conv_shape *s, const float *x,
@@ -88,10 +75,10 @@ __global__ void conv_direct_kernel(ConvDims d, const float *__restrict__ x,
         const float *xc = x + ((long long)n * d.C + c0 + c) * d.H * d.W;
         const float *wc = w + ((long long)k * d.cin_g + c) * d.kh * d.kw;
         for (int r = 0; r < d.kh; r++) {
-            const int ih = pad_index(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
+            const int ih = cr_pad_rule(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
             if (ih < 0) continue;                           /* a zero-padded row */
             for (int q = 0; q < d.kw; q++) {
-                const int iw = pad_index(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
+                const int iw = cr_pad_rule(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
                 if (iw >= 0) acc += xc[ih * d.W + iw] * wc[r * d.kw + q];
             }
         }
@@ -114,7 +101,7 @@ cr_status cr_cuda_conv2d_direct(const cr_conv_shape *s, const float *x, const fl
 // @snippet gpu_im2col
 /* The patch matrix of image n, all groups: col[(c*kh + r)*kw + q][oh*Wo + ow] for every
  * input channel c (group g's rows are g*Cin_g*kh*kw onwards), padding resolved by
- * pad_index (zero where it says -1). One thread per element of col; consecutive threads
+ * cr_pad_rule (zero where it says -1). One thread per element of col; consecutive threads
  * write consecutive columns. */
 __global__ void im2col_kernel(ConvDims d, const float *__restrict__ x, int n,
                               float *__restrict__ col)
@@ -125,8 +112,8 @@ __global__ void im2col_kernel(ConvDims d, const float *__restrict__ x, int n,
     const int pix = (int)(e % P), row = (int)(e / P);
     const int q = row % d.kw, r = row / d.kw % d.kh, c = row / (d.kw * d.kh);
     const int oh = pix / d.Wo, ow = pix % d.Wo;
-    const int ih = pad_index(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
-    const int iw = pad_index(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
+    const int ih = cr_pad_rule(oh * d.sh - d.pt + r * d.dh, d.H, d.mode);
+    const int iw = cr_pad_rule(ow * d.sw - d.pl + q * d.dw, d.W, d.mode);
     col[e] = (ih < 0 || iw < 0) ? 0.0f : x[(((long long)n * d.C + c) * d.H + ih) * d.W + iw];
 }
 // @end gpu_im2col
@@ -220,10 +207,15 @@ conv_implicit_kernel(ConvDims d, const float *__restrict__ x, const float *__res
             const int kk = k0 + bk0 + i;
             float v = 0.0f;
             if (col_ok && kk < Kg) {
+                // @solution gpu_conv_implicit: the element (row kk, this column) of the patch matrix, read from the image
                 const int c = kk / khw, r = kk % khw / d.kw, q = kk % d.kw;
-                const int ih = pad_index(ih0 + r * d.dh, d.H, d.mode);
-                const int iw = pad_index(iw0 + q * d.dw, d.W, d.mode);
+                const int ih = cr_pad_rule(ih0 + r * d.dh, d.H, d.mode);
+                const int iw = cr_pad_rule(iw0 + q * d.dw, d.W, d.mode);
                 if (ih >= 0 && iw >= 0) v = xg[((long long)c * d.H + ih) * d.W + iw];
+                // @stub
+                // (void)khw; (void)ih0; (void)iw0; (void)xg;
+                // __trap();   /* task 'gpu_conv_implicit' is not written yet (coursework stub) */
+                // @end-solution
             }
             Bs[bk0 + i][bcol] = v;
         }
@@ -322,8 +314,8 @@ __global__ void col2im_kernel(ConvDims d, const float *__restrict__ col, int n, 
     if (e >= (long long)d.C * d.kh * d.kw * P) return;
     const int pix = (int)(e % P), row = (int)(e / P);
     const int q = row % d.kw, r = row / d.kw % d.kh, c = row / (d.kw * d.kh);
-    const int ih = pad_index(pix / d.Wo * d.sh - d.pt + r * d.dh, d.H, d.mode);
-    const int iw = pad_index(pix % d.Wo * d.sw - d.pl + q * d.dw, d.W, d.mode);
+    const int ih = cr_pad_rule(pix / d.Wo * d.sh - d.pt + r * d.dh, d.H, d.mode);
+    const int iw = cr_pad_rule(pix % d.Wo * d.sw - d.pl + q * d.dw, d.W, d.mode);
     if (ih >= 0 && iw >= 0) atomicAdd(&dx[(((long long)n * d.C + c) * d.H + ih) * d.W + iw], col[e]);
 }
 // @end gpu_col2im

@@ -14,6 +14,11 @@
 cr_status cr_cuda_check(cudaError_t err, const char *what)
 {
     if (err == cudaSuccess) return CR_OK;
+#ifdef CR_EMU
+    /* on the emulator a failed kernel says why (a race, a deadlock, a trap, where) */
+    if (err == cudaErrorLaunchFailure && *cr_emu_last_failure())
+        return cr_fail(CR_EIO, "%s: %s: %s", what, cudaGetErrorString(err), cr_emu_last_failure());
+#endif
     return cr_fail(CR_EIO, "%s: %s", what, cudaGetErrorString(err));
 }
 // @end cuda_check_impl

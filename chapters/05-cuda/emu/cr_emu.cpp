@@ -11,7 +11,13 @@
  *                    that depends on the schedule is a race. Launches that used a
  *                    floating-point atomic are exempt (their rounding depends on the order
  *                    of the adds on a GPU too).
- *   CR_EMU_VERBOSE   1: one line per launch on stderr. */
+ *   CR_EMU_VERBOSE   1: one line per launch on stderr.
+ *
+ * The race detector ("The race detector" below) runs where the kernels were compiled with
+ * ThreadSanitizer's instrumentation (g++ -fsanitize=thread) and linked against
+ * cr_emu_race.cpp instead of ThreadSanitizer's runtime: every load and store of a kernel
+ * then calls cr_emu::race_access, which records per byte of shared memory and of device
+ * memory who last wrote and read it, and when. */
 #include "cr_emu.h"
 
 #include <algorithm>
@@ -170,6 +176,7 @@ static const size_t stack_bytes =
 struct block_run {
     std::vector<fiber> fibers;
     std::vector<std::pair<void *, size_t>> shared;   /* this block's shared arrays */
+    std::vector<const char *> shared_names;          /* their names (for messages) */
     std::vector<uint64_t> slots;                     /* 32 per warp */
     void *dynamic;
     size_t shared_total;
@@ -188,6 +195,7 @@ static void (*cur_body)(void *);
 static void *cur_ctx;
 static bool float_atomic;
 static std::string failure;    /* a device-side failure of the running launch */
+static std::string last_failure;   /* the failure of the last launch (cr_emu_last_failure) */
 static std::vector<char *> stack_pool;
 #ifdef CR_EMU_VALGRIND
 static std::vector<unsigned> stack_ids;
@@ -196,6 +204,16 @@ static std::vector<unsigned> stack_ids;
 static const void *sched_stack_bottom;
 static size_t sched_stack_size;
 #endif
+
+/* The race detector's clocks: a stamp names one interval between two barriers of one
+ * block (every block start and every __syncthreads draws a fresh one, so stamps only
+ * grow); a warp stamp changes whenever the warp's lanes meet in a collective. */
+static uint32_t stamp_counter, warp_stamp_counter;
+static uint32_t launch_stamp;     /* the first stamp of the running launch */
+static uint32_t block_stamp;      /* the first stamp of the running block */
+static uint32_t cur_stamp;        /* the running block's current interval */
+static uint32_t block_linear;     /* the running block's index, x fastest */
+static std::vector<uint32_t> warp_stamp;   /* per warp of the running block */
 
 enum schedule { FORWARD, REVERSE, RANDOM };
 static uint64_t rng_state = 1;
@@ -315,6 +333,7 @@ static bool release_warps()
         if ((want & exists & ~done & ~waiting) == 0) {          /* every lane asked for is here */
             for (int l = 0; l < n; l++)
                 if (lanes[l].state == WAIT_WARP) lanes[l].state = READY;
+            warp_stamp[(size_t)w] = ++warp_stamp_counter;     /* the lanes are ordered now */
             any = true;
         }
     }
@@ -369,6 +388,7 @@ static void run_block(block_run &b, schedule s)
 #endif
         init_context(&f);
     }
+    cur_stamp = block_stamp = ++stamp_counter;
     for (;;) {
         if (s == RANDOM)
             for (int i = n - 1; i > 0; i--)
@@ -385,6 +405,7 @@ static void run_block(block_run &b, schedule s)
         if (at_barrier == live) {                        /* __syncthreads: everyone is here */
             for (fiber &f : b.fibers)
                 if (f.state == WAIT_BLOCK) f.state = READY;
+            cur_stamp = ++stamp_counter;                  /* a new interval */
             continue;
         }
         char msg[200];
@@ -448,15 +469,19 @@ static bool run_all_blocks(schedule s)
     blk = &b;
     blockDim = c.block;
     gridDim = c.grid;
+    warp_stamp.assign((size_t)b.nwarps, 0);
+    launch_stamp = stamp_counter + 1;   /* the first block's stamp */
     for (unsigned z = 0; z < c.grid.z && failure.empty(); z++)
         for (unsigned y = 0; y < c.grid.y && failure.empty(); y++)
             for (unsigned x = 0; x < c.grid.x && failure.empty(); x++) {
                 blockIdx = uint3{x, y, z};
+                block_linear = (z * c.grid.y + y) * c.grid.x + x;
                 b.dynamic = nullptr;
                 b.shared_total = 0;
                 run_block(b, s);
                 for (auto &a : b.shared) std::free(a.first);
                 b.shared.clear();
+                b.shared_names.clear();
                 std::free(b.dynamic);
             }
     blk = nullptr;
@@ -504,6 +529,7 @@ void run_grid(const launch_cfg &cfg, void (*body)(void *), void *ctx)
     cur_body = body;
     cur_ctx = ctx;
     failure.clear();
+    last_failure.clear();
     float_atomic = false;
     const char *env = std::getenv("CR_EMU_SCHEDULE");
     if (std::getenv("CR_EMU_VERBOSE"))
@@ -534,6 +560,7 @@ void run_grid(const launch_cfg &cfg, void (*body)(void *), void *ctx)
     if (!failure.empty()) {
         /* not sticky, unlike a GPU's: the next test starts from a working device */
         std::fprintf(stderr, "cr_emu: %s\n", failure.c_str());
+        last_failure = failure;
         set_error(cudaErrorLaunchFailure);
     }
 }
@@ -576,6 +603,7 @@ void *shared_alloc(const char *name, size_t bytes, size_t align)
     if (posix_memalign(&p, align, bytes ? bytes : 1) != 0) device_fail("out of host memory");
     std::memset(p, 0xff, bytes);   /* poison: every float reads as NaN until written */
     blk->shared.emplace_back(p, bytes);
+    blk->shared_names.push_back(name);
     blk->shared_total += bytes;
     if (blk->shared_total + cur_cfg->smem > 48 * 1024) {
         char msg[160];
@@ -597,6 +625,14 @@ void *dynamic_shared(size_t align)
     return blk->dynamic;
 }
 
+void device_fail_at(const char *what, const char *file, int line)
+{
+    char msg[300];
+    const char *base = std::strrchr(file, '/');
+    std::snprintf(msg, sizeof msg, "%s at %s:%d", what, base ? base + 1 : file, line);
+    device_fail(msg);
+}
+
 void device_fail(const char *what)
 {
     char msg[300];
@@ -607,6 +643,218 @@ void device_fail(const char *what)
     current->state = DONE;
     yield_to_scheduler();
     std::abort();
+}
+
+/* ---- the race detector ----------------------------------------------------------------------- */
+
+// @snippet emu_race_records
+/* Who touched a byte last, and when: tid is the thread's index in the whole grid (block
+ * index * threads per block + thread index), stamp its block's interval, wstamp its
+ * warp's stamp at the time. A byte read by several threads keeps one record for them all:
+ * tid MANY_ONE_BLOCK (all in one block; wstamp then keeps one of them, for messages) or
+ * MANY_BLOCKS. A stamp older than the launch (or, for shared memory, than the block)
+ * means "nobody yet", so the shadows are never cleared. */
+struct access_rec { uint32_t tid, stamp, wstamp; };
+struct shadow_byte { access_rec write, read; };
+static const uint32_t MANY_ONE_BLOCK = 0xfffffffeu, MANY_BLOCKS = 0xffffffffu;
+// @end emu_race_records
+
+/* The detector's hot path runs on its own records only: sanitizers would check every one
+ * of its loads and stores again (in an ASan build, several times the cost of the run). */
+#if defined(__GNUC__)
+#define CR_EMU_HOT __attribute__((no_sanitize("address", "undefined")))
+#else
+#define CR_EMU_HOT
+#endif
+
+static std::vector<std::vector<shadow_byte>> shared_shadow;   /* by shared array (k) */
+static std::vector<shadow_byte> dynamic_shadow;
+static std::map<char *, std::vector<shadow_byte>> global_shadow;   /* by device allocation */
+static char *cache_base;                 /* the device allocation hit last */
+static size_t cache_bytes;
+static shadow_byte *cache_shadow;
+static char *alloc_lo, *alloc_hi;        /* bounds of every device allocation (a quick no) */
+static unsigned long long race_checked;  /* bytes checked since the program started */
+
+/* The thread (x, y, z) of block (x, y, z) that grid index tid names, for a message. */
+static std::string thread_name(uint32_t tid)
+{
+    const launch_cfg &c = *cur_cfg;
+    if (tid == MANY_BLOCKS) return "threads of several blocks";
+    const uint32_t n = c.block.x * c.block.y * c.block.z, b = tid / n, t = tid % n;
+    char s[120];
+    std::snprintf(s, sizeof s, "thread (%u, %u, %u) of block (%u, %u, %u)", t % c.block.x,
+                  t / c.block.x % c.block.y, t / (c.block.x * c.block.y), b % c.grid.x,
+                  b / c.grid.x % c.grid.y, b / (c.grid.x * c.grid.y));
+    return s;
+}
+
+// @snippet emu_race_rule
+/* The running thread as the rule needs it: its grid index, its block's grid indices
+ * [lo, hi), its warp and that warp's stamp. */
+struct runner { uint32_t me, lo, hi; int w; uint32_t wstamp; };
+
+/* True if grid index tid is a thread of the running block. */
+CR_EMU_HOT static bool in_block(uint32_t tid, const runner &t) { return tid >= t.lo && tid < t.hi; }
+
+/* True if the access recorded in r may run at the same time as the running thread's (t)
+ * on a GPU: r lies in this launch (in this block for shared memory: stamps from oldest),
+ * was made by another thread, and no barrier orders the two — another block (blocks are
+ * never ordered within a launch), or the same interval of this block, unless both
+ * threads are lanes of one warp that met in a collective since (the warp stamp changed). */
+CR_EMU_HOT static bool concurrent(const access_rec &r, uint32_t oldest, const runner &t)
+{
+    if (r.stamp < oldest || r.tid == t.me) return false;
+    if (r.tid == MANY_BLOCKS) return true;
+    if (r.tid == MANY_ONE_BLOCK) return !in_block(r.wstamp, t) || r.stamp == cur_stamp;
+    if (!in_block(r.tid, t)) return true;
+    if (r.stamp != cur_stamp) return false;                  /* a __syncthreads between */
+    const bool same_warp = (int)((r.tid - t.lo) / 32) == t.w;
+    return !(same_warp && r.wstamp != t.wstamp);             /* a __syncwarp between */
+}
+// @end emu_race_rule
+
+/* Where a race happened, for its message: a shared array (name), the dynamic shared
+ * memory (name ""), or a device allocation (base, bytes; name NULL). */
+struct race_place { const char *name; const char *base; size_t bytes; };
+
+/* Reports a race on byte off of place and fails the launch: the running thread (me) does
+ * `write`, and r records the other access (a write if r_write). */
+static void report_race(const race_place &pl, size_t off, bool write, const access_rec &r,
+                        bool r_write, uint32_t me)
+{
+    char where[160];
+    if (!pl.name)
+        std::snprintf(where, sizeof where, "device memory: the %zu-byte allocation at %p",
+                      pl.bytes, (const void *)pl.base);
+    else if (!*pl.name)
+        std::snprintf(where, sizeof where, "dynamic shared memory");
+    else
+        std::snprintf(where, sizeof where, "shared array %s", pl.name);
+    char at[80];
+    std::snprintf(at, sizeof at, " at byte %zu (element %zu of 4 bytes): ", off, off / 4);
+    const std::string other = r.tid == MANY_ONE_BLOCK
+        ? thread_name(r.wstamp) + " and other threads of its block" : thread_name(r.tid);
+    fail_launch(std::string("kernel ") + cur_cfg->name + ": a race on " + where + at +
+                thread_name(me) + (write ? " writes it" : " reads it") + " and " + other +
+                (r_write ? " wrote it" : " read it") +
+                " with no barrier between (__syncthreads orders the threads of a block, "
+                "nothing orders two blocks of one launch; atomics are not races)");
+}
+
+/* True if two bytes' records are equal (they are decided together). */
+CR_EMU_HOT static bool same_shadow(const shadow_byte &a, const shadow_byte &b)
+{
+    return a.write.tid == b.write.tid && a.write.stamp == b.write.stamp &&
+           a.write.wstamp == b.write.wstamp && a.read.tid == b.read.tid &&
+           a.read.stamp == b.read.stamp && a.read.wstamp == b.read.wstamp;
+}
+
+// @snippet emu_race_check
+/* Checks and records an access of n bytes at sh (the shadow of place, byte off onwards)
+ * by the running thread; oldest: the first stamp that counts. Bytes whose records are
+ * alike (the bytes of one float, mostly) are decided once. */
+CR_EMU_HOT static void check_bytes(shadow_byte *sh, size_t n, bool write, uint32_t oldest,
+                        const race_place &pl, size_t off)
+{
+    const launch_cfg &c = *cur_cfg;
+    const uint32_t nthreads = c.block.x * c.block.y * c.block.z, lo = block_linear * nthreads;
+    const uint32_t me = lo + (threadIdx.z * c.block.y + threadIdx.y) * c.block.x + threadIdx.x;
+    const runner t{me, lo, lo + nthreads, current->warp, warp_stamp[(size_t)current->warp]};
+    const access_rec mine{me, cur_stamp, t.wstamp};
+    race_checked += n;
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && same_shadow(sh[j], sh[i]); j++) {}   /* a run of alike bytes */
+        shadow_byte b = sh[i];                   /* decided in a register, stored once per byte */
+        const bool ww = concurrent(b.write, oldest, t);
+        const bool rw = write && concurrent(b.read, oldest, t);
+        if (ww || rw) {
+            report_race(pl, off + i, write, ww ? b.write : b.read, ww, me);
+            return;
+        }
+        if (write) {
+            b.write = mine;
+        } else {
+            access_rec &r = b.read;                                   /* a read: who reads */
+            if (r.stamp < oldest || r.tid == me ||
+                (r.tid < MANY_ONE_BLOCK && !concurrent(r, oldest, t)) ||
+                (r.tid == MANY_ONE_BLOCK && in_block(r.wstamp, t) && r.stamp != cur_stamp))
+                r = mine;                        /* the earlier reads all happened before */
+            else if (r.tid == MANY_BLOCKS || !in_block(r.tid == MANY_ONE_BLOCK ? r.wstamp : r.tid, t)) {
+                if (r.tid == MANY_BLOCKS && r.stamp == cur_stamp) continue;   /* unchanged */
+                r = access_rec{MANY_BLOCKS, cur_stamp, 0};
+            } else if (r.tid != MANY_ONE_BLOCK || r.stamp != cur_stamp) {
+                r = access_rec{MANY_ONE_BLOCK, cur_stamp, r.tid == MANY_ONE_BLOCK ? r.wstamp : r.tid};
+            } else {
+                continue;                        /* unchanged: nothing to store */
+            }
+        }
+        for (size_t k = i; k < j; k++) sh[k] = b;
+    }
+}
+// @end emu_race_check
+
+/* The shadow of device allocation base (bytes long), made on first use. */
+static shadow_byte *global_shadow_of(char *base, size_t bytes)
+{
+    std::vector<shadow_byte> &v = global_shadow[base];
+    if (v.size() < bytes) v.assign(bytes ? bytes : 1, shadow_byte{{0, 0, 0}, {0, 0, 0}});
+    return v.data();
+}
+
+// @snippet emu_race_access
+/* Checks an access of n bytes at p by the running thread, if p is shared or device memory. */
+CR_EMU_HOT void race_access(const void *p, size_t n, bool write)
+{
+    fiber *f = current;
+    if (!f || !failure.empty()) return;                 /* host code, or already failed */
+    char *a = (char *)p;
+    if (a >= f->stack && a < f->stack + stack_bytes) return;   /* the thread's own stack */
+    for (size_t k = 0; k < blk->shared.size(); k++) {             /* shared memory */
+        char *base = static_cast<char *>(blk->shared[k].first);
+        const size_t bytes = blk->shared[k].second;
+        if (a >= base && a < base + bytes) {
+            if (shared_shadow.size() <= k) shared_shadow.resize(k + 1);
+            std::vector<shadow_byte> &v = shared_shadow[k];
+            if (v.size() < bytes) v.resize(bytes, shadow_byte{{0, 0, 0}, {0, 0, 0}});
+            check_bytes(&v[(size_t)(a - base)], std::min(n, bytes - (size_t)(a - base)), write,
+                        block_stamp, race_place{blk->shared_names[k], base, bytes},
+                        (size_t)(a - base));
+            return;
+        }
+    }
+    char *dyn = static_cast<char *>(blk->dynamic);
+    if (dyn && a >= dyn && a < dyn + cur_cfg->smem) {
+        if (dynamic_shadow.size() < cur_cfg->smem)
+            dynamic_shadow.resize(cur_cfg->smem, shadow_byte{{0, 0, 0}, {0, 0, 0}});
+        check_bytes(&dynamic_shadow[(size_t)(a - dyn)], std::min(n, cur_cfg->smem - (size_t)(a - dyn)),
+                    write, block_stamp, race_place{"", dyn, cur_cfg->smem}, (size_t)(a - dyn));
+        return;
+    }
+    if (a < alloc_lo || a >= alloc_hi) return;                      /* not device memory */
+    if (!(cache_base && a >= cache_base && a < cache_base + cache_bytes)) {
+        auto it = allocations.upper_bound(a);
+        if (it == allocations.begin()) return;
+        --it;
+        if (a >= it->first + it->second) return;                    /* host memory */
+        cache_base = it->first;
+        cache_bytes = it->second;
+        cache_shadow = global_shadow_of(cache_base, cache_bytes);
+    }
+    const size_t off = (size_t)(a - cache_base);
+    check_bytes(cache_shadow + off, std::min(n, cache_bytes - off), write, launch_stamp,
+                race_place{nullptr, cache_base, cache_bytes}, off);
+}
+// @end emu_race_access
+
+/* Bytes checked since the program started. */
+unsigned long long race_bytes_checked() { return race_checked; }
+
+/* Forgets the shadow of a freed device allocation. */
+static void forget_shadow(char *base)
+{
+    global_shadow.erase(base);
+    if (cache_base == base) cache_base = nullptr;
 }
 
 }  // namespace cr_emu
@@ -691,6 +939,9 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int dev)
 cudaError_t cudaDriverGetVersion(int *v) { if (!v) return set_error(cudaErrorInvalidValue); *v = 0; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int *v) { if (!v) return set_error(cudaErrorInvalidValue); *v = 0; return cudaSuccess; }
 
+extern "C" const char *cr_emu_last_failure(void) { return cr_emu::last_failure.c_str(); }
+extern "C" unsigned long long cr_emu_race_bytes_checked(void) { return cr_emu::race_bytes_checked(); }
+
 cudaError_t cudaGetLastError(void)
 {
     const cudaError_t e = cr_emu::last_error;
@@ -751,6 +1002,9 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
      * reads what nobody wrote shows it, and compare mode compares defined bytes only */
     std::memset(q, 0xff, bytes);
     cr_emu::allocations[static_cast<char *>(q)] = bytes;
+    char *c = static_cast<char *>(q);
+    if (!cr_emu::alloc_lo || c < cr_emu::alloc_lo) cr_emu::alloc_lo = c;
+    if (c + bytes > cr_emu::alloc_hi) cr_emu::alloc_hi = c + bytes;
     cr_emu::used_mem += bytes;
     *p = q;
     return cudaSuccess;
@@ -763,6 +1017,7 @@ cudaError_t cudaFree(void *p)
     if (it == cr_emu::allocations.end()) return set_error(cudaErrorInvalidDevicePointer);
     cr_emu::used_mem -= it->second;
     cr_emu::allocations.erase(it);
+    cr_emu::forget_shadow(static_cast<char *>(p));
     std::free(p);
     return cudaSuccess;
 }
@@ -800,7 +1055,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 cudaError_t cudaDeviceSynchronize(void) { return cr_emu::sticky_error != cudaSuccess ? set_error(cr_emu::sticky_error) : cudaSuccess; }
 cudaError_t cudaDeviceReset(void)
 {
-    for (auto &a : cr_emu::allocations) std::free(a.first);
+    for (auto &a : cr_emu::allocations) { cr_emu::forget_shadow(a.first); std::free(a.first); }
     cr_emu::allocations.clear();
     cr_emu::used_mem = 0;
     cr_emu::sticky_error = cr_emu::last_error = cudaSuccess;

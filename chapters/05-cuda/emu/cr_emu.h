@@ -198,8 +198,14 @@ void note_float_atomic();
 void *shared_alloc(const char *name, size_t bytes, size_t align);
 /* The launch's dynamic shared memory (smem bytes, poisoned). */
 void *dynamic_shared(size_t align);
+/* The race detector: checks and records an access of n bytes at p by the running thread
+ * (called by the ThreadSanitizer hooks of cr_emu_race.cpp; nothing outside a kernel). */
+void race_access(const void *p, size_t n, bool write);
+unsigned long long race_bytes_checked();
 /* Reports a device-side failure (an assert, a trap) and ends the thread. */
 [[noreturn]] void device_fail(const char *what);
+/* The same, naming the source line. */
+[[noreturn]] void device_fail_at(const char *what, const char *file, int line);
 
 /* One exchange through the warp's slots: every lane of mask deposits v, then reads the
  * value of lane src(lane). */
@@ -224,7 +230,8 @@ static inline void __syncthreads() { cr_emu::sync_block(); }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { cr_emu::sync_warp(mask); }
 static inline void __threadfence() {}
 static inline void __threadfence_block() {}
-[[noreturn]] static inline void __trap() { cr_emu::device_fail("__trap()"); }
+/* __trap(), with where it was called in the message (a coursework stub stops its kernel so). */
+#define __trap() ::cr_emu::device_fail_at("__trap()", __FILE__, __LINE__)
 
 /* The shuffles: width splits the warp into segments of width lanes (a power of two). */
 template <class T> T __shfl_sync(unsigned mask, T v, int src, int width = 32)
@@ -253,15 +260,24 @@ static inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mas
 static inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == __ballot_sync(mask, 1); }
 unsigned __activemask();
 
-/* Atomics: fibers switch only at barriers, so a read-modify-write is atomic by itself. */
-static inline float atomicAdd(float *p, float v) { cr_emu::note_float_atomic(); const float o = *p; *p = o + v; return o; }
-static inline double atomicAdd(double *p, double v) { cr_emu::note_float_atomic(); const double o = *p; *p = o + v; return o; }
-template <class T> T atomicAdd(T *p, T v) { const T o = *p; *p = o + v; return o; }
-template <class T> T atomicSub(T *p, T v) { const T o = *p; *p = o - v; return o; }
-template <class T> T atomicMax(T *p, T v) { const T o = *p; if (v > o) *p = v; return o; }
-template <class T> T atomicMin(T *p, T v) { const T o = *p; if (v < o) *p = v; return o; }
-template <class T> T atomicExch(T *p, T v) { const T o = *p; *p = v; return o; }
-template <class T> T atomicCAS(T *p, T cmp, T v) { const T o = *p; if (o == cmp) *p = v; return o; }
+/* Atomics: fibers switch only at barriers, so a read-modify-write is atomic by itself.
+ * They are not instrumented (CR_EMU_ATOMIC): the race detector does not see them, as
+ * atomics are how threads may touch one byte in one interval without a race. */
+#define CR_EMU_ATOMIC __attribute__((no_sanitize("thread")))
+static inline CR_EMU_ATOMIC float atomicAdd(float *p, float v) { cr_emu::note_float_atomic(); const float o = *p; *p = o + v; return o; }
+static inline CR_EMU_ATOMIC double atomicAdd(double *p, double v) { cr_emu::note_float_atomic(); const double o = *p; *p = o + v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicAdd(T *p, T v) { const T o = *p; *p = o + v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicSub(T *p, T v) { const T o = *p; *p = o - v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicMax(T *p, T v) { const T o = *p; if (v > o) *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicMin(T *p, T v) { const T o = *p; if (v < o) *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicExch(T *p, T v) { const T o = *p; *p = v; return o; }
+template <class T> CR_EMU_ATOMIC T atomicCAS(T *p, T cmp, T v) { const T o = *p; if (o == cmp) *p = v; return o; }
+
+/* The emulator's message about the last launch's failure ("" when it succeeded): the
+ * race, deadlock or trap, with the kernel, block and thread. */
+extern "C" const char *cr_emu_last_failure(void);
+/* Bytes the race detector has checked so far (0 where the kernels are not instrumented). */
+extern "C" unsigned long long cr_emu_race_bytes_checked(void);
 
 /* ---- launches: kernel<<<grid, block, smem, stream>>>(args) after cu2cpp.py ----------------- */
 namespace cr_emu {
