@@ -447,6 +447,24 @@ const char *cr_conv2d_fast_path(const cr_conv_shape *s)
 }
 // @end conv_fast
 
+size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s)
+{
+    const char *path = cr_conv2d_fast_path(s);
+    const size_t T = (size_t)cr_gemm_threads_available();
+    const int64_t M = s->cout_g, N = s->h_out * s->w_out, K = cr_im2col_rows(s);
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), M);
+    if (strcmp(path, "grouped") == 0) {   /* as cr_conv2d_grouped allocates */
+        const cr_grouped_geom gm = grouped_geom(s, grouped_kernel()->owb);
+        const int shared = s->batch * s->p.groups < 2 * (int64_t)T;
+        return (shared ? 1 : T) * cr_conv2d_grouped_workspace_bytes(s) +
+               (size_t)(s->p.stride_w * gm.lp + K) * sizeof(int64_t);
+    }
+    const size_t col = strcmp(path, "gemm") == 0 ? cr_im2col_workspace_bytes(s) : 0;
+    if (outer_threads(s) == 1)   /* one pair at a time, each GEMM on every thread */
+        return col + cr_gemm_engine_workspace(kd, M, N, K, (int)T);
+    return T * (col + cr_gemm_engine_workspace(kd, M, N, K, 1));   /* a pair per thread */
+}
+
 cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y)
 {

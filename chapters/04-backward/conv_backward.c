@@ -200,12 +200,23 @@ static void im2col_channels(const cr_conv_shape *s, const float *x_g, float *col
     for (int64_t c = 0; c < s->cin_g; c++) cr_im2col(&one, x_g + c * plane, col + c * rows);
 }
 
-size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
+/* Bytes cr_conv2d_backward_gemm holds at once for shape s (dX and/or dW asked for) with
+ * the current thread count: a patch matrix per thread working on (image, group) pairs
+ * (none for a pointwise kernel), one partial dW per thread when several share the pairs,
+ * and the packing buffers of the GEMMs each of those threads runs. */
+static size_t gemm_backward_bytes(const cr_conv_shape *s, int want_dx, int want_dw)
 {
     const size_t T = (size_t)outer_threads(s);
-    const size_t col = is_pointwise(s) ? 0
-                       : (size_t)cr_im2col_rows(s) * (size_t)cr_im2col_cols(s) * sizeof(float);
-    return T * col + (T > 1 ? T * s->w_numel * sizeof(float) : 0);
+    const int thr = T > 1 ? 1 : cr_gemm_threads_available();   /* each GEMM's threads */
+    const int64_t KK = cr_im2col_rows(s), plane = s->h_out * s->w_out, M = s->cout_g;
+    const size_t col = is_pointwise(s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
+    const cr_gemm_kernel *k = cr_gemm_active_kernel();
+    const size_t dw_pack = want_dw ? cr_gemm_engine_workspace(cr_gemm_kernel_for(k, M), M, KK,
+                                                              plane, thr) : 0;
+    const size_t dx_pack = want_dx ? cr_gemm_engine_workspace(cr_gemm_kernel_for(k, KK), KK,
+                                                              plane, M, thr) : 0;
+    const size_t partial = want_dw && T > 1 ? T * s->w_numel * sizeof(float) : 0;
+    return partial + T * (col + (dw_pack > dx_pack ? dw_pack : dx_pack));
 }
 
 // @snippet col2im
@@ -831,4 +842,44 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
         st = grad_weight_implicit(&s, xp, dyt, wbuf, partial, dw->data);
     cr_aligned_free(buf);
     return st;
+}
+
+size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    const int fwd_dx = dx_is_forward(s);
+    size_t peak = 0;
+    if (!fwd_dx) peak = gemm_backward_bytes(s, 1, 0);   /* dX by col2im, first */
+    if (is_pointwise(s)) {                               /* dW by NT GEMMs, next */
+        const size_t b = gemm_backward_bytes(s, 0, 1);
+        if (b > peak) peak = b;
+    }
+    if (is_pointwise(s) && !fwd_dx) return peak;
+    /* then the one buffer, and beside it dX's forward convolution or dW's GEMMs */
+    const backward_layout L = plan_backward(s, fwd_dx, 1);
+    const size_t own = (L.xn + L.yn + L.wn + L.pn) * sizeof(float);
+    size_t beside = 0;
+    if (fwd_dx) {
+        const cr_conv_params t = dx_forward_params(p);
+        cr_conv_shape ts;
+        if (cr_conv_shape_init(&ts, &t, s->batch, s->h_out, s->w_out) == CR_OK)
+            beside = cr_conv2d_fast_peak_bytes(&ts);
+    }
+    if (!is_pointwise(s)) {   /* as grad_weight_implicit runs its GEMMs */
+        const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s), K = s->batch * s->h_out * s->w_out;
+        const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+        const dw_split d = plan_dw(s);
+        const int T = cr_gemm_threads_available();
+        size_t gemms = 0;
+        if (d.parts)
+            for (int t = 0; t < d.parts; t++)
+                gemms += cr_gemm_engine_workspace(kd, Mg, Ng, K * (t + 1) / d.parts -
+                                                  K * t / d.parts, 1);
+        else if (d.per_group)
+            gemms = (size_t)T * cr_gemm_engine_workspace(kd, Mg, Ng, K, 1);
+        else
+            gemms = cr_gemm_engine_workspace(kd, Mg, Ng, K, T);
+        if (gemms > beside) beside = gemms;
+    }
+    return own + beside > peak ? own + beside : peak;
 }
