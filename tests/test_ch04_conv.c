@@ -5,7 +5,8 @@
  * (3) the reference equals float64 central differences of L = sum(dy * conv(x, w, b)),
  * the forward written in this file from chapter 1's definition; (4) the fast backward
  * equals the reference on hundreds of random configurations per run. Plus col2im as the
- * exact adjoint of im2col, optional outputs and refused shapes (the workspace: test_ch04_workspace.c). */
+ * exact adjoint of im2col, optional outputs and refused shapes (the workspace:
+ * test_ch04_workspace.c). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
