@@ -495,6 +495,7 @@ static void prepack_a(const engine_call *e, int tid, int T, int by_rows)
     }
 }
 
+// @snippet gemm_engine
 /* Columns [n0, n1) of C on one thread, with its own buffers: loops 5 to 1. */
 static void engine_columns(const engine_call *e, int64_t n0, int64_t n1, float *Ap, float *Bp)
 {
@@ -543,7 +544,6 @@ static void engine_shared(const engine_call *e, int tid, int T, float *Ap, float
     }
 }
 
-// @snippet gemm_engine
 cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
                          const cr_gemm_operand *A, const cr_gemm_operand *B, float alpha,
                          float beta, float *C, int64_t ldc, int threads)
