@@ -371,13 +371,13 @@ static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 /* How one call shares its work among its threads and which buffers it needs. */
 typedef struct {
     int nt;              /* threads the call plans for */
-    int split_n;         /* 1: each thread its own range of NR panels of N, its own B
-                          * buffer, no barrier in the loops; 0: the threads pack each B
-                          * block together and deal the MC blocks of A round */
+    int split_n;         /* 1: each thread its own range of NR panels of N; 0: the MC
+                          * blocks of A dealt round the threads (few NR panels). Either
+                          * way each thread packs its own B blocks: no barrier in the loops */
     int64_t mc, kc, nc;  /* blocks; kc: the depth cut into even blocks of at most kd->kc */
     size_t pre_floats;   /* the whole of A packed once, shared (0: packed block by block) */
     size_t a_floats;     /* one A block per thread (0 when A is prepacked) */
-    size_t b_floats;     /* one B block: per thread with split_n, else shared */
+    size_t b_floats;     /* one B block, per thread */
 } engine_plan;
 
 /* Columns per NC block over a width of `width` columns: the kernel's NC, unless all of M
@@ -417,8 +417,7 @@ static engine_plan plan_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, i
 /* Floats of all the buffers of plan p: prepacked A, A blocks, B blocks. */
 static size_t plan_floats(const engine_plan *p)
 {
-    return p->pre_floats + p->a_floats * (size_t)p->nt +
-           p->b_floats * (size_t)(p->split_n ? p->nt : 1);
+    return p->pre_floats + (p->a_floats + p->b_floats) * (size_t)p->nt;
 }
 
 size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
@@ -496,8 +495,10 @@ static void prepack_a(const engine_call *e, int tid, int T, int by_rows)
 }
 
 // @snippet gemm_engine
-/* Columns [n0, n1) of C on one thread, with its own buffers: loops 5 to 1. */
-static void engine_columns(const engine_call *e, int64_t n0, int64_t n1, float *Ap, float *Bp)
+/* One thread's share of C with its own buffers, loops 5 to 1: columns [n0, n1), and of
+ * the MC blocks of rows either all (deal == 0) or those numbered tid, tid + T, ... */
+static void engine_part(const engine_call *e, int64_t n0, int64_t n1, int deal, int tid,
+                        int T, float *Ap, float *Bp)
 {
     const engine_plan *pl = e->pl;
     const int NR = e->kd->nr;
@@ -505,41 +506,14 @@ static void engine_columns(const engine_call *e, int64_t n0, int64_t n1, float *
         const int64_t nc = min64(pl->nc, n1 - jc), np = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < e->K; pc += pl->kc) {          /* loop 4: KC of depth  */
             const int64_t kc = min64(pl->kc, e->K - pc);
-            e->B->pack(e->B->ctx, jc, nc, pc, kc, NR, 1.0f, Bp);
-            for (int64_t ic = 0; ic < e->M; ic += pl->mc) {       /* loop 3: MC rows      */
-                const int64_t mc = min64(pl->mc, e->M - ic);
-                macro_kernel(e->kd, mc, nc, kc, a_block(e, ic, mc, pc, kc, Ap), Bp, 0, np,
-                             pc == 0 ? e->beta : 1.0f, e->C + ic * e->ldc + jc, e->ldc);
-            }
-        }
-    }
-}
-
-/* All of C with the T threads of the enclosing parallel region sharing each packed B
- * block (packed together, two barriers per KC block) and dealt the MC blocks of A round:
- * for products with too few NR panels to give each thread its own. */
-static void engine_shared(const engine_call *e, int tid, int T, float *Ap, float *Bp)
-{
-    const engine_plan *pl = e->pl;
-    const int NR = e->kd->nr;
-    for (int64_t jc = 0; jc < e->N; jc += pl->nc) {              /* loop 5: NC columns   */
-        const int64_t nc = min64(pl->nc, e->N - jc), np = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < e->K; pc += pl->kc) {          /* loop 4: KC of depth  */
-            const int64_t kc = min64(pl->kc, e->K - pc);
-#pragma omp for schedule(static)
-            for (int64_t p = 0; p < np; p++)                     /* pack B, all threads  */
-                e->B->pack(e->B->ctx, jc + p * NR, min64(NR, nc - p * NR), pc, kc, NR, 1.0f,
-                           Bp + p * NR * kc);
-            /* (implicit barrier: the B block is complete) */
+            e->B->pack(e->B->ctx, jc, nc, pc, kc, NR, 1.0f, Bp);   /* this thread's copy */
             int64_t blk = 0;
-            for (int64_t ic = 0; ic < e->M; ic += pl->mc, blk++) {  /* loop 3: dealt round */
-                if (blk % T != tid) continue;
+            for (int64_t ic = 0; ic < e->M; ic += pl->mc, blk++) {  /* loop 3: MC rows   */
+                if (deal && blk % T != tid) continue;
                 const int64_t mc = min64(pl->mc, e->M - ic);
                 macro_kernel(e->kd, mc, nc, kc, a_block(e, ic, mc, pc, kc, Ap), Bp, 0, np,
                              pc == 0 ? e->beta : 1.0f, e->C + ic * e->ldc + jc, e->ldc);
             }
-#pragma omp barrier
-            /* (everyone is done with the B block before it is packed again) */
         }
     }
 }
@@ -565,19 +539,20 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
 #else
         const int tid = 0, T = 1;
 #endif
-        float *Ap = Abuf + (size_t)tid * pl.a_floats;
+        float *Ap = Abuf + (size_t)tid * pl.a_floats, *Bp = Bbuf + (size_t)tid * pl.b_floats;
         if (pl.split_n) {
             /* each thread its own range of whole NR panels: no barrier but the one after
              * the threads have packed A together */
             if (e.pre) prepack_a(&e, tid, T, 0);
 #pragma omp barrier
             const int64_t panels = (N + kd->nr - 1) / kd->nr;
-            const int64_t n0 = min64(N, panels * tid / T * kd->nr);
-            const int64_t n1 = min64(N, panels * (tid + 1) / T * kd->nr);
-            engine_columns(&e, n0, n1, Ap, Bbuf + (size_t)tid * pl.b_floats);
-        } else {
+            engine_part(&e, min64(N, panels * tid / T * kd->nr),
+                        min64(N, panels * (tid + 1) / T * kd->nr), 0, tid, T, Ap, Bp);
+        } else if (tid < (M + pl.mc - 1) / pl.mc) {
+            /* too few panels: the MC blocks of rows dealt round, every thread packing the
+             * B blocks it needs itself (twice the packing of B, no barrier) */
             if (e.pre) prepack_a(&e, tid, T, 1);   /* each thread the A blocks it uses */
-            engine_shared(&e, tid, T, Ap, Bbuf);
+            engine_part(&e, 0, N, 1, tid, T, Ap, Bp);
         }
     }
     cr_aligned_free(buf);
