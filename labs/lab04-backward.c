@@ -259,7 +259,7 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
         t->peak[i] = ops[i] + (COUNT_ALLOC ? atomic_load(&heap_peak) - base : 0);
     }
     int rounds = (int)(budget / (first > 1e-9 ? first : 1e-9));
-    if (first * ctx->repeats <= budget && rounds < ctx->repeats) rounds = ctx->repeats;
+    if (first <= budget && rounds < ctx->repeats) rounds = ctx->repeats;
     rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
     double times[3][MAX_ROUNDS];
     for (int r = 0; r < rounds; r++)

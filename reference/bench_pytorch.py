@@ -53,7 +53,7 @@ def time_rounds(fns, budget, repeats, clock=time.perf_counter):
         fn()
     first = clock() - t0
     n = int(3 * budget / max(first, 1e-9))
-    if first * repeats <= 3 * budget:
+    if first <= 3 * budget:
         n = max(n, repeats)
     n = max(1, min(n, 100))
     times = [[] for _ in fns]
