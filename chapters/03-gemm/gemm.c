@@ -477,8 +477,9 @@ static const float *a_block(const engine_call *e, int64_t ic, int64_t mc, int64_
     return Ap;
 }
 
-/* Packs the A blocks (ic block number ib, depth block kb) for which keep(ib, kb) holds
- * into the prepacked A. */
+/* Packs this thread's share of the prepacked A: the blocks (ic block number ib, depth
+ * block kb) with ib % T == tid when by_rows (the rows a thread uses alone), else those
+ * with (ib + kb) % T == tid (all of A, shared after a barrier). */
 static void prepack_a(const engine_call *e, int tid, int T, int by_rows)
 {
     const engine_plan *pl = e->pl;
