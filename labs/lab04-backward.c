@@ -11,10 +11,11 @@
  *     OMP_WAIT_POLICY=active and passive), is timed in the same run before the table:
  *     rows impl=pytorch (no peak_bytes); without an importable torch the lab says so.
  *     The three passes are timed the same way, in rounds (forward, backward,
- *     forward+backward, cache flushed before each) after one warm-up round: as many
- *     rounds as fit in the budget (at least --repeats when a round is short enough, at
- *     most 100); ms is the median over the rounds, ms_min the fastest; PyTorch is timed
- *     by the same rule.
+ *     forward+backward, cache flushed and a 2 ms pause before each) after one warm-up
+ *     round: as many rounds as fit in the budget (at least --repeats when a round is
+ *     short enough, at most 100); ms is the median over the rounds, ms_min the fastest;
+ *     PyTorch is timed by the same rule (with the pause; it flushes no cache). Both
+ *     processes run with glibc keeping freed memory (see KEEP_TRIM).
  *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
  *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting
  *     level during the warm-up round. The heap is measured by counting every malloc/free
@@ -40,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "conv_backward.h"
 #include "conv_gemm.h"
@@ -228,6 +230,34 @@ typedef struct {
 
 #define MAX_ROUNDS 100
 
+/* glibc keeps freed memory instead of giving it back to the kernel after every call, in
+ * this process (keep_freed_memory) and in PyTorch's (the same settings as environment
+ * variables): on the lab's virtual machine a first touch of a page costs a page fault
+ * many times dearer than on bare metal, and a_3x3_64's forward took 8-15 ms instead of
+ * 1.3 ms, PyTorch's alike, when each call's workspace came back as fresh pages. */
+#define KEEP_TRIM (1 << 30)            /* M_TRIM_THRESHOLD: trim the heap only past 1 GiB */
+#define KEEP_MMAP (32 << 20)           /* M_MMAP_THRESHOLD: glibc's largest, 32 MiB */
+#define KEEP_ENV "MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432"
+
+/* Tells this process's glibc to keep freed memory (see KEEP_TRIM). */
+static void keep_freed_memory(void)
+{
+    mallopt(M_TRIM_THRESHOLD, KEEP_TRIM);
+    mallopt(M_MMAP_THRESHOLD, KEEP_MMAP);
+}
+#define SETTLE_NS 2000000   /* the pause before each timed run (bench_pytorch.py's too) */
+
+/* The cache flushed, then a 2 ms pause: on a shared machine the flush's 64 MiB of stores
+ * use up most of a time slice, and the timed run that followed was often preempted at
+ * once (a median 4x the fastest run on a_3x3_64 at load 12); after a short sleep it
+ * starts on a fresh slice. */
+static void flush_and_settle(void)
+{
+    cr_flush_cache();
+    const struct timespec ts = {0, SETTLE_NS};
+    nanosleep(&ts, NULL);
+}
+
 /* qsort's comparison of doubles. */
 static int cmp_double(const void *a, const void *b)
 {
@@ -236,7 +266,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Times the three passes of one implementation the same way, in rounds (forward,
- * backward, both, the cache flushed before each) after a warm-up round that also
+ * backward, both; flush_and_settle before each) after a warm-up round that also
  * measures their peak memory: as many rounds as fit in the budget, at least --repeats
  * when a round takes under the budget, at most MAX_ROUNDS. Median and fastest of each. */
 static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
@@ -251,7 +281,7 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
     double first = 0;
     for (int i = 0; i < 3; i++) {   /* the warm-up round: memory, and a round's length */
         const long long base = heap_mark();
-        cr_flush_cache();
+        flush_and_settle();
         const double t0 = cr_now();
         cr_status s = fns[i](g);
         first += cr_now() - t0;
@@ -264,7 +294,7 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
     double times[3][MAX_ROUNDS];
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 3; i++) {
-            cr_flush_cache();
+            flush_and_settle();
             const double t0 = cr_now();
             cr_status s = fns[i](g);
             times[i][r] = cr_now() - t0;
@@ -344,9 +374,9 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
 {
     static char cmd[8192];
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
+             "%s OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
              "--repeats %d%s 2>&1",
-             ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
+             KEEP_ENV, ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
              CR_BENCH_PYTORCH, ctx->threads, ctx->quick ? 0.3 : BUDGET_S, ctx->repeats, cases);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -800,6 +830,7 @@ int main(int argc, char **argv)
         return rc;
     }
     lab_banner(&ctx, "chapter 4, the backward pass and a training loop");
+    keep_freed_memory();
     cr_flush_cache();   /* allocates its buffer now, outside the memory measurements */
     char train_note[160];
     snprintf(train_note, sizeof train_note, "seed %d, %d epochs, batch %d, factor %d, AdamW lr %g",
@@ -810,7 +841,8 @@ int main(int argc, char **argv)
         "peak_bytes", COUNT_ALLOC ? "operand tensors + the heap's peak above its level before the "
                                     "pass (every malloc counted)"
                                   : "operand tensors only (sanitizer build: heap not counted)",
-        "training", train_note, NULL};
+        "training", train_note,
+        "malloc", "glibc keeps freed memory, here and in PyTorch's process: " KEEP_ENV, NULL};
     cr_status st = lab_csv_begin(&ctx, csv_columns, extra);
     if (st != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());

@@ -17,7 +17,7 @@
 #
 # pass is forward, backward or forward+backward. The three passes are timed the same
 # way as lab 4 times its own: in rounds (forward, backward, forward+backward, one run
-# each), after one warm-up round, as many rounds as fit in 3 x --budget seconds (at
+# each, a 2 ms pause before each run), after one warm-up round, as many rounds as fit in 3 x --budget seconds (at
 # least --repeats when a round takes under --budget, at most 100); median and minimum
 # of each pass over the rounds, elapsed time unless --clock cpu asks for the process's
 # CPU time. A first line `info <torch version> <mkldnn on/off> <threads>` says what ran. Exit status 2 on a bad argument, 3 when torch cannot be imported.
@@ -59,6 +59,7 @@ def time_rounds(fns, budget, repeats, clock=time.perf_counter):
     times = [[] for _ in fns]
     for _ in range(n):
         for i, fn in enumerate(fns):
+            time.sleep(0.002)   # lab 4's pause: each timed run starts on a fresh time slice
             t0 = clock()
             fn()
             times[i].append(clock() - t0)
