@@ -10,9 +10,15 @@
  *     processes, same cases and thread count; with 2+ threads the faster of
  *     OMP_WAIT_POLICY=active and passive), is timed in the same run before the table:
  *     rows impl=pytorch (no peak_bytes); without an importable torch the lab says so.
+ *     The three passes are timed the same way, in rounds (forward, backward,
+ *     forward+backward, cache flushed and a 2 ms pause before each) after one warm-up
+ *     round: as many rounds as fit in the budget (at least --repeats when a round is
+ *     short enough, at most 100); ms is the median over the rounds, ms_min the fastest;
+ *     PyTorch is timed by the same rule (with the pause; it flushes no cache). Both
+ *     processes run with glibc keeping freed memory (see KEEP_TRIM).
  *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
  *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting
- *     level during one untimed run. The heap is measured by counting every malloc/free
+ *     level during the warm-up round. The heap is measured by counting every malloc/free
  *     of this process (this file replaces malloc and its relatives by counting wrappers
  *     around glibc's __libc_malloc family; off in sanitizer builds, where the column
  *     then holds the operands alone).
@@ -27,7 +33,7 @@
  *     schedule spans them). Every split is loaded and checked at --factor before any
  *     work; --quick trains on the first 16 train frames (8 val, 8 test).
  * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
- * loss,split,class,iou (columns a kind does not use are empty). */
+ * loss,split,class,iou,ms_min (columns a kind does not use are empty). */
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
@@ -35,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "conv_backward.h"
 #include "conv_gemm.h"
@@ -160,7 +167,7 @@ static const cr_arg extra_args[] = {
 
 static const char *const csv_columns[] = {
     "lab", "kind", "case", "impl", "pass", "k", "batch", "threads", "ms", "gflops",
-    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", NULL};
+    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", "ms_min", NULL};
 
 /* ---- (1) timing -------------------------------------------------------------------------- */
 
@@ -217,11 +224,51 @@ static void clear_progress(const cr_progress *prog)
 }
 
 typedef struct {
-    double fwd_ms, bwd_ms, both_ms;
+    double ms[3], min_ms[3];   /* forward, backward, both: median and fastest */
     long long peak[3];
 } impl_times;
 
-/* Times the three passes of one implementation and measures their peak memory. */
+#define MAX_ROUNDS 100
+
+/* glibc keeps freed memory instead of giving it back to the kernel after every call, in
+ * this process (keep_freed_memory) and in PyTorch's (the same settings as environment
+ * variables): on the lab's virtual machine a first touch of a page costs a page fault
+ * many times dearer than on bare metal, and a_3x3_64's forward took 8-15 ms instead of
+ * 1.3 ms, PyTorch's alike, when each call's workspace came back as fresh pages. */
+#define KEEP_TRIM (1 << 30)            /* M_TRIM_THRESHOLD: trim the heap only past 1 GiB */
+#define KEEP_MMAP (32 << 20)           /* M_MMAP_THRESHOLD: glibc's largest, 32 MiB */
+#define KEEP_ENV "MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432"
+
+/* Tells this process's glibc to keep freed memory (see KEEP_TRIM). */
+static void keep_freed_memory(void)
+{
+    mallopt(M_TRIM_THRESHOLD, KEEP_TRIM);
+    mallopt(M_MMAP_THRESHOLD, KEEP_MMAP);
+}
+#define SETTLE_NS 2000000   /* the pause before each timed run (bench_pytorch.py's too) */
+
+/* The cache flushed, then a 2 ms pause: on a shared machine the flush's 64 MiB of stores
+ * use up most of a time slice, and the timed run that followed was often preempted at
+ * once (a median 4x the fastest run on a_3x3_64 at load 12); after a short sleep it
+ * starts on a fresh slice. */
+static void flush_and_settle(void)
+{
+    cr_flush_cache();
+    const struct timespec ts = {0, SETTLE_NS};
+    nanosleep(&ts, NULL);
+}
+
+/* qsort's comparison of doubles. */
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Times the three passes of one implementation the same way, in rounds (forward,
+ * backward, both; flush_and_settle before each) after a warm-up round that also
+ * measures their peak memory: as many rounds as fit in the budget, at least --repeats
+ * when a round takes under the budget, at most MAX_ROUNDS. Median and fastest of each. */
 static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
 {
     cr_status (*fns[3])(void *) = {run_fwd, run_bwd, run_both};
@@ -230,16 +277,34 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
     const long long bwd_ops = (long long)((g->c.x.numel + g->c.w.numel + g->dy.numel + g->dx.numel +
                                            g->dw.numel + g->db.numel) * F);
     const long long ops[3] = {fwd_ops, bwd_ops, fwd_ops + (long long)((g->dy.numel + g->dx.numel + g->dw.numel + g->db.numel) * F)};
-    double *ms[3] = {&t->fwd_ms, &t->bwd_ms, &t->both_ms};
-    const double budget = ctx->quick ? 0.3 : BUDGET_S;
-    for (int i = 0; i < 3; i++) {
-        /* the timed runs are also the memory measurement: nothing accumulates between runs */
+    const double budget = 3 * (ctx->quick ? 0.3 : BUDGET_S);
+    double first = 0;
+    for (int i = 0; i < 3; i++) {   /* the warm-up round: memory, and a round's length */
         const long long base = heap_mark();
-        cr_bench_result r;
-        cr_status s = lab_time_budget(ctx, fns[i], g, budget, &r);
+        flush_and_settle();
+        const double t0 = cr_now();
+        cr_status s = fns[i](g);
+        first += cr_now() - t0;
         if (s) return s;
         t->peak[i] = ops[i] + (COUNT_ALLOC ? atomic_load(&heap_peak) - base : 0);
-        *ms[i] = r.median * 1e3;
+    }
+    int rounds = (int)(budget / (first > 1e-9 ? first : 1e-9));
+    if (first <= budget && rounds < ctx->repeats) rounds = ctx->repeats;
+    rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
+    double times[3][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < 3; i++) {
+            flush_and_settle();
+            const double t0 = cr_now();
+            cr_status s = fns[i](g);
+            times[i][r] = cr_now() - t0;
+            if (s) return s;
+        }
+    for (int i = 0; i < 3; i++) {
+        qsort(times[i], (size_t)rounds, sizeof(double), cmp_double);
+        t->min_ms[i] = times[i][0] * 1e3;
+        t->ms[i] = (rounds % 2 ? times[i][rounds / 2]
+                               : 0.5 * (times[i][rounds / 2 - 1] + times[i][rounds / 2])) * 1e3;
     }
     return CR_OK;
 }
@@ -255,7 +320,7 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
 typedef struct {
     char name[32];
     long long k, batch;
-    double ms[3];
+    double ms[3], min_ms[3];   /* median and fastest */
     char policy[3][12];   /* the OMP_WAIT_POLICY each time was measured with */
 } torch_row;
 
@@ -275,9 +340,10 @@ static torch_row *torch_find(const char *name, long long k)
     return NULL;
 }
 
-/* Keeps the faster of a PyTorch time already held and a new one for (name, k, pass). */
+/* Keeps the faster (by median) of a PyTorch time already held and a new one for (name,
+ * k, pass); min_ms goes with its median. */
 static void torch_merge(const char *name, long long k, long long batch, const char *pass,
-                        double ms, const char *policy)
+                        double ms, double min_ms, const char *policy)
 {
     int ps = -1;
     for (int i = 0; i < 3; i++)
@@ -294,6 +360,7 @@ static void torch_merge(const char *name, long long k, long long batch, const ch
     }
     if (r->ms[ps] == 0 || ms < r->ms[ps]) {
         r->ms[ps] = ms;
+        r->min_ms[ps] = min_ms > 0 ? min_ms : ms;
         snprintf(r->policy[ps], sizeof r->policy[ps], "%s", policy);
     }
 }
@@ -307,9 +374,9 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
 {
     static char cmd[8192];
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
+             "%s OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
              "--repeats %d%s 2>&1",
-             ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
+             KEEP_ENV, ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
              CR_BENCH_PYTORCH, ctx->threads, ctx->quick ? 0.3 : BUDGET_S, ctx->repeats, cases);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
@@ -320,13 +387,13 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
     char line[512], name[32], pass[32];
     long long k, batch;
     int threads, rows = 0;
-    double ms;
+    double ms, min_ms;
     info[0] = '\0';
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
-        if (sscanf(line, "row %31s %lld %lld %d %31s %lf", name, &k, &batch, &threads, pass,
-                   &ms) == 6) {
-            torch_merge(name, k, batch, pass, ms, policy ? policy : "default");
+        if (sscanf(line, "row %31s %lld %lld %d %31s %lf %lf", name, &k, &batch, &threads, pass,
+                   &ms, &min_ms) == 7) {
+            torch_merge(name, k, batch, pass, ms, min_ms, policy ? policy : "default");
             rows++;
         } else if (strncmp(line, "info ", 5) == 0 || (rows == 0 && line[0])) {
             const char *src = strncmp(line, "info ", 5) == 0 ? line + 5 : line;
@@ -437,34 +504,38 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
         const double flops[3] = {F, 2 * F, 3 * F};
         clear_progress(prog);
         for (int impl = 0; impl < 2; impl++) {
-            const double ms[3] = {t[impl].fwd_ms, t[impl].bwd_ms, t[impl].both_ms};
-            printf("%-12s %2lld %5lld %-9s %9.2f %9.2f %9.2f %7.1f %7.1f %7.1f %9.1f\n", l->name,
-                   (long long)k, (long long)l->n, impl_names[impl], ms[0], ms[1], ms[2],
-                   lab_gflops(flops[0], ms[0] / 1e3), lab_gflops(flops[1], ms[1] / 1e3),
-                   lab_gflops(flops[2], ms[2] / 1e3), t[impl].peak[2] / 1048576.0);
+            const double *ms = t[impl].ms, *lo = t[impl].min_ms;
+            printf("%-12s %2lld %5lld %-9s %7.2f/%-7.2f %7.2f/%-7.2f %7.2f/%-7.2f %7.1f %7.1f "
+                   "%7.1f %9.1f\n", l->name, (long long)k, (long long)l->n, impl_names[impl],
+                   lo[0], ms[0], lo[1], ms[1], lo[2], ms[2], lab_gflops(flops[0], ms[0] / 1e3),
+                   lab_gflops(flops[1], ms[1] / 1e3), lab_gflops(flops[2], ms[2] / 1e3),
+                   t[impl].peak[2] / 1048576.0);
             for (int ps = 0; ps < 3; ps++)
-                if (lab_csv_row(ctx, "lab04,conv,%s,%s,%s,%lld,%lld,%d,%.4f,%.4f,%lld,,,,,,",
+                if (lab_csv_row(ctx, "lab04,conv,%s,%s,%s,%lld,%lld,%d,%.4f,%.4f,%lld,,,,,,,%.4f",
                                 l->name, impl_names[impl], pass_names[ps], (long long)k,
                                 (long long)l->n, ctx->threads, ms[ps],
-                                lab_gflops(flops[ps], ms[ps] / 1e3), t[impl].peak[ps]))
+                                lab_gflops(flops[ps], ms[ps] / 1e3), t[impl].peak[ps], lo[ps]))
                     ok = lab_report_failure("CSV", CR_EIO);
         }
         const torch_row *tr = torch_find(l->name, (long long)k);
         if (tr) {
-            printf("%-12s %2lld %5lld %-9s %9.2f %9.2f %9.2f %7.1f %7.1f %7.1f %9s   fast/PyTorch "
-                   "f+b: %.2fx\n", l->name, (long long)k, (long long)l->n, "pytorch", tr->ms[0],
-                   tr->ms[1], tr->ms[2], lab_gflops(flops[0], tr->ms[0] / 1e3),
-                   lab_gflops(flops[1], tr->ms[1] / 1e3), lab_gflops(flops[2], tr->ms[2] / 1e3),
-                   "-", tr->ms[2] / t[1].both_ms);
+            printf("%-12s %2lld %5lld %-9s %7.2f/%-7.2f %7.2f/%-7.2f %7.2f/%-7.2f %7.1f %7.1f "
+                   "%7.1f %9s   fast/PyTorch f+b: %.2fx median, %.2fx min\n", l->name,
+                   (long long)k, (long long)l->n, "pytorch", tr->min_ms[0], tr->ms[0],
+                   tr->min_ms[1], tr->ms[1], tr->min_ms[2], tr->ms[2],
+                   lab_gflops(flops[0], tr->ms[0] / 1e3), lab_gflops(flops[1], tr->ms[1] / 1e3),
+                   lab_gflops(flops[2], tr->ms[2] / 1e3), "-", tr->ms[2] / t[1].ms[2],
+                   tr->min_ms[2] / t[1].min_ms[2]);
             for (int ps = 0; ps < 3; ps++)
                 if (tr->ms[ps] > 0 &&
-                    lab_csv_row(ctx, "lab04,conv,%s,pytorch,%s,%lld,%lld,%d,%.4f,%.4f,,,,,,,",
+                    lab_csv_row(ctx, "lab04,conv,%s,pytorch,%s,%lld,%lld,%d,%.4f,%.4f,,,,,,,,%.4f",
                                 l->name, pass_names[ps], (long long)k, (long long)l->n,
-                                ctx->threads, tr->ms[ps], lab_gflops(flops[ps], tr->ms[ps] / 1e3)))
+                                ctx->threads, tr->ms[ps], lab_gflops(flops[ps], tr->ms[ps] / 1e3),
+                                tr->min_ms[ps]))
                     ok = lab_report_failure("CSV", CR_EIO);
         }
         if (strcmp(l->name, "a_3x3_64") == 0 && k == 3) {
-            fb_gflops[0] = lab_gflops(3 * F, t[1].both_ms / 1e3);
+            fb_gflops[0] = lab_gflops(3 * F, t[1].ms[2] / 1e3);
             fb_gflops[1] = tr && tr->ms[2] > 0 ? lab_gflops(3 * F, tr->ms[2] / 1e3) : 0.0;
         }
         fflush(stdout);
@@ -479,9 +550,11 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
     int count;
     const lab_layer *layers = lab_standard_layers(&count);
     printf("(1) convolution forward and backward, standard layers with kernel k (padding k/2)\n"
-           "    GFLOP/s: forward F, backward 2F (dx and dw), both 3F; peak MiB: forward+backward\n");
-    printf("%-12s %2s %5s %-9s %9s %9s %9s %7s %7s %7s %9s\n", "case", "k", "batch", "impl",
-           "fwd ms", "bwd ms", "f+b ms", "fwd GF", "bwd GF", "f+b GF", "peak MiB");
+           "    ms: fastest/median of the rounds; GFLOP/s (of the median): forward F, backward 2F\n"
+           "    (dx and dw), both 3F; peak MiB: forward+backward\n");
+    printf("%-12s %2s %5s %-9s %15s %15s %15s %7s %7s %7s %9s\n", "case", "k", "batch", "impl",
+           "fwd ms min/med", "bwd ms min/med", "f+b ms min/med", "fwd GF", "bwd GF", "f+b GF",
+           "peak MiB");
     const int total = ctx->quick ? 2 : count * 3;
     cr_progress prog;
     cr_progress_begin(&prog, "timing cases", total);
@@ -601,11 +674,11 @@ static double report_iou(lab_ctx *ctx, const char *split, const cr_confusion *co
     printf("%-5s", split);
     for (int c = 0; c < CR_CAMVID_CLASSES; c++) {
         printf(" %6.3f", iou[c]);
-        lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,%s,%.4f", ctx->threads, epoch,
+        lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,%s,%.4f,", ctx->threads, epoch,
                     split, cr_camvid_class_name(c), iou[c]);
     }
     printf("  %6.3f\n", mean);
-    lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,mean,%.4f", ctx->threads, epoch,
+    lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,mean,%.4f,", ctx->threads, epoch,
                 split, mean);
     return mean;
 }
@@ -623,7 +696,7 @@ static void on_step(void *arg, const cr_step_info *info)
     step_ctx *c = arg;
     if (isnan(c->first_loss)) c->first_loss = info->loss;
     lab_csv_row(c->ctx, "lab04,train,camvid_%lldx%lld,fast,forward+backward,3,%d,%d,%.3f,,,"
-                "%d,%lld,%.6f,train,,", (long long)c->w, (long long)c->h, batch_size,
+                "%d,%lld,%.6f,train,,,", (long long)c->w, (long long)c->h, batch_size,
                 c->ctx->threads, info->ms, info->epoch, (long long)info->step, info->loss);
     char what[64];
     snprintf(what, sizeof what, "epoch %d loss %.4f", info->epoch, info->loss);
@@ -663,7 +736,7 @@ static int run_training(lab_ctx *ctx, train_run *r)
         printf("    epoch %2d: train loss %.4f, val loss %.4f, val mean IoU %.3f (%.0f s)\n",
                t->epoch, last_epoch_loss, vloss, val_miou, cr_now() - t_train);
         fflush(stdout);
-        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f",
+        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f,",
                     (long long)W, (long long)H, batch_size, ctx->threads, t->epoch,
                     (long long)t->step, vloss, val_miou);
         if (checkpoint_path && (s = cr_checkpoint_save(t, checkpoint_path, NULL))) {
@@ -757,6 +830,7 @@ int main(int argc, char **argv)
         return rc;
     }
     lab_banner(&ctx, "chapter 4, the backward pass and a training loop");
+    keep_freed_memory();
     cr_flush_cache();   /* allocates its buffer now, outside the memory measurements */
     char train_note[160];
     snprintf(train_note, sizeof train_note, "seed %d, %d epochs, batch %d, factor %d, AdamW lr %g",
@@ -767,7 +841,8 @@ int main(int argc, char **argv)
         "peak_bytes", COUNT_ALLOC ? "operand tensors + the heap's peak above its level before the "
                                     "pass (every malloc counted)"
                                   : "operand tensors only (sanitizer build: heap not counted)",
-        "training", train_note, NULL};
+        "training", train_note,
+        "malloc", "glibc keeps freed memory, here and in PyTorch's process: " KEEP_ENV, NULL};
     cr_status st = lab_csv_begin(&ctx, csv_columns, extra);
     if (st != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());

@@ -13,12 +13,14 @@
 # A case is name,cin,cout,h,w,k,stride,pad,groups,batch (square kernel, symmetric
 # padding, bias on, as lab 4's). Output, one line per case and pass:
 #
-#     row <name> <k> <batch> <threads> <pass> <ms>
+#     row <name> <k> <batch> <threads> <pass> <median ms> <min ms>
 #
-# pass is forward, backward or forward+backward; ms the median of the timed runs
-# (as many as fit in --budget seconds, at most --repeats, at least one, after one
-# warm-up run), elapsed time unless --clock cpu asks for the process's CPU time. A first line `info <torch version> <mkldnn on/off> <threads>` says
-# what ran. Exit status 2 on a bad argument, 3 when torch cannot be imported.
+# pass is forward, backward or forward+backward. The three passes are timed the same
+# way as lab 4 times its own: in rounds (forward, backward, forward+backward, one run
+# each, a 2 ms pause before each run), after one warm-up round, as many rounds as fit in 3 x --budget seconds (at
+# least --repeats when a round takes under --budget, at most 100); median and minimum
+# of each pass over the rounds, elapsed time unless --clock cpu asks for the process's
+# CPU time. A first line `info <torch version> <mkldnn on/off> <threads>` says what ran. Exit status 2 on a bad argument, 3 when torch cannot be imported.
 import argparse
 import os
 import statistics
@@ -42,18 +44,26 @@ def parse_case(text):
     return parts[0], dict(zip(keys, vals))
 
 
-def time_median(fn, budget, repeats, clock=time.perf_counter):
-    """Median seconds of fn() over as many runs as fit in budget (1..repeats), after a warm-up."""
+def time_rounds(fns, budget, repeats, clock=time.perf_counter):
+    """(median, min) seconds of each of fns, timed in rounds (every fn once per round)
+    after a warm-up round: as many rounds as fit in 3 * budget, at least repeats when a
+    round takes under budget, at most 100 (lab 4's rule)."""
     t0 = clock()
-    fn()
-    first = clock() - t0
-    n = max(1, min(repeats, int(budget / max(first, 1e-9))))
-    times = []
-    for _ in range(n):
-        t0 = clock()
+    for fn in fns:
         fn()
-        times.append(clock() - t0)
-    return statistics.median(times)
+    first = clock() - t0
+    n = int(3 * budget / max(first, 1e-9))
+    if first <= 3 * budget:
+        n = max(n, repeats)
+    n = max(1, min(n, 100))
+    times = [[] for _ in fns]
+    for _ in range(n):
+        for i, fn in enumerate(fns):
+            time.sleep(0.002)   # lab 4's pause: each timed run starts on a fresh time slice
+            t0 = clock()
+            fn()
+            times[i].append(clock() - t0)
+    return [(statistics.median(t), min(t)) for t in times]
 
 
 def main():
@@ -101,12 +111,11 @@ def main():
         def both():
             torch.autograd.grad(F.conv2d(x, w, b, **conv), (x, w, b), dy)
 
-        for pass_name, fn in (("forward", forward), ("backward", backward),
-                              ("forward+backward", both)):
-            clock = time.perf_counter if args.clock == "wall" else time.process_time
-            ms = 1e3 * time_median(fn, args.budget, args.repeats, clock)
-            print("row %s %d %d %d %s %.4f" % (name, c["k"], c["batch"], args.threads,
-                                              pass_name, ms), flush=True)
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        res = time_rounds((forward, backward, both), args.budget, args.repeats, clock)
+        for pass_name, (med, low) in zip(("forward", "backward", "forward+backward"), res):
+            print("row %s %d %d %d %s %.4f %.4f" % (name, c["k"], c["batch"], args.threads,
+                                                   pass_name, 1e3 * med, 1e3 * low), flush=True)
     return 0
 
 

@@ -5,7 +5,8 @@
  * (3) the reference equals float64 central differences of L = sum(dy * conv(x, w, b)),
  * the forward written in this file from chapter 1's definition; (4) the fast backward
  * equals the reference on hundreds of random configurations per run. Plus col2im as the
- * exact adjoint of im2col, optional outputs, refused shapes and the workspace. */
+ * exact adjoint of im2col, optional outputs and refused shapes (the workspace:
+ * test_ch04_workspace.c). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -826,32 +827,6 @@ static void backward_api__deterministic(void **state)
     cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
 }
 
-/* The workspace: a patch matrix per thread sharing (image, group) pairs (none for a
- * pointwise kernel), plus one partial dW per thread when more than one shares them. */
-static void backward_api__workspace_bytes(void **state)
-{
-    (void)state;
-    const int threads0 = get_threads();
-    cr_conv_params p = cr_conv_params_default(64, 64, 3);
-    cr_conv_set_padding(&p, 1, 1);
-    cr_conv_shape s;
-    set_threads(1);
-    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 56, 56));
-    assert_int_equal(cr_conv2d_backward_workspace_bytes(&s), (size_t)576 * 3136 * 4);
-    cr_conv_params q = cr_conv_params_default(64, 256, 1);
-    assert_cr_ok(cr_conv_shape_init(&s, &q, 1, 56, 56));
-    assert_int_equal(cr_conv2d_backward_workspace_bytes(&s), 0);
-#ifdef _OPENMP
-    set_threads(2);
-    assert_cr_ok(cr_conv_shape_init(&s, &p, 8, 56, 56));   /* 8 images on 2 threads */
-    assert_int_equal(cr_conv2d_backward_workspace_bytes(&s),
-                     (size_t)2 * 576 * 3136 * 4 + (size_t)2 * 64 * 64 * 9 * 4);
-    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 56, 56));   /* 1 image: the GEMMs share it */
-    assert_int_equal(cr_conv2d_backward_workspace_bytes(&s), (size_t)576 * 3136 * 4);
-#endif
-    set_threads(threads0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,7 +849,6 @@ int main(void)
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),
         cmocka_unit_test(backward_api__deterministic),
-        cmocka_unit_test(backward_api__workspace_bytes),
     };
     return cr_run_tests("ch04", tests);
 }

@@ -26,6 +26,8 @@ static int is_pointwise(const cr_conv_shape *s)
            p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
 }
 
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 /* y_g (Cout_g x Ho*Wo) += b_g broadcast along each row. */
 static void add_bias(const cr_conv_shape *s, const float *b_g, float *y_g)
 {
@@ -278,15 +280,17 @@ size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
 }
 
 // @snippet grouped_pad
-/* The padded, phase-split copy of one image's group (x_g: Cin_g x H x W) into xp: every
- * padding mode is resolved here, once, so the kernel has no border tests. col_map[e]
- * is the input column that position e of a padded row copies, or -1 for a zero. */
+/* The padded, phase-split copy of channels [c0, c1) of one image's group (x_g: Cin_g x
+ * H x W) into xp: every padding mode is resolved here, once, so the kernel has no border
+ * tests. col_map[e] is the input column that position e of a padded row copies, or -1
+ * for a zero. The zeros after the last channel are written with it. */
 static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                        const int64_t *col_map, const float *x_g, float *xp)
+                        const int64_t *col_map, const float *x_g, float *xp, int64_t c0,
+                        int64_t c1)
 {
     const cr_conv_params *p = &s->p;
     const int64_t H = s->h_in, W = s->w_in, len = p->stride_w * gm->lp, pl = p->pad_left;
-    for (int64_t c = 0; c < s->cin_g; c++)
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t i = 0; i < gm->hp; i++) {
             const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
             float *dst = xp + (c * gm->hp + i) * len;
@@ -304,7 +308,7 @@ static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
                 for (int64_t e = 0; e < len; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
             }
         }
-    if (gm->flat) memset(xp + s->cin_g * gm->hp * len, 0,
+    if (gm->flat && c1 == s->cin_g) memset(xp + s->cin_g * gm->hp * len, 0,
                          (size_t)(gm->in_floats - s->cin_g * gm->hp * len) * sizeof(float));
 }
 // @end grouped_pad
@@ -322,12 +326,14 @@ static void grouped_col_map(const cr_conv_shape *s, const cr_grouped_geom *gm, i
         }
 }
 
-/* y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x out_plane, row stride lp) + bias. */
+/* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x out_plane,
+ * row stride lp) + bias. */
 static void grouped_unflatten(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                              const float *yf, const float *b_g, float *y_g)
+                              const float *yf, const float *b_g, float *y_g, int64_t c0,
+                              int64_t c1)
 {
     const int64_t Ho = s->h_out, Wo = s->w_out;
-    for (int64_t co = 0; co < s->cout_g; co++) {
+    for (int64_t co = c0; co < c1; co++) {
         const float bias = b_g ? b_g[co] : 0.0f;
         for (int64_t oh = 0; oh < Ho; oh++) {
             const float *src = yf + co * gm->out_plane + oh * gm->lp;
@@ -377,37 +383,42 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
             const int64_t n = i / p->groups, g = i % p->groups;
             float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
             float *yf = gm.flat ? xp + gm.in_floats : y_g;
-#pragma omp single
-            grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
-                        xp);
+            const float *x_g = x->data + (n * p->in_channels + g * s.cin_g) * H * W;
+            const float *b_g = b ? b->data + g * s.cout_g : NULL;
 #pragma omp for schedule(static)
-            for (int64_t blk = 0; blk < blocks; blk++)
+            for (int64_t c = 0; c < s.cin_g; c++) grouped_pad(&s, &gm, col_map, x_g, xp, c, c + 1);
+            /* (implicit barrier: the padded copy is complete) */
+#pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < blocks; blk++) {   /* a block and its own rows of y */
+                const int64_t c0 = blk * kd->cob, c1 = min64(s.cout_g, c0 + kd->cob);
                 kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk, blk + 1);
-#pragma omp single
-            {
-                const float *b_g = b ? b->data + g * s.cout_g : NULL;
-                if (gm.flat) grouped_unflatten(&s, &gm, yf, b_g, y_g);
-                else if (b_g) add_bias(&s, b_g, y_g);
+                if (gm.flat) grouped_unflatten(&s, &gm, yf, b_g, y_g, c0, c1);
+                else if (b_g)
+                    for (int64_t co = c0; co < c1; co++)
+                        for (int64_t j = 0; j < plane; j++) y_g[co * plane + j] += b_g[co];
             }
+            /* (implicit barrier: xp is free for the next pair) */
         }
+        if (!shared) {   /* (a worksharing loop with no work still waits at its end) */
 #pragma omp for collapse(2) schedule(static)
-        for (int64_t n = 0; n < (shared ? 0 : s.batch); n++)
+        for (int64_t n = 0; n < s.batch; n++)
             for (int64_t g = 0; g < p->groups; g++) {
                 if (!xp) continue;
                 float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
                 const float *b_g = b ? b->data + g * s.cout_g : NULL;
                 grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
-                            xp);
+                            xp, 0, s.cin_g);
                 if (gm.flat) {          /* into a flat buffer, then rows + bias into y */
                     float *yf = xp + gm.in_floats;
                     kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, 0, blocks);
-                    grouped_unflatten(&s, &gm, yf, b_g, y_g);
+                    grouped_unflatten(&s, &gm, yf, b_g, y_g, 0, s.cout_g);
                 } else {
                     kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, y_g, 0, blocks);
                     if (b_g) add_bias(&s, b_g, y_g);
                 }
             }
-        if (!shared) cr_aligned_free(xp);
+            cr_aligned_free(xp);
+        }
     }
     cr_aligned_free(xs);
     free(col_map);
@@ -435,6 +446,24 @@ const char *cr_conv2d_fast_path(const cr_conv_shape *s)
     return "fused";
 }
 // @end conv_fast
+
+size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s)
+{
+    const char *path = cr_conv2d_fast_path(s);
+    const size_t T = (size_t)cr_gemm_threads_available();
+    const int64_t M = s->cout_g, N = s->h_out * s->w_out, K = cr_im2col_rows(s);
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), M);
+    if (strcmp(path, "grouped") == 0) {   /* as cr_conv2d_grouped allocates */
+        const cr_grouped_geom gm = grouped_geom(s, grouped_kernel()->owb);
+        const int shared = s->batch * s->p.groups < 2 * (int64_t)T;
+        return (shared ? 1 : T) * cr_conv2d_grouped_workspace_bytes(s) +
+               (size_t)(s->p.stride_w * gm.lp + K) * sizeof(int64_t);
+    }
+    const size_t col = strcmp(path, "gemm") == 0 ? cr_im2col_workspace_bytes(s) : 0;
+    if (outer_threads(s) == 1)   /* one pair at a time, each GEMM on every thread */
+        return col + cr_gemm_engine_workspace(kd, M, N, K, (int)T);
+    return T * (col + cr_gemm_engine_workspace(kd, M, N, K, 1));   /* a pair per thread */
+}
 
 cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y)

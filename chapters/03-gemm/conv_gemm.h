@@ -43,6 +43,10 @@ cr_status cr_conv2d_fast(const cr_conv_params *p, const cr_tensor *x, const cr_t
                          const cr_tensor *b, cr_tensor *y);
 /* Which path cr_conv2d_fast takes for shape s: "grouped", "fused" or "gemm". */
 const char *cr_conv2d_fast_path(const cr_conv_shape *s);
+/* Bytes of workspace cr_conv2d_fast holds at once for shape s with the current OpenMP
+ * thread count, all threads together: its path's buffers times the threads that hold
+ * one, plus the direct kernel's column map and tap offsets. */
+size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s);
 
 #ifdef __cplusplus
 }

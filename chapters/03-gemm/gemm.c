@@ -18,6 +18,10 @@
 #include "gemm_internal.h"
 #include "tensor.h"
 
+#ifdef __SSE2__
+#include <xmmintrin.h>   /* x86-64's baseline SIMD: the packing's 4 x 4 transposes */
+#endif
+
 /* ---- arguments ---------------------------------------------------------------- */
 
 cr_status cr_gemm_check_args(const char *fn, cr_trans ta, cr_trans tb, int64_t M, int64_t N,
@@ -259,7 +263,20 @@ void cr_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int6
 {
     const cr_strided *s = ctx;
     // @solution packing: copy rows [r0, r0+rows) x depth [k0, k0+kc) into panel-wide, k-major, zero-padded panels, times scale
-    for (int64_t q = 0; q < rows; q += panel) {             /* one panel of `panel` rows */
+    const int64_t full = s->rs == 1 && scale == 1.0f && (panel == 32 || panel == 16)
+                         ? rows / panel * panel : 0;
+    /* B's full panels of the kernels' widths: row k of the block read once, left to
+     * right (one long stream instead of a short one per panel), copied in fixed sizes */
+    for (int64_t k = 0; k < kc; k++) {
+        const float *src = s->p + r0 + (k0 + k) * s->cs;
+        if (k + 16 < kc)   /* the row 16 ahead: each row is a new page, beyond the prefetchers */
+            for (int64_t q = 0; q < full; q += 16) __builtin_prefetch(src + 16 * s->cs + q);
+        if (panel == 32)
+            for (int64_t q = 0; q < full; q += 32) memcpy(dst + q * kc + k * 32, src + q, 128);
+        else
+            for (int64_t q = 0; q < full; q += 16) memcpy(dst + q * kc + k * 16, src + q, 64);
+    }
+    for (int64_t q = full; q < rows; q += panel) {          /* one panel of `panel` rows */
         const int64_t h = rows - q < panel ? rows - q : panel;
         const float *src = s->p + (r0 + q) * s->rs + k0 * s->cs;
         float *d = dst + q * kc;                            /* panels are kc x panel     */
@@ -269,9 +286,32 @@ void cr_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int6
         } else if (s->rs == 1) {
             for (int64_t k = 0; k < kc; k++)
                 for (int64_t i = 0; i < h; i++) d[k * panel + i] = scale * src[k * s->cs + i];
-        } else if (s->cs == 1) {   /* rows contiguous in k (A, or B transposed): read rows */
-            for (int64_t i = 0; i < h; i++)
-                for (int64_t k = 0; k < kc; k++) d[k * panel + i] = scale * src[i * s->rs + k];
+        } else if (s->cs == 1) {   /* rows contiguous in k (A, or B transposed): a panel's
+                                    * rows read side by side, 4 k at a time, so that every
+                                    * store of the panel's k-major rows is contiguous */
+            int64_t k = 0;
+#ifdef __SSE2__
+            if (h % 4 == 0) {   /* 4 x 4 blocks transposed in SSE registers */
+                const __m128 sv = _mm_set1_ps(scale);
+                for (; k + 4 <= kc; k += 4) {
+                    if (k % 16 == 0 && q + panel < rows)   /* the next panel's rows: short */
+                        for (int64_t i = 0; i < panel; i++)   /* streams, prefetched */
+                            __builtin_prefetch(src + (panel + i) * s->rs + k);
+                    for (int64_t i = 0; i < h; i += 4) {
+                        const float *r = src + i * s->rs + k;
+                        __m128 r0 = _mm_loadu_ps(r), r1 = _mm_loadu_ps(r + s->rs);
+                        __m128 r2 = _mm_loadu_ps(r + 2 * s->rs), r3 = _mm_loadu_ps(r + 3 * s->rs);
+                        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                        _mm_storeu_ps(d + k * panel + i, _mm_mul_ps(sv, r0));
+                        _mm_storeu_ps(d + (k + 1) * panel + i, _mm_mul_ps(sv, r1));
+                        _mm_storeu_ps(d + (k + 2) * panel + i, _mm_mul_ps(sv, r2));
+                        _mm_storeu_ps(d + (k + 3) * panel + i, _mm_mul_ps(sv, r3));
+                    }
+                }
+            }
+#endif
+            for (; k < kc; k++)
+                for (int64_t i = 0; i < h; i++) d[k * panel + i] = scale * src[i * s->rs + k];
         } else {                   /* general strides */
             for (int64_t k = 0; k < kc; k++)
                 for (int64_t i = 0; i < h; i++) d[k * panel + i] = scale * src[k * s->cs + i * s->rs];
@@ -323,36 +363,68 @@ int cr_gemm_threads_available(void)
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 
-/* The NC block for this product: the kernel's, unless all of M fits in one MC block. Then
- * each packed B block is used once, and a few NR panels per thread are as good as many
- * (the packed panels are then still in L2 when the micro-kernel reads them), with a much
- * smaller buffer: what makes the fused convolution's workspace small. */
-static int64_t block_nc(const cr_gemm_kernel *kd, int64_t M, int64_t N, int threads)
+/* Bytes up to which the whole of A is packed once per call, before the loops, rather than
+ * block by block inside loop 5: a small M (a convolution's Cout_g) has many NC blocks, and
+ * repacking A for every one of them cost more than packing B. */
+#define PREPACK_A_BYTES ((size_t)1 << 20)
+
+/* How one call shares its work among its threads and which buffers it needs. */
+typedef struct {
+    int nt;              /* threads the call plans for */
+    int split_n;         /* 1: each thread its own range of NR panels of N; 0: the MC
+                          * blocks of A dealt round the threads (few NR panels). Either
+                          * way each thread packs its own B blocks: no barrier in the loops */
+    int64_t mc, kc, nc;  /* blocks; kc: the depth cut into even blocks of at most kd->kc */
+    size_t pre_floats;   /* the whole of A packed once, shared (0: packed block by block) */
+    size_t a_floats;     /* one A block per thread (0 when A is prepacked) */
+    size_t b_floats;     /* one B block, per thread */
+} engine_plan;
+
+/* Columns per NC block over a width of `width` columns: the kernel's NC, unless all of M
+ * fits in one MC block. Then each packed B block is used once, and 8 NR panels (in L2
+ * when the micro-kernel reads them) are as good as many, with a much smaller buffer:
+ * what keeps the fused convolution's workspace small. The blocks are as even as whole
+ * panels allow, so that the last one is not a sliver. */
+static int64_t block_nc(const cr_gemm_kernel *kd, int64_t M, int64_t mc, int64_t width)
 {
-    if (M > kd->mc) return kd->nc;
-    /* a few NR panels per thread, and the blocks of N as even as whole panels allow, so
-     * that the last block is not a sliver that one thread computes alone */
-    const int64_t most = min64(kd->nc, 8 * (int64_t)kd->nr * threads);
-    const int64_t blocks = (N + most - 1) / most, unit = (int64_t)kd->nr * threads;
-    return blocks <= 1 ? most : min64(most, round_up((N + blocks - 1) / blocks, unit));
+    const int64_t most = M > mc ? kd->nc : min64(kd->nc, 8 * (int64_t)kd->nr);
+    const int64_t blocks = (width + most - 1) / most;
+    return min64(most, round_up((width + blocks - 1) / blocks, kd->nr));
 }
 
-/* Sizes of the packing buffers: one B block (shared) and one A block per thread. */
-static void engine_sizes(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
-                         int threads, size_t *b_floats, size_t *a_floats)
+/* The plan of an M x N x K product on nt threads with kernel kd. */
+static engine_plan plan_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
+                               int nt)
 {
-    const int64_t kc = min64(kd->kc, K > 0 ? K : 1);
-    *b_floats = (size_t)(kc * min64(block_nc(kd, M, N, threads), round_up(N, kd->nr)));
-    *a_floats = (size_t)(kc * min64(kd->mc, round_up(M, kd->mr)));
+    engine_plan p;
+    const int64_t panels = (N + kd->nr - 1) / kd->nr, depth = K > 0 ? K : 1;
+    p.nt = nt;
+    p.split_n = nt == 1 || panels >= 4 * (int64_t)nt;   /* at least 4 panels a thread */
+    /* sharing MC blocks: at least one per thread (MR-aligned), even when all of M fits in
+     * one kernel MC block */
+    p.mc = p.split_n ? kd->mc : min64(kd->mc, round_up((M + nt - 1) / nt, kd->mr));
+    const int64_t kblocks = (depth + kd->kc - 1) / kd->kc;
+    p.kc = (depth + kblocks - 1) / kblocks;
+    const int64_t width = p.split_n ? (panels + nt - 1) / nt * kd->nr : N;
+    p.nc = block_nc(kd, M, p.mc, width > 0 ? width : 1);
+    const size_t pre = (size_t)round_up(M, kd->mr) * (size_t)depth;
+    p.pre_floats = pre * sizeof(float) <= PREPACK_A_BYTES ? pre : 0;
+    p.a_floats = p.pre_floats ? 0 : (size_t)(p.kc * min64(p.mc, round_up(M, kd->mr)));
+    p.b_floats = (size_t)(p.kc * p.nc);
+    return p;
+}
+
+/* Floats of all the buffers of plan p: prepacked A, A blocks, B blocks. */
+static size_t plan_floats(const engine_plan *p)
+{
+    return p->pre_floats + (p->a_floats + p->b_floats) * (size_t)p->nt;
 }
 
 size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
                                 int threads)
 {
-    size_t b, a;
-    threads = threads > 0 ? threads : 1;
-    engine_sizes(kd, M, N, K, threads, &b, &a);
-    return (b + a * (size_t)threads) * sizeof(float);
+    const engine_plan p = plan_engine(kd, M, N, K, threads > 0 ? threads : 1);
+    return plan_floats(&p) * sizeof(float);
 }
 
 /* One ic block against the packed B block: the micro-tiles of NR-panels [p0, p1),
@@ -382,26 +454,85 @@ static void macro_kernel(const cr_gemm_kernel *kd, int64_t mc, int64_t nc, int64
     }
 }
 
+/* The operands and buffers of one call, as its threads see them. */
+typedef struct {
+    const cr_gemm_kernel *kd;
+    const engine_plan *pl;
+    int64_t M, N, K;
+    const cr_gemm_operand *A, *B;
+    float alpha, beta;
+    float *C;
+    int64_t ldc;
+    float *pre;   /* the whole packed A (NULL: packed block by block) */
+} engine_call;
+
+/* The packed A block of rows [ic, ic+mc) and depth [pc, pc+kc): in the prepacked A
+ * (blocks of one depth range side by side, MR-row panels), or packed now into Ap. */
+static const float *a_block(const engine_call *e, int64_t ic, int64_t mc, int64_t pc,
+                            int64_t kc, float *Ap)
+{
+    const int64_t rows = round_up(e->M, e->kd->mr);
+    if (e->pre) return e->pre + rows * pc + ic * kc;
+    e->A->pack(e->A->ctx, ic, mc, pc, kc, e->kd->mr, e->alpha, Ap);
+    return Ap;
+}
+
+/* Packs this thread's share of the prepacked A: the blocks (ic block number ib, depth
+ * block kb) with ib % T == tid when by_rows (the rows a thread uses alone), else those
+ * with (ib + kb) % T == tid (all of A, shared after a barrier). */
+static void prepack_a(const engine_call *e, int tid, int T, int by_rows)
+{
+    const engine_plan *pl = e->pl;
+    const int64_t rows = round_up(e->M, e->kd->mr);
+    int64_t kb = 0;
+    for (int64_t pc = 0; pc < e->K; pc += pl->kc, kb++) {
+        const int64_t kc = min64(pl->kc, e->K - pc);
+        int64_t ib = 0;
+        for (int64_t ic = 0; ic < e->M; ic += pl->mc, ib++)
+            if ((by_rows ? ib : ib + kb) % T == tid)
+                e->A->pack(e->A->ctx, ic, min64(pl->mc, e->M - ic), pc, kc, e->kd->mr,
+                           e->alpha, e->pre + rows * pc + ic * kc);
+    }
+}
+
 // @snippet gemm_engine
+/* One thread's share of C with its own buffers, loops 5 to 1: columns [n0, n1), and of
+ * the MC blocks of rows either all (deal == 0) or those numbered tid, tid + T, ... */
+static void engine_part(const engine_call *e, int64_t n0, int64_t n1, int deal, int tid,
+                        int T, float *Ap, float *Bp)
+{
+    const engine_plan *pl = e->pl;
+    const int NR = e->kd->nr;
+    for (int64_t jc = n0; jc < n1; jc += pl->nc) {               /* loop 5: NC columns   */
+        const int64_t nc = min64(pl->nc, n1 - jc), np = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < e->K; pc += pl->kc) {          /* loop 4: KC of depth  */
+            const int64_t kc = min64(pl->kc, e->K - pc);
+            e->B->pack(e->B->ctx, jc, nc, pc, kc, NR, 1.0f, Bp);   /* this thread's copy */
+            int64_t blk = 0;
+            for (int64_t ic = 0; ic < e->M; ic += pl->mc, blk++) {  /* loop 3: MC rows   */
+                if (deal && blk % T != tid) continue;
+                const int64_t mc = min64(pl->mc, e->M - ic);
+                macro_kernel(e->kd, mc, nc, kc, a_block(e, ic, mc, pc, kc, Ap), Bp, 0, np,
+                             pc == 0 ? e->beta : 1.0f, e->C + ic * e->ldc + jc, e->ldc);
+            }
+        }
+    }
+}
+
 cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
                          const cr_gemm_operand *A, const cr_gemm_operand *B, float alpha,
                          float beta, float *C, int64_t ldc, int threads)
 {
     if (M == 0 || N == 0) return CR_OK;
     if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return CR_OK; }
-    const int MR = kd->mr, NR = kd->nr;
     const int nt = threads == 1 ? 1 : cr_gemm_threads_available();
-    const int64_t NC = block_nc(kd, M, N, nt);
-    size_t b_floats, a_floats;
-    engine_sizes(kd, M, N, K, nt, &b_floats, &a_floats);
-    float *Bp = cr_aligned_alloc(b_floats * sizeof(float));          /* shared B block */
-    float *Abuf = cr_aligned_alloc(a_floats * (size_t)nt * sizeof(float)); /* A per thread */
-    if (!Bp || !Abuf) {
-        cr_aligned_free(Bp);
-        cr_aligned_free(Abuf);
+    const engine_plan pl = plan_engine(kd, M, N, K, nt);
+    float *buf = cr_aligned_alloc(plan_floats(&pl) * sizeof(float));
+    if (!buf)
         return cr_fail(CR_ENOMEM, "gemm: packing buffers of %zu bytes: out of memory",
-                       (b_floats + a_floats * (size_t)nt) * sizeof(float));
-    }
+                       plan_floats(&pl) * sizeof(float));
+    engine_call e = {kd, &pl, M, N, K, A, B, alpha, beta, C, ldc, pl.pre_floats ? buf : NULL};
+    float *Abuf = buf + pl.pre_floats, *Bbuf = Abuf + pl.a_floats * (size_t)nt;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #ifdef _OPENMP
@@ -409,38 +540,23 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
 #else
         const int tid = 0, T = 1;
 #endif
-        float *Ap = Abuf + (size_t)tid * a_floats;
-        for (int64_t jc = 0; jc < N; jc += NC) {                 /* loop 5: NC columns   */
-            const int64_t nc = min64(NC, N - jc), np = (nc + NR - 1) / NR;
-            const int split_jr = np >= 4 * T;    /* enough NR panels: share them, else ic */
-            /* sharing ic blocks: at least one per thread (MR-aligned), even when all of M
-             * fits in one MC block */
-            const int64_t MC = split_jr ? kd->mc
-                                        : min64(kd->mc, round_up((M + T - 1) / T, MR));
-            for (int64_t pc = 0; pc < K; pc += kd->kc) {         /* loop 4: KC of depth  */
-                const int64_t kc = min64(kd->kc, K - pc);
-                const float bt = pc == 0 ? beta : 1.0f;          /* later KC accumulate  */
-#pragma omp for schedule(static)
-                for (int64_t p = 0; p < np; p++)                 /* pack B, all threads  */
-                    B->pack(B->ctx, jc + p * NR, min64(NR, nc - p * NR), pc, kc, NR, 1.0f,
-                            Bp + p * NR * kc);
-                /* (implicit barrier: the B block is complete) */
-                int64_t blk = 0;
-                for (int64_t ic = 0; ic < M; ic += MC, blk++) {   /* loop 3: MC rows */
-                    if (!split_jr && blk % T != tid) continue;   /* ic blocks dealt round */
-                    const int64_t mc = min64(MC, M - ic);
-                    A->pack(A->ctx, ic, mc, pc, kc, MR, alpha, Ap);  /* own copy: own L2  */
-                    const int64_t p0 = split_jr ? np * tid / T : 0;
-                    const int64_t p1 = split_jr ? np * (tid + 1) / T : np;
-                    macro_kernel(kd, mc, nc, kc, Ap, Bp, p0, p1, bt, C + ic * ldc + jc, ldc);
-                }
+        float *Ap = Abuf + (size_t)tid * pl.a_floats, *Bp = Bbuf + (size_t)tid * pl.b_floats;
+        if (pl.split_n) {
+            /* each thread its own range of whole NR panels: no barrier but the one after
+             * the threads have packed A together */
+            if (e.pre) prepack_a(&e, tid, T, 0);
 #pragma omp barrier
-                /* (everyone is done with the B block before it is packed again) */
-            }
+            const int64_t panels = (N + kd->nr - 1) / kd->nr;
+            engine_part(&e, min64(N, panels * tid / T * kd->nr),
+                        min64(N, panels * (tid + 1) / T * kd->nr), 0, tid, T, Ap, Bp);
+        } else if (tid < (M + pl.mc - 1) / pl.mc) {
+            /* too few panels: the MC blocks of rows dealt round, every thread packing the
+             * B blocks it needs itself (twice the packing of B, no barrier) */
+            if (e.pre) prepack_a(&e, tid, T, 1);   /* each thread the A blocks it uses */
+            engine_part(&e, 0, N, 1, tid, T, Ap, Bp);
         }
     }
-    cr_aligned_free(Bp);
-    cr_aligned_free(Abuf);
+    cr_aligned_free(buf);
     return CR_OK;
 }
 // @end gemm_engine

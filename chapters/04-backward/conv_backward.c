@@ -200,12 +200,23 @@ static void im2col_channels(const cr_conv_shape *s, const float *x_g, float *col
     for (int64_t c = 0; c < s->cin_g; c++) cr_im2col(&one, x_g + c * plane, col + c * rows);
 }
 
-size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
+/* Bytes cr_conv2d_backward_gemm holds at once for shape s (dX and/or dW asked for) with
+ * the current thread count: a patch matrix per thread working on (image, group) pairs
+ * (none for a pointwise kernel), one partial dW per thread when several share the pairs,
+ * and the packing buffers of the GEMMs each of those threads runs. */
+static size_t gemm_backward_bytes(const cr_conv_shape *s, int want_dx, int want_dw)
 {
     const size_t T = (size_t)outer_threads(s);
-    const size_t col = is_pointwise(s) ? 0
-                       : (size_t)cr_im2col_rows(s) * (size_t)cr_im2col_cols(s) * sizeof(float);
-    return T * col + (T > 1 ? T * s->w_numel * sizeof(float) : 0);
+    const int thr = T > 1 ? 1 : cr_gemm_threads_available();   /* each GEMM's threads */
+    const int64_t KK = cr_im2col_rows(s), plane = s->h_out * s->w_out, M = s->cout_g;
+    const size_t col = is_pointwise(s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
+    const cr_gemm_kernel *k = cr_gemm_active_kernel();
+    const size_t dw_pack = want_dw ? cr_gemm_engine_workspace(cr_gemm_kernel_for(k, M), M, KK,
+                                                              plane, thr) : 0;
+    const size_t dx_pack = want_dx ? cr_gemm_engine_workspace(cr_gemm_kernel_for(k, KK), KK,
+                                                              plane, M, thr) : 0;
+    const size_t partial = want_dw && T > 1 ? T * s->w_numel * sizeof(float) : 0;
+    return partial + T * (col + (dw_pack > dx_pack ? dw_pack : dx_pack));
 }
 
 // @snippet col2im
@@ -453,12 +464,13 @@ static void transpose_tiles(int64_t rows, int64_t cols, const float *src, int64_
 }
 
 /* Pixel-major copy of a batch of planes: src is N x C x P (NCHW, P = H*W), dst N x P x C
- * (NHWC). Threads share the (image, block of 256 pixels) pairs. */
+ * (NHWC). The threads of the enclosing parallel region (if any) share the (image, block
+ * of 256 pixels) pairs, and do not wait for each other at the end. */
 static void to_pixel_major(int64_t N, int64_t C, int64_t P, const float *src, float *dst)
 {
     enum { PB = 256 };
     const int64_t blocks = (P + PB - 1) / PB;
-#pragma omp parallel for collapse(2) schedule(static) if (may_fork(N * blocks))
+#pragma omp for collapse(2) schedule(static) nowait
     for (int64_t n = 0; n < N; n++)
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t p0 = b * PB, np = min64(PB, P - p0);
@@ -487,13 +499,14 @@ static inline void copy_run(float *dst, const float *src, int64_t n, float scale
 /* The padded pixel-major copy of x that dW's packing reads: xp is N x Hp x Wp x Cin with
  * Hp = pt + H + pb, Wp = pl + W + pr, padded pixel (i, j) holding input pixel
  * (pad_index(i - pt), pad_index(j - pl)) (zeros where the padding map says so). Every
- * padding mode becomes plain indexing. */
+ * padding mode becomes plain indexing. The threads of the enclosing parallel region (if
+ * any) share the rows, and do not wait for each other at the end. */
 static void pad_pixel_major(const cr_conv_shape *s, const float *x, float *xp)
 {
     const cr_conv_params *p = &s->p;
     const int64_t C = p->in_channels, H = s->h_in, W = s->w_in;
     const int64_t Hp = H + p->pad_top + p->pad_bottom, Wp = W + p->pad_left + p->pad_right;
-#pragma omp parallel for collapse(2) schedule(static) if (may_fork(s->batch * Hp))
+#pragma omp for collapse(2) schedule(static) nowait
     for (int64_t n = 0; n < s->batch; n++)
         for (int64_t i = 0; i < Hp; i++) {
             float *row = xp + (n * Hp + i) * Wp * C;
@@ -593,72 +606,122 @@ static void pack_pixel_major(const void *ctx, int64_t r0, int64_t rows, int64_t 
     }
 }
 
+/* How dW's GEMMs share the threads (see grad_weight_implicit): 1 when the groups are
+ * shared (one GEMM per thread at a time), else the number of depth ranges (one partial dW
+ * per thread, added in thread order), or 0 when the GEMM's own loops take the threads. */
+typedef struct {
+    int per_group;   /* groups shared by the threads */
+    int parts;       /* depth ranges with their own partial dWt (0: none) */
+} dw_split;
+
+/* The split of dW's work for shape s on the threads available now. */
+static dw_split plan_dw(const cr_conv_shape *s)
+{
+    const int64_t Mg = s->cout_g, K = s->batch * s->h_out * s->w_out;
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+    const int T = cr_gemm_threads_available();
+    dw_split d = {T > 1 && s->p.groups >= T, 0};
+    /* with a long depth, each thread takes a range of it (of the batch's pixels) into its
+     * own partial dW, added afterwards in thread order: no barrier inside the GEMMs, and
+     * the same thread count gives the same bits */
+    if (T > 1 && !d.per_group && K >= 4 * (int64_t)T * kd->kc) d.parts = T;
+    return d;
+}
+
+/* One group's dWt_g (Cout_g x kh*kw*Cin_g) = dY_g times the patch matrix transposed over
+ * depth [k0, k1) (the batch's pixels), into out; threads: cr_gemm_engine's. */
+static cr_status dw_gemm(const cr_conv_shape *s, const float *xp, const float *dyt, int64_t g,
+                         int64_t k0, int64_t k1, float *out, int threads)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s);
+    const dw_patches bctx = {s, xp, g * s->cin_g, k0};
+    const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
+    const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
+    return cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg), Mg, Ng, k1 - k0,
+                          &A, &B, 1.0f, 0.0f, out + g * Mg * Ng, Ng, threads);
+}
+
+/* Rows [o0, o1) of dw (Cout x Cin_g x kh x kw) = dWt (Cout x kh*kw x Cin_g, tap-major)
+ * permuted, dWt being first summed, in thread order, from `parts` partials (if any). */
+static void dw_finish(const cr_conv_shape *s, const float *partial, int parts, float *dwt,
+                      float *dw, int64_t o0, int64_t o1)
+{
+    const int64_t cg = s->cin_g, taps = s->p.kernel_h * s->p.kernel_w, row = taps * cg;
+    const size_t wn = s->w_numel;
+    for (int64_t o = o0; o < o1; o++) {
+        if (parts)
+            for (int64_t i = o * row; i < (o + 1) * row; i++) {
+                float acc = 0.0f;
+                for (int t = 0; t < parts; t++) acc += partial[(size_t)t * wn + (size_t)i];
+                dwt[i] = acc;
+            }
+        transpose_tiles(taps, cg, dwt + o * row, cg, dw + o * row, taps);   /* (tap, c) -> (c, tap) */
+    }
+}
+
 /* dW for every group: dWt_g (Cout_g x kh*kw*Cin_g, tap-major) = dY_g (Cout_g x N*Ho*Wo)
  * times the implicit patch matrix transposed, one GEMM whose depth runs over the whole
  * batch; A is read from dyt (N*Ho*Wo x Cout, pixel-major), B packed from xp
  * (pad_pixel_major). Then dw (Cout x Cin_g x kh x kw) is dWt permuted. Threads share
- * the groups when there are enough, else ranges of the depth (partial dWt per thread,
- * added in thread order), else the GEMM's own loops. Same thread count, same bits. */
+ * the groups when there are enough, else ranges of the depth (partial dWt per thread in
+ * `partial`, plan_dw's parts x w_numel floats, added in thread order), else the GEMM's
+ * own loops. One parallel region, one barrier between the GEMMs and the sums. Same thread
+ * count, same bits. */
 static cr_status grad_weight_implicit(const cr_conv_shape *s, const float *xp,
-                                      const float *dyt, float *dwt, float *dw)
+                                      const float *dyt, float *dwt, float *partial, float *dw)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t G = p->groups, Mg = s->cout_g, Ng = cr_im2col_rows(s);
-    const int64_t K = s->batch * s->h_out * s->w_out, taps = p->kernel_h * p->kernel_w;
-    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
-    const int T = cr_gemm_threads_available();
-    const int per_group = T > 1 && G >= T;   /* groups shared by threads, one GEMM each */
-    /* Otherwise, with a long depth, each thread takes a range of it (of the batch's
-     * pixels) into its own partial dW, added afterwards in thread order: no barrier
-     * inside the GEMMs, and the same thread count gives the same bits. */
-    const int split_k = T > 1 && !per_group && K >= 4 * (int64_t)T * kd->kc;
-    const size_t wn = (size_t)(G * Mg * Ng);
-    float *partial = split_k ? cr_aligned_alloc((size_t)T * wn * sizeof(float)) : NULL;
-    if (split_k && !partial)
-        return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of partial dW",
-                       (size_t)T * wn * sizeof(float));
+    const int64_t G = p->groups, O = p->out_channels, K = s->batch * s->h_out * s->w_out;
+    const dw_split d = plan_dw(s);
     cr_status failed = CR_OK;
     char msg[256] = "";
-#pragma omp parallel num_threads(split_k ? T : 1) if (split_k)
+    if (!d.per_group && !d.parts) {   /* one thread, or the GEMM's loops share them */
+        for (int64_t g = 0; g < G && !failed; g++) failed = dw_gemm(s, xp, dyt, g, 0, K, dwt, 0);
+        if (failed) return failed;
+#pragma omp parallel if (may_fork(O))
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+            const int tid = 0, T = 1;
+#endif
+            dw_finish(s, NULL, 0, dwt, dw, O * tid / T, O * (tid + 1) / T);
+        }
+        return CR_OK;
+    }
+#pragma omp parallel num_threads(d.parts ? d.parts : cr_gemm_threads_available())
     {
 #ifdef _OPENMP
-        const int tid = split_k ? omp_get_thread_num() : 0;
+        const int tid = omp_get_thread_num(), T = omp_get_num_threads();
 #else
-        const int tid = 0;
+        const int tid = 0, T = 1;
 #endif
-        const int64_t k0 = split_k ? K * tid / T : 0, k1 = split_k ? K * (tid + 1) / T : K;
-        float *out = split_k ? partial + (size_t)tid * wn : dwt;
-#pragma omp parallel for schedule(dynamic) if (per_group)
-        for (int64_t g = 0; g < G; g++) {
-            const dw_patches bctx = {s, xp, g * s->cin_g, k0};
-            const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
-            const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
-            cr_status e = cr_gemm_engine(kd, Mg, Ng, k1 - k0, &A, &B, 1.0f, 0.0f,
-                                         out + g * Mg * Ng, Ng, per_group || split_k ? 1 : 0);
-            if (e != CR_OK) {
-#pragma omp critical(cr_conv_backward_status)
-                {
-                    failed = e;
-                    snprintf(msg, sizeof msg, "%s", cr_last_error());
-                }
+        cr_status e = CR_OK;
+        if (d.parts) {   /* this thread's range of the depth, every group, its partial */
+            for (int64_t g = 0; g < G && !e; g++)
+                e = dw_gemm(s, xp, dyt, g, K * tid / T, K * (tid + 1) / T,
+                            partial + (size_t)tid * s->w_numel, 1);
+        } else {
+#pragma omp for schedule(dynamic) nowait
+            for (int64_t g = 0; g < G; g++) {   /* whole groups, one GEMM per thread */
+                const cr_status r = dw_gemm(s, xp, dyt, g, 0, K, dwt, 1);
+                if (r != CR_OK) e = r;
             }
         }
-    }
-    if (partial && failed == CR_OK) {
-#pragma omp parallel for schedule(static) num_threads(T)
-        for (size_t i = 0; i < wn; i++) {
-            float acc = 0.0f;
-            for (int t = 0; t < T; t++) acc += partial[(size_t)t * wn + i];
-            dwt[i] = acc;
+        if (e != CR_OK) {
+#pragma omp critical(cr_conv_backward_status)
+            {
+                failed = e;
+                snprintf(msg, sizeof msg, "%s", cr_last_error());
+            }
         }
+#pragma omp barrier
+        /* (every partial is complete; `failed` is seen by all) */
+        if (!failed)   /* T partials: the team may be smaller than planned, never larger */
+            dw_finish(s, partial, d.parts ? T : 0, dwt, dw, O * tid / T, O * (tid + 1) / T);
     }
-    cr_aligned_free(partial);
-    if (failed) return cr_fail(failed, "%s", msg);
-    const int64_t cg = s->cin_g, O = p->out_channels;
-#pragma omp parallel for schedule(static) if (may_fork(O))
-    for (int64_t o = 0; o < O; o++)   /* (o, tap, c) -> (o, c, tap) */
-        transpose_tiles(taps, cg, dwt + o * taps * cg, cg, dw + o * cg * taps, taps);
-    return CR_OK;
+    return failed ? cr_fail(failed, "%s", msg) : CR_OK;
 }
 
 /* True when dX is a forward convolution of dY (stride 1, zero padding no wider than the
@@ -671,37 +734,73 @@ static int dx_is_forward(const cr_conv_shape *s)
            p->pad_top <= eh && p->pad_bottom <= eh && p->pad_left <= ew && p->pad_right <= ew;
 }
 
-/* dX = conv2d(dY, W'), W' being W with input and output channels swapped within each
- * group and the kernel turned by 180 degrees (wf: Cin x Cout_g x kh x kw), padding
- * d*(k-1) - pad on each side, stride 1: every input pixel gathers the gradients of the
- * outputs it fed, through chapter 3's fastest forward. */
-static cr_status grad_input_forward(const cr_conv_shape *s, const cr_tensor *w,
-                                    const cr_tensor *dy, cr_tensor *dx, float *wf)
+/* wf (Cin x Cout_g x kh x kw) = W (Cout x Cin_g x kh x kw) with input and output channels
+ * swapped within each group and the kernel turned by 180 degrees. The threads of the
+ * enclosing parallel region (if any) share the tiles, and do not wait at the end. */
+static void flip_kernel(const cr_conv_shape *s, const float *w, float *wf)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t kh = p->kernel_h, kw = p->kernel_w, cg = s->cin_g, og = s->cout_g;
-    const int64_t taps = kh * kw;
+    const int64_t cg = s->cin_g, og = s->cout_g, taps = p->kernel_h * p->kernel_w;
     enum { TB = 16 };   /* (o, c) tiles: both sides' rows stay in cache */
-#pragma omp parallel for collapse(2) schedule(static) if (may_fork(p->groups * og))
+#pragma omp for collapse(2) schedule(static) nowait
     for (int64_t g = 0; g < p->groups; g++)
         for (int64_t o0 = 0; o0 < og; o0 += TB)
             for (int64_t c0 = 0; c0 < cg; c0 += TB)
                 for (int64_t o = o0; o < min64(og, o0 + TB); o++)
                     for (int64_t c = c0; c < min64(cg, c0 + TB); c++) {
-                        const float *src = w->data + ((g * og + o) * cg + c) * taps;
+                        const float *src = w + ((g * og + o) * cg + c) * taps;
                         float *dst = wf + ((g * cg + c) * og + o) * taps;
                         for (int64_t t = 0; t < taps; t++) dst[t] = src[taps - 1 - t];
                     }
+}
+
+/* The parameters of dX's forward convolution: dY in, dX out, stride 1, padding
+ * d*(k-1) - pad on each side, no bias. */
+static cr_conv_params dx_forward_params(const cr_conv_params *p)
+{
     cr_conv_params t = *p;
     t.in_channels = p->out_channels;
     t.out_channels = p->in_channels;
     t.bias = false;
-    t.pad_top = p->dilation_h * (kh - 1) - p->pad_top;
-    t.pad_bottom = p->dilation_h * (kh - 1) - p->pad_bottom;
-    t.pad_left = p->dilation_w * (kw - 1) - p->pad_left;
-    t.pad_right = p->dilation_w * (kw - 1) - p->pad_right;
-    cr_tensor wt = {4, {p->in_channels, og, kh, kw}, s->w_numel, wf};   /* a view of wf */
+    t.pad_top = p->dilation_h * (p->kernel_h - 1) - p->pad_top;
+    t.pad_bottom = p->dilation_h * (p->kernel_h - 1) - p->pad_bottom;
+    t.pad_left = p->dilation_w * (p->kernel_w - 1) - p->pad_left;
+    t.pad_right = p->dilation_w * (p->kernel_w - 1) - p->pad_right;
+    return t;
+}
+
+/* dX = conv2d(dY, W'), wf holding W' (flip_kernel): every input pixel gathers the
+ * gradients of the outputs it fed, through chapter 3's fastest forward. */
+static cr_status grad_input_forward(const cr_conv_shape *s, const cr_tensor *dy, cr_tensor *dx,
+                                    float *wf)
+{
+    const cr_conv_params *p = &s->p;
+    const cr_conv_params t = dx_forward_params(p);
+    cr_tensor wt = {4, {p->in_channels, s->cout_g, p->kernel_h, p->kernel_w}, s->w_numel, wf};
     return cr_conv2d_fast(&t, dy, &wt, NULL, dx);
+}
+
+/* Where cr_conv2d_backward's own workspace goes: the padded pixel-major x, the
+ * pixel-major dY, the turned kernel or dWt, and dW's partials (floats). */
+typedef struct {
+    size_t xn, yn, wn, pn;
+} backward_layout;
+
+/* The layout for shape s on the threads available now (dx_fwd: dX by the forward route;
+ * want_dw: dW asked for). */
+static backward_layout plan_backward(const cr_conv_shape *s, int dx_fwd, int want_dw)
+{
+    const cr_conv_params *p = &s->p;
+    backward_layout b = {0, 0, 0, 0};
+    const int implicit = want_dw && !is_pointwise(s);   /* dW by the implicit GEMM */
+    if (implicit) {
+        b.xn = (size_t)(s->batch * p->in_channels * (s->h_in + p->pad_top + p->pad_bottom) *
+                        (s->w_in + p->pad_left + p->pad_right));
+        b.yn = s->y_numel;
+        b.pn = (size_t)plan_dw(s).parts * s->w_numel;
+    }
+    if (implicit || dx_fwd) b.wn = s->w_numel;
+    return b;
 }
 
 cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
@@ -717,23 +816,70 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
         st = cr_conv2d_backward_gemm(p, x, w, dy, dx, NULL, NULL);
         if (st) return st;
     }
+    if (dw && is_pointwise(&s)) {   /* x is the patch matrix: NT GEMMs */
+        st = cr_conv2d_backward_gemm(p, x, w, dy, NULL, dw, NULL);
+        if (st) return st;
+        dw = NULL;
+    }
     if (!dw && !fwd_dx) return CR_OK;
-    const size_t xn = dw && !is_pointwise(&s) ? (size_t)(s.batch * p->in_channels *
-                                    (s.h_in + p->pad_top + p->pad_bottom) *
-                                    (s.w_in + p->pad_left + p->pad_right)) : 0;
-    const size_t yn = dw && !is_pointwise(&s) ? s.y_numel : 0, wn = s.w_numel;
-    const size_t bytes = (xn + yn + wn) * sizeof(float);
+    const backward_layout L = plan_backward(&s, fwd_dx, dw != NULL);
+    const size_t bytes = (L.xn + L.yn + L.wn + L.pn) * sizeof(float);
     float *buf = cr_aligned_alloc(bytes);
     if (!buf) return cr_fail(CR_ENOMEM, "conv backward: %zu bytes of workspace", bytes);
-    float *xp = buf, *dyt = buf + xn, *wbuf = buf + xn + yn;
-    if (fwd_dx) st = grad_input_forward(&s, w, dy, dx, wbuf);
-    if (st == CR_OK && dw && is_pointwise(&s)) {   /* x is the patch matrix: NT GEMMs */
-        st = cr_conv2d_backward_gemm(p, x, w, dy, NULL, dw, NULL);
-    } else if (st == CR_OK && dw) {
-        pad_pixel_major(&s, x->data, xp);
-        to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
-        st = grad_weight_implicit(&s, xp, dyt, wbuf, dw->data);
+    float *xp = buf, *dyt = xp + L.xn, *wbuf = dyt + L.yn, *partial = wbuf + L.wn;
+    /* the copies that read only the inputs, in one parallel region: no thread waits
+     * between them */
+#pragma omp parallel if (may_fork(s.batch * p->in_channels * s.h_in))
+    {
+        if (fwd_dx) flip_kernel(&s, w->data, wbuf);
+        if (dw) {
+            pad_pixel_major(&s, x->data, xp);
+            to_pixel_major(s.batch, p->out_channels, s.h_out * s.w_out, dy->data, dyt);
+        }
     }
+    if (fwd_dx) st = grad_input_forward(&s, dy, dx, wbuf);   /* wbuf: the turned kernel */
+    if (st == CR_OK && dw)                                  /* wbuf: dWt, now free */
+        st = grad_weight_implicit(&s, xp, dyt, wbuf, partial, dw->data);
     cr_aligned_free(buf);
     return st;
+}
+
+size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    const int fwd_dx = dx_is_forward(s);
+    size_t peak = 0;
+    if (!fwd_dx) peak = gemm_backward_bytes(s, 1, 0);   /* dX by col2im, first */
+    if (is_pointwise(s)) {                               /* dW by NT GEMMs, next */
+        const size_t b = gemm_backward_bytes(s, 0, 1);
+        if (b > peak) peak = b;
+    }
+    if (is_pointwise(s) && !fwd_dx) return peak;
+    /* then the one buffer, and beside it dX's forward convolution or dW's GEMMs */
+    const backward_layout L = plan_backward(s, fwd_dx, 1);
+    const size_t own = (L.xn + L.yn + L.wn + L.pn) * sizeof(float);
+    size_t beside = 0;
+    if (fwd_dx) {
+        const cr_conv_params t = dx_forward_params(p);
+        cr_conv_shape ts;
+        if (cr_conv_shape_init(&ts, &t, s->batch, s->h_out, s->w_out) == CR_OK)
+            beside = cr_conv2d_fast_peak_bytes(&ts);
+    }
+    if (!is_pointwise(s)) {   /* as grad_weight_implicit runs its GEMMs */
+        const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s), K = s->batch * s->h_out * s->w_out;
+        const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+        const dw_split d = plan_dw(s);
+        const int T = cr_gemm_threads_available();
+        size_t gemms = 0;
+        if (d.parts)
+            for (int t = 0; t < d.parts; t++)
+                gemms += cr_gemm_engine_workspace(kd, Mg, Ng, K * (t + 1) / d.parts -
+                                                  K * t / d.parts, 1);
+        else if (d.per_group)
+            gemms = (size_t)T * cr_gemm_engine_workspace(kd, Mg, Ng, K, 1);
+        else
+            gemms = cr_gemm_engine_workspace(kd, Mg, Ng, K, T);
+        if (gemms > beside) beside = gemms;
+    }
+    return own + beside > peak ? own + beside : peak;
 }

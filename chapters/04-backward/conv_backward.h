@@ -77,10 +77,14 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
  * that im2col would have copied from it (through the padding map; zero padding drops). */
 void cr_col2im(const cr_conv_shape *s, const float *col, float *dx);
 
-/* Bytes of workspace cr_conv2d_backward_gemm allocates for shape s with the current OpenMP
- * thread count: one patch matrix per thread working on (image, group) pairs (none for a
- * 1x1 stride-1 unpadded kernel) plus, when several threads share the pairs, one partial
- * dW per thread. cr_sgemm's own packing buffers are not included. */
+/* Bytes of workspace cr_conv2d_backward holds at its peak (the worst case: every thread's
+ * buffers live at once), all threads together, for
+ * shape s with all three gradients asked for and the current OpenMP thread count: its own
+ * buffer (x padded and pixel-major, dY pixel-major, the turned kernel or dW's transpose,
+ * the partial dWs of the depth split) plus what runs beside it (chapter 3's forward for
+ * dX, or dW's GEMMs with their packing buffers), or the col2im route's patch matrices,
+ * partials and packing buffers when that is larger. Tensors the caller owns are not
+ * counted. tests/test_ch04_workspace.c checks it against the bytes really allocated. */
 size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s);
 
 #ifdef __cplusplus
