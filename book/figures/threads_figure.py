@@ -3,13 +3,13 @@
 
     python3 book/figures/threads_figure.py OUT.svg chapters/03-gemm/gemm.c chapters/03-gemm/gemm_avx2.c
 
-Two threads on one MC-row by NC-column region of C, drawn twice. Left, loop 2
-(jr) split: the NR-wide panels are cut into one contiguous range per thread, and
-every thread walks every MC block, packing its own copy of the A block. Right,
-loop 3 (ic) split: the MC blocks are dealt round-robin, each thread computing all
-the NR panels of its blocks. The rule the engine uses to choose (split loop 2 when
-the B block has at least F * T panels) is read from gemm.c, MR/NR/MC from
-cr_kernel_avx2.
+Two threads on C, drawn twice. Left, N split: the NR-wide panels of all of N are
+cut into one contiguous range per thread; every thread walks every MC block and
+packs its own B blocks (A, when small, is packed once for all). Right, the MC
+blocks dealt round-robin, each thread computing all the NR panels of its blocks
+and packing its own B. The rule the engine uses to choose (split N when there
+are at least F * T panels, T threads) is read from gemm.c's plan_engine, MR/NR/MC
+from cr_kernel_avx2.
 """
 import re
 import sys
@@ -20,10 +20,11 @@ THREAD = [('#1f5f99', '#d6e6f5'), ('#2e7d32', '#dcefdc')]
 
 
 def split_factor(gemm_c):
-    """F in the engine's `split_jr = np >= F * T`."""
-    m = re.search(r'split_jr\s*=\s*np\s*>=\s*(\d+)\s*\*\s*T', open(gemm_c, encoding='utf-8').read())
+    """F in the engine's `split_n = nt == 1 || panels >= F * (int64_t)nt`."""
+    m = re.search(r'split_n\s*=\s*nt\s*==\s*1\s*\|\|\s*panels\s*>=\s*(\d+)\s*\*\s*\(int64_t\)nt',
+                  open(gemm_c, encoding='utf-8').read())
     if not m:
-        sys.exit(f'figure: no "split_jr = np >= F * T" in {gemm_c}')
+        sys.exit(f'figure: no "split_n = nt == 1 || panels >= F * (int64_t)nt" in {gemm_c}')
     return int(m.group(1))
 
 
@@ -34,10 +35,10 @@ def draw(out, gemm_c, avx2_c):
     w, h = 260, 200
     s = Svg(720, 385, 'Two ways to share a GEMM between threads: loop 2 or loop 3',
             f'Left: the NR-wide panels split into one range per thread. Right: the MC-row '
-            f'blocks dealt round-robin. The engine splits loop 2 when there are at least '
+            f'blocks dealt round-robin. The engine splits N when there are at least '
             f'{F} panels per thread.')
-    for side, (x0, title) in enumerate(((50, 'split loop 2 (jr): panels'),
-                                        (380, 'split loop 3 (ic): blocks'))):
+    for side, (x0, title) in enumerate(((50, 'split N: ranges of panels'),
+                                        (380, 'deal the MC blocks'))):
         y0 = 84
         s.text(x0 + w / 2, y0 - 30, title, 15, weight='bold')
         for b in range(nblk):
@@ -56,18 +57,17 @@ def draw(out, gemm_c, avx2_c):
             for t in range(T):
                 s.text(x0 + (t + 0.5) * w / T, y0 + h + 20, f'thread {t}', 13,
                        fill=THREAD[t][0], weight='bold')
-            s.text(x0 + w / 2, y0 + h + 42, 'every thread packs every A block', 12, fill='#444')
-            s.text(x0 + w / 2, y0 + h + 58, '(its own copy, in its own L2)', 12, fill='#444')
+            s.text(x0 + w / 2, y0 + h + 42, 'each thread packs its own B blocks;', 12, fill='#444')
+            s.text(x0 + w / 2, y0 + h + 58, 'a small A is packed once, shared', 12, fill='#444')
         else:
             for b in range(nblk):
                 s.text(x0 + w + 8, y0 + (b + 0.5) * h / nblk + 5, f'thread {b % T}', 12,
                        anchor='start', fill=THREAD[b % T][0], weight='bold')
-            s.text(x0 + w / 2, y0 + h + 42, 'each thread packs only its blocks;', 12, fill='#444')
+            s.text(x0 + w / 2, y0 + h + 42, 'each thread packs its own B too;', 12, fill='#444')
             s.text(x0 + w / 2, y0 + h + 58, 'few blocks share unevenly', 12, fill='#444')
-    s.text(360, 372, f'The engine splits loop 2 when the B block has at least {F}·T panels '
-           f'(T threads), else loop 3.', 13)
-    s.text(360, 18, f'C within one N<tspan font-size="9" dy="3">C</tspan><tspan dy="-3"> strip, '
-           f'in blocks of M</tspan><tspan font-size="9" dy="3">C</tspan><tspan dy="-3"> = '
+    s.text(360, 372, f'The engine splits N when N has at least {F}·T panels '
+           f'(T threads), else deals the blocks: no barrier in the loops.', 13)
+    s.text(360, 18, f'C, in blocks of M<tspan font-size="9" dy="3">C</tspan><tspan dy="-3"> = '
            f'{k["mc"]} rows</tspan>', 12, fill='#555')
     s.save(out)
 
