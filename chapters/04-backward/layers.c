@@ -141,7 +141,10 @@ cr_status cr_relu_backward(const cr_tensor *y, const cr_tensor *dy, cr_tensor *d
     float *dxd = dx->data;
     // @snippet relu_backward
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dxd[i] = yd[i] > 0.0f ? dyd[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float g = dyd[i];   /* loaded always: the choice becomes a blend, not a branch */
+        dxd[i] = yd[i] > 0.0f ? g : 0.0f;
+    }
     // @end relu_backward
     return CR_OK;
 }
