@@ -482,21 +482,20 @@ cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_t
         for (int64_t oh = 0; oh < Ho; oh++)
             for (int64_t ow = 0; ow < Wo; ow++) {
                 const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
-                float best = -INFINITY;
-                int64_t at = -1;
-                for (int64_t i = h0; i < h0 + p->kernel_h; i++) {
-                    if (i < 0 || i >= H) continue;          /* padding: -inf, never chosen */
-                    for (int64_t j = w0; j < w0 + p->kernel_w; j++) {
-                        if (j < 0 || j >= W) continue;
+                /* the window clipped to the plane: padding is -inf, never chosen */
+                const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                float best = xp[i0 * W + j0];
+                int64_t at = i0 * W + j0;
+                for (int64_t i = i0; i < i1 && best == best; i++)
+                    for (int64_t j = (i == i0 ? j0 + 1 : j0); j < j1; j++) {
                         const float v = xp[i * W + j];
-                        if (v > best || v != v || at < 0) { /* strictly greater: first max wins */
+                        if (v > best || v != v) {           /* strictly greater: first max wins */
                             best = v;
                             at = i * W + j;
-                            if (v != v) goto done;          /* NaN propagates */
+                            if (v != v) break;              /* NaN propagates */
                         }
                     }
-                }
-            done:
                 y->data[(pl * Ho + oh) * Wo + ow] = best;
                 if (argmax) argmax[(pl * Ho + oh) * Wo + ow] = at;
             }
