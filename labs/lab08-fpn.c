@@ -614,12 +614,12 @@ done:
 
 typedef struct {
     char key[96];
-    double fwd_s, bwd_s;
+    double fwd_s, bwd_s, flops;
     int count;
 } prof_row;
 
-/* Adds (fwd, bwd) seconds to the row named key of rows[0..*n-1], appending it if new. */
-static void prof_add(prof_row *rows, int *n, const char *key, double fwd, double bwd)
+/* Adds (fwd, bwd) seconds and a forward's FLOP to the row named key of rows[0..*n-1], appending it if new. */
+static void prof_add(prof_row *rows, int *n, const char *key, double fwd, double bwd, double flops)
 {
     int i = 0;
     while (i < *n && strcmp(rows[i].key, key) != 0) i++;
@@ -631,6 +631,7 @@ static void prof_add(prof_row *rows, int *n, const char *key, double fwd, double
     }
     rows[i].fwd_s += fwd;
     rows[i].bwd_s += bwd;
+    rows[i].flops += flops;
     rows[i].count++;
 }
 
@@ -655,7 +656,7 @@ static void print_profile(const cr_model *m, int calls, const char *what, int ba
         snprintf(key, sizeof key, "%s", cr_module_kind_name(d->kind));
         if (d->kind == CR_MOD_UPSAMPLE)
             snprintf(key, sizeof key, "upsample %s", d->up.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
-        prof_add(kinds, &nk, key, f, b);
+        prof_add(kinds, &nk, key, f, b, 0);
         total += f + b;
         if (d->kind == CR_MOD_CONV && d->out.ndim == 4) {
             const cr_conv_params *p = &d->conv;
@@ -663,25 +664,31 @@ static void print_profile(const cr_model *m, int calls, const char *what, int ba
                      (long long)p->kernel_h, (long long)p->kernel_w, (long long)p->stride_h,
                      (long long)p->groups, (long long)p->in_channels, (long long)p->out_channels,
                      (long long)d->out.shape[2], (long long)d->out.shape[3]);
-            prof_add(convs, &nc, key, f, b);
+            const double flops = 2.0 * (double)d->out.numel * (double)(p->in_channels / p->groups) *
+                                 (double)(p->kernel_h * p->kernel_w);
+            prof_add(convs, &nc, key, f, b, flops);
         }
     }
     qsort(kinds, (size_t)nk, sizeof *kinds, prof_cmp);
     qsort(convs, (size_t)nc, sizeof *convs, prof_cmp);
     printf("  profile (%s, batch %d, ms per run, mean of %d runs; total %.1f ms)\n", what, batch,
            calls, total * 1e3);
+    if (strcmp(what, "inference") == 0)
+        printf("    (evaluation: a BatchNorm is applied in the pass of the ReLU or add after it, "
+               "and counted there)\n");
     printf("    %-44s %5s %10s %10s %6s\n", "layer kind", "count", "forward", "backward", "share");
     for (int i = 0; i < nk; i++) {
         printf("    %-44s %5d %10.2f %10.2f %5.1f%%\n", kinds[i].key, kinds[i].count,
                kinds[i].fwd_s * 1e3, kinds[i].bwd_s * 1e3,
                100 * (kinds[i].fwd_s + kinds[i].bwd_s) / (total > 0 ? total : 1));
     }
-    printf("    %-44s %5s %10s %10s %6s\n", "conv shape (k/stride groups, channels, output)",
-           "count", "forward", "backward", "share");
+    printf("    %-44s %5s %10s %10s %6s %8s\n", "conv shape (k/stride groups, channels, output)",
+           "count", "forward", "backward", "share", "fwd GF/s");
     for (int i = 0; i < nc; i++)
-        printf("    %-44s %5d %10.2f %10.2f %5.1f%%\n", convs[i].key, convs[i].count,
+        printf("    %-44s %5d %10.2f %10.2f %5.1f%% %8.1f\n", convs[i].key, convs[i].count,
                convs[i].fwd_s * 1e3, convs[i].bwd_s * 1e3,
-               100 * (convs[i].fwd_s + convs[i].bwd_s) / (total > 0 ? total : 1));
+               100 * (convs[i].fwd_s + convs[i].bwd_s) / (total > 0 ? total : 1),
+               convs[i].fwd_s > 0 ? convs[i].flops / convs[i].fwd_s / 1e9 : 0.0);
 }
 
 /* ---- latency -------------------------------------------------------------------------------- */
