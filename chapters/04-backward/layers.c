@@ -62,10 +62,13 @@ static cr_status need_shape4(const cr_tensor *t, int64_t n, int64_t c, int64_t h
 
 /* Below this many values an element-wise loop runs on one thread (a team costs more). */
 #define PAR_MIN 32768
-/* Values summed in float (vectorised, lanes in a fixed order) before a block's total is
- * added in double: the result keeps double's accuracy over a million values, and the same
- * bits on any thread count (one thread sums a whole run). */
+/* Values summed in float before a block's total is added in double: the result keeps
+ * double's accuracy over a million values. Within a block, LANES independent float sums
+ * (lane l takes every LANES-th value; the compiler keeps them in vector registers, so
+ * the adds do not wait on each other), added in lane order. Same bits on any thread
+ * count: one thread sums a whole run. */
 #define SUM_BLOCK 256
+#define LANES 16
 
 /* The sum of x[0..n-1]. */
 static double sum_f(const float *x, int64_t n)
@@ -73,9 +76,13 @@ static double sum_f(const float *x, int64_t n)
     double total = 0.0;
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float acc[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += x[i + l];
+        for (; i < e; i++) acc[0] += x[i];
         float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = b; i < e; i++) s += x[i];
+        for (int l = 0; l < LANES; l++) s += acc[l];
         total += s;
     }
     return total;
@@ -87,9 +94,13 @@ static double sumsq_f(const float *x, int64_t n, float mean)
     double total = 0.0;
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float acc[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += (x[i + l] - mean) * (x[i + l] - mean);
+        for (; i < e; i++) acc[0] += (x[i] - mean) * (x[i] - mean);
         float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = b; i < e; i++) s += (x[i] - mean) * (x[i] - mean);
+        for (int l = 0; l < LANES; l++) s += acc[l];
         total += s;
     }
     return total;
@@ -101,11 +112,21 @@ static void sums_dy_f(const float *x, const float *dy, int64_t n, float mean, do
 {
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float a[LANES] = {0}, c[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                a[l] += dy[i + l];
+                c[l] += dy[i + l] * (x[i + l] - mean);
+            }
+        for (; i < e; i++) {
+            a[0] += dy[i];
+            c[0] += dy[i] * (x[i] - mean);
+        }
         float s = 0.0f, t = 0.0f;
-#pragma omp simd reduction(+ : s, t)
-        for (int64_t i = b; i < e; i++) {
-            s += dy[i];
-            t += dy[i] * (x[i] - mean);
+        for (int l = 0; l < LANES; l++) {
+            s += a[l];
+            t += c[l];
         }
         *sdy += s;
         *sdyx += t;
