@@ -496,6 +496,28 @@ cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_t
         (s = need_shape4(y, x->shape[0], x->shape[1], Ho, Wo, "maxpool y")))
         return s;
     const int64_t H = x->shape[2], W = x->shape[3], planes = x->shape[0] * x->shape[1];
+    if (!argmax) {   /* evaluation: no indices to keep, a branch-free max per window */
+#pragma omp parallel for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x->data + pl * H * W;
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+                    const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                    float best = -INFINITY;
+                    int nan = 0;
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int64_t j = j0; j < j1; j++) {
+                            const float v = xp[i * W + j];
+                            best = v > best ? v : best;
+                            nan |= v != v;
+                        }
+                    y->data[(pl * Ho + oh) * Wo + ow] = nan ? NAN : best;
+                }
+        }
+        return CR_OK;
+    }
     // @snippet maxpool_forward
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < planes; pl++) {

@@ -574,22 +574,21 @@ static void infer_release(cr_model *m, int j)
 }
 
 /* y = x * scale[c] + shift[c] (scale NULL: y = x), then max(y, 0) when relu, over an
- * N x C x HW tensor; y may be x. NaN stays NaN. */
+ * N x C x HW tensor; y may be x. NaN stays NaN. The options become constants of the
+ * loop (a lower bound of 0 or -inf), so the inner loop has no branch and vectorises. */
 static void affine_relu(const float *x, float *y, int64_t N, int64_t C, int64_t HW,
                         const float *scale, const float *shift, bool relu)
 {
-#pragma omp parallel for schedule(static)
+    const float lo = relu ? 0.0f : -INFINITY;
+#pragma omp parallel for schedule(static) if (N * C * HW >= 32768)
     for (int64_t pl = 0; pl < N * C; pl++) {
         const float a = scale ? scale[pl % C] : 1.0f, b = scale ? shift[pl % C] : 0.0f;
         const float *xp = x + pl * HW;
         float *yp = y + pl * HW;
-        if (relu)
-            for (int64_t i = 0; i < HW; i++) {
-                const float v = scale ? xp[i] * a + b : xp[i];
-                yp[i] = (v > 0.0f || v != v) ? v : 0.0f;
-            }
-        else
-            for (int64_t i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
+        for (int64_t i = 0; i < HW; i++) {
+            const float v = xp[i] * a + b;
+            yp[i] = v < lo ? lo : v;   /* NaN < lo is false: NaN stays */
+        }
     }
 }
 
@@ -640,14 +639,17 @@ static cr_status bn_fold(cr_module *d, const cr_tensor *x)
 }
 
 /* y = a' + b' (then max(y, 0) when relu), a' and b' being a and b with their pending
- * operations applied on the fly; y may be a or b. All N x C x HW. */
+ * operations applied on the fly; y may be a or b. All N x C x HW. Branch-free inner loop
+ * (scale 1 and shift 0 where none is pending, lower bounds 0 or -inf for the ReLUs). */
 static void add_pending(const struct cr_infer *e, int ia, int ib, const float *a, const float *b,
                         float *y, int64_t N, int64_t C, int64_t HW, bool relu)
 {
     const float *sa = ia >= 0 ? e->scale[ia] : NULL, *ta = ia >= 0 ? e->shift[ia] : NULL;
     const float *sb = ib >= 0 ? e->scale[ib] : NULL, *tb = ib >= 0 ? e->shift[ib] : NULL;
-    const bool ra = ia >= 0 && e->relu[ia], rb = ib >= 0 && e->relu[ib];
-#pragma omp parallel for schedule(static)
+    const float loa = ia >= 0 && e->relu[ia] ? 0.0f : -INFINITY;
+    const float lob = ib >= 0 && e->relu[ib] ? 0.0f : -INFINITY;
+    const float lo = relu ? 0.0f : -INFINITY;
+#pragma omp parallel for schedule(static) if (N * C * HW >= 32768)
     for (int64_t pl = 0; pl < N * C; pl++) {
         const int64_t c = pl % C;
         const float ka = sa ? sa[c] : 1.0f, da = sa ? ta[c] : 0.0f;
@@ -655,11 +657,11 @@ static void add_pending(const struct cr_infer *e, int ia, int ib, const float *a
         const float *ap = a + pl * HW, *bp = b + pl * HW;
         float *yp = y + pl * HW;
         for (int64_t i = 0; i < HW; i++) {
-            float u = sa ? ap[i] * ka + da : ap[i], v = sb ? bp[i] * kb + db : bp[i];
-            if (ra) u = (u > 0.0f || u != u) ? u : 0.0f;
-            if (rb) v = (v > 0.0f || v != v) ? v : 0.0f;
+            float u = ap[i] * ka + da, v = bp[i] * kb + db;
+            u = u < loa ? loa : u;
+            v = v < lob ? lob : v;
             const float r = u + v;
-            yp[i] = relu ? ((r > 0.0f || r != r) ? r : 0.0f) : r;
+            yp[i] = r < lo ? lo : r;
         }
     }
 }
