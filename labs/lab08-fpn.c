@@ -13,7 +13,12 @@
  *       per batch size: mean, median and p90 ms, images/s and peak memory (the process's
  *       resident high-water mark, VmHWM of /proc/self/status, reset before each batch size
  *       through /proc/self/clear_refs), beside PyTorch's (reference/bench_fpn_pytorch.py,
- *       run with /usr/bin/python3 when torch and torchvision import there).
+ *       run with /usr/bin/python3 when torch and torchvision import there); --profile adds
+ *       the time per layer kind and per convolution shape. Ours runs with
+ *       OMP_WAIT_POLICY=PASSIVE unless the variable is set (see timing_wait_policy).
+ *   lab08-fpn step   one training step (forward, cross-entropy, backward, AdamW) of the full
+ *       FPN on random crops (--crop, --batch), each phase timed, beside PyTorch's step
+ *       (the same script); --profile as for latency.
  * The lab is thin: the loop, evaluation, predictor and pictures are chapter 8's module
  * (chapters/08-fpn-camvid/train8.h), the network is fpn.h.
  * Train CSV columns: lab 4's (lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,
@@ -25,12 +30,15 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "augment.h"
 #include "dataset.h"
 #include "fpn.h"
 #include "jpeg_io.h"
 #include "lab_common.h"
+#include "loss.h"
 #include "metrics.h"
 #include "png_io.h"
 #include "progress.h"
@@ -50,7 +58,7 @@ static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "1
 static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
 static const char *size_str = "384x480", *limit_str;
 static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
-static int train_seed = 1, factor = 2, panels = 0, ours_only = 0;
+static int train_seed = 1, factor = 2, panels = 0, ours_only = 0, profile = 0, steps = 3;
 static double lr = 1e-3, minutes = 0;
 
 static const cr_arg train_args[] = {
@@ -85,6 +93,16 @@ static const cr_arg latency_args[] = {
     {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
     {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's rows (tests)", 0, -1},
+    {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
+};
+
+static const cr_arg step_args[] = {
+    {"crop", CR_ARG_INT, &crop, "S", "square crop side, a multiple of 32 (192)", 32, 4096},
+    {"batch", CR_ARG_INT, &batch_size, "N", "frames per step (8)", 1, 256},
+    {"steps", CR_ARG_INT, &steps, "N", "timed steps after one warm-up step (3)", 1, 1000},
+    {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
+    {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's step (tests)", 0, -1},
+    {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
 };
 
 static const char *const train_columns[] = {
@@ -592,6 +610,89 @@ done:
     return lab_finish(&ctx, rc);
 }
 
+/* ---- per-layer profile ------------------------------------------------------------------------ */
+
+#define PROF_MAX 256
+
+typedef struct {
+    char key[96];
+    double fwd_s, bwd_s, flops;
+    int count;
+} prof_row;
+
+/* Adds (fwd, bwd) seconds and a forward's FLOP to the row named key of rows[0..*n-1], appending it if new. */
+static void prof_add(prof_row *rows, int *n, const char *key, double fwd, double bwd, double flops)
+{
+    int i = 0;
+    while (i < *n && strcmp(rows[i].key, key) != 0) i++;
+    if (i == *n) {
+        if (*n == PROF_MAX) return;
+        memset(&rows[i], 0, sizeof rows[i]);
+        snprintf(rows[i].key, sizeof rows[i].key, "%s", key);
+        (*n)++;
+    }
+    rows[i].fwd_s += fwd;
+    rows[i].bwd_s += bwd;
+    rows[i].flops += flops;
+    rows[i].count++;
+}
+
+static int prof_cmp(const void *a, const void *b)
+{
+    const prof_row *x = a, *y = b;
+    const double u = x->fwd_s + x->bwd_s, v = y->fwd_s + y->bwd_s;
+    return (u < v) - (u > v);
+}
+
+/* Prints m's profile per layer kind and per conv shape (ms per call of the model, from
+ * `calls` model runs). */
+static void print_profile(const cr_model *m, int calls, const char *what, int batch)
+{
+    static prof_row kinds[PROF_MAX], convs[PROF_MAX];
+    int nk = 0, nc = 0;
+    double total = 0;
+    for (int i = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        const double f = d->fwd_s / calls, b = d->bwd_s / calls;
+        char key[96];
+        snprintf(key, sizeof key, "%s", cr_module_kind_name(d->kind));
+        if (d->kind == CR_MOD_UPSAMPLE)
+            snprintf(key, sizeof key, "upsample %s", d->up.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
+        prof_add(kinds, &nk, key, f, b, 0);
+        total += f + b;
+        if (d->kind == CR_MOD_CONV && d->out.ndim == 4) {
+            const cr_conv_params *p = &d->conv;
+            snprintf(key, sizeof key, "%lldx%lld/%lld g%lld %lld->%lld out %lldx%lld",
+                     (long long)p->kernel_h, (long long)p->kernel_w, (long long)p->stride_h,
+                     (long long)p->groups, (long long)p->in_channels, (long long)p->out_channels,
+                     (long long)d->out.shape[2], (long long)d->out.shape[3]);
+            const double flops = 2.0 * (double)d->out.numel * (double)(p->in_channels / p->groups) *
+                                 (double)(p->kernel_h * p->kernel_w);
+            prof_add(convs, &nc, key, f, b, flops);
+        }
+    }
+    qsort(kinds, (size_t)nk, sizeof *kinds, prof_cmp);
+    qsort(convs, (size_t)nc, sizeof *convs, prof_cmp);
+    printf("  profile (%s, batch %d, ms per run, mean of %d runs; total %.1f ms)\n", what, batch,
+           calls, total * 1e3);
+    if (strcmp(what, "inference") == 0)
+        printf("    (evaluation: a BatchNorm is applied in the pass of the ReLU or add after it, "
+               "and counted there)\n");
+    printf("    %-44s %5s %10s %10s %6s\n", "layer kind", "count", "forward", "backward", "share");
+    for (int i = 0; i < nk; i++) {
+        printf("    %-44s %5d %10.2f %10.2f %5.1f%%\n", kinds[i].key, kinds[i].count,
+               kinds[i].fwd_s * 1e3, kinds[i].bwd_s * 1e3,
+               100 * (kinds[i].fwd_s + kinds[i].bwd_s) / (total > 0 ? total : 1));
+    }
+    printf("    %-44s %5s %10s %10s %6s %8s\n", "conv shape (k/stride groups, channels, output)",
+           "count", "forward", "backward", "share", "fwd GF/s");
+    for (int i = 0; i < nc; i++)
+        printf("    %-44s %5d %10.2f %10.2f %5.1f%% %8.1f\n", convs[i].key, convs[i].count,
+               convs[i].fwd_s * 1e3, convs[i].bwd_s * 1e3,
+               100 * (convs[i].fwd_s + convs[i].bwd_s) / (total > 0 ? total : 1),
+               convs[i].fwd_s > 0 ? convs[i].flops / convs[i].fwd_s / 1e9 : 0.0);
+}
+
 /* ---- latency -------------------------------------------------------------------------------- */
 
 /* The resident high-water mark in MiB (VmHWM), or -1. */
@@ -614,6 +715,15 @@ static int reset_hwm(void)
     if (!f) return 0;
     const int ok = fputs("5", f) >= 0;
     return fclose(f) == 0 && ok;
+}
+
+/* CPU seconds used by the whole process (every thread) so far: on a shared machine the
+ * work done, where wall time also counts the time other processes held the cores. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -655,7 +765,7 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
     const char *waits[2] = {"PASSIVE", "ACTIVE"};
     const int nw = ctx->threads == 2 ? 2 : 1;
     char best[32][512];
-    double best_ms[32];
+    double best_ms[32], best_cpu[32], best_min[32];
     int nb = 0;
     for (int w = 0; w < nw; w++) {
         char cmd[1024];
@@ -666,15 +776,24 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
         FILE *pp = popen(cmd, "r");
         if (!pp) break;
         char line[512];
-        int i = 0;
+        int i = 0, better = 0;
         while (fgets(line, sizeof line, pp) && i < 32) {
             int b;
-            double mean, med;
+            double mean, med, cms, mn;
+            if (sscanf(line, "cpu_min,%d,%lf,%lf", &b, &cms, &mn) == 3 && i > 0) {
+                if (better) {
+                    best_cpu[i - 1] = cms;
+                    best_min[i - 1] = mn;
+                }
+                continue;
+            }
             if (sscanf(line, "%d,cpu,fp32,%lf,%lf", &b, &mean, &med) != 3) continue;
             line[strcspn(line, "\n")] = 0;
-            if (w == 0 || med < best_ms[i]) {
+            better = w == 0 || med < best_ms[i];
+            if (better) {
                 snprintf(best[i], sizeof best[i], "%s", line);
                 best_ms[i] = med;
+                best_cpu[i] = best_min[i] = -1;
             }
             i++;
         }
@@ -689,7 +808,8 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
         double v[6];
         int b;
         sscanf(best[i], "%d,cpu,fp32,%lf,%lf,%lf,%lf,%lf", &b, &v[0], &v[1], &v[2], &v[3], &v[4]);
-        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.2f %10.0f\n", b, "pytorch", v[0], v[1], v[2], v[3], v[4]);
+        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.1f %9.2f %10.0f %9.1f\n", b, "pytorch", v[0], v[1],
+               best_min[i], v[2], v[3], v[4], best_cpu[i]);
         lab_csv_row(ctx, "%s", best[i]);
     }
     if (nw == 2) printf("  (PyTorch: the faster of OMP_WAIT_POLICY=PASSIVE and ACTIVE per batch)\n");
@@ -732,38 +852,47 @@ static int cmd_latency(int argc, char **argv)
         cr_model_free(&m);
         return LAB_EXIT_FAILED;
     }
+    printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
     printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak memory: the "
-           "resident high-water mark (VmHWM)\n", (long long)H, (long long)W, ctx.repeats);
-    printf("  %5s %-8s %9s %9s %9s %9s %10s\n", "batch", "impl", "mean ms", "median", "p90", "img/s", "peak MiB");
+           "resident high-water mark (VmHWM); cpu ms: the median CPU time of the process per run "
+           "(all threads)\n", (long long)H, (long long)W, ctx.repeats);
+    printf("  %5s %-8s %9s %9s %9s %9s %9s %10s %9s\n", "batch", "impl", "mean ms", "median", "min",
+           "p90", "img/s", "peak MiB", "cpu ms");
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     int hwm_ok = 1;
     for (int i = 0; i < nb && !s; i++) {
         cr_tensor x = {0};
         const cr_tensor *y;
-        double t[1000];
+        double t[1000], cpu[1000];
         hwm_ok &= reset_hwm();
         if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
         cr_tensor_fill_uniform(&x, &rng, -2, 2);
         s = cr_model_forward(&m, &x, &y);   /* warm-up */
+        cr_model_profile_reset(&m);
+        m.profile = profile;
         for (int r = 0; r < ctx.repeats && !s; r++) {
-            const double t0 = cr_now();
+            const double t0 = cr_now(), c0 = cpu_now();
             s = cr_model_forward(&m, &x, &y);
             t[r] = (cr_now() - t0) * 1e3;
+            cpu[r] = (cpu_now() - c0) * 1e3;
         }
         cr_tensor_free(&x);
         if (s) break;
         double sum = 0;
         for (int r = 0; r < ctx.repeats; r++) sum += t[r];
         qsort(t, (size_t)ctx.repeats, sizeof *t, cmp_double);
+        qsort(cpu, (size_t)ctx.repeats, sizeof *cpu, cmp_double);
         const int R = ctx.repeats;
         const double mean = sum / R, med = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
         const double p90 = t[(int)ceil(0.9 * R) - 1], mib = hwm_ok ? vm_hwm_mib() : -1;
-        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.2f %10.0f\n", bs[i], "ours", mean, med, p90,
-               bs[i] * 1e3 / mean, mib);
+        printf("  %5d %-8s %9.1f %9.1f %9.1f %9.1f %9.2f %10.0f %9.1f\n", bs[i], "ours", mean, med,
+               t[0], p90, bs[i] * 1e3 / mean, mib, cpu[R / 2]);
         fflush(stdout);
         lab_csv_row(&ctx, "%d,cpu,fp32,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], mean, med, p90,
                     bs[i] * 1e3 / mean, mib, ctx.threads);
+        if (profile) print_profile(&m, ctx.repeats, "inference", bs[i]);
+        m.profile = false;
     }
     cr_model_free(&m);
     if (s) {
@@ -776,14 +905,185 @@ static int cmd_latency(int argc, char **argv)
     return lab_finish(&ctx, LAB_EXIT_OK);
 }
 
+/* ---- training step -------------------------------------------------------------------------- */
+
+/* PyTorch's median step time in seconds for the same step (reference/bench_fpn_pytorch.py
+ * step), the faster of both OpenMP wait policies at 2 threads; -1 when not measured. */
+static double pytorch_step(const lab_ctx *ctx)
+{
+    const char *script = CR_BENCH_SCRIPT;
+    struct stat sb;
+    if (stat(script, &sb) != 0) script = "reference/bench_fpn_pytorch.py";
+    if (strchr(script, '\'') || stat(script, &sb) != 0 ||
+        system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") != 0) {
+        printf("  PyTorch: not measured (no /usr/bin/python3 with torch and torchvision, or no "
+               "reference/bench_fpn_pytorch.py)\n");
+        return -1;
+    }
+    double best = -1;
+    const int nw = ctx->threads == 2 ? 2 : 1;
+    for (int w = 0; w < nw; w++) {
+        char cmd[1024], line[256];
+        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 '%s' step --crop %d --batch %d --steps %d "
+                 "--threads %d --classes %d",
+                 nw == 2 ? (w ? "OMP_WAIT_POLICY=ACTIVE " : "OMP_WAIT_POLICY=PASSIVE ") : "",
+                 script, crop, batch_size, steps + 1, ctx->threads, classes);
+        FILE *pp = popen(cmd, "r");
+        if (!pp) break;
+        double med = -1, v, u, cpu = -1, mn = -1;
+        while (fgets(line, sizeof line, pp)) {
+            if (sscanf(line, "step_median,%lf", &v) == 1) med = v;
+            if (sscanf(line, "step_cpu_median,%lf,%lf", &v, &u) == 2) {
+                cpu = v;
+                mn = u;
+            }
+        }
+        pclose(pp);
+        printf("  pytorch  OMP_WAIT_POLICY=%-7s median step %.3f s, min %.3f s, median CPU %.3f s\n",
+               w ? "ACTIVE" : "PASSIVE", med, mn, cpu);
+        if (med > 0 && (best < 0 || med < best)) best = med;
+    }
+    return best;
+}
+
+static int cmp_double(const void *a, const void *b);
+
+/* One training step as cr_train_step runs it, each phase timed into ph[0..3] (seconds):
+ * forward, cross-entropy, zero_grad + backward, optimizer. */
+static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *labels, double ph[4])
+{
+    cr_model *m = t->model;
+    const cr_tensor *y;
+    double loss, t0 = cr_now();
+    cr_status s = cr_model_forward(m, x, &y);
+    ph[0] = cr_now() - t0;
+    if (s) return s;
+    if (!cr_tensor_same_shape(&t->dlogits, y)) {
+        cr_tensor_free(&t->dlogits);
+        if ((s = cr_tensor_alloc(&t->dlogits, 4, y->shape))) return s;
+    }
+    t0 = cr_now();
+    s = cr_cross_entropy(y, labels, t->cfg.ignore_index, &loss, &t->dlogits);
+    ph[1] = cr_now() - t0;
+    if (s) return s;
+    t0 = cr_now();
+    cr_model_zero_grad(m);
+    s = cr_model_backward(m, &t->dlogits);
+    ph[2] = cr_now() - t0;
+    if (s) return s;
+    t0 = cr_now();
+    s = cr_optim_step(&t->opt, t->params.tensors, (const cr_tensor *const *)t->params.grads);
+    ph[3] = cr_now() - t0;
+    return s;
+}
+
+static int cmd_step(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab08-fpn step",
+                      "Chapter 8: time of one training step (forward, cross-entropy, backward, "
+                      "AdamW) of the full FPN on random crops, ours and PyTorch's.", step_args,
+                      LAB_COUNT(step_args));
+    if (rc != LAB_RUN) return rc;
+    if (crop % 32) {
+        fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n",
+                ctx.program, crop);
+        return LAB_EXIT_USAGE;
+    }
+    cr_model m;
+    cr_trainer t = {0};
+    cr_tensor x = {0};
+    int32_t *labels = malloc((size_t)batch_size * (size_t)crop * (size_t)crop * sizeof *labels);
+    cr_train_config c = cr_train_config_default();
+    c.batch = batch_size;
+    c.epochs = 1;
+    c.warmup_epochs = 0;
+    c.flips = false;
+    cr_status s = build_net(&m, ctx.quick);
+    if (!s) s = cr_model_init_params(&m, 1);
+    if (!s) s = cr_trainer_init(&t, &m, &c, batch_size, crop, crop);
+    if (!s) s = cr_tensor_alloc4(&x, batch_size, 3, crop, crop);
+    if (!s && !labels) s = cr_fail(CR_ENOMEM, "out of memory for the labels");
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        free(labels);
+        cr_tensor_free(&x);
+        cr_trainer_free(&t);
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    cr_rng rng;
+    cr_rng_seed(&rng, ctx.seed);
+    cr_tensor_fill_uniform(&x, &rng, -2, 2);
+    for (size_t i = 0; i < (size_t)batch_size * (size_t)crop * (size_t)crop; i++)
+        labels[i] = (int32_t)cr_rng_int(&rng, 0, classes - 1);
+    lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d: training step");
+    printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+    printf("  batch %d of %dx%d crops, %s network, %d timed steps after one warm-up\n", batch_size,
+           crop, crop, ctx.quick ? "reduced" : "full", steps);
+    double ph[4], sum[4] = {0}, *tot = calloc((size_t)steps, sizeof *tot);
+    double *cpu = calloc((size_t)steps, sizeof *cpu);
+    s = tot && cpu ? timed_step(&t, &x, labels, ph) : cr_fail(CR_ENOMEM, "out of memory");
+    cr_model_profile_reset(&m);
+    m.profile = profile;
+    for (int i = 0; i < steps && !s; i++) {
+        const double c0 = cpu_now();
+        s = timed_step(&t, &x, labels, ph);
+        cpu[i] = cpu_now() - c0;
+        for (int k = 0; k < 4; k++) sum[k] += ph[k];
+        tot[i] = ph[0] + ph[1] + ph[2] + ph[3];
+        printf("  ours     step %d: %.3f s (forward %.3f, loss %.3f, backward %.3f, AdamW %.3f; "
+               "CPU %.3f s)\n", i + 1, tot[i], ph[0], ph[1], ph[2], ph[3], cpu[i]);
+        fflush(stdout);
+    }
+    if (!s) {
+        qsort(tot, (size_t)steps, sizeof *tot, cmp_double);
+        qsort(cpu, (size_t)steps, sizeof *cpu, cmp_double);
+        const double med = steps % 2 ? tot[steps / 2] : (tot[steps / 2 - 1] + tot[steps / 2]) / 2;
+        printf("  ours     median step %.3f s, min %.3f s, median CPU %.3f s; mean forward %.3f, "
+               "loss %.4f, backward %.3f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
+               sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps);
+        if (profile) print_profile(&m, steps, "training", batch_size);
+        if (!ours_only) {
+            const double pt = pytorch_step(&ctx);
+            if (pt > 0) printf("  ours / PyTorch step time: %.2f\n", med / pt);
+        }
+    }
+    free(tot);
+    free(cpu);
+    free(labels);
+    cr_tensor_free(&x);
+    cr_trainer_free(&t);
+    cr_model_free(&m);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        return lab_finish(&ctx, LAB_EXIT_FAILED);
+    }
+    return lab_finish(&ctx, LAB_EXIT_OK);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: lab08-fpn train|predict|latency [options]   (lab08-fpn COMMAND --help)\n"
+    fprintf(f, "usage: lab08-fpn train|predict|latency|step [options]   (lab08-fpn COMMAND --help)\n"
                "  train    trains the FPN on CamVid (--data DIR)\n"
                "  predict  colour masks and panels from weights (--weights W --images DIR --out DIR)\n"
-               "  latency  forward latency of the full FPN per batch size, ours and PyTorch's\n");
+               "  latency  forward latency of the full FPN per batch size, ours and PyTorch's\n"
+               "  step     time of one training step of the full FPN, ours and PyTorch's\n");
+}
+
+/* The timing commands run with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy:
+ * libgomp's default (spin, then sleep) loses whole time slices at every barrier when
+ * other processes share the cores (measured on a 2-core machine at load 6: batch-1
+ * latency 2.5 s spinning, 0.41 s passive). The variable is read when the OpenMP runtime
+ * starts, so the command runs again under it (exec); if that fails it carries on. */
+static void timing_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execvp(argv[0], argv);
+    unsetenv("OMP_WAIT_POLICY");   /* exec failed: the default policy */
 }
 
 int main(int argc, char **argv)
@@ -798,7 +1098,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    if (strcmp(argv[1], "latency") == 0 || strcmp(argv[1], "step") == 0) timing_wait_policy(argv);
     if (strcmp(argv[1], "latency") == 0) return cmd_latency(argc - 1, argv + 1);
+    if (strcmp(argv[1], "step") == 0) return cmd_step(argc - 1, argv + 1);
     fprintf(stderr, "lab08-fpn: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return LAB_EXIT_USAGE;

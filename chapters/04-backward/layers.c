@@ -4,6 +4,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,81 @@ static cr_status need_shape4(const cr_tensor *t, int64_t n, int64_t c, int64_t h
     return CR_OK;
 }
 
+/* ---- sums and element-wise loops -------------------------------------------------------- */
+
+/* Below this many values an element-wise loop runs on one thread (a team costs more). */
+#define PAR_MIN 32768
+/* Values summed in float before a block's total is added in double: the result keeps
+ * double's accuracy over a million values. Within a block, LANES independent float sums
+ * (lane l takes every LANES-th value; the compiler keeps them in vector registers, so
+ * the adds do not wait on each other), added in lane order. Same bits on any thread
+ * count: one thread sums a whole run. */
+#define SUM_BLOCK 256
+#define LANES 16
+
+/* The sum of x[0..n-1]. */
+static double sum_f(const float *x, int64_t n)
+{
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += SUM_BLOCK) {
+        const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float acc[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += x[i + l];
+        for (; i < e; i++) acc[0] += x[i];
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += acc[l];
+        total += s;
+    }
+    return total;
+}
+
+/* The sum of (x[i] - mean)^2 over i < n. */
+static double sumsq_f(const float *x, int64_t n, float mean)
+{
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += SUM_BLOCK) {
+        const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float acc[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += (x[i + l] - mean) * (x[i + l] - mean);
+        for (; i < e; i++) acc[0] += (x[i] - mean) * (x[i] - mean);
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += acc[l];
+        total += s;
+    }
+    return total;
+}
+
+/* *sdy += sum of dy[i], *sdyx += sum of dy[i] * (x[i] - mean), over i < n. */
+static void sums_dy_f(const float *x, const float *dy, int64_t n, float mean, double *sdy,
+                      double *sdyx)
+{
+    for (int64_t b = 0; b < n; b += SUM_BLOCK) {
+        const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
+        float a[LANES] = {0}, c[LANES] = {0};
+        int64_t i = b;
+        for (; i + LANES <= e; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                a[l] += dy[i + l];
+                c[l] += dy[i + l] * (x[i + l] - mean);
+            }
+        for (; i < e; i++) {
+            a[0] += dy[i];
+            c[0] += dy[i] * (x[i] - mean);
+        }
+        float s = 0.0f, t = 0.0f;
+        for (int l = 0; l < LANES; l++) {
+            s += a[l];
+            t += c[l];
+        }
+        *sdy += s;
+        *sdyx += t;
+    }
+}
+
 /* ---- ReLU ---------------------------------------------------------------------------- */
 
 /* y = max(x, 0), element-wise over x->numel values (NaN propagates). */
@@ -64,9 +140,13 @@ cr_status cr_relu_forward(const cr_tensor *x, cr_tensor *y)
 {
     cr_status s = need_same(y, x, "relu y", "x");
     if (s) return s;
-    for (size_t i = 0; i < x->numel; i++) {
-        const float v = x->data[i];
-        y->data[i] = (v > 0.0f || v != v) ? v : 0.0f;    /* NaN stays NaN, as in PyTorch */
+    const int64_t n = (int64_t)x->numel;
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        const float v = xd[i];
+        yd[i] = (v > 0.0f || v != v) ? v : 0.0f;          /* NaN stays NaN, as in PyTorch */
     }
     return CR_OK;
 }
@@ -77,21 +157,43 @@ cr_status cr_relu_backward(const cr_tensor *y, const cr_tensor *dy, cr_tensor *d
     cr_status s;
     if ((s = need_same(dy, y, "relu dy", "y")) || (s = need_same(dx, y, "relu dx", "y")))
         return s;
+    const int64_t n = (int64_t)y->numel;
+    const float *yd = y->data, *dyd = dy->data;
+    float *dxd = dx->data;
     // @snippet relu_backward
-    for (size_t i = 0; i < y->numel; i++)
-        dx->data[i] = y->data[i] > 0.0f ? dy->data[i] : 0.0f;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = dyd[i];   /* loaded always: the choice becomes a blend, not a branch */
+        dxd[i] = yd[i] > 0.0f ? g : 0.0f;
+    }
     // @end relu_backward
     return CR_OK;
 }
 
 /* ---- add ------------------------------------------------------------------------------- */
 
+void cr_copy_f(float *dst, const float *src, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+void cr_add_f(float *dst, const float *src, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
 /* y = a + b element-wise (same shapes). */
 cr_status cr_add_forward(const cr_tensor *a, const cr_tensor *b, cr_tensor *y)
 {
     cr_status s;
     if ((s = need_same(b, a, "add b", "a")) || (s = need_same(y, a, "add y", "a"))) return s;
-    for (size_t i = 0; i < a->numel; i++) y->data[i] = a->data[i] + b->data[i];
+    const int64_t n = (int64_t)a->numel;
+    const float *ad = a->data, *bd = b->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) yd[i] = ad[i] + bd[i];
     return CR_OK;
 }
 
@@ -102,8 +204,8 @@ cr_status cr_add_backward(const cr_tensor *dy, cr_tensor *da, cr_tensor *db)
     if ((da && (s = need_same(da, dy, "add da", "dy"))) ||
         (db && (s = need_same(db, dy, "add db", "dy"))))
         return s;
-    if (da && da->data != dy->data) memcpy(da->data, dy->data, dy->numel * sizeof(float));
-    if (db && db->data != dy->data) memcpy(db->data, dy->data, dy->numel * sizeof(float));
+    if (da && da->data != dy->data) cr_copy_f(da->data, dy->data, (int64_t)dy->numel);
+    if (db && db->data != dy->data) cr_copy_f(db->data, dy->data, (int64_t)dy->numel);
     return CR_OK;
 }
 
@@ -158,17 +260,11 @@ cr_status cr_batchnorm2d_forward(const cr_bn_params *p, bool training, const cr_
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < C; c++) {
         double mean, var;
-        if (training) {                      /* batch statistics, in double */
+        if (training) {                      /* batch statistics, summed in double */
             double sum = 0.0, sq = 0.0;
-            for (int64_t n = 0; n < N; n++) {
-                const float *xc = x->data + (n * C + c) * HW;
-                for (int64_t i = 0; i < HW; i++) sum += xc[i];
-            }
+            for (int64_t n = 0; n < N; n++) sum += sum_f(x->data + (n * C + c) * HW, HW);
             mean = sum / (double)M;
-            for (int64_t n = 0; n < N; n++) {
-                const float *xc = x->data + (n * C + c) * HW;
-                for (int64_t i = 0; i < HW; i++) sq += (xc[i] - mean) * (xc[i] - mean);
-            }
+            for (int64_t n = 0; n < N; n++) sq += sumsq_f(x->data + (n * C + c) * HW, HW, (float)mean);
             var = sq / (double)M;            /* biased: normalises this batch */
             if (running_mean) {              /* unbiased: estimates the population */
                 const double m = p->momentum;
@@ -184,11 +280,11 @@ cr_status cr_batchnorm2d_forward(const cr_bn_params *p, bool training, const cr_
         save_mean->data[c] = (float)mean;
         save_invstd->data[c] = (float)invstd;
         const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
-        const double scale = g * invstd, shift = b - mean * scale;
+        const float scale = (float)(g * invstd), shift = (float)(b - mean * g * invstd);
         for (int64_t n = 0; n < N; n++) {
             const float *xc = x->data + (n * C + c) * HW;
             float *yc = y->data + (n * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++) yc[i] = (float)(xc[i] * scale + shift);
+            for (int64_t i = 0; i < HW; i++) yc[i] = xc[i] * scale + shift;
         }
     }
     // @end batchnorm_forward
@@ -216,28 +312,25 @@ cr_status cr_batchnorm2d_backward(bool training, const cr_tensor *x, const cr_te
     for (int64_t c = 0; c < C; c++) {
         const double mean = save_mean->data[c], invstd = save_invstd->data[c];
         const double g = gamma ? gamma->data[c] : 1.0;
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++) {
-                sum_dy += dyc[i];
-                sum_dy_xhat += dyc[i] * (xc[i] - mean) * invstd;
-            }
-        }
+        double sum_dy = 0.0, sum_dy_xc = 0.0;   /* sums of dy and of dy * (x - mean) */
+        for (int64_t n = 0; n < N; n++)
+            sums_dy_f(x->data + (n * C + c) * HW, dy->data + (n * C + c) * HW, HW,
+                      save_mean->data[c], &sum_dy, &sum_dy_xc);
+        const double sum_dy_xhat = sum_dy_xc * invstd;
         if (dbeta) dbeta->data[c] = (float)sum_dy;
         if (dgamma) dgamma->data[c] = (float)sum_dy_xhat;
         if (!dx) continue;
         /* training: mean and variance depend on every x of the channel, so dx loses
-         * the mean of dy and the part of dy along xhat; evaluation: constants */
+         * the mean of dy and the part of dy along xhat; evaluation: constants.
+         * dx = k * (dy - a - xhat * b) = k * dy + kx * x + k0 */
         const double k = g * invstd;
         const double a = training ? sum_dy / M : 0.0, b = training ? sum_dy_xhat / M : 0.0;
+        const float kf = (float)k, kx = (float)(-k * invstd * b),
+                    k0 = (float)(-k * a + k * invstd * b * mean);
         for (int64_t n = 0; n < N; n++) {
             const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
             float *dxc = dx->data + (n * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++) {
-                const double xhat = (xc[i] - mean) * invstd;
-                dxc[i] = (float)(k * (dyc[i] - a - xhat * b));
-            }
+            for (int64_t i = 0; i < HW; i++) dxc[i] = kf * dyc[i] + kx * xc[i] + k0;
         }
     }
     // @stub
@@ -287,19 +380,17 @@ cr_status cr_groupnorm_forward(int64_t groups, double eps, const cr_tensor *x,
 #pragma omp parallel for schedule(static)
     for (int64_t ng = 0; ng < N * groups; ng++) {
         const float *xg = x->data + ng * M;   /* the group's channels are contiguous */
-        double sum = 0.0, sq = 0.0;
-        for (int64_t i = 0; i < M; i++) sum += xg[i];
-        const double mean = sum / (double)M;
-        for (int64_t i = 0; i < M; i++) sq += (xg[i] - mean) * (xg[i] - mean);
-        const double invstd = 1.0 / sqrt(sq / (double)M + eps);
+        const double mean = sum_f(xg, M) / (double)M;
+        const double invstd = 1.0 / sqrt(sumsq_f(xg, M, (float)mean) / (double)M + eps);
         save_mean->data[ng] = (float)mean;
         save_invstd->data[ng] = (float)invstd;
         for (int64_t cc = 0; cc < Cg; cc++) {
             const int64_t c = (ng % groups) * Cg + cc;
             const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
+            const float scale = (float)(invstd * g), shift = (float)(b - mean * invstd * g);
             const float *xc = xg + cc * HW;
             float *yc = y->data + ng * M + cc * HW;
-            for (int64_t i = 0; i < HW; i++) yc[i] = (float)((xc[i] - mean) * invstd * g + b);
+            for (int64_t i = 0; i < HW; i++) yc[i] = xc[i] * scale + shift;
         }
     }
     return CR_OK;
@@ -321,19 +412,20 @@ cr_status cr_groupnorm_backward(int64_t groups, const cr_tensor *x, const cr_ten
     const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     const int64_t Cg = C / groups, M = Cg * HW;
     /* parameter gradients: per channel, over images and pixels */
-    for (int64_t c = 0; c < C && (dgamma || dbeta); c++) {
-        double sdy = 0.0, sdyx = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            const int64_t ng = n * groups + c / Cg;
-            const double mean = save_mean->data[ng], invstd = save_invstd->data[ng];
-            const float *xc = x->data + (n * C + c) * HW, *dyc = dy->data + (n * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++) {
-                sdy += dyc[i];
-                sdyx += dyc[i] * (xc[i] - mean) * invstd;
+    if (dgamma || dbeta) {
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < C; c++) {
+            double sdy = 0.0, sdyx = 0.0;
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t ng = n * groups + c / Cg;
+                double part = 0.0;
+                sums_dy_f(x->data + (n * C + c) * HW, dy->data + (n * C + c) * HW, HW,
+                          save_mean->data[ng], &sdy, &part);
+                sdyx += part * save_invstd->data[ng];
             }
+            if (dgamma) dgamma->data[c] = (float)sdyx;
+            if (dbeta) dbeta->data[c] = (float)sdy;
         }
-        if (dgamma) dgamma->data[c] = (float)sdyx;
-        if (dbeta) dbeta->data[c] = (float)sdy;
     }
     if (!dx) return CR_OK;
     /* dx per (image, group): with g = dy * gamma, dx = invstd * (g - mean(g) - xhat * mean(g * xhat)) */
@@ -342,25 +434,24 @@ cr_status cr_groupnorm_backward(int64_t groups, const cr_tensor *x, const cr_ten
         const double mean = save_mean->data[ng], invstd = save_invstd->data[ng];
         double sg = 0.0, sgx = 0.0;
         for (int64_t cc = 0; cc < Cg; cc++) {
-            const int64_t c = (ng % groups) * Cg + cc;
+            const int64_t c = (ng % groups) * Cg + cc, k = ng * M + cc * HW;
             const double gm = gamma ? gamma->data[c] : 1.0;
-            for (int64_t i = 0; i < HW; i++) {
-                const int64_t k = ng * M + cc * HW + i;
-                const double g = dy->data[k] * gm;
-                sg += g;
-                sgx += g * (x->data[k] - mean) * invstd;
-            }
+            double sdy = 0.0, sdyx = 0.0;
+            sums_dy_f(x->data + k, dy->data + k, HW, save_mean->data[ng], &sdy, &sdyx);
+            sg += gm * sdy;
+            sgx += gm * sdyx * invstd;
         }
         sg /= (double)M;
         sgx /= (double)M;
+        /* dx = invstd * (dy * gm - sg - (x - mean) * invstd * sgx) = kd * dy + kx * x + k0 */
+        const float kx = (float)(-invstd * invstd * sgx),
+                    k0 = (float)(-invstd * sg + invstd * invstd * sgx * mean);
         for (int64_t cc = 0; cc < Cg; cc++) {
-            const int64_t c = (ng % groups) * Cg + cc;
-            const double gm = gamma ? gamma->data[c] : 1.0;
-            for (int64_t i = 0; i < HW; i++) {
-                const int64_t k = ng * M + cc * HW + i;
-                const double xhat = (x->data[k] - mean) * invstd;
-                dx->data[k] = (float)(invstd * (dy->data[k] * gm - sg - xhat * sgx));
-            }
+            const int64_t c = (ng % groups) * Cg + cc, k = ng * M + cc * HW;
+            const float kd = (float)(invstd * (gamma ? gamma->data[c] : 1.0));
+            const float *xc = x->data + k, *dyc = dy->data + k;
+            float *dxc = dx->data + k;
+            for (int64_t i = 0; i < HW; i++) dxc[i] = kd * dyc[i] + kx * xc[i] + k0;
         }
     }
     return CR_OK;
@@ -405,6 +496,28 @@ cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_t
         (s = need_shape4(y, x->shape[0], x->shape[1], Ho, Wo, "maxpool y")))
         return s;
     const int64_t H = x->shape[2], W = x->shape[3], planes = x->shape[0] * x->shape[1];
+    if (!argmax) {   /* evaluation: no indices to keep, a branch-free max per window */
+#pragma omp parallel for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x->data + pl * H * W;
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+                    const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                    float best = -INFINITY;
+                    int nan = 0;
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int64_t j = j0; j < j1; j++) {
+                            const float v = xp[i * W + j];
+                            best = v > best ? v : best;
+                            nan |= v != v;
+                        }
+                    y->data[(pl * Ho + oh) * Wo + ow] = nan ? NAN : best;
+                }
+        }
+        return CR_OK;
+    }
     // @snippet maxpool_forward
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < planes; pl++) {
@@ -412,21 +525,20 @@ cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_t
         for (int64_t oh = 0; oh < Ho; oh++)
             for (int64_t ow = 0; ow < Wo; ow++) {
                 const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
-                float best = -INFINITY;
-                int64_t at = -1;
-                for (int64_t i = h0; i < h0 + p->kernel_h; i++) {
-                    if (i < 0 || i >= H) continue;          /* padding: -inf, never chosen */
-                    for (int64_t j = w0; j < w0 + p->kernel_w; j++) {
-                        if (j < 0 || j >= W) continue;
+                /* the window clipped to the plane: padding is -inf, never chosen */
+                const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                float best = xp[i0 * W + j0];
+                int64_t at = i0 * W + j0;
+                for (int64_t i = i0; i < i1 && best == best; i++)
+                    for (int64_t j = (i == i0 ? j0 + 1 : j0); j < j1; j++) {
                         const float v = xp[i * W + j];
-                        if (v > best || v != v || at < 0) { /* strictly greater: first max wins */
+                        if (v > best || v != v) {           /* strictly greater: first max wins */
                             best = v;
                             at = i * W + j;
-                            if (v != v) goto done;          /* NaN propagates */
+                            if (v != v) break;              /* NaN propagates */
                         }
                     }
-                }
-            done:
                 y->data[(pl * Ho + oh) * Wo + ow] = best;
                 if (argmax) argmax[(pl * Ho + oh) * Wo + ow] = at;
             }
@@ -445,15 +557,23 @@ cr_status cr_maxpool2d_backward(const int64_t *argmax, const cr_tensor *dy, cr_t
         return cr_fail(CR_EINVAL, "maxpool backward: dy and dx differ in N or C");
     const int64_t HW = dx->shape[2] * dx->shape[3], HWo = dy->shape[2] * dy->shape[3];
     const int64_t planes = dx->shape[0] * dx->shape[1];
-    memset(dx->data, 0, dx->numel * sizeof(float));
-    for (int64_t pl = 0; pl < planes; pl++)
+    int64_t bad = -1;   /* an argmax outside its plane, if any */
+#pragma omp parallel for schedule(static) reduction(max : bad)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *dxp = dx->data + pl * HW;
+        for (int64_t i = 0; i < HW; i++) dxp[i] = 0.0f;
         for (int64_t o = 0; o < HWo; o++) {
             const int64_t at = argmax[pl * HWo + o];
-            if (at < 0 || at >= HW)
-                return cr_fail(CR_EINVAL, "maxpool backward: argmax %lld outside the %lld-pixel "
-                               "plane", (long long)at, (long long)HW);
-            dx->data[pl * HW + at] += dy->data[pl * HWo + o];
+            if (at < 0 || at >= HW) {
+                bad = pl * HWo + o;
+                break;
+            }
+            dxp[at] += dy->data[pl * HWo + o];
         }
+    }
+    if (bad >= 0)
+        return cr_fail(CR_EINVAL, "maxpool backward: argmax %lld outside the %lld-pixel plane",
+                       (long long)argmax[bad], (long long)HW);
     return CR_OK;
 }
 
@@ -567,7 +687,10 @@ static cr_status upsample_plan(const cr_upsample_params *p, const cr_tensor *in,
     return CR_OK;
 }
 
-/* y (N x C x Ho x Wo) = interpolation of x (N x C x H x W). */
+/* y (N x C x Ho x Wo) = interpolation of x (N x C x H x W). Bilinear in two passes per
+ * plane: every source row interpolated along the width into t (H x Wo), then each output
+ * row the blend of two rows of t; the sums are PyTorch's,
+ * h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11), in float. */
 cr_status cr_upsample_forward(const cr_upsample_params *p, const cr_tensor *x, cr_tensor *y)
 {
     axis_tap *th = NULL, *tw = NULL;
@@ -575,25 +698,47 @@ cr_status cr_upsample_forward(const cr_upsample_params *p, const cr_tensor *x, c
     if (s || (s = upsample_plan(p, x, y, "upsample y", &th, &tw))) return s;
     const int64_t H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
     const int64_t planes = x->shape[0] * x->shape[1];
-#pragma omp parallel for schedule(static)
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const float *xp = x->data + pl * H * W;
-        float *yp = y->data + pl * Ho * Wo;
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const axis_tap a = th[oh];
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const axis_tap b = tw[ow];
-                yp[oh * Wo + ow] = (float)(a.l0 * (b.l0 * xp[a.i0 * W + b.i0] + b.l1 * xp[a.i0 * W + b.i1]) +
-                                           a.l1 * (b.l0 * xp[a.i1 * W + b.i0] + b.l1 * xp[a.i1 * W + b.i1]));
+    const bool nearest = p->mode == CR_UPSAMPLE_NEAREST;
+    int oom = 0;
+#pragma omp parallel reduction(| : oom) if (planes * Ho * Wo >= PAR_MIN)
+    {
+        float *t = nearest ? NULL : malloc((size_t)(H * Wo) * sizeof *t);
+        oom = !nearest && !t;
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            if (oom) continue;
+            const float *xp = x->data + pl * H * W;
+            float *yp = y->data + pl * Ho * Wo;
+            if (nearest) {
+                for (int64_t oh = 0; oh < Ho; oh++) {
+                    const float *row = xp + th[oh].i0 * W;
+                    for (int64_t ow = 0; ow < Wo; ow++) yp[oh * Wo + ow] = row[tw[ow].i0];
+                }
+                continue;
+            }
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const axis_tap b = tw[ow];
+                    t[h * Wo + ow] = (float)b.l0 * xp[h * W + b.i0] + (float)b.l1 * xp[h * W + b.i1];
+                }
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                const float l0 = (float)th[oh].l0, l1 = (float)th[oh].l1;
+                const float *r0 = t + th[oh].i0 * Wo, *r1 = t + th[oh].i1 * Wo;
+                float *yr = yp + oh * Wo;
+                for (int64_t ow = 0; ow < Wo; ow++) yr[ow] = l0 * r0[ow] + l1 * r1[ow];
             }
         }
+        free(t);
     }
     free(th);
     free(tw);
+    if (oom) return cr_fail(CR_ENOMEM, "upsample: out of memory");
     return CR_OK;
 }
 
-/* dx (N x C x H x W) = adjoint of the interpolation applied to dy (N x C x Ho x Wo). */
+/* dx (N x C x H x W) = adjoint of the interpolation applied to dy (N x C x Ho x Wo): each
+ * output row's gradient spread over its source rows into t (H x Wo), then each row of t
+ * over the source columns. Nearest sends each gradient to its one source pixel. */
 cr_status cr_upsample_backward(const cr_upsample_params *p, const cr_tensor *dy, cr_tensor *dx)
 {
     axis_tap *th = NULL, *tw = NULL;
@@ -601,25 +746,48 @@ cr_status cr_upsample_backward(const cr_upsample_params *p, const cr_tensor *dy,
     if (s || (s = upsample_plan(p, dx, dy, "upsample dy", &th, &tw))) return s;
     const int64_t H = dx->shape[2], W = dx->shape[3], Ho = dy->shape[2], Wo = dy->shape[3];
     const int64_t planes = dx->shape[0] * dx->shape[1];
-#pragma omp parallel for schedule(static)
-    for (int64_t pl = 0; pl < planes; pl++) {
-        float *xp = dx->data + pl * H * W;
-        const float *yp = dy->data + pl * Ho * Wo;
-        for (int64_t i = 0; i < H * W; i++) xp[i] = 0.0f;
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const axis_tap a = th[oh];
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const axis_tap b = tw[ow];
-                const double g = yp[oh * Wo + ow];
-                xp[a.i0 * W + b.i0] += (float)(a.l0 * b.l0 * g);
-                xp[a.i0 * W + b.i1] += (float)(a.l0 * b.l1 * g);
-                xp[a.i1 * W + b.i0] += (float)(a.l1 * b.l0 * g);
-                xp[a.i1 * W + b.i1] += (float)(a.l1 * b.l1 * g);
+    const bool nearest = p->mode == CR_UPSAMPLE_NEAREST;
+    int oom = 0;
+#pragma omp parallel reduction(| : oom) if (planes * Ho * Wo >= PAR_MIN)
+    {
+        float *t = malloc((size_t)(H * Wo) * sizeof *t);
+        oom = !t;
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            if (oom) continue;
+            float *xp = dx->data + pl * H * W;
+            const float *yp = dy->data + pl * Ho * Wo;
+            for (int64_t i = 0; i < H * Wo; i++) t[i] = 0.0f;
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                const float *g = yp + oh * Wo;
+                float *t0 = t + th[oh].i0 * Wo, *t1 = t + th[oh].i1 * Wo;
+                if (nearest) {
+                    for (int64_t ow = 0; ow < Wo; ow++) t0[ow] += g[ow];
+                    continue;
+                }
+                const float l0 = (float)th[oh].l0, l1 = (float)th[oh].l1;
+                for (int64_t ow = 0; ow < Wo; ow++) t0[ow] += l0 * g[ow];
+                for (int64_t ow = 0; ow < Wo; ow++) t1[ow] += l1 * g[ow];
+            }
+            for (int64_t i = 0; i < H * W; i++) xp[i] = 0.0f;
+            for (int64_t h = 0; h < H; h++) {
+                const float *tr = t + h * Wo;
+                float *xr = xp + h * W;
+                if (nearest) {
+                    for (int64_t ow = 0; ow < Wo; ow++) xr[tw[ow].i0] += tr[ow];
+                    continue;
+                }
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    xr[tw[ow].i0] += (float)tw[ow].l0 * tr[ow];
+                    xr[tw[ow].i1] += (float)tw[ow].l1 * tr[ow];
+                }
             }
         }
+        free(t);
     }
     free(th);
     free(tw);
+    if (oom) return cr_fail(CR_ENOMEM, "upsample: out of memory");
     return CR_OK;
 }
 
@@ -654,7 +822,9 @@ cr_status cr_dropout_backward(const cr_tensor *mask, const cr_tensor *dy, cr_ten
     if ((s = need_numel(mask, dy->numel, "dropout mask", 1)) ||
         (s = need_same(dx, dy, "dropout dx", "dy")))
         return s;
-    for (size_t i = 0; i < dy->numel; i++) dx->data[i] = dy->data[i] * mask->data[i];
+    const int64_t n = (int64_t)dy->numel;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dx->data[i] = dy->data[i] * mask->data[i];
     return CR_OK;
 }
 
@@ -674,6 +844,7 @@ cr_status cr_dropout2d_forward(double p, cr_rng *rng, const cr_tensor *x, cr_ten
     const float keep_scale = (float)(1.0 / (1.0 - p));
     for (size_t i = 0; i < planes; i++)
         mask->data[i] = (p == 0.0 || cr_rng_uniform(rng) >= p) ? keep_scale : 0.0f;
+#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
     for (size_t i = 0; i < planes; i++)
         for (size_t j = 0; j < hw; j++) y->data[i * hw + j] = x->data[i * hw + j] * mask->data[i];
     return CR_OK;
@@ -688,6 +859,7 @@ cr_status cr_dropout2d_backward(const cr_tensor *mask, const cr_tensor *dy, cr_t
     if ((s = need_numel(mask, planes, "dropout2d mask", 1)) ||
         (s = need_same(dx, dy, "dropout2d dx", "dy")))
         return s;
+#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
     for (size_t i = 0; i < planes; i++)
         for (size_t j = 0; j < hw; j++) dx->data[i * hw + j] = dy->data[i * hw + j] * mask->data[i];
     return CR_OK;

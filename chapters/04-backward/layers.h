@@ -35,6 +35,11 @@ cr_status cr_relu_backward(const cr_tensor *y, const cr_tensor *dy, cr_tensor *d
 
 /* y = a + b; a, b, y: the same shape (y may alias a or b). */
 cr_status cr_add_forward(const cr_tensor *a, const cr_tensor *b, cr_tensor *y);
+/* dst[i] = src[i] for i < n (OpenMP threads on large n). */
+void cr_copy_f(float *dst, const float *src, int64_t n);
+/* dst[i] += src[i] for i < n (OpenMP threads on large n): gradients summed. */
+void cr_add_f(float *dst, const float *src, int64_t n);
+
 /* da = dy, db = dy; each of da, db may be NULL; all the same shape. */
 cr_status cr_add_backward(const cr_tensor *dy, cr_tensor *da, cr_tensor *db);
 

@@ -2,12 +2,14 @@
  * dict (see model.h). */
 #include "model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_gemm.h"
 #include "optim.h"
 #include "safetensors.h"
+#include "timing.h"
 
 /* Fails with status, naming the module before the last error's message (copied first:
  * cr_fail writes into the buffer cr_last_error returns). */
@@ -18,8 +20,23 @@ static cr_status fail_in(cr_status status, const char *what, const char *name, c
     return cr_fail(status, "model: %s'%s' (%s): %s", what, name, kind, msg);
 }
 
+static void infer_free(struct cr_infer *e);
+
 static const char *const kind_names[] = {"conv", "batchnorm", "groupnorm", "relu", "maxpool",
                                          "avgpool", "upsample", "add", "dropout"};
+
+const char *cr_module_kind_name(cr_module_kind k)
+{
+    return (unsigned)k < sizeof kind_names / sizeof *kind_names ? kind_names[k] : "?";
+}
+
+void cr_model_profile_reset(cr_model *m)
+{
+    for (int i = 0; i < m->n; i++) {
+        m->mods[i].fwd_s = m->mods[i].bwd_s = 0;
+        m->mods[i].fwd_calls = m->mods[i].bwd_calls = 0;
+    }
+}
 
 void cr_model_init(cr_model *m)
 {
@@ -34,8 +51,10 @@ void cr_model_init(cr_model *m)
 static void module_free(cr_module *d)
 {
     cr_tensor *ts[] = {&d->weight, &d->bias, &d->running_mean, &d->running_var, &d->dweight,
-                       &d->dbias, &d->out, &d->dout, &d->save_mean, &d->save_invstd, &d->mask};
+                       &d->dbias, &d->dout, &d->save_mean, &d->save_invstd, &d->mask, &d->fold};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) cr_tensor_free(ts[i]);
+    if (!d->out_view) cr_tensor_free(&d->out);   /* a view borrows the model's pool */
+    d->out_view = false;
     free(d->argmax);
     d->argmax = NULL;
 }
@@ -44,6 +63,7 @@ void cr_model_free(cr_model *m)
 {
     for (int i = 0; i < m->n; i++) module_free(&m->mods[i]);
     free(m->mods);
+    infer_free(m->infer);
     cr_tensor_free(&m->scratch);
     cr_tensor_free(&m->scratch_w);
     cr_tensor_free(&m->scratch_b);
@@ -286,9 +306,23 @@ static const cr_tensor *source(const cr_model *m, int i)
     return i == CR_MODEL_INPUT ? m->input : &m->mods[i].out;
 }
 
-/* Runs module d on its input(s), (re)allocating its output and saved state. */
+/* An up-sampling to another module's output size takes that size (no scale factor). */
+static void upsample_target(const cr_model *m, cr_module *d)
+{
+    if (d->up_like < 0) return;
+    const cr_tensor *like = &m->mods[d->up_like].out;
+    d->up.out_h = like->shape[2];
+    d->up.out_w = like->shape[3];
+    d->up.scale_h = d->up.scale_w = 0;
+}
+
+/* Runs module d on its input(s) in training mode, (re)allocating its output and saved state. */
 static cr_status module_forward(cr_model *m, cr_module *d)
 {
+    if (d->out_view) {   /* an evaluation forward's view: the pool is gone */
+        memset(&d->out, 0, sizeof d->out);
+        d->out_view = false;
+    }
     const cr_tensor *x = source(m, d->in);
     if (!x || !x->data || x->ndim != 4)
         return cr_fail(CR_EINVAL, "model: '%s' has no N x C x H x W input", d->name);
@@ -344,12 +378,7 @@ static cr_status module_forward(cr_model *m, cr_module *d)
         if (!(s = ensure4(&d->out, N, C, 1, 1))) s = cr_global_avgpool_forward(x, &d->out);
         break;
     case CR_MOD_UPSAMPLE: {
-        if (d->up_like >= 0) {   /* the size of another module's output: no scale factor */
-            const cr_tensor *like = &m->mods[d->up_like].out;
-            d->up.out_h = like->shape[2];
-            d->up.out_w = like->shape[3];
-            d->up.scale_h = d->up.scale_w = 0;
-        }
+        upsample_target(m, d);
         int64_t ho, wo;
         if ((s = cr_upsample_out_size(&d->up, H, W, &ho, &wo)) ||
             (s = ensure4(&d->out, N, C, ho, wo)))
@@ -379,14 +408,445 @@ static cr_status module_forward(cr_model *m, cr_module *d)
     return CR_OK;
 }
 
+/* ---- evaluation: nothing kept for backward, buffers shared by liveness --------------------- */
+
+/* The pool of activation buffers an evaluation forward shares between modules, and what
+ * each module's output still owes: a per-channel affine (a BatchNorm not yet applied) and
+ * a ReLU, applied by the first reader that needs the values. */
+struct cr_infer {
+    int n;                        /* modules the per-module arrays are sized for */
+    int nbuf, capbuf;
+    float **buf;                  /* pool buffers */
+    size_t *cap;                  /* their sizes in floats */
+    int *ref;                     /* live module outputs in each buffer (0: free) */
+    int *bufof;                   /* module -> its output's buffer, -1 none */
+    int *readers, *left;          /* modules reading each output; how many have not run */
+    int *sole;                    /* the only reader of an output, or -1 */
+    const float **scale;          /* pending affine of an output: scale, shift per channel */
+    const float **shift;
+    bool *relu;                   /* pending ReLU of an output */
+    bool *relu_done;              /* a ReLU whose producer (add) applied it already */
+    double mat_s;                 /* profile: seconds the current module spent on its inputs */
+};
+
+/* Frees the pool and the per-module arrays. */
+static void infer_free(struct cr_infer *e)
+{
+    if (!e) return;
+    for (int b = 0; b < e->nbuf; b++) cr_aligned_free(e->buf[b]);
+    free(e->buf);
+    free(e->cap);
+    free(e->ref);
+    free(e->bufof);
+    free(e->readers);
+    free(e->left);
+    free(e->sole);
+    free(e->scale);
+    free(e->shift);
+    free(e->relu);
+    free(e->relu_done);
+    free(e);
+}
+
+/* The inputs module d reads (in, and in2 for an add): writes them to in[0..1], returns how many. */
+static int module_inputs(const cr_module *d, int in[2])
+{
+    in[0] = d->in;
+    if (d->kind != CR_MOD_ADD) return 1;
+    in[1] = d->in2;
+    return 2;
+}
+
+/* Sizes m->infer's per-module arrays for m->n modules and counts every output's readers. */
+static cr_status infer_prepare(cr_model *m)
+{
+    struct cr_infer *e = m->infer;
+    if (!e) {
+        if (!(e = m->infer = calloc(1, sizeof *e))) return cr_fail(CR_ENOMEM, "model: out of memory");
+    }
+    if (e->n != m->n) {
+        const size_t n = (size_t)m->n;
+        int **ints[] = {&e->bufof, &e->readers, &e->left, &e->sole};
+        for (size_t k = 0; k < sizeof ints / sizeof *ints; k++) {
+            free(*ints[k]);
+            *ints[k] = malloc(n * sizeof(int));
+        }
+        free(e->scale);
+        free(e->shift);
+        free(e->relu);
+        free(e->relu_done);
+        e->scale = malloc(n * sizeof *e->scale);
+        e->shift = malloc(n * sizeof *e->shift);
+        e->relu = malloc(n);
+        e->relu_done = malloc(n);
+        e->n = m->n;
+        if (!e->bufof || !e->readers || !e->left || !e->sole || !e->scale || !e->shift ||
+            !e->relu || !e->relu_done) {
+            e->n = 0;
+            return cr_fail(CR_ENOMEM, "model: out of memory");
+        }
+    }
+    for (int i = 0; i < m->n; i++) {
+        e->bufof[i] = e->sole[i] = -1;
+        e->readers[i] = 0;
+        e->scale[i] = e->shift[i] = NULL;
+        e->relu[i] = e->relu_done[i] = false;
+    }
+    for (int i = 0; i < m->n; i++) {
+        int in[2];
+        for (int k = 0, c = module_inputs(&m->mods[i], in); k < c; k++)
+            if (in[k] >= 0) {
+                e->readers[in[k]]++;
+                e->sole[in[k]] = e->readers[in[k]] == 1 ? i : -1;
+            }
+    }
+    for (int i = 0; i < m->n; i++) e->left[i] = e->readers[i];
+    for (int b = 0; b < e->nbuf; b++) e->ref[b] = 0;
+    return CR_OK;
+}
+
+/* Makes module i's output an N x C x H x W view of a free pool buffer (the smallest that
+ * fits; else the largest free one, grown; else a new one). */
+static cr_status infer_alloc(cr_model *m, int i, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    struct cr_infer *e = m->infer;
+    const size_t need = (size_t)(n * c * h * w);
+    int best = -1, largest = -1;
+    for (int b = 0; b < e->nbuf; b++) {
+        if (e->ref[b]) continue;
+        if (e->cap[b] >= need && (best < 0 || e->cap[b] < e->cap[best])) best = b;
+        if (largest < 0 || e->cap[b] > e->cap[largest]) largest = b;
+    }
+    if (best < 0 && largest >= 0) {                 /* grow the largest free buffer */
+        cr_aligned_free(e->buf[largest]);
+        e->buf[largest] = NULL;
+        e->cap[largest] = 0;
+        best = largest;
+    }
+    if (best < 0) {                                 /* a new buffer */
+        if (e->nbuf == e->capbuf) {
+            const int cap = e->capbuf ? 2 * e->capbuf : 16;
+            float **nb = realloc(e->buf, (size_t)cap * sizeof *nb);
+            if (nb) e->buf = nb;
+            size_t *nc = realloc(e->cap, (size_t)cap * sizeof *nc);
+            if (nc) e->cap = nc;
+            int *nr = realloc(e->ref, (size_t)cap * sizeof *nr);
+            if (nr) e->ref = nr;
+            if (!nb || !nc || !nr) return cr_fail(CR_ENOMEM, "model: out of memory");
+            e->capbuf = cap;
+        }
+        best = e->nbuf++;
+        e->buf[best] = NULL;
+        e->cap[best] = 0;
+    }
+    if (!e->buf[best]) {
+        e->buf[best] = cr_aligned_alloc(need * sizeof(float));
+        if (!e->buf[best])
+            return cr_fail(CR_ENOMEM, "model: out of memory for a %zu-value activation", need);
+        e->cap[best] = need;
+    }
+    e->ref[best] = 1;
+    e->bufof[i] = best;
+    cr_module *d = &m->mods[i];
+    d->out = (cr_tensor){.ndim = 4, .shape = {n, c, h, w}, .numel = need, .data = e->buf[best]};
+    d->out_view = true;
+    return CR_OK;
+}
+
+/* Makes module i's output the same buffer as module j's (i is j's only reader), with
+ * j's pending operations. */
+static void infer_alias(cr_model *m, int i, int j)
+{
+    struct cr_infer *e = m->infer;
+    e->bufof[i] = e->bufof[j];
+    e->ref[e->bufof[j]]++;
+    e->scale[i] = e->scale[j];
+    e->shift[i] = e->shift[j];
+    e->relu[i] = e->relu[j];
+    m->mods[i].out = m->mods[j].out;
+    m->mods[i].out_view = true;
+}
+
+/* Module j's output has no reader left: its buffer goes back to the pool (its shape stays). */
+static void infer_release(cr_model *m, int j)
+{
+    struct cr_infer *e = m->infer;
+    if (e->bufof[j] >= 0) e->ref[e->bufof[j]]--;
+    e->bufof[j] = -1;
+    m->mods[j].out.data = NULL;
+}
+
+/* y = x * scale[c] + shift[c] (scale NULL: y = x), then max(y, 0) when relu, over an
+ * N x C x HW tensor; y may be x. NaN stays NaN. The options become constants of the
+ * loop (a lower bound of 0 or -inf), so the inner loop has no branch and vectorises. */
+static void affine_relu(const float *x, float *y, int64_t N, int64_t C, int64_t HW,
+                        const float *scale, const float *shift, bool relu)
+{
+    const float lo = relu ? 0.0f : -INFINITY;
+#pragma omp parallel for schedule(static) if (N * C * HW >= 32768)
+    for (int64_t pl = 0; pl < N * C; pl++) {
+        const float a = scale ? scale[pl % C] : 1.0f, b = scale ? shift[pl % C] : 0.0f;
+        const float *xp = x + pl * HW;
+        float *yp = y + pl * HW;
+        for (int64_t i = 0; i < HW; i++) {
+            const float v = xp[i] * a + b;
+            yp[i] = v < lo ? lo : v;   /* NaN < lo is false: NaN stays */
+        }
+    }
+}
+
+/* Applies module j's pending operations to its buffer, in place (j is the buffer's only
+ * live output); the time goes to module j's profile. */
+static void infer_materialize(cr_model *m, int j)
+{
+    struct cr_infer *e = m->infer;
+    if (j < 0 || (!e->scale[j] && !e->relu[j])) return;
+    const double t0 = m->profile ? cr_now() : 0;
+    cr_tensor *t = &m->mods[j].out;
+    affine_relu(t->data, t->data, t->shape[0], t->shape[1], t->shape[2] * t->shape[3], e->scale[j],
+                e->shift[j], e->relu[j]);
+    e->scale[j] = e->shift[j] = NULL;
+    e->relu[j] = false;
+    if (m->profile) {
+        const double dt = cr_now() - t0;
+        m->mods[j].fwd_s += dt;
+        e->mat_s += dt;
+    }
+}
+
+/* True if module i may take over module j's buffer: j is a module (not the model's
+ * input) and i its only reader. */
+static bool infer_may_reuse(const cr_model *m, int i, int j)
+{
+    return j >= 0 && m->infer->sole[j] == i;
+}
+
+/* BatchNorm i in evaluation: its per-channel scale = gamma / sqrt(var + eps) and shift =
+ * beta - mean * scale, computed in double, into d->fold (2C floats). */
+static cr_status bn_fold(cr_module *d, const cr_tensor *x)
+{
+    const int64_t C = d->channels;
+    if (x->shape[1] != C)
+        return cr_fail(CR_EINVAL, "batchnorm x has %lld channels, expected %lld",
+                       (long long)x->shape[1], (long long)C);
+    if (!(d->bn.eps > 0)) return cr_fail(CR_EINVAL, "batchnorm: eps must be > 0, got %g", d->bn.eps);
+    cr_status s = ensure1(&d->fold, 2 * C);
+    if (s) return s;
+    for (int64_t c = 0; c < C; c++) {
+        const double invstd = 1.0 / sqrt((double)d->running_var.data[c] + d->bn.eps);
+        const double scale = d->weight.data[c] * invstd;
+        d->fold.data[c] = (float)scale;
+        d->fold.data[C + c] = (float)(d->bias.data[c] - d->running_mean.data[c] * scale);
+    }
+    return CR_OK;
+}
+
+/* y = a' + b' (then max(y, 0) when relu), a' and b' being a and b with their pending
+ * operations applied on the fly; y may be a or b. All N x C x HW. Branch-free inner loop
+ * (scale 1 and shift 0 where none is pending, lower bounds 0 or -inf for the ReLUs). */
+static void add_pending(const struct cr_infer *e, int ia, int ib, const float *a, const float *b,
+                        float *y, int64_t N, int64_t C, int64_t HW, bool relu)
+{
+    const float *sa = ia >= 0 ? e->scale[ia] : NULL, *ta = ia >= 0 ? e->shift[ia] : NULL;
+    const float *sb = ib >= 0 ? e->scale[ib] : NULL, *tb = ib >= 0 ? e->shift[ib] : NULL;
+    const float loa = ia >= 0 && e->relu[ia] ? 0.0f : -INFINITY;
+    const float lob = ib >= 0 && e->relu[ib] ? 0.0f : -INFINITY;
+    const float lo = relu ? 0.0f : -INFINITY;
+#pragma omp parallel for schedule(static) if (N * C * HW >= 32768)
+    for (int64_t pl = 0; pl < N * C; pl++) {
+        const int64_t c = pl % C;
+        const float ka = sa ? sa[c] : 1.0f, da = sa ? ta[c] : 0.0f;
+        const float kb = sb ? sb[c] : 1.0f, db = sb ? tb[c] : 0.0f;
+        const float *ap = a + pl * HW, *bp = b + pl * HW;
+        float *yp = y + pl * HW;
+        for (int64_t i = 0; i < HW; i++) {
+            float u = ap[i] * ka + da, v = bp[i] * kb + db;
+            u = u < loa ? loa : u;
+            v = v < lob ? lob : v;
+            const float r = u + v;
+            yp[i] = r < lo ? lo : r;
+        }
+    }
+}
+
+/* Runs module i in evaluation mode (see cr_model_forward). */
+static cr_status infer_module(cr_model *m, int i)
+{
+    struct cr_infer *e = m->infer;
+    cr_module *d = &m->mods[i];
+    const int j = d->in;
+    const cr_tensor *x = source(m, j);
+    if (!x || !x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "model: '%s' has no N x C x H x W input", d->name);
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const bool reuse = infer_may_reuse(m, i, j);
+    cr_status s = CR_OK;
+    switch (d->kind) {
+    case CR_MOD_BATCHNORM:
+        if ((s = bn_fold(d, x))) break;
+        if (reuse && !e->scale[j] && !e->relu[j]) {   /* deferred to the next reader */
+            infer_alias(m, i, j);
+            e->scale[i] = d->fold.data;
+            e->shift[i] = d->fold.data + C;
+            break;
+        }
+        infer_materialize(m, j);
+        if (reuse) infer_alias(m, i, j);
+        else if ((s = infer_alloc(m, i, N, C, H, W))) break;
+        affine_relu(x->data, d->out.data, N, C, H * W, d->fold.data, d->fold.data + C, false);
+        break;
+    case CR_MOD_RELU:
+        if (reuse) {                                  /* deferred (or done by an add) */
+            infer_alias(m, i, j);
+            e->relu[i] = !e->relu_done[i];
+            break;
+        }
+        infer_materialize(m, j);
+        if (!(s = infer_alloc(m, i, N, C, H, W))) s = cr_relu_forward(x, &d->out);
+        break;
+    case CR_MOD_DROPOUT:                              /* identity in evaluation */
+        if (reuse) {
+            infer_alias(m, i, j);
+            break;
+        }
+        infer_materialize(m, j);
+        if (!(s = infer_alloc(m, i, N, C, H, W)))
+            memcpy(d->out.data, x->data, x->numel * sizeof(float));
+        break;
+    case CR_MOD_ADD: {
+        const int k = d->in2;
+        const cr_tensor *b = source(m, k);
+        if (!b || !b->data || !cr_tensor_same_shape(b, x)) {
+            char sa[64], sb[64] = "nothing";
+            cr_tensor_shape_str(x, sa, sizeof sa);
+            if (b && b->data) cr_tensor_shape_str(b, sb, sizeof sb);
+            s = cr_fail(CR_EINVAL, "add b is %s, expected %s (the shape of a)", sb, sa);
+            break;
+        }
+        const int r = e->sole[i];                     /* a ReLU right after: same pass */
+        const bool relu = r >= 0 && m->mods[r].kind == CR_MOD_RELU;
+        const bool reuse_b = k != j && infer_may_reuse(m, i, k);
+        if (reuse && k != j) infer_alias(m, i, j);
+        else if (reuse_b) infer_alias(m, i, k);
+        else if ((s = infer_alloc(m, i, N, C, H, W))) break;
+        add_pending(e, j, k, x->data, b->data, d->out.data, N, C, H * W, relu);
+        e->scale[i] = e->shift[i] = NULL;
+        e->relu[i] = false;
+        if (relu) e->relu_done[r] = true;
+        break;
+    }
+    case CR_MOD_GROUPNORM:
+        infer_materialize(m, j);
+        if ((s = ensure1(&d->save_mean, N * d->groups)) ||
+            (s = ensure1(&d->save_invstd, N * d->groups)))
+            break;
+        if (reuse) infer_alias(m, i, j);
+        else if ((s = infer_alloc(m, i, N, C, H, W))) break;
+        s = cr_groupnorm_forward(d->groups, d->eps, x, &d->weight, &d->bias, &d->out,
+                                 &d->save_mean, &d->save_invstd);
+        break;
+    default: {                                        /* conv, pools, upsample: a new buffer */
+        infer_materialize(m, j);
+        int64_t shape[4] = {N, C, 1, 1};
+        if (d->kind == CR_MOD_CONV) {
+            cr_conv_shape cs;
+            if ((s = cr_conv_shape_init(&cs, &d->conv, N, H, W))) break;
+            shape[1] = d->conv.out_channels;
+            shape[2] = cs.h_out;
+            shape[3] = cs.w_out;
+        } else if (d->kind == CR_MOD_MAXPOOL) {
+            s = cr_maxpool2d_out_size(&d->pool, H, W, &shape[2], &shape[3]);
+        } else if (d->kind == CR_MOD_UPSAMPLE) {
+            upsample_target(m, d);
+            s = cr_upsample_out_size(&d->up, H, W, &shape[2], &shape[3]);
+        }
+        if (s || (s = infer_alloc(m, i, shape[0], shape[1], shape[2], shape[3]))) break;
+        if (d->kind == CR_MOD_CONV)
+            s = m->conv_forward(&d->conv, x, &d->weight, d->conv.bias ? &d->bias : NULL, &d->out);
+        else if (d->kind == CR_MOD_MAXPOOL)
+            s = cr_maxpool2d_forward(&d->pool, x, &d->out, NULL);
+        else if (d->kind == CR_MOD_UPSAMPLE)
+            s = cr_upsample_forward(&d->up, x, &d->out);
+        else
+            s = cr_global_avgpool_forward(x, &d->out);
+        break;
+    }
+    }
+    if (s) return fail_in(s, "module ", d->name, kind_names[d->kind]);
+    return CR_OK;
+}
+
+/* Frees what training mode keeps per module (outputs, gradients, saved statistics). */
+static void drop_training_state(cr_model *m)
+{
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        if (!d->out_view) cr_tensor_free(&d->out);
+        cr_tensor_free(&d->dout);
+        cr_tensor_free(&d->mask);
+        free(d->argmax);
+        d->argmax = NULL;
+        d->argmax_len = 0;
+    }
+    cr_tensor_free(&m->scratch);
+}
+
+/* The evaluation forward over every module (see cr_model_forward). */
+static cr_status forward_eval(cr_model *m)
+{
+    if (m->kept_for_backward) drop_training_state(m);
+    m->kept_for_backward = false;
+    cr_status s = infer_prepare(m);
+    if (s) return s;
+    struct cr_infer *e = m->infer;
+    for (int i = 0; i < m->n; i++) {
+        e->mat_s = 0;
+        const double t0 = m->profile ? cr_now() : 0;
+        if ((s = infer_module(m, i))) return s;
+        int in[2];
+        for (int k = 0, c = module_inputs(&m->mods[i], in); k < c; k++)
+            if (in[k] >= 0 && --e->left[in[k]] == 0 && in[k] != m->n - 1) infer_release(m, in[k]);
+        if (e->readers[i] == 0 && i != m->n - 1) infer_release(m, i);
+        if (m->profile) {
+            m->mods[i].fwd_s += cr_now() - t0 - e->mat_s;
+            m->mods[i].fwd_calls++;
+        }
+    }
+    infer_materialize(m, m->n - 1);
+    return CR_OK;
+}
+
+/* True if a later chapter has hooked a module (chapter 7's fake quantization): the
+ * evaluation forward's fusions (BatchNorm into its reader, add + ReLU) would bypass it. */
+static bool any_hook(const cr_model *m)
+{
+    for (int i = 0; i < m->n; i++)
+        if (m->mods[i].hook) return true;
+    return false;
+}
+
 /* Forward through every module in order. */
 cr_status cr_model_forward(cr_model *m, const cr_tensor *x, const cr_tensor **out)
 {
     if (m->n == 0) return cr_fail(CR_EINVAL, "model: no modules");
     m->input = x;
+    if (!m->training && !any_hook(m)) {
+        cr_status s = forward_eval(m);
+        if (s) return s;
+        if (out) *out = &m->mods[m->n - 1].out;
+        return CR_OK;
+    }
+    infer_free(m->infer);   /* the evaluation pool is not needed while training */
+    m->infer = NULL;
+    m->kept_for_backward = true;
     for (int i = 0; i < m->n; i++) {
+        const double t0 = m->profile ? cr_now() : 0;
         cr_status s = module_forward(m, &m->mods[i]);
         if (s) return s;
+        if (m->profile) {
+            m->mods[i].fwd_s += cr_now() - t0;
+            m->mods[i].fwd_calls++;
+        }
         m->mods[i].dout_set = false;
     }
     if (out) *out = &m->mods[m->n - 1].out;
@@ -419,13 +879,13 @@ static void grad_commit(cr_model *m, int j, const cr_tensor *t, int direct)
         src->dout_set = true;
         return;
     }
-    for (size_t k = 0; k < t->numel; k++) src->dout.data[k] += t->data[k];
+    cr_add_f(src->dout.data, t->data, (int64_t)t->numel);
 }
 
 /* Adds a freshly computed parameter gradient (tmp) into acc. */
 static void accumulate(cr_tensor *acc, const cr_tensor *tmp)
 {
-    for (size_t k = 0; k < acc->numel; k++) acc->data[k] += tmp->data[k];
+    cr_add_f(acc->data, tmp->data, (int64_t)acc->numel);
 }
 
 /* Back-propagates module i's dout into its inputs' douts and its parameter gradients. */
@@ -506,6 +966,9 @@ cr_status cr_model_backward(cr_model *m, const cr_tensor *dout)
     if (m->n == 0 || !m->input) return cr_fail(CR_EINVAL, "model: backward before forward");
     if (!m->training)
         return cr_fail(CR_EINVAL, "model: backward needs training mode (cr_model_train)");
+    if (!m->kept_for_backward)
+        return cr_fail(CR_EINVAL, "model: backward needs a forward in training mode first (an "
+                       "evaluation forward keeps nothing for it)");
     cr_module *last = &m->mods[m->n - 1];
     if (!dout || !dout->data || !cr_tensor_same_shape(dout, &last->out))
         return cr_fail(CR_EINVAL, "model: dout must have the shape of the last output");
@@ -517,7 +980,12 @@ cr_status cr_model_backward(cr_model *m, const cr_tensor *dout)
     // @snippet model_backward
     for (int i = m->n - 1; i >= 0; i--) {
         if (!m->mods[i].dout_set) continue;   /* nothing downstream used this output */
+        const double t0 = m->profile ? cr_now() : 0;
         if ((s = module_backward(m, i))) return s;
+        if (m->profile) {
+            m->mods[i].bwd_s += cr_now() - t0;
+            m->mods[i].bwd_calls++;
+        }
     }
     // @end model_backward
     return CR_OK;
@@ -821,7 +1289,7 @@ void cr_model_print(const cr_model *m, FILE *f)
         if (d->in == CR_MODEL_INPUT) snprintf(in, sizeof in, "input");
         else snprintf(in, sizeof in, "%d", d->in);
         if (d->kind == CR_MOD_ADD) snprintf(in + strlen(in), sizeof in - strlen(in), "+%d", d->in2);
-        if (d->out.data) cr_tensor_shape_str(&d->out, shape, sizeof shape);
+        if (d->out.ndim) cr_tensor_shape_str(&d->out, shape, sizeof shape);
         fprintf(f, "%3d %-16s %-10s in %-7s out %s\n", i, d->name, kind_names[d->kind], in, shape);
     }
 }

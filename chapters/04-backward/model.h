@@ -66,12 +66,17 @@ typedef struct cr_module {
     cr_tensor out, dout;             /* output N x C x H x W and d(loss)/d(out) */
     bool dout_set;                   /* dout holds a gradient in this backward pass */
     cr_tensor save_mean, save_invstd, mask;
+    cr_tensor fold;                  /* evaluation: BatchNorm's per-channel scale, shift (2C) */
+    bool out_view;                   /* evaluation: out borrows a buffer of the model's pool */
     int64_t *argmax;
     size_t argmax_len;
     /* set by a later chapter, not owned by the model (NULL: none) */
     cr_module_hook *hook;            /* wraps this module's forward and backward */
     bool frozen;                     /* BatchNorm: running statistics even in training mode
                                         (torch.ao's freeze_bn_stats) */
+    /* cr_model.profile: wall seconds spent in this module's forward and backward, and calls */
+    double fwd_s, bwd_s;
+    int64_t fwd_calls, bwd_calls;
 } cr_module;
 
 typedef struct cr_model {
@@ -83,6 +88,9 @@ typedef struct cr_model {
     cr_rng rng;                      /* dropout's stream (seeded by cr_model_init_params) */
     const cr_tensor *input;          /* the last forward's input (borrowed) */
     cr_tensor scratch, scratch_w, scratch_b;  /* backward: gradients to be summed */
+    bool profile;                    /* time every module (cr_module fwd_s, bwd_s) */
+    bool kept_for_backward;          /* the last forward ran in training mode */
+    struct cr_infer *infer;          /* evaluation: the shared activation buffers (model.c) */
 } cr_model;
 
 /* What a hook may change (each callback NULL: the model's own behaviour). Owned by its
@@ -135,11 +143,21 @@ cr_status cr_model_init_params(cr_model *m, uint64_t seed);
 void cr_model_train(cr_model *m, bool training);
 
 /* Runs every module in order on x (N x Cin x H x W); *out points at the last module's
- * output (owned by the model, valid until the next forward or free). */
+ * output (owned by the model, valid until the next forward or free).
+ * In training mode every module keeps its output and what its backward needs. In
+ * evaluation mode nothing is kept for a backward pass: outputs live in a pool of buffers
+ * that a module's output leaves once its last reader has run, element-wise modules
+ * (BatchNorm, ReLU, add, dropout) write over their input when they are its only reader,
+ * a BatchNorm (and a ReLU after it) is applied when the next module reads the values, in
+ * the same pass, and an add followed by a ReLU is one pass. Only the last module's
+ * output is then valid; the others keep their shapes (cr_model_print). A model with a
+ * hooked module (chapter 7) runs module by module in evaluation mode too, so that each
+ * hook sees its module's output. */
 cr_status cr_model_forward(cr_model *m, const cr_tensor *x, const cr_tensor **out);
 /* Back-propagates dout (the shape of the last forward's output) through the list in
  * reverse, ADDING the parameter gradients to dweight/dbias (as PyTorch's .grad). The
- * input's gradient is not computed. Must follow a forward in training mode. */
+ * input's gradient is not computed. Must follow a forward in training mode (an
+ * evaluation forward in between is refused: it kept nothing). */
 cr_status cr_model_backward(cr_model *m, const cr_tensor *dout);
 /* Zeroes every parameter gradient. */
 void cr_model_zero_grad(cr_model *m);
@@ -206,6 +224,13 @@ int cr_model_add_bottleneck(cr_model *m, const char *prefix, int in, int64_t in_
  * 11 classes). Inputs need H, W >= 4. m is initialised here (free with cr_model_free,
  * also on failure); weights by cr_model_init_params. */
 cr_status cr_model_build_fcn(cr_model *m, int64_t classes);
+
+/* Zeroes every module's profile counters (fwd_s, bwd_s and their call counts). Timing
+ * happens only while m->profile is true; the cost is two clock reads per module call. */
+void cr_model_profile_reset(cr_model *m);
+
+/* The short name of a module kind ("conv", "batchnorm", ...). */
+const char *cr_module_kind_name(cr_module_kind k);
 
 /* Prints one line per module (index, name, kind, input, output shape if run). */
 void cr_model_print(const cr_model *m, FILE *f);
