@@ -37,7 +37,6 @@
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +46,7 @@
 #include "conv_gemm.h"
 #include "dataset.h"
 #include "direct.h"
+#include "heap_count.h"
 #include "lab_common.h"
 #include "loss.h"
 #include "metrics.h"
@@ -58,88 +58,7 @@
 #define MAX_REL 1e-4          /* fast vs reference gradients, relative L2 (sums of 1e4+ terms) */
 #define BUDGET_S 1.0          /* seconds of timed runs per implementation, pass and case */
 
-/* ---- counting allocator ---------------------------------------------------------------- */
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define COUNT_ALLOC 0
-#else
-#define COUNT_ALLOC 1
-#endif
-
-static atomic_llong heap_now, heap_peak;
-
-#if COUNT_ALLOC
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern void __libc_free(void *);
-
-/* Adds n bytes to the live count and raises the peak. */
-static void heap_add(long long n)
-{
-    long long now = atomic_fetch_add(&heap_now, n) + n, peak = atomic_load(&heap_peak);
-    while (now > peak && !atomic_compare_exchange_weak(&heap_peak, &peak, now)) {
-    }
-}
-
-void *malloc(size_t n)
-{
-    void *p = __libc_malloc(n);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void free(void *p)
-{
-    if (p) heap_add(-(long long)malloc_usable_size(p));
-    __libc_free(p);
-}
-
-void *calloc(size_t a, size_t b)
-{
-    void *p = __libc_calloc(a, b);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void *realloc(void *p, size_t n)
-{
-    const long long old = p ? (long long)malloc_usable_size(p) : 0;
-    void *q = __libc_realloc(p, n);
-    if (q) heap_add((long long)malloc_usable_size(q) - old);
-    else if (n == 0 && p) heap_add(-old);
-    return q;
-}
-
-void *aligned_alloc(size_t align, size_t n)
-{
-    void *p = __libc_memalign(align, n);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void *memalign(size_t align, size_t n)
-{
-    return aligned_alloc(align, n);
-}
-
-int posix_memalign(void **out, size_t align, size_t n)
-{
-    void *p = aligned_alloc(align, n);
-    if (!p) return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
-#endif
-
-/* Starts a peak measurement: the peak is reset to the current level, which is returned. */
-static long long heap_mark(void)
-{
-    long long now = atomic_load(&heap_now);
-    atomic_store(&heap_peak, now);
-    return now;
-}
+/* ---- counting allocator: labs/heap_count.c (peak bytes above a mark) ---------------- */
 
 /* ---- options and CSV --------------------------------------------------------------------- */
 
@@ -280,13 +199,13 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
     const double budget = 3 * (ctx->quick ? 0.3 : BUDGET_S);
     double first = 0;
     for (int i = 0; i < 3; i++) {   /* the warm-up round: memory, and a round's length */
-        const long long base = heap_mark();
+        const long long base = cr_heap_mark();
         flush_and_settle();
         const double t0 = cr_now();
         cr_status s = fns[i](g);
         first += cr_now() - t0;
         if (s) return s;
-        t->peak[i] = ops[i] + (COUNT_ALLOC ? atomic_load(&heap_peak) - base : 0);
+        t->peak[i] = ops[i] + (CR_HEAP_COUNTING ? cr_heap_peak() - base : 0);
     }
     int rounds = (int)(budget / (first > 1e-9 ? first : 1e-9));
     if (first <= budget && rounds < ctx->repeats) rounds = ctx->repeats;
@@ -838,7 +757,7 @@ int main(int argc, char **argv)
     if (do_timing) torch_measure(&ctx);   /* before the CSV: its header names the peer */
     const char *const extra[] = {
         "pytorch", torch_note,
-        "peak_bytes", COUNT_ALLOC ? "operand tensors + the heap's peak above its level before the "
+        "peak_bytes", CR_HEAP_COUNTING ? "operand tensors + the heap's peak above its level before the "
                                     "pass (every malloc counted)"
                                   : "operand tensors only (sanitizer build: heap not counted)",
         "training", train_note,

@@ -1,15 +1,13 @@
 /* test_ch04_workspace.c — cr_conv2d_backward_workspace_bytes tells the truth.
  *
- * This program counts every byte the heap hands out (malloc, calloc, realloc,
- * aligned_alloc, posix_memalign, memalign are replaced here and forward to glibc), and
+ * This program counts every byte the heap hands out (labs/heap_count.c replaces malloc,
+ * calloc, realloc, aligned_alloc, posix_memalign, memalign and forwards to glibc), and
  * compares the peak that cr_conv2d_backward really holds during one call with what
  * cr_conv2d_backward_workspace_bytes promised, on every route of the backward (dX by the
  * forward convolution or by col2im, dW by the implicit GEMM, by NT GEMMs, split over the
  * depth, shared by groups) and on 1, 2 and 3 threads. Under AddressSanitizer or
  * valgrind, which replace the allocator themselves, nothing is counted and the test says
  * so. */
-#include <malloc.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,99 +16,14 @@
 #endif
 
 #include "conv_backward.h"
+#include "heap_count.h"
 #include "cr_test.h"
 #include "rng.h"
 #include "tensor.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define COUNT_ALLOC 0
-#else
-#define COUNT_ALLOC 1
-#endif
-
 /* Bytes the OpenMP runtime may allocate inside one call for its nested teams of one
  * thread (a team structure each); every workspace buffer of the backward is larger. */
 #define RUNTIME_SLACK 8192
-
-static atomic_llong heap_now, heap_peak;
-
-#if COUNT_ALLOC
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern void __libc_free(void *);
-
-/* Adds n bytes to the live count and raises the peak. */
-static void heap_add(long long n)
-{
-    long long now = atomic_fetch_add(&heap_now, n) + n, peak = atomic_load(&heap_peak);
-    while (now > peak && !atomic_compare_exchange_weak(&heap_peak, &peak, now)) {
-    }
-}
-
-void *malloc(size_t n)
-{
-    void *p = __libc_malloc(n);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void free(void *p)
-{
-    if (p) heap_add(-(long long)malloc_usable_size(p));
-    __libc_free(p);
-}
-
-void *calloc(size_t a, size_t b)
-{
-    void *p = __libc_calloc(a, b);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void *realloc(void *p, size_t n)
-{
-    const long long old = p ? (long long)malloc_usable_size(p) : 0;
-    void *q = __libc_realloc(p, n);
-    if (q) heap_add((long long)malloc_usable_size(q) - old);
-    else if (n == 0 && p) heap_add(-old);
-    return q;
-}
-
-void *aligned_alloc(size_t align, size_t n)
-{
-    void *p = __libc_memalign(align, n);
-    if (p) heap_add((long long)malloc_usable_size(p));
-    return p;
-}
-
-void *memalign(size_t align, size_t n)
-{
-    return aligned_alloc(align, n);
-}
-
-int posix_memalign(void **out, size_t align, size_t n)
-{
-    void *p = aligned_alloc(align, n);
-    if (!p) return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
-#endif
-
-/* True if this file's malloc and aligned_alloc are the ones called (valgrind, for one,
- * replaces some of them). */
-static int counting_works(void)
-{
-    const long long before = atomic_load(&heap_now);
-    void *volatile p = malloc(65536);   /* volatile: the pairs must not be optimised out */
-    void *volatile q = cr_aligned_alloc(65536);   /* what the library calls */
-    const long long held = atomic_load(&heap_now) - before;
-    free(p);
-    cr_aligned_free(q);
-    return p != NULL && q != NULL && held >= 2 * 65536;
-}
 
 /* Sets the OpenMP thread count (no-op without OpenMP). */
 static void set_threads(int n)
@@ -165,10 +78,9 @@ static void measure(const ws_case *c, cr_rng *rng, long long *held, size_t *prom
     cr_tensor_fill_uniform(&w, rng, -1, 1);
     cr_tensor_fill_uniform(&dy, rng, -1, 1);
     assert_cr_ok(cr_conv2d_backward(&p, &x, &w, &dy, &dx, &dw, &db));   /* warm-up */
-    const long long base = atomic_load(&heap_now);
-    atomic_store(&heap_peak, base);
+    const long long base = cr_heap_mark();
     assert_cr_ok(cr_conv2d_backward(&p, &x, &w, &dy, &dx, &dw, &db));
-    *held = atomic_load(&heap_peak) - base;
+    *held = cr_heap_peak() - base;
     *promised = cr_conv2d_backward_workspace_bytes(&s);
     cr_tensor_free(&x); cr_tensor_free(&dx); cr_tensor_free(&w); cr_tensor_free(&dw);
     cr_tensor_free(&dy); cr_tensor_free(&db);
@@ -182,11 +94,11 @@ static void measure(const ws_case *c, cr_rng *rng, long long *held, size_t *prom
 static void backward_api__workspace_bytes_are_allocated(void **state)
 {
     (void)state;
-    if (!COUNT_ALLOC) {
+    if (!CR_HEAP_COUNTING) {
         print_message("allocation counting is off under a sanitizer: not checked\n");
         return;
     }
-    if (!counting_works()) {
+    if (!cr_heap_counting_works()) {
         print_message("the allocator is replaced (valgrind?): allocations not counted, not "
                       "checked\n");
         return;
