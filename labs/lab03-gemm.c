@@ -33,7 +33,7 @@ char *openblas_get_corename(void);
 #include <blis.h>
 #endif
 #ifdef CR_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
+#include "dnnl_conv.h"   /* includes oneapi/dnnl/dnnl.h */
 #endif
 
 #include "conv_gemm.h"
@@ -400,144 +400,6 @@ static int run_gemm_case(lab_ctx *ctx, const cr_progress *prog, const char *case
 
 /* ---- (2) convolutions --------------------------------------------------------------------- */
 
-#ifdef CR_HAVE_DNNL
-/* oneDNN's convolution with NCHW input and output, built once per layer: the primitive
- * picks its own layouts (format "any"); reorders from and to NCHW run inside the timed
- * call, the weights are reordered once at setup (as an inference engine does). */
-typedef struct {
-    dnnl_engine_t eng;
-    dnnl_stream_t stream;
-    dnnl_primitive_t conv, src_reorder, dst_reorder;
-    dnnl_memory_t user_src, user_dst, src, wei, bias, dst;
-    int ok;
-    char impl[48];   /* the implementation oneDNN chose (impl_info_str) */
-} dnnl_conv;
-
-/* Frees whatever dc holds (safe on a half-built one). */
-static void dnnl_conv_free(dnnl_conv *dc)
-{
-    if (dc->conv) dnnl_primitive_destroy(dc->conv);
-    if (dc->src_reorder) dnnl_primitive_destroy(dc->src_reorder);
-    if (dc->dst_reorder) dnnl_primitive_destroy(dc->dst_reorder);
-    dnnl_memory_t mems[] = {dc->user_src, dc->user_dst, dc->src, dc->wei, dc->bias, dc->dst};
-    for (int i = 0; i < 6; i++)
-        if (mems[i] && (i < 2 || (mems[i] != dc->user_src && mems[i] != dc->user_dst)))
-            dnnl_memory_destroy(mems[i]);
-    if (dc->stream) dnnl_stream_destroy(dc->stream);
-    if (dc->eng) dnnl_engine_destroy(dc->eng);
-    memset(dc, 0, sizeof *dc);
-}
-
-/* A reorder primitive from memory `from` to memory `to` (both exist). */
-static int dnnl_make_reorder(dnnl_conv *dc, dnnl_memory_t from, dnnl_memory_t to,
-                             dnnl_primitive_t *out)
-{
-    const dnnl_memory_desc_t *fmd, *tmd;
-    dnnl_memory_get_memory_desc(from, &fmd);
-    dnnl_memory_get_memory_desc(to, &tmd);
-    dnnl_primitive_desc_t rpd;
-    if (dnnl_reorder_primitive_desc_create(&rpd, fmd, dc->eng, tmd, dc->eng, NULL) != dnnl_success)
-        return 0;
-    dnnl_status_t s = dnnl_primitive_create(out, rpd);
-    dnnl_primitive_desc_destroy(rpd);
-    return s == dnnl_success;
-}
-
-/* Builds oneDNN's convolution for lab_conv c (zero padding only); dc->ok says if it worked. */
-static void dnnl_conv_init(dnnl_conv *dc, lab_conv *c)
-{
-    memset(dc, 0, sizeof *dc);
-    const cr_conv_params *p = &c->p;
-    const cr_conv_shape *s = &c->s;
-    if (p->pad_mode != CR_PAD_ZEROS) return;
-    if (dnnl_engine_create(&dc->eng, dnnl_cpu, 0) != dnnl_success ||
-        dnnl_stream_create(&dc->stream, dc->eng, dnnl_stream_default_flags) != dnnl_success)
-        return;
-    const int64_t G = p->groups;
-    dnnl_dims_t src_d = {s->batch, p->in_channels, s->h_in, s->w_in};
-    dnnl_dims_t dst_d = {s->batch, p->out_channels, s->h_out, s->w_out};
-    dnnl_dims_t w4 = {p->out_channels, s->cin_g, p->kernel_h, p->kernel_w};
-    dnnl_dims_t w5 = {G, s->cout_g, s->cin_g, p->kernel_h, p->kernel_w};
-    dnnl_dims_t b_d = {p->out_channels};
-    dnnl_dims_t strides = {p->stride_h, p->stride_w};
-    dnnl_dims_t dil = {p->dilation_h - 1, p->dilation_w - 1};
-    dnnl_dims_t pl = {p->pad_top, p->pad_left}, pr = {p->pad_bottom, p->pad_right};
-    dnnl_memory_desc_t src_u, dst_u, w_u, b_md, src_any, dst_any, w_any;
-    dnnl_memory_desc_init_by_tag(&src_u, 4, src_d, dnnl_f32, dnnl_nchw);
-    dnnl_memory_desc_init_by_tag(&dst_u, 4, dst_d, dnnl_f32, dnnl_nchw);
-    if (G > 1) dnnl_memory_desc_init_by_tag(&w_u, 5, w5, dnnl_f32, dnnl_goihw);
-    else dnnl_memory_desc_init_by_tag(&w_u, 4, w4, dnnl_f32, dnnl_oihw);
-    dnnl_memory_desc_init_by_tag(&b_md, 1, b_d, dnnl_f32, dnnl_x);
-    dnnl_memory_desc_init_by_tag(&src_any, 4, src_d, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&dst_any, 4, dst_d, dnnl_f32, dnnl_format_tag_any);
-    if (G > 1) dnnl_memory_desc_init_by_tag(&w_any, 5, w5, dnnl_f32, dnnl_format_tag_any);
-    else dnnl_memory_desc_init_by_tag(&w_any, 4, w4, dnnl_f32, dnnl_format_tag_any);
-    dnnl_convolution_desc_t cd;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                   dnnl_convolution_direct, &src_any, &w_any,
-                                                   p->bias ? &b_md : NULL, &dst_any, strides,
-                                                   dil, pl, pr) != dnnl_success)
-        return;
-    dnnl_primitive_desc_t pd;
-    if (dnnl_primitive_desc_create(&pd, &cd, NULL, dc->eng, NULL) != dnnl_success) return;
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        impl = "?";
-    snprintf(dc->impl, sizeof dc->impl, "%s", impl);
-    const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    int ok = dnnl_memory_create(&dc->user_src, &src_u, dc->eng, c->x.data) == dnnl_success &&
-             dnnl_memory_create(&dc->user_dst, &dst_u, dc->eng, c->y.data) == dnnl_success;
-    /* src and dst in the primitive's layouts (the user memory itself if they agree) */
-    if (ok && dnnl_memory_desc_equal(src_md, &src_u)) dc->src = dc->user_src;
-    else if (ok) ok = dnnl_memory_create(&dc->src, src_md, dc->eng, DNNL_MEMORY_ALLOCATE) ==
-                          dnnl_success && dnnl_make_reorder(dc, dc->user_src, dc->src,
-                                                            &dc->src_reorder);
-    if (ok && dnnl_memory_desc_equal(dst_md, &dst_u)) dc->dst = dc->user_dst;
-    else if (ok) ok = dnnl_memory_create(&dc->dst, dst_md, dc->eng, DNNL_MEMORY_ALLOCATE) ==
-                          dnnl_success && dnnl_make_reorder(dc, dc->dst, dc->user_dst,
-                                                            &dc->dst_reorder);
-    /* weights: reordered once, now */
-    dnnl_memory_t user_w = NULL;
-    dnnl_primitive_t w_reorder = NULL;
-    ok = ok && dnnl_memory_create(&user_w, &w_u, dc->eng, c->w.data) == dnnl_success &&
-         dnnl_memory_create(&dc->wei, w_md, dc->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
-         dnnl_make_reorder(dc, user_w, dc->wei, &w_reorder);
-    if (ok) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user_w}, {DNNL_ARG_TO, dc->wei}};
-        ok = dnnl_primitive_execute(w_reorder, dc->stream, 2, a) == dnnl_success &&
-             dnnl_stream_wait(dc->stream) == dnnl_success;
-    }
-    if (w_reorder) dnnl_primitive_destroy(w_reorder);
-    if (user_w) dnnl_memory_destroy(user_w);
-    if (ok && p->bias)
-        ok = dnnl_memory_create(&dc->bias, &b_md, dc->eng, c->b.data) == dnnl_success;
-    ok = ok && dnnl_primitive_create(&dc->conv, pd) == dnnl_success;
-    dnnl_primitive_desc_destroy(pd);
-    dc->ok = ok;
-}
-
-/* One end-to-end run: NCHW -> the primitive's layout, convolution, back to NCHW. */
-static cr_status dnnl_conv_run(void *arg)
-{
-    dnnl_conv *dc = arg;
-    dnnl_status_t s = dnnl_success;
-    if (dc->src_reorder) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, dc->user_src}, {DNNL_ARG_TO, dc->src}};
-        s = dnnl_primitive_execute(dc->src_reorder, dc->stream, 2, a);
-    }
-    dnnl_exec_arg_t ca[4] = {{DNNL_ARG_SRC, dc->src}, {DNNL_ARG_WEIGHTS, dc->wei},
-                             {DNNL_ARG_DST, dc->dst}, {DNNL_ARG_BIAS, dc->bias}};
-    if (s == dnnl_success) s = dnnl_primitive_execute(dc->conv, dc->stream, dc->bias ? 4 : 3, ca);
-    if (s == dnnl_success && dc->dst_reorder) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, dc->dst}, {DNNL_ARG_TO, dc->user_dst}};
-        s = dnnl_primitive_execute(dc->dst_reorder, dc->stream, 2, a);
-    }
-    if (s == dnnl_success) s = dnnl_stream_wait(dc->stream);
-    return s == dnnl_success ? CR_OK : cr_fail(CR_EINVAL, "oneDNN convolution: status %d", (int)s);
-}
-#endif
 
 /* A convolution implementation of the conv table. */
 typedef struct {
@@ -618,18 +480,20 @@ static int run_conv_layer(lab_ctx *ctx, const cr_progress *prog, const lab_layer
         double gf_dnnl = 0.0;
 #ifdef CR_HAVE_DNNL
         /* built per thread count: oneDNN fixes its thread count when the primitive is made */
-        dnnl_conv dc;
-        dnnl_conv_init(&dc, &c);
+        lab_dnnl_conv dc;
+        const lab_dnnl_types f32 = {dnnl_f32, dnnl_f32, dnnl_f32, dnnl_f32};
+        lab_dnnl_conv_init(&dc, &c.p, &c.s, &f32, c.x.data, c.w.data,
+                           c.p.bias ? c.b.data : NULL, c.y.data, NULL);
         if (dc.ok) {
             snprintf(what, sizeof what, "%s onednn, %d thread(s)", l->name, threads[t]);
             double rel = 0.0;
             cr_bench_result r;
             cr_tensor_poison(&c.y);
-            if ((st = dnnl_conv_run(&dc)) != CR_OK) {
+            if ((st = lab_dnnl_conv_run(&dc)) != CR_OK) {
                 ok = lab_report_failure(what, st);
             } else if (!lab_check(what, &c.y, &ref, CONV_TOL, &rel)) {
                 ok = 0;
-            } else if ((st = lab_time_budget(ctx, dnnl_conv_run, &dc, budget, &r)) != CR_OK) {
+            } else if ((st = lab_time_budget(ctx, lab_dnnl_conv_run, &dc, budget, &r)) != CR_OK) {
                 ok = lab_report_failure(what, st);
             } else {
                 gf_dnnl = lab_gflops(flops, r.median);
@@ -637,7 +501,7 @@ static int run_conv_layer(lab_ctx *ctx, const cr_progress *prog, const lab_layer
                                peaks[t], gf_dnnl, 0, rel, dc.impl);
             }
         }
-        dnnl_conv_free(&dc);
+        lab_dnnl_conv_free(&dc);
 #endif
         for (size_t i = 0; i < sizeof conv_impls / sizeof *conv_impls; i++) {
             const conv_impl *im = &conv_impls[i];

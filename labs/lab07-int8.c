@@ -23,7 +23,7 @@
 #include <string.h>
 
 #ifdef CR_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
+#include "dnnl_conv.h"   /* includes oneapi/dnnl/dnnl.h */
 #endif
 
 #include "conv_gemm.h"
@@ -349,141 +349,26 @@ static void qlayer_free(qlayer *q)
 }
 
 #ifdef CR_HAVE_DNNL
-/* oneDNN's int8 convolution on the same layer, NCHW u8 in and out. */
-typedef struct {
-    dnnl_engine_t eng;
-    dnnl_stream_t stream;
-    dnnl_primitive_t conv, src_reorder, dst_reorder;
-    dnnl_memory_t user_src, user_dst, src, wei, bias, dst;
-    int ok;
-    char impl[64];
-} dnnl_qconv;
-
-static void dnnl_qconv_free(dnnl_qconv *d)
-{
-    if (d->conv) dnnl_primitive_destroy(d->conv);
-    if (d->src_reorder) dnnl_primitive_destroy(d->src_reorder);
-    if (d->dst_reorder) dnnl_primitive_destroy(d->dst_reorder);
-    dnnl_memory_t m[] = {d->user_src, d->user_dst, d->src, d->wei, d->bias, d->dst};
-    for (int i = 0; i < 6; i++)
-        if (m[i] && (i < 2 || (m[i] != d->user_src && m[i] != d->user_dst))) dnnl_memory_destroy(m[i]);
-    if (d->stream) dnnl_stream_destroy(d->stream);
-    if (d->eng) dnnl_engine_destroy(d->eng);
-    memset(d, 0, sizeof *d);
-}
-
-/* A reorder primitive between two existing memories. */
-static int make_reorder(dnnl_engine_t eng, dnnl_memory_t from, dnnl_memory_t to,
-                        dnnl_primitive_t *out)
-{
-    const dnnl_memory_desc_t *fmd, *tmd;
-    dnnl_memory_get_memory_desc(from, &fmd);
-    dnnl_memory_get_memory_desc(to, &tmd);
-    dnnl_primitive_desc_t pd;
-    if (dnnl_reorder_primitive_desc_create(&pd, fmd, eng, tmd, eng, NULL) != dnnl_success) return 0;
-    const int ok = dnnl_primitive_create(out, pd) == dnnl_success;
-    dnnl_primitive_desc_destroy(pd);
-    return ok;
-}
-
-/* Builds the primitive: u8 src (zero point z_x), s8 weights, s32 bias (b_q), per-channel
- * output scales, ReLU, u8 dst (zero point z_y). */
-static void dnnl_qconv_init(dnnl_qconv *d, const qlayer *q)
+/* oneDNN's int8 convolution on the same layer (labs/dnnl_conv.c): u8 src (zero point z_x),
+ * s8 weights, s32 bias (b_q), per-channel output scales, ReLU, u8 dst (zero point z_y). */
+static void dnnl_qconv_init(lab_dnnl_conv *d, const qlayer *q)
 {
     memset(d, 0, sizeof *d);
     const cr_conv_params *p = &q->qc.p;
-    const cr_conv_shape *s = &q->s;
-    if (dnnl_engine_create(&d->eng, dnnl_cpu, 0) != dnnl_success ||
-        dnnl_stream_create(&d->stream, d->eng, dnnl_stream_default_flags) != dnnl_success)
-        return;
-    const int64_t G = p->groups;
-    dnnl_dims_t src_d = {s->batch, p->in_channels, s->h_in, s->w_in};
-    dnnl_dims_t dst_d = {s->batch, p->out_channels, s->h_out, s->w_out};
-    dnnl_dims_t w4 = {p->out_channels, s->cin_g, p->kernel_h, p->kernel_w};
-    dnnl_dims_t w5 = {G, s->cout_g, s->cin_g, p->kernel_h, p->kernel_w};
-    dnnl_dims_t b_d = {p->out_channels}, strides = {p->stride_h, p->stride_w};
-    dnnl_dims_t dil = {p->dilation_h - 1, p->dilation_w - 1};
-    dnnl_dims_t pl = {p->pad_top, p->pad_left}, pr = {p->pad_bottom, p->pad_right};
-    dnnl_memory_desc_t src_u, dst_u, w_u, b_md, src_any, dst_any, w_any;
-    dnnl_memory_desc_init_by_tag(&src_u, 4, src_d, dnnl_u8, dnnl_nchw);
-    dnnl_memory_desc_init_by_tag(&dst_u, 4, dst_d, dnnl_u8, dnnl_nchw);
-    if (G > 1) dnnl_memory_desc_init_by_tag(&w_u, 5, w5, dnnl_s8, dnnl_goihw);
-    else dnnl_memory_desc_init_by_tag(&w_u, 4, w4, dnnl_s8, dnnl_oihw);
-    dnnl_memory_desc_init_by_tag(&b_md, 1, b_d, dnnl_s32, dnnl_x);
-    dnnl_memory_desc_init_by_tag(&src_any, 4, src_d, dnnl_u8, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&dst_any, 4, dst_d, dnnl_u8, dnnl_format_tag_any);
-    if (G > 1) dnnl_memory_desc_init_by_tag(&w_any, 5, w5, dnnl_s8, dnnl_format_tag_any);
-    else dnnl_memory_desc_init_by_tag(&w_any, 4, w4, dnnl_s8, dnnl_format_tag_any);
-    dnnl_convolution_desc_t cd;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                   dnnl_convolution_direct, &src_any, &w_any,
-                                                   &b_md, &dst_any, strides, dil, pl, pr) != dnnl_success)
-        return;
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return;
     const int32_t zs = q->qc.x_zp, zd = q->qc.y_zp;
     dnnl_post_ops_create(&po);
     dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
-    int ok = dnnl_primitive_attr_set_output_scales(attr, p->out_channels, 1 << 1, q->scales) == dnnl_success &&
-             dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &zs) == dnnl_success &&
-             dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &zd) == dnnl_success &&
-             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    const int ok = dnnl_primitive_attr_set_output_scales(attr, p->out_channels, 1 << 1, q->scales) == dnnl_success &&
+                   dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &zs) == dnnl_success &&
+                   dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &zd) == dnnl_success &&
+                   dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
     dnnl_post_ops_destroy(po);
-    dnnl_primitive_desc_t pd = NULL;
-    ok = ok && dnnl_primitive_desc_create(&pd, &cd, attr, d->eng, NULL) == dnnl_success;
+    const lab_dnnl_types u8s8 = {dnnl_u8, dnnl_s8, dnnl_s32, dnnl_u8};
+    if (ok) lab_dnnl_conv_init(d, p, &q->s, &u8s8, q->x, q->qc.w, q->qc.bias_q, q->y, attr);
     dnnl_primitive_attr_destroy(attr);
-    if (!ok) return;
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        impl = "?";
-    snprintf(d->impl, sizeof d->impl, "%s", impl);
-    const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    ok = dnnl_memory_create(&d->user_src, &src_u, d->eng, q->x) == dnnl_success &&
-         dnnl_memory_create(&d->user_dst, &dst_u, d->eng, q->y) == dnnl_success;
-    if (ok && dnnl_memory_desc_equal(src_md, &src_u)) d->src = d->user_src;
-    else if (ok) ok = dnnl_memory_create(&d->src, src_md, d->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
-                      make_reorder(d->eng, d->user_src, d->src, &d->src_reorder);
-    if (ok && dnnl_memory_desc_equal(dst_md, &dst_u)) d->dst = d->user_dst;
-    else if (ok) ok = dnnl_memory_create(&d->dst, dst_md, d->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
-                      make_reorder(d->eng, d->dst, d->user_dst, &d->dst_reorder);
-    dnnl_memory_t user_w = NULL;
-    dnnl_primitive_t wr = NULL;
-    ok = ok && dnnl_memory_create(&user_w, &w_u, d->eng, q->qc.w) == dnnl_success &&
-         dnnl_memory_create(&d->wei, w_md, d->eng, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
-         make_reorder(d->eng, user_w, d->wei, &wr);
-    if (ok) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user_w}, {DNNL_ARG_TO, d->wei}};
-        ok = dnnl_primitive_execute(wr, d->stream, 2, a) == dnnl_success &&
-             dnnl_stream_wait(d->stream) == dnnl_success;
-    }
-    if (wr) dnnl_primitive_destroy(wr);
-    if (user_w) dnnl_memory_destroy(user_w);
-    ok = ok && dnnl_memory_create(&d->bias, &b_md, d->eng, q->qc.bias_q) == dnnl_success;
-    ok = ok && dnnl_primitive_create(&d->conv, pd) == dnnl_success;
-    dnnl_primitive_desc_destroy(pd);
-    d->ok = ok;
-}
-
-static cr_status dnnl_qconv_run(void *arg)
-{
-    dnnl_qconv *d = arg;
-    dnnl_status_t s = dnnl_success;
-    if (d->src_reorder) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, d->user_src}, {DNNL_ARG_TO, d->src}};
-        s = dnnl_primitive_execute(d->src_reorder, d->stream, 2, a);
-    }
-    dnnl_exec_arg_t ca[4] = {{DNNL_ARG_SRC, d->src}, {DNNL_ARG_WEIGHTS, d->wei},
-                             {DNNL_ARG_BIAS, d->bias}, {DNNL_ARG_DST, d->dst}};
-    if (s == dnnl_success) s = dnnl_primitive_execute(d->conv, d->stream, 4, ca);
-    if (s == dnnl_success && d->dst_reorder) {
-        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, d->dst}, {DNNL_ARG_TO, d->user_dst}};
-        s = dnnl_primitive_execute(d->dst_reorder, d->stream, 2, a);
-    }
-    if (s == dnnl_success) s = dnnl_stream_wait(d->stream);
-    return s == dnnl_success ? CR_OK : cr_fail(CR_EINVAL, "oneDNN int8 convolution: status %d", (int)s);
 }
 #endif
 
@@ -519,12 +404,12 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
             ok &= row(ctx, "conv", l->name, "fp32", threads[t], r.min, ops, fp32, 0, note);
         }
 #ifdef CR_HAVE_DNNL
-        dnnl_qconv d;
+        lab_dnnl_conv d;
         dnnl_qconv_init(&d, &q);
         snprintf(what, sizeof what, "%s onednn int8, %d thread(s)", l->name, threads[t]);
         if (d.ok) {
             memset(q.y, 0xA5, q.s.y_numel);
-            if ((st = dnnl_qconv_run(&d)) != CR_OK) {
+            if ((st = lab_dnnl_conv_run(&d)) != CR_OK) {
                 ok = lab_report_failure(what, st);
             } else {
                 size_t off1 = 0, worse = 0;
@@ -536,7 +421,7 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
                 if (worse) {
                     fprintf(stderr, "%s: FAILED: %zu outputs more than one step from ours\n", what, worse);
                     ok = 0;
-                } else if (lab_time_budget(ctx, dnnl_qconv_run, &d, budget, &r) == CR_OK) {
+                } else if (lab_time_budget(ctx, lab_dnnl_conv_run, &d, budget, &r) == CR_OK) {
                     dnnl = lab_gflops(ops, r.min);
                     snprintf(note, sizeof note, "%s; %zu of %zu outputs 1 step off ours", d.impl,
                              off1, q.s.y_numel);
@@ -548,7 +433,7 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
             printf("%-16s %-12s %3d  (oneDNN could not build this int8 convolution)\n", l->name,
                    "onednn_int8", threads[t]);
         }
-        dnnl_qconv_free(&d);
+        lab_dnnl_conv_free(&d);
 #endif
         snprintf(what, sizeof what, "%s int8, %d thread(s)", l->name, threads[t]);
         memset(q.y, 0xA5, q.s.y_numel);
