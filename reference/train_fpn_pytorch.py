@@ -204,6 +204,7 @@ def main():
     if out:
         out.write(f"# program: reference/train_fpn_pytorch.py\n# machine: {platform.node()}\n"
                   f"# torch: {torch.__version__}\n# threads: {torch.get_num_threads()}\n"
+                  f"# date: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
                   f"# training: seed {a.seed}, crop {a.crop}, eval {eh}x{ew}, factor {a.factor}, "
                   f"batch {a.batch}, AdamW lr {a.lr} wd 1e-4, warm-up {a.warmup_epochs}, "
                   f"{'reduced' if a.quick else 'full'} network\n{COLUMNS}\n")
