@@ -6,6 +6,8 @@
 #   (apt-get download libpng-dev libpng16-16 libjpeg62-turbo libjpeg62-turbo-dev libjpeg-dev
 #    zlib1g-dev; dpkg -x each into .carry/sysdeps)   # used only if the image lacks them
 #   device run, carry [".carry"]:  source .carry/env.sh && bash scripts/gpu-check.sh
+#   (prefix CR_GIT_REV=<commit> — from `git rev-parse --short=10 HEAD` here, on a clean
+#   tree — so the CSVs name the commit measured: the device's .git is the session's start)
 #
 # It writes under $OUT (default ./gpu-out), at most 8 files (the device tool's limit):
 #   gpu.txt             nvidia-smi: GPU name, driver, memory, compute capability, clocks
@@ -42,6 +44,7 @@ step() {   # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, logs
 
 date -u +"date %Y-%m-%dT%H:%M:%SZ"
 git log -1 --format='commit %H %s' 2>/dev/null || true
+echo "CR_GIT_REV=${CR_GIT_REV:-(unset: the build stamps git describe)}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm,clocks.sm \
     --format=csv > "$OUT/gpu.txt" 2>&1
 nvcc --version | tail -2 >> "$OUT/gpu.txt"
