@@ -91,7 +91,7 @@ cr_status cr_cuda_relu(int64_t n, const float *x, float *y)
     CR_TRY(check_n("cr_cuda_relu", n));
     if (n == 0) return CR_OK;
     if (!x || !y) return cr_fail(CR_EINVAL, "cr_cuda_relu: x or y is NULL");
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, LAYER_THREADS, "relu_kernel", &blocks));
     relu_kernel<<<blocks, LAYER_THREADS>>>((long long)n, x, y);
     return CR_CUDA_LAUNCHED("relu_kernel");
@@ -102,7 +102,7 @@ cr_status cr_cuda_add(int64_t n, const float *a, const float *b, float *y, bool 
     CR_TRY(check_n("cr_cuda_add", n));
     if (n == 0) return CR_OK;
     if (!a || !b || !y) return cr_fail(CR_EINVAL, "cr_cuda_add: a, b or y is NULL");
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, LAYER_THREADS, "add_kernel", &blocks));
     add_kernel<<<blocks, LAYER_THREADS>>>((long long)n, a, b, y, relu ? 1 : 0);
     return CR_CUDA_LAUNCHED("add_kernel");
@@ -209,7 +209,7 @@ cr_status cr_cuda_batchnorm_forward(const cr_bn_params *p, bool training, cr_cud
                                     float *save_mean, float *save_invstd, bool relu)
 {
     const char *fn = "cr_cuda_batchnorm_forward";
-    long long n;
+    long long n = 0;
     CR_TRY(check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
@@ -239,7 +239,7 @@ cr_status cr_cuda_batchnorm_forward(const cr_bn_params *p, bool training, cr_cud
             C, p->eps, gamma, beta, running_mean, running_var, save_mean, save_invstd, ss);
         CR_TRY(CR_CUDA_LAUNCHED("bn_fold_kernel"));
     }
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, LAYER_THREADS, "channel_affine_kernel", &blocks));
     channel_affine_kernel<<<blocks, LAYER_THREADS>>>(n, C, HW, x, ss, y, relu ? 1 : 0);
     return CR_CUDA_LAUNCHED("channel_affine_kernel");
@@ -293,7 +293,7 @@ cr_status cr_cuda_groupnorm_forward(int64_t groups, double eps, cr_cuda_nchw d, 
                                     float *save_mean, float *save_invstd, bool relu)
 {
     const char *fn = "cr_cuda_groupnorm_forward";
-    long long n;
+    long long n = 0;
     CR_TRY(check_dims(fn, "x", d, &n));
     if (groups < 1 || d.c % groups != 0)
         return cr_fail(CR_EINVAL, "%s: %lld channels are not divisible into %lld groups", fn,
@@ -352,16 +352,16 @@ cr_status cr_cuda_maxpool2d_forward(const cr_pool_params *p, cr_cuda_nchw d, con
                                     float *y, int64_t *argmax)
 {
     const char *fn = "cr_cuda_maxpool2d_forward";
-    long long n;
+    long long n = 0;
     CR_TRY(check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
-    int64_t ho, wo;
+    int64_t ho = 0, wo = 0;
     CR_TRY(cr_maxpool2d_out_size(p, d.h, d.w, &ho, &wo));
     const PoolDims pd = {(int)d.h, (int)d.w, (int)ho, (int)wo, (int)p->kernel_h, (int)p->kernel_w,
                          (int)p->stride_h, (int)p->stride_w, (int)p->pad_h, (int)p->pad_w};
     const long long ny = (long long)(d.n * d.c * ho * wo);
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(ny, LAYER_THREADS, "maxpool_kernel", &blocks));
     maxpool_kernel<<<blocks, LAYER_THREADS>>>(ny, pd, x, y, argmax);
     return CR_CUDA_LAUNCHED("maxpool_kernel");
@@ -438,11 +438,11 @@ cr_status cr_cuda_upsample_forward(const cr_upsample_params *p, cr_cuda_nchw d, 
                                    float *y)
 {
     const char *fn = "cr_cuda_upsample_forward";
-    long long n;
+    long long n = 0;
     CR_TRY(check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
-    int64_t ho, wo;
+    int64_t ho = 0, wo = 0;
     CR_TRY(cr_upsample_out_size(p, d.h, d.w, &ho, &wo));
     const double ny = (double)d.n * (double)d.c * (double)ho * (double)wo;
     if (ny > 2147483647.0)
@@ -453,7 +453,7 @@ cr_status cr_cuda_upsample_forward(const cr_upsample_params *p, cr_cuda_nchw d, 
     u.align_corners = p->align_corners;
     u.scale_h = p->scale_h > 0 ? p->scale_h : 0;
     u.scale_w = p->scale_w > 0 ? p->scale_w : 0;
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d((long long)ny, LAYER_THREADS, "upsample_kernel", &blocks));
     upsample_kernel<<<blocks, LAYER_THREADS>>>((long long)ny, u, x, y);
     return CR_CUDA_LAUNCHED("upsample_kernel");
@@ -539,7 +539,7 @@ cr_status cr_cuda_cross_entropy(cr_cuda_nchw d, const float *logits, const int32
                                 int32_t ignore_index, double *loss, float *dlogits)
 {
     const char *fn = "cr_cuda_cross_entropy";
-    long long n;
+    long long n = 0;
     CR_TRY(check_dims(fn, "logits", d, &n));
     if (!logits || !target) return cr_fail(CR_EINVAL, "%s: logits or target is NULL", fn);
     if (!loss) return cr_fail(CR_EINVAL, "%s: loss is NULL", fn);
@@ -553,7 +553,7 @@ cr_status cr_cuda_cross_entropy(cr_cuda_nchw d, const float *logits, const int32
     double *nll = (double *)s, *out = nll + P;
     int *bad = (int *)(out + 2);
     CR_TRY(cr_cuda_check(cudaMemset(bad, 0x7f, sizeof(int)), "cudaMemset (bad label)"));
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(P, LAYER_THREADS, "ce_nll_kernel", &blocks));
     ce_nll_kernel<<<blocks, LAYER_THREADS>>>(P, C, HW, logits, target, ignore_index, nll, bad);
     CR_TRY(CR_CUDA_LAUNCHED("ce_nll_kernel"));
@@ -618,7 +618,7 @@ cr_status cr_cuda_adamw_update(const cr_optim_config *c, int64_t t, int64_t n, f
     if (n == 0) return CR_OK;
     if (!p || !g || !m || !v) return cr_fail(CR_EINVAL, "%s: p, g, m or v is NULL", fn);
     const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
-    unsigned blocks;
+    unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, LAYER_THREADS, "adamw_kernel", &blocks));
     adamw_kernel<<<blocks, LAYER_THREADS>>>((long long)n, p, g, m, v, c->lr, c->weight_decay,
                                             c->beta1, c->beta2, c->eps, c->lr / bc1, sqrt(bc2));

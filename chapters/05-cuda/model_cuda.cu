@@ -296,7 +296,7 @@ static cr_status run_module(cr_cuda_model *g, int i, const float *x, cr_cuda_nch
         return cr_cuda_add((int64_t)numel, src, out_of(g, k, x), g->buf[v->buf], relu);
     }
     case CR_MOD_MAXPOOL: {
-        int64_t ho, wo;
+        int64_t ho = 0, wo = 0;
         CR_TRY(cr_maxpool2d_out_size(&d->pool, s.h, s.w, &ho, &wo));
         v->shape.h = ho;
         v->shape.w = wo;
@@ -310,7 +310,7 @@ static cr_status run_module(cr_cuda_model *g, int i, const float *x, cr_cuda_nch
             up.out_w = g->mods[d->up_like].shape.w;
             up.scale_h = up.scale_w = 0;
         }
-        int64_t ho, wo;
+        int64_t ho = 0, wo = 0;
         CR_TRY(cr_upsample_out_size(&up, s.h, s.w, &ho, &wo));
         v->shape.h = ho;
         v->shape.w = wo;
