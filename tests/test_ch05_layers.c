@@ -1,0 +1,677 @@
+/* test_ch05_layers.c — suite ch05: the GPU layers of cuda_layers.h equal chapter 4's CPU
+ * layers on random inputs, and chapter 8's FPN (the width-reduced variant of chapter 8's
+ * tests) and lab 4's network run in evaluation mode on the device equal the CPU forward.
+ *
+ * Built three times, as test_ch05.c: test_ch05_layers (nvcc; exits 77, SKIP, without a
+ * GPU), test_ch05_layers_emu (the emulator, every launch run under three schedules and
+ * compared byte for byte) and test_ch05_layers_emu_race (the race detector). Shapes are
+ * small: the emulator runs every GPU thread on the CPU.
+ *
+ * Tolerances (stated per test): the element-wise layers, the max-pool, the up-samplings
+ * and the evaluation BatchNorm repeat chapter 4's float operations in its order, so they
+ * equal it bit for bit on the emulator; on a GPU nvcc may fuse a multiply and an add
+ * (one rounding less), hence 1e-6 relative. The reductions (batch and group statistics,
+ * the loss) sum in another order than chapter 4, in double: 1e-5 on normalised values. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+#include "cr_test.h"
+#include "cuda_gemm.h"
+#include "cuda_layers.h"
+#include "fpn.h"
+#include "layers.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "safetensors.h"
+
+/* ---- device buffers ---------------------------------------------------------------------- */
+
+/* A new device copy of n floats of host (NULL when host is NULL). */
+static float *to_dev(const float *host, size_t n, const char *what)
+{
+    if (!host) return NULL;
+    void *d = NULL;
+    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
+    assert_cr_ok(cr_cuda_to_device(d, host, n * sizeof(float)));
+    return d;
+}
+
+/* A device buffer of n floats filled with NaN (anything left unwritten shows). */
+static float *dev_poisoned(size_t n, const char *what)
+{
+    void *d = NULL;
+    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
+    assert_cr_ok(cr_cuda_poison(d, n));
+    return d;
+}
+
+/* Waits for the device and copies n floats of d into host. */
+static void from_dev(float *host, const float *d, size_t n, const char *what)
+{
+    assert_cr_ok(cr_cuda_sync(what));
+    assert_cr_ok(cr_cuda_to_host(host, d, n * sizeof(float)));
+}
+
+/* Fails unless every |got - want| <= atol + rtol * |want| (NaN matching NaN), printing the
+ * first faults; what and seed name the case. */
+static void expect_near(const char *what, const float *got, const float *want, size_t n,
+                        double rtol, double atol, uint64_t seed)
+{
+    size_t bad = 0, first = n;
+    for (size_t i = 0; i < n; i++) {
+        const int both_nan = isnan(got[i]) && isnan(want[i]);
+        const int ok = both_nan || (!isnan(got[i]) && !isnan(want[i]) &&
+                                    fabs((double)got[i] - want[i]) <= atol + rtol * fabs((double)want[i]));
+        if (!ok && bad++ == 0) first = i;
+    }
+    if (bad) {
+        cr_print_faults(stderr, got, want, n, NULL, 0, rtol, atol, 5);
+        fail_msg("%s: %zu of %zu values differ from chapter 4 by more than %.0e + %.0e * |ref| "
+                 "(first at %zu: %.9g, expected %.9g; seed %llu)", what, bad, n, atol, rtol,
+                 first, (double)got[first], (double)want[first], (unsigned long long)seed);
+    }
+}
+
+/* A random 4-d shape: each size in [1, hi] (h and w in [1, hw]). */
+static cr_cuda_nchw draw_shape(cr_rng *r, int64_t n_hi, int64_t c_hi, int64_t hw)
+{
+    cr_cuda_nchw d = {cr_rng_int(r, 1, n_hi), cr_rng_int(r, 1, c_hi), cr_rng_int(r, 1, hw),
+                      cr_rng_int(r, 1, hw)};
+    return d;
+}
+
+/* A host tensor of shape d, values uniform in [lo, hi]. */
+static void host_random(cr_tensor *t, cr_cuda_nchw d, cr_rng *r, float lo, float hi)
+{
+    assert_cr_ok(cr_tensor_alloc4(t, d.n, d.c, d.h, d.w));
+    cr_tensor_fill_uniform(t, r, lo, hi);
+}
+
+/* A host vector of n values uniform in [lo, hi]. */
+static void host_vec(cr_tensor *t, int64_t n, cr_rng *r, float lo, float hi)
+{
+    assert_cr_ok(cr_tensor_alloc(t, 1, &n));
+    cr_tensor_fill_uniform(t, r, lo, hi);
+}
+
+/* ---- ReLU and add -------------------------------------------------------------------------- */
+
+/* relu and add (+ReLU, in place too) equal chapter 4 exactly on the emulator (1e-6 on a
+ * GPU), NaNs included. */
+static void gpu_layers__relu_add(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(10);
+    for (int t = 0; t < count; t++) {
+        const cr_cuda_nchw d = draw_shape(&r, 2, 5, 40);
+        cr_tensor a, b, want, tmp;
+        host_random(&a, d, &r, -1, 1);
+        host_random(&b, d, &r, -1, 1);
+        a.data[cr_rng_int(&r, 0, (int64_t)a.numel - 1)] = NAN;
+        assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
+        assert_cr_ok(cr_tensor_alloc4(&tmp, d.n, d.c, d.h, d.w));
+        const size_t n = a.numel;
+        float *da = to_dev(a.data, n, "a"), *db = to_dev(b.data, n, "b"), *dy = dev_poisoned(n, "y");
+        assert_cr_ok(cr_relu_forward(&a, &want));
+        assert_cr_ok(cr_cuda_relu((int64_t)n, da, dy));
+        from_dev(tmp.data, dy, n, "relu");
+        expect_near("cr_cuda_relu", tmp.data, want.data, n, 1e-6, 0, seed);
+        for (int relu = 0; relu <= 1; relu++) {
+            assert_cr_ok(cr_add_forward(&a, &b, &want));
+            if (relu) assert_cr_ok(cr_relu_forward(&want, &want));
+            assert_cr_ok(cr_cuda_add((int64_t)n, da, db, relu ? db : dy, relu));   /* in place into b */
+            from_dev(tmp.data, relu ? db : dy, n, "add");
+            expect_near(relu ? "cr_cuda_add + ReLU (in place)" : "cr_cuda_add", tmp.data, want.data,
+                        n, 1e-6, 0, seed);
+        }
+        cr_cuda_free(da); cr_cuda_free(db); cr_cuda_free(dy);
+        cr_tensor_free(&a); cr_tensor_free(&b); cr_tensor_free(&want); cr_tensor_free(&tmp);
+    }
+    printf("gpu relu, add: %d random shapes equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* ---- BatchNorm and GroupNorm ------------------------------------------------------------------ */
+
+/* Fails unless the want->numel floats at dev equal want (expect_near's rule). */
+static void expect_vec(const char *what, const float *dev, const cr_tensor *want, double rtol,
+                       double atol, uint64_t seed)
+{
+    float *h = malloc(want->numel * sizeof *h);
+    assert_non_null(h);
+    from_dev(h, dev, want->numel, what);
+    expect_near(what, h, want->data, want->numel, rtol, atol, seed);
+    free(h);
+}
+
+/* BatchNorm in evaluation and training mode, with and without gamma/beta, with the fused
+ * ReLU, in place: y, save_mean, save_invstd and the updated running statistics equal
+ * chapter 4's within 1e-5 (training: statistics summed in another order) and 1e-6
+ * (evaluation: the same operations). Inputs are offset (mean 2) so that the variance is
+ * computed about a mean that matters. */
+static void gpu_layers__batchnorm(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const cr_bn_params bp = cr_bn_params_default();
+    const int count = cr_test_count(12);
+    for (int t = 0; t < count; t++) {
+        cr_cuda_nchw d = draw_shape(&r, 3, 20, 12);
+        if (d.n * d.h * d.w < 2) d.w = 2;
+        const bool training = t % 2 == 1, affine = t % 3 != 2, relu = t % 4 >= 2;
+        const int64_t C = d.c;
+        cr_tensor x, y, g, b, rm, rv, sm, si, got;
+        host_random(&x, d, &r, 1, 3);
+        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
+        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
+        host_vec(&g, C, &r, 0.5f, 1.5f);
+        host_vec(&b, C, &r, -1, 1);
+        host_vec(&rm, C, &r, 1, 3);
+        host_vec(&rv, C, &r, 0.1f, 2);
+        host_vec(&sm, C, &r, 0, 1);
+        host_vec(&si, C, &r, 0, 1);
+        float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, C, "gamma");
+        float *db = to_dev(b.data, C, "beta"), *drm = to_dev(rm.data, C, "running_mean");
+        float *drv = to_dev(rv.data, C, "running_var");
+        float *dsm = dev_poisoned(C, "save_mean"), *dsi = dev_poisoned(C, "save_invstd");
+        assert_cr_ok(cr_batchnorm2d_forward(&bp, training, &x, affine ? &g : NULL, affine ? &b : NULL,
+                                            &rm, &rv, &y, &sm, &si));
+        if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
+        assert_cr_ok(cr_cuda_batchnorm_forward(&bp, training, d, dx, affine ? dg : NULL,
+                                               affine ? db : NULL, drm, drv, dx /* in place */,
+                                               dsm, dsi, relu));
+        char what[160];
+        snprintf(what, sizeof what, "cr_cuda_batchnorm_forward (%s%s%s, %lldx%lldx%lldx%lld)",
+                 training ? "training" : "evaluation", affine ? ", affine" : "", relu ? ", ReLU" : "",
+                 (long long)d.n, (long long)d.c, (long long)d.h, (long long)d.w);
+        const double tol = training ? 1e-5 : 1e-6;
+        from_dev(got.data, dx, x.numel, what);
+        expect_near(what, got.data, y.data, y.numel, tol, tol, seed);
+        expect_vec("batchnorm save_mean", dsm, &sm, tol, tol, seed);
+        expect_vec("batchnorm save_invstd", dsi, &si, tol, tol, seed);
+        expect_vec("batchnorm running_mean", drm, &rm, tol, tol, seed);
+        expect_vec("batchnorm running_var", drv, &rv, tol, tol, seed);
+        float *ptrs[] = {dx, dg, db, drm, drv, dsm, dsi};
+        for (size_t k = 0; k < sizeof ptrs / sizeof *ptrs; k++) cr_cuda_free(ptrs[k]);
+        cr_tensor *ts[] = {&x, &y, &g, &b, &rm, &rv, &sm, &si, &got};
+        for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) cr_tensor_free(ts[k]);
+    }
+    printf("gpu batchnorm: %d random cases equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* GroupNorm: 32 groups (the FPN's) on 32 and 64 channels, and other group counts;
+ * y and the saved statistics within 1e-5 of chapter 4 (statistics summed in another order),
+ * with and without gamma/beta and the fused ReLU. */
+static void gpu_layers__groupnorm(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(8);
+    for (int t = 0; t < count; t++) {
+        static const int64_t gs[] = {32, 32, 1, 4, 3};
+        const int64_t groups = gs[t % 5];
+        cr_cuda_nchw d = draw_shape(&r, 2, 3, 20);
+        d.c = groups * (t % 2 ? 2 : cr_rng_int(&r, 1, 3));
+        if (t == 0) d.w = 33;   /* a plane larger than a block: the strided loops wrap */
+        const bool affine = t % 3 != 2, relu = t % 2 == 0;
+        cr_tensor x, y, g, b, sm, si, got;
+        host_random(&x, d, &r, -2, 4);
+        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
+        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
+        host_vec(&g, d.c, &r, 0.5f, 1.5f);
+        host_vec(&b, d.c, &r, -1, 1);
+        host_vec(&sm, d.n * groups, &r, 0, 1);
+        host_vec(&si, d.n * groups, &r, 0, 1);
+        float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, g.numel, "gamma");
+        float *db = to_dev(b.data, b.numel, "beta"), *dy = dev_poisoned(x.numel, "y");
+        float *dsm = dev_poisoned(sm.numel, "save_mean"), *dsi = dev_poisoned(si.numel, "save_invstd");
+        assert_cr_ok(cr_groupnorm_forward(groups, 1e-5, &x, affine ? &g : NULL, affine ? &b : NULL,
+                                          &y, &sm, &si));
+        if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
+        float *out = t % 2 ? dx : dy;   /* in place every other case */
+        assert_cr_ok(cr_cuda_groupnorm_forward(groups, 1e-5, d, dx, affine ? dg : NULL,
+                                               affine ? db : NULL, out, dsm, dsi, relu));
+        char what[160];
+        snprintf(what, sizeof what, "cr_cuda_groupnorm_forward (%lld groups%s%s, %lldx%lldx%lldx%lld)",
+                 (long long)groups, affine ? ", affine" : "", relu ? ", ReLU" : "", (long long)d.n,
+                 (long long)d.c, (long long)d.h, (long long)d.w);
+        from_dev(got.data, out, x.numel, what);
+        expect_near(what, got.data, y.data, y.numel, 1e-5, 1e-5, seed);
+        expect_vec("groupnorm save_mean", dsm, &sm, 1e-5, 1e-5, seed);
+        expect_vec("groupnorm save_invstd", dsi, &si, 1e-5, 1e-5, seed);
+        float *ptrs[] = {dx, dg, db, dy, dsm, dsi};
+        for (size_t k = 0; k < sizeof ptrs / sizeof *ptrs; k++) cr_cuda_free(ptrs[k]);
+        cr_tensor *ts[] = {&x, &y, &g, &b, &sm, &si, &got};
+        for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) cr_tensor_free(ts[k]);
+    }
+    printf("gpu groupnorm: %d random cases equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* ---- max-pool and up-sampling -------------------------------------------------------------------- */
+
+/* Max-pool 3x3/2 padding 1 (the FPN's stem) and random pools: values drawn from a few
+ * integers (ties: the first maximum must win) with a NaN; y and argmax exactly chapter 4's. */
+static void gpu_layers__maxpool(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(12);
+    for (int t = 0; t < count; t++) {
+        cr_pool_params p = cr_pool_params_make(3, 2, 1);
+        if (t % 2) {
+            const int64_t k = cr_rng_int(&r, 1, 4);
+            p = cr_pool_params_make(k, cr_rng_int(&r, 1, 3), cr_rng_int(&r, 0, k / 2));
+        }
+        cr_cuda_nchw d = draw_shape(&r, 2, 3, 17);
+        if (d.h < p.kernel_h) d.h = p.kernel_h;
+        if (d.w < p.kernel_w) d.w = p.kernel_w;
+        int64_t ho, wo;
+        assert_cr_ok(cr_maxpool2d_out_size(&p, d.h, d.w, &ho, &wo));
+        cr_tensor x, y, got;
+        assert_cr_ok(cr_tensor_alloc4(&x, d.n, d.c, d.h, d.w));
+        for (size_t i = 0; i < x.numel; i++) x.data[i] = (float)cr_rng_int(&r, -3, 3);
+        if (t % 3 == 0) x.data[cr_rng_int(&r, 0, (int64_t)x.numel - 1)] = NAN;
+        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
+        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, ho, wo));
+        int64_t *am = malloc(y.numel * sizeof *am), *gam = malloc(y.numel * sizeof *gam);
+        assert_non_null(am); assert_non_null(gam);
+        assert_cr_ok(cr_maxpool2d_forward(&p, &x, &y, am));
+        float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
+        int64_t *dam;
+        assert_cr_ok(cr_cuda_malloc((void **)&dam, y.numel * sizeof *dam, "argmax"));
+        assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, dam));
+        from_dev(got.data, dy, y.numel, "maxpool");
+        assert_cr_ok(cr_cuda_to_host(gam, dam, y.numel * sizeof *gam));
+        char what[160];
+        snprintf(what, sizeof what, "cr_cuda_maxpool2d_forward (k %lld, s %lld, p %lld, %lldx%lldx%lldx%lld)",
+                 (long long)p.kernel_h, (long long)p.stride_h, (long long)p.pad_h, (long long)d.n,
+                 (long long)d.c, (long long)d.h, (long long)d.w);
+        expect_near(what, got.data, y.data, y.numel, 0, 0, seed);
+        for (size_t i = 0; i < y.numel; i++)
+            if (gam[i] != am[i])
+                fail_msg("%s: argmax[%zu] = %lld, chapter 4 chose %lld (seed %llu)", what, i,
+                         (long long)gam[i], (long long)am[i], (unsigned long long)seed);
+        /* without argmax: the same values */
+        assert_cr_ok(cr_cuda_poison(dy, y.numel));
+        assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, NULL));
+        from_dev(got.data, dy, y.numel, "maxpool");
+        expect_near(what, got.data, y.data, y.numel, 0, 0, seed);
+        cr_cuda_free(dx); cr_cuda_free(dy); cr_cuda_free(dam);
+        free(am); free(gam);
+        cr_tensor_free(&x); cr_tensor_free(&y); cr_tensor_free(&got);
+    }
+    printf("gpu maxpool: %d random cases equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* The FPN's up-samplings (nearest x2, bilinear x2 and x4 with align_corners) and random
+ * others (bilinear without align_corners, non-integer scales, output sizes): 1e-6 relative
+ * (chapter 4's float operations in its order; equal on the emulator). */
+static void gpu_layers__upsample(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(14);
+    for (int t = 0; t < count; t++) {
+        cr_upsample_params p = {.mode = CR_UPSAMPLE_NEAREST, .scale_h = 2, .scale_w = 2};
+        switch (t % 7) {
+        case 0: break;
+        case 1: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; break;
+        case 2: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; p.scale_h = p.scale_w = 4; break;
+        case 3: p.mode = CR_UPSAMPLE_BILINEAR; p.scale_h = 1.5; p.scale_w = 2.5; break;
+        case 4: p.scale_h = 1.75; p.scale_w = 3; break;
+        case 5: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = t % 2;
+                p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(&r, 1, 20); p.out_w = cr_rng_int(&r, 1, 20); break;
+        default: p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(&r, 1, 20); p.out_w = cr_rng_int(&r, 1, 20); break;
+        }
+        const cr_cuda_nchw d = draw_shape(&r, 2, 3, 9);
+        int64_t ho, wo;
+        assert_cr_ok(cr_upsample_out_size(&p, d.h, d.w, &ho, &wo));
+        cr_tensor x, y, got;
+        host_random(&x, d, &r, -1, 1);
+        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
+        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, ho, wo));
+        assert_cr_ok(cr_upsample_forward(&p, &x, &y));
+        float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
+        assert_cr_ok(cr_cuda_upsample_forward(&p, d, dx, dy));
+        from_dev(got.data, dy, y.numel, "upsample");
+        char what[200];
+        snprintf(what, sizeof what, "cr_cuda_upsample_forward (%s%s, scale %g x %g, size %lldx%lld, "
+                 "input %lldx%lldx%lldx%lld)", p.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear",
+                 p.align_corners ? ", align_corners" : "", p.scale_h, p.scale_w, (long long)ho,
+                 (long long)wo, (long long)d.n, (long long)d.c, (long long)d.h, (long long)d.w);
+        expect_near(what, got.data, y.data, y.numel, 1e-6, 1e-7, seed);
+        cr_cuda_free(dx); cr_cuda_free(dy);
+        cr_tensor_free(&x); cr_tensor_free(&y); cr_tensor_free(&got);
+    }
+    printf("gpu upsample: %d random cases equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* ---- cross-entropy and AdamW ------------------------------------------------------------------------ */
+
+/* Cross-entropy with ignored pixels: the loss within 1e-9 relative of chapter 4's (double
+ * sums in another order), dlogits within 1e-6 relative + 1e-9; a bad label is refused,
+ * naming its image and pixel; every pixel ignored gives 0 and a zero gradient. */
+static void gpu_layers__cross_entropy(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(8);
+    for (int t = 0; t < count; t++) {
+        cr_cuda_nchw d = draw_shape(&r, 2, 12, 9);
+        if (d.c < 2) d.c = 2;
+        const int64_t P = d.n * d.h * d.w;
+        const bool all_ignored = t == count - 1 && count > 1;
+        cr_tensor z, dz, got;
+        host_random(&z, d, &r, -4, 4);
+        assert_cr_ok(cr_tensor_alloc4(&dz, d.n, d.c, d.h, d.w));
+        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
+        int32_t *tg = malloc((size_t)P * sizeof *tg);
+        assert_non_null(tg);
+        for (int64_t i = 0; i < P; i++)
+            tg[i] = all_ignored || cr_rng_int(&r, 0, 4) == 0 ? CR_IGNORE_INDEX
+                                                            : (int32_t)cr_rng_int(&r, 0, d.c - 1);
+        double want = -1, loss = -1;
+        assert_cr_ok(cr_cross_entropy(&z, tg, CR_IGNORE_INDEX, &want, &dz));
+        float *dev_z = to_dev(z.data, z.numel, "logits"), *ddz = dev_poisoned(z.numel, "dlogits");
+        int32_t *dt;
+        assert_cr_ok(cr_cuda_malloc((void **)&dt, (size_t)P * sizeof *dt, "target"));
+        assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
+        assert_cr_ok(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz));
+        from_dev(got.data, ddz, z.numel, "cross_entropy");
+        if (!(fabs(loss - want) <= 1e-9 * fabs(want)) && !(all_ignored && loss == 0))
+            fail_msg("cr_cuda_cross_entropy: loss %.17g, chapter 4 %.17g (case %d, seed %llu)", loss,
+                     want, t, (unsigned long long)seed);
+        expect_near("cr_cuda_cross_entropy dlogits", got.data, dz.data, z.numel, 1e-6, 1e-9, seed);
+        if (all_ignored)
+            for (size_t i = 0; i < z.numel; i++) assert_true(got.data[i] == 0.0f);
+        /* a label that is not a class: refused, naming the pixel */
+        if (!all_ignored) {
+            const int64_t at = cr_rng_int(&r, 0, P - 1);
+            tg[at] = (int32_t)d.c;
+            assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
+            assert_cr_fails(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz), CR_EINVAL);
+            char pix[64];
+            snprintf(pix, sizeof pix, "image %lld, pixel %lld", (long long)(at / (d.h * d.w)),
+                     (long long)(at % (d.h * d.w)));
+            if (!strstr(cr_last_error(), pix))
+                fail_msg("bad label at %s: the message says '%s'", pix, cr_last_error());
+        }
+        cr_cuda_free(dev_z); cr_cuda_free(ddz); cr_cuda_free(dt);
+        free(tg);
+        cr_tensor_free(&z); cr_tensor_free(&dz); cr_tensor_free(&got);
+    }
+    printf("gpu cross_entropy: %d random cases equal chapter 4 (seed %llu)\n", count,
+           (unsigned long long)seed);
+}
+
+/* Three AdamW steps on random parameters: p, m and v within 1e-6 relative of chapter 4's
+ * (both compute each value in double; the same bits on the emulator); bad configs refused. */
+static void gpu_layers__adamw(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int64_t n = 1000 + cr_rng_int(&r, 0, 100);
+    const int64_t shape[1] = {n};
+    cr_tensor p, g, m, v, got;
+    cr_tensor *ts[] = {&p, &g, &m, &v, &got};
+    for (int k = 0; k < 5; k++) assert_cr_ok(cr_tensor_alloc(ts[k], 1, shape));
+    cr_tensor_fill_uniform(&p, &r, -1, 1);
+    cr_tensor_fill(&m, 0);
+    cr_tensor_fill(&v, 0);
+    cr_optim_config c = cr_adamw_config(1e-3, 0.01);
+    float *dp = to_dev(p.data, n, "p"), *dm = to_dev(m.data, n, "m"), *dv = to_dev(v.data, n, "v");
+    float *dg = dev_poisoned(n, "g");
+    for (int64_t step = 1; step <= 3; step++) {
+        cr_tensor_fill_uniform(&g, &r, -1, 1);
+        assert_cr_ok(cr_cuda_to_device(dg, g.data, n * sizeof(float)));
+        assert_cr_ok(cr_adamw_update(&c, step, &p, &g, &m, &v));
+        assert_cr_ok(cr_cuda_adamw_update(&c, step, n, dp, dg, dm, dv));
+        from_dev(got.data, dp, n, "adamw p");
+        expect_near("cr_cuda_adamw_update p", got.data, p.data, n, 1e-6, 0, seed);
+        from_dev(got.data, dm, n, "adamw m");
+        expect_near("cr_cuda_adamw_update m", got.data, m.data, n, 1e-6, 0, seed);
+        from_dev(got.data, dv, n, "adamw v");
+        expect_near("cr_cuda_adamw_update v", got.data, v.data, n, 1e-6, 0, seed);
+    }
+    assert_cr_fails(cr_cuda_adamw_update(&c, 0, n, dp, dg, dm, dv), CR_EINVAL);
+    cr_optim_config sgd = cr_sgd_config(0.1, 0.9, 0);
+    assert_cr_fails(cr_cuda_adamw_update(&sgd, 1, n, dp, dg, dm, dv), CR_EINVAL);
+    c.eps = 0;
+    assert_cr_fails(cr_cuda_adamw_update(&c, 1, n, dp, dg, dm, dv), CR_EINVAL);
+    cr_cuda_free(dp); cr_cuda_free(dm); cr_cuda_free(dv); cr_cuda_free(dg);
+    for (int k = 0; k < 5; k++) cr_tensor_free(ts[k]);
+}
+
+/* Bad arguments are refused with CR_EINVAL naming what is wrong. */
+static void gpu_layers__bad_arguments(void **state)
+{
+    (void)state;
+    float *x = dev_poisoned(64, "x");
+    const cr_cuda_nchw d = {1, 4, 4, 4}, empty = {1, 0, 4, 4};
+    const cr_bn_params bp = cr_bn_params_default();
+    assert_cr_fails(cr_cuda_relu(-1, x, x), CR_EINVAL);
+    assert_cr_fails(cr_cuda_add(4, x, NULL, x, false), CR_EINVAL);
+    assert_cr_fails(cr_cuda_batchnorm_forward(&bp, false, d, x, NULL, NULL, NULL, NULL, x, NULL,
+                                              NULL, false), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "running"));
+    assert_cr_fails(cr_cuda_batchnorm_forward(&bp, true, empty, x, NULL, NULL, NULL, NULL, x, NULL,
+                                              NULL, false), CR_EINVAL);
+    const cr_cuda_nchw one = {1, 4, 1, 1};
+    assert_cr_fails(cr_cuda_batchnorm_forward(&bp, true, one, x, NULL, NULL, NULL, NULL, x, NULL,
+                                              NULL, false), CR_EINVAL);   /* 1 value per channel */
+    assert_cr_fails(cr_cuda_groupnorm_forward(3, 1e-5, d, x, NULL, NULL, x, NULL, NULL, false),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "divisible"));
+    const cr_pool_params bad_pool = cr_pool_params_make(2, 1, 2);
+    assert_cr_fails(cr_cuda_maxpool2d_forward(&bad_pool, d, x, x, NULL), CR_EINVAL);
+    const cr_upsample_params bad_up = {.mode = CR_UPSAMPLE_NEAREST, .align_corners = true,
+                                       .scale_h = 2, .scale_w = 2};
+    assert_cr_fails(cr_cuda_upsample_forward(&bad_up, d, x, x), CR_EINVAL);
+    double loss;
+    assert_cr_fails(cr_cuda_cross_entropy(d, x, NULL, CR_IGNORE_INDEX, &loss, NULL), CR_EINVAL);
+    cr_cuda_free(x);
+}
+
+/* ---- whole networks ---------------------------------------------------------------------------------------- */
+
+/* Runs m in evaluation mode on x on the CPU and on the device and fails unless the two
+ * outputs agree within rel_tol (relative L2); *gpu receives the device's output. */
+static void expect_model_equal(const char *what, cr_model *m, const cr_tensor *x, double rel_tol,
+                               cr_tensor *gpu)
+{
+    cr_model_train(m, false);
+    const cr_tensor *y = NULL;
+    assert_cr_ok(cr_model_forward(m, x, &y));
+    cr_cuda_model *g = NULL;
+    assert_cr_ok(cr_cuda_model_create(m, &g));
+    assert_cr_ok(cr_cuda_model_forward_host(g, x, gpu));
+    if (!cr_tensor_same_shape(gpu, y)) fail_msg("%s: the device output's shape differs", what);
+    cr_cmp c = cr_compare(gpu->data, y->data, y->numel, rel_tol, rel_tol);
+    if (!cr_cmp_ok(&c, rel_tol)) {
+        cr_print_faults(stderr, gpu->data, y->data, y->numel, NULL, 0, rel_tol, rel_tol, 5);
+        fail_msg("%s: device forward vs CPU forward: relative L2 %.3g > %.0e", what, c.rel_l2, rel_tol);
+    }
+    /* a second forward reuses the pool and gives the same output */
+    cr_tensor again;
+    assert_cr_ok(cr_cuda_model_forward_host(g, x, &again));
+    if (memcmp(again.data, gpu->data, gpu->numel * sizeof(float)) != 0)
+        fail_msg("%s: a second device forward differs from the first", what);
+    printf("%s: device forward equals the CPU's (relative L2 %.2g), %zu device bytes\n", what,
+           c.rel_l2, cr_cuda_model_bytes(g));
+    cr_tensor_free(&again);
+    cr_cuda_model_free(g);
+    cr_cuda_workspace_release();
+    cr_cuda_layers_release();
+}
+
+/* Gives every BatchNorm of m random running statistics and affine parameters (the
+ * defaults, 0 and 1, would make evaluation mode an identity). */
+static void randomize_norms(cr_model *m, cr_rng *r)
+{
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
+        cr_tensor_fill_uniform(&d->weight, r, 0.5f, 1.5f);
+        cr_tensor_fill_uniform(&d->bias, r, -0.5f, 0.5f);
+        if (d->kind == CR_MOD_BATCHNORM) {
+            cr_tensor_fill_uniform(&d->running_mean, r, -0.5f, 0.5f);
+            cr_tensor_fill_uniform(&d->running_var, r, 0.5f, 2.0f);
+        }
+    }
+}
+
+/* Lab 4's network (conv, BatchNorm, ReLU, 2x2 max-pools, bilinear up-sampling to the
+ * skip's size, adds) with random weights: device forward within 1e-5 of the CPU's. */
+static void gpu_model__lab4_network(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    cr_model m;
+    assert_cr_ok(cr_model_build_fcn(&m, 11));
+    assert_cr_ok(cr_model_init_params(&m, seed));
+    randomize_norms(&m, &r);
+    const cr_cuda_nchw d = {2, 3, 13, 18};
+    cr_tensor x, y;
+    host_random(&x, d, &r, -1, 1);
+    char what[80];
+    snprintf(what, sizeof what, "lab 4's network, 2x3x13x18 (seed %llu)", (unsigned long long)seed);
+    expect_model_equal(what, &m, &x, 1e-5, &y);
+    cr_tensor_free(&x);
+    cr_tensor_free(&y);
+    cr_model_free(&m);
+}
+
+/* A golden file's metadata value as an integer (fails when absent). */
+static int64_t meta_int(const cr_st_file *f, const char *key)
+{
+    const char *s = cr_st_meta(f, key);
+    if (!s) fail_msg("golden metadata '%s' is absent", key);
+    return atoll(s);
+}
+
+/* 4 comma-separated integers of the golden metadata. */
+static void meta_ints(const cr_st_file *f, const char *key, int64_t v[4])
+{
+    const char *s = cr_st_meta(f, key);
+    if (!s || sscanf(s, "%lld,%lld,%lld,%lld", (long long *)&v[0], (long long *)&v[1],
+                     (long long *)&v[2], (long long *)&v[3]) != 4)
+        fail_msg("golden metadata '%s' is not 4 integers", key);
+}
+
+/* Chapter 8's FPN, the width-reduced variant of its tests with PyTorch's weights, on its
+ * 2x3x32x64 input: the device's evaluation forward within 1e-5 of the CPU's and within
+ * 1e-4 of PyTorch's (chapter 8's own bound). */
+static void gpu_model__fpn_reduced(void **state)
+{
+    (void)state;
+    const char *dir = getenv("CR_GOLDEN_DIR");
+    if (!dir || !*dir) fail_msg("CR_GOLDEN_DIR is not set: run the tests through meson test");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fpn_reduced_io.safetensors", dir);
+    cr_st_file *io = NULL;
+    assert_cr_ok(cr_st_load(&io, path));
+    cr_fpn_config c = {0};
+    c.classes = meta_int(io, "classes");
+    c.stem = meta_int(io, "stem");
+    meta_ints(io, "planes", c.planes);
+    meta_ints(io, "blocks", c.blocks);
+    c.groups = meta_int(io, "groups");
+    c.width_per_group = meta_int(io, "width_per_group");
+    c.pyramid = meta_int(io, "pyramid");
+    c.segmentation = meta_int(io, "seg");
+    cr_model m;
+    cr_model_init(&m);
+    assert_cr_ok(cr_fpn_build(&m, &c));
+    snprintf(path, sizeof path, "%s/fpn_reduced_state.safetensors", dir);
+    assert_cr_ok(cr_model_load(&m, path));
+    cr_tensor x = {0}, y_eval = {0}, y;
+    assert_cr_ok(cr_st_get(io, "x", &x));
+    assert_cr_ok(cr_st_get(io, "y_eval", &y_eval));
+    expect_model_equal("chapter 8's FPN (reduced), 2x3x32x64", &m, &x, 1e-5, &y);
+    cr_cmp cmp = cr_compare(y.data, y_eval.data, y_eval.numel, 1e-4, 1e-4);
+    if (y.numel != y_eval.numel || !cr_cmp_ok(&cmp, 1e-4))
+        fail_msg("FPN on the device vs PyTorch's evaluation output: relative L2 %.3g > 1e-4",
+                 cmp.rel_l2);
+    printf("chapter 8's FPN on the device vs PyTorch: relative L2 %.2g\n", cmp.rel_l2);
+    cr_tensor_free(&x); cr_tensor_free(&y_eval); cr_tensor_free(&y);
+    cr_model_free(&m);
+    cr_st_free(io);
+}
+
+/* The device forward refuses a model in training mode, a hook-free model with a global
+ * average pool, and an input with the wrong channel count, naming the module. */
+static void gpu_model__refusals(void **state)
+{
+    (void)state;
+    cr_model m;
+    assert_cr_ok(cr_model_build_fcn(&m, 5));
+    assert_cr_ok(cr_model_init_params(&m, 1));
+    cr_cuda_model *g = NULL;
+    assert_cr_ok(cr_cuda_model_create(&m, &g));
+    cr_tensor x, y;
+    assert_cr_ok(cr_tensor_alloc4(&x, 1, 4, 8, 8));   /* 4 channels: the network takes 3 */
+    cr_tensor_fill(&x, 0.5f);
+    cr_model_train(&m, true);
+    assert_cr_fails(cr_cuda_model_forward_host(g, &x, &y), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "training"));
+    cr_model_train(&m, false);
+    assert_cr_fails(cr_cuda_model_forward_host(g, &x, &y), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "channels"));
+    cr_cuda_model_free(g);
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+    cr_model_init(&m);
+    assert_true(cr_model_add_avgpool(&m, "gap", CR_MODEL_INPUT) >= 0);
+    assert_cr_fails(cr_cuda_model_create(&m, &g), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "gap"));
+    cr_model_free(&m);
+}
+
+int main(void)
+{
+    if (!cr_cuda_available()) {
+        printf("ch05 layers: SKIP: no CUDA device found (%s)\n", cr_cuda_unavailable_reason());
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gpu_layers__relu_add),
+        cmocka_unit_test(gpu_layers__batchnorm),
+        cmocka_unit_test(gpu_layers__groupnorm),
+        cmocka_unit_test(gpu_layers__maxpool),
+        cmocka_unit_test(gpu_layers__upsample),
+        cmocka_unit_test(gpu_layers__cross_entropy),
+        cmocka_unit_test(gpu_layers__adamw),
+        cmocka_unit_test(gpu_layers__bad_arguments),
+        cmocka_unit_test(gpu_model__lab4_network),
+        cmocka_unit_test(gpu_model__fpn_reduced),
+        cmocka_unit_test(gpu_model__refusals),
+    };
+    return cr_run_tests("ch05_layers", tests);
+}
