@@ -44,6 +44,10 @@
 #include "progress.h"
 #include "train.h"
 #include "train8.h"
+#ifdef CR_HAVE_CUDA
+#include "cuda_gemm.h"     /* chapter 5: the device, buffers, cr_cuda_sync */
+#include "cuda_layers.h"   /* chapter 5: a chapter 4 model's evaluation forward on the device */
+#endif
 
 #define QUICK_TRAIN 16        /* --quick: the first 16 train frames, 8 val and 8 test */
 #define QUICK_CROP 64
@@ -56,7 +60,7 @@
 
 static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "192x256";
 static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
-static const char *size_str = "384x480", *limit_str;
+static const char *size_str = "384x480", *limit_str, *device_str = "cpu";
 static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
 static int train_seed = 1, factor = 2, panels = 0, ours_only = 0, profile = 0, steps = 3;
 static double lr = 1e-3, minutes = 0;
@@ -93,6 +97,7 @@ static const cr_arg latency_args[] = {
     {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
     {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's rows (tests)", 0, -1},
+    {"device", CR_ARG_STRING, &device_str, "D", "cpu, or cuda (a build with nvcc, chapter 5's kernels, a GPU)", 0, -1},
     {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
 };
 
@@ -815,6 +820,57 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
     if (nw == 2) printf("  (PyTorch: the faster of OMP_WAIT_POLICY=PASSIVE and ACTIVE per batch)\n");
 }
 
+#ifdef CR_HAVE_CUDA
+/* --device cuda: the same sweep on the GPU through chapter 5 (cr_cuda_model, fp32, its
+ * default convolution path). Each timed run is one forward on an input already in device
+ * memory, from launch to cr_cuda_sync, timed on the host clock. Peak memory is the
+ * device memory the run holds: the model's parameters and activation pool (its peak),
+ * the convolution scratch buffer and the input. Rows: device=cuda. */
+static cr_status latency_cuda(lab_ctx *ctx, const cr_model *m, const int *bs, int nb, int64_t H,
+                              int64_t W, cr_rng *rng)
+{
+    cr_cuda_model *g = NULL;
+    cr_status s = cr_cuda_model_create(m, &g);
+    for (int i = 0; i < nb && !s; i++) {
+        cr_tensor x = {0};
+        float *dx = NULL;
+        const float *dy;
+        cr_cuda_nchw in = {bs[i], 3, H, W}, out;
+        double t[1000];
+        if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
+        cr_tensor_fill_uniform(&x, rng, -2, 2);
+        s = cr_cuda_malloc((void **)&dx, x.numel * sizeof(float), "the input");
+        if (!s) s = cr_cuda_to_device(dx, x.data, x.numel * sizeof(float));
+        cr_tensor_free(&x);
+        if (!s) s = cr_cuda_model_forward(g, dx, in, &dy, &out);   /* warm-up */
+        if (!s) s = cr_cuda_sync("the FPN's forward (warm-up)");
+        for (int r = 0; r < ctx->repeats && !s; r++) {
+            const double t0 = cr_now();
+            s = cr_cuda_model_forward(g, dx, in, &dy, &out);
+            if (!s) s = cr_cuda_sync("the FPN's forward");
+            t[r] = (cr_now() - t0) * 1e3;
+        }
+        const double mib = (double)(cr_cuda_model_bytes(g) + cr_cuda_workspace_bytes() +
+                                    (size_t)bs[i] * 3 * (size_t)(H * W) * sizeof(float)) / (1024.0 * 1024.0);
+        cr_cuda_free(dx);
+        if (s) break;
+        const int R = ctx->repeats;
+        double sum = 0;
+        for (int r = 0; r < R; r++) sum += t[r];
+        qsort(t, (size_t)R, sizeof *t, cmp_double);
+        const double mean = sum / R, med = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
+        const double p90 = t[(int)ceil(0.9 * R) - 1];
+        printf("  %5d %-8s %9.2f %9.2f %9.2f %9.2f %9.1f %10.0f %9s\n", bs[i], "ours/gpu", mean, med,
+               t[0], p90, bs[i] * 1e3 / mean, mib, "-");
+        fflush(stdout);
+        lab_csv_row(ctx, "%d,cuda,fp32,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], mean, med, p90,
+                    bs[i] * 1e3 / mean, mib, ctx->threads);
+    }
+    cr_cuda_model_free(g);
+    return s;
+}
+#endif
+
 static int cmd_latency(int argc, char **argv)
 {
     lab_ctx ctx;
@@ -834,6 +890,23 @@ static int cmd_latency(int argc, char **argv)
         return LAB_EXIT_USAGE;
     }
     if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    const int on_gpu = strcmp(device_str, "cuda") == 0;
+    if (!on_gpu && strcmp(device_str, "cpu") != 0) {
+        fprintf(stderr, "%s: --device: expected cpu or cuda, got '%s'\n", ctx.program, device_str);
+        return LAB_EXIT_USAGE;
+    }
+#ifdef CR_HAVE_CUDA
+    if (on_gpu && !cr_cuda_available()) {
+        fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx.program, cr_cuda_unavailable_reason());
+        return LAB_EXIT_FAILED;
+    }
+#else
+    if (on_gpu) {
+        fprintf(stderr, "%s: --device cuda: this lab08-fpn was built without CUDA (it needs nvcc at "
+                "configure time: meson setup -Dcuda=enabled)\n", ctx.program);
+        return LAB_EXIT_USAGE;
+    }
+#endif
     cr_model m;
     cr_status s = build_net(&m, 0);
     if (!s) s = cr_model_init_params(&m, 1);
@@ -861,7 +934,10 @@ static int cmd_latency(int argc, char **argv)
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     int hwm_ok = 1;
-    for (int i = 0; i < nb && !s; i++) {
+#ifdef CR_HAVE_CUDA
+    if (on_gpu) s = latency_cuda(&ctx, &m, bs, nb, H, W, &rng);
+#endif
+    for (int i = 0; i < nb && !s && !on_gpu; i++) {
         cr_tensor x = {0};
         const cr_tensor *y;
         double t[1000], cpu[1000];
@@ -900,7 +976,8 @@ static int cmd_latency(int argc, char **argv)
         return lab_finish(&ctx, LAB_EXIT_FAILED);
     }
     if (!hwm_ok) printf("  (peak memory: /proc/self/clear_refs not writable, VmHWM is the run's peak so far)\n");
-    if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
+    if (on_gpu) printf("  PyTorch on the GPU: reference/bench_fpn_gpu.py (scripts/gpu-check.sh runs it)\n");
+    else if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
     else pytorch_latency(&ctx, size_str, batches_str);
     return lab_finish(&ctx, LAB_EXIT_OK);
 }

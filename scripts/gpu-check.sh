@@ -12,14 +12,17 @@
 # It writes under $OUT (default ./gpu-out), at most 8 files (the device tool's limit):
 #   gpu.txt             nvidia-smi: GPU name, driver, memory, compute capability, clocks
 #   gpu-check.log       everything this script printed, step by step, with timings
-#   test-ch05.txt       suite ch05's test program on the GPU
+#   test-ch05.txt       suite ch05's test programs on the GPU (test_ch05, test_ch05_layers)
 #   lab05-gemm.csv      lab 5 full, GEMM: every kernel vs cuBLAS at 1024..8192
 #   lab05-conv.csv      lab 5 full, convolution: the standard layers vs cuDNN
 #   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05
 #   fpn-pytorch-gpu.csv PyTorch's FPN-ResNeXt50 latency, batch 1, 8, 32, fp32/tf32/fp16
+#   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1, 8, 32, fp32
 # Each step has its own time limit, and a failing step does not stop the later ones; the
-# script's exit status says whether any failed. The limits add up to under 10 minutes,
-# one device call.
+# script's exit status says whether any failed. The limits add up to about 20 minutes and
+# a device call may take 10: split it with GPU_CHECK_STEPS, e.g. "build test lab" then
+# "build sanitizer fpn" (the second build finds build-gpu/ kept on the device and is quick).
+# At most 8 files come back, so $OUT holds no more than the 8 above.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -67,15 +70,20 @@ fi
 # 1. build for this GPU's architecture (PTX of it too): only what the GPU run needs.
 #    Not -Dwerror: the device's compiler is newer than CI's; its warnings are in the log.
 want build && step build 200 bash -c "meson setup build-gpu -Dcuda=enabled -Dgpu_arch=$cc \
-    -Dgpu_emulator=disabled -Dbuildtype=release && ninja -C build-gpu tests/test_ch05 labs/lab05-cuda"
+    -Dgpu_emulator=disabled -Dbuildtype=release && ninja -C build-gpu tests/test_ch05 tests/test_ch05_layers labs/lab05-cuda labs/lab08-fpn"
 
 # 2. suite ch05 on the GPU (the test binary itself: meson test would build everything).
 want test && step test_ch05 90 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/test_ch05 > '$OUT/test-ch05.txt' 2>&1; \
     rc=\$?; tail -30 '$OUT/test-ch05.txt'; exit \$rc"
+want test && step test_ch05_layers 60 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/test_ch05_layers >> '$OUT/test-ch05.txt' 2>&1; \
+    rc=\$?; tail -20 '$OUT/test-ch05.txt'; exit \$rc"
 
 # 3. lab 5, full, in two parts (each CSV is written whole at its end).
 want lab && step lab05-gemm 150 build-gpu/labs/lab05-cuda --only gemm --csv "$OUT/lab05-gemm.csv"
 want lab && step lab05-conv 80 build-gpu/labs/lab05-cuda --only conv --csv "$OUT/lab05-conv.csv"
+# chapter 8's network on the GPU (chapter 5's layers and convolutions), fp32, 384 x 480
+want lab && step lab08-cuda 120 build-gpu/labs/lab08-fpn latency --device cuda --batches 1,8,32 \
+    --repeats 5 --csv "$OUT/lab08-cuda.csv"
 
 # 4. compute-sanitizer over the GPU test (fewer random cases: racecheck is slow).
 want sanitizer && {
@@ -92,8 +100,7 @@ if want sanitizer; then
     grep -q 'rc=[^0]' "$OUT/sanitizer.txt" && failed="$failed sanitizer"
 fi
 
-# 5. PyTorch's FPN on this GPU: the peer for chapter 8's GPU path (lab 8 has no CUDA
-#    path yet: the script measures the peer so that the gap is known when it lands).
+# 5. PyTorch's FPN on this GPU: the peer of lab08-cuda.csv's rows.
 if ! want fpn; then
     :
 elif python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
