@@ -318,6 +318,7 @@ static void lab__refusals(void **state)
         {"predict --weights w --images . --out . --panels 2", "--panels"},
         {"latency --batches 1,,2", "--batches"},
         {"latency --size 100x100", "--size"},
+        {"latency --device gpu", "expected cpu or cuda"},
         {"fly", "unknown command"},
         {"", "usage"},
     };
@@ -328,6 +329,20 @@ static void lab__refusals(void **state)
             fail_msg("'%s': exit %d, expected 2 and a message with '%s'; got:\n%s", cases[i].args,
                      rc, cases[i].want, out);
     }
+}
+
+/* --device cuda: refused by a build without nvcc (usage, exit 2), by a machine without a
+ * GPU (exit 1), each naming why; where there is a GPU it runs and prints a GPU row. */
+static void lab__latency_device_cuda(void **state)
+{
+    (void)state;
+    char out[16384];
+    const int rc = run_lab("latency --device cuda --quick --batches 1 --repeats 1", out, sizeof out);
+    if (rc == 2 && strstr(out, "--device cuda: this lab08-fpn was built without CUDA")) return;
+    if (rc == 1 && strstr(out, "--device cuda: no usable GPU (")) return;
+    if (rc == 0 && strstr(out, "ours/gpu")) return;
+    fail_msg("latency --device cuda: exit %d; expected 2 (no nvcc), 1 (no GPU), each with its reason, "
+             "or 0 with a GPU row; got:\n%s", rc, out);
 }
 
 /* The latency CSV has the original project's columns plus impl and threads, and a row. */
@@ -377,6 +392,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(predict__bytes_and_argmax),
         cmocka_unit_test(epoch__learns_and_repeats),
         cmocka_unit_test(lab__refusals),
+        cmocka_unit_test(lab__latency_device_cuda),
         cmocka_unit_test(lab__latency_csv),
     };
     return cr_run_tests("ch08_lab", tests);
