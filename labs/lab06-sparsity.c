@@ -772,7 +772,7 @@ static const cr_arg grid_args[] = {
     {"factor", CR_ARG_INT, &grid_factor, "N", "frames reduced by N before cropping (2)", 1, 8},
     {"limit", CR_ARG_STRING, &limit_str, "T[,E]", "only the first T train and E val/test frames", 0, -1},
     {"variants", CR_ARG_STRING, &variants_str, "LIST", "run only these variants (names as in the "
-     "table, comma-separated)", 0, -1},
+     "table, comma-separated; dense-finetuned, the unpruned control, runs only when named)", 0, -1},
     {"prune-all", CR_ARG_FLAG, &prune_all, NULL, "prune the first conv and the head too, as the "
      "original did", 0, -1},
     {"seed", CR_ARG_INT, &grid_seed, "N", "order and augmentation seed (1)", 0, 2147483647},
@@ -801,7 +801,15 @@ static const grid_variant grid_variants[] = {
     {"magnitude-s-0.7", 0, MODE_STRUCTURED, 0.7},
     {"iterative-u-0.5", 1, MODE_UNSTRUCTURED, 0.5},
     {"iterative-u-0.7", 1, MODE_UNSTRUCTURED, 0.7},
+    /* a control, only with --variants: the baseline fine-tuned the same way, unpruned */
+    {"dense-finetuned", 0, MODE_UNSTRUCTURED, 0.0},
 };
+
+/* True for variants that run only when --variants names them. */
+static int grid_on_request(const grid_variant *gv)
+{
+    return gv->mode != MODE_DENSE && gv->target == 0.0;
+}
 
 /* True if variant name is in the comma list (NULL: every variant). */
 static int variant_selected(const char *list, const char *name)
@@ -998,7 +1006,8 @@ static int grid_variant_run(grid_run *g, const grid_variant *gv)
         return lab_report_failure(what, s);
     }
     const int *cnt = v.attached ? v.exec.count : NULL;
-    const char *method = gv->mode == MODE_DENSE ? "baseline" : gv->iterative ? "iterative" : "magnitude";
+    const char *method = gv->mode == MODE_DENSE ? "baseline" : grid_on_request(gv) ? "control"
+                         : gv->iterative ? "iterative" : "magnitude";
     const double secs = cr_now() - t0;
     printf("  %-16s %6.3f %6.3f %8.4f %8.4f %8.4f %11zu %9.1f %9.1f %3d/%d %8.2g %7.0f\n", gv->name, sp,
            sp_model, loss, miou[0], miou[1], v.bytes, lat[0].median, lat[1].median, cnt ? cnt[1] : 0,
@@ -1150,7 +1159,9 @@ static int cmd_grid(int argc, char **argv)
            "loss", "val mIoU", "test", "w bytes", "b1 ms", "b8 ms", "c/f", "rel err", "s");
     int ok = 1;
     for (int i = 0; i < LAB_COUNT(grid_variants) && ok; i++)
-        if (variant_selected(variants_str, grid_variants[i].name)) ok = grid_variant_run(&g, &grid_variants[i]);
+        if (variants_str ? variant_selected(variants_str, grid_variants[i].name)
+                         : !grid_on_request(&grid_variants[i]))
+            ok = grid_variant_run(&g, &grid_variants[i]);
     grid_free(&g);
     return lab_finish(&ctx, ok ? LAB_EXIT_OK : LAB_EXIT_FAILED);
 }
