@@ -309,7 +309,8 @@ static int cmd_layers(int argc, char **argv)
                       "Chapter 6: latency of the standard layers against sparsity 0 .. 0.95, "
                       "unstructured (CSR\nsparse conv) and structured (filters removed), "
                       "against the dense conv in the same run;\nthe break-even sparsity and "
-                      "the weights' memory.",
+                      "the weights' memory.\nOn chapter 8's network: lab06-sparsity fpn --help, "
+                      "lab06-sparsity grid --help.",
                       NULL, 0);
     if (rc != LAB_RUN) return rc;
     lab_banner(&ctx, "chapter 6, sparse execution");
