@@ -882,8 +882,9 @@ typedef struct {
 } grid_run;
 
 /* The original's iterative schedule (0 -> target, 14 rounds of 3 epochs: 42 schedule
- * epochs) laid over the fine-tuning's optimizer steps: schedule epoch e begins at step
- * floor(e * total / 42); the target is reached at schedule epoch 12 (29% of the run). */
+ * epochs) laid over the fine-tuning's optimizer steps: schedule epoch e begins once
+ * ceil(e * total / 42) steps are done; the target is reached at schedule epoch 12 (29%
+ * of the run). */
 typedef struct {
     cr_pruner *pruner;
     cr_iterative_schedule sched;
