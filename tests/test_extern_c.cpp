@@ -40,6 +40,7 @@
 #include "safetensors.h"
 #include "shrink.h"
 #include "sparse_conv.h"
+#include "sparse_model.h"
 #include "tensor.h"
 #include "timing.h"
 #include "train.h"
@@ -99,6 +100,7 @@ int main()
     const cr_cmp c6 = cr_compare(y2.data, y1.data, y1.numel, 1e-5, 1e-5);
     check(cr_cmp_ok(&c6, 1e-5) != 0, "chapter 6 (dense CSR) equals chapter 1 from C++");
     cr_csr_free(&csr);
+    check(std::strcmp(cr_sparse_path_name(CR_SPARSE_PATH_CSR), "csr") == 0, "chapter 6's sparse model");
     float qs = 0;
     int32_t qz = -1;
     check(cr_qparams_calculate(-1.0f, 1.0f, 0, 255, false, CR_DT_U8, &qs, &qz) == CR_OK &&
