@@ -562,7 +562,7 @@ static const cr_arg camvid_args[] = {
     {"lr", CR_ARG_DOUBLE, &qat_lr, "X", "QAT AdamW peak learning rate: no warm-up, cosine over the epochs (1e-4)", 0, -1},
     {"freeze-bn-epoch", CR_ARG_INT, &freeze_bn_epoch, "E", "BatchNorm statistics frozen from epoch E on (0: from the start)", 0, 1000},
     {"calib", CR_ARG_INT, &calib_frames, "N", "train frames for PTQ calibration (32)", 1, 100000},
-    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,ptq,qat_full,qat_partial (all)", 0, -1},
+    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
     {"crop", CR_ARG_INT, &crop, "S", "QAT training crop side, a multiple of 32 (192)", 32, 4096},
     {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
     {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N (2: 480x360 -> 240x180)", 1, 8},
@@ -720,7 +720,7 @@ static cr_status run_ptq(camvid_run *r)
     snprintf(note, sizeof note, "min/max calibration on %lld train frames; fake-quantized "
              "evaluation", (long long)r->calib.count);
     if (!s) s = report(r, "int8_ptq", eval_fn, NULL, cr_int8_model_bytes(&im), 0, 0, t0, note);
-    if (!s && wanted("converted")) {
+    if (!s && wanted("ptq_converted")) {
         snprintf(note, sizeof note, "PTQ converted: real int8 kernels (convert.h)");
         s = report(r, "int8_ptq_converted", eval_int8_fn, &im, cr_int8_model_bytes(&im), 0, 0,
                    cr_now(), note);
@@ -821,7 +821,7 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
         return LAB_EXIT_USAGE;
     }
     static const char *const known[] = {"fp32", "bf16", "ptq", "qat_full", "qat_partial",
-                                        "converted"};
+                                        "converted", "ptq_converted"};
     for (const char *q = configs_str; q && *q;) {
         const size_t n = strcspn(q, ",");
         int ok = 0;
@@ -829,7 +829,7 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
             ok |= strlen(known[k]) == n && strncmp(q, known[k], n) == 0;
         if (!ok) {
             fprintf(stderr, "%s: --configs: unknown '%.*s' (expected fp32, bf16, ptq, qat_full, "
-                    "qat_partial, converted)\n", p, (int)n, q);
+                    "qat_partial, converted, ptq_converted)\n", p, (int)n, q);
             return LAB_EXIT_USAGE;
         }
         q += n + (q[n] == ',');
