@@ -220,6 +220,7 @@ static void convert__refuses_uncalibrated(void **state)
     assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
     cr_int8_model im;
     assert_cr_fails(cr_int8_convert(&im, &q), CR_EINVAL);
+    printf("# %s\n", cr_last_error());
     assert_non_null(strstr(cr_last_error(), "has no parameters"));
     cr_int8_model_free(&im);
     cr_qat empty;
