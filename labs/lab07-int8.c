@@ -16,7 +16,21 @@
  * OP = 2 * multiply-adds; GOP/s for int8, GFLOP/s for fp32 and bf16, in one column.
  * Times are the fastest of the timed runs (the machine may be shared: the minimum is the
  * run least disturbed), every implementation of a case timed back to back in one run.
- * CSV columns: lab,kind,case,impl,threads,ms,gops,vs_fp32,vs_onednn,note. */
+ * CSV columns: lab,kind,case,impl,threads,ms,gops,vs_fp32,vs_onednn,note.
+ *
+ * Two commands work on chapter 8's network (smp's FPN + ResNeXt-50 32x4d):
+ *   lab07-int8 camvid --data DIR --weights CKPT   the accuracy table at chapter 8's CPU
+ *       resolution: fp32 (the weights as they are), bf16 (a simulation: every
+ *       convolution's input and weights rounded to bf16, fp32 sums), int8 post-training
+ *       quantization (min/max calibration on train frames), int8 QAT full and QAT
+ *       partial (encoder.conv1 and the segmentation head in float) fine-tuned --epochs N,
+ *       each QAT model also converted to a real int8 model (convert.h) and evaluated
+ *       with the int8 kernels. Rows: val and test mean IoU, pixel accuracy, model bytes.
+ *       CSV columns: lab,kind,config,split,miou,pixel_accuracy,model_bytes,epochs,lr,
+ *       seconds,note.
+ *   lab07-int8 fpn   forward latency of the converted int8 FPN against our fp32 FPN
+ *       (random weights, calibrated on a random batch) per batch size, chapter 8's
+ *       latency columns with precision fp32 or int8, plus vs_fp32. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +40,25 @@
 #include "dnnl_conv.h"   /* includes oneapi/dnnl/dnnl.h */
 #endif
 
+#include <time.h>
+#include <unistd.h>
+
+#include "augment.h"
 #include "conv_gemm.h"
+#include "convert.h"
+#include "dataset.h"
+#include "dtype.h"
+#include "fpn.h"
 #include "gemm.h"
 #include "int8_conv.h"
 #include "int8_gemm.h"
 #include "lab_common.h"
+#include "metrics.h"
 #include "progress.h"
+#include "qat.h"
+#include "safetensors.h"
+#include "train.h"
+#include "train8.h"
 
 static const char *const csv_columns[] = {"lab", "kind", "case", "impl", "threads", "ms", "gops",
                                           "vs_fp32", "vs_onednn", "note", NULL};
@@ -456,11 +483,673 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
     return ok;
 }
 
+/* ---- chapter 8's network: options shared by camvid and fpn ----------------------------- */
+
+static const char *data_dir, *weights_path, *eval_size_str = "192x256", *configs_str,
+                  *limit_str, *batches_str = "1,8", *size_str = "384x480";
+static int crop = 192, factor = 2, batch_size = 8, epochs = 1, calib_frames = 32,
+           classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0;
+static double qat_lr = 1e-4;
+
+/* Parses "HxW" (multiples of 32, 32..8192) into *h, *w; 1 on success, else prints. */
+static int parse_size(const char *program, const char *opt, const char *s, int64_t *h,
+                      int64_t *w)
+{
+    long long a, b;
+    char tail;
+    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
+        b > 8192 || a % 32 || b % 32) {
+        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
+                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
+        return 0;
+    }
+    *h = a;
+    *w = b;
+    return 1;
+}
+
+/* The network: the full ResNeXt-50 FPN, or (reduced) lab 8's --quick variant. */
+static cr_status build_fpn_net(cr_model *m, int reduced)
+{
+    cr_fpn_config c = cr_fpn_config_resnext50(classes);
+    if (reduced) {
+        const cr_fpn_config r = {.classes = classes, .stem = 8, .planes = {4, 8, 16, 32},
+                                 .blocks = {1, 2, 1, 1}, .groups = 4, .width_per_group = 16,
+                                 .pyramid = 16, .segmentation = 32, .dropout = 0.2};
+        c = r;
+    }
+    cr_model_init(m);
+    return cr_fpn_build(m, &c);
+}
+
+/* ---- bf16 simulation ------------------------------------------------------------------- */
+
+static cr_tensor bf16_x, bf16_w;
+
+/* Rounds n floats to the nearest bf16 (ties to even) and back. */
+static void round_bf16(const float *src, float *dst, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (size_t i = 0; i < n; i++) dst[i] = cr_bf16_to_f32(cr_f32_to_bf16(src[i]));
+}
+
+/* Makes t a copy of src's shape. */
+static cr_status like(cr_tensor *t, const cr_tensor *src)
+{
+    if (t->data && cr_tensor_same_shape(t, src)) return CR_OK;
+    cr_tensor_free(t);
+    return cr_tensor_alloc(t, src->ndim, src->shape);
+}
+
+/* A cr_conv2d_fn: chapter 3's convolution on x and w rounded to bf16, fp32 sums and bias
+ * (what a bf16 path with fp32 accumulation computes, up to the order of the sums). */
+static cr_status conv_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                           const cr_tensor *b, cr_tensor *y)
+{
+    cr_status s;
+    if ((s = like(&bf16_x, x)) || (s = like(&bf16_w, w))) return s;
+    round_bf16(x->data, bf16_x.data, x->numel);
+    round_bf16(w->data, bf16_w.data, w->numel);
+    return cr_conv2d_fast(p, &bf16_x, &bf16_w, b, y);
+}
+
+/* ---- camvid: the accuracy table -------------------------------------------------------- */
+
+static const cr_arg camvid_args[] = {
+    {"data", CR_ARG_STRING, &data_dir, "DIR", "CamVid in SegNet's layout (train/, trainannot/, ...)", 0, -1},
+    {"weights", CR_ARG_STRING, &weights_path, "CKPT", "the fp32 FPN: a state dict or chapter 4 checkpoint (--quick: random reduced network)", 0, -1},
+    {"epochs", CR_ARG_INT, &epochs, "N", "QAT fine-tuning epochs (1)", 0, 1000},
+    {"lr", CR_ARG_DOUBLE, &qat_lr, "X", "QAT AdamW peak learning rate: no warm-up, cosine over the epochs (1e-4)", 0, -1},
+    {"freeze-bn-epoch", CR_ARG_INT, &freeze_bn_epoch, "E", "BatchNorm statistics frozen from epoch E on (0: from the start)", 0, 1000},
+    {"calib", CR_ARG_INT, &calib_frames, "N", "train frames for PTQ calibration (32)", 1, 100000},
+    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
+    {"crop", CR_ARG_INT, &crop, "S", "QAT training crop side, a multiple of 32 (192)", 32, 4096},
+    {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
+    {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N (2: 480x360 -> 240x180)", 1, 8},
+    {"batch", CR_ARG_INT, &batch_size, "N", "frames per QAT step and per evaluation batch (8)", 1, 256},
+    {"limit", CR_ARG_STRING, &limit_str, "T[,E]", "load only the first T train and E val/test frames", 0, -1},
+    {"seed", CR_ARG_INT, &train_seed, "N", "QAT order and augmentation seed (1)", 0, 2147483647},
+};
+
+static const char *const camvid_columns[] = {"lab", "kind", "config", "split", "miou",
+                                             "pixel_accuracy", "model_bytes", "epochs", "lr",
+                                             "seconds", "note", NULL};
+
+typedef struct {
+    lab_ctx *ctx;
+    cr_frames train, val, test, calib;   /* calib: a view of the first train frames */
+    cr_model m;
+    cr_st_file *weights;                 /* NULL: random (reduced) network */
+    int64_t eh, ew;
+    int64_t fp32_bytes;
+} camvid_run;
+
+/* True if config name is in --configs (or no list was given). */
+static int wanted(const char *name)
+{
+    if (!configs_str) return 1;
+    const size_t n = strlen(name);
+    for (const char *p = configs_str; (p = strstr(p, name)); p += n)
+        if ((p == configs_str || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) return 1;
+    return 0;
+}
+
+/* Puts the fp32 weights back into the model (from the file, or the seed). */
+static cr_status reset_weights(camvid_run *r)
+{
+    if (!r->weights) return cr_model_init_params(&r->m, (uint64_t)train_seed);
+    return cr_model_load_st(&r->m, r->weights, weights_path, "optimizer.");
+}
+
+/* Evaluates the model (fake-quantized or not) on a split into conf. */
+static cr_status eval_model(camvid_run *r, const cr_frames *fr, cr_confusion *conf)
+{
+    cr_confusion_reset(conf);
+    return cr_fpn_evaluate(&r->m, fr, r->eh, r->ew, batch_size, CR_CAMVID_IGNORE, NULL, conf);
+}
+
+/* Evaluates the converted int8 model on a split into conf. */
+static cr_status eval_int8(camvid_run *r, cr_int8_model *im, const cr_frames *fr,
+                           cr_confusion *conf)
+{
+    cr_confusion_reset(conf);
+    const int64_t B = batch_size < fr->count ? batch_size : fr->count;
+    cr_tensor x = {0};
+    int32_t *lab = malloc((size_t)(B * r->eh * r->ew) * sizeof *lab);
+    int64_t *idx = malloc((size_t)B * sizeof *idx);
+    cr_status s = lab && idx ? CR_OK : cr_fail(CR_ENOMEM, "eval_int8: out of memory");
+    for (int64_t b0 = 0; !s && b0 < fr->count; b0 += B) {
+        const int64_t nb = fr->count - b0 < B ? fr->count - b0 : B;
+        for (int64_t i = 0; i < nb; i++) idx[i] = b0 + i;
+        if (!x.data || x.shape[0] != nb) {
+            cr_tensor_free(&x);
+            if ((s = cr_tensor_alloc4(&x, nb, 3, r->eh, r->ew))) break;
+        }
+        const cr_tensor *y;
+        if ((s = cr_frames_eval_batch(fr, idx, nb, &x, lab)) || (s = cr_int8_forward(im, &x, &y)))
+            break;
+        s = cr_confusion_add_logits(conf, y, lab, CR_CAMVID_IGNORE);
+    }
+    cr_tensor_free(&x);
+    free(lab);
+    free(idx);
+    return s;
+}
+
+/* Prints and records one configuration's val and test rows. */
+typedef cr_status (*split_eval_fn)(camvid_run *r, const cr_frames *fr, cr_confusion *conf,
+                                   void *arg);
+
+static cr_status report(camvid_run *r, const char *config, split_eval_fn fn, void *arg,
+                        int64_t bytes, int ep, double lr, double t0, const char *note)
+{
+    cr_confusion conf = {0};
+    cr_status s = cr_confusion_init(&conf, classes);
+    const cr_frames *sp[2] = {&r->val, &r->test};
+    const char *names[2] = {"val", "test"};
+    double miou[2] = {NAN, NAN};
+    for (int i = 0; i < 2 && !s; i++) {
+        if ((s = fn(r, sp[i], &conf, arg))) break;
+        miou[i] = cr_confusion_iou(&conf, NULL);
+        const double secs = cr_now() - t0;
+        lab_csv_row(r->ctx, "lab07,accuracy,%s,%s,%.4f,%.4f,%lld,%d,%g,%.1f,%s", config, names[i],
+                    miou[i], cr_confusion_pixel_accuracy(&conf), (long long)bytes, ep, lr, secs,
+                    note);
+    }
+    if (!s)
+        printf("  %-22s %8.4f %8.4f %12lld %7.2f  %6.0f s  %s\n", config, miou[0], miou[1],
+               (long long)bytes, (double)r->fp32_bytes / (double)bytes, cr_now() - t0, note);
+    fflush(stdout);
+    cr_confusion_free(&conf);
+    return s;
+}
+
+/* split_eval_fn of the (fake-quantized or float) model, and of the converted model arg. */
+static cr_status eval_fn(camvid_run *r, const cr_frames *fr, cr_confusion *conf, void *arg)
+{
+    (void)arg;
+    return eval_model(r, fr, conf);
+}
+
+static cr_status eval_int8_fn(camvid_run *r, const cr_frames *fr, cr_confusion *conf, void *arg)
+{
+    return eval_int8(r, arg, fr, conf);
+}
+
+/* Bytes of the bf16 model: convolution weights 2 bytes, everything else 4. */
+static int64_t bf16_bytes(const cr_model *m)
+{
+    int64_t b = 0;
+    for (int i = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        if (d->weight.data) b += (d->kind == CR_MOD_CONV ? 2 : 4) * (int64_t)d->weight.numel;
+        if (d->bias.data) b += 4 * (int64_t)d->bias.numel;
+    }
+    return b;
+}
+
+typedef struct {
+    cr_progress *prog;
+    int epoch;
+} qat_step_ctx;
+
+static void on_qat_step(void *arg, const cr_step_info *info)
+{
+    qat_step_ctx *c = arg;
+    char what[80];
+    snprintf(what, sizeof what, "QAT epoch %d loss %.4f, %.2f s/step", info->epoch, info->loss,
+             info->ms / 1e3);
+    cr_progress_step(c->prog, what);
+}
+
+/* PTQ: min/max calibration on the calib frames with the float model (observers on, fake
+ * quantization off), then evaluation with fake quantization. */
+static cr_status run_ptq(camvid_run *r)
+{
+    const double t0 = cr_now();
+    cr_qat q;
+    cr_status s = reset_weights(r);
+    if (s || (s = cr_qat_prepare(&q, &r->m, NULL))) return s;
+    cr_qat_observe_minmax(&q, true);
+    cr_qat_enable(&q, true, false);
+    s = cr_fpn_evaluate(&r->m, &r->calib, r->eh, r->ew, batch_size, CR_CAMVID_IGNORE, NULL, NULL);
+    cr_qat_enable(&q, false, true);
+    cr_int8_model im = {0};
+    if (!s) s = cr_int8_convert(&im, &q);
+    char note[160];
+    snprintf(note, sizeof note, "min/max calibration on %lld train frames; fake-quantized "
+             "evaluation", (long long)r->calib.count);
+    if (!s) s = report(r, "int8_ptq", eval_fn, NULL, cr_int8_model_bytes(&im), 0, 0, t0, note);
+    if (!s && wanted("ptq_converted")) {
+        snprintf(note, sizeof note, "PTQ converted: real int8 kernels (convert.h)");
+        s = report(r, "int8_ptq_converted", eval_int8_fn, &im, cr_int8_model_bytes(&im), 0, 0,
+                   cr_now(), note);
+    }
+    cr_int8_model_free(&im);
+    cr_qat_free(&q);
+    return s;
+}
+
+/* QAT from the fp32 weights: --epochs of fine-tuning with fake quantization (x86 QAT
+ * observers), then evaluation with the observers off; the converted model too. */
+static cr_status run_qat(camvid_run *r, const char *config, const char *const *keep)
+{
+    const double t0 = cr_now();
+    cr_qat q;
+    cr_trainer t = {0};
+    cr_augment aug;
+    cr_status s = reset_weights(r);
+    if (s || (s = cr_qat_prepare(&q, &r->m, keep))) return s;
+    cr_augment_default(&aug, r->ctx->quick ? 64 : crop);
+    cr_train_config c = cr_train_config_default();
+    c.lr = qat_lr;
+    c.weight_decay = 1e-4;
+    c.batch = batch_size < r->train.count ? batch_size : r->train.count;
+    c.epochs = epochs > 0 ? epochs : 1;
+    c.warmup_epochs = 0;
+    c.seed = (uint64_t)train_seed;
+    c.flips = false;
+    c.ignore_index = CR_CAMVID_IGNORE;
+    if (epochs > 0) s = cr_trainer_init(&t, &r->m, &c, r->train.count, aug.crop, aug.crop);
+    cr_progress prog;
+    cr_progress_begin(&prog, "QAT steps", epochs > 0 ? (long)(epochs * t.steps_per_epoch) : 0);
+    qat_step_ctx sc = {&prog, 0};
+    for (int e = 0; !s && e < epochs; e++) {
+        cr_qat_enable(&q, true, true);
+        cr_qat_freeze_bn(&q, e >= freeze_bn_epoch);
+        double loss = NAN;
+        const double te = cr_now();
+        s = cr_fpn_train_epoch(&t, &r->train, &aug, on_qat_step, &sc, &loss);
+        if (!s) {
+            if (prog.tty) fputs("\r\033[K", stderr);
+            printf("  %s epoch %d: train loss %.4f, %.0f s\n", config, e + 1, loss, cr_now() - te);
+            lab_csv_row(r->ctx, "lab07,qat_epoch,%s,train,,,,%d,%g,%.1f,mean training loss %.4f",
+                        config, e + 1, t.lr, cr_now() - te, loss);
+        }
+    }
+    cr_progress_end(&prog);
+    cr_qat_enable(&q, epochs == 0, true);   /* no training: observe in the first evaluation */
+    if (!s && epochs == 0)
+        s = cr_fpn_evaluate(&r->m, &r->calib, r->eh, r->ew, batch_size, CR_CAMVID_IGNORE, NULL, NULL);
+    cr_qat_enable(&q, false, true);
+    cr_int8_model im = {0};
+    if (!s) s = cr_int8_convert(&im, &q);
+    char note[200], name[64];
+    int convs = 0, folded = 0, acts = 0;
+    cr_qat_counts(&q, &convs, &folded, &acts);
+    snprintf(note, sizeof note, "%d int8 convs (%d BatchNorms folded); %d activation quantizers; "
+             "AdamW lr %g cosine; BN frozen from epoch %d; fake-quantized evaluation", convs,
+             folded, acts, qat_lr, freeze_bn_epoch);
+    if (!s) s = report(r, config, eval_fn, NULL, cr_int8_model_bytes(&im), epochs, qat_lr, t0, note);
+    if (!s && wanted("converted")) {
+        snprintf(name, sizeof name, "%s_converted", config);
+        snprintf(note, sizeof note, "the same weights converted: real int8 kernels (convert.h); "
+                 "%d weight channels by the symmetric rule", im.weight_fallbacks);
+        s = report(r, name, eval_int8_fn, &im, cr_int8_model_bytes(&im), epochs, qat_lr, cr_now(),
+                   note);
+    }
+    cr_int8_model_free(&im);
+    cr_trainer_free(&t);
+    cr_qat_free(&q);
+    return s;
+}
+
+/* Checks the options, loads the splits and the weights; a lab exit code (LAB_RUN: go on). */
+static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
+{
+    const char *p = ctx->program;
+    if (!data_dir) {
+        fprintf(stderr, "%s: --data DIR is required. %s\n", p, cr_camvid_howto());
+        return LAB_EXIT_USAGE;
+    }
+    if (!weights_path && !ctx->quick) {
+        fprintf(stderr, "%s: --weights CKPT is required (the fp32 FPN; --quick runs a random "
+                "reduced network instead)\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (weights_path && ctx->quick) {
+        fprintf(stderr, "%s: --weights with --quick: --quick runs the reduced network, which "
+                "a full checkpoint does not fit\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (crop % 32) {
+        fprintf(stderr, "%s: --crop: expected a multiple of 32, got %d\n", p, crop);
+        return LAB_EXIT_USAGE;
+    }
+    if (!(qat_lr > 0) || !isfinite(qat_lr)) {
+        fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", p, qat_lr);
+        return LAB_EXIT_USAGE;
+    }
+    static const char *const known[] = {"fp32", "bf16", "ptq", "qat_full", "qat_partial",
+                                        "converted", "ptq_converted"};
+    for (const char *q = configs_str; q && *q;) {
+        const size_t n = strcspn(q, ",");
+        int ok = 0;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+            ok |= strlen(known[k]) == n && strncmp(q, known[k], n) == 0;
+        if (!ok) {
+            fprintf(stderr, "%s: --configs: unknown '%.*s' (expected fp32, bf16, ptq, qat_full, "
+                    "qat_partial, converted, ptq_converted)\n", p, (int)n, q);
+            return LAB_EXIT_USAGE;
+        }
+        q += n + (q[n] == ',');
+    }
+    if (!parse_size(p, "eval-size", eval_size_str, &r->eh, &r->ew)) return LAB_EXIT_USAGE;
+    long long lim[2] = {0, 0};
+    if (limit_str) {
+        char tail;
+        const int n = sscanf(limit_str, "%lld,%lld%c", &lim[0], &lim[1], &tail);
+        if (n < 1 || n > 2 || lim[0] < 1 || (n == 2 && lim[1] < 1)) {
+            fprintf(stderr, "%s: --limit: expected T or T,E (frames, >= 1), got '%s'\n", p, limit_str);
+            return LAB_EXIT_USAGE;
+        }
+    }
+    if (ctx->quick) {
+        lim[0] = lim[0] ? lim[0] : 8;
+        lim[1] = lim[1] ? lim[1] : 4;
+        if (strcmp(eval_size_str, "192x256") == 0) r->eh = 64, r->ew = 96;
+        if (calib_frames > 4) calib_frames = 4;
+        batch_size = batch_size > 4 ? 4 : batch_size;
+    }
+    const char *splits[3] = {"train", "val", "test"};
+    cr_frames *fr[3] = {&r->train, &r->val, &r->test};
+    for (int i = 0; i < 3; i++) {
+        cr_status s = cr_camvid_load_frames(data_dir, splits[i], factor, i ? lim[1] : lim[0], fr[i]);
+        if (s) {
+            fprintf(stderr, "%s: %s\n", p, cr_last_error());
+            return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
+        }
+    }
+    r->calib = r->train;   /* a view: the first frames */
+    if (r->calib.count > calib_frames) r->calib.count = calib_frames;
+    cr_status s = build_fpn_net(&r->m, ctx->quick);
+    if (!s && weights_path) s = cr_st_load(&r->weights, weights_path);
+    if (!s) s = reset_weights(r);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", p, cr_last_error());
+        return LAB_EXIT_USAGE;
+    }
+    r->fp32_bytes = 4 * cr_model_num_scalars(&r->m);
+    return LAB_RUN;
+}
+
+static void camvid_free(camvid_run *r)
+{
+    cr_model_free(&r->m);
+    cr_st_free(r->weights);
+    cr_frames_free(&r->train);
+    cr_frames_free(&r->val);
+    cr_frames_free(&r->test);
+    cr_tensor_free(&bf16_x);
+    cr_tensor_free(&bf16_w);
+}
+
+static int cmd_camvid(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab07-int8 camvid",
+                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 (simulated), "
+                      "int8 PTQ, int8 QAT full and partial, and the converted int8 models.",
+                      camvid_args, LAB_COUNT(camvid_args));
+    if (rc != LAB_RUN) return rc;
+    camvid_run r;
+    memset(&r, 0, sizeof r);
+    r.ctx = &ctx;
+    if ((rc = camvid_prepare(&ctx, &r)) != LAB_RUN) {
+        camvid_free(&r);
+        return rc;
+    }
+    lab_banner(&ctx, "chapter 7, int8 on chapter 8's FPN: CamVid accuracy");
+    char setup[400];
+    snprintf(setup, sizeof setup, "%s; %lld train %lld val %lld test frames (1/%d); eval %lldx%lld; "
+             "QAT crop %d batch %d epochs %d lr %g seed %d; calibration %lld frames",
+             weights_path ? weights_path : "random reduced network (--quick)",
+             (long long)r.train.count, (long long)r.val.count, (long long)r.test.count, factor,
+             (long long)r.eh, (long long)r.ew, ctx.quick ? 64 : crop, batch_size, epochs, qat_lr,
+             train_seed, (long long)r.calib.count);
+    const char *const extra[] = {"setup", setup, "model_bytes", "fp32 and bf16: parameters "
+                                 "(running statistics not counted); int8: 1 byte per quantized "
+                                 "weight + 4 (scale) + 4 (s32 bias) per channel, BatchNorm folded, "
+                                 "float layers 4 bytes, 8 per activation quantizer", NULL};
+    if (lab_csv_begin(&ctx, camvid_columns, extra) != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        camvid_free(&r);
+        return LAB_EXIT_FAILED;
+    }
+    printf("  %s\n\n  %-22s %8s %8s %12s %7s  %8s\n", setup, "config", "val mIoU", "test", "bytes",
+           "fp32/x", "seconds");
+    cr_status s = CR_OK;
+    double t0 = cr_now();
+    if (wanted("fp32"))
+        s = report(&r, "fp32", eval_fn, NULL, r.fp32_bytes, 0, 0, t0, "the weights as they are");
+    if (!s && wanted("bf16")) {
+        t0 = cr_now();
+        r.m.conv_forward = conv_bf16;
+        s = report(&r, "bf16_simulated", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
+                   "simulation: conv inputs and weights rounded to bf16; fp32 sums");
+        r.m.conv_forward = cr_conv2d_fast;
+    }
+    if (!s && wanted("ptq")) s = run_ptq(&r);
+    if (!s && wanted("qat_full")) s = run_qat(&r, "int8_qat_full", NULL);
+    if (!s && wanted("qat_partial")) s = run_qat(&r, "int8_qat_partial", cr_qat_partial_float);
+    if (s) fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+    camvid_free(&r);
+    return lab_finish(&ctx, s ? LAB_EXIT_FAILED : LAB_EXIT_OK);
+}
+
+/* ---- fpn: int8 against fp32 latency ----------------------------------------------------- */
+
+static const cr_arg fpn_args[] = {
+    {"batches", CR_ARG_STRING, &batches_str, "LIST", "batch sizes (1,8)", 0, -1},
+    {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
+    {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
+};
+
+static const char *const latency_columns[] = {
+    "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
+    "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", "vs_fp32", NULL};
+
+/* The resident high-water mark in MiB (VmHWM), or -1. */
+static double vm_hwm_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* Resets VmHWM to the current RSS (5 into /proc/self/clear_refs); 1 if it worked. */
+static int reset_hwm(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Parses a comma list of batch sizes (1..1024, at most 32) into v; the count or 0. */
+static int parse_batches(const char *s, int *v)
+{
+    int n = 0;
+    const char *q = s;
+    while (q && *q && n < 32) {
+        char *end;
+        const long b = strtol(q, &end, 10);
+        if (end == q || b < 1 || b > 1024 || (*end && *end != ',')) return 0;
+        v[n++] = (int)b;
+        q = *end ? end + 1 : end;
+    }
+    return q && *q ? 0 : n;
+}
+
+/* What one latency measurement found. */
+typedef struct {
+    double mean, median, p90, mib;
+} lat_result;
+
+/* Times `repeats` forwards of the fp32 model (im NULL) or the int8 model on x after one
+ * warm-up, the high-water mark reset first. */
+static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im,
+                              const cr_tensor *x, lat_result *res, int *hwm_ok)
+{
+    double t[1000];
+    const cr_tensor *y;
+    *hwm_ok &= reset_hwm();
+    cr_status s = im ? cr_int8_forward(im, x, &y) : cr_model_forward(m, x, &y);
+    for (int r = 0; r < ctx->repeats && !s; r++) {
+        const double t0 = cr_now();
+        s = im ? cr_int8_forward(im, x, &y) : cr_model_forward(m, x, &y);
+        t[r] = (cr_now() - t0) * 1e3;
+    }
+    if (s) return s;
+    const int R = ctx->repeats;
+    double sum = 0;
+    for (int r = 0; r < R; r++) sum += t[r];
+    qsort(t, (size_t)R, sizeof *t, cmp_double);
+    res->mean = sum / R;
+    res->median = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
+    res->p90 = t[(int)ceil(0.9 * R) - 1];
+    res->mib = *hwm_ok ? vm_hwm_mib() : -1;
+    return CR_OK;
+}
+
+static int cmd_fpn(int argc, char **argv)
+{
+    lab_ctx ctx;
+    int rc = lab_init(&ctx, argc, argv, "lab07-int8 fpn",
+                      "Chapter 7: forward latency of chapter 8's full FPN converted to int8 "
+                      "against our fp32, per batch size (random weights, calibrated on a random "
+                      "batch).", fpn_args, LAB_COUNT(fpn_args));
+    if (rc != LAB_RUN) return rc;
+    int64_t H, W;
+    int bs[32];
+    if (ctx.quick && strcmp(batches_str, "1,8") == 0) batches_str = "1,2";
+    if (ctx.quick && strcmp(size_str, "384x480") == 0) size_str = "64x96";
+    const int nb = parse_batches(batches_str, bs);
+    if (!nb) {
+        fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..1024 (at most 32), got "
+                "'%s'\n", ctx.program, batches_str);
+        return LAB_EXIT_USAGE;
+    }
+    if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    cr_model m;
+    cr_qat q = {0};
+    cr_int8_model im = {0};
+    cr_tensor x = {0};
+    cr_rng rng;
+    cr_rng_seed(&rng, ctx.seed);
+    const double tc = cr_now();
+    cr_status s = build_fpn_net(&m, 0);
+    if (!s) s = cr_model_init_params(&m, 1);
+    cr_model_train(&m, false);
+    /* calibration: min/max observers on one random image at the timed size */
+    if (!s) s = cr_qat_prepare(&q, &m, NULL);
+    if (!s) s = cr_tensor_alloc4(&x, 1, 3, H, W);
+    if (!s) {
+        cr_tensor_fill_uniform(&x, &rng, -2, 2);
+        cr_qat_observe_minmax(&q, true);
+        cr_qat_enable(&q, true, false);
+        const cr_tensor *y;
+        s = cr_model_forward(&m, &x, &y);
+    }
+    if (!s) s = cr_int8_convert(&im, &q);
+    cr_qat_free(&q);   /* the float model runs unhooked again; im keeps its own copies */
+    cr_tensor_free(&x);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        cr_int8_model_free(&im);
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    const double conv_s = cr_now() - tc;
+    lab_banner(&ctx, "chapter 7, chapter 8's FPN in int8 against fp32: forward latency");
+    char note[200];
+    snprintf(note, sizeof note, "full QAT configuration, %d int8 convolutions, %d float; "
+             "calibration and conversion %.1f s", im.convs, im.float_convs, conv_s);
+    const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) during the "
+                                 "batch size's runs, reset before each", "size", size_str,
+                                 "int8", note, NULL};
+    if (lab_csv_begin(&ctx, latency_columns, extra) != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        cr_int8_model_free(&im);
+        cr_model_free(&m);
+        return LAB_EXIT_FAILED;
+    }
+    printf("  %s; OMP_WAIT_POLICY=%s\n  input %lldx%lld, %d timed runs after one warm-up per "
+           "batch size and precision\n", note,
+           getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)", (long long)H,
+           (long long)W, ctx.repeats);
+    printf("  %5s %-9s %9s %9s %9s %9s %10s %8s\n", "batch", "precision", "mean ms", "median",
+           "p90", "img/s", "peak MiB", "vs fp32");
+    int hwm_ok = 1;
+    for (int i = 0; i < nb && !s; i++) {
+        if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
+        cr_tensor_fill_uniform(&x, &rng, -2, 2);
+        lat_result f, q8;
+        if (!(s = time_forward(&ctx, &m, NULL, &x, &f, &hwm_ok)))
+            s = time_forward(&ctx, &m, &im, &x, &q8, &hwm_ok);
+        cr_tensor_free(&x);
+        if (s) break;
+        const lat_result *rs[2] = {&f, &q8};
+        const char *prec[2] = {"fp32", "int8"};
+        for (int k = 0; k < 2; k++) {
+            const double ips = bs[i] * 1e3 / rs[k]->mean, vs = f.median / rs[k]->median;
+            printf("  %5d %-9s %9.1f %9.1f %9.1f %9.2f %10.0f %8.2f\n", bs[i], prec[k],
+                   rs[k]->mean, rs[k]->median, rs[k]->p90, ips, rs[k]->mib, vs);
+            lab_csv_row(&ctx, "%d,cpu,%s,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d,%.3f", bs[i], prec[k],
+                        rs[k]->mean, rs[k]->median, rs[k]->p90, ips, rs[k]->mib, ctx.threads, vs);
+        }
+        fflush(stdout);
+    }
+    cr_int8_model_free(&im);
+    cr_model_free(&m);
+    if (s) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        return lab_finish(&ctx, LAB_EXIT_FAILED);
+    }
+    if (!hwm_ok) printf("  (peak memory: /proc/self/clear_refs not writable: the run's peak so far)\n");
+    return lab_finish(&ctx, LAB_EXIT_OK);
+}
+
 /* ---- main -------------------------------------------------------------------------------- */
+
+static int cmd_kernels(int argc, char **argv);
+
+/* The timing command runs with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy, as
+ * lab 8's latency does (spinning threads lose whole time slices on a shared machine). */
+static void timing_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execvp(argv[0], argv);
+    unsetenv("OMP_WAIT_POLICY");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "camvid") == 0) return cmd_camvid(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "fpn") == 0) {
+        timing_wait_policy(argv);
+        return cmd_fpn(argc - 1, argv + 1);
+    }
+    return cmd_kernels(argc, argv);
+}
+
+/* ---- the kernels and layers (no command) ----------------------------------------------------- */
 
 static const char *const quick_layers[] = {"a_3x3_64", "c_3x3_256", "e_1x1"};
 
-int main(int argc, char **argv)
+static int cmd_kernels(int argc, char **argv)
 {
     const char *only = NULL;
     const cr_arg extra[] = {
@@ -471,7 +1160,9 @@ int main(int argc, char **argv)
                       "Chapter 7, int8 execution: the int8 GEMM (every kernel this CPU runs), the\n"
                       "bf16 GEMM and the int8 convolution on the standard layers, against chapter\n"
                       "3's fp32 and oneDNN's int8 (where found at build time), 1 and --threads N\n"
-                      "threads. Every int8 result is checked against integer loops before it is timed.",
+                      "threads. Every int8 result is checked against integer loops before it is timed.\n"
+                      "Commands: lab07-int8 camvid --help (CamVid accuracy of the FPN in fp32, bf16,\n"
+                      "int8 PTQ and QAT), lab07-int8 fpn --help (int8 against fp32 FPN latency).",
                       extra, 1);
     if (rc != LAB_RUN) return rc;
     if (only && strcmp(only, "gemm") != 0 && strcmp(only, "conv") != 0) {

@@ -1,0 +1,700 @@
+/* convert.c — chapter 7: the int8 model of a QAT-prepared model (see convert.h). */
+#include "convert.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+/* ---- grids -------------------------------------------------------------------------- */
+
+/* nearbyintf(v) (ties to even) for the quantizers, in operations the compiler
+ * vectorizes: below 2^22 in magnitude, v + 1.5 * 2^23 lands where the float spacing is
+ * 1, so the addition itself rounds to the nearest integer, ties to even; larger
+ * magnitudes (clamped by every caller anyway) are held at 2^22, NaN stays NaN. */
+static inline float round_even(float v)
+{
+    const float big = 4194304.0f, magic = 12582912.0f;
+    v = v > big ? big : v < -big ? -big : v;
+    return (v + magic) - magic;
+}
+
+/* clamp(qf, lo, hi) as fminf(fmaxf(qf, lo), hi) gives it, NaN included (lo). */
+static inline uint8_t clamp_u8(float qf, float lo, float hi)
+{
+    return (uint8_t)(qf >= lo ? (qf <= hi ? qf : hi) : lo);
+}
+
+void cr_qgrid_quantize(const cr_qgrid *g, const float *x, int64_t n, uint8_t *q)
+{
+    const float inv = 1.0f / g->scale, zp = (float)g->zp, lo = (float)g->qmin,
+                hi = (float)g->qmax;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; i++)   /* as fq_span: zp + nearbyint(x / scale), clamped */
+        q[i] = clamp_u8(zp + round_even(x[i] * inv), lo, hi);
+}
+
+void cr_qgrid_dequantize(const cr_qgrid *g, const uint8_t *q, int64_t n, float *x)
+{
+    const float zp = (float)g->zp, s = g->scale;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; i++) x[i] = ((float)q[i] - zp) * s;
+}
+
+/* The grid an activation quantizer's next fake-quantized forward uses: the fused rule
+ * (cr_qparams_choose) on its running min/max, as cr_fake_quant_forward computes it (its
+ * scale buffer holds that only after a forward with fake quantization on). */
+static cr_status grid_of(const cr_fake_quant *fq, const char *module, cr_qgrid *g)
+{
+    if (!fq->min_val || !fq->max_val || fq->channels != 1 || fq->dtype != CR_DT_U8 ||
+        !(fq->min_val[0] <= fq->max_val[0]))
+        return cr_fail(CR_EINVAL, "int8_convert: the activation quantizer of '%s' has no "
+                       "parameters: it observed nothing (run a calibration or QAT forward "
+                       "before converting)", module);
+    g->qmin = fq->qmin;
+    g->qmax = fq->qmax;
+    cr_status r = cr_qparams_choose(fq->min_val[0], fq->max_val[0], fq->qmin, fq->qmax,
+                                    fq->symmetric, &g->scale, &g->zp);
+    if (r) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cr_last_error());
+        return cr_fail(r, "int8_convert: the activation quantizer of '%s': %s", module, msg);
+    }
+    return CR_OK;
+}
+
+static bool same_grid(const cr_qgrid *a, const cr_qgrid *b)
+{
+    return a->scale == b->scale && a->zp == b->zp && a->qmin == b->qmin && a->qmax == b->qmax;
+}
+
+/* ---- conversion --------------------------------------------------------------------- */
+
+/* Number of modules that read module j's output (as qat.c counts them). */
+static int consumers(const cr_model *m, int j)
+{
+    int c = 0;
+    for (int i = j + 1; i < m->n; i++)
+        c += (m->mods[i].in == j) + (m->mods[i].kind == CR_MOD_ADD && m->mods[i].in2 == j);
+    return c;
+}
+
+/* The module whose value holds module k's output in the int8 model. */
+static int value_index(const cr_int8_model *im, int k)
+{
+    if (k < 0) return k;
+    const cr_i8_step_kind K = im->steps[k].kind;
+    if (K == CR_I8_CONV || K == CR_I8_ADD_RELU) return im->steps[k].end;
+    if (K == CR_I8_INSIDE)
+        for (int j = k - 1; j >= 0; j--)
+            if (im->steps[j].kind == CR_I8_CONV || im->steps[j].kind == CR_I8_ADD_RELU)
+                return im->steps[j].end;
+    return k;
+}
+
+/* The quantized weights (w * sf on the weight quantizer's per-channel grid) and the
+ * folded bias of conv site s (module i), then the prepared int8 convolution. */
+static cr_status convert_conv(cr_int8_model *im, const cr_qat *q, int i)
+{
+    cr_model *m = q->m;
+    const cr_qat_site *s = &q->sites[i];
+    const cr_module *d = &m->mods[i];
+    const cr_module *bn = s->bn >= 0 ? &m->mods[s->bn] : NULL;
+    cr_i8_step *st = &im->steps[i];
+    const cr_fake_quant *wfq = &s->qconv.wfq;
+    const int64_t C = d->weight.shape[0];
+    const size_t inner = d->weight.numel / (size_t)C;
+    if (!wfq->min_val || !wfq->max_val || wfq->channels != C)
+        return cr_fail(CR_EINVAL, "int8_convert: the weight quantizer of '%s' has no parameters "
+                       "for its %lld channels: it observed nothing (run a forward before "
+                       "converting)", d->name, (long long)C);
+    double *scale = malloc((size_t)C * sizeof *scale);
+    int32_t *zps = calloc((size_t)C, sizeof *zps);
+    float *bias = malloc((size_t)C * sizeof *bias), *row = malloc(inner * sizeof *row);
+    cr_qparams qp = {0};
+    cr_qtensor wt = {0};
+    cr_status r = scale && zps && bias && row ? CR_OK
+                                              : cr_fail(CR_ENOMEM, "int8_convert: out of memory");
+    for (int64_t c = 0; !r && c < C; c++) scale[c] = 1.0;   /* set per channel below */
+    if (!r) r = cr_qparams_per_channel(&qp, CR_DT_I8, 0, C, scale, zps);
+    if (!r) r = cr_qtensor_alloc(&wt, &qp, 4, d->weight.shape);
+    int8_t *wq = r ? NULL : cr_dtensor_i8(&wt.q);
+    for (int64_t c = 0; !r && c < C; c++) {
+        /* sf and w * sf exactly as cr_qconv_forward computes them */
+        const float sd = bn ? sqrtf(bn->running_var.data[c] + (float)bn->bn.eps) : 1.0f;
+        const float sf = bn ? bn->weight.data[c] / sd : 1.0f;
+        float lo = 0, hi = 0;
+        for (size_t k = 0; k < inner; k++) {
+            row[k] = d->weight.data[c * inner + k] * sf;
+            lo = fminf(lo, row[k]);
+            hi = fmaxf(hi, row[k]);
+        }
+        float sc;
+        int32_t zp;
+        r = cr_qparams_choose(wfq->min_val[c], wfq->max_val[c], wfq->qmin, wfq->qmax,
+                              wfq->symmetric, &sc, &zp);
+        if (!r && zp != 0) {   /* a channel of one sign: the symmetric rule, zero point 0 */
+            r = cr_qparams_calculate(lo, hi, wfq->qmin, wfq->qmax, true, CR_DT_I8, &sc, &zp);
+            im->weight_fallbacks++;
+        }
+        const float inv = 1.0f / sc;
+        for (size_t k = 0; !r && k < inner; k++) {
+            const float qf = (float)zp + nearbyintf(row[k] * inv);
+            wq[c * inner + k] = (int8_t)fminf(fmaxf(qf, (float)wfq->qmin), (float)wfq->qmax);
+        }
+        scale[c] = sc;
+        wt.p.scale[c] = sc;
+        /* conv / sf + b, then the BatchNorm: (. - mean) * gamma / sd + beta */
+        const double b = d->conv.bias ? d->bias.data[c] : 0.0;
+        bias[c] = bn ? (float)((b - bn->running_mean.data[c]) * bn->weight.data[c] / sd +
+                               bn->bias.data[c])
+                     : (float)b;
+    }
+    const bool has_bias = bn || d->conv.bias;
+    cr_conv_params p = d->conv;
+    p.bias = has_bias;
+    if (!r)
+        r = cr_int8_conv_prepare(&st->qc, &p, &wt, has_bias ? bias : NULL, st->in.scale,
+                                 st->in.zp, st->og.scale, st->og.zp,
+                                 m->mods[st->end].kind == CR_MOD_RELU);
+    if (r) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cr_last_error());
+        r = cr_fail(r, "int8_convert: module '%s': %s", d->name, msg);
+    }
+    cr_qtensor_free(&wt);
+    cr_qparams_free(&qp);
+    free(scale);
+    free(zps);
+    free(bias);
+    free(row);
+    return r;
+}
+
+/* Plans module i: a quantized conv group (its end, its input and output grids), or a
+ * float module with or without an output quantizer. gr: the quantizer each output lies
+ * on (NULL: none). */
+static cr_status plan_module(cr_int8_model *im, const cr_qat *q, int i,
+                             const cr_fake_quant *const *gr)
+{
+    const cr_model *m = q->m;
+    const cr_qat_site *s = &q->sites[i];
+    const cr_module *d = &m->mods[i];
+    cr_i8_step *st = &im->steps[i];
+    if (d->kind == CR_MOD_ADD && !s->output && i + 1 < m->n &&
+        m->mods[i + 1].kind == CR_MOD_RELU && m->mods[i + 1].in == i && consumers(m, i) == 1 &&
+        q->sites[i + 1].output && !q->sites[i + 1].out_share) {
+        st->kind = CR_I8_ADD_RELU;   /* the quantized add + ReLU in one pass */
+        st->end = i + 1;
+        st->out = true;
+        im->steps[i + 1].kind = CR_I8_INSIDE;
+        return grid_of(gr[i + 1], m->mods[i + 1].name, &st->og);
+    }
+    if (!s->conv) {
+        st->kind = CR_I8_FLOAT;
+        st->out = s->output;
+        st->out_shared = s->output && s->out_share;
+        return s->output ? grid_of(gr[i], d->name, &st->og) : CR_OK;
+    }
+    int e = s->bn >= 0 ? s->bn : i;
+    if (e + 1 < m->n && m->mods[e + 1].kind == CR_MOD_RELU && m->mods[e + 1].in == e &&
+        consumers(m, e) == 1)
+        e++;
+    if (!q->sites[e].output || q->sites[e].out_share)
+        return cr_fail(CR_EINVAL, "int8_convert: the group of '%s' ends at '%s', which has no "
+                       "output quantizer of its own", d->name, m->mods[e].name);
+    st->kind = CR_I8_CONV;
+    st->end = e;
+    st->out = true;
+    for (int k = i + 1; k <= e; k++) im->steps[k].kind = CR_I8_INSIDE;
+    cr_status r = grid_of(gr[e], m->mods[e].name, &st->og);
+    const cr_fake_quant *in = s->input ? &s->in_fq : d->in >= 0 ? gr[d->in] : NULL;
+    st->in_own = s->input;
+    if (!r && !in)
+        r = cr_fail(CR_EINVAL, "int8_convert: the input of '%s' is on no grid", d->name);
+    if (!r) r = grid_of(in, d->name, &st->in);
+    if (!r) r = convert_conv(im, q, i);
+    im->convs++;
+    return r;
+}
+
+cr_status cr_int8_convert(cr_int8_model *im, const cr_qat *q)
+{
+    if (!im) return cr_fail(CR_EINVAL, "int8_convert: im is NULL");
+    memset(im, 0, sizeof *im);
+    if (!q || !q->m || !q->sites || q->n != q->m->n || q->n == 0)
+        return cr_fail(CR_EINVAL, "int8_convert: q is not prepared on a model (cr_qat_prepare)");
+    cr_model *m = q->m;
+    const int n = m->n;
+    im->m = m;
+    im->n = n;
+    im->steps = calloc((size_t)n, sizeof *im->steps);
+    im->vals = calloc((size_t)n, sizeof *im->vals);
+    im->readers = calloc((size_t)n, sizeof *im->readers);
+    im->left = calloc((size_t)n, sizeof *im->left);
+    const cr_fake_quant **gr = calloc((size_t)n, sizeof *gr);
+    if (!im->steps || !im->vals || !im->readers || !im->left || !gr) {
+        free(gr);
+        return cr_fail(CR_ENOMEM, "int8_convert: out of memory");
+    }
+    for (int i = 0; i < n; i++) {   /* the grid of every output, as cr_qat_prepare's */
+        const cr_qat_site *s = &q->sites[i];
+        const cr_module *d = &m->mods[i];
+        if (s->output) gr[i] = s->out_share ? s->out_share : &s->out_fq;
+        else if (d->in >= 0 && (d->kind == CR_MOD_RELU ||
+                                (d->kind == CR_MOD_UPSAMPLE && d->up.mode == CR_UPSAMPLE_NEAREST)))
+            gr[i] = gr[d->in];
+    }
+    cr_status r = CR_OK;
+    for (int i = 0; !r && i < n; i++) {
+        if (im->steps[i].kind == CR_I8_INSIDE) continue;
+        r = plan_module(im, q, i, gr);
+        if (!r && m->mods[i].kind == CR_MOD_CONV && !q->sites[i].conv) im->float_convs++;
+    }
+    free(gr);
+    for (int i = 0; !r && i < n; i++) {   /* readers, through the groups */
+        const cr_module *d = &m->mods[i];
+        if (im->steps[i].kind == CR_I8_INSIDE) continue;
+        if (d->in >= 0) im->readers[value_index(im, d->in)]++;
+        if (d->kind == CR_MOD_ADD && d->in2 >= 0) im->readers[value_index(im, d->in2)]++;
+    }
+    return r;
+}
+
+/* ---- buffers: a pool the outputs' storage returns to, so that a forward after the first
+ * allocates nothing (and touches no fresh pages) ---------------------------------------- */
+
+/* A buffer of at least bytes from the pool (the smallest that fits), else a new one. */
+static void *pool_take(cr_int8_model *im, size_t bytes, size_t *cap)
+{
+    int best = -1;
+    for (int k = 0; k < im->pool_n; k++)
+        if (im->pool_cap[k] >= bytes && (best < 0 || im->pool_cap[k] < im->pool_cap[best]))
+            best = k;
+    if (best >= 0) {
+        void *p = im->pool_ptr[best];
+        *cap = im->pool_cap[best];
+        im->pool_n--;
+        im->pool_ptr[best] = im->pool_ptr[im->pool_n];
+        im->pool_cap[best] = im->pool_cap[im->pool_n];
+        return p;
+    }
+    void *p = cr_aligned_alloc(bytes ? bytes : 1);
+    *cap = p ? bytes : 0;
+    return p;
+}
+
+/* Returns a buffer to the pool (freed when the pool cannot grow). */
+static void pool_give(cr_int8_model *im, void *p, size_t cap)
+{
+    if (!p) return;
+    if (im->pool_n == im->pool_max) {
+        const int nm = im->pool_max ? 2 * im->pool_max : 16;
+        void **np = realloc(im->pool_ptr, (size_t)nm * sizeof *np);
+        if (np) im->pool_ptr = np;
+        size_t *nc = np ? realloc(im->pool_cap, (size_t)nm * sizeof *nc) : NULL;
+        if (nc) im->pool_cap = nc;
+        if (!np || !nc) {
+            cr_aligned_free(p);
+            return;
+        }
+        im->pool_max = nm;
+    }
+    im->pool_ptr[im->pool_n] = p;
+    im->pool_cap[im->pool_n++] = cap;
+}
+
+/* Returns one value's buffers to the pool (its shape stays: up-samplings may read it). */
+static void value_release(cr_int8_model *im, cr_i8_value *v)
+{
+    pool_give(im, v->f.data, v->f_cap);
+    pool_give(im, v->q, v->q_cap);
+    memset(&v->f, 0, sizeof v->f);
+    v->q = NULL;
+    v->f_cap = v->q_cap = 0;
+    v->has_f = v->has_q = false;
+}
+
+void cr_int8_model_free(cr_int8_model *im)
+{
+    if (!im) return;
+    for (int i = 0; im->steps && i < im->n; i++) cr_int8_conv_free(&im->steps[i].qc);
+    for (int i = 0; im->vals && i < im->n; i++) {
+        cr_aligned_free(im->vals[i].f.data);
+        cr_aligned_free(im->vals[i].q);
+    }
+    for (int k = 0; k < im->pool_n; k++) cr_aligned_free(im->pool_ptr[k]);
+    free(im->pool_ptr);
+    free(im->pool_cap);
+    cr_aligned_free(im->qin);
+    free(im->steps);
+    free(im->vals);
+    free(im->readers);
+    free(im->left);
+    memset(im, 0, sizeof *im);
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* The forward's state beyond the model: its input and the norms' statistics. */
+typedef struct {
+    cr_int8_model *im;
+    const cr_tensor *x;
+    cr_tensor save_a, save_b;   /* norms' statistics (not used after) */
+} fwd_ctx;
+
+/* Makes t a rank-1 tensor of n floats (kept when it already is). */
+static cr_status ensure1(cr_tensor *t, int64_t n)
+{
+    if (t->data && t->ndim == 1 && t->shape[0] == n) return CR_OK;
+    cr_tensor_free(t);
+    const int64_t shape[1] = {n};
+    return cr_tensor_alloc(t, 1, shape);
+}
+
+/* Makes v's float tensor N x C x H x W (storage from the pool unless it fits already). */
+static cr_status value_alloc_f(cr_int8_model *im, cr_i8_value *v, const int64_t shape[4])
+{
+    memcpy(v->shape, shape, sizeof v->shape);
+    const size_t n = (size_t)(shape[0] * shape[1] * shape[2] * shape[3]);
+    if (!v->f.data || v->f_cap < n * sizeof(float)) {
+        pool_give(im, v->f.data, v->f_cap);
+        v->f.data = pool_take(im, n * sizeof(float), &v->f_cap);
+        if (!v->f.data)
+            return cr_fail(CR_ENOMEM, "int8_forward: out of memory for %zu floats", n);
+    }
+    v->f.ndim = 4;
+    memcpy(v->f.shape, shape, sizeof v->shape);
+    v->f.numel = n;
+    return CR_OK;
+}
+
+/* Makes v's u8 buffer hold n bytes. */
+static cr_status value_alloc_q(cr_int8_model *im, cr_i8_value *v, size_t n)
+{
+    if (v->q && v->q_cap >= n) return CR_OK;
+    pool_give(im, v->q, v->q_cap);
+    v->q = pool_take(im, n, &v->q_cap);
+    return v->q ? CR_OK : cr_fail(CR_ENOMEM, "int8_forward: out of memory for %zu bytes", n);
+}
+
+static size_t shape_numel(const int64_t s[4])
+{
+    return (size_t)(s[0] * s[1] * s[2] * s[3]);
+}
+
+/* Module k's output as float (dequantized from u8 on first use). */
+static cr_status value_float(fwd_ctx *c, int k, const cr_tensor **t)
+{
+    if (k == CR_MODEL_INPUT) {
+        *t = c->x;
+        return CR_OK;
+    }
+    if (c->im->teacher) {   /* tests: the float model's output of the same module */
+        *t = &c->im->teacher->mods[k].out;
+        return (*t)->data ? CR_OK : cr_fail(CR_EINVAL, "int8_forward: the teacher has no "
+                                            "output for '%s'", c->im->m->mods[k].name);
+    }
+    cr_i8_value *v = &c->im->vals[value_index(c->im, k)];
+    if (!v->has_f) {
+        if (!v->has_q)
+            return cr_fail(CR_EINVAL, "int8_forward: module '%s' read before it ran",
+                           c->im->m->mods[k].name);
+        cr_status r = value_alloc_f(c->im, v, v->shape);
+        if (r) return r;
+        cr_qgrid_dequantize(&v->g, v->q, (int64_t)shape_numel(v->shape), v->f.data);
+        v->has_f = true;
+    }
+    *t = &v->f;
+    return CR_OK;
+}
+
+/* Module k's output as u8 on grid g: its own bytes if it lies on g, else its float
+ * values quantized (into the context's scratch). */
+static cr_status value_u8(fwd_ctx *c, int k, const cr_qgrid *g, const uint8_t **q,
+                          int64_t shape[4])
+{
+    if (k != CR_MODEL_INPUT && !c->im->teacher) {
+        cr_i8_value *v = &c->im->vals[value_index(c->im, k)];
+        if (v->has_q && same_grid(&v->g, g)) {
+            *q = v->q;
+            memcpy(shape, v->shape, 4 * sizeof *shape);
+            return CR_OK;
+        }
+    }
+    const cr_tensor *t;
+    cr_status r = value_float(c, k, &t);
+    if (r) return r;
+    if (t->ndim != 4) return cr_fail(CR_EINVAL, "int8_forward: expected an N x C x H x W input");
+    cr_int8_model *im = c->im;
+    if (im->qin_cap < t->numel) {
+        cr_aligned_free(im->qin);
+        im->qin = cr_aligned_alloc(t->numel);
+        im->qin_cap = im->qin ? t->numel : 0;
+        if (!im->qin) return cr_fail(CR_ENOMEM, "int8_forward: out of memory");
+    }
+    cr_qgrid_quantize(g, t->data, (int64_t)t->numel, im->qin);
+    memcpy(shape, t->shape, 4 * sizeof *shape);
+    *q = im->qin;
+    return CR_OK;
+}
+
+// @snippet int8_group
+/* A quantized group: the int8 convolution into the group end's u8 value. */
+static cr_status run_conv(fwd_ctx *c, int i)
+{
+    cr_int8_model *im = c->im;
+    const cr_i8_step *st = &im->steps[i];
+    const cr_module *d = &im->m->mods[i];
+    const uint8_t *xq = NULL;
+    int64_t xs[4];
+    cr_status r = value_u8(c, d->in, &st->in, &xq, xs);
+    if (r) return r;
+    cr_conv_shape cs;
+    if ((r = cr_conv_shape_init(&cs, &d->conv, xs[0], xs[2], xs[3]))) return r;
+    cr_i8_value *v = &im->vals[st->end];
+    const int64_t ys[4] = {xs[0], d->conv.out_channels, cs.h_out, cs.w_out};
+    memcpy(v->shape, ys, sizeof ys);
+    const size_t ny = shape_numel(ys);
+    if ((r = value_alloc_q(im, v, ny)) ||
+        (r = cr_int8_conv_run(&st->qc, xs[0], xs[2], xs[3], xq, v->q)))
+        return r;
+    if (st->og.qmax < 255) {   /* the fake quantizer's range (reduce_range: 127) */
+        const uint8_t hi = (uint8_t)st->og.qmax;
+        uint8_t *y = v->q;
+#pragma omp parallel for schedule(static) if (ny > (1 << 16))
+        for (int64_t k = 0; k < (int64_t)ny; k++) y[k] = y[k] > hi ? hi : y[k];
+    }
+    v->g = st->og;
+    v->has_q = true;
+    v->has_f = false;
+    return CR_OK;
+}
+// @end int8_group
+
+/* A float module on dequantized values, exactly as the model's evaluation forward runs it
+ * (module_forward in model.c), into v (float). */
+static cr_status float_op(fwd_ctx *c, int i, cr_i8_value *v)
+{
+    cr_int8_model *im = c->im;
+    cr_module *d = &im->m->mods[i];
+    const cr_tensor *x = NULL;
+    cr_status r = value_float(c, d->in, &x);
+    if (r) return r;
+    if (x->ndim != 4) return cr_fail(CR_EINVAL, "int8_forward: '%s' has no 4-d input", d->name);
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t ys[4] = {N, C, H, W};
+    switch (d->kind) {
+    case CR_MOD_CONV: {
+        cr_conv_shape cs;
+        if ((r = cr_conv_shape_init(&cs, &d->conv, N, H, W))) return r;
+        ys[1] = d->conv.out_channels, ys[2] = cs.h_out, ys[3] = cs.w_out;
+        if ((r = value_alloc_f(im, v, ys))) return r;
+        return im->m->conv_forward(&d->conv, x, &d->weight, d->conv.bias ? &d->bias : NULL, &v->f);
+    }
+    case CR_MOD_BATCHNORM:
+        if ((r = value_alloc_f(im, v, ys)) || (r = ensure1(&c->save_a, C)) ||
+            (r = ensure1(&c->save_b, C)))
+            return r;
+        r = cr_batchnorm2d_forward(&d->bn, false, x, &d->weight, &d->bias, &d->running_mean,
+                                   &d->running_var, &v->f, &c->save_a, &c->save_b);
+        break;
+    case CR_MOD_GROUPNORM:
+        if ((r = value_alloc_f(im, v, ys)) || (r = ensure1(&c->save_a, N * d->groups)) ||
+            (r = ensure1(&c->save_b, N * d->groups)))
+            return r;
+        r = cr_groupnorm_forward(d->groups, d->eps, x, &d->weight, &d->bias, &v->f, &c->save_a,
+                                 &c->save_b);
+        break;
+    case CR_MOD_RELU:
+        if (!(r = value_alloc_f(im, v, ys))) r = cr_relu_forward(x, &v->f);
+        break;
+    case CR_MOD_MAXPOOL:
+        if ((r = cr_maxpool2d_out_size(&d->pool, H, W, &ys[2], &ys[3])) ||
+            (r = value_alloc_f(im, v, ys)))
+            return r;
+        r = cr_maxpool2d_forward(&d->pool, x, &v->f, NULL);
+        break;
+    case CR_MOD_AVGPOOL:
+        ys[2] = ys[3] = 1;
+        if (!(r = value_alloc_f(im, v, ys))) r = cr_global_avgpool_forward(x, &v->f);
+        break;
+    case CR_MOD_UPSAMPLE: {
+        cr_upsample_params up = d->up;
+        if (d->up_like >= 0) {   /* another module's output size */
+            const cr_i8_value *like = &im->vals[value_index(im, d->up_like)];
+            up.out_h = like->shape[2];
+            up.out_w = like->shape[3];
+            up.scale_h = up.scale_w = 0;
+        }
+        if ((r = cr_upsample_out_size(&up, H, W, &ys[2], &ys[3])) || (r = value_alloc_f(im, v, ys)))
+            return r;
+        r = cr_upsample_forward(&up, x, &v->f);
+        break;
+    }
+    case CR_MOD_ADD: {
+        const cr_tensor *b;
+        if ((r = value_float(c, d->in2, &b)) || (r = value_alloc_f(im, v, ys))) return r;
+        r = cr_add_forward(x, b, &v->f);
+        break;
+    }
+    case CR_MOD_DROPOUT:   /* evaluation: the identity */
+        if (!(r = value_alloc_f(im, v, ys))) cr_copy_f(v->f.data, x->data, (int64_t)x->numel);
+        break;
+    }
+    return r;
+}
+
+/* A float module, then its output quantizer (u8 kept; floats on the grid made on demand). */
+static cr_status run_float(fwd_ctx *c, int i)
+{
+    cr_int8_model *im = c->im;
+    const cr_i8_step *st = &im->steps[i];
+    cr_i8_value *v = &im->vals[i];
+    v->has_f = v->has_q = false;
+    cr_status r = float_op(c, i, v);
+    if (r) return r;
+    v->has_f = true;
+    if (!st->out) return CR_OK;
+    const size_t n = v->f.numel;
+    if ((r = value_alloc_q(im, v, n))) return r;
+    cr_qgrid_quantize(&st->og, v->f.data, (int64_t)n, v->q);
+    v->g = st->og;
+    v->has_q = true;
+    v->has_f = false;   /* the floats are dequantized again where a float module reads them */
+    return CR_OK;
+}
+
+/* One input of a fused add: its u8 bytes and grid if it has them, else its floats. */
+typedef struct {
+    const uint8_t *q;
+    const float *f;
+    float zp, scale;
+} add_input;
+
+static cr_status add_input_of(fwd_ctx *c, int k, add_input *a, int64_t shape[4])
+{
+    memset(a, 0, sizeof *a);
+    if (k != CR_MODEL_INPUT && !c->im->teacher) {
+        const cr_i8_value *v = &c->im->vals[value_index(c->im, k)];
+        if (v->has_q) {
+            a->q = v->q;
+            a->zp = (float)v->g.zp;
+            a->scale = v->g.scale;
+            memcpy(shape, v->shape, 4 * sizeof *shape);
+            return CR_OK;
+        }
+    }
+    const cr_tensor *t = NULL;
+    cr_status r = value_float(c, k, &t);
+    if (r) return r;
+    a->f = t->data;
+    memcpy(shape, t->shape, 4 * sizeof *shape);
+    return CR_OK;
+}
+
+/* add + ReLU + the ReLU's quantizer in one pass: the same float operations as the model's
+ * add (a + b), ReLU (v > 0 ? v : 0) and fake quantizer, on dequantized inputs. */
+static cr_status run_add_relu(fwd_ctx *c, int i)
+{
+    cr_int8_model *im = c->im;
+    const cr_i8_step *st = &im->steps[i];
+    const cr_module *d = &im->m->mods[i];
+    add_input a, b;
+    int64_t sa[4], sb[4];
+    cr_status r;
+    if ((r = add_input_of(c, d->in, &a, sa)) || (r = add_input_of(c, d->in2, &b, sb))) return r;
+    if (memcmp(sa, sb, sizeof sa) != 0)
+        return cr_fail(CR_EINVAL, "int8_forward: '%s' adds tensors of different shapes", d->name);
+    cr_i8_value *v = &im->vals[st->end];
+    const int64_t n = (int64_t)shape_numel(sa);
+    if ((r = value_alloc_q(im, v, (size_t)n))) return r;
+    memcpy(v->shape, sa, sizeof sa);
+    const float inv = 1.0f / st->og.scale, zp = (float)st->og.zp, lo = (float)st->og.qmin,
+                hi = (float)st->og.qmax;
+    uint8_t *y = v->q;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t k = 0; k < n; k++) {
+        const float x1 = a.q ? ((float)a.q[k] - a.zp) * a.scale : a.f[k];
+        const float x2 = b.q ? ((float)b.q[k] - b.zp) * b.scale : b.f[k];
+        const float s = x1 + x2;
+        const float rl = (s > 0.0f || s != s) ? s : 0.0f;
+        y[k] = clamp_u8(zp + round_even(rl * inv), lo, hi);
+    }
+    v->g = st->og;
+    v->has_q = true;
+    v->has_f = false;
+    return CR_OK;
+}
+
+/* After module i: frees the outputs whose last reader it was. */
+static void release_inputs(cr_int8_model *im, int i)
+{
+    const cr_module *d = &im->m->mods[i];
+    int in[2] = {d->in, d->kind == CR_MOD_ADD ? d->in2 : -1};
+    for (int k = 0; k < 2; k++) {
+        if (in[k] < 0 || (k == 1 && in[1] == in[0])) continue;
+        const int j = value_index(im, in[k]);
+        if (--im->left[j] <= 0 && j != value_index(im, im->n - 1) && !im->keep)
+            value_release(im, &im->vals[j]);
+    }
+}
+
+cr_status cr_int8_forward(cr_int8_model *im, const cr_tensor *x, const cr_tensor **out)
+{
+    if (!im || !im->steps || !im->m || im->m->n != im->n)
+        return cr_fail(CR_EINVAL, "int8_forward: im is not a converted model");
+    if (!x || !x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "int8_forward: x must be an N x C x H x W tensor");
+    fwd_ctx c = {.im = im, .x = x};
+    cr_status r = CR_OK;
+    for (int i = 0; i < im->n; i++) {
+        im->vals[i].has_f = im->vals[i].has_q = false;
+        im->left[i] = im->readers[i];
+    }
+    for (int i = 0; !r && i < im->n; i++) {
+        const cr_i8_step *st = &im->steps[i];
+        if (st->kind == CR_I8_INSIDE) continue;
+        r = st->kind == CR_I8_CONV       ? run_conv(&c, i)
+            : st->kind == CR_I8_ADD_RELU ? run_add_relu(&c, i)
+                                         : run_float(&c, i);
+        if (!r) release_inputs(im, i);
+    }
+    const cr_tensor *y = NULL;
+    if (!r) r = value_float(&c, im->n - 1, &y);
+    cr_tensor_free(&c.save_a);
+    cr_tensor_free(&c.save_b);
+    if (!r && out) *out = y;
+    return r;
+}
+
+const cr_i8_value *cr_int8_value_of(const cr_int8_model *im, int i)
+{
+    if (!im || i < 0 || i >= im->n || im->steps[i].kind == CR_I8_INSIDE) return NULL;
+    i = value_index(im, i);
+    const cr_i8_value *v = &im->vals[i];
+    return v->has_f || v->has_q ? v : NULL;
+}
+
+int64_t cr_int8_model_bytes(const cr_int8_model *im)
+{
+    int64_t b = 0;
+    for (int i = 0; i < im->n; i++) {
+        const cr_module *d = &im->m->mods[i];
+        const cr_i8_step *st = &im->steps[i];
+        if (st->kind == CR_I8_CONV) {
+            /* weights, per channel scale and s32 bias, the output grid, its own input grid */
+            b += (int64_t)d->weight.numel + 8 * d->conv.out_channels + 8 + (st->in_own ? 8 : 0);
+        } else if (st->kind == CR_I8_FLOAT) {
+            if (d->weight.data) b += 4 * (int64_t)d->weight.numel;
+            if (d->bias.data) b += 4 * (int64_t)d->bias.numel;
+            if (st->out && !st->out_shared) b += 8;
+        } else if (st->kind == CR_I8_ADD_RELU) {
+            b += 8;
+        }
+    }
+    return b;
+}

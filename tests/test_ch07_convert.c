@@ -1,0 +1,275 @@
+/* test_ch07_convert.c — suite ch07: the int8 model converted from a QAT-prepared model
+ * (chapters/07-qat/convert.h) against the fake-quantized model's evaluation forward.
+ *
+ * The network is chapter 8's FPN at the width chapter 8's tests and lab 8's --quick use
+ * (stem 8, planes 4/8/16/32, blocks 1/2/1/1, groups 4), random weights, random BatchNorm
+ * statistics and affine parameters (so that folding matters), calibrated with min/max
+ * observers on one random batch and compared on another (so that clamping happens).
+ * Bounds: each step alone (im.teacher: every int8 step reads the fake-quantized model's
+ * values of its inputs) is within one step of the fake quantizer at every quantized
+ * tensor (a convolution group's output, a quantized add + ReLU, pool or up-sampling) and
+ * equal on at least EXACT of it; free-running, where differences carry on and the
+ * decoder's GroupNorm magnifies them, the final float logits are within LOGIT_TOL (max)
+ * and LOGIT_MEAN_TOL (mean) of their range. Seeds from CR_SEED (printed). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "convert.h"
+#include "cr_test.h"
+#include "fakequant.h"
+#include "fpn.h"
+#include "model.h"
+#include "qat.h"
+#include "rng.h"
+
+#define EXACT 0.95         /* each step alone: share of u8 values equal (measured 0.979-0.999 over 22 seeds) */
+#define LOGIT_TOL 0.10     /* free-running, final logits: max |diff| / (max - min) */
+#define LOGIT_MEAN_TOL 0.01  /* and mean |diff| / (max - min) */
+
+static uint64_t seed_now(void)
+{
+    const char *s = getenv("CR_SEED");
+    const uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+    printf("# CR_SEED=%llu\n", (unsigned long long)seed);
+    return seed;
+}
+
+/* The reduced FPN of chapter 8's tests, random weights and norm statistics. */
+static void build_fpn(cr_model *m, cr_rng *rng, uint64_t seed)
+{
+    const cr_fpn_config c = {.classes = 11, .stem = 8, .planes = {4, 8, 16, 32},
+                             .blocks = {1, 2, 1, 1}, .groups = 4, .width_per_group = 16,
+                             .pyramid = 16, .segmentation = 32, .dropout = 0.2};
+    cr_model_init(m);
+    assert_cr_ok(cr_fpn_build(m, &c));
+    assert_cr_ok(cr_model_init_params(m, seed));
+    for (int i = 0; i < m->n; i++) {
+        cr_module *d = &m->mods[i];
+        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
+        for (int64_t k = 0; k < d->channels; k++) {
+            d->weight.data[k] = cr_rng_uniform_f(rng, 0.5f, 1.5f);
+            d->bias.data[k] = cr_rng_uniform_f(rng, -0.2f, 0.2f);
+            if (d->kind == CR_MOD_BATCHNORM) {
+                d->running_mean.data[k] = cr_rng_uniform_f(rng, -0.2f, 0.2f);
+                d->running_var.data[k] = cr_rng_uniform_f(rng, 0.3f, 2.0f);
+            }
+        }
+    }
+    cr_model_train(m, false);
+}
+
+/* What one comparison found. */
+typedef struct {
+    int tensors;
+    double worst_within1;   /* smallest share within one step over the tensors */
+    double worst_exact;     /* smallest share equal */
+    int max_steps;
+    double logit_rel;       /* max |diff| / range of the logits */
+    double logit_mean_rel;  /* mean |diff| / range */
+    int float_convs;
+} cmp_result;
+
+/* Calibrates q on x1 (min/max observers, no fake quantization), runs the fake-quantized
+ * model and the int8 model on x2 and compares every quantized tensor and the logits;
+ * teacher: every int8 step reads the fake-quantized model's values (each step alone). */
+static cmp_result compare_on(cr_model *m, const char *const *keep, const cr_tensor *x1,
+                             const cr_tensor *x2, bool teacher)
+{
+    cr_qat q;
+    assert_cr_ok(cr_qat_prepare(&q, m, keep));
+    cr_qat_observe_minmax(&q, true);
+    cr_qat_enable(&q, true, false);
+    const cr_tensor *y;
+    assert_cr_ok(cr_model_forward(m, x1, &y));
+    cr_qat_enable(&q, false, true);
+    assert_cr_ok(cr_model_forward(m, x2, &y));   /* every module's output stays */
+    cr_int8_model im;
+    assert_cr_ok(cr_int8_convert(&im, &q));
+    im.keep = true;
+    im.teacher = teacher ? m : NULL;
+    const cr_tensor *yi;
+    assert_cr_ok(cr_int8_forward(&im, x2, &yi));
+    cmp_result r = {0, 1.0, 1.0, 0, 0, 0, im.float_convs};
+    for (int i = 0; i < m->n; i++) {
+        const cr_i8_value *v = cr_int8_value_of(&im, i);
+        if (!v || !v->has_q) continue;
+        const int e = im.steps[i].kind == CR_I8_CONV || im.steps[i].kind == CR_I8_ADD_RELU
+                          ? im.steps[i].end : i;
+        const cr_tensor *ref = &m->mods[e].out;   /* fake-quantized in place by its hook */
+        assert_int_equal(ref->numel, (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]));
+        size_t within = 0, exact = 0;
+        for (size_t k = 0; k < ref->numel; k++) {
+            const float qf = (float)v->g.zp + nearbyintf(ref->data[k] / v->g.scale);
+            const int d = abs((int)v->q[k] - (int)qf);
+            within += d <= 1;
+            exact += d == 0;
+            if (d > r.max_steps) r.max_steps = d;
+        }
+        const double share = (double)within / (double)ref->numel;
+        if (share < r.worst_within1) r.worst_within1 = share;
+        if ((double)exact / (double)ref->numel < r.worst_exact)
+            r.worst_exact = (double)exact / (double)ref->numel;
+        r.tensors++;
+    }
+    const cr_tensor *ref = &m->mods[m->n - 1].out;
+    assert_true(cr_tensor_same_shape(ref, yi));
+    float lo = INFINITY, hi = -INFINITY, dmax = 0;
+    double dsum = 0;
+    for (size_t k = 0; k < ref->numel; k++) {
+        lo = fminf(lo, ref->data[k]);
+        hi = fmaxf(hi, ref->data[k]);
+        dmax = fmaxf(dmax, fabsf(ref->data[k] - yi->data[k]));
+        dsum += fabsf(ref->data[k] - yi->data[k]);
+    }
+    assert_true(hi > lo);   /* not a constant output */
+    r.logit_rel = dmax / (hi - lo);
+    r.logit_mean_rel = dsum / (double)ref->numel / (hi - lo);
+    printf("# %s: %d quantized tensors; worst share exact %.5f, within 1 step %.5f; max %d "
+           "steps; logits max |diff| %.4g, mean %.4g, of range %.4g (%d int8 convs, %d float)\n",
+           teacher ? "each step alone" : "free-running", r.tensors, r.worst_exact,
+           r.worst_within1, r.max_steps, (double)dmax, dsum / (double)ref->numel,
+           (double)(hi - lo), im.convs, im.float_convs);
+    cr_int8_model_free(&im);
+    cr_qat_free(&q);
+    return r;
+}
+
+/* Runs the comparison for one configuration and checks the bounds. */
+static void check_config(const char *const *keep, int expect_float_convs)
+{
+    const uint64_t seed = seed_now();
+    cr_rng rng;
+    cr_rng_seed(&rng, seed);
+    cr_model m;
+    build_fpn(&m, &rng, seed);
+    cr_tensor x1 = {0}, x2 = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x1, 2, 3, 64, 96));
+    assert_cr_ok(cr_tensor_alloc4(&x2, 2, 3, 64, 96));
+    cr_tensor_fill_uniform(&x1, &rng, -2, 2);
+    cr_tensor_fill_uniform(&x2, &rng, -2.2f, 2.2f);   /* a little outside: clamping */
+    const cmp_result t = compare_on(&m, keep, &x1, &x2, true);
+    assert_int_equal(t.float_convs, expect_float_convs);
+    assert_true(t.tensors > 20);
+    assert_true(t.max_steps <= 1);            /* each step: within one step everywhere */
+    assert_true(t.worst_exact >= EXACT);
+    const cmp_result r = compare_on(&m, keep, &x1, &x2, false);
+    assert_true(r.logit_mean_rel <= LOGIT_MEAN_TOL);
+    assert_true(r.logit_rel <= LOGIT_TOL);
+    cr_tensor_free(&x1);
+    cr_tensor_free(&x2);
+    cr_model_free(&m);
+}
+
+static void convert__fpn_full_matches_fake_quant(void **state)
+{
+    (void)state;
+    check_config(NULL, 0);
+}
+
+static void convert__fpn_partial_matches_fake_quant(void **state)
+{
+    (void)state;
+    check_config(cr_qat_partial_float, 2);
+}
+
+/* The grid's quantize and dequantize equal the fake quantizer bit for bit, in and out of
+ * range, ties included. */
+static void convert__grid_equals_fake_quantizer(void **state)
+{
+    (void)state;
+    const uint64_t seed = seed_now();
+    cr_rng rng;
+    cr_rng_seed(&rng, seed);
+    const int cases = cr_test_count(50);
+    cr_tensor x = {0}, y = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x, 1, 1, 1, 999));
+    assert_cr_ok(cr_tensor_alloc4(&y, 1, 1, 1, 999));
+    uint8_t q[999];
+    float back[999];
+    for (int c = 0; c < cases; c++) {
+        const cr_qgrid g = {cr_rng_uniform_f(&rng, 0.001f, 0.5f), (int32_t)cr_rng_int(&rng, 0, 127),
+                            0, 127};
+        for (size_t k = 0; k < x.numel; k++)   /* a third exactly on half steps */
+            x.data[k] = k % 3 ? cr_rng_uniform_f(&rng, -200 * g.scale, 200 * g.scale)
+                              : ((float)cr_rng_int(&rng, -300, 300) + 0.5f) * g.scale;
+        assert_cr_ok(cr_fake_quantize_per_tensor(&x, g.scale, g.zp, g.qmin, g.qmax, &y, NULL));
+        cr_qgrid_quantize(&g, x.data, (int64_t)x.numel, q);
+        cr_qgrid_dequantize(&g, q, (int64_t)x.numel, back);
+        for (size_t k = 0; k < x.numel; k++) {
+            assert_true(q[k] <= g.qmax);
+            if (memcmp(&back[k], &y.data[k], 4) != 0)
+                fail_msg("case %d, x %.9g: grid %.9g, fake quantizer %.9g", c, (double)x.data[k],
+                         (double)back[k], (double)y.data[k]);
+        }
+    }
+    cr_tensor_free(&x);
+    cr_tensor_free(&y);
+}
+
+/* A model that has not run since prepare (no quantizer parameters) is refused by name,
+ * and so is a NULL or unprepared qat; the failed model frees cleanly. */
+static void convert__refuses_uncalibrated(void **state)
+{
+    (void)state;
+    cr_rng rng;
+    cr_rng_seed(&rng, 7);
+    cr_model m;
+    build_fpn(&m, &rng, 7);
+    cr_qat q;
+    assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
+    cr_int8_model im;
+    assert_cr_fails(cr_int8_convert(&im, &q), CR_EINVAL);
+    printf("# %s\n", cr_last_error());
+    assert_non_null(strstr(cr_last_error(), "has no parameters"));
+    cr_int8_model_free(&im);
+    cr_qat empty;
+    memset(&empty, 0, sizeof empty);
+    assert_cr_fails(cr_int8_convert(&im, &empty), CR_EINVAL);
+    assert_cr_fails(cr_int8_convert(&im, NULL), CR_EINVAL);
+    cr_int8_model_free(&im);
+    cr_tensor x = {0};
+    assert_cr_fails(cr_int8_forward(&im, &x, NULL), CR_EINVAL);
+    cr_qat_free(&q);
+    cr_model_free(&m);
+}
+
+/* The int8 model's parameter bytes: under a third of fp32's on full QAT. */
+static void convert__model_bytes(void **state)
+{
+    (void)state;
+    cr_rng rng;
+    cr_rng_seed(&rng, 11);
+    cr_model m;
+    build_fpn(&m, &rng, 11);
+    cr_tensor x = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x, 1, 3, 64, 64));
+    cr_tensor_fill_uniform(&x, &rng, -2, 2);
+    cr_qat q;
+    assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
+    cr_qat_enable(&q, true, false);
+    const cr_tensor *y;
+    assert_cr_ok(cr_model_forward(&m, &x, &y));
+    cr_int8_model im;
+    assert_cr_ok(cr_int8_convert(&im, &q));
+    const int64_t b8 = cr_int8_model_bytes(&im), b32 = 4 * cr_model_num_scalars(&m);
+    printf("# int8 %lld bytes, fp32 %lld bytes\n", (long long)b8, (long long)b32);
+    assert_true(b8 > 0 && b8 * 2 < b32);
+    cr_int8_model_free(&im);
+    cr_qat_free(&q);
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(convert__grid_equals_fake_quantizer),
+        cmocka_unit_test(convert__fpn_full_matches_fake_quant),
+        cmocka_unit_test(convert__fpn_partial_matches_fake_quant),
+        cmocka_unit_test(convert__refuses_uncalibrated),
+        cmocka_unit_test(convert__model_bytes),
+    };
+    return cr_run_tests("ch07_convert", tests);
+}
