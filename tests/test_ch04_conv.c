@@ -21,6 +21,7 @@
 #include "conv_harness.h"
 #include "cr_test.h"
 #include "direct.h"
+#include "gemm.h"
 #include "im2col.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -507,6 +508,8 @@ enum {
     CFG_ANY,       /* cr_random_conv_config: every option, a few channels */
     CFG_DX_CONV,   /* stride 1, zero padding <= dilation*(k-1): dX as a forward conv */
     CFG_WIDE,      /* up to 72 channels per group: dW's panels span taps and runs */
+    CFG_GROUPED,   /* 2-8 groups of up to 33 output channels, rows of up to 40 outputs:
+                      dW by dot products, across its channel, tap and column blocks */
 };
 
 /* A random configuration of kind cfg (see above); n, h, w as cr_random_conv_config's. */
@@ -532,6 +535,14 @@ static void random_config(cr_rng *r, int cfg, cr_conv_params *p, int64_t *n, int
             p->out_channels = groups * couts[cr_rng_int(r, 0, 3)];
             *h = cr_rng_int(r, 4, 12);
             *w = cr_rng_int(r, 4, 12);
+        } else if (cfg == CFG_GROUPED) {
+            static const int64_t couts[] = {1, 3, 4, 5, 8, 16, 31, 32, 33};
+            const int64_t groups = cr_rng_int(r, 2, 8);
+            p->groups = groups;
+            p->in_channels = groups * cr_rng_int(r, 1, 9);
+            p->out_channels = groups * couts[cr_rng_int(r, 0, 8)];
+            *h = cr_rng_int(r, 3, 24);
+            *w = cr_rng_int(r, 3, 40);
         }
         cr_conv_shape s;
         if (cr_conv_shape_init(&s, p, *n, *h, *w) == CR_OK) return;
@@ -703,6 +714,58 @@ static void backward_api__wide_channels_random(void **state)
                              "wide channels");
 }
 
+/* Grouped layers of few channels (ResNeXt's), where dW is computed as dot products of dY
+ * with the padded input: equal to the reference with every vector kernel this CPU runs
+ * (AVX2's 8 columns, AVX-512's 16), every padding mode, stride and dilation, 1-3 threads;
+ * and dW the same bits on 1 and 2 threads (each thread owns whole groups). */
+static void grad_weight__grouped_dot_products_random(void **state)
+{
+    (void)state;
+    static const char *const kernels[] = {"avx2", "avx512"};
+    for (int k = 0; k < 2; k++) {
+        if (!cr_gemm_kernel_supported(kernels[k])) {
+            printf("grouped dW: kernel %s not supported by this CPU, not tested\n", kernels[k]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[k]));
+        char what[64];
+        snprintf(what, sizeof what, "grouped dW as dot products, %s", kernels[k]);
+        check_backward_random_fn(cr_conv2d_backward, CFG_GROUPED, G_ALL, cr_test_count(80), 1,
+                                 what);
+    }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+    /* the same bits on 1 and 2 threads */
+    const int threads0 = get_threads();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    for (int i = 0; i < cr_test_count(20); i++) {
+        cr_conv_params p;
+        int64_t n, h, w;
+        random_config(&r, CFG_GROUPED, &p, &n, &h, &w);
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+        cr_tensor x, wt, b, dy, dw1, dw2;
+        cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
+        cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
+        assert_cr_ok(cr_tensor_alloc4(&dw1, p.out_channels, s.cin_g, p.kernel_h, p.kernel_w));
+        assert_cr_ok(cr_tensor_alloc4(&dw2, p.out_channels, s.cin_g, p.kernel_h, p.kernel_w));
+        set_threads(1);
+        assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, NULL, &dw1, NULL));
+        set_threads(2);
+        assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, NULL, &dw2, NULL));
+        set_threads(threads0);
+        if (memcmp(dw1.data, dw2.data, dw1.numel * sizeof(float)) != 0) {
+            char desc[512];
+            cr_conv_params_str(&p, desc, sizeof desc);
+            fail_msg("grouped dW differs between 1 and 2 threads (CR_SEED=%" PRIu64 ", case %d): %s",
+                     seed, i, desc);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
+        cr_tensor_free(&dw1); cr_tensor_free(&dw2);
+    }
+}
+
 /* Any subset of dx, dw, db may be asked for: what is asked equals the full computation,
  * in both implementations; asking for nothing is fine. */
 static void backward_api__nullable_outputs(void **state)
@@ -845,6 +908,7 @@ int main(void)
         cmocka_unit_test(grad_weight__gemm_backward_dw_random),
         cmocka_unit_test(backward_api__dx_as_forward_conv_random),
         cmocka_unit_test(backward_api__wide_channels_random),
+        cmocka_unit_test(grad_weight__grouped_dot_products_random),
         cmocka_unit_test(backward_api__depth_split_threads),
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),

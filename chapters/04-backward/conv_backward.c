@@ -18,6 +18,7 @@
 #include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
 #include "gemm.h"           /* cr_sgemm: chapter 3's GEMM */
 #include "gemm_internal.h"  /* cr_gemm_engine: chapter 3's five loops, for dW */
+#include "grad_weight_direct.h"   /* dW as dot products, for small groups */
 #include "im2col.h"   /* cr_im2col: chapter 2's gather */
 #include "tensor.h"
 
@@ -821,6 +822,11 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
         if (st) return st;
         dw = NULL;
     }
+    if (dw && cr_grad_weight_direct_fits(&s)) {   /* few channels a group: dot products */
+        st = cr_grad_weight_direct(&s, x->data, dy->data, dw->data);
+        if (st) return st;
+        dw = NULL;
+    }
     if (!dw && !fwd_dx) return CR_OK;
     const backward_layout L = plan_backward(&s, fwd_dx, dw != NULL);
     const size_t bytes = (L.xn + L.yn + L.wn + L.pn) * sizeof(float);
@@ -854,9 +860,14 @@ size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
         const size_t b = gemm_backward_bytes(s, 0, 1);
         if (b > peak) peak = b;
     }
-    if (is_pointwise(s) && !fwd_dx) return peak;
+    const int direct = !is_pointwise(s) && cr_grad_weight_direct_fits(s);
+    if (direct) {                                        /* or dW as dot products */
+        const size_t b = cr_grad_weight_direct_bytes(s);
+        if (b > peak) peak = b;
+    }
+    if ((is_pointwise(s) || direct) && !fwd_dx) return peak;
     /* then the one buffer, and beside it dX's forward convolution or dW's GEMMs */
-    const backward_layout L = plan_backward(s, fwd_dx, 1);
+    const backward_layout L = plan_backward(s, fwd_dx, !direct);
     const size_t own = (L.xn + L.yn + L.wn + L.pn) * sizeof(float);
     size_t beside = 0;
     if (fwd_dx) {
@@ -865,7 +876,7 @@ size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
         if (cr_conv_shape_init(&ts, &t, s->batch, s->h_out, s->w_out) == CR_OK)
             beside = cr_conv2d_fast_peak_bytes(&ts);
     }
-    if (!is_pointwise(s)) {   /* as grad_weight_implicit runs its GEMMs */
+    if (!is_pointwise(s) && !direct) {   /* as grad_weight_implicit runs its GEMMs */
         const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s), K = s->batch * s->h_out * s->w_out;
         const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
         const dw_split d = plan_dw(s);
