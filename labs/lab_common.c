@@ -573,3 +573,47 @@ int lab_report_failure(const char *what, cr_status st)
     fprintf(stderr, "%s: %s: %s\n", what, cr_status_name(st), cr_last_error());
     return 0;
 }
+
+/* ---- latency of repeated runs: peak memory and order statistics ---------------- */
+
+/* VmHWM of /proc/self/status ("VmHWM:  123456 kB") in MiB, or -1. */
+double lab_vm_hwm_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* Writes "5" to /proc/self/clear_refs (VmHWM := current RSS); 1 if it worked. */
+int lab_reset_hwm(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* Orders two doubles for qsort: -1 if *a < *b, 1 if *a > *b, else 0. */
+int lab_cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts t[0..n-1]; median (mean of the middle two for even n) and nearest-rank p90. */
+void lab_median_p90(double *t, int n, double *median, double *p90)
+{
+    if (n < 1) {
+        *median = NAN;
+        if (p90) *p90 = NAN;
+        return;
+    }
+    qsort(t, (size_t)n, sizeof *t, lab_cmp_double);
+    *median = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+    if (p90) *p90 = t[(int)ceil(0.9 * n) - 1];
+}

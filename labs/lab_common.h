@@ -168,4 +168,19 @@ int lab_check(const char *what, const cr_tensor *out, const cr_tensor *ref, doub
 /* Prints a status failure ("what: CR_EINVAL: message") to stderr; returns 0. */
 int lab_report_failure(const char *what, cr_status st);
 
+/* ---- latency of repeated runs: peak memory and order statistics (labs 4, 6, 7, 8) ---- */
+
+/* The process's resident high-water mark in MiB (VmHWM of /proc/self/status), or -1
+ * when it cannot be read. */
+double lab_vm_hwm_mib(void);
+/* Resets VmHWM to the current resident size (writes "5" to /proc/self/clear_refs);
+ * returns 1 if that worked, 0 otherwise. */
+int lab_reset_hwm(void);
+/* qsort's comparison of two doubles (ascending): -1, 0 or 1. */
+int lab_cmp_double(const void *a, const void *b);
+/* Sorts t[0..n-1] ascending in place; *median receives the middle value (for even n
+ * the mean of the two middle ones), *p90 (if non-NULL) the nearest-rank 90th
+ * percentile t[ceil(0.9 n) - 1]. With n < 1 both receive NaN. */
+void lab_median_p90(double *t, int n, double *median, double *p90);
+
 #endif
