@@ -460,34 +460,6 @@ static int parse_batch_list(const char *s, int *v)
 
 /* ---- timing a forward ----------------------------------------------------------------------- */
 
-/* The resident high-water mark in MiB (VmHWM of /proc/self/status), or -1 (as lab 8). */
-static double vm_hwm_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024.0;
-}
-
-/* Resets VmHWM to the current resident size; 1 if it worked (as lab 8). */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Chapter 8's latency figures of one model and batch size. */
 typedef struct {
     double mean, median, p90, images_per_s, peak_mib;
@@ -501,7 +473,7 @@ static cr_status time_forward(cr_model *m, int N, int64_t H, int64_t W, int repe
     cr_tensor x = {0};
     const cr_tensor *y;
     double t[1000];
-    const int hwm = reset_hwm();
+    const int hwm = lab_reset_hwm();
     cr_status s = cr_tensor_alloc4(&x, N, 3, H, W);
     if (s) return s;
     cr_tensor_fill_uniform(&x, rng, -2, 2);
@@ -515,12 +487,10 @@ static cr_status time_forward(cr_model *m, int N, int64_t H, int64_t W, int repe
     if (s) return s;
     double sum = 0;
     for (int i = 0; i < repeats; i++) sum += t[i];
-    qsort(t, (size_t)repeats, sizeof *t, cmp_dbl);
     r->mean = sum / repeats;
-    r->median = repeats % 2 ? t[repeats / 2] : (t[repeats / 2 - 1] + t[repeats / 2]) / 2;
-    r->p90 = t[(int)ceil(0.9 * repeats) - 1];
+    lab_median_p90(t, repeats, &r->median, &r->p90);
     r->images_per_s = N * 1e3 / r->mean;
-    r->peak_mib = hwm ? vm_hwm_mib() : -1;
+    r->peak_mib = hwm ? lab_vm_hwm_mib() : -1;
     return CR_OK;
 }
 
