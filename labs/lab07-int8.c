@@ -949,34 +949,6 @@ static const char *const latency_columns[] = {
     "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
     "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", "vs_fp32", NULL};
 
-/* The resident high-water mark in MiB (VmHWM), or -1. */
-static double vm_hwm_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024.0;
-}
-
-/* Resets VmHWM to the current RSS (5 into /proc/self/clear_refs); 1 if it worked. */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Parses a comma list of batch sizes (1..1024, at most 32) into v; the count or 0. */
 static int parse_batches(const char *s, int *v)
 {
@@ -1004,7 +976,7 @@ static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im
 {
     double t[1000];
     const cr_tensor *y;
-    *hwm_ok &= reset_hwm();
+    *hwm_ok &= lab_reset_hwm();
     cr_status s = im ? cr_int8_forward(im, x, &y) : cr_model_forward(m, x, &y);
     for (int r = 0; r < ctx->repeats && !s; r++) {
         const double t0 = cr_now();
@@ -1015,11 +987,9 @@ static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im
     const int R = ctx->repeats;
     double sum = 0;
     for (int r = 0; r < R; r++) sum += t[r];
-    qsort(t, (size_t)R, sizeof *t, cmp_double);
     res->mean = sum / R;
-    res->median = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
-    res->p90 = t[(int)ceil(0.9 * R) - 1];
-    res->mib = *hwm_ok ? vm_hwm_mib() : -1;
+    lab_median_p90(t, R, &res->median, &res->p90);
+    res->mib = *hwm_ok ? lab_vm_hwm_mib() : -1;
     return CR_OK;
 }
 
