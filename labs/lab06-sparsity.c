@@ -427,37 +427,6 @@ static void randomize_norms(cr_model *m, cr_rng *r)
     }
 }
 
-/* Parses "HxW" (multiples of 32, 32..8192) into *h, *w; 1, or 0 after printing the error. */
-static int parse_hw(const char *program, const char *opt, const char *s, int64_t *h, int64_t *w)
-{
-    long long a, b;
-    char tail;
-    if (sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 || b > 8192 ||
-        a % 32 || b % 32) {
-        fprintf(stderr, "%s: --%s: expected HxW, multiples of 32 from 32 to 8192 (the network "
-                "divides by 32), got '%s'\n", program, opt, s);
-        return 0;
-    }
-    *h = a;
-    *w = b;
-    return 1;
-}
-
-/* Parses a comma list of batch sizes (1..256, at most MAX_BATCHES); the count, or 0. */
-static int parse_batch_list(const char *s, int *v)
-{
-    int n = 0;
-    const char *q = s;
-    while (*q && n < MAX_BATCHES) {
-        char *end;
-        const long b = strtol(q, &end, 10);
-        if (end == q || b < 1 || b > 256 || (*end && *end != ',')) return 0;
-        v[n++] = (int)b;
-        q = *end ? end + 1 : end;
-    }
-    return *q ? 0 : n;
-}
-
 /* ---- timing a forward ----------------------------------------------------------------------- */
 
 /* Chapter 8's latency figures of one model and batch size. */
@@ -671,14 +640,14 @@ static int cmd_fpn(int argc, char **argv)
     if (ctx.quick && strcmp(fpn_batches_str, "1,8") == 0) fpn_batches_str = "1,2";
     if (ctx.quick && strcmp(fpn_size_str, "384x480") == 0) fpn_size_str = "64x96";
     int bs[MAX_BATCHES];
-    const int nb = parse_batch_list(fpn_batches_str, bs);
+    const int nb = lab_parse_batches(fpn_batches_str, bs, MAX_BATCHES, 256);
     if (!nb) {
         fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..256 (at most %d), got '%s'\n",
                 ctx.program, MAX_BATCHES, fpn_batches_str);
         return LAB_EXIT_USAGE;
     }
     int64_t H, W;
-    if (!parse_hw(ctx.program, "size", fpn_size_str, &H, &W)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(ctx.program, "size", fpn_size_str, &H, &W)) return LAB_EXIT_USAGE;
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     cr_model base;
@@ -1024,7 +993,7 @@ static int grid_prepare(lab_ctx *ctx, grid_run *g)
         fprintf(stderr, "%s: --crop: expected a multiple of 32, got %d\n", p, grid_crop);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_hw(p, "eval-size", grid_eval_str, &g->eh, &g->ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", grid_eval_str, &g->eh, &g->ew)) return LAB_EXIT_USAGE;
     int any = 0;
     for (int i = 0; i < LAB_COUNT(grid_variants); i++) any |= variant_selected(variants_str, grid_variants[i].name);
     if (!any) {

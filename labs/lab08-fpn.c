@@ -119,23 +119,6 @@ static const char *const latency_columns[] = {
     "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
     "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", NULL};
 
-/* Parses "HxW" (both multiples of 32, 32..8192) into *h, *w; 1 on success, else prints
- * the error naming the option and returns 0. */
-static int parse_size(const char *program, const char *opt, const char *s, int64_t *h, int64_t *w)
-{
-    long long a, b;
-    char tail;
-    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
-        b > 8192 || a % 32 || b % 32) {
-        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
-                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
-        return 0;
-    }
-    *h = a;
-    *w = b;
-    return 1;
-}
-
 /* The network: the full ResNeXt-50 FPN, or with --quick the width-reduced variant of the
  * golden tests (same structure: stem 8, planes 4/8/16/32, blocks 1/2/1/1, groups 4). */
 static cr_fpn_config net_config(int quick)
@@ -213,7 +196,7 @@ static int check_train_args(const lab_ctx *ctx, int64_t *eh, int64_t *ew, long l
         fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n", p, crop);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(p, "eval-size", eval_size_str, eh, ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, eh, ew)) return LAB_EXIT_USAGE;
     if (!(lr > 0) || !isfinite(lr)) {
         fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", p, lr);
         return LAB_EXIT_USAGE;
@@ -543,7 +526,7 @@ static int cmd_predict(int argc, char **argv)
         fprintf(stderr, "%s: --weights FILE, --images DIR and --out DIR are required\n", p);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
     if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "%s: --out '%s': not an existing folder\n", p, out_dir);
         return LAB_EXIT_USAGE;
@@ -709,21 +692,6 @@ static double cpu_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Parses a comma list of batch sizes (1..1024) into v (at most 32); returns the count or 0. */
-static int parse_batches(const char *s, int *v)
-{
-    int n = 0;
-    const char *q = s;
-    while (q && *q && n < 32) {
-        char *end;
-        const long b = strtol(q, &end, 10);
-        if (end == q || b < 1 || b > 1024 || (*end && *end != ',')) return 0;
-        v[n++] = (int)b;
-        q = *end ? end + 1 : end;
-    }
-    return q && *q ? 0 : n;
-}
-
 /* Runs PyTorch's benchmark and appends its rows; prints why when it cannot. */
 static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches)
 {
@@ -855,13 +823,13 @@ static int cmd_latency(int argc, char **argv)
     const int quick_default = ctx.quick && strcmp(batches_str, "1,2,4,8,16,32,64") == 0;
     if (quick_default) batches_str = "1,2";
     if (ctx.quick && strcmp(size_str, "384x480") == 0) size_str = "64x96";
-    const int nb = parse_batches(batches_str, bs);
+    const int nb = lab_parse_batches(batches_str, bs, 32, 1024);
     if (!nb) {
         fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..1024 (at most 32), got '%s'\n",
                 ctx.program, batches_str);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
     const int on_gpu = strcmp(device_str, "cuda") == 0;
     if (!on_gpu && strcmp(device_str, "cpu") != 0) {
         fprintf(stderr, "%s: --device: expected cpu or cuda, got '%s'\n", ctx.program, device_str);

@@ -75,7 +75,6 @@ int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *
     return 0;
 }
 
-/* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
 /* "256,512,1024" -> sizes (at most max, each 1..16384); the count, or -1 on a bad list. */
 int lab_parse_sizes(const char *s, int64_t *sizes, int max)
 {
@@ -90,6 +89,39 @@ int lab_parse_sizes(const char *s, int64_t *sizes, int max)
     return n;
 }
 
+/* "1,2,8" -> v (at most max_count, each 1..max_batch); the count, or 0 on a bad list. */
+int lab_parse_batches(const char *s, int *v, int max_count, int max_batch)
+{
+    int n = 0;
+    const char *q = s;
+    while (q && *q && n < max_count) {
+        char *end;
+        const long b = strtol(q, &end, 10);
+        if (end == q || b < 1 || b > max_batch || (*end && *end != ',')) return 0;
+        v[n++] = (int)b;
+        q = *end ? end + 1 : end;
+    }
+    return q && *q ? 0 : n;
+}
+
+/* "HxW" (multiples of 32, 32..8192) -> *h, *w; 1, or 0 after printing the error. */
+int lab_parse_fpn_size(const char *program, const char *opt, const char *s, int64_t *h,
+                       int64_t *w)
+{
+    long long a, b;
+    char tail;
+    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
+        b > 8192 || a % 32 || b % 32) {
+        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
+                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
+        return 0;
+    }
+    *h = a;
+    *w = b;
+    return 1;
+}
+
+/* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len)
 {

@@ -35,6 +35,15 @@ const lab_layer *lab_find_layer(const char *name);
 /* Parses a --sizes list "256,512,1024" into sizes (at most max, each 1..16384);
  * returns the count, or -1 on a bad list (empty item, junk, out of range, too many). */
 int lab_parse_sizes(const char *s, int64_t *sizes, int max);
+/* Parses a comma list of batch sizes "1,2,8" into v (at most max_count, each
+ * 1..max_batch); returns the count, or 0 on a bad list (NULL, empty, an empty item,
+ * junk, out of range, too many). The caller prints the error. */
+int lab_parse_batches(const char *s, int *v, int max_count, int max_batch);
+/* Parses an FPN input size "HxW" (H and W multiples of 32 in 32..8192: the network
+ * divides by 32) into *h, *w; returns 1, or 0 after printing "program: --opt:
+ * expected ..." on stderr. */
+int lab_parse_fpn_size(const char *program, const char *opt, const char *s, int64_t *h,
+                       int64_t *w);
 /* Writes "1x64x56x56 -> 64, 3x3 s1 p1 g1" into buf. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len);

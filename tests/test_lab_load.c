@@ -1,7 +1,7 @@
 /* test_lab_load.c — suite lib: what the labs record about the machine besides the
  * numbers (issue 10): the load and CPU steal parsed from /proc text, the "busy"
  * rule, the provenance line, and the OpenMP team size really obtained; and the
- * latency helpers labs 4, 6, 7 and 8 share (median, p90, VmHWM).
+ * helpers labs 4, 6, 7 and 8 share (median, p90, VmHWM; batch lists, FPN sizes).
  *
  *   test_lab_load            runs the tests
  *   test_lab_load --team N   (used by the tests) prints "threads asked" after
@@ -236,6 +236,39 @@ static void latency__cmp_and_hwm(void **state)
     }
 }
 
+/* Batch lists: the counts and limits hold, and every malformed list is refused. */
+static void parse__batch_lists(void **state)
+{
+    (void)state;
+    int v[4] = {0};
+    assert_int_equal(lab_parse_batches("3,17,256", v, 4, 256), 3);
+    assert_true(v[0] == 3 && v[1] == 17 && v[2] == 256);
+    assert_int_equal(lab_parse_batches("5", v, 1, 8), 1);
+    assert_int_equal(v[0], 5);
+    const char *bad[] = {"", "1,,2", ",1", "1x", "1;2", "0", "257", "1,2,3,4,5", "-1"};
+    for (int i = 0; i < LAB_COUNT(bad); i++)
+        if (lab_parse_batches(bad[i], v, 4, 256) != 0) fail_msg("'%s' was taken", bad[i]);
+    assert_int_equal(lab_parse_batches(NULL, v, 4, 256), 0);
+}
+
+/* FPN sizes: multiples of 32 in 32..8192 are taken as H, W; the rest refused. */
+static void parse__fpn_sizes(void **state)
+{
+    (void)state;
+    int64_t h = 0, w = 0;
+    assert_int_equal(lab_parse_fpn_size("t", "size", "384x480", &h, &w), 1);
+    assert_true(h == 384 && w == 480);
+    assert_int_equal(lab_parse_fpn_size("t", "size", "32x8192", &h, &w), 1);
+    assert_true(h == 32 && w == 8192);
+    const char *bad[] = {"", "384", "384x470", "16x32", "8224x32", "384x480x", "x480", "384*480"};
+    for (int i = 0; i < LAB_COUNT(bad); i++) {
+        h = w = 7;
+        if (lab_parse_fpn_size("t", "size", bad[i], &h, &w) != 0 || h != 7 || w != 7)
+            fail_msg("'%s' was taken", bad[i]);
+    }
+    assert_int_equal(lab_parse_fpn_size("t", "size", NULL, &h, &w), 0);
+}
+
 /* --team N: lab_init with --threads N, then prints "threads threads_asked". */
 static int team_child(const char *n)
 {
@@ -263,6 +296,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(latency__median_p90_by_hand),
         cmocka_unit_test(latency__median_p90_shuffled),
         cmocka_unit_test(latency__cmp_and_hwm),
+        cmocka_unit_test(parse__batch_lists),
+        cmocka_unit_test(parse__fpn_sizes),
     };
     return cr_run_tests("lab load and threads", tests);
 }
