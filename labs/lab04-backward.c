@@ -177,13 +177,6 @@ static void flush_and_settle(void)
     nanosleep(&ts, NULL);
 }
 
-/* qsort's comparison of doubles. */
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Times the three passes of one implementation the same way, in rounds (forward,
  * backward, both; flush_and_settle before each) after a warm-up round that also
  * measures their peak memory: as many rounds as fit in the budget, at least --repeats
@@ -220,10 +213,10 @@ static cr_status time_impl(const lab_ctx *ctx, grad_case *g, impl_times *t)
             if (s) return s;
         }
     for (int i = 0; i < 3; i++) {
-        qsort(times[i], (size_t)rounds, sizeof(double), cmp_double);
+        double med;
+        lab_median_p90(times[i], rounds, &med, NULL);   /* sorts: [0] is the fastest */
         t->min_ms[i] = times[i][0] * 1e3;
-        t->ms[i] = (rounds % 2 ? times[i][rounds / 2]
-                               : 0.5 * (times[i][rounds / 2 - 1] + times[i][rounds / 2])) * 1e3;
+        t->ms[i] = med * 1e3;
     }
     return CR_OK;
 }

@@ -427,66 +427,7 @@ static void randomize_norms(cr_model *m, cr_rng *r)
     }
 }
 
-/* Parses "HxW" (multiples of 32, 32..8192) into *h, *w; 1, or 0 after printing the error. */
-static int parse_hw(const char *program, const char *opt, const char *s, int64_t *h, int64_t *w)
-{
-    long long a, b;
-    char tail;
-    if (sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 || b > 8192 ||
-        a % 32 || b % 32) {
-        fprintf(stderr, "%s: --%s: expected HxW, multiples of 32 from 32 to 8192 (the network "
-                "divides by 32), got '%s'\n", program, opt, s);
-        return 0;
-    }
-    *h = a;
-    *w = b;
-    return 1;
-}
-
-/* Parses a comma list of batch sizes (1..256, at most MAX_BATCHES); the count, or 0. */
-static int parse_batch_list(const char *s, int *v)
-{
-    int n = 0;
-    const char *q = s;
-    while (*q && n < MAX_BATCHES) {
-        char *end;
-        const long b = strtol(q, &end, 10);
-        if (end == q || b < 1 || b > 256 || (*end && *end != ',')) return 0;
-        v[n++] = (int)b;
-        q = *end ? end + 1 : end;
-    }
-    return *q ? 0 : n;
-}
-
 /* ---- timing a forward ----------------------------------------------------------------------- */
-
-/* The resident high-water mark in MiB (VmHWM of /proc/self/status), or -1 (as lab 8). */
-static double vm_hwm_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024.0;
-}
-
-/* Resets VmHWM to the current resident size; 1 if it worked (as lab 8). */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Chapter 8's latency figures of one model and batch size. */
 typedef struct {
@@ -501,7 +442,7 @@ static cr_status time_forward(cr_model *m, int N, int64_t H, int64_t W, int repe
     cr_tensor x = {0};
     const cr_tensor *y;
     double t[1000];
-    const int hwm = reset_hwm();
+    const int hwm = lab_reset_hwm();
     cr_status s = cr_tensor_alloc4(&x, N, 3, H, W);
     if (s) return s;
     cr_tensor_fill_uniform(&x, rng, -2, 2);
@@ -515,12 +456,10 @@ static cr_status time_forward(cr_model *m, int N, int64_t H, int64_t W, int repe
     if (s) return s;
     double sum = 0;
     for (int i = 0; i < repeats; i++) sum += t[i];
-    qsort(t, (size_t)repeats, sizeof *t, cmp_dbl);
     r->mean = sum / repeats;
-    r->median = repeats % 2 ? t[repeats / 2] : (t[repeats / 2 - 1] + t[repeats / 2]) / 2;
-    r->p90 = t[(int)ceil(0.9 * repeats) - 1];
+    lab_median_p90(t, repeats, &r->median, &r->p90);
     r->images_per_s = N * 1e3 / r->mean;
-    r->peak_mib = hwm ? vm_hwm_mib() : -1;
+    r->peak_mib = hwm ? lab_vm_hwm_mib() : -1;
     return CR_OK;
 }
 
@@ -701,14 +640,14 @@ static int cmd_fpn(int argc, char **argv)
     if (ctx.quick && strcmp(fpn_batches_str, "1,8") == 0) fpn_batches_str = "1,2";
     if (ctx.quick && strcmp(fpn_size_str, "384x480") == 0) fpn_size_str = "64x96";
     int bs[MAX_BATCHES];
-    const int nb = parse_batch_list(fpn_batches_str, bs);
+    const int nb = lab_parse_batches(fpn_batches_str, bs, MAX_BATCHES, 256);
     if (!nb) {
         fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..256 (at most %d), got '%s'\n",
                 ctx.program, MAX_BATCHES, fpn_batches_str);
         return LAB_EXIT_USAGE;
     }
     int64_t H, W;
-    if (!parse_hw(ctx.program, "size", fpn_size_str, &H, &W)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(ctx.program, "size", fpn_size_str, &H, &W)) return LAB_EXIT_USAGE;
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     cr_model base;
@@ -1054,7 +993,7 @@ static int grid_prepare(lab_ctx *ctx, grid_run *g)
         fprintf(stderr, "%s: --crop: expected a multiple of 32, got %d\n", p, grid_crop);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_hw(p, "eval-size", grid_eval_str, &g->eh, &g->ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", grid_eval_str, &g->eh, &g->ew)) return LAB_EXIT_USAGE;
     int any = 0;
     for (int i = 0; i < LAB_COUNT(grid_variants); i++) any |= variant_selected(variants_str, grid_variants[i].name);
     if (!any) {

@@ -491,23 +491,6 @@ static int crop = 192, factor = 2, batch_size = 8, epochs = 1, calib_frames = 32
            classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0;
 static double qat_lr = 1e-4;
 
-/* Parses "HxW" (multiples of 32, 32..8192) into *h, *w; 1 on success, else prints. */
-static int parse_size(const char *program, const char *opt, const char *s, int64_t *h,
-                      int64_t *w)
-{
-    long long a, b;
-    char tail;
-    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
-        b > 8192 || a % 32 || b % 32) {
-        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
-                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
-        return 0;
-    }
-    *h = a;
-    *w = b;
-    return 1;
-}
-
 /* The network: the full ResNeXt-50 FPN, or (reduced) lab 8's --quick variant. */
 static cr_status build_fpn_net(cr_model *m, int reduced)
 {
@@ -834,7 +817,7 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
         }
         q += n + (q[n] == ',');
     }
-    if (!parse_size(p, "eval-size", eval_size_str, &r->eh, &r->ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, &r->eh, &r->ew)) return LAB_EXIT_USAGE;
     long long lim[2] = {0, 0};
     if (limit_str) {
         char tail;
@@ -949,49 +932,6 @@ static const char *const latency_columns[] = {
     "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
     "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", "vs_fp32", NULL};
 
-/* The resident high-water mark in MiB (VmHWM), or -1. */
-static double vm_hwm_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024.0;
-}
-
-/* Resets VmHWM to the current RSS (5 into /proc/self/clear_refs); 1 if it worked. */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Parses a comma list of batch sizes (1..1024, at most 32) into v; the count or 0. */
-static int parse_batches(const char *s, int *v)
-{
-    int n = 0;
-    const char *q = s;
-    while (q && *q && n < 32) {
-        char *end;
-        const long b = strtol(q, &end, 10);
-        if (end == q || b < 1 || b > 1024 || (*end && *end != ',')) return 0;
-        v[n++] = (int)b;
-        q = *end ? end + 1 : end;
-    }
-    return q && *q ? 0 : n;
-}
-
 /* What one latency measurement found. */
 typedef struct {
     double mean, median, p90, mib;
@@ -1004,7 +944,7 @@ static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im
 {
     double t[1000];
     const cr_tensor *y;
-    *hwm_ok &= reset_hwm();
+    *hwm_ok &= lab_reset_hwm();
     cr_status s = im ? cr_int8_forward(im, x, &y) : cr_model_forward(m, x, &y);
     for (int r = 0; r < ctx->repeats && !s; r++) {
         const double t0 = cr_now();
@@ -1015,11 +955,9 @@ static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im
     const int R = ctx->repeats;
     double sum = 0;
     for (int r = 0; r < R; r++) sum += t[r];
-    qsort(t, (size_t)R, sizeof *t, cmp_double);
     res->mean = sum / R;
-    res->median = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
-    res->p90 = t[(int)ceil(0.9 * R) - 1];
-    res->mib = *hwm_ok ? vm_hwm_mib() : -1;
+    lab_median_p90(t, R, &res->median, &res->p90);
+    res->mib = *hwm_ok ? lab_vm_hwm_mib() : -1;
     return CR_OK;
 }
 
@@ -1035,13 +973,13 @@ static int cmd_fpn(int argc, char **argv)
     int bs[32];
     if (ctx.quick && strcmp(batches_str, "1,8") == 0) batches_str = "1,2";
     if (ctx.quick && strcmp(size_str, "384x480") == 0) size_str = "64x96";
-    const int nb = parse_batches(batches_str, bs);
+    const int nb = lab_parse_batches(batches_str, bs, 32, 1024);
     if (!nb) {
         fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..1024 (at most 32), got "
                 "'%s'\n", ctx.program, batches_str);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
     cr_model m;
     cr_qat q = {0};
     cr_int8_model im = {0};

@@ -119,23 +119,6 @@ static const char *const latency_columns[] = {
     "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
     "latency_p90_ms", "images_per_s", "peak_memory_mib", "impl", "threads", NULL};
 
-/* Parses "HxW" (both multiples of 32, 32..8192) into *h, *w; 1 on success, else prints
- * the error naming the option and returns 0. */
-static int parse_size(const char *program, const char *opt, const char *s, int64_t *h, int64_t *w)
-{
-    long long a, b;
-    char tail;
-    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
-        b > 8192 || a % 32 || b % 32) {
-        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
-                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
-        return 0;
-    }
-    *h = a;
-    *w = b;
-    return 1;
-}
-
 /* The network: the full ResNeXt-50 FPN, or with --quick the width-reduced variant of the
  * golden tests (same structure: stem 8, planes 4/8/16/32, blocks 1/2/1/1, groups 4). */
 static cr_fpn_config net_config(int quick)
@@ -213,7 +196,7 @@ static int check_train_args(const lab_ctx *ctx, int64_t *eh, int64_t *ew, long l
         fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n", p, crop);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(p, "eval-size", eval_size_str, eh, ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, eh, ew)) return LAB_EXIT_USAGE;
     if (!(lr > 0) || !isfinite(lr)) {
         fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", p, lr);
         return LAB_EXIT_USAGE;
@@ -543,7 +526,7 @@ static int cmd_predict(int argc, char **argv)
         fprintf(stderr, "%s: --weights FILE, --images DIR and --out DIR are required\n", p);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
     if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "%s: --out '%s': not an existing folder\n", p, out_dir);
         return LAB_EXIT_USAGE;
@@ -700,28 +683,6 @@ static void print_profile(const cr_model *m, int calls, const char *what, int ba
 
 /* ---- latency -------------------------------------------------------------------------------- */
 
-/* The resident high-water mark in MiB (VmHWM), or -1. */
-static double vm_hwm_mib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    double kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024.0;
-}
-
-/* Resets VmHWM to the current RSS (writing 5 to /proc/self/clear_refs); 1 if it worked. */
-static int reset_hwm(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    const int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
 /* CPU seconds used by the whole process (every thread) so far: on a shared machine the
  * work done, where wall time also counts the time other processes held the cores. */
 static double cpu_now(void)
@@ -729,27 +690,6 @@ static double cpu_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Parses a comma list of batch sizes (1..1024) into v (at most 32); returns the count or 0. */
-static int parse_batches(const char *s, int *v)
-{
-    int n = 0;
-    const char *q = s;
-    while (q && *q && n < 32) {
-        char *end;
-        const long b = strtol(q, &end, 10);
-        if (end == q || b < 1 || b > 1024 || (*end && *end != ',')) return 0;
-        v[n++] = (int)b;
-        q = *end ? end + 1 : end;
-    }
-    return q && *q ? 0 : n;
 }
 
 /* Runs PyTorch's benchmark and appends its rows; prints why when it cannot. */
@@ -857,9 +797,9 @@ static cr_status latency_cuda(lab_ctx *ctx, const cr_model *m, const int *bs, in
         const int R = ctx->repeats;
         double sum = 0;
         for (int r = 0; r < R; r++) sum += t[r];
-        qsort(t, (size_t)R, sizeof *t, cmp_double);
-        const double mean = sum / R, med = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
-        const double p90 = t[(int)ceil(0.9 * R) - 1];
+        double med, p90;
+        lab_median_p90(t, R, &med, &p90);   /* sorts t: t[0] is the fastest */
+        const double mean = sum / R;
         printf("  %5d %-8s %9.2f %9.2f %9.2f %9.2f %9.1f %10.0f %9s\n", bs[i], "ours/gpu", mean, med,
                t[0], p90, bs[i] * 1e3 / mean, mib, "-");
         fflush(stdout);
@@ -883,13 +823,13 @@ static int cmd_latency(int argc, char **argv)
     const int quick_default = ctx.quick && strcmp(batches_str, "1,2,4,8,16,32,64") == 0;
     if (quick_default) batches_str = "1,2";
     if (ctx.quick && strcmp(size_str, "384x480") == 0) size_str = "64x96";
-    const int nb = parse_batches(batches_str, bs);
+    const int nb = lab_parse_batches(batches_str, bs, 32, 1024);
     if (!nb) {
         fprintf(stderr, "%s: --batches: expected a comma list of sizes 1..1024 (at most 32), got '%s'\n",
                 ctx.program, batches_str);
         return LAB_EXIT_USAGE;
     }
-    if (!parse_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
+    if (!lab_parse_fpn_size(ctx.program, "size", size_str, &H, &W)) return LAB_EXIT_USAGE;
     const int on_gpu = strcmp(device_str, "cuda") == 0;
     if (!on_gpu && strcmp(device_str, "cpu") != 0) {
         fprintf(stderr, "%s: --device: expected cpu or cuda, got '%s'\n", ctx.program, device_str);
@@ -941,7 +881,7 @@ static int cmd_latency(int argc, char **argv)
         cr_tensor x = {0};
         const cr_tensor *y;
         double t[1000], cpu[1000];
-        hwm_ok &= reset_hwm();
+        hwm_ok &= lab_reset_hwm();
         if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
         cr_tensor_fill_uniform(&x, &rng, -2, 2);
         s = cr_model_forward(&m, &x, &y);   /* warm-up */
@@ -957,11 +897,11 @@ static int cmd_latency(int argc, char **argv)
         if (s) break;
         double sum = 0;
         for (int r = 0; r < ctx.repeats; r++) sum += t[r];
-        qsort(t, (size_t)ctx.repeats, sizeof *t, cmp_double);
-        qsort(cpu, (size_t)ctx.repeats, sizeof *cpu, cmp_double);
         const int R = ctx.repeats;
-        const double mean = sum / R, med = R % 2 ? t[R / 2] : (t[R / 2 - 1] + t[R / 2]) / 2;
-        const double p90 = t[(int)ceil(0.9 * R) - 1], mib = hwm_ok ? vm_hwm_mib() : -1;
+        double med, p90;
+        lab_median_p90(t, R, &med, &p90);   /* sorts t: t[0] is the fastest */
+        qsort(cpu, (size_t)R, sizeof *cpu, lab_cmp_double);
+        const double mean = sum / R, mib = hwm_ok ? lab_vm_hwm_mib() : -1;
         printf("  %5d %-8s %9.1f %9.1f %9.1f %9.1f %9.2f %10.0f %9.1f\n", bs[i], "ours", mean, med,
                t[0], p90, bs[i] * 1e3 / mean, mib, cpu[R / 2]);
         fflush(stdout);
@@ -1022,8 +962,6 @@ static double pytorch_step(const lab_ctx *ctx)
     }
     return best;
 }
-
-static int cmp_double(const void *a, const void *b);
 
 /* One training step as cr_train_step runs it, each phase timed into ph[0..3] (seconds):
  * forward, cross-entropy, zero_grad + backward, optimizer. */
@@ -1114,9 +1052,9 @@ static int cmd_step(int argc, char **argv)
         fflush(stdout);
     }
     if (!s) {
-        qsort(tot, (size_t)steps, sizeof *tot, cmp_double);
-        qsort(cpu, (size_t)steps, sizeof *cpu, cmp_double);
-        const double med = steps % 2 ? tot[steps / 2] : (tot[steps / 2 - 1] + tot[steps / 2]) / 2;
+        double med;
+        lab_median_p90(tot, steps, &med, NULL);   /* sorts tot: tot[0] is the fastest */
+        qsort(cpu, (size_t)steps, sizeof *cpu, lab_cmp_double);
         printf("  ours     median step %.3f s, min %.3f s, median CPU %.3f s; mean forward %.3f, "
                "loss %.4f, backward %.3f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
                sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps);

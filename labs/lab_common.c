@@ -75,7 +75,6 @@ int lab_layer_selected(const lab_ctx *ctx, const char *name, const char *const *
     return 0;
 }
 
-/* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
 /* "256,512,1024" -> sizes (at most max, each 1..16384); the count, or -1 on a bad list. */
 int lab_parse_sizes(const char *s, int64_t *sizes, int max)
 {
@@ -90,6 +89,39 @@ int lab_parse_sizes(const char *s, int64_t *sizes, int max)
     return n;
 }
 
+/* "1,2,8" -> v (at most max_count, each 1..max_batch); the count, or 0 on a bad list. */
+int lab_parse_batches(const char *s, int *v, int max_count, int max_batch)
+{
+    int n = 0;
+    const char *q = s;
+    while (q && *q && n < max_count) {
+        char *end;
+        const long b = strtol(q, &end, 10);
+        if (end == q || b < 1 || b > max_batch || (*end && *end != ',')) return 0;
+        v[n++] = (int)b;
+        q = *end ? end + 1 : end;
+    }
+    return q && *q ? 0 : n;
+}
+
+/* "HxW" (multiples of 32, 32..8192) -> *h, *w; 1, or 0 after printing the error. */
+int lab_parse_fpn_size(const char *program, const char *opt, const char *s, int64_t *h,
+                       int64_t *w)
+{
+    long long a, b;
+    char tail;
+    if (!s || sscanf(s, "%lldx%lld%c", &a, &b, &tail) != 2 || a < 32 || b < 32 || a > 8192 ||
+        b > 8192 || a % 32 || b % 32) {
+        fprintf(stderr, "%s: --%s: expected HxW with H and W multiples of 32 in 32..8192 (the "
+                "network divides by 32), got '%s'\n", program, opt, s ? s : "");
+        return 0;
+    }
+    *h = a;
+    *w = b;
+    return 1;
+}
+
+/* "NxCinxHxW -> Cout, khxkw sS pP gG" for a layer on an n x Cin x h x w input. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len)
 {
@@ -572,4 +604,48 @@ int lab_report_failure(const char *what, cr_status st)
 {
     fprintf(stderr, "%s: %s: %s\n", what, cr_status_name(st), cr_last_error());
     return 0;
+}
+
+/* ---- latency of repeated runs: peak memory and order statistics ---------------- */
+
+/* VmHWM of /proc/self/status ("VmHWM:  123456 kB") in MiB, or -1. */
+double lab_vm_hwm_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* Writes "5" to /proc/self/clear_refs (VmHWM := current RSS); 1 if it worked. */
+int lab_reset_hwm(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* Orders two doubles for qsort: -1 if *a < *b, 1 if *a > *b, else 0. */
+int lab_cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts t[0..n-1]; median (mean of the middle two for even n) and nearest-rank p90. */
+void lab_median_p90(double *t, int n, double *median, double *p90)
+{
+    if (n < 1) {
+        *median = NAN;
+        if (p90) *p90 = NAN;
+        return;
+    }
+    qsort(t, (size_t)n, sizeof *t, lab_cmp_double);
+    *median = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+    if (p90) *p90 = t[(int)ceil(0.9 * n) - 1];
 }

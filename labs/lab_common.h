@@ -35,6 +35,15 @@ const lab_layer *lab_find_layer(const char *name);
 /* Parses a --sizes list "256,512,1024" into sizes (at most max, each 1..16384);
  * returns the count, or -1 on a bad list (empty item, junk, out of range, too many). */
 int lab_parse_sizes(const char *s, int64_t *sizes, int max);
+/* Parses a comma list of batch sizes "1,2,8" into v (at most max_count, each
+ * 1..max_batch); returns the count, or 0 on a bad list (NULL, empty, an empty item,
+ * junk, out of range, too many). The caller prints the error. */
+int lab_parse_batches(const char *s, int *v, int max_count, int max_batch);
+/* Parses an FPN input size "HxW" (H and W multiples of 32 in 32..8192: the network
+ * divides by 32) into *h, *w; returns 1, or 0 after printing "program: --opt:
+ * expected ..." on stderr. */
+int lab_parse_fpn_size(const char *program, const char *opt, const char *s, int64_t *h,
+                       int64_t *w);
 /* Writes "1x64x56x56 -> 64, 3x3 s1 p1 g1" into buf. */
 void lab_layer_shape_str(const cr_conv_params *p, int64_t n, int64_t h, int64_t w,
                          char *buf, size_t len);
@@ -167,5 +176,20 @@ int lab_check(const char *what, const cr_tensor *out, const cr_tensor *ref, doub
 
 /* Prints a status failure ("what: CR_EINVAL: message") to stderr; returns 0. */
 int lab_report_failure(const char *what, cr_status st);
+
+/* ---- latency of repeated runs: peak memory and order statistics (labs 4, 6, 7, 8) ---- */
+
+/* The process's resident high-water mark in MiB (VmHWM of /proc/self/status), or -1
+ * when it cannot be read. */
+double lab_vm_hwm_mib(void);
+/* Resets VmHWM to the current resident size (writes "5" to /proc/self/clear_refs);
+ * returns 1 if that worked, 0 otherwise. */
+int lab_reset_hwm(void);
+/* qsort's comparison of two doubles (ascending): -1, 0 or 1. */
+int lab_cmp_double(const void *a, const void *b);
+/* Sorts t[0..n-1] ascending in place; *median receives the middle value (for even n
+ * the mean of the two middle ones), *p90 (if non-NULL) the nearest-rank 90th
+ * percentile t[ceil(0.9 n) - 1]. With n < 1 both receive NaN. */
+void lab_median_p90(double *t, int n, double *median, double *p90);
 
 #endif

@@ -1,6 +1,7 @@
 /* test_lab_load.c — suite lib: what the labs record about the machine besides the
  * numbers (issue 10): the load and CPU steal parsed from /proc text, the "busy"
- * rule, the provenance line, and the OpenMP team size really obtained.
+ * rule, the provenance line, and the OpenMP team size really obtained; and the
+ * helpers labs 4, 6, 7 and 8 share (median, p90, VmHWM; batch lists, FPN sizes).
  *
  *   test_lab_load            runs the tests
  *   test_lab_load --team N   (used by the tests) prints "threads asked" after
@@ -8,6 +9,7 @@
 #include "cr_test.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
@@ -16,6 +18,7 @@
 
 #include "cr_config.h"
 #include "lab_common.h"
+#include "rng.h"
 
 static const char *self_path;  /* argv[0], re-run with --team */
 
@@ -161,6 +164,111 @@ static void load__records_the_real_team_size(void **state)
     assert_string_equal(out, "3 3\n");
 }
 
+/* Median and p90 of small hand-worked lists, given unsorted; the list comes back sorted. */
+static void latency__median_p90_by_hand(void **state)
+{
+    (void)state;
+    double med, p90;
+    double four[] = {7, 1, 5, 3};   /* median (3+5)/2; p90: rank ceil(3.6) = 4 */
+    lab_median_p90(four, 4, &med, &p90);
+    assert_true(med == 4.0 && p90 == 7.0);
+    assert_true(four[0] == 1 && four[1] == 3 && four[2] == 5 && four[3] == 7);
+    double five[] = {9, 2, 7, 4, 5};   /* median 5; p90: rank ceil(4.5) = 5 */
+    lab_median_p90(five, 5, &med, &p90);
+    assert_true(med == 5.0 && p90 == 9.0);
+    double ten[] = {10, 3, 8, 1, 6, 9, 2, 7, 4, 5};   /* median 5.5; p90: rank 9 */
+    lab_median_p90(ten, 10, &med, NULL);
+    assert_true(med == 5.5);
+    lab_median_p90(ten, 10, &med, &p90);
+    assert_true(p90 == 9.0);
+    double one[] = {0.25};
+    lab_median_p90(one, 1, &med, &p90);
+    assert_true(med == 0.25 && p90 == 0.25);
+    lab_median_p90(one, 0, &med, &p90);
+    assert_true(isnan(med) && isnan(p90));
+}
+
+/* A shuffled 1..n for random n: median (n+1)/2, p90 the smallest rank k with
+ * 10k >= 9n (nearest rank, in integers), and t sorted afterwards. */
+static void latency__median_p90_shuffled(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    printf("seed %llu\n", (unsigned long long)seed);
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    double t[1000];
+    for (int c = 0, cases = cr_test_count(200); c < cases; c++) {
+        const int n = (int)cr_rng_int(&r, 1, 1000);
+        for (int i = 0; i < n; i++) t[i] = i + 1;
+        for (int i = n - 1; i > 0; i--) {
+            const int j = (int)cr_rng_int(&r, 0, i);
+            const double v = t[i];
+            t[i] = t[j];
+            t[j] = v;
+        }
+        int k = 1;
+        while (10 * k < 9 * n) k++;
+        double med, p90;
+        lab_median_p90(t, n, &med, &p90);
+        if (med != (n + 1) / 2.0 || p90 != k)
+            fail_msg("n %d: median %g (want %g), p90 %g (want %d); CR_SEED=%llu replays", n, med,
+                     (n + 1) / 2.0, p90, k, (unsigned long long)seed);
+        for (int i = 0; i < n; i++)
+            if (t[i] != i + 1) fail_msg("n %d: t[%d] = %g after sorting (CR_SEED=%llu)", n, i, t[i],
+                                        (unsigned long long)seed);
+    }
+}
+
+/* The comparison orders, and VmHWM is read (Linux) and stays readable after a reset. */
+static void latency__cmp_and_hwm(void **state)
+{
+    (void)state;
+    const double a = -1.5, b = 2.0;
+    assert_int_equal(lab_cmp_double(&a, &b), -1);
+    assert_int_equal(lab_cmp_double(&b, &a), 1);
+    assert_int_equal(lab_cmp_double(&a, &a), 0);
+    const double before = lab_vm_hwm_mib();
+    assert_true(before > 0);
+    if (lab_reset_hwm()) {
+        const double after = lab_vm_hwm_mib();
+        assert_true(after > 0 && after <= before + 1);
+    }
+}
+
+/* Batch lists: the counts and limits hold, and every malformed list is refused. */
+static void parse__batch_lists(void **state)
+{
+    (void)state;
+    int v[4] = {0};
+    assert_int_equal(lab_parse_batches("3,17,256", v, 4, 256), 3);
+    assert_true(v[0] == 3 && v[1] == 17 && v[2] == 256);
+    assert_int_equal(lab_parse_batches("5", v, 1, 8), 1);
+    assert_int_equal(v[0], 5);
+    const char *bad[] = {"", "1,,2", ",1", "1x", "1;2", "0", "257", "1,2,3,4,5", "-1"};
+    for (int i = 0; i < LAB_COUNT(bad); i++)
+        if (lab_parse_batches(bad[i], v, 4, 256) != 0) fail_msg("'%s' was taken", bad[i]);
+    assert_int_equal(lab_parse_batches(NULL, v, 4, 256), 0);
+}
+
+/* FPN sizes: multiples of 32 in 32..8192 are taken as H, W; the rest refused. */
+static void parse__fpn_sizes(void **state)
+{
+    (void)state;
+    int64_t h = 0, w = 0;
+    assert_int_equal(lab_parse_fpn_size("t", "size", "384x480", &h, &w), 1);
+    assert_true(h == 384 && w == 480);
+    assert_int_equal(lab_parse_fpn_size("t", "size", "32x8192", &h, &w), 1);
+    assert_true(h == 32 && w == 8192);
+    const char *bad[] = {"", "384", "384x470", "16x32", "8224x32", "384x480x", "x480", "384*480"};
+    for (int i = 0; i < LAB_COUNT(bad); i++) {
+        h = w = 7;
+        if (lab_parse_fpn_size("t", "size", bad[i], &h, &w) != 0 || h != 7 || w != 7)
+            fail_msg("'%s' was taken", bad[i]);
+    }
+    assert_int_equal(lab_parse_fpn_size("t", "size", NULL, &h, &w), 0);
+}
+
 /* --team N: lab_init with --threads N, then prints "threads threads_asked". */
 static int team_child(const char *n)
 {
@@ -185,6 +293,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(load__busy_rule),
         cmocka_unit_test(load__provenance_line),
         cmocka_unit_test(load__records_the_real_team_size),
+        cmocka_unit_test(latency__median_p90_by_hand),
+        cmocka_unit_test(latency__median_p90_shuffled),
+        cmocka_unit_test(latency__cmp_and_hwm),
+        cmocka_unit_test(parse__batch_lists),
+        cmocka_unit_test(parse__fpn_sizes),
     };
     return cr_run_tests("lab load and threads", tests);
 }
