@@ -61,6 +61,17 @@ static void prune_model(cr_model *m, cr_prune_kind kind, cr_prune_norm norm,
     cr_pruner_free(&p);
 }
 
+/* Seeds r (CR_SEED replays), builds the reduced network into m and prunes it to sparsity
+ * s (prune_model's kind, norm and exclusions); returns the seed. */
+static uint64_t build_pruned(cr_model *m, cr_rng *r, cr_prune_kind kind, cr_prune_norm norm,
+                             const char *const *exclude, double s)
+{
+    const uint64_t seed = seed_rng(r);
+    build_reduced(m, seed, r);
+    prune_model(m, kind, norm, exclude, s);
+    return seed;
+}
+
 /* Unstructured at 0.9 (every pruned layer above the break-even: the CSR path, or the
  * filters path where whole filters happen to be empty) and at 0.5 (below it: dense),
  * batch 2: the attached model's output is the masked one's; detached, the dense again. */
@@ -115,10 +126,8 @@ static void sparse_model__fpn_structured(void **state)
 {
     (void)state;
     cr_rng r;
-    const uint64_t seed = seed_rng(&r);
     cr_model m;
-    build_reduced(&m, seed, &r);
-    prune_model(&m, CR_PRUNE_FILTERS, CR_PRUNE_L2, dense_layers, 0.5);
+    const uint64_t seed = build_pruned(&m, &r, CR_PRUNE_FILTERS, CR_PRUNE_L2, dense_layers, 0.5);
     cr_tensor x1, x3, ref1, ref3, y1, y3;
     random_input(&x1, 1, 3, 96, 64, &r, -2.0f, 2.0f);
     random_input(&x3, 3, 3, 64, 64, &r, -2.0f, 2.0f);
@@ -151,10 +160,8 @@ static void sparse_model__filters_path_alone(void **state)
 {
     (void)state;
     cr_rng r;
-    const uint64_t seed = seed_rng(&r);
     cr_model m;
-    build_reduced(&m, seed, &r);
-    prune_model(&m, CR_PRUNE_FILTERS, CR_PRUNE_L1, NULL, 0.3);
+    const uint64_t seed = build_pruned(&m, &r, CR_PRUNE_FILTERS, CR_PRUNE_L1, NULL, 0.3);
     cr_tensor x, ref, y;
     random_input(&x, 2, 3, 64, 96, &r, -2.0f, 2.0f);
     run_model(&m, &x, &ref);
