@@ -34,6 +34,7 @@ typedef struct {
  * 64, 128) and of the float4 width. */
 static const int64_t special_sizes[] = {1, 2, 3, 5, 7, 13, 15, 17, 31, 33, 63, 65, 97, 127, 129, 131};
 
+/* A size for one GEMM dimension: one of special_sizes a third of the time, else in [1, hi]. */
 static int64_t draw_size(cr_rng *r, int64_t hi)
 {
     if (cr_rng_int(r, 0, 2) == 0)
