@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ch05_common.h"
 #include "compare.h"
 #include "conv_backward.h"
 #include "conv_harness.h"
@@ -20,27 +21,6 @@
 #include "pad_rule.h"
 #include "rng.h"
 #include "safetensors.h"
-
-/* ---- device buffers for the tests ------------------------------------------------------- */
-
-/* Copies n floats to a new device buffer (NULL when host is NULL); fails the test on error. */
-static float *to_dev(const float *host, size_t n, const char *what)
-{
-    if (!host) return NULL;
-    void *d = NULL;
-    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
-    assert_cr_ok(cr_cuda_to_device(d, host, n * sizeof(float)));
-    return d;
-}
-
-/* A poisoned device buffer of n floats (NaN: anything left unwritten shows). */
-static float *dev_poisoned(size_t n, const char *what)
-{
-    void *d = NULL;
-    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
-    assert_cr_ok(cr_cuda_poison(d, n));
-    return d;
-}
 
 /* ---- GEMM --------------------------------------------------------------------------------- */
 
@@ -54,6 +34,7 @@ typedef struct {
  * 64, 128) and of the float4 width. */
 static const int64_t special_sizes[] = {1, 2, 3, 5, 7, 13, 15, 17, 31, 33, 63, 65, 97, 127, 129, 131};
 
+/* A size for one GEMM dimension: one of special_sizes a third of the time, else in [1, hi]. */
 static int64_t draw_size(cr_rng *r, int64_t hi)
 {
     if (cr_rng_int(r, 0, 2) == 0)

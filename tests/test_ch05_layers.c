@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ch05_common.h"
 #include "compare.h"
 #include "cr_test.h"
 #include "cuda_gemm.h"
@@ -26,30 +27,12 @@
 #include "layers.h"
 #include "loss.h"
 #include "model.h"
+#include "model_common.h"
 #include "optim.h"
 #include "rng.h"
 #include "safetensors.h"
 
-/* ---- device buffers ---------------------------------------------------------------------- */
-
-/* A new device copy of n floats of host (NULL when host is NULL). */
-static float *to_dev(const float *host, size_t n, const char *what)
-{
-    if (!host) return NULL;
-    void *d = NULL;
-    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
-    assert_cr_ok(cr_cuda_to_device(d, host, n * sizeof(float)));
-    return d;
-}
-
-/* A device buffer of n floats filled with NaN (anything left unwritten shows). */
-static float *dev_poisoned(size_t n, const char *what)
-{
-    void *d = NULL;
-    assert_cr_ok(cr_cuda_malloc(&d, n * sizeof(float), what));
-    assert_cr_ok(cr_cuda_poison(d, n));
-    return d;
-}
+/* ---- device buffers and checks ------------------------------------------------------------- */
 
 /* Waits for the device and copies n floats of d into host. */
 static void from_dev(float *host, const float *d, size_t n, const char *what)
@@ -78,6 +61,39 @@ static void expect_near(const char *what, const float *got, const float *want, s
     }
 }
 
+/* Fails unless the want->numel floats at dev equal want (expect_near's rule). */
+static void expect_dev(const char *what, const float *dev, const cr_tensor *want, double rtol,
+                       double atol, uint64_t seed)
+{
+    float *h = malloc(want->numel * sizeof *h);
+    assert_non_null(h);
+    from_dev(h, dev, want->numel, what);
+    expect_near(what, h, want->data, want->numel, rtol, atol, seed);
+    free(h);
+}
+
+/* Frees the n device buffers of ptrs (NULL ones too). */
+static void free_devs_n(void *const *ptrs, size_t n)
+{
+    for (size_t k = 0; k < n; k++) cr_cuda_free(ptrs[k]);
+}
+
+/* free_devs(a, b, ...): frees every device buffer named. */
+#define free_devs(...) \
+    free_devs_n((void *[]){__VA_ARGS__}, sizeof((void *[]){__VA_ARGS__}) / sizeof(void *))
+
+/* Frees the n host tensors of ts. */
+static void free_hosts_n(cr_tensor *const *ts, size_t n)
+{
+    for (size_t k = 0; k < n; k++) cr_tensor_free(ts[k]);
+}
+
+/* free_hosts(&a, &b, ...): frees every host tensor named. */
+#define free_hosts(...) \
+    free_hosts_n((cr_tensor *[]){__VA_ARGS__}, sizeof((cr_tensor *[]){__VA_ARGS__}) / sizeof(cr_tensor *))
+
+/* ---- random cases ------------------------------------------------------------------------- */
+
 /* A random 4-d shape: each size in [1, hi] (h and w in [1, hw]). */
 static cr_cuda_nchw draw_shape(cr_rng *r, int64_t n_hi, int64_t c_hi, int64_t hw)
 {
@@ -86,11 +102,18 @@ static cr_cuda_nchw draw_shape(cr_rng *r, int64_t n_hi, int64_t c_hi, int64_t hw
     return d;
 }
 
+/* d as "NxCxHxW" in buf (returned). */
+static const char *shape_str(char buf[96], cr_cuda_nchw d)
+{
+    snprintf(buf, 96, "%lldx%lldx%lldx%lld", (long long)d.n, (long long)d.c, (long long)d.h,
+             (long long)d.w);
+    return buf;
+}
+
 /* A host tensor of shape d, values uniform in [lo, hi]. */
 static void host_random(cr_tensor *t, cr_cuda_nchw d, cr_rng *r, float lo, float hi)
 {
-    assert_cr_ok(cr_tensor_alloc4(t, d.n, d.c, d.h, d.w));
-    cr_tensor_fill_uniform(t, r, lo, hi);
+    random_input(t, d.n, d.c, d.h, d.w, r, lo, hi);
 }
 
 /* A host vector of n values uniform in [lo, hi]. */
@@ -100,57 +123,100 @@ static void host_vec(cr_tensor *t, int64_t n, cr_rng *r, float lo, float hi)
     cr_tensor_fill_uniform(t, r, lo, hi);
 }
 
+/* One random case of a layer test: case t of count, drawn from r; seed names the run. */
+typedef void layer_case(cr_rng *r, int t, int count, uint64_t seed);
+
+/* Runs cr_test_count(n) cases of one_case from one seed (CR_SEED replays) and prints how
+ * many equalled chapter 4 under name. */
+static void run_cases(const char *name, int n, layer_case *one_case)
+{
+    cr_rng r;
+    const uint64_t seed = seed_rng(&r);
+    const int count = cr_test_count(n);
+    for (int t = 0; t < count; t++) one_case(&r, t, count, seed);
+    printf("gpu %s: %d random cases equal chapter 4 (seed %llu)\n", name, count,
+           (unsigned long long)seed);
+}
+
 /* ---- ReLU and add -------------------------------------------------------------------------- */
+
+/* One random case of gpu_layers__relu_add (case t of count, r drawing it, seed for the messages). */
+static void relu_add_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)t;
+    (void)count;
+    const cr_cuda_nchw d = draw_shape(r, 2, 5, 40);
+    cr_tensor a, b, want;
+    host_random(&a, d, r, -1, 1);
+    host_random(&b, d, r, -1, 1);
+    a.data[cr_rng_int(r, 0, (int64_t)a.numel - 1)] = NAN;
+    assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
+    const size_t n = a.numel;
+    float *da = to_dev(a.data, n, "a"), *db = to_dev(b.data, n, "b"), *dy = dev_poisoned(n, "y");
+    assert_cr_ok(cr_relu_forward(&a, &want));
+    assert_cr_ok(cr_cuda_relu((int64_t)n, da, dy));
+    expect_dev("cr_cuda_relu", dy, &want, 1e-6, 0, seed);
+    for (int relu = 0; relu <= 1; relu++) {
+        assert_cr_ok(cr_add_forward(&a, &b, &want));
+        if (relu) assert_cr_ok(cr_relu_forward(&want, &want));
+        assert_cr_ok(cr_cuda_add((int64_t)n, da, db, relu ? db : dy, relu));   /* in place into b */
+        expect_dev(relu ? "cr_cuda_add + ReLU (in place)" : "cr_cuda_add", relu ? db : dy, &want,
+                   1e-6, 0, seed);
+    }
+    free_devs(da, db, dy);
+    free_hosts(&a, &b, &want);
+}
 
 /* relu and add (+ReLU, in place too) equal chapter 4 exactly on the emulator (1e-6 on a
  * GPU), NaNs included. */
 static void gpu_layers__relu_add(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const int count = cr_test_count(10);
-    for (int t = 0; t < count; t++) {
-        const cr_cuda_nchw d = draw_shape(&r, 2, 5, 40);
-        cr_tensor a, b, want, tmp;
-        host_random(&a, d, &r, -1, 1);
-        host_random(&b, d, &r, -1, 1);
-        a.data[cr_rng_int(&r, 0, (int64_t)a.numel - 1)] = NAN;
-        assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
-        assert_cr_ok(cr_tensor_alloc4(&tmp, d.n, d.c, d.h, d.w));
-        const size_t n = a.numel;
-        float *da = to_dev(a.data, n, "a"), *db = to_dev(b.data, n, "b"), *dy = dev_poisoned(n, "y");
-        assert_cr_ok(cr_relu_forward(&a, &want));
-        assert_cr_ok(cr_cuda_relu((int64_t)n, da, dy));
-        from_dev(tmp.data, dy, n, "relu");
-        expect_near("cr_cuda_relu", tmp.data, want.data, n, 1e-6, 0, seed);
-        for (int relu = 0; relu <= 1; relu++) {
-            assert_cr_ok(cr_add_forward(&a, &b, &want));
-            if (relu) assert_cr_ok(cr_relu_forward(&want, &want));
-            assert_cr_ok(cr_cuda_add((int64_t)n, da, db, relu ? db : dy, relu));   /* in place into b */
-            from_dev(tmp.data, relu ? db : dy, n, "add");
-            expect_near(relu ? "cr_cuda_add + ReLU (in place)" : "cr_cuda_add", tmp.data, want.data,
-                        n, 1e-6, 0, seed);
-        }
-        cr_cuda_free(da); cr_cuda_free(db); cr_cuda_free(dy);
-        cr_tensor_free(&a); cr_tensor_free(&b); cr_tensor_free(&want); cr_tensor_free(&tmp);
-    }
-    printf("gpu relu, add: %d random shapes equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    run_cases("relu, add", 10, relu_add_case);
 }
 
 /* ---- BatchNorm and GroupNorm ------------------------------------------------------------------ */
 
-/* Fails unless the want->numel floats at dev equal want (expect_near's rule). */
-static void expect_vec(const char *what, const float *dev, const cr_tensor *want, double rtol,
-                       double atol, uint64_t seed)
+/* One random case of gpu_layers__batchnorm (case t of count, r drawing it, seed for the messages). */
+static void batchnorm_case(cr_rng *r, int t, int count, uint64_t seed)
 {
-    float *h = malloc(want->numel * sizeof *h);
-    assert_non_null(h);
-    from_dev(h, dev, want->numel, what);
-    expect_near(what, h, want->data, want->numel, rtol, atol, seed);
-    free(h);
+    (void)count;
+    const cr_bn_params bp = cr_bn_params_default();
+    cr_cuda_nchw d = draw_shape(r, 3, 20, 12);
+    if (d.n * d.h * d.w < 2) d.w = 2;
+    const bool training = t % 2 == 1, affine = t % 3 != 2, relu = t % 4 >= 2;
+    const int64_t C = d.c;
+    cr_tensor x, y, g, b, rm, rv, sm, si;
+    host_random(&x, d, r, 1, 3);
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
+    host_vec(&g, C, r, 0.5f, 1.5f);
+    host_vec(&b, C, r, -1, 1);
+    host_vec(&rm, C, r, 1, 3);
+    host_vec(&rv, C, r, 0.1f, 2);
+    host_vec(&sm, C, r, 0, 1);
+    host_vec(&si, C, r, 0, 1);
+    float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, C, "gamma");
+    float *db = to_dev(b.data, C, "beta"), *drm = to_dev(rm.data, C, "running_mean");
+    float *drv = to_dev(rv.data, C, "running_var");
+    float *dsm = dev_poisoned(C, "save_mean"), *dsi = dev_poisoned(C, "save_invstd");
+    assert_cr_ok(cr_batchnorm2d_forward(&bp, training, &x, affine ? &g : NULL, affine ? &b : NULL,
+                                        &rm, &rv, &y, &sm, &si));
+    if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
+    assert_cr_ok(cr_cuda_batchnorm_forward(&bp, training, d, dx, affine ? dg : NULL,
+                                           affine ? db : NULL, drm, drv, dx /* in place */,
+                                           dsm, dsi, relu));
+    char what[160], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_batchnorm_forward (%s%s%s, %s)",
+             training ? "training" : "evaluation", affine ? ", affine" : "", relu ? ", ReLU" : "",
+             shape_str(sh, d));
+    const double tol = training ? 1e-5 : 1e-6;
+    expect_dev(what, dx, &y, tol, tol, seed);
+    expect_dev("batchnorm save_mean", dsm, &sm, tol, tol, seed);
+    expect_dev("batchnorm save_invstd", dsi, &si, tol, tol, seed);
+    expect_dev("batchnorm running_mean", drm, &rm, tol, tol, seed);
+    expect_dev("batchnorm running_var", drv, &rv, tol, tol, seed);
+    free_devs(dx, dg, db, drm, drv, dsm, dsi);
+    free_hosts(&x, &y, &g, &b, &rm, &rv, &sm, &si);
 }
 
 /* BatchNorm in evaluation and training mode, with and without gamma/beta, with the fused
@@ -161,54 +227,43 @@ static void expect_vec(const char *what, const float *dev, const cr_tensor *want
 static void gpu_layers__batchnorm(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const cr_bn_params bp = cr_bn_params_default();
-    const int count = cr_test_count(12);
-    for (int t = 0; t < count; t++) {
-        cr_cuda_nchw d = draw_shape(&r, 3, 20, 12);
-        if (d.n * d.h * d.w < 2) d.w = 2;
-        const bool training = t % 2 == 1, affine = t % 3 != 2, relu = t % 4 >= 2;
-        const int64_t C = d.c;
-        cr_tensor x, y, g, b, rm, rv, sm, si, got;
-        host_random(&x, d, &r, 1, 3);
-        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
-        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
-        host_vec(&g, C, &r, 0.5f, 1.5f);
-        host_vec(&b, C, &r, -1, 1);
-        host_vec(&rm, C, &r, 1, 3);
-        host_vec(&rv, C, &r, 0.1f, 2);
-        host_vec(&sm, C, &r, 0, 1);
-        host_vec(&si, C, &r, 0, 1);
-        float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, C, "gamma");
-        float *db = to_dev(b.data, C, "beta"), *drm = to_dev(rm.data, C, "running_mean");
-        float *drv = to_dev(rv.data, C, "running_var");
-        float *dsm = dev_poisoned(C, "save_mean"), *dsi = dev_poisoned(C, "save_invstd");
-        assert_cr_ok(cr_batchnorm2d_forward(&bp, training, &x, affine ? &g : NULL, affine ? &b : NULL,
-                                            &rm, &rv, &y, &sm, &si));
-        if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
-        assert_cr_ok(cr_cuda_batchnorm_forward(&bp, training, d, dx, affine ? dg : NULL,
-                                               affine ? db : NULL, drm, drv, dx /* in place */,
-                                               dsm, dsi, relu));
-        char what[160];
-        snprintf(what, sizeof what, "cr_cuda_batchnorm_forward (%s%s%s, %lldx%lldx%lldx%lld)",
-                 training ? "training" : "evaluation", affine ? ", affine" : "", relu ? ", ReLU" : "",
-                 (long long)d.n, (long long)d.c, (long long)d.h, (long long)d.w);
-        const double tol = training ? 1e-5 : 1e-6;
-        from_dev(got.data, dx, x.numel, what);
-        expect_near(what, got.data, y.data, y.numel, tol, tol, seed);
-        expect_vec("batchnorm save_mean", dsm, &sm, tol, tol, seed);
-        expect_vec("batchnorm save_invstd", dsi, &si, tol, tol, seed);
-        expect_vec("batchnorm running_mean", drm, &rm, tol, tol, seed);
-        expect_vec("batchnorm running_var", drv, &rv, tol, tol, seed);
-        float *ptrs[] = {dx, dg, db, drm, drv, dsm, dsi};
-        for (size_t k = 0; k < sizeof ptrs / sizeof *ptrs; k++) cr_cuda_free(ptrs[k]);
-        cr_tensor *ts[] = {&x, &y, &g, &b, &rm, &rv, &sm, &si, &got};
-        for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) cr_tensor_free(ts[k]);
-    }
-    printf("gpu batchnorm: %d random cases equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    run_cases("batchnorm", 12, batchnorm_case);
+}
+
+/* One random case of gpu_layers__groupnorm (case t of count, r drawing it, seed for the messages). */
+static void groupnorm_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    static const int64_t gs[] = {32, 32, 1, 4, 3};
+    const int64_t groups = gs[t % 5];
+    cr_cuda_nchw d = draw_shape(r, 2, 3, 20);
+    d.c = groups * (t % 2 ? 2 : cr_rng_int(r, 1, 3));
+    if (t == 0) d.w = 33;   /* a plane larger than a block: the strided loops wrap */
+    const bool affine = t % 3 != 2, relu = t % 2 == 0;
+    cr_tensor x, y, g, b, sm, si;
+    host_random(&x, d, r, -2, 4);
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
+    host_vec(&g, d.c, r, 0.5f, 1.5f);
+    host_vec(&b, d.c, r, -1, 1);
+    host_vec(&sm, d.n * groups, r, 0, 1);
+    host_vec(&si, d.n * groups, r, 0, 1);
+    float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, g.numel, "gamma");
+    float *db = to_dev(b.data, b.numel, "beta"), *dy = dev_poisoned(x.numel, "y");
+    float *dsm = dev_poisoned(sm.numel, "save_mean"), *dsi = dev_poisoned(si.numel, "save_invstd");
+    assert_cr_ok(cr_groupnorm_forward(groups, 1e-5, &x, affine ? &g : NULL, affine ? &b : NULL,
+                                      &y, &sm, &si));
+    if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
+    float *out = t % 2 ? dx : dy;   /* in place every other case */
+    assert_cr_ok(cr_cuda_groupnorm_forward(groups, 1e-5, d, dx, affine ? dg : NULL,
+                                           affine ? db : NULL, out, dsm, dsi, relu));
+    char what[160], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_groupnorm_forward (%lld groups%s%s, %s)",
+             (long long)groups, affine ? ", affine" : "", relu ? ", ReLU" : "", shape_str(sh, d));
+    expect_dev(what, out, &y, 1e-5, 1e-5, seed);
+    expect_dev("groupnorm save_mean", dsm, &sm, 1e-5, 1e-5, seed);
+    expect_dev("groupnorm save_invstd", dsi, &si, 1e-5, 1e-5, seed);
+    free_devs(dx, dg, db, dy, dsm, dsi);
+    free_hosts(&x, &y, &g, &b, &sm, &si);
 }
 
 /* GroupNorm: 32 groups (the FPN's) on 32 and 64 channels, and other group counts;
@@ -217,108 +272,103 @@ static void gpu_layers__batchnorm(void **state)
 static void gpu_layers__groupnorm(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const int count = cr_test_count(8);
-    for (int t = 0; t < count; t++) {
-        static const int64_t gs[] = {32, 32, 1, 4, 3};
-        const int64_t groups = gs[t % 5];
-        cr_cuda_nchw d = draw_shape(&r, 2, 3, 20);
-        d.c = groups * (t % 2 ? 2 : cr_rng_int(&r, 1, 3));
-        if (t == 0) d.w = 33;   /* a plane larger than a block: the strided loops wrap */
-        const bool affine = t % 3 != 2, relu = t % 2 == 0;
-        cr_tensor x, y, g, b, sm, si, got;
-        host_random(&x, d, &r, -2, 4);
-        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
-        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
-        host_vec(&g, d.c, &r, 0.5f, 1.5f);
-        host_vec(&b, d.c, &r, -1, 1);
-        host_vec(&sm, d.n * groups, &r, 0, 1);
-        host_vec(&si, d.n * groups, &r, 0, 1);
-        float *dx = to_dev(x.data, x.numel, "x"), *dg = to_dev(g.data, g.numel, "gamma");
-        float *db = to_dev(b.data, b.numel, "beta"), *dy = dev_poisoned(x.numel, "y");
-        float *dsm = dev_poisoned(sm.numel, "save_mean"), *dsi = dev_poisoned(si.numel, "save_invstd");
-        assert_cr_ok(cr_groupnorm_forward(groups, 1e-5, &x, affine ? &g : NULL, affine ? &b : NULL,
-                                          &y, &sm, &si));
-        if (relu) assert_cr_ok(cr_relu_forward(&y, &y));
-        float *out = t % 2 ? dx : dy;   /* in place every other case */
-        assert_cr_ok(cr_cuda_groupnorm_forward(groups, 1e-5, d, dx, affine ? dg : NULL,
-                                               affine ? db : NULL, out, dsm, dsi, relu));
-        char what[160];
-        snprintf(what, sizeof what, "cr_cuda_groupnorm_forward (%lld groups%s%s, %lldx%lldx%lldx%lld)",
-                 (long long)groups, affine ? ", affine" : "", relu ? ", ReLU" : "", (long long)d.n,
-                 (long long)d.c, (long long)d.h, (long long)d.w);
-        from_dev(got.data, out, x.numel, what);
-        expect_near(what, got.data, y.data, y.numel, 1e-5, 1e-5, seed);
-        expect_vec("groupnorm save_mean", dsm, &sm, 1e-5, 1e-5, seed);
-        expect_vec("groupnorm save_invstd", dsi, &si, 1e-5, 1e-5, seed);
-        float *ptrs[] = {dx, dg, db, dy, dsm, dsi};
-        for (size_t k = 0; k < sizeof ptrs / sizeof *ptrs; k++) cr_cuda_free(ptrs[k]);
-        cr_tensor *ts[] = {&x, &y, &g, &b, &sm, &si, &got};
-        for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) cr_tensor_free(ts[k]);
-    }
-    printf("gpu groupnorm: %d random cases equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    run_cases("groupnorm", 8, groupnorm_case);
 }
 
 /* ---- max-pool and up-sampling -------------------------------------------------------------------- */
+
+/* One random case of gpu_layers__maxpool (case t of count, r drawing it, seed for the messages). */
+static void maxpool_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    cr_pool_params p = cr_pool_params_make(3, 2, 1);
+    if (t % 2) {
+        const int64_t k = cr_rng_int(r, 1, 4);
+        p = cr_pool_params_make(k, cr_rng_int(r, 1, 3), cr_rng_int(r, 0, k / 2));
+    }
+    cr_cuda_nchw d = draw_shape(r, 2, 3, 17);
+    if (d.h < p.kernel_h) d.h = p.kernel_h;
+    if (d.w < p.kernel_w) d.w = p.kernel_w;
+    int64_t ho, wo;
+    assert_cr_ok(cr_maxpool2d_out_size(&p, d.h, d.w, &ho, &wo));
+    cr_tensor x, y;
+    assert_cr_ok(cr_tensor_alloc4(&x, d.n, d.c, d.h, d.w));
+    for (size_t i = 0; i < x.numel; i++) x.data[i] = (float)cr_rng_int(r, -3, 3);
+    if (t % 3 == 0) x.data[cr_rng_int(r, 0, (int64_t)x.numel - 1)] = NAN;
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
+    int64_t *am = malloc(y.numel * sizeof *am), *gam = malloc(y.numel * sizeof *gam);
+    assert_non_null(am); assert_non_null(gam);
+    assert_cr_ok(cr_maxpool2d_forward(&p, &x, &y, am));
+    float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
+    int64_t *dam;
+    assert_cr_ok(cr_cuda_malloc((void **)&dam, y.numel * sizeof *dam, "argmax"));
+    assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, dam));
+    char what[160], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_maxpool2d_forward (k %lld, s %lld, p %lld, %s)",
+             (long long)p.kernel_h, (long long)p.stride_h, (long long)p.pad_h, shape_str(sh, d));
+    expect_dev(what, dy, &y, 0, 0, seed);
+    assert_cr_ok(cr_cuda_to_host(gam, dam, y.numel * sizeof *gam));
+    for (size_t i = 0; i < y.numel; i++)
+        if (gam[i] != am[i])
+            fail_msg("%s: argmax[%zu] = %lld, chapter 4 chose %lld (seed %llu)", what, i,
+                     (long long)gam[i], (long long)am[i], (unsigned long long)seed);
+    /* without argmax: the same values */
+    assert_cr_ok(cr_cuda_poison(dy, y.numel));
+    assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, NULL));
+    expect_dev(what, dy, &y, 0, 0, seed);
+    free_devs(dx, dy, dam);
+    free(am); free(gam);
+    free_hosts(&x, &y);
+}
 
 /* Max-pool 3x3/2 padding 1 (the FPN's stem) and random pools: values drawn from a few
  * integers (ties: the first maximum must win) with a NaN; y and argmax exactly chapter 4's. */
 static void gpu_layers__maxpool(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const int count = cr_test_count(12);
-    for (int t = 0; t < count; t++) {
-        cr_pool_params p = cr_pool_params_make(3, 2, 1);
-        if (t % 2) {
-            const int64_t k = cr_rng_int(&r, 1, 4);
-            p = cr_pool_params_make(k, cr_rng_int(&r, 1, 3), cr_rng_int(&r, 0, k / 2));
-        }
-        cr_cuda_nchw d = draw_shape(&r, 2, 3, 17);
-        if (d.h < p.kernel_h) d.h = p.kernel_h;
-        if (d.w < p.kernel_w) d.w = p.kernel_w;
-        int64_t ho, wo;
-        assert_cr_ok(cr_maxpool2d_out_size(&p, d.h, d.w, &ho, &wo));
-        cr_tensor x, y, got;
-        assert_cr_ok(cr_tensor_alloc4(&x, d.n, d.c, d.h, d.w));
-        for (size_t i = 0; i < x.numel; i++) x.data[i] = (float)cr_rng_int(&r, -3, 3);
-        if (t % 3 == 0) x.data[cr_rng_int(&r, 0, (int64_t)x.numel - 1)] = NAN;
-        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
-        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, ho, wo));
-        int64_t *am = malloc(y.numel * sizeof *am), *gam = malloc(y.numel * sizeof *gam);
-        assert_non_null(am); assert_non_null(gam);
-        assert_cr_ok(cr_maxpool2d_forward(&p, &x, &y, am));
-        float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
-        int64_t *dam;
-        assert_cr_ok(cr_cuda_malloc((void **)&dam, y.numel * sizeof *dam, "argmax"));
-        assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, dam));
-        from_dev(got.data, dy, y.numel, "maxpool");
-        assert_cr_ok(cr_cuda_to_host(gam, dam, y.numel * sizeof *gam));
-        char what[160];
-        snprintf(what, sizeof what, "cr_cuda_maxpool2d_forward (k %lld, s %lld, p %lld, %lldx%lldx%lldx%lld)",
-                 (long long)p.kernel_h, (long long)p.stride_h, (long long)p.pad_h, (long long)d.n,
-                 (long long)d.c, (long long)d.h, (long long)d.w);
-        expect_near(what, got.data, y.data, y.numel, 0, 0, seed);
-        for (size_t i = 0; i < y.numel; i++)
-            if (gam[i] != am[i])
-                fail_msg("%s: argmax[%zu] = %lld, chapter 4 chose %lld (seed %llu)", what, i,
-                         (long long)gam[i], (long long)am[i], (unsigned long long)seed);
-        /* without argmax: the same values */
-        assert_cr_ok(cr_cuda_poison(dy, y.numel));
-        assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, dx, dy, NULL));
-        from_dev(got.data, dy, y.numel, "maxpool");
-        expect_near(what, got.data, y.data, y.numel, 0, 0, seed);
-        cr_cuda_free(dx); cr_cuda_free(dy); cr_cuda_free(dam);
-        free(am); free(gam);
-        cr_tensor_free(&x); cr_tensor_free(&y); cr_tensor_free(&got);
+    run_cases("maxpool", 12, maxpool_case);
+}
+
+/* The up-sampling of case t (of 7 kinds): the FPN's three, then random others (r draws
+ * the output sizes). */
+static cr_upsample_params upsample_params(int t, cr_rng *r)
+{
+    cr_upsample_params p = {.mode = CR_UPSAMPLE_NEAREST, .scale_h = 2, .scale_w = 2};
+    switch (t % 7) {
+    case 0: break;
+    case 1: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; break;
+    case 2: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; p.scale_h = p.scale_w = 4; break;
+    case 3: p.mode = CR_UPSAMPLE_BILINEAR; p.scale_h = 1.5; p.scale_w = 2.5; break;
+    case 4: p.scale_h = 1.75; p.scale_w = 3; break;
+    case 5: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = t % 2;
+            p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(r, 1, 20); p.out_w = cr_rng_int(r, 1, 20); break;
+    default: p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(r, 1, 20); p.out_w = cr_rng_int(r, 1, 20); break;
     }
-    printf("gpu maxpool: %d random cases equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    return p;
+}
+
+/* One random case of gpu_layers__upsample (case t of count, r drawing it, seed for the messages). */
+static void upsample_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    const cr_upsample_params p = upsample_params(t, r);
+    const cr_cuda_nchw d = draw_shape(r, 2, 3, 9);
+    int64_t ho, wo;
+    assert_cr_ok(cr_upsample_out_size(&p, d.h, d.w, &ho, &wo));
+    cr_tensor x, y;
+    host_random(&x, d, r, -1, 1);
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
+    assert_cr_ok(cr_upsample_forward(&p, &x, &y));
+    float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
+    assert_cr_ok(cr_cuda_upsample_forward(&p, d, dx, dy));
+    char what[200], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_upsample_forward (%s%s, scale %g x %g, size %lldx%lld, "
+             "input %s)", p.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear",
+             p.align_corners ? ", align_corners" : "", p.scale_h, p.scale_w, (long long)ho,
+             (long long)wo, shape_str(sh, d));
+    expect_dev(what, dy, &y, 1e-6, 1e-7, seed);
+    free_devs(dx, dy);
+    free_hosts(&x, &y);
 }
 
 /* The FPN's up-samplings (nearest x2, bilinear x2 and x4 with align_corners) and random
@@ -327,47 +377,57 @@ static void gpu_layers__maxpool(void **state)
 static void gpu_layers__upsample(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const int count = cr_test_count(14);
-    for (int t = 0; t < count; t++) {
-        cr_upsample_params p = {.mode = CR_UPSAMPLE_NEAREST, .scale_h = 2, .scale_w = 2};
-        switch (t % 7) {
-        case 0: break;
-        case 1: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; break;
-        case 2: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = true; p.scale_h = p.scale_w = 4; break;
-        case 3: p.mode = CR_UPSAMPLE_BILINEAR; p.scale_h = 1.5; p.scale_w = 2.5; break;
-        case 4: p.scale_h = 1.75; p.scale_w = 3; break;
-        case 5: p.mode = CR_UPSAMPLE_BILINEAR; p.align_corners = t % 2;
-                p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(&r, 1, 20); p.out_w = cr_rng_int(&r, 1, 20); break;
-        default: p.scale_h = p.scale_w = 0; p.out_h = cr_rng_int(&r, 1, 20); p.out_w = cr_rng_int(&r, 1, 20); break;
-        }
-        const cr_cuda_nchw d = draw_shape(&r, 2, 3, 9);
-        int64_t ho, wo;
-        assert_cr_ok(cr_upsample_out_size(&p, d.h, d.w, &ho, &wo));
-        cr_tensor x, y, got;
-        host_random(&x, d, &r, -1, 1);
-        assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
-        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, ho, wo));
-        assert_cr_ok(cr_upsample_forward(&p, &x, &y));
-        float *dx = to_dev(x.data, x.numel, "x"), *dy = dev_poisoned(y.numel, "y");
-        assert_cr_ok(cr_cuda_upsample_forward(&p, d, dx, dy));
-        from_dev(got.data, dy, y.numel, "upsample");
-        char what[200];
-        snprintf(what, sizeof what, "cr_cuda_upsample_forward (%s%s, scale %g x %g, size %lldx%lld, "
-                 "input %lldx%lldx%lldx%lld)", p.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear",
-                 p.align_corners ? ", align_corners" : "", p.scale_h, p.scale_w, (long long)ho,
-                 (long long)wo, (long long)d.n, (long long)d.c, (long long)d.h, (long long)d.w);
-        expect_near(what, got.data, y.data, y.numel, 1e-6, 1e-7, seed);
-        cr_cuda_free(dx); cr_cuda_free(dy);
-        cr_tensor_free(&x); cr_tensor_free(&y); cr_tensor_free(&got);
-    }
-    printf("gpu upsample: %d random cases equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    run_cases("upsample", 14, upsample_case);
 }
 
 /* ---- cross-entropy and AdamW ------------------------------------------------------------------------ */
+
+/* One random case of gpu_layers__cross_entropy (case t of count, r drawing it, seed for the messages). */
+static void cross_entropy_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    cr_cuda_nchw d = draw_shape(r, 2, 12, 9);
+    if (d.c < 2) d.c = 2;
+    const int64_t P = d.n * d.h * d.w;
+    const bool all_ignored = t == count - 1 && count > 1;
+    cr_tensor z, dz, got;
+    host_random(&z, d, r, -4, 4);
+    assert_cr_ok(cr_tensor_alloc4(&dz, d.n, d.c, d.h, d.w));
+    assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
+    int32_t *tg = malloc((size_t)P * sizeof *tg);
+    assert_non_null(tg);
+    for (int64_t i = 0; i < P; i++)
+        tg[i] = all_ignored || cr_rng_int(r, 0, 4) == 0 ? CR_IGNORE_INDEX
+                                                        : (int32_t)cr_rng_int(r, 0, d.c - 1);
+    double want = -1, loss = -1;
+    assert_cr_ok(cr_cross_entropy(&z, tg, CR_IGNORE_INDEX, &want, &dz));
+    float *dev_z = to_dev(z.data, z.numel, "logits"), *ddz = dev_poisoned(z.numel, "dlogits");
+    int32_t *dt;
+    assert_cr_ok(cr_cuda_malloc((void **)&dt, (size_t)P * sizeof *dt, "target"));
+    assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
+    assert_cr_ok(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz));
+    from_dev(got.data, ddz, z.numel, "cross_entropy");
+    if (!(fabs(loss - want) <= 1e-9 * fabs(want)) && !(all_ignored && loss == 0))
+        fail_msg("cr_cuda_cross_entropy: loss %.17g, chapter 4 %.17g (case %d, seed %llu)", loss,
+                 want, t, (unsigned long long)seed);
+    expect_near("cr_cuda_cross_entropy dlogits", got.data, dz.data, z.numel, 1e-6, 1e-9, seed);
+    if (all_ignored)
+        for (size_t i = 0; i < z.numel; i++) assert_true(got.data[i] == 0.0f);
+    /* a label that is not a class: refused, naming the pixel */
+    if (!all_ignored) {
+        const int64_t at = cr_rng_int(r, 0, P - 1);
+        tg[at] = (int32_t)d.c;
+        assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
+        assert_cr_fails(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz), CR_EINVAL);
+        char pix[64];
+        snprintf(pix, sizeof pix, "image %lld, pixel %lld", (long long)(at / (d.h * d.w)),
+                 (long long)(at % (d.h * d.w)));
+        if (!strstr(cr_last_error(), pix))
+            fail_msg("bad label at %s: the message says '%s'", pix, cr_last_error());
+    }
+    free_devs(dev_z, ddz, dt);
+    free(tg);
+    free_hosts(&z, &dz, &got);
+}
 
 /* Cross-entropy with ignored pixels: the loss within 1e-9 relative of chapter 4's (double
  * sums in another order), dlogits within 1e-6 relative + 1e-9; a bad label is refused,
@@ -375,56 +435,7 @@ static void gpu_layers__upsample(void **state)
 static void gpu_layers__cross_entropy(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
-    cr_rng r;
-    cr_rng_seed(&r, seed);
-    const int count = cr_test_count(8);
-    for (int t = 0; t < count; t++) {
-        cr_cuda_nchw d = draw_shape(&r, 2, 12, 9);
-        if (d.c < 2) d.c = 2;
-        const int64_t P = d.n * d.h * d.w;
-        const bool all_ignored = t == count - 1 && count > 1;
-        cr_tensor z, dz, got;
-        host_random(&z, d, &r, -4, 4);
-        assert_cr_ok(cr_tensor_alloc4(&dz, d.n, d.c, d.h, d.w));
-        assert_cr_ok(cr_tensor_alloc4(&got, d.n, d.c, d.h, d.w));
-        int32_t *tg = malloc((size_t)P * sizeof *tg);
-        assert_non_null(tg);
-        for (int64_t i = 0; i < P; i++)
-            tg[i] = all_ignored || cr_rng_int(&r, 0, 4) == 0 ? CR_IGNORE_INDEX
-                                                            : (int32_t)cr_rng_int(&r, 0, d.c - 1);
-        double want = -1, loss = -1;
-        assert_cr_ok(cr_cross_entropy(&z, tg, CR_IGNORE_INDEX, &want, &dz));
-        float *dev_z = to_dev(z.data, z.numel, "logits"), *ddz = dev_poisoned(z.numel, "dlogits");
-        int32_t *dt;
-        assert_cr_ok(cr_cuda_malloc((void **)&dt, (size_t)P * sizeof *dt, "target"));
-        assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
-        assert_cr_ok(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz));
-        from_dev(got.data, ddz, z.numel, "cross_entropy");
-        if (!(fabs(loss - want) <= 1e-9 * fabs(want)) && !(all_ignored && loss == 0))
-            fail_msg("cr_cuda_cross_entropy: loss %.17g, chapter 4 %.17g (case %d, seed %llu)", loss,
-                     want, t, (unsigned long long)seed);
-        expect_near("cr_cuda_cross_entropy dlogits", got.data, dz.data, z.numel, 1e-6, 1e-9, seed);
-        if (all_ignored)
-            for (size_t i = 0; i < z.numel; i++) assert_true(got.data[i] == 0.0f);
-        /* a label that is not a class: refused, naming the pixel */
-        if (!all_ignored) {
-            const int64_t at = cr_rng_int(&r, 0, P - 1);
-            tg[at] = (int32_t)d.c;
-            assert_cr_ok(cr_cuda_to_device(dt, tg, (size_t)P * sizeof *dt));
-            assert_cr_fails(cr_cuda_cross_entropy(d, dev_z, dt, CR_IGNORE_INDEX, &loss, ddz), CR_EINVAL);
-            char pix[64];
-            snprintf(pix, sizeof pix, "image %lld, pixel %lld", (long long)(at / (d.h * d.w)),
-                     (long long)(at % (d.h * d.w)));
-            if (!strstr(cr_last_error(), pix))
-                fail_msg("bad label at %s: the message says '%s'", pix, cr_last_error());
-        }
-        cr_cuda_free(dev_z); cr_cuda_free(ddz); cr_cuda_free(dt);
-        free(tg);
-        cr_tensor_free(&z); cr_tensor_free(&dz); cr_tensor_free(&got);
-    }
-    printf("gpu cross_entropy: %d random cases equal chapter 4 (seed %llu)\n", count,
-           (unsigned long long)seed);
+    run_cases("cross_entropy", 8, cross_entropy_case);
 }
 
 /* Three AdamW steps on random parameters: p, m and v within 1e-6 relative of chapter 4's
@@ -432,14 +443,13 @@ static void gpu_layers__cross_entropy(void **state)
 static void gpu_layers__adamw(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     const int64_t n = 1000 + cr_rng_int(&r, 0, 100);
     const int64_t shape[1] = {n};
-    cr_tensor p, g, m, v, got;
-    cr_tensor *ts[] = {&p, &g, &m, &v, &got};
-    for (int k = 0; k < 5; k++) assert_cr_ok(cr_tensor_alloc(ts[k], 1, shape));
+    cr_tensor p, g, m, v;
+    cr_tensor *ts[] = {&p, &g, &m, &v};
+    for (int k = 0; k < 4; k++) assert_cr_ok(cr_tensor_alloc(ts[k], 1, shape));
     cr_tensor_fill_uniform(&p, &r, -1, 1);
     cr_tensor_fill(&m, 0);
     cr_tensor_fill(&v, 0);
@@ -451,20 +461,17 @@ static void gpu_layers__adamw(void **state)
         assert_cr_ok(cr_cuda_to_device(dg, g.data, n * sizeof(float)));
         assert_cr_ok(cr_adamw_update(&c, step, &p, &g, &m, &v));
         assert_cr_ok(cr_cuda_adamw_update(&c, step, n, dp, dg, dm, dv));
-        from_dev(got.data, dp, n, "adamw p");
-        expect_near("cr_cuda_adamw_update p", got.data, p.data, n, 1e-6, 0, seed);
-        from_dev(got.data, dm, n, "adamw m");
-        expect_near("cr_cuda_adamw_update m", got.data, m.data, n, 1e-6, 0, seed);
-        from_dev(got.data, dv, n, "adamw v");
-        expect_near("cr_cuda_adamw_update v", got.data, v.data, n, 1e-6, 0, seed);
+        expect_dev("cr_cuda_adamw_update p", dp, &p, 1e-6, 0, seed);
+        expect_dev("cr_cuda_adamw_update m", dm, &m, 1e-6, 0, seed);
+        expect_dev("cr_cuda_adamw_update v", dv, &v, 1e-6, 0, seed);
     }
     assert_cr_fails(cr_cuda_adamw_update(&c, 0, n, dp, dg, dm, dv), CR_EINVAL);
     cr_optim_config sgd = cr_sgd_config(0.1, 0.9, 0);
     assert_cr_fails(cr_cuda_adamw_update(&sgd, 1, n, dp, dg, dm, dv), CR_EINVAL);
     c.eps = 0;
     assert_cr_fails(cr_cuda_adamw_update(&c, 1, n, dp, dg, dm, dv), CR_EINVAL);
-    cr_cuda_free(dp); cr_cuda_free(dm); cr_cuda_free(dv); cr_cuda_free(dg);
-    for (int k = 0; k < 5; k++) cr_tensor_free(ts[k]);
+    free_devs(dp, dm, dv, dg);
+    free_hosts(&p, &g, &m, &v);
 }
 
 /* Bad arguments are refused with CR_EINVAL naming what is wrong. */
@@ -529,34 +536,17 @@ static void expect_model_equal(const char *what, cr_model *m, const cr_tensor *x
     cr_cuda_layers_release();
 }
 
-/* Gives every BatchNorm of m random running statistics and affine parameters (the
- * defaults, 0 and 1, would make evaluation mode an identity). */
-static void randomize_norms(cr_model *m, cr_rng *r)
-{
-    for (int i = 0; i < m->n; i++) {
-        cr_module *d = &m->mods[i];
-        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
-        cr_tensor_fill_uniform(&d->weight, r, 0.5f, 1.5f);
-        cr_tensor_fill_uniform(&d->bias, r, -0.5f, 0.5f);
-        if (d->kind == CR_MOD_BATCHNORM) {
-            cr_tensor_fill_uniform(&d->running_mean, r, -0.5f, 0.5f);
-            cr_tensor_fill_uniform(&d->running_var, r, 0.5f, 2.0f);
-        }
-    }
-}
-
 /* Lab 4's network (conv, BatchNorm, ReLU, 2x2 max-pools, bilinear up-sampling to the
  * skip's size, adds) with random weights: device forward within 1e-5 of the CPU's. */
 static void gpu_model__lab4_network(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     cr_model m;
     assert_cr_ok(cr_model_build_fcn(&m, 11));
     assert_cr_ok(cr_model_init_params(&m, seed));
-    randomize_norms(&m, &r);
+    randomize_norms(&m, &r, 2.0f);
     const cr_cuda_nchw d = {2, 3, 13, 18};
     cr_tensor x, y;
     host_random(&x, d, &r, -1, 1);
@@ -568,49 +558,15 @@ static void gpu_model__lab4_network(void **state)
     cr_model_free(&m);
 }
 
-/* A golden file's metadata value as an integer (fails when absent). */
-static int64_t meta_int(const cr_st_file *f, const char *key)
-{
-    const char *s = cr_st_meta(f, key);
-    if (!s) fail_msg("golden metadata '%s' is absent", key);
-    return atoll(s);
-}
-
-/* 4 comma-separated integers of the golden metadata. */
-static void meta_ints(const cr_st_file *f, const char *key, int64_t v[4])
-{
-    const char *s = cr_st_meta(f, key);
-    if (!s || sscanf(s, "%lld,%lld,%lld,%lld", (long long *)&v[0], (long long *)&v[1],
-                     (long long *)&v[2], (long long *)&v[3]) != 4)
-        fail_msg("golden metadata '%s' is not 4 integers", key);
-}
-
 /* Chapter 8's FPN, the width-reduced variant of its tests with PyTorch's weights, on its
  * 2x3x32x64 input: the device's evaluation forward within 1e-5 of the CPU's and within
  * 1e-4 of PyTorch's (chapter 8's own bound). */
 static void gpu_model__fpn_reduced(void **state)
 {
     (void)state;
-    const char *dir = getenv("CR_GOLDEN_DIR");
-    if (!dir || !*dir) fail_msg("CR_GOLDEN_DIR is not set: run the tests through meson test");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fpn_reduced_io.safetensors", dir);
     cr_st_file *io = NULL;
-    assert_cr_ok(cr_st_load(&io, path));
-    cr_fpn_config c = {0};
-    c.classes = meta_int(io, "classes");
-    c.stem = meta_int(io, "stem");
-    meta_ints(io, "planes", c.planes);
-    meta_ints(io, "blocks", c.blocks);
-    c.groups = meta_int(io, "groups");
-    c.width_per_group = meta_int(io, "width_per_group");
-    c.pyramid = meta_int(io, "pyramid");
-    c.segmentation = meta_int(io, "seg");
     cr_model m;
-    cr_model_init(&m);
-    assert_cr_ok(cr_fpn_build(&m, &c));
-    snprintf(path, sizeof path, "%s/fpn_reduced_state.safetensors", dir);
-    assert_cr_ok(cr_model_load(&m, path));
+    golden_fpn_load(&m, &io, 0);
     cr_tensor x = {0}, y_eval = {0}, y;
     assert_cr_ok(cr_st_get(io, "x", &x));
     assert_cr_ok(cr_st_get(io, "y_eval", &y_eval));

@@ -25,6 +25,7 @@
 #include "fpn.h"
 #include "gemm.h"
 #include "model.h"
+#include "model_common.h"
 #include "rng.h"
 #include "shrink.h"
 #include "sparse_conv.h"
@@ -139,9 +140,8 @@ static void check_sparse_case(const cr_conv_params *p, int64_t n, int64_t h, int
 static void sparse_csr__build_and_back(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     for (int t = 0; t < cr_test_count(20); t++) {
         cr_tensor w, back;
         assert_cr_ok(cr_tensor_alloc4(&w, cr_rng_int(&r, 1, 9), cr_rng_int(&r, 1, 7),
@@ -204,9 +204,8 @@ static void sparse_csr__bad_arguments(void **state)
 static void sparse_conv__equals_dense_masked_random(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     static const double sp[] = {0.0, 0.5, 0.9, 0.97, 1.0};
     const int count = cr_test_count(60);
     for (int t = 0; t < count; t++) {
@@ -224,9 +223,8 @@ static void sparse_conv__equals_dense_masked_random(void **state)
 static void sparse_conv__layer_shapes(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     struct { int64_t cin, cout, k, stride, pad, groups, n, hw, dil; } L[] = {
         {64, 64, 3, 1, 1, 1, 1, 23, 1},    /* a_3x3_64, smaller */
         {96, 80, 3, 1, 1, 1, 1, 14, 1},    /* c-like: few pixels, many rows */
@@ -294,9 +292,8 @@ static void sparse_auto__chooses_by_break_even(void **state)
     assert_false(cr_sparse_pays(be - 0.05));
     assert_true(cr_sparse_pays(0.99));
     assert_false(cr_sparse_pays(0.0));
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     cr_conv_params p = cr_conv_params_default(8, 8, 3);
     cr_conv_set_padding(&p, 1, 1);
     cr_conv_shape s;
@@ -324,29 +321,6 @@ static void sparse_auto__chooses_by_break_even(void **state)
 
 /* ---- the structured shrink ------------------------------------------------------------------ */
 
-/* Random BatchNorm statistics and affine parameters, so that pruned channels carry
- * nonzero constants unless a test says otherwise. */
-static void randomize_norms(cr_model *m, cr_rng *r)
-{
-    for (int i = 0; i < m->n; i++) {
-        cr_module *d = &m->mods[i];
-        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
-        cr_tensor_fill_uniform(&d->weight, r, 0.5f, 1.5f);
-        cr_tensor_fill_uniform(&d->bias, r, -0.5f, 0.5f);
-        if (d->running_mean.data) cr_tensor_fill_uniform(&d->running_mean, r, -0.5f, 0.5f);
-        if (d->running_var.data) cr_tensor_fill_uniform(&d->running_var, r, 0.5f, 1.5f);
-    }
-}
-
-/* Runs m (evaluation mode) on x into a new tensor out. */
-static void run_model(cr_model *m, const cr_tensor *x, cr_tensor *out)
-{
-    const cr_tensor *y;
-    assert_cr_ok(cr_model_forward(m, x, &y));
-    assert_cr_ok(cr_tensor_alloc(out, y->ndim, y->shape));
-    memcpy(out->data, y->data, y->numel * sizeof(float));
-}
-
 /* The module named name. */
 static cr_module *module(cr_model *m, const char *name)
 {
@@ -366,15 +340,34 @@ static void expect_same_output(const cr_tensor *a, const cr_tensor *b, uint64_t 
                  cmp.rel_l2, MODEL_TOL, (unsigned long long)seed);
 }
 
+/* A random n x 3 x h x w input x (uniform in [-1, 1)), the masked m's output on it into
+ * before, then m shrunk (its report into *rep). */
+static void shrink_on_input(cr_model *m, cr_rng *r, int64_t n, int64_t h, int64_t w,
+                            cr_tensor *x, cr_tensor *before, cr_shrink_report *rep)
+{
+    random_input(x, n, 3, h, w, r, -1.0f, 1.0f);
+    run_model(m, x, before);
+    assert_cr_ok(cr_model_shrink(m, rep));
+}
+
+/* Fails unless the shrunk m's output on x equals before (expect_same_output). */
+static void expect_unchanged(cr_model *m, const cr_tensor *x, const cr_tensor *before,
+                             uint64_t seed)
+{
+    cr_tensor after;
+    run_model(m, x, &after);
+    expect_same_output(&after, before, seed);
+    cr_tensor_free(&after);
+}
+
 /* conv 3x3 (bias) -> BN -> ReLU -> conv 1x1 (bias) -> BN -> ReLU -> conv 3x3 (pad 1):
  * every pruned filter of the first conv goes (the 1x1 reader absorbs the constants); of
  * the second, only those whose ReLU output is 0 (the padded 3x3 reader cannot absorb). */
 static void shrink__conv_bn_relu_chain(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     cr_model m;
     cr_model_init(&m);
     cr_conv_params p1 = cr_conv_params_default(3, 16, 3), p2 = cr_conv_params_default(16, 8, 1),
@@ -388,9 +381,7 @@ static void shrink__conv_bn_relu_chain(void **state)
     assert_true(cr_model_add_batchnorm(&m, "bn2", CR_PREV, 8, NULL) >= 0);
     assert_true(cr_model_add_relu(&m, "r2", CR_PREV) >= 0);
     assert_true(cr_model_add_conv(&m, "c3", CR_PREV, &p3) >= 0);
-    assert_cr_ok(cr_model_init_params(&m, seed));
-    randomize_norms(&m, &r);
-    cr_model_train(&m, false);
+    random_eval_params(&m, seed, &r);
     /* prune c1 filters 0, 5, 6, 15 (BN1 gives them nonzero constants, made positive so
      * the ReLU passes them) and c2 filters 1, 2, 6: 1 and 6 forced to ReLU zero, 2 not */
     const int64_t c1_pruned[] = {0, 5, 6, 15}, c2_pruned[] = {1, 2, 6};
@@ -406,12 +397,9 @@ static void shrink__conv_bn_relu_chain(void **state)
         memset(c2->weight.data + o * 16, 0, 16 * sizeof(float));
         bn2->bias.data[o] = o == 2 ? 3.0f : -3.0f;
     }
-    cr_tensor x, before, after;
-    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 9, 7));
-    cr_tensor_fill_uniform(&x, &r, -1.0f, 1.0f);
-    run_model(&m, &x, &before);
+    cr_tensor x, before;
     cr_shrink_report rep;
-    assert_cr_ok(cr_model_shrink(&m, &rep));
+    shrink_on_input(&m, &r, 2, 9, 7, &x, &before, &rep);
     c1 = module(&m, "c1");
     c2 = module(&m, "c2");
     assert_int_equal(c1->conv.out_channels, 12);
@@ -422,11 +410,9 @@ static void shrink__conv_bn_relu_chain(void **state)
     assert_int_equal(rep.channels_removed, 6);
     assert_int_equal(rep.channels_kept_dead, 1);
     assert_int_equal(rep.weights_after, 12 * 27 + 6 * 12 + 5 * 6 * 9);
-    run_model(&m, &x, &after);
-    expect_same_output(&after, &before, seed);
+    expect_unchanged(&m, &x, &before, seed);
     cr_tensor_free(&x);
     cr_tensor_free(&before);
-    cr_tensor_free(&after);
     cr_model_free(&m);
 }
 
@@ -437,9 +423,8 @@ static void shrink__conv_bn_relu_chain(void **state)
 static void shrink__resnext_bottleneck(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     cr_model m;
     cr_model_init(&m);
     cr_conv_params ps = cr_conv_params_default(3, 16, 3);
@@ -448,9 +433,7 @@ static void shrink__resnext_bottleneck(void **state)
     assert_true(cr_model_add_batchnorm(&m, "stem_bn", CR_PREV, 16, NULL) >= 0);
     assert_true(cr_model_add_relu(&m, "stem_relu", CR_PREV) >= 0);
     assert_true(cr_model_add_bottleneck(&m, "layer1.0", CR_PREV, 16, 32, 16, 8, 1, false) >= 0);
-    assert_cr_ok(cr_model_init_params(&m, seed));
-    randomize_norms(&m, &r);
-    cr_model_train(&m, false);
+    random_eval_params(&m, seed, &r);
     cr_module *conv1 = module(&m, "layer1.0.conv1"), *bn1 = module(&m, "layer1.0.bn1"),
               *conv2 = module(&m, "layer1.0.conv2");
     for (int64_t o = 0; o < 32; o++)
@@ -459,12 +442,9 @@ static void shrink__resnext_bottleneck(void **state)
             bn1->weight.data[o] = bn1->bias.data[o] = 0.0f;
         }
     memset(conv2->weight.data + 12 * 36, 0, 4 * 36 * sizeof(float));   /* group 3 */
-    cr_tensor x, before, after;
-    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 11, 10));
-    cr_tensor_fill_uniform(&x, &r, -1.0f, 1.0f);
-    run_model(&m, &x, &before);
+    cr_tensor x, before;
     cr_shrink_report rep;
-    assert_cr_ok(cr_model_shrink(&m, &rep));
+    shrink_on_input(&m, &r, 2, 11, 10, &x, &before, &rep);
     conv1 = module(&m, "layer1.0.conv1");
     conv2 = module(&m, "layer1.0.conv2");
     assert_int_equal(conv1->conv.out_channels, 20);
@@ -477,8 +457,7 @@ static void shrink__resnext_bottleneck(void **state)
     assert_int_equal(module(&m, "layer1.0.conv3")->conv.out_channels, 16);
     assert_int_equal(rep.groups_removed, 3);
     assert_int_equal(rep.channels_kept_dead, 0);
-    run_model(&m, &x, &after);
-    expect_same_output(&after, &before, seed);
+    expect_unchanged(&m, &x, &before, seed);
     /* the smaller model still trains: one forward and backward in training mode */
     cr_model_train(&m, true);
     const cr_tensor *y;
@@ -490,7 +469,6 @@ static void shrink__resnext_bottleneck(void **state)
     cr_tensor_free(&dy);
     cr_tensor_free(&x);
     cr_tensor_free(&before);
-    cr_tensor_free(&after);
     cr_model_free(&m);
 }
 
@@ -502,9 +480,8 @@ static void shrink__resnext_bottleneck(void **state)
 static void shrink__fpn_network(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     cr_fpn_config c = cr_fpn_config_resnext50(5);
     c.stem = 16;
     for (int i = 0; i < 4; i++) {
@@ -518,9 +495,7 @@ static void shrink__fpn_network(void **state)
     cr_model m;
     cr_model_init(&m);
     assert_cr_ok(cr_fpn_build(&m, &c));
-    assert_cr_ok(cr_model_init_params(&m, seed));
-    randomize_norms(&m, &r);
-    cr_model_train(&m, false);
+    random_eval_params(&m, seed, &r);
     static const char *const stages[] = {"encoder.layer1.0", "encoder.layer2.0", "encoder.layer3.0",
                                          "encoder.layer4.0"};
     char name[96];
@@ -540,12 +515,9 @@ static void shrink__fpn_network(void **state)
         }
         memset(conv2->weight.data + 12 * per2, 0, (size_t)(4 * per2) * sizeof(float));
     }
-    cr_tensor x, before, after;
-    assert_cr_ok(cr_tensor_alloc4(&x, 1, 3, 64, 96));
-    cr_tensor_fill_uniform(&x, &r, -1.0f, 1.0f);
-    run_model(&m, &x, &before);
+    cr_tensor x, before;
     cr_shrink_report rep;
-    assert_cr_ok(cr_model_shrink(&m, &rep));
+    shrink_on_input(&m, &r, 1, 64, 96, &x, &before, &rep);
     for (int st = 0; st < 4; st++) {
         snprintf(name, sizeof name, "%s.conv2", stages[st]);
         assert_int_equal(module(&m, name)->conv.groups, 2);
@@ -555,11 +527,9 @@ static void shrink__fpn_network(void **state)
     }
     assert_int_equal(rep.groups_removed, 8);
     assert_int_equal(rep.channels_kept_dead, 0);
-    run_model(&m, &x, &after);
-    expect_same_output(&after, &before, seed);
+    expect_unchanged(&m, &x, &before, seed);
     cr_tensor_free(&x);
     cr_tensor_free(&before);
-    cr_tensor_free(&after);
     cr_model_free(&m);
 }
 

@@ -17,6 +17,7 @@
 #include "cr_test.h"
 #include "fpn.h"
 #include "model.h"
+#include "model_common.h"
 #include "prune.h"
 #include "rng.h"
 #include "shrink.h"
@@ -35,25 +36,7 @@ static void build_reduced(cr_model *m, uint64_t seed, cr_rng *r)
                              .pyramid = 16, .segmentation = 32, .dropout = 0.2};
     cr_model_init(m);
     assert_cr_ok(cr_fpn_build(m, &c));
-    assert_cr_ok(cr_model_init_params(m, seed));
-    for (int i = 0; i < m->n; i++) {
-        cr_module *d = &m->mods[i];
-        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
-        cr_tensor_fill_uniform(&d->weight, r, 0.5f, 1.5f);
-        cr_tensor_fill_uniform(&d->bias, r, -0.5f, 0.5f);
-        if (d->running_mean.data) cr_tensor_fill_uniform(&d->running_mean, r, -0.5f, 0.5f);
-        if (d->running_var.data) cr_tensor_fill_uniform(&d->running_var, r, 0.5f, 1.5f);
-    }
-    cr_model_train(m, false);
-}
-
-/* Runs m (evaluation mode) on x into a new tensor out. */
-static void run_model(cr_model *m, const cr_tensor *x, cr_tensor *out)
-{
-    const cr_tensor *y;
-    assert_cr_ok(cr_model_forward(m, x, &y));
-    assert_cr_ok(cr_tensor_alloc(out, y->ndim, y->shape));
-    memcpy(out->data, y->data, y->numel * sizeof(float));
+    random_eval_params(m, seed, r);
 }
 
 /* Fails unless a equals b within MODEL_TOL (relative L2), naming what and the seed. */
@@ -66,14 +49,27 @@ static void expect_same(const char *what, const cr_tensor *a, const cr_tensor *b
                  "(replay with CR_SEED=%llu)", what, cmp.rel_l2, MODEL_TOL, (unsigned long long)seed);
 }
 
-/* Prunes every convolution but the first and the head to sparsity s (kind, L2). */
-static void prune_model(cr_model *m, cr_prune_kind kind, double s)
+/* Prunes every convolution of m but those named in exclude (NULL: none) to sparsity s
+ * (kind, norm). */
+static void prune_model(cr_model *m, cr_prune_kind kind, cr_prune_norm norm,
+                        const char *const *exclude, double s)
 {
     cr_pruner p;
-    const cr_prune_config c = {.kind = kind, .norm = CR_PRUNE_L2, .exclude = dense_layers};
+    const cr_prune_config c = {.kind = kind, .norm = norm, .exclude = exclude};
     assert_cr_ok(cr_pruner_init(&p, m, &c));
     assert_cr_ok(cr_pruner_prune(&p, s));
     cr_pruner_free(&p);
+}
+
+/* Seeds r (CR_SEED replays), builds the reduced network into m and prunes it to sparsity
+ * s (prune_model's kind, norm and exclusions); returns the seed. */
+static uint64_t build_pruned(cr_model *m, cr_rng *r, cr_prune_kind kind, cr_prune_norm norm,
+                             const char *const *exclude, double s)
+{
+    const uint64_t seed = seed_rng(r);
+    build_reduced(m, seed, r);
+    prune_model(m, kind, norm, exclude, s);
+    return seed;
 }
 
 /* Unstructured at 0.9 (every pruned layer above the break-even: the CSR path, or the
@@ -82,17 +78,15 @@ static void prune_model(cr_model *m, cr_prune_kind kind, double s)
 static void sparse_model__fpn_unstructured(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
+    const uint64_t seed = seed_rng(&r);
     const double sparsities[] = {cr_sparse_break_even() <= 0.85 ? 0.9 : 0.97, 0.5};
     for (int k = 0; k < 2; k++) {
         cr_model m;
         build_reduced(&m, seed + (uint64_t)k, &r);
-        prune_model(&m, CR_PRUNE_UNSTRUCTURED, sparsities[k]);
+        prune_model(&m, CR_PRUNE_UNSTRUCTURED, CR_PRUNE_L2, dense_layers, sparsities[k]);
         cr_tensor x, ref, y, again;
-        assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 64, 96));
-        cr_tensor_fill_uniform(&x, &r, -2.0f, 2.0f);
+        random_input(&x, 2, 3, 64, 96, &r, -2.0f, 2.0f);
         run_model(&m, &x, &ref);
         cr_sparse_model e;
         assert_cr_ok(cr_sparse_model_attach(&e, &m, NULL));
@@ -131,17 +125,12 @@ static void sparse_model__fpn_unstructured(void **state)
 static void sparse_model__fpn_structured(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
     cr_model m;
-    build_reduced(&m, seed, &r);
-    prune_model(&m, CR_PRUNE_FILTERS, 0.5);
+    const uint64_t seed = build_pruned(&m, &r, CR_PRUNE_FILTERS, CR_PRUNE_L2, dense_layers, 0.5);
     cr_tensor x1, x3, ref1, ref3, y1, y3;
-    assert_cr_ok(cr_tensor_alloc4(&x1, 1, 3, 96, 64));
-    assert_cr_ok(cr_tensor_alloc4(&x3, 3, 3, 64, 64));
-    cr_tensor_fill_uniform(&x1, &r, -2.0f, 2.0f);
-    cr_tensor_fill_uniform(&x3, &r, -2.0f, 2.0f);
+    random_input(&x1, 1, 3, 96, 64, &r, -2.0f, 2.0f);
+    random_input(&x3, 3, 3, 64, 64, &r, -2.0f, 2.0f);
     run_model(&m, &x1, &ref1);
     run_model(&m, &x3, &ref3);
     const size_t bytes_before = cr_model_param_bytes(&m);
@@ -170,19 +159,11 @@ static void sparse_model__fpn_structured(void **state)
 static void sparse_model__filters_path_alone(void **state)
 {
     (void)state;
-    const uint64_t seed = cr_seed_from_env();
     cr_rng r;
-    cr_rng_seed(&r, seed);
     cr_model m;
-    build_reduced(&m, seed, &r);
-    cr_pruner p;
-    const cr_prune_config c = {.kind = CR_PRUNE_FILTERS, .norm = CR_PRUNE_L1};
-    assert_cr_ok(cr_pruner_init(&p, &m, &c));
-    assert_cr_ok(cr_pruner_prune(&p, 0.3));
-    cr_pruner_free(&p);
+    const uint64_t seed = build_pruned(&m, &r, CR_PRUNE_FILTERS, CR_PRUNE_L1, NULL, 0.3);
     cr_tensor x, ref, y;
-    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 64, 96));
-    cr_tensor_fill_uniform(&x, &r, -2.0f, 2.0f);
+    random_input(&x, 2, 3, 64, 96, &r, -2.0f, 2.0f);
     run_model(&m, &x, &ref);
     cr_sparse_model e;
     cr_sparse_model_config cfg = cr_sparse_model_config_default();

@@ -6,6 +6,7 @@
 
 #include "cr_test.h"
 #include "model.h"
+#include "model_common.h"
 #include "rng.h"
 
 /* The every-kind model's input: 2 x 3 x 12 x 10. */
@@ -81,14 +82,7 @@ static inline void build_every_kind(cr_model *m)
 static inline void randomize_state(cr_model *m, cr_rng *r)
 {
     assert_cr_ok(cr_model_init_params(m, cr_rng_next(r)));
-    for (int i = 0; i < m->n; i++) {
-        cr_module *d = &m->mods[i];
-        if (d->kind != CR_MOD_BATCHNORM && d->kind != CR_MOD_GROUPNORM) continue;
-        cr_tensor_fill_uniform(&d->weight, r, 0.5f, 1.5f);
-        cr_tensor_fill_uniform(&d->bias, r, -0.5f, 0.5f);
-        if (d->running_mean.data) cr_tensor_fill_uniform(&d->running_mean, r, -0.5f, 0.5f);
-        if (d->running_var.data) cr_tensor_fill_uniform(&d->running_var, r, 0.5f, 1.5f);
-    }
+    randomize_norms(m, r, 1.5f);
 }
 
 #endif

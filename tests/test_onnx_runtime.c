@@ -23,6 +23,7 @@
 
 #include "compare.h"
 #include "fpn.h"
+#include "model_common.h"
 #include "onnx_export.h"
 #include "safetensors.h"
 #include "test_onnx_models.h"
@@ -154,48 +155,13 @@ static void onnx__lab4_fcn(void **state)
     cr_model_free(&m);
 }
 
-/* An integer from the golden metadata. */
-static int64_t meta_int(const cr_st_file *f, const char *key)
-{
-    const char *s = cr_st_meta(f, key);
-    if (!s) fail_msg("golden metadata '%s' is absent", key);
-    return atoll(s);
-}
-
-/* A comma-separated list of 4 integers from the golden metadata into v. */
-static void meta_ints(const cr_st_file *f, const char *key, int64_t v[4])
-{
-    const char *s = cr_st_meta(f, key);
-    if (!s || sscanf(s, "%lld,%lld,%lld,%lld", (long long *)&v[0], (long long *)&v[1],
-                     (long long *)&v[2], (long long *)&v[3]) != 4)
-        fail_msg("golden metadata '%s' is not 4 integers: %s", key, s ? s : "(absent)");
-}
-
 /* The reduced FPN of reference/make_golden_fpn.py with PyTorch's weights, on its input. */
 static void onnx__reduced_fpn(void **state)
 {
     (void)state;
-    const char *dir = getenv("CR_GOLDEN_DIR");
-    if (!dir || !*dir) fail_msg("CR_GOLDEN_DIR is not set: run the tests through meson test");
-    char path[1024];
     cr_st_file *io = NULL;
-    snprintf(path, sizeof path, "%s/fpn_reduced_io.safetensors", dir);
-    assert_cr_ok(cr_st_load(&io, path));
-    cr_fpn_config c = {0};
-    c.classes = meta_int(io, "classes");
-    c.stem = meta_int(io, "stem");
-    meta_ints(io, "planes", c.planes);
-    meta_ints(io, "blocks", c.blocks);
-    c.groups = meta_int(io, "groups");
-    c.width_per_group = meta_int(io, "width_per_group");
-    c.pyramid = meta_int(io, "pyramid");
-    c.segmentation = meta_int(io, "seg");
-    c.dropout = 0.2;   /* exported as Identity: evaluation mode */
     cr_model m;
-    cr_model_init(&m);
-    assert_cr_ok(cr_fpn_build(&m, &c));
-    snprintf(path, sizeof path, "%s/fpn_reduced_state.safetensors", dir);
-    assert_cr_ok(cr_model_load(&m, path));
+    golden_fpn_load(&m, &io, 0.2);   /* dropout: exported as Identity (evaluation mode) */
     cr_tensor x = {0};
     assert_cr_ok(cr_st_get(io, "x", &x));
     check_model("fpn_reduced", &m, &x);
