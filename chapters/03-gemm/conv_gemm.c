@@ -267,6 +267,17 @@ size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
     return (size_t)(g.in_floats + s->cout_g * g.out_plane) * sizeof(float);
 }
 
+/* [*e0, *e1): the places e of column phase ph (padded column e*sw + ph) that hold real
+ * columns, [pl, pl + W) of the padded row; lp places in all. */
+static void phase_interior(int64_t pl, int64_t W, int64_t ph, int64_t sw, int64_t lp,
+                           int64_t *e0, int64_t *e1)
+{
+    *e0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
+    *e1 = (pl + W - ph + sw - 1) / sw;
+    if (*e1 > lp) *e1 = lp;
+    if (*e0 > *e1) *e0 = *e1;
+}
+
 // @snippet grouped_pad
 /* The padded, phase-split copy of channels [c0, c1) of one image's group (x_g: Cin_g x
  * H x W) into xp (layout: cr_grouped_geom): every padding mode is resolved here, once,
@@ -291,14 +302,12 @@ static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
                     continue;
                 }
                 const float *row = x_g + (c * H + ih) * W;
-                if (sw == 1) {   /* the row itself in the middle, the padding around */
-                    memcpy(dst + pl, row, (size_t)W * sizeof(float));
-                    for (int64_t e = 0; e < pl; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
-                    for (int64_t e = pl + W; e < lp; e++)
-                        dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
-                } else {
-                    for (int64_t e = 0; e < lp; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
-                }
+                int64_t e0, e1;   /* the phase's real columns in the middle, padding around */
+                phase_interior(pl, W, ph, sw, lp, &e0, &e1);
+                if (sw == 1) memcpy(dst + e0, row + e0 - pl, (size_t)(e1 - e0) * sizeof(float));
+                else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + ph - pl];
+                for (int64_t e = 0; e < e0; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
+                for (int64_t e = e1; e < lp; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
             }
     const int64_t body = s->cin_g * sh * sw * gm->hq * lp;
     if (c1 == s->cin_g) memset(xp + body, 0, (size_t)(gm->in_floats - body) * sizeof(float));

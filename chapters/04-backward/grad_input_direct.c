@@ -89,7 +89,7 @@ size_t cr_grad_input_direct_bytes(const cr_conv_shape *s)
     const int64_t taps = s->cin_g * s->p.kernel_h * s->p.kernel_w;
     return (size_t)threads_here() * ((size_t)thread_floats(s, &g) * sizeof(float) +
                                      (size_t)g.hp * sizeof(int64_t)) +   /* + row_map */
-           (size_t)(taps + 2 * g.wp) * sizeof(int64_t);
+           (size_t)(taps + g.wp) * sizeof(int64_t);
 }
 
 /* dyp (Cout_g x flat) = dy_g (Cout_g x Ho x Wo) with each row widened to lp columns and
@@ -108,23 +108,48 @@ static void dxd_flat_dy(const cr_conv_shape *s, const dxd_geom *g, const float *
     }
 }
 
+/* [*e0, *e1): the places e of column phase ph (padded column e*sw + ph) that hold real
+ * columns, [pl, pl + W) of the padded row; lp places in all. */
+static void interior_run(int64_t pl, int64_t W, int64_t ph, int64_t sw, int64_t lp,
+                         int64_t *e0, int64_t *e1)
+{
+    *e0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
+    *e1 = (pl + W - ph + sw - 1) / sw;
+    if (*e1 > lp) *e1 = lp;
+    if (*e0 > *e1) *e0 = *e1;
+}
+
+/* dst[col_map[j]] += v for a padded column j that the padding rule maps onto a real one
+ * (j < wp, col_map[j] >= 0); else nothing. */
+static inline void add_mapped(const int64_t *col_map, int64_t j, int64_t wp, float v, float *dst)
+{
+    if (j < wp && col_map[j] >= 0) dst[col_map[j]] += v;
+}
+
 // @snippet dx_direct_fold
-/* dx_g (Cin_g x H x W) = the padded copy dxp folded back: each padded place (i, j), in
- * row-major order, is added to the pixel that the padding rule maps it to (row_map[i],
- * col_map[j]), or dropped where either is -1; col_off[j] is column j's place in a row. */
+/* dx_g (Cin_g x H x W) = the padded copy dxp folded back: each padded place (i, j) is
+ * added to the pixel that the padding rule maps it to (row_map[i], col_map[j]), or
+ * dropped where either is -1, phase by phase in a fixed order; a phase's real columns
+ * go straight to their pixels, without the map. */
 static void dxd_fold(const cr_conv_shape *s, const dxd_geom *g, const int64_t *row_map,
-                     const int64_t *col_map, const int64_t *col_off, const float *dxp,
-                     float *dx_g)
+                     const int64_t *col_map, const float *dxp, float *dx_g)
 {
     const int64_t sh = s->p.stride_h, sw = s->p.stride_w, H = s->h_in, W = s->w_in;
+    const int64_t pl = s->p.pad_left;
     memset(dx_g, 0, (size_t)(s->cin_g * H * W) * sizeof(float));
     for (int64_t c = 0; c < s->cin_g; c++)
         for (int64_t i = 0; i < g->hp; i++) {
             if (row_map[i] < 0) continue;
-            const float *src = dxp + (c * sh + i % sh) * sw * g->hq * g->lp + i / sh * g->lp;
             float *dst = dx_g + (c * H + row_map[i]) * W;
-            for (int64_t j = 0; j < g->wp; j++)
-                if (col_map[j] >= 0) dst[col_map[j]] += src[col_off[j]];
+            for (int64_t ph = 0; ph < sw; ph++) {
+                const float *src = dxp + (((c * sh + i % sh) * sw + ph) * g->hq + i / sh) * g->lp;
+                int64_t e0, e1;
+                interior_run(pl, W, ph, sw, g->lp, &e0, &e1);
+                for (int64_t e = e0; e < e1; e++) dst[e * sw + ph - pl] += src[e];
+                for (int64_t e = 0; e < e0; e++) add_mapped(col_map, e * sw + ph, g->wp, src[e], dst);
+                for (int64_t e = e1; e < g->lp; e++)   /* the padding's places, then the rest */
+                    add_mapped(col_map, e * sw + ph, g->wp, src[e], dst);
+            }
         }
 }
 // @end dx_direct_fold
@@ -138,13 +163,10 @@ cr_status cr_grad_input_direct(const cr_conv_shape *s, const float *w, const flo
     const int64_t sh = p->stride_h, sw = p->stride_w;
     const int64_t taps = s->cin_g * p->kernel_h * p->kernel_w, G = p->groups;
     const int64_t plane = s->h_out * s->w_out, HW = s->h_in * s->w_in;
-    int64_t *tap_off = malloc((size_t)(taps + 2 * g.wp) * sizeof *tap_off);
+    int64_t *tap_off = malloc((size_t)(taps + g.wp) * sizeof *tap_off);
     if (!tap_off) return cr_fail(CR_ENOMEM, "conv backward: dX's tap table");
-    int64_t *col_map = tap_off + taps, *col_off = col_map + g.wp;
-    for (int64_t j = 0; j < g.wp; j++) {
-        col_map[j] = cr_pad_index(j - p->pad_left, s->w_in, p->pad_mode);
-        col_off[j] = j % sw * g.hq * g.lp + j / sw;
-    }
+    int64_t *col_map = tap_off + taps;
+    for (int64_t j = 0; j < g.wp; j++) col_map[j] = cr_pad_index(j - p->pad_left, s->w_in, p->pad_mode);
     /* tap (c, r, q) of output (0, 0) lands on padded (r*dil, q*dil) of channel c */
     for (int64_t c = 0, t = 0; c < s->cin_g; c++)
         for (int64_t r = 0; r < p->kernel_h; r++)
@@ -174,7 +196,7 @@ cr_status cr_grad_input_direct(const cr_conv_shape *s, const float *w, const flo
                 dxd_flat_dy(s, &g, dy + (n * p->out_channels + gi * s->cout_g) * plane, dyp);
                 memset(dxp, 0, (size_t)g.dx_floats * sizeof(float));
                 fn(&a, w + gi * s->cout_g * taps, dyp, dxp);
-                dxd_fold(s, &g, row_map, col_map, col_off, dxp,
+                dxd_fold(s, &g, row_map, col_map, dxp,
                          dx + (n * p->in_channels + gi * s->cin_g) * HW);
             }
         free(row_map);
