@@ -292,11 +292,11 @@ static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
     const int64_t H = s->h_in, W = s->w_in, lp = gm->lp, pl = p->pad_left;
     const int64_t sh = p->stride_h, sw = p->stride_w;
     for (int64_t c = c0; c < c1; c++)
-        for (int64_t i = 0; i < gm->hq * sh; i++)   /* rows past hp: zeros */
+        for (int64_t i = 0; i < gm->hq * sh; i++) {   /* rows past hp: zeros */
+            const int64_t ih = i < gm->hp ? cr_pad_index(i - p->pad_top, H, p->pad_mode) : -1;
             for (int64_t ph = 0; ph < sw; ph++) {
                 float *dst = xp + (((c * sh + i % sh) * sw + ph) * gm->hq + i / sh) * lp;
                 const int64_t *map = col_map + ph * lp;
-                const int64_t ih = i < gm->hp ? cr_pad_index(i - p->pad_top, H, p->pad_mode) : -1;
                 if (ih < 0) {
                     memset(dst, 0, (size_t)lp * sizeof(float));
                     continue;
@@ -305,10 +305,13 @@ static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
                 int64_t e0, e1;   /* the phase's real columns in the middle, padding around */
                 phase_interior(pl, W, ph, sw, lp, &e0, &e1);
                 if (sw == 1) memcpy(dst + e0, row + e0 - pl, (size_t)(e1 - e0) * sizeof(float));
+                else if (sw == 2)   /* a constant stride: the compiler vectorizes it */
+                    for (int64_t e = e0; e < e1; e++) dst[e] = row[2 * e + ph - pl];
                 else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + ph - pl];
                 for (int64_t e = 0; e < e0; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
                 for (int64_t e = e1; e < lp; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
             }
+        }
     const int64_t body = s->cin_g * sh * sw * gm->hq * lp;
     if (c1 == s->cin_g) memset(xp + body, 0, (size_t)(gm->in_floats - body) * sizeof(float));
 }
