@@ -93,18 +93,16 @@ size_t cr_grad_input_direct_bytes(const cr_conv_shape *s)
 }
 
 /* dyp (Cout_g x flat) = dy_g (Cout_g x Ho x Wo) with each row widened to lp columns and
- * the plane to flat floats, zeros in the new places (they add nothing anywhere). */
+ * the plane to flat floats: only the rows are written, the new places keep the zeros
+ * they were given once (they add nothing anywhere). */
 static void dxd_flat_dy(const cr_conv_shape *s, const dxd_geom *g, const float *dy_g,
                         float *dyp)
 {
     const int64_t Ho = s->h_out, Wo = s->w_out;
     for (int64_t co = 0; co < s->cout_g; co++) {
         float *dst = dyp + co * g->flat;
-        for (int64_t oh = 0; oh < Ho; oh++) {
+        for (int64_t oh = 0; oh < Ho; oh++)
             memcpy(dst + oh * g->lp, dy_g + (co * Ho + oh) * Wo, (size_t)Wo * sizeof(float));
-            memset(dst + oh * g->lp + Wo, 0, (size_t)(g->lp - Wo) * sizeof(float));
-        }
-        memset(dst + Ho * g->lp, 0, (size_t)(g->flat - Ho * g->lp) * sizeof(float));
     }
 }
 
@@ -126,47 +124,64 @@ static inline void add_mapped(const int64_t *col_map, int64_t j, int64_t wp, flo
     if (j < wp && col_map[j] >= 0) dst[col_map[j]] += v;
 }
 
-/* dst[iw] (W floats) += padded column pl + iw of a row split into 2 phases (row: phase 0,
+/* dst[iw] (W floats) = padded column pl + iw of a row split into 2 phases (row: phase 0,
  * phase_floats later phase 1), pairs of pixels at a time: a loop the compiler vectorizes. */
-static void fold_real_columns2(const float *row, int64_t phase_floats, int64_t pl, int64_t W,
+static void copy_real_columns2(const float *row, int64_t phase_floats, int64_t pl, int64_t W,
                                float *dst)
 {
     const float *a = row + (pl & 1) * phase_floats + pl / 2;                /* pixels 0, 2, ... */
     const float *b = row + ((pl + 1) & 1) * phase_floats + (pl + 1) / 2;    /* pixels 1, 3, ... */
     for (int64_t k = 0; k < W / 2; k++) {
-        dst[2 * k] += a[k];
-        dst[2 * k + 1] += b[k];
+        dst[2 * k] = a[k];
+        dst[2 * k + 1] = b[k];
     }
-    if (W & 1) dst[W - 1] += a[W / 2];
+    if (W & 1) dst[W - 1] = a[W / 2];
 }
 
 // @snippet dx_direct_fold
-/* dx_g (Cin_g x H x W) = the padded copy dxp folded back: each padded place (i, j) is
- * added to the pixel that the padding rule maps it to (row_map[i], col_map[j]), or
- * dropped where either is -1, phase by phase in a fixed order; a phase's real columns
- * go straight to their pixels, without the map. */
+/* dx_g (Cin_g x H x W) = the padded copy dxp folded back: first the real places, one per
+ * pixel, copied; then each padding place (i, j), row by row, added to the pixel that the
+ * padding rule maps it to (row_map[i], col_map[j]), or dropped where either is -1 (a
+ * fixed order). Then the channels' planes are zeroed again (the slack after them only
+ * ever receives zeros), so dxp is all zeros after. */
 static void dxd_fold(const cr_conv_shape *s, const dxd_geom *g, const int64_t *row_map,
-                     const int64_t *col_map, const float *dxp, float *dx_g)
+                     const int64_t *col_map, float *dxp, float *dx_g)
 {
     const int64_t sh = s->p.stride_h, sw = s->p.stride_w, H = s->h_in, W = s->w_in;
-    const int64_t pl = s->p.pad_left;
-    memset(dx_g, 0, (size_t)(s->cin_g * H * W) * sizeof(float));
+    const int64_t pl = s->p.pad_left, pt = s->p.pad_top, pf = g->hq * g->lp;   /* a phase */
     for (int64_t c = 0; c < s->cin_g; c++)
-        for (int64_t i = 0; i < g->hp; i++) {
-            if (row_map[i] < 0) continue;
-            float *dst = dx_g + (c * H + row_map[i]) * W;
+        for (int64_t ih = 0; ih < H; ih++) {   /* the real rows' real columns */
+            const int64_t i = ih + pt;
             const float *row = dxp + ((c * sh + i % sh) * sw * g->hq + i / sh) * g->lp;
-            if (sw == 2) fold_real_columns2(row, g->hq * g->lp, pl, W, dst);
+            float *dst = dx_g + (c * H + ih) * W;
+            if (sw == 2) {
+                copy_real_columns2(row, pf, pl, W, dst);
+                continue;
+            }
             for (int64_t ph = 0; ph < sw; ph++) {
-                const float *src = row + ph * g->hq * g->lp;
                 int64_t e0, e1;
                 interior_run(pl, W, ph, sw, g->lp, &e0, &e1);
-                if (sw != 2) for (int64_t e = e0; e < e1; e++) dst[e * sw + ph - pl] += src[e];
-                for (int64_t e = 0; e < e0; e++) add_mapped(col_map, e * sw + ph, g->wp, src[e], dst);
-                for (int64_t e = e1; e < g->lp; e++)   /* the padding's places, then the rest */
-                    add_mapped(col_map, e * sw + ph, g->wp, src[e], dst);
+                for (int64_t e = e0; e < e1; e++) dst[e * sw + ph - pl] = row[ph * pf + e];
             }
         }
+    for (int64_t c = 0; c < s->cin_g; c++)
+        for (int64_t i = 0; i < g->hp; i++) {   /* the padding's places */
+            if (row_map[i] < 0) continue;
+            const int real_row = i >= pt && i < pt + H;
+            const float *row = dxp + ((c * sh + i % sh) * sw * g->hq + i / sh) * g->lp;
+            float *dst = dx_g + (c * H + row_map[i]) * W;
+            for (int64_t ph = 0; ph < sw; ph++) {
+                int64_t e0, e1;
+                interior_run(pl, W, ph, sw, g->lp, &e0, &e1);
+                if (!real_row) e0 = e1 = 0;   /* every column of a padding row */
+                for (int64_t e = 0; e < e0; e++)
+                    add_mapped(col_map, e * sw + ph, g->wp, row[ph * pf + e], dst);
+                for (int64_t e = e1; e < g->lp; e++)
+                    add_mapped(col_map, e * sw + ph, g->wp, row[ph * pf + e], dst);
+            }
+        }
+    /* read: zeros again for the next pair, one run (the channels' planes are contiguous) */
+    memset(dxp, 0, (size_t)(s->cin_g * sh * sw * pf) * sizeof(float));
 }
 // @end dx_direct_fold
 
@@ -203,6 +218,7 @@ cr_status cr_grad_input_direct(const cr_conv_shape *s, const float *w, const flo
         float *dxp = cr_aligned_alloc(bytes), *dyp = dxp ? dxp + g.dx_floats : NULL;
         int64_t *row_map = malloc((size_t)g.hp * sizeof *row_map);
         if (!dxp || !row_map) oom = 1;
+        else memset(dxp, 0, bytes);   /* dxp: the fold keeps it zero; dyp: its zero places */
         for (int64_t i = 0; row_map && i < g.hp; i++)
             row_map[i] = cr_pad_index(i - p->pad_top, s->h_in, p->pad_mode);
 #pragma omp for collapse(2) schedule(static)
@@ -210,7 +226,6 @@ cr_status cr_grad_input_direct(const cr_conv_shape *s, const float *w, const flo
             for (int64_t gi = 0; gi < G; gi++) {
                 if (!dxp || !row_map) continue;
                 dxd_flat_dy(s, &g, dy + (n * p->out_channels + gi * s->cout_g) * plane, dyp);
-                memset(dxp, 0, (size_t)g.dx_floats * sizeof(float));
                 fn(&a, w + gi * s->cout_g * taps, dyp, dxp);
                 dxd_fold(s, &g, row_map, col_map, dxp,
                          dx + (n * p->in_channels + gi * s->cin_g) * HW);
