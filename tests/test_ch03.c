@@ -663,6 +663,88 @@ static void conv_grouped__equals_direct_random(void **state)
     assert_cr_ok(cr_gemm_set_kernel("auto"));
 }
 
+/* A random strided grouped layer: 2-8 groups of 1-9 input and 1-17 output channels
+ * (across the kernels' channel blocks), stride 2-3, rows of 1-30 outputs (across the
+ * vectors and column blocks), every padding mode, dilation 1-2, batch 1-3. */
+static void random_strided_grouped(cr_rng *r, cr_conv_params *p, int64_t *n, int64_t *h,
+                                   int64_t *w)
+{
+    static const int64_t couts[] = {1, 3, 4, 5, 8, 9, 16, 17};
+    for (;;) {
+        const int64_t groups = cr_rng_int(r, 2, 8);
+        *p = cr_conv_params_default(groups * cr_rng_int(r, 1, 9), groups * couts[cr_rng_int(r, 0, 7)],
+                                    cr_rng_int(r, 1, 5));
+        p->groups = groups;
+        p->kernel_w = cr_rng_int(r, 0, 2) ? p->kernel_h : cr_rng_int(r, 1, 5);
+        p->stride_h = cr_rng_int(r, 2, 3);
+        p->stride_w = cr_rng_int(r, 0, 2) ? p->stride_h : cr_rng_int(r, 1, 3);
+        p->dilation_h = cr_rng_int(r, 1, 2);
+        p->dilation_w = cr_rng_int(r, 1, 2);
+        p->bias = cr_rng_int(r, 0, 1);
+        p->pad_mode = (cr_pad_mode)cr_rng_int(r, 0, 3);
+        p->pad_top = cr_rng_int(r, 0, 3);
+        p->pad_bottom = cr_rng_int(r, 0, 3);
+        p->pad_left = cr_rng_int(r, 0, 3);
+        p->pad_right = cr_rng_int(r, 0, 3);
+        *n = cr_rng_int(r, 1, 3);
+        *h = cr_rng_int(r, 3, 30);
+        *w = cr_rng_int(r, 3, 61);
+        cr_conv_shape s;
+        if (cr_conv_shape_init(&s, p, *n, *h, *w) == CR_OK) return;
+    }
+}
+
+/* Strided grouped layers, whose output rows the direct kernel's column blocks span
+ * (flattened over the phase-split copy), equal chapter 1 with each direct kernel this
+ * CPU runs, on 1, 2 and 3 threads. */
+static void conv_grouped__strided_rows_random(void **state)
+{
+    (void)state;
+    static const char *const kernels[] = {"avx2", "avx512"};
+    const uint64_t seed = cr_seed_from_env();
+    for (int k = 0; k < 2; k++) {
+        if (!cr_gemm_kernel_supported(kernels[k])) {
+            printf("strided grouped: kernel %s not supported by this CPU, not tested\n",
+                   kernels[k]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[k]));
+        cr_rng r;
+        cr_rng_seed(&r, seed + (uint64_t)k);
+        const int count = cr_test_count(150);
+        for (int i = 0; i < count; i++) {
+            cr_conv_params p;
+            int64_t n, h, w;
+            random_strided_grouped(&r, &p, &n, &h, &w);
+            cr_conv_shape s;
+            assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+            cr_tensor x, wt, b, y_ref, y;
+            cr_conv_tensors_random(&s, &r, &x, &wt, &b, &y_ref);
+            assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+            cr_tensor_poison(&y);
+            const cr_tensor *bp = p.bias ? &b : NULL;
+            assert_cr_ok(cr_conv2d_direct(&p, &x, &wt, bp, &y_ref));
+            set_threads(1 + i % 3);
+            const cr_status st = cr_conv2d_grouped(&p, &x, &wt, bp, &y);
+            set_threads(1);
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+            if (st != CR_OK || !cr_cmp_ok(&cmp, CONV_TOL)) {
+                char desc[512];
+                cr_conv_params_str(&p, desc, sizeof desc);
+                fail_msg("strided grouped (%s kernel, %d threads) differs on case %d (CR_SEED=%llu):"
+                         " input %lld x %lld x %lld x %lld, %s: relative L2 %.3g",
+                         kernels[k], 1 + i % 3, i, (unsigned long long)seed, (long long)n,
+                         (long long)p.in_channels, (long long)h, (long long)w, desc, cmp.rel_l2);
+            }
+            cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b);
+            cr_tensor_free(&y_ref); cr_tensor_free(&y);
+        }
+        printf("cr_conv2d_grouped (%s kernel): %d strided grouped layers equal the reference "
+               "(seed %llu)\n", kernels[k], count, (unsigned long long)seed);
+    }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+}
+
 /* The default and, with the portable GEMM kernel forced, the fallback path. */
 static void conv_fast__equals_direct_random(void **state)
 {
@@ -768,6 +850,7 @@ int main(void)
         cmocka_unit_test(conv_gemm__golden_cases),
         cmocka_unit_test(conv_fused__equals_direct_random),
         cmocka_unit_test(conv_grouped__equals_direct_random),
+        cmocka_unit_test(conv_grouped__strided_rows_random),
         cmocka_unit_test(conv_fast__equals_direct_random),
         cmocka_unit_test(conv_fast__resnext_layer),
         cmocka_unit_test(conv_fused__workspace_is_packing_only),

@@ -510,6 +510,8 @@ enum {
     CFG_WIDE,      /* up to 72 channels per group: dW's panels span taps and runs */
     CFG_GROUPED,   /* 2-8 groups of up to 33 output channels, rows of up to 40 outputs:
                       dW by dot products, across its channel, tap and column blocks */
+    CFG_GROUPED_STRIDED,   /* CFG_GROUPED with stride 2-3 down and 1-3 across and up to 33
+                              input channels a group: dX scattered, across its blocks */
 };
 
 /* A random configuration of kind cfg (see above); n, h, w as cr_random_conv_config's. */
@@ -543,6 +545,16 @@ static void random_config(cr_rng *r, int cfg, cr_conv_params *p, int64_t *n, int
             p->out_channels = groups * couts[cr_rng_int(r, 0, 8)];
             *h = cr_rng_int(r, 3, 24);
             *w = cr_rng_int(r, 3, 40);
+        } else if (cfg == CFG_GROUPED_STRIDED) {
+            static const int64_t chans[] = {1, 3, 4, 5, 8, 16, 31, 32, 33};
+            const int64_t groups = cr_rng_int(r, 2, 8);
+            p->groups = groups;
+            p->in_channels = groups * chans[cr_rng_int(r, 0, 8)];
+            p->out_channels = groups * chans[cr_rng_int(r, 0, 8)];
+            p->stride_h = cr_rng_int(r, 2, 3);
+            p->stride_w = cr_rng_int(r, 1, 3);
+            *h = cr_rng_int(r, 3, 30);
+            *w = cr_rng_int(r, 3, 60);
         }
         cr_conv_shape s;
         if (cr_conv_shape_init(&s, p, *n, *h, *w) == CR_OK) return;
@@ -766,6 +778,58 @@ static void grad_weight__grouped_dot_products_random(void **state)
     }
 }
 
+/* dX of strided grouped layers (scattered into a padded copy, then folded back: every
+ * padding mode, dilation, widths across the vectors and blocks) equals the reference on
+ * both kernels and 1-3 threads, and gives the same bits on 1 and 2 threads. */
+static void grad_input__grouped_scatter_random(void **state)
+{
+    (void)state;
+    static const char *const kernels[] = {"avx2", "avx512"};
+    for (int k = 0; k < 2; k++) {
+        if (!cr_gemm_kernel_supported(kernels[k])) {
+            printf("grouped dX: kernel %s not supported by this CPU, not tested\n", kernels[k]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[k]));
+        char what[64];
+        snprintf(what, sizeof what, "strided grouped dX scattered, %s", kernels[k]);
+        check_backward_random_fn(cr_conv2d_backward, CFG_GROUPED_STRIDED, G_DX, cr_test_count(80),
+                                 1, what);
+    }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+    const int threads0 = get_threads();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    for (int i = 0; i < cr_test_count(20); i++) {
+        cr_conv_params p;
+        int64_t n, h, w;
+        random_config(&r, CFG_GROUPED_STRIDED, &p, &n, &h, &w);
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+        cr_tensor x, wt, b, dy, dx1, dx2;
+        cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
+        cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
+        assert_cr_ok(cr_tensor_alloc(&dx1, 4, x.shape));
+        assert_cr_ok(cr_tensor_alloc(&dx2, 4, x.shape));
+        set_threads(1);
+        assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, &dx1, NULL, NULL));
+        set_threads(2);
+        assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, &dx2, NULL, NULL));
+        set_threads(threads0);
+        if (memcmp(dx1.data, dx2.data, dx1.numel * sizeof(float)) != 0) {
+            char desc[512];
+            cr_conv_params_str(&p, desc, sizeof desc);
+            fail_msg("strided grouped dX differs between 1 and 2 threads (CR_SEED=%" PRIu64
+                     ", case %d): %s", seed, i, desc);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
+        cr_tensor_free(&dx1); cr_tensor_free(&dx2);
+    }
+    printf("strided grouped dX: the same bits on 1 and 2 threads, %d layers (seed %" PRIu64 ")\n",
+           cr_test_count(20), seed);
+}
+
 /* Any subset of dx, dw, db may be asked for: what is asked equals the full computation,
  * in both implementations; asking for nothing is fine. */
 static void backward_api__nullable_outputs(void **state)
@@ -909,6 +973,7 @@ int main(void)
         cmocka_unit_test(backward_api__dx_as_forward_conv_random),
         cmocka_unit_test(backward_api__wide_channels_random),
         cmocka_unit_test(grad_weight__grouped_dot_products_random),
+        cmocka_unit_test(grad_input__grouped_scatter_random),
         cmocka_unit_test(backward_api__depth_split_threads),
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),

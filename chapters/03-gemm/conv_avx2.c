@@ -68,27 +68,19 @@ CR_AVX2 static void grouped_block_any(int64_t cob, int64_t taps, const int64_t *
     }
 }
 
+/* Output-channel blocks [blk0, blk1) of y_g (Cout_g x out_plane, the flat layout of
+ * cr_grouped_geom) from the phase-split copy xp, out_plane/B column blocks each. */
 CR_AVX2 void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
                                   const int64_t *tap_off, const float *xp, const float *w_g,
                                   float *y_g, int64_t blk0, int64_t blk1)
 {
     const int64_t taps = s->cin_g * s->p.kernel_h * s->p.kernel_w, B = CR_GROUPED_OWB;
-    const int64_t Wo = s->w_out, plane = s->h_out * Wo;
     for (int64_t co0 = 4 * blk0; co0 < s->cout_g && co0 < 4 * blk1; co0 += 4) {
         const int64_t cob = s->cout_g - co0 < 4 ? s->cout_g - co0 : 4;
         const float *w = w_g + co0 * taps;
-        if (gm->flat) {        /* the whole plane as one row of out_plane outputs */
-            for (int64_t f = 0; f < gm->out_plane; f += B)
-                grouped_block_any(cob, taps, tap_off, xp + f, w, y_g + co0 * gm->out_plane + f,
-                                  gm->out_plane, B);
-            continue;
-        }
-        const int64_t row_in = s->p.stride_h * s->p.stride_w * gm->lp;
-        for (int64_t oh = 0; oh < s->h_out; oh++)
-            for (int64_t ow0 = 0; ow0 < Wo; ow0 += B)
-                grouped_block_any(cob, taps, tap_off, xp + oh * row_in + ow0, w,
-                                  y_g + co0 * plane + oh * Wo + ow0, plane,
-                                  Wo - ow0 < B ? Wo - ow0 : B);
+        for (int64_t f = 0; f < gm->out_plane; f += B)   /* the flat plane, B at a time */
+            grouped_block_any(cob, taps, tap_off, xp + f, w, y_g + co0 * gm->out_plane + f,
+                              gm->out_plane, B);
     }
 }
 

@@ -248,28 +248,16 @@ static const cr_grouped_kernel *grouped_kernel(void)
 static cr_grouped_geom grouped_geom(const cr_conv_shape *s, int64_t owb)
 {
     const cr_conv_params *p = &s->p;
+    const int64_t sh = p->stride_h, sw = p->stride_w;
     cr_grouped_geom g;
     g.owb = owb;
-    const int64_t wp = s->w_in + p->pad_left + p->pad_right;   /* padded width */
     g.hp = s->h_in + p->pad_top + p->pad_bottom;
-    g.flat = p->stride_h == 1 && p->stride_w == 1;
-    if (g.flat) {
-        /* output (oh, ow) at oh*lp + ow reads input at the same flat place + the tap's
-         * offset: blocks of owb run across row ends, only lp - Wo columns a row are wasted */
-        g.lp = wp;
-        g.wo_r = 0;
-        g.out_plane = (s->h_out * g.lp + owb - 1) / owb * owb;
-    } else {
-        /* row by row: a phase must reach the last rounded-up column of the widest tap
-         * offset, and hold every padded column of its phase */
-        g.wo_r = (s->w_out + owb - 1) / owb * owb;
-        const int64_t need = g.wo_r + (p->kernel_w - 1) * p->dilation_w / p->stride_w + 1;
-        const int64_t have = (wp + p->stride_w - 1) / p->stride_w;
-        g.lp = need > have ? need : have;
-        g.out_plane = 0;
-    }
-    /* zeros after the last channel: flat blocks of the last rows read past its end */
-    g.in_floats = s->cin_g * g.hp * p->stride_w * g.lp + (g.flat ? g.lp + 2 * owb : 0);
+    g.hq = (g.hp + sh - 1) / sh;
+    /* every column a valid output reads, (ow*sw + q*dil) / sw, lies below this */
+    g.lp = (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
+    g.out_plane = (s->h_out * g.lp + owb - 1) / owb * owb;
+    /* zeros after the last channel: the blocks of the last rows read past its end */
+    g.in_floats = s->cin_g * sh * sw * g.hq * g.lp + g.lp + 2 * owb;
     return g;
 }
 
@@ -279,37 +267,53 @@ size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
     return (size_t)(g.in_floats + s->cout_g * g.out_plane) * sizeof(float);
 }
 
+/* [*e0, *e1): the places e of column phase ph (padded column e*sw + ph) that hold real
+ * columns, [pl, pl + W) of the padded row; lp places in all. */
+static void phase_interior(int64_t pl, int64_t W, int64_t ph, int64_t sw, int64_t lp,
+                           int64_t *e0, int64_t *e1)
+{
+    *e0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
+    *e1 = (pl + W - ph + sw - 1) / sw;
+    if (*e1 > lp) *e1 = lp;
+    if (*e0 > *e1) *e0 = *e1;
+}
+
 // @snippet grouped_pad
 /* The padded, phase-split copy of channels [c0, c1) of one image's group (x_g: Cin_g x
- * H x W) into xp: every padding mode is resolved here, once, so the kernel has no border
- * tests. col_map[e] is the input column that position e of a padded row copies, or -1
- * for a zero. The zeros after the last channel are written with it. */
+ * H x W) into xp (layout: cr_grouped_geom): every padding mode is resolved here, once,
+ * so the kernel has no border tests. col_map[ph * lp + e] is the input column that place
+ * e of column phase ph copies, or -1 for a zero. The zeros after the last channel are
+ * written with it. */
 static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
                         const int64_t *col_map, const float *x_g, float *xp, int64_t c0,
                         int64_t c1)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t H = s->h_in, W = s->w_in, len = p->stride_w * gm->lp, pl = p->pad_left;
+    const int64_t H = s->h_in, W = s->w_in, lp = gm->lp, pl = p->pad_left;
+    const int64_t sh = p->stride_h, sw = p->stride_w;
     for (int64_t c = c0; c < c1; c++)
-        for (int64_t i = 0; i < gm->hp; i++) {
-            const int64_t ih = cr_pad_index(i - p->pad_top, H, p->pad_mode);
-            float *dst = xp + (c * gm->hp + i) * len;
-            if (ih < 0) {
-                memset(dst, 0, (size_t)len * sizeof(float));
-                continue;
-            }
-            const float *row = x_g + (c * H + ih) * W;
-            if (p->stride_w == 1) {   /* the row itself in the middle, the padding around */
-                memcpy(dst + pl, row, (size_t)W * sizeof(float));
-                for (int64_t e = 0; e < pl; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
-                for (int64_t e = pl + W; e < len; e++)
-                    dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
-            } else {
-                for (int64_t e = 0; e < len; e++) dst[e] = col_map[e] < 0 ? 0.0f : row[col_map[e]];
+        for (int64_t i = 0; i < gm->hq * sh; i++) {   /* rows past hp: zeros */
+            const int64_t ih = i < gm->hp ? cr_pad_index(i - p->pad_top, H, p->pad_mode) : -1;
+            for (int64_t ph = 0; ph < sw; ph++) {
+                float *dst = xp + (((c * sh + i % sh) * sw + ph) * gm->hq + i / sh) * lp;
+                const int64_t *map = col_map + ph * lp;
+                if (ih < 0) {
+                    memset(dst, 0, (size_t)lp * sizeof(float));
+                    continue;
+                }
+                const float *row = x_g + (c * H + ih) * W;
+                int64_t e0, e1;   /* the phase's real columns in the middle, padding around */
+                phase_interior(pl, W, ph, sw, lp, &e0, &e1);
+                if (sw == 1) memcpy(dst + e0, row + e0 - pl, (size_t)(e1 - e0) * sizeof(float));
+                else if (sw == 2)   /* a constant stride: the compiler vectorizes it */
+                    for (int64_t e = e0; e < e1; e++) dst[e] = row[2 * e + ph - pl];
+                else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + ph - pl];
+                for (int64_t e = 0; e < e0; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
+                for (int64_t e = e1; e < lp; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
             }
         }
-    if (gm->flat && c1 == s->cin_g) memset(xp + s->cin_g * gm->hp * len, 0,
-                         (size_t)(gm->in_floats - s->cin_g * gm->hp * len) * sizeof(float));
+    const int64_t body = s->cin_g * sh * sw * gm->hq * lp;
+    if (c1 == s->cin_g) memset(xp + body, 0, (size_t)(gm->in_floats - body) * sizeof(float));
 }
 // @end grouped_pad
 
@@ -362,9 +366,12 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     for (int64_t c = 0, t = 0; c < s.cin_g; c++)
         for (int64_t r = 0; r < p->kernel_h; r++)
             for (int64_t q = 0; q < p->kernel_w; q++, t++)
-                tap_off[t] = ((c * gm.hp + r * p->dilation_h) * p->stride_w +
-                              q * p->dilation_w % p->stride_w) * gm.lp +
-                             q * p->dilation_w / p->stride_w;
+            {   /* padded row r*dil and column q*dil: their phases, then their places */
+                const int64_t ri = r * p->dilation_h, qj = q * p->dilation_w;
+                tap_off[t] = ((c * p->stride_h + ri % p->stride_h) * p->stride_w +
+                              qj % p->stride_w) * gm.hq * gm.lp +
+                             ri / p->stride_h * gm.lp + qj / p->stride_w;
+            }
     const int64_t pairs = s.batch * p->groups, blocks = (s.cout_g + kd->cob - 1) / kd->cob;
     /* many (image, group) pairs: one pair per thread at a time; few (a dense layer, batch
      * 1): all threads on one pair, sharing its output-channel blocks */
@@ -382,7 +389,7 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
         for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
             const int64_t n = i / p->groups, g = i % p->groups;
             float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
-            float *yf = gm.flat ? xp + gm.in_floats : y_g;
+            float *yf = xp + gm.in_floats;
             const float *x_g = x->data + (n * p->in_channels + g * s.cin_g) * H * W;
             const float *b_g = b ? b->data + g * s.cout_g : NULL;
 #pragma omp for schedule(static)
@@ -392,10 +399,7 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
             for (int64_t blk = 0; blk < blocks; blk++) {   /* a block and its own rows of y */
                 const int64_t c0 = blk * kd->cob, c1 = min64(s.cout_g, c0 + kd->cob);
                 kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk, blk + 1);
-                if (gm.flat) grouped_unflatten(&s, &gm, yf, b_g, y_g, c0, c1);
-                else if (b_g)
-                    for (int64_t co = c0; co < c1; co++)
-                        for (int64_t j = 0; j < plane; j++) y_g[co * plane + j] += b_g[co];
+                grouped_unflatten(&s, &gm, yf, b_g, y_g, c0, c1);
             }
             /* (implicit barrier: xp is free for the next pair) */
         }
@@ -408,14 +412,9 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
                 const float *b_g = b ? b->data + g * s.cout_g : NULL;
                 grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
                             xp, 0, s.cin_g);
-                if (gm.flat) {          /* into a flat buffer, then rows + bias into y */
-                    float *yf = xp + gm.in_floats;
-                    kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, 0, blocks);
-                    grouped_unflatten(&s, &gm, yf, b_g, y_g, 0, s.cout_g);
-                } else {
-                    kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, y_g, 0, blocks);
-                    if (b_g) add_bias(&s, b_g, y_g);
-                }
+                float *yf = xp + gm.in_floats;   /* a flat buffer, then rows + bias into y */
+                kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, 0, blocks);
+                grouped_unflatten(&s, &gm, yf, b_g, y_g, 0, s.cout_g);
             }
             cr_aligned_free(xp);
         }

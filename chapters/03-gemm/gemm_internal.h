@@ -109,16 +109,18 @@ extern "C" {
 #endif
 
 /* Geometry of the padded, phase-split copy of one image's group of input channels:
- * element (c, padded row i, padded column j) sits at
- * buf[((c * hp + i) * sw + j % sw) * lp + j / sw], sw being the stride along W, so
- * that the inputs of consecutive output columns are consecutive in memory. */
+ * padded rows and columns are both split by stride phase, element (c, padded row i,
+ * padded column j) sitting at buf[(((c * sh + i % sh) * sw + j % sw) * hq + i / sh) * lp
+ * + j / sw] (sh, sw: the strides). Output (oh, ow) then reads every tap at flat place
+ * oh * lp + ow plus the tap's offset, for any stride: blocks of the kernel's width run
+ * over the flattened output plane, across row ends, and a narrow strided row (6, 12
+ * or 24 outputs) wastes only lp - Wo columns, not the rest of a column block. */
 typedef struct {
-    int64_t hp, lp;     /* padded rows; length of one phase of a padded row */
-    int flat;           /* stride 1: blocks run over the flattened plane (row stride lp) */
-    int64_t wo_r;       /* row mode: output width rounded up to the column block */
-    int64_t out_plane;  /* flat mode: floats per channel of the flat output (Ho*lp, rounded) */
+    int64_t hp, lp;     /* padded rows; columns of one phase of a padded row */
+    int64_t hq;         /* rows of one row phase: hp / sh rounded up */
+    int64_t out_plane;  /* floats per channel of the flat output (Ho*lp, rounded up) */
     int64_t in_floats;  /* floats of the padded copy, zero tail included */
-    int64_t owb;        /* the kernel's column block, which the sizes above are rounded to */
+    int64_t owb;        /* the kernel's column block, which out_plane is rounded to */
 } cr_grouped_geom;
 
 /* The column block of the AVX2 direct grouped kernel (3 ymm vectors), 4 channels. */

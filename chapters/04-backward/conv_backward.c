@@ -18,6 +18,7 @@
 #include "direct.h"         /* cr_pad_index: chapter 1's padding rule */
 #include "gemm.h"           /* cr_sgemm: chapter 3's GEMM */
 #include "gemm_internal.h"  /* cr_gemm_engine: chapter 3's five loops, for dW */
+#include "grad_input_direct.h"    /* dX scattered, for small strided groups */
 #include "grad_weight_direct.h"   /* dW as dot products, for small groups */
 #include "im2col.h"   /* cr_im2col: chapter 2's gather */
 #include "tensor.h"
@@ -813,7 +814,10 @@ cr_status cr_conv2d_backward(const cr_conv_params *p, const cr_tensor *x, const 
     if (st) return st;
     if (db) grad_bias(&s, dy->data, db->data);
     const int fwd_dx = dx && dx_is_forward(&s);
-    if (dx && !fwd_dx) {   /* a stride or a padding mode the forward route cannot take */
+    if (dx && !fwd_dx && cr_grad_input_direct_fits(&s)) {   /* few channels a group */
+        st = cr_grad_input_direct(&s, w->data, dy->data, dx->data);
+        if (st) return st;
+    } else if (dx && !fwd_dx) {   /* a stride or a padding mode the forward route cannot take */
         st = cr_conv2d_backward_gemm(p, x, w, dy, dx, NULL, NULL);
         if (st) return st;
     }
@@ -855,7 +859,9 @@ size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
     const cr_conv_params *p = &s->p;
     const int fwd_dx = dx_is_forward(s);
     size_t peak = 0;
-    if (!fwd_dx) peak = gemm_backward_bytes(s, 1, 0);   /* dX by col2im, first */
+    if (!fwd_dx)                                         /* dX scattered or by col2im, first */
+        peak = cr_grad_input_direct_fits(s) ? cr_grad_input_direct_bytes(s)
+                                            : gemm_backward_bytes(s, 1, 0);
     if (is_pointwise(s)) {                               /* dW by NT GEMMs, next */
         const size_t b = gemm_backward_bytes(s, 0, 1);
         if (b > peak) peak = b;
