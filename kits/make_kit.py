@@ -40,7 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Every kit gets these (relative to the repository root).
 COMMON_GLOBS = ['lib/*.c', 'lib/*.h', 'lib/git_rev.h.in',
-                'tests/cr_test.h', 'tests/conv_harness.c', 'tests/conv_harness.h']
+                'tests/cr_test.h', 'tests/conv_harness.c', 'tests/conv_harness.h',
+                'tests/*_common.h']   # the tests' shared header-only helpers
 # A kit whose manifest names a lab gets these too (the labs' shared code).
 LAB_COMMON = ['labs/lab_common.c', 'labs/lab_common.h']
 
