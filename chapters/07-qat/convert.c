@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "timing.h"
 
 /* ---- grids -------------------------------------------------------------------------- */
 
@@ -235,8 +236,11 @@ cr_status cr_int8_convert(cr_int8_model *im, const cr_qat *q)
     im->vals = calloc((size_t)n, sizeof *im->vals);
     im->readers = calloc((size_t)n, sizeof *im->readers);
     im->left = calloc((size_t)n, sizeof *im->left);
+    im->prof_s = calloc((size_t)n, sizeof *im->prof_s);
+    im->prof_cvt_s = calloc((size_t)n, sizeof *im->prof_cvt_s);
     const cr_fake_quant **gr = calloc((size_t)n, sizeof *gr);
-    if (!im->steps || !im->vals || !im->readers || !im->left || !gr) {
+    if (!im->steps || !im->vals || !im->readers || !im->left || !im->prof_s ||
+        !im->prof_cvt_s || !gr) {
         free(gr);
         return cr_fail(CR_ENOMEM, "int8_convert: out of memory");
     }
@@ -334,6 +338,8 @@ void cr_int8_model_free(cr_int8_model *im)
     free(im->vals);
     free(im->readers);
     free(im->left);
+    free(im->prof_s);
+    free(im->prof_cvt_s);
     memset(im, 0, sizeof *im);
 }
 
@@ -344,7 +350,14 @@ typedef struct {
     cr_int8_model *im;
     const cr_tensor *x;
     cr_tensor save_a, save_b;   /* norms' statistics (not used after) */
+    double cvt_s;               /* profile: seconds of u8 <-> float conversions so far */
 } fwd_ctx;
+
+/* A clock read when the model is profiled, else 0. */
+static double prof_now(const cr_int8_model *im)
+{
+    return im->profile ? cr_now() : 0.0;
+}
 
 /* Makes t a rank-1 tensor of n floats (kept when it already is). */
 static cr_status ensure1(cr_tensor *t, int64_t n)
@@ -405,7 +418,9 @@ static cr_status value_float(fwd_ctx *c, int k, const cr_tensor **t)
                            c->im->m->mods[k].name);
         cr_status r = value_alloc_f(c->im, v, v->shape);
         if (r) return r;
+        const double t0 = prof_now(c->im);
         cr_qgrid_dequantize(&v->g, v->q, (int64_t)shape_numel(v->shape), v->f.data);
+        c->cvt_s += prof_now(c->im) - t0;
         v->has_f = true;
     }
     *t = &v->f;
@@ -436,7 +451,9 @@ static cr_status value_u8(fwd_ctx *c, int k, const cr_qgrid *g, const uint8_t **
         im->qin_cap = im->qin ? t->numel : 0;
         if (!im->qin) return cr_fail(CR_ENOMEM, "int8_forward: out of memory");
     }
+    const double t0 = prof_now(im);
     cr_qgrid_quantize(g, t->data, (int64_t)t->numel, im->qin);
+    c->cvt_s += prof_now(im) - t0;
     memcpy(shape, t->shape, 4 * sizeof *shape);
     *q = im->qin;
     return CR_OK;
@@ -561,7 +578,9 @@ static cr_status run_float(fwd_ctx *c, int i)
     if (!st->out) return CR_OK;
     const size_t n = v->f.numel;
     if ((r = value_alloc_q(im, v, n))) return r;
+    const double t0 = prof_now(im);
     cr_qgrid_quantize(&st->og, v->f.data, (int64_t)n, v->q);
+    c->cvt_s += prof_now(im) - t0;
     v->g = st->og;
     v->has_q = true;
     v->has_f = false;   /* the floats are dequantized again where a float module reads them */
@@ -658,17 +677,32 @@ cr_status cr_int8_forward(cr_int8_model *im, const cr_tensor *x, const cr_tensor
     for (int i = 0; !r && i < im->n; i++) {
         const cr_i8_step *st = &im->steps[i];
         if (st->kind == CR_I8_INSIDE) continue;
+        const double t0 = prof_now(im), cvt0 = c.cvt_s;
         r = st->kind == CR_I8_CONV       ? run_conv(&c, i)
             : st->kind == CR_I8_ADD_RELU ? run_add_relu(&c, i)
                                          : run_float(&c, i);
         if (!r) release_inputs(im, i);
+        if (im->profile) {
+            im->prof_s[i] += cr_now() - t0;
+            im->prof_cvt_s[i] += c.cvt_s - cvt0;
+        }
     }
     const cr_tensor *y = NULL;
+    const double t0 = prof_now(im), cvt0 = c.cvt_s;
     if (!r) r = value_float(&c, im->n - 1, &y);
+    if (im->profile && im->n > 0) {   /* the last output's floats: the last module's */
+        im->prof_s[im->n - 1] += cr_now() - t0;
+        im->prof_cvt_s[im->n - 1] += c.cvt_s - cvt0;
+    }
     cr_tensor_free(&c.save_a);
     cr_tensor_free(&c.save_b);
     if (!r && out) *out = y;
     return r;
+}
+
+void cr_int8_profile_reset(cr_int8_model *im)
+{
+    for (int i = 0; im && im->prof_s && i < im->n; i++) im->prof_s[i] = im->prof_cvt_s[i] = 0;
 }
 
 const cr_i8_value *cr_int8_value_of(const cr_int8_model *im, int i)
