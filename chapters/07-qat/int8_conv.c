@@ -406,7 +406,8 @@ typedef struct {
 // @snippet qconv_epilogue
 /* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output. Flat mode:
  * the tile's columns are cut once into runs of one output row each (the padded grid's
- * extra columns dropped), and each requantized row of the tile is copied run by run. */
+ * extra columns dropped), and each row of the tile is requantized run by run into its
+ * place. */
 static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, int64_t nr,
                           const int32_t *T, int64_t ldt)
 {
@@ -425,7 +426,6 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
             j += len[runs++];
         }
     }
-    uint8_t row[CR_I8_MAX_NR];
     for (int64_t i = 0; i < mr; i++) {
         const int64_t o = e->o0 + i0 + i;
         uint8_t *yo = e->y_g + (i0 + i) * plane;
@@ -433,8 +433,11 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
             e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, yo + j0);
             continue;
         }
-        e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, row);
-        for (int64_t q = 0; q < runs; q++) memcpy(yo + dst[q], row + src[q], (size_t)len[q]);
+        /* each run straight to its place (the requantization is element by element): no
+           staging row and no copies, the epilogue's largest cost on 1x1 layers */
+        for (int64_t q = 0; q < runs; q++)
+            e->rq(T + i * ldt + src[q], len[q], qc->bias_fold[o], qc->mul[o], qc->y_zp, lo,
+                  yo + dst[q]);
     }
 }
 // @end qconv_epilogue
