@@ -679,6 +679,53 @@ static cr_status float_op(fwd_ctx *c, int i, cr_i8_value *v)
     return r;
 }
 
+/* The max-pool of x (planes of H x W u8) into y (planes of Ho x Wo), windows clipped to
+ * the plane as cr_maxpool2d_forward clips them, each maximum clamped to [qmin, qmax]. */
+static void maxpool_u8(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
+                       int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin, uint8_t qmax,
+                       uint8_t *y)
+{
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo > (1 << 16))
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const uint8_t *xp = x + pl * H * W;
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+                const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                uint8_t best = 0;
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t j = j0; j < j1; j++) best = xp[i * W + j] > best ? xp[i * W + j] : best;
+                y[(pl * Ho + oh) * Wo + ow] = best < qmin ? qmin : best > qmax ? qmax : best;
+            }
+    }
+}
+
+/* A max-pool whose output lies on its input's grid, on the input's bytes: the
+ * dequantization is non-decreasing, so the float maximum is the maximum byte's value,
+ * and quantizing a grid value to its own grid gives its byte back; the bytes equal the
+ * float path's without its dequantize, pool and quantize passes. 0: not this case. */
+static int run_maxpool_u8(fwd_ctx *c, int i, cr_status *r)
+{
+    cr_int8_model *im = c->im;
+    const cr_i8_step *st = &im->steps[i];
+    const cr_module *d = &im->m->mods[i];
+    if (d->kind != CR_MOD_MAXPOOL || !st->out || im->teacher || d->in < 0) return 0;
+    const cr_i8_value *x = &im->vals[value_index(im, d->in)];
+    if (!x->has_q || !same_grid(&x->g, &st->og)) return 0;
+    int64_t ys[4] = {x->shape[0], x->shape[1], 0, 0};
+    cr_i8_value *v = &im->vals[i];
+    if ((*r = cr_maxpool2d_out_size(&d->pool, x->shape[2], x->shape[3], &ys[2], &ys[3])) ||
+        (*r = value_alloc_q(im, v, shape_numel(ys))))
+        return 1;
+    memcpy(v->shape, ys, sizeof ys);
+    maxpool_u8(&d->pool, ys[0] * ys[1], x->shape[2], x->shape[3], ys[2], ys[3], x->q,
+               (uint8_t)st->og.qmin, (uint8_t)st->og.qmax, v->q);
+    v->g = st->og;
+    v->has_q = true;
+    return 1;
+}
+
 /* A float module, then its output quantizer (u8 kept; floats on the grid made on demand). */
 static cr_status run_float(fwd_ctx *c, int i)
 {
@@ -686,7 +733,9 @@ static cr_status run_float(fwd_ctx *c, int i)
     const cr_i8_step *st = &im->steps[i];
     cr_i8_value *v = &im->vals[i];
     v->has_f = v->has_q = false;
-    cr_status r = float_op(c, i, v);
+    cr_status r = CR_OK;
+    if (run_maxpool_u8(c, i, &r)) return r;
+    r = float_op(c, i, v);
     if (r) return r;
     v->has_f = true;
     if (!st->out) return CR_OK;
