@@ -1006,6 +1006,8 @@ static void i8prof_kind(const cr_int8_model *im, int i, char *key, size_t size)
                  : p->groups > 1 ? "grouped" : "kxk", p->stride_h > 1 ? " stride 2" : "");
     } else if (st->kind == CR_I8_ADD_RELU) {
         snprintf(key, size, "add+relu (u8)");
+    } else if (d->kind == CR_MOD_MAXPOOL || (d->kind == CR_MOD_ADD && st->out)) {
+        snprintf(key, size, "%s (u8 out)", cr_module_kind_name(d->kind));   /* no float out */
     } else if (d->kind == CR_MOD_UPSAMPLE) {
         snprintf(key, size, "float upsample %s",
                  d->up.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear");

@@ -192,8 +192,14 @@ static const cr_i8_value *output_of(const cr_int8_model *im, int k)
     return k >= 0 ? cr_int8_value_of(im, k) : NULL;
 }
 
+/* Input k of the add at element e: its byte dequantized, or its float. */
+static float add_in(const cr_i8_value *v, size_t e)
+{
+    return v->has_q ? ((float)v->q[e] - (float)v->g.zp) * v->g.scale : v->f.data[e];
+}
+
 /* Free-running, the steps that work on u8 bytes (a max-pool on its input's grid, the
- * fused add + ReLU on two u8 inputs) equal, byte for byte, their float definition on the
+ * fused add + ReLU, a quantized add) equal, byte for byte, their float definition on the
  * same input bytes: dequantize, the float model's operation, quantize. */
 static void convert__u8_steps_equal_float_definition(void **state)
 {
@@ -217,14 +223,14 @@ static void convert__u8_steps_equal_float_definition(void **state)
     im.keep = true;
     cr_tensor_fill_uniform(&x, &rng, -2.2f, 2.2f);
     assert_cr_ok(cr_int8_forward(&im, &x, &y));
-    int pools = 0, adds = 0;
+    int pools = 0, adds = 0, merges = 0;
     for (int i = 0; i < m.n; i++) {
         const cr_module *d = &m.mods[i];
         const cr_i8_value *v = cr_int8_value_of(&im, i), *a = output_of(&im, d->in);
-        if (!v || !v->has_q || !a || !a->has_q) continue;
+        if (!v || !v->has_q || !a || !(a->has_q || a->has_f)) continue;
         const size_t n = (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]);
         size_t bad = 0;
-        if (d->kind == CR_MOD_MAXPOOL) {
+        if (d->kind == CR_MOD_MAXPOOL && a->has_q) {
             const size_t na = (size_t)(a->shape[0] * a->shape[1] * a->shape[2] * a->shape[3]);
             assert_cr_ok(cr_tensor_alloc4(&pf, a->shape[0], a->shape[1], a->shape[2], a->shape[3]));
             assert_cr_ok(cr_tensor_alloc4(&pq, v->shape[0], v->shape[1], v->shape[2], v->shape[3]));
@@ -234,15 +240,16 @@ static void convert__u8_steps_equal_float_definition(void **state)
             cr_tensor_free(&pf);
             cr_tensor_free(&pq);
             pools++;
-        } else if (d->kind == CR_MOD_ADD && im.steps[i].kind == CR_I8_ADD_RELU) {
+        } else if (d->kind == CR_MOD_ADD) {
             const cr_i8_value *b = output_of(&im, d->in2);
-            if (!b || !b->has_q) continue;
+            if (!b || !(b->has_q || b->has_f)) continue;
+            const int relu = im.steps[i].kind == CR_I8_ADD_RELU;
             for (size_t k = 0; k < n; k++) {
-                const float s = ((float)a->q[k] - (float)a->g.zp) * a->g.scale +
-                                ((float)b->q[k] - (float)b->g.zp) * b->g.scale;
-                bad += v->q[k] != quantize_ref(&v->g, s > 0.0f ? s : 0.0f);
+                const float s = add_in(a, k) + add_in(b, k);
+                bad += v->q[k] != quantize_ref(&v->g, relu && !(s > 0.0f) ? 0.0f : s);
             }
-            adds++;
+            adds += relu;
+            merges += !relu;
         } else {
             continue;
         }
@@ -250,9 +257,9 @@ static void convert__u8_steps_equal_float_definition(void **state)
             fail_msg("'%s': %zu of %zu bytes differ from the float definition (seed %llu)",
                      d->name, bad, n, (unsigned long long)seed);
     }
-    printf("# %d max-pools and %d add + ReLU steps on u8 equal their float definition\n", pools,
-           adds);
-    assert_true(pools >= 1 && adds >= 4);
+    printf("# %d max-pools, %d add + ReLU steps and %d quantized adds equal their float "
+           "definition\n", pools, adds, merges);
+    assert_true(pools >= 1 && adds >= 4 && merges >= 3);
     cr_int8_model_free(&im);
     cr_qat_free(&q);
     cr_tensor_free(&x);

@@ -54,25 +54,57 @@ dequantize_body(const uint8_t *restrict q, int64_t n, float zp, float s, float *
     for (int64_t i = 0; i < n; i++) x[i] = ((float)q[i] - zp) * s;
 }
 
-/* y = the quantized ReLU of (a - za) * sa + (b - zb) * sb for n elements (output grid
- * inv = 1 / scale, zp, lo..hi): add, ReLU (NaN kept) and fake quantizer as the float
- * model runs them. */
+/* The operands of a quantized add: each input's u8 bytes on a grid (q, zp, scale) or
+ * its floats (f, q NULL); the output grid (inv = 1 / scale, zp, lo..hi); relu: the ReLU
+ * after the add is fused. */
+typedef struct {
+    const uint8_t *aq, *bq;
+    const float *af, *bf;
+    float za, sa, zb, sb, inv, zp, lo, hi;
+    int relu;
+} add_span;
+
+/* y[k] for k in [o, o + n): the add (a + b, each input dequantized or float), the ReLU
+ * (NaN kept) if relu, the output's fake quantizer, as the float model runs them. aq, bq,
+ * relu: constants at each call, so that each combination is a loop of its own. */
 static inline __attribute__((always_inline)) void
-add_relu_body(const uint8_t *restrict a, float za, float sa, const uint8_t *restrict b,
-              float zb, float sb, int64_t n, float inv, float zp, float lo, float hi,
-              uint8_t *restrict y)
+add_body(const add_span *p, int64_t o, int64_t n, uint8_t *restrict y, const int aq,
+         const int bq, const int relu)
 {
+    const uint8_t *restrict qa = aq ? p->aq + o : NULL, *restrict qb = bq ? p->bq + o : NULL;
+    const float *restrict fa = aq ? NULL : p->af + o, *restrict fb = bq ? NULL : p->bf + o;
+    const float za = p->za, sa = p->sa, zb = p->zb, sb = p->sb, inv = p->inv, zp = p->zp,
+                lo = p->lo, hi = p->hi;
     for (int64_t k = 0; k < n; k++) {
-        const float s = ((float)a[k] - za) * sa + ((float)b[k] - zb) * sb;
-        const float rl = (s > 0.0f || s != s) ? s : 0.0f;
+        const float x1 = aq ? ((float)qa[k] - za) * sa : fa[k];
+        const float x2 = bq ? ((float)qb[k] - zb) * sb : fb[k];
+        const float s = x1 + x2;
+        const float rl = !relu || s > 0.0f || s != s ? s : 0.0f;
         y[k] = clamp_u8(zp + round_even(rl * inv), lo, hi);
+    }
+}
+
+/* add_body with the combination of p's inputs and ReLU. */
+static inline __attribute__((always_inline)) void
+add_dispatch(const add_span *p, int64_t o, int64_t n, uint8_t *y)
+{
+    const int a = p->aq != NULL, b = p->bq != NULL;
+    if (p->relu) {
+        if (a && b) add_body(p, o, n, y, 1, 1, 1);
+        else if (a) add_body(p, o, n, y, 1, 0, 1);
+        else if (b) add_body(p, o, n, y, 0, 1, 1);
+        else add_body(p, o, n, y, 0, 0, 1);
+    } else {
+        if (a && b) add_body(p, o, n, y, 1, 1, 0);
+        else if (a) add_body(p, o, n, y, 1, 0, 0);
+        else if (b) add_body(p, o, n, y, 0, 1, 0);
+        else add_body(p, o, n, y, 0, 0, 0);
     }
 }
 
 typedef void (*quantize_fn)(const float *, int64_t, float, float, float, float, uint8_t *);
 typedef void (*dequantize_fn)(const uint8_t *, int64_t, float, float, float *);
-typedef void (*add_relu_fn)(const uint8_t *, float, float, const uint8_t *, float, float,
-                            int64_t, float, float, float, float, uint8_t *);
+typedef void (*add_fn)(const add_span *, int64_t, int64_t, uint8_t *);
 
 static void quantize_base(const float *x, int64_t n, float inv, float zp, float lo, float hi,
                           uint8_t *q)
@@ -85,11 +117,9 @@ static void dequantize_base(const uint8_t *q, int64_t n, float zp, float s, floa
     dequantize_body(q, n, zp, s, x);
 }
 
-static void add_relu_base(const uint8_t *a, float za, float sa, const uint8_t *b, float zb,
-                          float sb, int64_t n, float inv, float zp, float lo, float hi,
-                          uint8_t *y)
+static void add_base(const add_span *p, int64_t o, int64_t n, uint8_t *y)
 {
-    add_relu_body(a, za, sa, b, zb, sb, n, inv, zp, lo, hi, y);
+    add_dispatch(p, o, n, y);
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -107,11 +137,9 @@ SPAN_AVX512 static void dequantize_avx512(const uint8_t *q, int64_t n, float zp,
     dequantize_body(q, n, zp, s, x);
 }
 
-SPAN_AVX512 static void add_relu_avx512(const uint8_t *a, float za, float sa,
-                                        const uint8_t *b, float zb, float sb, int64_t n,
-                                        float inv, float zp, float lo, float hi, uint8_t *y)
+SPAN_AVX512 static void add_avx512(const add_span *p, int64_t o, int64_t n, uint8_t *y)
 {
-    add_relu_body(a, za, sa, b, zb, sb, n, inv, zp, lo, hi, y);
+    add_dispatch(p, o, n, y);
 }
 
 /* 1 where the CPU runs the AVX-512 spans (and the CR_SPAN_BASELINE environment variable,
@@ -133,7 +161,7 @@ static int spans_avx512(void)
 static int spans_avx512(void) { return 0; }
 #define quantize_avx512 quantize_base
 #define dequantize_avx512 dequantize_base
-#define add_relu_avx512 add_relu_base
+#define add_avx512 add_base
 #endif
 
 void cr_qgrid_quantize(const cr_qgrid *g, const float *x, int64_t n, uint8_t *q)
@@ -680,25 +708,45 @@ static cr_status float_op(fwd_ctx *c, int i, cr_i8_value *v)
 }
 
 /* The max-pool of x (planes of H x W u8) into y (planes of Ho x Wo), windows clipped to
- * the plane as cr_maxpool2d_forward clips them, each maximum clamped to [qmin, qmax]. */
-static void maxpool_u8(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
-                       int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin, uint8_t qmax,
-                       uint8_t *y)
+ * the plane as cr_maxpool2d_forward clips them, each maximum clamped to [qmin, qmax]:
+ * per output row, the maximum over the window's rows first (whole rows: a loop the
+ * compiler vectorizes, into col), then over each window's columns of col. */
+static cr_status maxpool_u8(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin,
+                            uint8_t qmax, uint8_t *y)
 {
-#pragma omp parallel for schedule(static) if (planes * Ho * Wo > (1 << 16))
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const uint8_t *xp = x + pl * H * W;
-        for (int64_t oh = 0; oh < Ho; oh++)
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+    cr_status r = CR_OK;
+#pragma omp parallel if (planes * Ho * Wo > (1 << 16))
+    {
+        uint8_t *col = malloc((size_t)W);
+        if (!col) {
+#pragma omp critical(cr_int8_maxpool)
+            r = cr_fail(CR_ENOMEM, "int8_forward: max-pool row of %lld bytes", (long long)W);
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const uint8_t *xp = x + pl * H * W;
+            for (int64_t oh = 0; oh < Ho && col; oh++) {
+                const int64_t h0 = oh * p->stride_h - p->pad_h;
                 const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
-                const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
-                uint8_t best = 0;
-                for (int64_t i = i0; i < i1; i++)
-                    for (int64_t j = j0; j < j1; j++) best = xp[i * W + j] > best ? xp[i * W + j] : best;
-                y[(pl * Ho + oh) * Wo + ow] = best < qmin ? qmin : best > qmax ? qmax : best;
+                memcpy(col, xp + i0 * W, (size_t)W);
+                for (int64_t i = i0 + 1; i < i1; i++) {
+                    const uint8_t *restrict src = xp + i * W;
+                    uint8_t *restrict dst = col;
+                    for (int64_t j = 0; j < W; j++) dst[j] = src[j] > dst[j] ? src[j] : dst[j];
+                }
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t w0 = ow * p->stride_w - p->pad_w;
+                    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                    uint8_t best = 0;
+                    for (int64_t j = j0; j < j1; j++) best = col[j] > best ? col[j] : best;
+                    y[(pl * Ho + oh) * Wo + ow] = best < qmin ? qmin : best > qmax ? qmax : best;
+                }
             }
+        }
+        free(col);
     }
+    return r;
 }
 
 /* A max-pool whose output lies on its input's grid, on the input's bytes: the
@@ -719,12 +767,16 @@ static int run_maxpool_u8(fwd_ctx *c, int i, cr_status *r)
         (*r = value_alloc_q(im, v, shape_numel(ys))))
         return 1;
     memcpy(v->shape, ys, sizeof ys);
-    maxpool_u8(&d->pool, ys[0] * ys[1], x->shape[2], x->shape[3], ys[2], ys[3], x->q,
-               (uint8_t)st->og.qmin, (uint8_t)st->og.qmax, v->q);
+    if ((*r = maxpool_u8(&d->pool, ys[0] * ys[1], x->shape[2], x->shape[3], ys[2], ys[3],
+                         x->q, (uint8_t)st->og.qmin, (uint8_t)st->og.qmax, v->q)))
+        return 1;
     v->g = st->og;
     v->has_q = true;
     return 1;
 }
+
+static cr_status run_add_quant(fwd_ctx *c, int i, cr_i8_value *v, const cr_qgrid *og,
+                               int relu);
 
 /* A float module, then its output quantizer (u8 kept; floats on the grid made on demand). */
 static cr_status run_float(fwd_ctx *c, int i)
@@ -735,6 +787,8 @@ static cr_status run_float(fwd_ctx *c, int i)
     v->has_f = v->has_q = false;
     cr_status r = CR_OK;
     if (run_maxpool_u8(c, i, &r)) return r;
+    if (im->m->mods[i].kind == CR_MOD_ADD && st->out)   /* the FPN's merges: u8 out */
+        return run_add_quant(c, i, v, &st->og, 0);
     r = float_op(c, i, v);
     if (r) return r;
     v->has_f = true;
@@ -778,12 +832,14 @@ static cr_status add_input_of(fwd_ctx *c, int k, add_input *a, int64_t shape[4])
     return CR_OK;
 }
 
-/* add + ReLU + the ReLU's quantizer in one pass: the same float operations as the model's
- * add (a + b), ReLU (v > 0 ? v : 0) and fake quantizer, on dequantized inputs. */
-static cr_status run_add_relu(fwd_ctx *c, int i)
+/* An add (+ ReLU if relu) and its output quantizer in one pass into v: the same float
+ * operations as the model's add (a + b), ReLU (v > 0 ? v : 0) and fake quantizer, on
+ * the inputs' bytes dequantized on the fly (or their floats): no float tensor is made
+ * for an input on a grid or for the sum. */
+static cr_status run_add_quant(fwd_ctx *c, int i, cr_i8_value *v, const cr_qgrid *og,
+                               int relu)
 {
     cr_int8_model *im = c->im;
-    const cr_i8_step *st = &im->steps[i];
     const cr_module *d = &im->m->mods[i];
     add_input a, b;
     int64_t sa[4], sb[4];
@@ -791,38 +847,30 @@ static cr_status run_add_relu(fwd_ctx *c, int i)
     if ((r = add_input_of(c, d->in, &a, sa)) || (r = add_input_of(c, d->in2, &b, sb))) return r;
     if (memcmp(sa, sb, sizeof sa) != 0)
         return cr_fail(CR_EINVAL, "int8_forward: '%s' adds tensors of different shapes", d->name);
-    cr_i8_value *v = &im->vals[st->end];
     const int64_t n = (int64_t)shape_numel(sa);
     if ((r = value_alloc_q(im, v, (size_t)n))) return r;
     memcpy(v->shape, sa, sizeof sa);
-    const float inv = 1.0f / st->og.scale, zp = (float)st->og.zp, lo = (float)st->og.qmin,
-                hi = (float)st->og.qmax;
+    const add_span p = {a.q, b.q, a.f, b.f, a.zp, a.scale, b.zp, b.scale, 1.0f / og->scale,
+                        (float)og->zp, (float)og->qmin, (float)og->qmax, relu};
+    const add_fn f = spans_avx512() ? add_avx512 : add_base;
+    const int64_t blocks = (n + SPAN_BLOCK - 1) / SPAN_BLOCK;
     uint8_t *y = v->q;
-    if (a.q && b.q) {   /* both on grids (every bottleneck's end): the vectorized span */
-        const add_relu_fn f = spans_avx512() ? add_relu_avx512 : add_relu_base;
-        const int64_t blocks = (n + SPAN_BLOCK - 1) / SPAN_BLOCK;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-        for (int64_t k = 0; k < blocks; k++) {
-            const int64_t o = k * SPAN_BLOCK, len = n - o < SPAN_BLOCK ? n - o : SPAN_BLOCK;
-            f(a.q + o, a.zp, a.scale, b.q + o, b.zp, b.scale, len, inv, zp, lo, hi, y + o);
-        }
-        v->g = st->og;
-        v->has_q = true;
-        v->has_f = false;
-        return CR_OK;
+    for (int64_t k = 0; k < blocks; k++) {
+        const int64_t o = k * SPAN_BLOCK;
+        f(&p, o, n - o < SPAN_BLOCK ? n - o : SPAN_BLOCK, y + o);
     }
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t k = 0; k < n; k++) {
-        const float x1 = a.q ? ((float)a.q[k] - a.zp) * a.scale : a.f[k];
-        const float x2 = b.q ? ((float)b.q[k] - b.zp) * b.scale : b.f[k];
-        const float s = x1 + x2;
-        const float rl = (s > 0.0f || s != s) ? s : 0.0f;
-        y[k] = clamp_u8(zp + round_even(rl * inv), lo, hi);
-    }
-    v->g = st->og;
+    v->g = *og;
     v->has_q = true;
     v->has_f = false;
     return CR_OK;
+}
+
+/* add + ReLU + the ReLU's quantizer (a bottleneck's end) into the ReLU's value. */
+static cr_status run_add_relu(fwd_ctx *c, int i)
+{
+    const cr_i8_step *st = &c->im->steps[i];
+    return run_add_quant(c, i, &c->im->vals[st->end], &st->og, 1);
 }
 
 /* After module i: frees the outputs whose last reader it was. */
