@@ -30,7 +30,9 @@
  *       seconds,note.
  *   lab07-int8 fpn   forward latency of the converted int8 FPN against our fp32 FPN
  *       (random weights, calibrated on a random batch) per batch size, chapter 8's
- *       latency columns with precision fp32 or int8, plus vs_fp32. */
+ *       latency columns with precision fp32 or int8, plus vs_fp32; --profile prints,
+ *       per batch size, where the int8 forward's time goes (per layer kind, per conv
+ *       shape, and the u8 <-> float conversions between them). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,7 +490,7 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
 static const char *data_dir, *weights_path, *eval_size_str = "192x256", *configs_str,
                   *limit_str, *batches_str = "1,8", *size_str = "384x480";
 static int crop = 192, factor = 2, batch_size = 8, epochs = 1, calib_frames = 32,
-           classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0;
+           classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0, fpn_profile = 0;
 static double qat_lr = 1e-4;
 
 /* The network: the full ResNeXt-50 FPN, or (reduced) lab 8's --quick variant. */
@@ -926,6 +928,8 @@ static const cr_arg fpn_args[] = {
     {"batches", CR_ARG_STRING, &batches_str, "LIST", "batch sizes (1,8)", 0, -1},
     {"size", CR_ARG_STRING, &size_str, "HxW", "input size, multiples of 32 (384x480)", 0, -1},
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
+    {"profile", CR_ARG_FLAG, &fpn_profile, NULL, "then time the int8 forward per layer kind "
+     "and per conv shape (untimed runs of their own)", 0, -1},
 };
 
 static const char *const latency_columns[] = {
@@ -959,6 +963,107 @@ static cr_status time_forward(const lab_ctx *ctx, cr_model *m, cr_int8_model *im
     lab_median_p90(t, R, &res->median, &res->p90);
     res->mib = *hwm_ok ? lab_vm_hwm_mib() : -1;
     return CR_OK;
+}
+
+/* One row of the int8 profile: a layer kind or a conv shape, its seconds summed. */
+typedef struct {
+    char key[96];
+    double s, ops;
+    int count;
+} i8prof_row;
+
+/* Adds s seconds (and ops) to the row named key of rows[0..*n-1] (appended if new). */
+static void i8prof_add(i8prof_row *rows, int *n, int max, const char *key, double sec,
+                       double ops)
+{
+    int i = 0;
+    while (i < *n && strcmp(rows[i].key, key) != 0) i++;
+    if (i == *n) {
+        if (*n == max) return;
+        memset(&rows[i], 0, sizeof rows[i]);
+        snprintf(rows[i].key, sizeof rows[i].key, "%s", key);
+        (*n)++;
+    }
+    rows[i].s += sec;
+    rows[i].ops += ops;
+    rows[i].count++;
+}
+
+static int i8prof_cmp(const void *a, const void *b)
+{
+    const i8prof_row *x = a, *y = b;
+    return (x->s < y->s) - (x->s > y->s);
+}
+
+/* The name of step i's kind for the profile (an int8 conv group, a float module...). */
+static void i8prof_kind(const cr_int8_model *im, int i, char *key, size_t size)
+{
+    const cr_module *d = &im->m->mods[i];
+    const cr_i8_step *st = &im->steps[i];
+    if (st->kind == CR_I8_CONV) {
+        const cr_conv_params *p = &d->conv;
+        snprintf(key, size, "int8 conv %s%s", p->kernel_h == 1 && p->kernel_w == 1 ? "1x1"
+                 : p->groups > 1 ? "grouped" : "kxk", p->stride_h > 1 ? " stride 2" : "");
+    } else if (st->kind == CR_I8_ADD_RELU) {
+        snprintf(key, size, "add+relu (u8)");
+    } else if (d->kind == CR_MOD_MAXPOOL || (d->kind == CR_MOD_ADD && st->out)) {
+        snprintf(key, size, "%s (u8 out)", cr_module_kind_name(d->kind));   /* no float out */
+    } else if (d->kind == CR_MOD_UPSAMPLE) {
+        snprintf(key, size, "float upsample %s",
+                 d->up.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
+    } else {
+        snprintf(key, size, "float %s", cr_module_kind_name(d->kind));
+    }
+}
+
+/* Prints im's profile from `runs` forwards at batch `batch`: per step kind (the u8 <->
+ * float conversions as a row of their own), then per int8 conv shape with GOPS. */
+static void print_int8_profile(const cr_int8_model *im, int runs, int batch)
+{
+    enum { MAXR = 128 };
+    static i8prof_row kinds[MAXR], convs[MAXR];
+    int nk = 0, nc = 0;
+    double total = 0, cvt = 0;
+    for (int i = 0; i < im->n; i++) {
+        const cr_i8_step *st = &im->steps[i];
+        if (st->kind == CR_I8_INSIDE) continue;
+        const double sec = im->prof_s[i] / runs, c = im->prof_cvt_s[i] / runs;
+        char key[96];
+        i8prof_kind(im, i, key, sizeof key);
+        i8prof_add(kinds, &nk, MAXR, key, sec - c, 0);
+        total += sec;
+        cvt += c;
+        const cr_i8_value *v = &im->vals[st->end];
+        if (st->kind != CR_I8_CONV) continue;
+        const cr_conv_params *p = &im->m->mods[i].conv;
+        snprintf(key, sizeof key, "%lldx%lld/%lld g%lld %lld->%lld out %lldx%lld",
+                 (long long)p->kernel_h, (long long)p->kernel_w, (long long)p->stride_h,
+                 (long long)p->groups, (long long)p->in_channels, (long long)p->out_channels,
+                 (long long)v->shape[2], (long long)v->shape[3]);
+        const double ops = 2.0 * (double)(v->shape[0] * v->shape[1] * v->shape[2] *
+                                          v->shape[3]) *
+                           (double)(p->in_channels / p->groups * p->kernel_h * p->kernel_w);
+        i8prof_add(convs, &nc, MAXR, key, sec - c, ops);
+    }
+    if (cvt > 0) {
+        i8prof_add(kinds, &nk, MAXR, "u8 <-> float conversions", cvt, 0);
+        kinds[nk - 1].count = 0;
+    }
+    qsort(kinds, (size_t)nk, sizeof *kinds, i8prof_cmp);
+    qsort(convs, (size_t)nc, sizeof *convs, i8prof_cmp);
+    const double tot = total > 0 ? total : 1;
+    printf("  int8 profile, batch %d: ms per forward, mean of %d runs, total %.1f ms\n", batch,
+           runs, total * 1e3);
+    printf("    %-44s %5s %9s %6s\n", "step kind", "count", "ms", "share");
+    for (int k = 0; k < nk; k++)
+        printf("    %-44s %5d %9.2f %5.1f%%\n", kinds[k].key, kinds[k].count,
+               kinds[k].s * 1e3, 100 * kinds[k].s / tot);
+    printf("    %-44s %5s %9s %6s %8s\n", "int8 conv shape (k/stride groups, channels, out)",
+           "count", "ms", "share", "GOPS");
+    for (int k = 0; k < nc; k++)
+        printf("    %-44s %5d %9.2f %5.1f%% %8.1f\n", convs[k].key, convs[k].count,
+               convs[k].s * 1e3, 100 * convs[k].s / tot,
+               convs[k].s > 0 ? convs[k].ops / convs[k].s / 1e9 : 0.0);
 }
 
 static int cmd_fpn(int argc, char **argv)
@@ -1036,6 +1141,13 @@ static int cmd_fpn(int argc, char **argv)
         lat_result f, q8;
         if (!(s = time_forward(&ctx, &m, NULL, &x, &f, &hwm_ok)))
             s = time_forward(&ctx, &m, &im, &x, &q8, &hwm_ok);
+        if (!s && fpn_profile) {   /* runs of their own: the timed ones stay unprofiled */
+            cr_int8_profile_reset(&im);
+            im.profile = true;
+            const cr_tensor *y;
+            for (int r = 0; r < ctx.repeats && !s; r++) s = cr_int8_forward(&im, &x, &y);
+            im.profile = false;
+        }
         cr_tensor_free(&x);
         if (s) break;
         const lat_result *rs[2] = {&f, &q8};
@@ -1047,6 +1159,7 @@ static int cmd_fpn(int argc, char **argv)
             lab_csv_row(&ctx, "%d,cpu,%s,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d,%.3f", bs[i], prec[k],
                         rs[k]->mean, rs[k]->median, rs[k]->p90, ips, rs[k]->mib, ctx.threads, vs);
         }
+        if (fpn_profile) print_int8_profile(&im, ctx.repeats, bs[i]);
         fflush(stdout);
     }
     cr_int8_model_free(&im);

@@ -174,6 +174,98 @@ static void convert__fpn_partial_matches_fake_quant(void **state)
     check_config(cr_qat_partial_float, 2);
 }
 
+/* The reference of a u8 step on its input bytes: v's float on grid g quantized back to
+ * g, as the fake quantizer rounds (zp + nearbyint(v / scale) through 1 / scale). */
+static uint8_t quantize_ref(const cr_qgrid *g, float v)
+{
+    const float qf = (float)g->zp + nearbyintf(v * (1.0f / g->scale));
+    return (uint8_t)fminf(fmaxf(qf, (float)g->qmin), (float)g->qmax);
+}
+
+/* The kept output of module k: that of the step whose group ends at k if one does. */
+static const cr_i8_value *output_of(const cr_int8_model *im, int k)
+{
+    for (int j = 0; j <= k && k >= 0; j++)
+        if ((im->steps[j].kind == CR_I8_CONV || im->steps[j].kind == CR_I8_ADD_RELU) &&
+            im->steps[j].end == k)
+            return cr_int8_value_of(im, j);
+    return k >= 0 ? cr_int8_value_of(im, k) : NULL;
+}
+
+/* Input k of the add at element e: its byte dequantized, or its float. */
+static float add_in(const cr_i8_value *v, size_t e)
+{
+    return v->has_q ? ((float)v->q[e] - (float)v->g.zp) * v->g.scale : v->f.data[e];
+}
+
+/* Free-running, the steps that work on u8 bytes (a max-pool on its input's grid, the
+ * fused add + ReLU, a quantized add) equal, byte for byte, their float definition on the
+ * same input bytes: dequantize, the float model's operation, quantize. */
+static void convert__u8_steps_equal_float_definition(void **state)
+{
+    (void)state;
+    const uint64_t seed = seed_now();
+    cr_rng rng;
+    cr_rng_seed(&rng, seed);
+    cr_model m;
+    build_fpn(&m, &rng, seed);
+    cr_tensor x = {0}, pf = {0}, pq = {0};
+    assert_cr_ok(cr_tensor_alloc4(&x, 2, 3, 64, 96));
+    cr_tensor_fill_uniform(&x, &rng, -2, 2);
+    cr_qat q;
+    assert_cr_ok(cr_qat_prepare(&q, &m, NULL));
+    cr_qat_observe_minmax(&q, true);
+    cr_qat_enable(&q, true, false);
+    const cr_tensor *y;
+    assert_cr_ok(cr_model_forward(&m, &x, &y));
+    cr_int8_model im;
+    assert_cr_ok(cr_int8_convert(&im, &q));
+    im.keep = true;
+    cr_tensor_fill_uniform(&x, &rng, -2.2f, 2.2f);
+    assert_cr_ok(cr_int8_forward(&im, &x, &y));
+    int pools = 0, adds = 0, merges = 0;
+    for (int i = 0; i < m.n; i++) {
+        const cr_module *d = &m.mods[i];
+        const cr_i8_value *v = cr_int8_value_of(&im, i), *a = output_of(&im, d->in);
+        if (!v || !v->has_q || !a || !(a->has_q || a->has_f)) continue;
+        const size_t n = (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]);
+        size_t bad = 0;
+        if (d->kind == CR_MOD_MAXPOOL && a->has_q) {
+            const size_t na = (size_t)(a->shape[0] * a->shape[1] * a->shape[2] * a->shape[3]);
+            assert_cr_ok(cr_tensor_alloc4(&pf, a->shape[0], a->shape[1], a->shape[2], a->shape[3]));
+            assert_cr_ok(cr_tensor_alloc4(&pq, v->shape[0], v->shape[1], v->shape[2], v->shape[3]));
+            for (size_t k = 0; k < na; k++) pf.data[k] = ((float)a->q[k] - (float)a->g.zp) * a->g.scale;
+            assert_cr_ok(cr_maxpool2d_forward(&d->pool, &pf, &pq, NULL));
+            for (size_t k = 0; k < n; k++) bad += v->q[k] != quantize_ref(&v->g, pq.data[k]);
+            cr_tensor_free(&pf);
+            cr_tensor_free(&pq);
+            pools++;
+        } else if (d->kind == CR_MOD_ADD) {
+            const cr_i8_value *b = output_of(&im, d->in2);
+            if (!b || !(b->has_q || b->has_f)) continue;
+            const int relu = im.steps[i].kind == CR_I8_ADD_RELU;
+            for (size_t k = 0; k < n; k++) {
+                const float s = add_in(a, k) + add_in(b, k);
+                bad += v->q[k] != quantize_ref(&v->g, relu && !(s > 0.0f) ? 0.0f : s);
+            }
+            adds += relu;
+            merges += !relu;
+        } else {
+            continue;
+        }
+        if (bad)
+            fail_msg("'%s': %zu of %zu bytes differ from the float definition (seed %llu)",
+                     d->name, bad, n, (unsigned long long)seed);
+    }
+    printf("# %d max-pools, %d add + ReLU steps and %d quantized adds equal their float "
+           "definition\n", pools, adds, merges);
+    assert_true(pools >= 1 && adds >= 4 && merges >= 3);
+    cr_int8_model_free(&im);
+    cr_qat_free(&q);
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+}
+
 /* The grid's quantize and dequantize equal the fake quantizer bit for bit, in and out of
  * range, ties included. */
 static void convert__grid_equals_fake_quantizer(void **state)
@@ -268,6 +360,7 @@ int main(void)
         cmocka_unit_test(convert__grid_equals_fake_quantizer),
         cmocka_unit_test(convert__fpn_full_matches_fake_quant),
         cmocka_unit_test(convert__fpn_partial_matches_fake_quant),
+        cmocka_unit_test(convert__u8_steps_equal_float_definition),
         cmocka_unit_test(convert__refuses_uncalibrated),
         cmocka_unit_test(convert__model_bytes),
     };

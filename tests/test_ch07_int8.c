@@ -411,7 +411,8 @@ static void qconv__fast_equals_reference(void **state)
 }
 
 /* A convolution too deep for one depth block, with every layout path: stride 1 with
- * and without padding (flat), stride 2 (phase-split rows). */
+ * and without padding (flat), stride 2 (phase-split rows, odd and even widths), 1x1
+ * stride 2 without padding (the subsampled input), stride 3 (the general split). */
 static void qconv__deep_and_layout_paths(void **state)
 {
     (void)state;
@@ -420,7 +421,9 @@ static void qconv__deep_and_layout_paths(void **state)
     cr_rng_seed(&r, seed);
     static const int64_t shapes[][7] = {  /* cin, cout, k, stride, pad, h, groups */
         {160, 20, 3, 1, 1, 9, 1}, {160, 20, 3, 1, 0, 9, 1}, {90, 16, 3, 2, 1, 11, 1},
-        {700, 9, 1, 1, 0, 6, 1},  {64, 64, 3, 1, 1, 12, 32}, {3, 17, 7, 2, 3, 23, 1}};
+        {700, 9, 1, 1, 0, 6, 1},  {64, 64, 3, 1, 1, 12, 32}, {3, 17, 7, 2, 3, 23, 1},
+        {48, 24, 1, 2, 0, 10, 1}, {40, 20, 1, 2, 0, 11, 1}, {36, 12, 1, 3, 0, 13, 1},
+        {24, 16, 3, 2, 1, 12, 1}, {20, 12, 3, 3, 1, 13, 1}};
     for (int k = 0; k < N_KERNELS; k++) {
         if (!cr_int8_gemm_kernel_supported(kernel_names[k])) continue;
         assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));

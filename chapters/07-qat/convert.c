@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "timing.h"
 
 /* ---- grids -------------------------------------------------------------------------- */
 
@@ -28,20 +29,162 @@ static inline uint8_t clamp_u8(float qf, float lo, float hi)
     return (uint8_t)(qf >= lo ? (qf <= hi ? qf : hi) : lo);
 }
 
+/* ---- element-wise spans: written once, compiled for the baseline and for AVX-512 ----
+ * Each span function computes its outputs element by element with the float operations
+ * written in it (no contraction: -ffp-contract=off), so the vectorized forms give the
+ * same bits; the AVX-512 copy (16 floats a vector, where the baseline has SSE2's 4) runs
+ * where the CPU has it. Every pointer is restrict: an output byte may alias nothing, or
+ * the compiler must reload the scalars after each store and cannot vectorize. */
+
+/* Up to 2^14 elements per call: the parallel loops hand out blocks of this size. */
+#define SPAN_BLOCK ((int64_t)1 << 14)
+
+/* q = clamp(zp + round_even(x * inv), lo, hi) for n elements (the fake quantizer's). */
+static inline __attribute__((always_inline)) void
+quantize_body(const float *restrict x, int64_t n, float inv, float zp, float lo, float hi,
+              uint8_t *restrict q)
+{
+    for (int64_t i = 0; i < n; i++) q[i] = clamp_u8(zp + round_even(x[i] * inv), lo, hi);
+}
+
+/* x = (q - zp) * s for n elements. */
+static inline __attribute__((always_inline)) void
+dequantize_body(const uint8_t *restrict q, int64_t n, float zp, float s, float *restrict x)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = ((float)q[i] - zp) * s;
+}
+
+/* The operands of a quantized add: each input's u8 bytes on a grid (q, zp, scale) or
+ * its floats (f, q NULL); the output grid (inv = 1 / scale, zp, lo..hi); relu: the ReLU
+ * after the add is fused. */
+typedef struct {
+    const uint8_t *aq, *bq;
+    const float *af, *bf;
+    float za, sa, zb, sb, inv, zp, lo, hi;
+    int relu;
+} add_span;
+
+/* y[k] for k in [o, o + n): the add (a + b, each input dequantized or float), the ReLU
+ * (NaN kept) if relu, the output's fake quantizer, as the float model runs them. aq, bq,
+ * relu: constants at each call, so that each combination is a loop of its own. */
+static inline __attribute__((always_inline)) void
+add_body(const add_span *p, int64_t o, int64_t n, uint8_t *restrict y, const int aq,
+         const int bq, const int relu)
+{
+    const uint8_t *restrict qa = aq ? p->aq + o : NULL, *restrict qb = bq ? p->bq + o : NULL;
+    const float *restrict fa = aq ? NULL : p->af + o, *restrict fb = bq ? NULL : p->bf + o;
+    const float za = p->za, sa = p->sa, zb = p->zb, sb = p->sb, inv = p->inv, zp = p->zp,
+                lo = p->lo, hi = p->hi;
+    for (int64_t k = 0; k < n; k++) {
+        const float x1 = aq ? ((float)qa[k] - za) * sa : fa[k];
+        const float x2 = bq ? ((float)qb[k] - zb) * sb : fb[k];
+        const float s = x1 + x2;
+        const float rl = !relu || s > 0.0f || s != s ? s : 0.0f;
+        y[k] = clamp_u8(zp + round_even(rl * inv), lo, hi);
+    }
+}
+
+/* add_body with the combination of p's inputs and ReLU. */
+static inline __attribute__((always_inline)) void
+add_dispatch(const add_span *p, int64_t o, int64_t n, uint8_t *y)
+{
+    const int a = p->aq != NULL, b = p->bq != NULL;
+    if (p->relu) {
+        if (a && b) add_body(p, o, n, y, 1, 1, 1);
+        else if (a) add_body(p, o, n, y, 1, 0, 1);
+        else if (b) add_body(p, o, n, y, 0, 1, 1);
+        else add_body(p, o, n, y, 0, 0, 1);
+    } else {
+        if (a && b) add_body(p, o, n, y, 1, 1, 0);
+        else if (a) add_body(p, o, n, y, 1, 0, 0);
+        else if (b) add_body(p, o, n, y, 0, 1, 0);
+        else add_body(p, o, n, y, 0, 0, 0);
+    }
+}
+
+typedef void (*quantize_fn)(const float *, int64_t, float, float, float, float, uint8_t *);
+typedef void (*dequantize_fn)(const uint8_t *, int64_t, float, float, float *);
+typedef void (*add_fn)(const add_span *, int64_t, int64_t, uint8_t *);
+
+static void quantize_base(const float *x, int64_t n, float inv, float zp, float lo, float hi,
+                          uint8_t *q)
+{
+    quantize_body(x, n, inv, zp, lo, hi, q);
+}
+
+static void dequantize_base(const uint8_t *q, int64_t n, float zp, float s, float *x)
+{
+    dequantize_body(q, n, zp, s, x);
+}
+
+static void add_base(const add_span *p, int64_t o, int64_t n, uint8_t *y)
+{
+    add_dispatch(p, o, n, y);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define SPAN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+SPAN_AVX512 static void quantize_avx512(const float *x, int64_t n, float inv, float zp,
+                                        float lo, float hi, uint8_t *q)
+{
+    quantize_body(x, n, inv, zp, lo, hi, q);
+}
+
+SPAN_AVX512 static void dequantize_avx512(const uint8_t *q, int64_t n, float zp, float s,
+                                          float *x)
+{
+    dequantize_body(q, n, zp, s, x);
+}
+
+SPAN_AVX512 static void add_avx512(const add_span *p, int64_t o, int64_t n, uint8_t *y)
+{
+    add_dispatch(p, o, n, y);
+}
+
+/* 1 where the CPU runs the AVX-512 spans (and the CR_SPAN_BASELINE environment variable,
+ * a test's switch, is unset). */
+static int spans_avx512(void)
+{
+    static int _Atomic known = -1;
+    int k = known;
+    if (k < 0) {
+        __builtin_cpu_init();
+        k = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+            !getenv("CR_SPAN_BASELINE");
+        known = k;
+    }
+    return k;
+}
+#else
+static int spans_avx512(void) { return 0; }
+#define quantize_avx512 quantize_base
+#define dequantize_avx512 dequantize_base
+#define add_avx512 add_base
+#endif
+
 void cr_qgrid_quantize(const cr_qgrid *g, const float *x, int64_t n, uint8_t *q)
 {
     const float inv = 1.0f / g->scale, zp = (float)g->zp, lo = (float)g->qmin,
                 hi = (float)g->qmax;
+    const quantize_fn f = spans_avx512() ? quantize_avx512 : quantize_base;
+    const int64_t blocks = (n + SPAN_BLOCK - 1) / SPAN_BLOCK;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t i = 0; i < n; i++)   /* as fq_span: zp + nearbyint(x / scale), clamped */
-        q[i] = clamp_u8(zp + round_even(x[i] * inv), lo, hi);
+    for (int64_t b = 0; b < blocks; b++)   /* as fq_span: zp + nearbyint(x / scale), clamped */
+        f(x + b * SPAN_BLOCK, n - b * SPAN_BLOCK < SPAN_BLOCK ? n - b * SPAN_BLOCK : SPAN_BLOCK,
+          inv, zp, lo, hi, q + b * SPAN_BLOCK);
 }
 
 void cr_qgrid_dequantize(const cr_qgrid *g, const uint8_t *q, int64_t n, float *x)
 {
     const float zp = (float)g->zp, s = g->scale;
+    const dequantize_fn f = spans_avx512() ? dequantize_avx512 : dequantize_base;
+    const int64_t blocks = (n + SPAN_BLOCK - 1) / SPAN_BLOCK;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t i = 0; i < n; i++) x[i] = ((float)q[i] - zp) * s;
+    for (int64_t b = 0; b < blocks; b++)
+        f(q + b * SPAN_BLOCK, n - b * SPAN_BLOCK < SPAN_BLOCK ? n - b * SPAN_BLOCK : SPAN_BLOCK,
+          zp, s, x + b * SPAN_BLOCK);
 }
 
 /* The grid an activation quantizer's next fake-quantized forward uses: the fused rule
@@ -235,8 +378,11 @@ cr_status cr_int8_convert(cr_int8_model *im, const cr_qat *q)
     im->vals = calloc((size_t)n, sizeof *im->vals);
     im->readers = calloc((size_t)n, sizeof *im->readers);
     im->left = calloc((size_t)n, sizeof *im->left);
+    im->prof_s = calloc((size_t)n, sizeof *im->prof_s);
+    im->prof_cvt_s = calloc((size_t)n, sizeof *im->prof_cvt_s);
     const cr_fake_quant **gr = calloc((size_t)n, sizeof *gr);
-    if (!im->steps || !im->vals || !im->readers || !im->left || !gr) {
+    if (!im->steps || !im->vals || !im->readers || !im->left || !im->prof_s ||
+        !im->prof_cvt_s || !gr) {
         free(gr);
         return cr_fail(CR_ENOMEM, "int8_convert: out of memory");
     }
@@ -334,6 +480,8 @@ void cr_int8_model_free(cr_int8_model *im)
     free(im->vals);
     free(im->readers);
     free(im->left);
+    free(im->prof_s);
+    free(im->prof_cvt_s);
     memset(im, 0, sizeof *im);
 }
 
@@ -344,7 +492,14 @@ typedef struct {
     cr_int8_model *im;
     const cr_tensor *x;
     cr_tensor save_a, save_b;   /* norms' statistics (not used after) */
+    double cvt_s;               /* profile: seconds of u8 <-> float conversions so far */
 } fwd_ctx;
+
+/* A clock read when the model is profiled, else 0. */
+static double prof_now(const cr_int8_model *im)
+{
+    return im->profile ? cr_now() : 0.0;
+}
 
 /* Makes t a rank-1 tensor of n floats (kept when it already is). */
 static cr_status ensure1(cr_tensor *t, int64_t n)
@@ -405,7 +560,9 @@ static cr_status value_float(fwd_ctx *c, int k, const cr_tensor **t)
                            c->im->m->mods[k].name);
         cr_status r = value_alloc_f(c->im, v, v->shape);
         if (r) return r;
+        const double t0 = prof_now(c->im);
         cr_qgrid_dequantize(&v->g, v->q, (int64_t)shape_numel(v->shape), v->f.data);
+        c->cvt_s += prof_now(c->im) - t0;
         v->has_f = true;
     }
     *t = &v->f;
@@ -436,7 +593,9 @@ static cr_status value_u8(fwd_ctx *c, int k, const cr_qgrid *g, const uint8_t **
         im->qin_cap = im->qin ? t->numel : 0;
         if (!im->qin) return cr_fail(CR_ENOMEM, "int8_forward: out of memory");
     }
+    const double t0 = prof_now(im);
     cr_qgrid_quantize(g, t->data, (int64_t)t->numel, im->qin);
+    c->cvt_s += prof_now(im) - t0;
     memcpy(shape, t->shape, 4 * sizeof *shape);
     *q = im->qin;
     return CR_OK;
@@ -548,6 +707,77 @@ static cr_status float_op(fwd_ctx *c, int i, cr_i8_value *v)
     return r;
 }
 
+/* The max-pool of x (planes of H x W u8) into y (planes of Ho x Wo), windows clipped to
+ * the plane as cr_maxpool2d_forward clips them, each maximum clamped to [qmin, qmax]:
+ * per output row, the maximum over the window's rows first (whole rows: a loop the
+ * compiler vectorizes, into col), then over each window's columns of col. */
+static cr_status maxpool_u8(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin,
+                            uint8_t qmax, uint8_t *y)
+{
+    cr_status r = CR_OK;
+#pragma omp parallel if (planes * Ho * Wo > (1 << 16))
+    {
+        uint8_t *col = malloc((size_t)W);
+        if (!col) {
+#pragma omp critical(cr_int8_maxpool)
+            r = cr_fail(CR_ENOMEM, "int8_forward: max-pool row of %lld bytes", (long long)W);
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const uint8_t *xp = x + pl * H * W;
+            for (int64_t oh = 0; oh < Ho && col; oh++) {
+                const int64_t h0 = oh * p->stride_h - p->pad_h;
+                const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+                memcpy(col, xp + i0 * W, (size_t)W);
+                for (int64_t i = i0 + 1; i < i1; i++) {
+                    const uint8_t *restrict src = xp + i * W;
+                    uint8_t *restrict dst = col;
+                    for (int64_t j = 0; j < W; j++) dst[j] = src[j] > dst[j] ? src[j] : dst[j];
+                }
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t w0 = ow * p->stride_w - p->pad_w;
+                    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                    uint8_t best = 0;
+                    for (int64_t j = j0; j < j1; j++) best = col[j] > best ? col[j] : best;
+                    y[(pl * Ho + oh) * Wo + ow] = best < qmin ? qmin : best > qmax ? qmax : best;
+                }
+            }
+        }
+        free(col);
+    }
+    return r;
+}
+
+/* A max-pool whose output lies on its input's grid, on the input's bytes: the
+ * dequantization is non-decreasing, so the float maximum is the maximum byte's value,
+ * and quantizing a grid value to its own grid gives its byte back; the bytes equal the
+ * float path's without its dequantize, pool and quantize passes. 0: not this case. */
+static int run_maxpool_u8(fwd_ctx *c, int i, cr_status *r)
+{
+    cr_int8_model *im = c->im;
+    const cr_i8_step *st = &im->steps[i];
+    const cr_module *d = &im->m->mods[i];
+    if (d->kind != CR_MOD_MAXPOOL || !st->out || im->teacher || d->in < 0) return 0;
+    const cr_i8_value *x = &im->vals[value_index(im, d->in)];
+    if (!x->has_q || !same_grid(&x->g, &st->og)) return 0;
+    int64_t ys[4] = {x->shape[0], x->shape[1], 0, 0};
+    cr_i8_value *v = &im->vals[i];
+    if ((*r = cr_maxpool2d_out_size(&d->pool, x->shape[2], x->shape[3], &ys[2], &ys[3])) ||
+        (*r = value_alloc_q(im, v, shape_numel(ys))))
+        return 1;
+    memcpy(v->shape, ys, sizeof ys);
+    if ((*r = maxpool_u8(&d->pool, ys[0] * ys[1], x->shape[2], x->shape[3], ys[2], ys[3],
+                         x->q, (uint8_t)st->og.qmin, (uint8_t)st->og.qmax, v->q)))
+        return 1;
+    v->g = st->og;
+    v->has_q = true;
+    return 1;
+}
+
+static cr_status run_add_quant(fwd_ctx *c, int i, cr_i8_value *v, const cr_qgrid *og,
+                               int relu);
+
 /* A float module, then its output quantizer (u8 kept; floats on the grid made on demand). */
 static cr_status run_float(fwd_ctx *c, int i)
 {
@@ -555,13 +785,19 @@ static cr_status run_float(fwd_ctx *c, int i)
     const cr_i8_step *st = &im->steps[i];
     cr_i8_value *v = &im->vals[i];
     v->has_f = v->has_q = false;
-    cr_status r = float_op(c, i, v);
+    cr_status r = CR_OK;
+    if (run_maxpool_u8(c, i, &r)) return r;
+    if (im->m->mods[i].kind == CR_MOD_ADD && st->out)   /* the FPN's merges: u8 out */
+        return run_add_quant(c, i, v, &st->og, 0);
+    r = float_op(c, i, v);
     if (r) return r;
     v->has_f = true;
     if (!st->out) return CR_OK;
     const size_t n = v->f.numel;
     if ((r = value_alloc_q(im, v, n))) return r;
+    const double t0 = prof_now(im);
     cr_qgrid_quantize(&st->og, v->f.data, (int64_t)n, v->q);
+    c->cvt_s += prof_now(im) - t0;
     v->g = st->og;
     v->has_q = true;
     v->has_f = false;   /* the floats are dequantized again where a float module reads them */
@@ -596,12 +832,14 @@ static cr_status add_input_of(fwd_ctx *c, int k, add_input *a, int64_t shape[4])
     return CR_OK;
 }
 
-/* add + ReLU + the ReLU's quantizer in one pass: the same float operations as the model's
- * add (a + b), ReLU (v > 0 ? v : 0) and fake quantizer, on dequantized inputs. */
-static cr_status run_add_relu(fwd_ctx *c, int i)
+/* An add (+ ReLU if relu) and its output quantizer in one pass into v: the same float
+ * operations as the model's add (a + b), ReLU (v > 0 ? v : 0) and fake quantizer, on
+ * the inputs' bytes dequantized on the fly (or their floats): no float tensor is made
+ * for an input on a grid or for the sum. */
+static cr_status run_add_quant(fwd_ctx *c, int i, cr_i8_value *v, const cr_qgrid *og,
+                               int relu)
 {
     cr_int8_model *im = c->im;
-    const cr_i8_step *st = &im->steps[i];
     const cr_module *d = &im->m->mods[i];
     add_input a, b;
     int64_t sa[4], sb[4];
@@ -609,25 +847,30 @@ static cr_status run_add_relu(fwd_ctx *c, int i)
     if ((r = add_input_of(c, d->in, &a, sa)) || (r = add_input_of(c, d->in2, &b, sb))) return r;
     if (memcmp(sa, sb, sizeof sa) != 0)
         return cr_fail(CR_EINVAL, "int8_forward: '%s' adds tensors of different shapes", d->name);
-    cr_i8_value *v = &im->vals[st->end];
     const int64_t n = (int64_t)shape_numel(sa);
     if ((r = value_alloc_q(im, v, (size_t)n))) return r;
     memcpy(v->shape, sa, sizeof sa);
-    const float inv = 1.0f / st->og.scale, zp = (float)st->og.zp, lo = (float)st->og.qmin,
-                hi = (float)st->og.qmax;
+    const add_span p = {a.q, b.q, a.f, b.f, a.zp, a.scale, b.zp, b.scale, 1.0f / og->scale,
+                        (float)og->zp, (float)og->qmin, (float)og->qmax, relu};
+    const add_fn f = spans_avx512() ? add_avx512 : add_base;
+    const int64_t blocks = (n + SPAN_BLOCK - 1) / SPAN_BLOCK;
     uint8_t *y = v->q;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t k = 0; k < n; k++) {
-        const float x1 = a.q ? ((float)a.q[k] - a.zp) * a.scale : a.f[k];
-        const float x2 = b.q ? ((float)b.q[k] - b.zp) * b.scale : b.f[k];
-        const float s = x1 + x2;
-        const float rl = (s > 0.0f || s != s) ? s : 0.0f;
-        y[k] = clamp_u8(zp + round_even(rl * inv), lo, hi);
+    for (int64_t k = 0; k < blocks; k++) {
+        const int64_t o = k * SPAN_BLOCK;
+        f(&p, o, n - o < SPAN_BLOCK ? n - o : SPAN_BLOCK, y + o);
     }
-    v->g = st->og;
+    v->g = *og;
     v->has_q = true;
     v->has_f = false;
     return CR_OK;
+}
+
+/* add + ReLU + the ReLU's quantizer (a bottleneck's end) into the ReLU's value. */
+static cr_status run_add_relu(fwd_ctx *c, int i)
+{
+    const cr_i8_step *st = &c->im->steps[i];
+    return run_add_quant(c, i, &c->im->vals[st->end], &st->og, 1);
 }
 
 /* After module i: frees the outputs whose last reader it was. */
@@ -658,17 +901,32 @@ cr_status cr_int8_forward(cr_int8_model *im, const cr_tensor *x, const cr_tensor
     for (int i = 0; !r && i < im->n; i++) {
         const cr_i8_step *st = &im->steps[i];
         if (st->kind == CR_I8_INSIDE) continue;
+        const double t0 = prof_now(im), cvt0 = c.cvt_s;
         r = st->kind == CR_I8_CONV       ? run_conv(&c, i)
             : st->kind == CR_I8_ADD_RELU ? run_add_relu(&c, i)
                                          : run_float(&c, i);
         if (!r) release_inputs(im, i);
+        if (im->profile) {
+            im->prof_s[i] += cr_now() - t0;
+            im->prof_cvt_s[i] += c.cvt_s - cvt0;
+        }
     }
     const cr_tensor *y = NULL;
+    const double t0 = prof_now(im), cvt0 = c.cvt_s;
     if (!r) r = value_float(&c, im->n - 1, &y);
+    if (im->profile && im->n > 0) {   /* the last output's floats: the last module's */
+        im->prof_s[im->n - 1] += cr_now() - t0;
+        im->prof_cvt_s[im->n - 1] += c.cvt_s - cvt0;
+    }
     cr_tensor_free(&c.save_a);
     cr_tensor_free(&c.save_b);
     if (!r && out) *out = y;
     return r;
+}
+
+void cr_int8_profile_reset(cr_int8_model *im)
+{
+    for (int i = 0; im && im->prof_s && i < im->n; i++) im->prof_s[i] = im->prof_cvt_s[i] = 0;
 }
 
 const cr_i8_value *cr_int8_value_of(const cr_int8_model *im, int i)

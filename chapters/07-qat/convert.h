@@ -100,6 +100,11 @@ typedef struct {
     int pool_n, pool_max;
     uint8_t *qin;        /* a float input quantized for a convolution */
     size_t qin_cap;
+    bool profile;        /* time every step (off by default: two clock reads a step) */
+    double *prof_s;      /* per module, summed over forwards while profile is on: wall
+                            seconds of the step that module starts (0 for folded modules) */
+    double *prof_cvt_s;  /* per module: of prof_s, seconds spent converting values between
+                            u8 and float (dequantizing inputs, quantizing the output) */
 } cr_int8_model;
 
 /* Converts: q must be prepared on q->m and have run at least one forward (calibration or
@@ -116,6 +121,9 @@ void cr_int8_model_free(cr_int8_model *im);
  * module's output as float. With im->keep every module's output stays readable through
  * cr_int8_value_of. */
 cr_status cr_int8_forward(cr_int8_model *im, const cr_tensor *x, const cr_tensor **out);
+
+/* Zeroes the profile counters (prof_s, prof_cvt_s). */
+void cr_int8_profile_reset(cr_int8_model *im);
 
 /* Module i's output of the last forward (kept only with im->keep, else NULL once freed):
  * NULL for a module folded into a convolution group (its group's end holds it). */

@@ -406,7 +406,8 @@ typedef struct {
 // @snippet qconv_epilogue
 /* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output. Flat mode:
  * the tile's columns are cut once into runs of one output row each (the padded grid's
- * extra columns dropped), and each requantized row of the tile is copied run by run. */
+ * extra columns dropped), and each row of the tile is requantized run by run into its
+ * place. */
 static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, int64_t nr,
                           const int32_t *T, int64_t ldt)
 {
@@ -425,7 +426,6 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
             j += len[runs++];
         }
     }
-    uint8_t row[CR_I8_MAX_NR];
     for (int64_t i = 0; i < mr; i++) {
         const int64_t o = e->o0 + i0 + i;
         uint8_t *yo = e->y_g + (i0 + i) * plane;
@@ -433,8 +433,11 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
             e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, yo + j0);
             continue;
         }
-        e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, row);
-        for (int64_t q = 0; q < runs; q++) memcpy(yo + dst[q], row + src[q], (size_t)len[q]);
+        /* each run straight to its place (the requantization is element by element): no
+           staging row and no copies, the epilogue's largest cost on 1x1 layers */
+        for (int64_t q = 0; q < runs; q++)
+            e->rq(T + i * ldt + src[q], len[q], qc->bias_fold[o], qc->mul[o], qc->y_zp, lo,
+                  yo + dst[q]);
     }
 }
 // @end qconv_epilogue
@@ -499,7 +502,17 @@ static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g
         memset(row, zp, (size_t)L);
         if (c < s->cin_g && ih >= 0 && ih < H)
             memcpy(row + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
-        if (sw > 1) {                                /* split the row into its phases */
+        if (sw == 2) {                               /* even and odd bytes: a loop the
+                                                        compiler vectorizes (row is z_x
+                                                        from Wp to L, as split would be) */
+            uint8_t *restrict even = rows + (4 + t) * L, *restrict odd = even + lp;
+            const uint8_t *restrict src = row;
+            for (int64_t k = 0; k < lp; k++) {
+                even[k] = src[2 * k];
+                odd[k] = src[2 * k + 1];
+            }
+            row = even;
+        } else if (sw > 1) {                         /* split the row into its phases */
             uint8_t *split = rows + (4 + t) * L;
             memset(split, zp, (size_t)L);
             for (int64_t ph = 0; ph < sw; ph++)
@@ -616,6 +629,22 @@ static cr_status run_direct(const cr_int8_conv *qc, const cr_conv_shape *s, cons
     return failed;
 }
 
+/* A 1x1 convolution with stride > 1 and no padding reads only every stride-th pixel:
+ * x (n x Cin x h x w) subsampled into xs (n x Cin x Ho x Wo), so that the stride-1 path
+ * (nothing split into phases, nothing read twice) runs on a quarter of the bytes. */
+static void subsample_1x1(const cr_conv_shape *s, const uint8_t *x, uint8_t *xs)
+{
+    const int64_t sh = s->p.stride_h, sw = s->p.stride_w, H = s->h_in, W = s->w_in;
+    const int64_t Ho = s->h_out, Wo = s->w_out, planes = s->batch * s->p.in_channels;
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo > (1 << 16))
+    for (int64_t c = 0; c < planes; c++)
+        for (int64_t i = 0; i < Ho; i++) {
+            const uint8_t *restrict src = x + (c * H + i * sh) * W;
+            uint8_t *restrict dst = xs + (c * Ho + i) * Wo;
+            for (int64_t j = 0; j < Wo; j++) dst[j] = src[j * sw];
+        }
+}
+
 // @snippet qconv_run
 cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y)
@@ -632,6 +661,19 @@ cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t
     }
     const cr_i8_kernel *kd = cr_int8_gemm_kernel_for(b_max);
     const int64_t G = qc->p.groups;
+    const cr_conv_params *p = &qc->p;
+    if (p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
+        !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right) {
+        /* the same sums on the subsampled input with stride 1 (same weights, same bytes) */
+        uint8_t *xs = cr_aligned_alloc(s.batch * p->in_channels * s.h_out * s.w_out);
+        if (!xs) return cr_fail(CR_ENOMEM, "cr_int8_conv_run: subsampled input");
+        subsample_1x1(&s, x, xs);
+        cr_int8_conv unit = *qc;
+        unit.p.stride_h = unit.p.stride_w = 1;
+        st = cr_int8_conv_run(&unit, n, s.h_out, s.w_out, xs, y);
+        cr_aligned_free(xs);
+        return st;
+    }
 #ifdef _OPENMP
     const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
