@@ -925,8 +925,9 @@ static int cmd_latency(int argc, char **argv)
 /* ---- training step -------------------------------------------------------------------------- */
 
 /* PyTorch's median step time in seconds for the same step (reference/bench_fpn_pytorch.py
- * step), the faster of both OpenMP wait policies at 2 threads; -1 when not measured. */
-static double pytorch_step(const lab_ctx *ctx)
+ * step), the faster of both OpenMP wait policies at 2 threads, each a CSV row; -1 when not
+ * measured. */
+static double pytorch_step(lab_ctx *ctx)
 {
     const char *script = CR_BENCH_SCRIPT;
     struct stat sb;
@@ -958,6 +959,9 @@ static double pytorch_step(const lab_ctx *ctx)
         pclose(pp);
         printf("  pytorch  OMP_WAIT_POLICY=%-7s median step %.3f s, min %.3f s, median CPU %.3f s\n",
                w ? "ACTIVE" : "PASSIVE", med, mn, cpu);
+        if (med > 0)
+            lab_csv_row(ctx, "pytorch,%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,,,,", nw == 2 ? (w ? "active" : "passive") : "default",
+                        batch_size, crop, ctx->threads, steps, med, mn, cpu);
         if (med > 0 && (best < 0 || med < best)) best = med;
     }
     return best;
@@ -991,6 +995,12 @@ static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *la
     ph[3] = cr_now() - t0;
     return s;
 }
+
+/* The CSV columns of `step`: one row per implementation (and PyTorch wait policy); the
+ * phases (mean seconds per step) are ours only. */
+static const char *const step_columns[] = {
+    "impl", "policy", "batch", "crop", "threads", "steps", "median_s", "min_s", "cpu_median_s",
+    "forward_s", "loss_s", "backward_s", "adamw_s", NULL};
 
 static int cmd_step(int argc, char **argv)
 {
@@ -1033,6 +1043,14 @@ static int cmd_step(int argc, char **argv)
     for (size_t i = 0; i < (size_t)batch_size * (size_t)crop * (size_t)crop; i++)
         labels[i] = (int32_t)cr_rng_int(&rng, 0, classes - 1);
     lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d: training step");
+    if (lab_csv_begin(&ctx, step_columns, NULL) != CR_OK) {
+        fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        free(labels);
+        cr_tensor_free(&x);
+        cr_trainer_free(&t);
+        cr_model_free(&m);
+        return lab_finish(&ctx, LAB_EXIT_FAILED);
+    }
     printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
     printf("  batch %d of %dx%d crops, %s network, %d timed steps after one warm-up\n", batch_size,
            crop, crop, ctx.quick ? "reduced" : "full", steps);
@@ -1058,8 +1076,15 @@ static int cmd_step(int argc, char **argv)
         printf("  ours     median step %.3f s, min %.3f s, median CPU %.3f s; mean forward %.3f, "
                "loss %.4f, backward %.3f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
                sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps);
+        const char *pol = getenv("OMP_WAIT_POLICY");
+        lab_csv_row(&ctx, "ours,%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", pol ? pol : "default",
+                    batch_size, crop, ctx.threads, steps, med, tot[0], cpu[steps / 2], sum[0] / steps,
+                    sum[1] / steps, sum[2] / steps, sum[3] / steps);
         if (profile) print_profile(&m, steps, "training", batch_size);
-        if (!ours_only) {
+        if (!ours_only && ctx.quick)   /* PyTorch's script builds the full network only */
+            printf("  PyTorch: not run with --quick (ours ran the reduced network; the ratio "
+                   "would compare different networks)\n");
+        if (!ours_only && !ctx.quick) {
             const double pt = pytorch_step(&ctx);
             if (pt > 0) printf("  ours / PyTorch step time: %.2f\n", med / pt);
         }

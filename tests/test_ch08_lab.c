@@ -383,6 +383,52 @@ static void lab__latency_csv(void **state)
     assert_true(mib > 1.0 || mib == -1.0);
 }
 
+/* `step --csv` writes its row (it once accepted --csv and wrote nothing): ours, the phases
+ * adding up to no more than the median step's neighbourhood, and no PyTorch row in --quick
+ * (its script builds the full network, ours the reduced one). */
+static void lab__step_csv(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_ch08_step_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char args[256], out[8192];
+    snprintf(args, sizeof args, "step --quick --steps 2 --batch 2 --crop 64 --threads 1 --csv %s",
+             path);
+    const int rc = run_lab(args, out, sizeof out);
+    if (rc != 0) fail_msg("step exit %d:\n%s", rc, out);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024], header[1024] = "", row[1024] = "";
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        if (!header[0]) snprintf(header, sizeof header, "%s", line);
+        else if (rows++ == 0) snprintf(row, sizeof row, "%s", line);
+    }
+    fclose(f);
+    remove(path);
+    assert_string_equal(header, "impl,policy,batch,crop,threads,steps,median_s,min_s,cpu_median_s,"
+                                "forward_s,loss_s,backward_s,adamw_s\n");
+    assert_int_equal(rows, 1);
+    int batch, crop, threads, steps;
+    double med, mn, cpu, fw, ls, bw, ad;
+    char policy[32];
+    if (sscanf(row, "ours,%31[^,],%d,%d,%d,%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf", policy, &batch, &crop,
+               &threads, &steps, &med, &mn, &cpu, &fw, &ls, &bw, &ad) != 12)
+        fail_msg("row not in the columns: %s", row);
+    assert_int_equal(batch, 2);
+    assert_int_equal(crop, 64);
+    assert_int_equal(threads, 1);
+    assert_int_equal(steps, 2);
+    assert_true(mn > 0 && med >= mn && fw > 0 && bw > 0 && ls >= 0 && ad >= 0);
+    /* the phases' means sum to the mean step, which lies between the fastest and twice the median */
+    const double sum = fw + ls + bw + ad;
+    if (!(sum >= mn * 0.999 && sum <= 2 * med))
+        fail_msg("phases sum to %g s; steps took %g (min) and %g (median)", sum, mn, med);
+}
+
 int main(int argc, char **argv)
 {
     lab_path = argc > 1 ? argv[1] : NULL;
@@ -394,6 +440,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(lab__refusals),
         cmocka_unit_test(lab__latency_device_cuda),
         cmocka_unit_test(lab__latency_csv),
+        cmocka_unit_test(lab__step_csv),
     };
     return cr_run_tests("ch08_lab", tests);
 }
