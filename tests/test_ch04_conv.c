@@ -22,6 +22,7 @@
 #include "cr_test.h"
 #include "direct.h"
 #include "gemm.h"
+#include "grad_weight_direct.h"
 #include "im2col.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -746,17 +747,28 @@ static void grad_weight__grouped_dot_products_random(void **state)
                                  what);
     }
     assert_cr_ok(cr_gemm_set_kernel("auto"));
-    /* the same bits on 1 and 2 threads */
+    /* the same bits on 1 and 2 threads, where the dot-product route takes the layer (a
+     * pointwise kernel or a wide group goes to the GEMMs, whose split follows the threads) */
     const int threads0 = get_threads();
     cr_rng r;
     const uint64_t seed = cr_seed_from_env();
     cr_rng_seed(&r, seed);
-    for (int i = 0; i < cr_test_count(20); i++) {
+    const int want = cr_test_count(20);
+    int checked = 0;
+    for (int i = 0; checked < want && i < 50 * want; i++) {
         cr_conv_params p;
         int64_t n, h, w;
         random_config(&r, CFG_GROUPED, &p, &n, &h, &w);
         cr_conv_shape s;
         assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+        const int pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
+                              p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
+                              p.pad_left == 0 && p.pad_right == 0;
+        set_threads(2);
+        const int direct = !pointwise && cr_grad_weight_direct_fits(&s);
+        set_threads(threads0);
+        if (!direct) continue;
+        checked++;
         cr_tensor x, wt, b, dy, dw1, dw2;
         cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
         cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
@@ -776,6 +788,11 @@ static void grad_weight__grouped_dot_products_random(void **state)
         cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
         cr_tensor_free(&dw1); cr_tensor_free(&dw2);
     }
+    /* the route must have been taken on some layers where the CPU has it */
+    if (cr_gemm_kernel_supported("avx2") && checked == 0)
+        fail_msg("grouped dW: no random layer took the dot-product route (CR_SEED=%" PRIu64 ")", seed);
+    printf("grouped dW: the same bits on 1 and 2 threads, %d layers (seed %" PRIu64 ")\n", checked,
+           seed);
 }
 
 /* dX of strided grouped layers (scattered into a padded copy, then folded back: every
