@@ -12,35 +12,11 @@ writes (each atomically, with the provenance lines of both runs as `#` comments)
                                   over the epochs both logged
   OUTDIR/lab08-classes.csv        per class: test IoU of ours and of PyTorch's
 Nothing is typed by hand: every number is read from the two CSVs."""
-import csv
-import io
 import os
 import statistics
 import sys
 
-
-def read(path):
-    """(provenance lines without '# ', rows as dicts) of a lab CSV."""
-    prov, body = [], []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#"):
-                prov.append(line[1:].strip())
-            elif line.strip():
-                body.append(line)
-    return prov, list(csv.DictReader(io.StringIO("".join(body))))
-
-
-def write(path, prov, header, rows):
-    """Writes path.tmp then renames it over path: never a half-written file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        for p in prov:
-            f.write(f"# {p}\n")
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+from labcsv import read, write
 
 
 def main():

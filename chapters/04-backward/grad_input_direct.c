@@ -65,16 +65,6 @@ static dxd_geom dxd_geometry(const cr_conv_shape *s)
     return g;
 }
 
-/* The threads a pair loop started here would get: 1 inside a parallel region. */
-static int threads_here(void)
-{
-#ifdef _OPENMP
-    return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 int cr_grad_input_direct_fits(const cr_conv_shape *s)
 {
     return cr_cpu_has_avx2() && s->p.groups > 1 && s->cout_g <= DX_DIRECT_MAX_COUT_G &&
@@ -91,7 +81,7 @@ size_t cr_grad_input_direct_bytes(const cr_conv_shape *s)
 {
     const dxd_geom g = dxd_geometry(s);
     const int64_t taps = s->cin_g * s->p.kernel_h * s->p.kernel_w;
-    return (size_t)threads_here() * ((size_t)thread_floats(s, &g) * sizeof(float) +
+    return (size_t)cr_gemm_threads_available() * ((size_t)thread_floats(s, &g) * sizeof(float) +
                                      (size_t)g.hp * sizeof(int64_t)) +   /* + row_map */
            (size_t)(taps + g.wp) * sizeof(int64_t);
 }
@@ -217,7 +207,7 @@ cr_status cr_grad_input_direct(const cr_conv_shape *s, const float *w, const flo
     int oom = 0;
     /* each (image, group) is one thread's from start to end: the same bits for any
      * thread count */
-#pragma omp parallel reduction(|| : oom) if (threads_here() > 1 && s->batch * G > 1)
+#pragma omp parallel reduction(|| : oom) if (cr_gemm_threads_available() > 1 && s->batch * G > 1)
     {
         float *dxp = cr_aligned_alloc(bytes), *dyp = dxp ? dxp + g.dx_floats : NULL;
         int64_t *row_map = malloc((size_t)g.hp * sizeof *row_map);

@@ -58,19 +58,9 @@ static dwd_geom dwd_geometry(const cr_conv_shape *s)
     return g;
 }
 
-/* The threads a group loop started here would get: 1 inside a parallel region. */
-static int threads_here(void)
-{
-#ifdef _OPENMP
-    return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 int cr_grad_weight_direct_fits(const cr_conv_shape *s)
 {
-    const int T = threads_here();
+    const int T = cr_gemm_threads_available();
     return cr_cpu_has_avx2() && s->p.groups > 1 && s->p.groups >= T &&
            (s->cout_g <= DW_DIRECT_WIDE_COUT_G ||
             (s->cout_g <= DW_DIRECT_MAX_COUT_G && s->w_out >= DW_DIRECT_WIDE_MIN_WO));
@@ -78,7 +68,7 @@ int cr_grad_weight_direct_fits(const cr_conv_shape *s)
 
 size_t cr_grad_weight_direct_bytes(const cr_conv_shape *s)
 {
-    const int T = threads_here();
+    const int T = cr_gemm_threads_available();
     const dwd_geom g = dwd_geometry(s);
     const int64_t taps = s->cin_g * s->p.kernel_h * s->p.kernel_w;
     return (size_t)T * (size_t)g.floats * sizeof(float) + (size_t)(taps + g.row) * sizeof(int64_t);
@@ -154,7 +144,7 @@ cr_status cr_grad_weight_direct(const cr_conv_shape *s, const float *x, const fl
     int oom = 0;
     /* each thread owns whole groups, and adds their images in order: the same bits for
      * any thread count */
-#pragma omp parallel reduction(|| : oom) if (threads_here() > 1)
+#pragma omp parallel reduction(|| : oom) if (cr_gemm_threads_available() > 1)
     {
         float *xp = cr_aligned_alloc((size_t)g.floats * sizeof(float));
         if (!xp) oom = 1;
