@@ -418,15 +418,15 @@ def main():
 
     filters_dir = os.path.join(root, 'book', 'filters')
     filters = [os.path.join(filters_dir, f) for f in
-               ('include_snippet.lua', 'csv_table.lua', 'plot.lua', 'chapters.lua')]
+               ('if_built.lua', 'include_snippet.lua', 'csv_table.lua', 'plot.lua', 'chapters.lua')]
     css = a.css if os.path.isabs(a.css) else os.path.join(root, a.css)
 
     deps_tmp = tmp_name(os.path.join(outdir, f'{stem}.deps.txt'))  # removed at exit
-    env = dict(os.environ, CRBOOK_ROOT=root, CRBOOK_LABDIR=outdir, CRBOOK_FIGDIR=figdir,
-               CRBOOK_DEPS=deps_tmp, CRBOOK_EDITION=a.edition)
     # Images: a path as in the source tree (book/figures/im2col.svg) is looked up
     # in the build root first (generated figures), then in the source root.
     build_root = os.path.abspath(a.build_root) if a.build_root else os.path.dirname(outdir)
+    env = dict(os.environ, CRBOOK_ROOT=root, CRBOOK_LABDIR=outdir, CRBOOK_FIGDIR=figdir,
+               CRBOOK_DEPS=deps_tmp, CRBOOK_EDITION=a.edition, CRBOOK_BUILDROOT=build_root)
     resource_path = os.pathsep.join([build_root, root, outdir, os.path.join(root, 'book')])
 
     # 1. Markdown -> filtered AST (the filters run once).

@@ -8,7 +8,8 @@
  *       total). At the end: val and test IoU per class, mean IoU and pixel accuracy.
  *   lab08-fpn predict --weights W --images DIR --out DIR   colour masks in CamVid's
  *       palette, and with --panels N --data DIR panels image | truth | prediction of the
- *       first N test frames.
+ *       first N test frames (one PNG each in --out, and/or stacked into one --grid FILE:
+ *       the book's figure of a reader's run).
  *   lab08-fpn latency   forward latency in evaluation mode of the full FPN (random init)
  *       per batch size: mean, median and p90 ms, images/s and peak memory (the process's
  *       resident high-water mark, VmHWM of /proc/self/status, reset before each batch size
@@ -60,7 +61,7 @@
 
 static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "192x256";
 static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
-static const char *size_str = "384x480", *limit_str, *device_str = "cpu";
+static const char *size_str = "384x480", *limit_str, *device_str = "cpu", *grid_path;
 static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
 static int train_seed = 1, factor = 2, panels = 0, ours_only = 0, profile = 0, steps = 3;
 static double lr = 1e-3, minutes = 0;
@@ -84,13 +85,27 @@ static const cr_arg train_args[] = {
 
 static const cr_arg predict_args[] = {
     {"weights", CR_ARG_STRING, &weights_path, "FILE", "a state dict or checkpoint of the FPN", 0, -1},
-    {"images", CR_ARG_STRING, &images_dir, "DIR", "a folder of PNG or JPEG frames", 0, -1},
-    {"out", CR_ARG_STRING, &out_dir, "DIR", "where the masks (and panels) go (must exist)", 0, -1},
+    {"images", CR_ARG_STRING, &images_dir, "DIR", "a folder of PNG or JPEG frames (optional with --panels)", 0, -1},
+    {"out", CR_ARG_STRING, &out_dir, "DIR", "where the masks (and panels) go (must exist; optional with --grid)", 0, -1},
     {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "network input size, multiples of 32 (192x256)", 0, -1},
     {"panels", CR_ARG_INT, &panels, "N", "panels of the first N test frames of --data", 0, 10000},
     {"data", CR_ARG_STRING, &data_dir, "DIR", "CamVid, for --panels", 0, -1},
+    {"grid", CR_ARG_STRING, &grid_path, "FILE", "the --panels stacked top to bottom into one PNG (atomic)", 0, -1},
     {"classes", CR_ARG_INT, &classes, "N", "output classes of the weights (11)", 2, 256},
 };
+
+/* The panels (each 3w x h RGB) stacked top to bottom, GRID_GAP white rows between two. */
+#define GRID_GAP 4
+static cr_status grid_alloc(cr_image *g, int64_t n, int64_t h, int64_t w)
+{
+    g->height = (int)(n * h + (n - 1) * GRID_GAP);
+    g->width = (int)(3 * w);
+    g->channels = 3;
+    g->pixels = malloc((size_t)g->height * (size_t)g->width * 3);
+    if (!g->pixels) return cr_fail(CR_ENOMEM, "predict: out of memory for the --grid image");
+    memset(g->pixels, 255, (size_t)g->height * (size_t)g->width * 3);
+    return CR_OK;
+}
 
 static const cr_arg latency_args[] = {
     {"batches", CR_ARG_STRING, &batches_str, "LIST", "batch sizes (1,2,4,8,16,32,64)", 0, -1},
@@ -522,12 +537,20 @@ static int cmd_predict(int argc, char **argv)
     const char *p = ctx.program;
     int64_t eh, ew;
     struct stat st;
-    if (!weights_path || !images_dir || !out_dir) {
-        fprintf(stderr, "%s: --weights FILE, --images DIR and --out DIR are required\n", p);
+    if (!weights_path || (!images_dir && panels == 0)) {
+        fprintf(stderr, "%s: --weights FILE is required, and --images DIR or --panels N\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (grid_path && panels == 0) {
+        fprintf(stderr, "%s: --grid FILE needs --panels N (the panels it stacks)\n", p);
+        return LAB_EXIT_USAGE;
+    }
+    if (!out_dir && (images_dir || !grid_path)) {
+        fprintf(stderr, "%s: --out DIR is required (where the %s go)\n", p, images_dir ? "masks" : "panels");
         return LAB_EXIT_USAGE;
     }
     if (!lab_parse_fpn_size(p, "eval-size", eval_size_str, &eh, &ew)) return LAB_EXIT_USAGE;
-    if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (out_dir && (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
         fprintf(stderr, "%s: --out '%s': not an existing folder\n", p, out_dir);
         return LAB_EXIT_USAGE;
     }
@@ -536,7 +559,7 @@ static int cmd_predict(int argc, char **argv)
         return LAB_EXIT_USAGE;
     }
     int n = 0;
-    char **names = list_images(images_dir, &n);
+    char **names = images_dir ? list_images(images_dir, &n) : NULL;
     cr_model m;
     cr_st_file *f = NULL;
     cr_frames test = {0};
@@ -544,7 +567,7 @@ static int cmd_predict(int argc, char **argv)
     int32_t *lab = malloc((size_t)(eh * ew) * sizeof *lab), *pred = malloc((size_t)(eh * ew) * sizeof *pred);
     uint8_t *rgb = malloc((size_t)(eh * ew * 3));
     cr_status s = build_net(&m, ctx.quick);
-    if (!s && n == 0) s = cr_fail(CR_EIO, "--images '%s': no PNG or JPEG file (or not a folder)", images_dir);
+    if (!s && images_dir && n == 0) s = cr_fail(CR_EIO, "--images '%s': no PNG or JPEG file (or not a folder)", images_dir);
     if (!s && (!lab || !pred || !rgb)) s = cr_fail(CR_ENOMEM, "predict: out of memory");
     if (!s) s = cr_st_load(&f, weights_path);
     if (!s) s = cr_model_load_st(&m, f, weights_path, "optimizer.");
@@ -567,18 +590,31 @@ static int cmd_predict(int argc, char **argv)
         cr_image_free(&img);
         cr_image_free(&mask);
     }
-    if (!s) printf("  %d colour masks (%lldx%lld, CamVid's palette) in %s\n", n, (long long)ew, (long long)eh, out_dir);
+    if (!s && images_dir)
+        printf("  %d colour masks (%lldx%lld, CamVid's palette) in %s\n", n, (long long)ew, (long long)eh, out_dir);
+    cr_image grid = {0};
+    if (!s && grid_path && test.count) s = grid_alloc(&grid, test.count, eh, ew);
     for (int64_t i = 0; i < test.count && !s; i++) {
         char outp[4096];
         cr_image panel = {0};
-        out_name(outp, sizeof outp, out_dir, test.names[i], "_panel");
         if (!(s = cr_frames_eval_batch(&test, &i, 1, &x, lab)) && !(s = cr_fpn_predict(&m, &x, pred))) {
             cr_denormalize_rgb(&x, 0, rgb);
-            if (!(s = cr_fpn_panel(rgb, lab, pred, eh, ew, &panel))) s = cr_png_write(outp, &panel);
+            s = cr_fpn_panel(rgb, lab, pred, eh, ew, &panel);
         }
+        if (!s && out_dir) {
+            out_name(outp, sizeof outp, out_dir, test.names[i], "_panel");
+            s = cr_png_write(outp, &panel);
+        }
+        if (!s && grid.pixels)   /* panel i's rows at row i * (h + gap) of the grid */
+            memcpy(grid.pixels + (size_t)(i * (eh + GRID_GAP)) * (size_t)grid.width * 3, panel.pixels,
+                   (size_t)(eh * 3 * ew * 3));
         cr_image_free(&panel);
     }
-    if (!s && test.count) printf("  %lld panels (image | truth | prediction) in %s\n", (long long)test.count, out_dir);
+    if (!s && test.count && out_dir)
+        printf("  %lld panels (image | truth | prediction) in %s\n", (long long)test.count, out_dir);
+    if (!s && grid.pixels && !(s = cr_png_write(grid_path, &grid)))
+        printf("  %lld panels stacked in %s (%dx%d)\n", (long long)test.count, grid_path, grid.width, grid.height);
+    cr_image_free(&grid);
     if (s) {
         fprintf(stderr, "%s: %s\n", p, cr_last_error());
         rc = LAB_EXIT_FAILED;

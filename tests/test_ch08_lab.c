@@ -6,21 +6,24 @@
  * bytes give the frame; the crop-batch epoch on tiny synthetic data with a reduced FPN:
  * the loss goes down, the same seed gives the same bits, and a checkpoint after one
  * epoch resumes to the same bits as an uninterrupted run. With the built lab as argv[1]:
- * its refusals (exit code 2 and a message naming the option) and the latency CSV's
- * columns. Random inputs print their seed (CR_SEED replays). */
+ * its refusals (exit code 2 and a message naming the option), the latency CSV's
+ * columns, and the panels `predict --grid` stacks from a synthetic CamVid folder. Random inputs print their seed (CR_SEED replays). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "augment.h"
 #include "cr_test.h"
 #include "fpn.h"
+#include "png_io.h"
 #include "rng.h"
 #include "train.h"
 #include "train8.h"
+#include "test_files.h"
 
 static const char *lab_path;   /* argv[1]: the built lab08-fpn */
 
@@ -316,6 +319,9 @@ static void lab__refusals(void **state)
         {"train --data /nonexistent", "CamVid"},
         {"predict --weights w --images . --out /nonexistent", "--out"},
         {"predict --weights w --images . --out . --panels 2", "--panels"},
+        {"predict --weights w", "--images DIR or --panels N"},
+        {"predict --weights w --images . --out . --grid g.png", "--grid"},
+        {"predict --weights w --panels 2 --data .", "--out"},
         {"latency --batches 1,,2", "--batches"},
         {"latency --size 100x100", "--size"},
         {"latency --device gpu", "expected cpu or cuda"},
@@ -429,6 +435,76 @@ static void lab__step_csv(void **state)
         fail_msg("phases sum to %g s; steps took %g (min) and %g (median)", sum, mn, med);
 }
 
+/* `predict --panels N --grid FILE` on a synthetic CamVid folder (test/, testannot/) and a
+ * reduced FPN's random weights: one PNG of N panels stacked with GRID_GAP (4) white rows
+ * between; each panel's left third is the frame (its size is the evaluation size: no
+ * resampling), the middle third its labels in CamVid's colours (void black), the right
+ * third only colours of the network's classes. */
+static void lab__predict_grid(void **state)
+{
+    (void)state;
+    enum { N = 2, H = 64, W = 96, GAP = 4, K = 3 };
+    cr_rng r;
+    seeded(&r, "lab__predict_grid");
+    cr_frames fr;
+    make_frames(&fr, N, H, W, &r);
+    char dir[512], p[1024];
+    cr_test_temp_dir(dir, sizeof dir, "ch08_grid");
+    static const char *const subs[] = {"test", "testannot"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", dir, subs[k]);
+        assert_int_equal(mkdir(p, 0700), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_image img = {W, H, 3, fr.rgb + (size_t)i * H * W * 3}, ann = {W, H, 1, fr.labels + (size_t)i * H * W};
+        snprintf(p, sizeof p, "%s/test/f%d.png", dir, i);
+        assert_cr_ok(cr_png_write(p, &img));
+        snprintf(p, sizeof p, "%s/testannot/f%d.png", dir, i);
+        assert_cr_ok(cr_png_write(p, &ann));
+    }
+    cr_model m;
+    build_reduced(&m, cr_rng_next(&r));
+    char weights[1024], grid[1024], args[4096], out[8192];
+    snprintf(weights, sizeof weights, "%s/w.safetensors", dir);
+    assert_cr_ok(cr_model_save(&m, weights, NULL));
+    cr_model_free(&m);
+    snprintf(grid, sizeof grid, "%s/grid.png", dir);
+    snprintf(args, sizeof args, "predict --quick --classes %d --weights %s --data %s --panels %d "
+             "--grid %s --eval-size %dx%d --threads 1", K, weights, dir, N, grid, H, W);
+    const int rc = run_lab(args, out, sizeof out);
+    if (rc != 0) fail_msg("predict exit %d:\n%s", rc, out);
+    cr_image g = {0};
+    assert_cr_ok(cr_png_read(grid, 3, &g));
+    assert_int_equal(g.width, 3 * W);
+    assert_int_equal(g.height, N * H + (N - 1) * GAP);
+    for (int i = 0; i < N; i++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const uint8_t *row = g.pixels + ((size_t)(i * (H + GAP) + y) * g.width) * 3;
+                const uint8_t *frame = fr.rgb + (((size_t)i * H + y) * W + x) * 3;
+                for (int c = 0; c < 3; c++)
+                    if (abs(row[3 * x + c] - frame[c]) > 1)
+                        fail_msg("panel %d (%d,%d) channel %d: %d, the frame has %d", i, y, x, c,
+                                 row[3 * x + c], frame[c]);
+                const uint8_t *want = cr_camvid_palette[fr.labels[((size_t)i * H + y) * W + x]];
+                if (memcmp(row + 3 * (W + x), want, 3) != 0)
+                    fail_msg("panel %d (%d,%d): the truth's colour is not its label's", i, y, x);
+                int ok = 0;
+                for (int k = 0; k < K; k++) ok |= memcmp(row + 3 * (2 * W + x), cr_camvid_palette[k], 3) == 0;
+                if (!ok) fail_msg("panel %d (%d,%d): the prediction is not a class colour", i, y, x);
+            }
+    for (int y = H; y < H + GAP; y++)
+        for (int x = 0; x < 3 * 3 * W; x++)
+            if (g.pixels[(size_t)y * g.width * 3 + x] != 255) fail_msg("gap row %d is not white", y);
+    cr_image_free(&g);
+    cr_frames_free(&fr);
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", dir, subs[k]);
+        cr_test_remove_temp_dir(p);
+    }
+    cr_test_remove_temp_dir(dir);
+}
+
 int main(int argc, char **argv)
 {
     lab_path = argc > 1 ? argv[1] : NULL;
@@ -441,6 +517,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(lab__latency_device_cuda),
         cmocka_unit_test(lab__latency_csv),
         cmocka_unit_test(lab__step_csv),
+        cmocka_unit_test(lab__predict_grid),
     };
     return cr_run_tests("ch08_lab", tests);
 }

@@ -7,6 +7,7 @@ and hides markers and the stub; a csv-table filters, picks and renames columns a
 carries the provenance caption; a plot runs gnuplot (when present). Then the
 failures: missing file, missing snippet, unknown column (in columns= and where=),
 empty table — each must stop pandoc with a message naming the culprit. And
+if_built.lua: a part shown only when the build made its file, else its otherwise part;
 chapters.lua: chapters numbered by their directories (5, then 8), their sections
 under them, previous/next links closing each chapter.
 Exit 77 (skip) without pandoc.
@@ -224,6 +225,29 @@ def main():
     r, _ = chapters_run('chapters-no-title', mark(3, '03-x') + 'no heading here\n')
     check(r.returncode != 0 and '03-x' in r.stderr and 'heading' in r.stderr,
           f'chapters: a chapter without its "# " title fails, named ({r.stderr.strip()[:200]!r})')
+
+    # -- if-built: a part shown only when the build made a file -------------
+    iff = os.path.join(a.root, 'book', 'filters', 'if_built.lua')
+    os.makedirs(os.path.join(w, 'broot', 'figs'), exist_ok=True)
+    doc = ('::::: {.if-built file="figs/made.png"}\nPANEL-SHOWN\n\n'
+           '::: otherwise\nNOT-MADE-TEXT\n:::\n:::::\n\nAFTER\n')
+
+    def if_built_run(name, md):
+        p = os.path.join(w, name + '.md')
+        open(p, 'w').write(md)
+        r = subprocess.run([pandoc, p, '-t', 'html5', '--lua-filter', iff],
+                           env=dict(env, CRBOOK_BUILDROOT=os.path.join(w, 'broot')),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        return r, r.stdout
+    r, html = if_built_run('ifb-missing', doc)
+    check(r.returncode == 0 and 'NOT-MADE-TEXT' in html and 'PANEL-SHOWN' not in html
+          and 'AFTER' in html, 'if-built: without the file only the otherwise part shows')
+    open(os.path.join(w, 'broot', 'figs', 'made.png'), 'wb').write(b'x')
+    r, html = if_built_run('ifb-made', doc)
+    check(r.returncode == 0 and 'PANEL-SHOWN' in html and 'NOT-MADE-TEXT' not in html
+          and 'AFTER' in html, 'if-built: with the file the part shows, not the otherwise part')
+    r, _ = if_built_run('ifb-bad', '::: {.if-built file="figs/made.png"}\nX\n:::\n')
+    check(r.returncode != 0 and 'otherwise' in r.stderr, 'if-built: no otherwise part fails, named')
 
     # -- plots ---------------------------------------------------------------
     if a.gnuplot or shutil.which('gnuplot'):
