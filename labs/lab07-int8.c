@@ -21,7 +21,8 @@
  * Two commands work on chapter 8's network (smp's FPN + ResNeXt-50 32x4d):
  *   lab07-int8 camvid --data DIR --weights CKPT   the accuracy table at chapter 8's CPU
  *       resolution: fp32 (the weights as they are), bf16 (a simulation: every
- *       convolution's input and weights rounded to bf16, fp32 sums), int8 post-training
+ *       convolution's input and weights rounded to bf16, fp32 sums), fp16 (the same with
+ *       fp16), int8 post-training
  *       quantization (min/max calibration on train frames), int8 QAT full and QAT
  *       partial (encoder.conv1 and the segmentation head in float) fine-tuned --epochs N,
  *       each QAT model also converted to a real int8 model (convert.h) and evaluated
@@ -507,7 +508,7 @@ static cr_status build_fpn_net(cr_model *m, int reduced)
     return cr_fpn_build(m, &c);
 }
 
-/* ---- bf16 simulation ------------------------------------------------------------------- */
+/* ---- bf16 and fp16 simulation ----------------------------------------------------------- */
 
 static cr_tensor bf16_x, bf16_w;
 
@@ -516,6 +517,13 @@ static void round_bf16(const float *src, float *dst, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (size_t i = 0; i < n; i++) dst[i] = cr_bf16_to_f32(cr_f32_to_bf16(src[i]));
+}
+
+/* Rounds n floats to the nearest IEEE fp16 (ties to even; beyond 65504: infinity) and back. */
+static void round_fp16(const float *src, float *dst, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (size_t i = 0; i < n; i++) dst[i] = cr_f16_to_f32(cr_f32_to_f16(src[i]));
 }
 
 /* Makes t a copy of src's shape. */
@@ -538,6 +546,17 @@ static cr_status conv_bf16(const cr_conv_params *p, const cr_tensor *x, const cr
     return cr_conv2d_fast(p, &bf16_x, &bf16_w, b, y);
 }
 
+/* A cr_conv2d_fn: the same with x and w rounded to fp16 (fp16 storage, fp32 sums). */
+static cr_status conv_fp16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                           const cr_tensor *b, cr_tensor *y)
+{
+    cr_status s;
+    if ((s = like(&bf16_x, x)) || (s = like(&bf16_w, w))) return s;
+    round_fp16(x->data, bf16_x.data, x->numel);
+    round_fp16(w->data, bf16_w.data, w->numel);
+    return cr_conv2d_fast(p, &bf16_x, &bf16_w, b, y);
+}
+
 /* ---- camvid: the accuracy table -------------------------------------------------------- */
 
 static const cr_arg camvid_args[] = {
@@ -547,7 +566,7 @@ static const cr_arg camvid_args[] = {
     {"lr", CR_ARG_DOUBLE, &qat_lr, "X", "QAT AdamW peak learning rate: no warm-up, cosine over the epochs (1e-4)", 0, -1},
     {"freeze-bn-epoch", CR_ARG_INT, &freeze_bn_epoch, "E", "BatchNorm statistics frozen from epoch E on (0: from the start)", 0, 1000},
     {"calib", CR_ARG_INT, &calib_frames, "N", "train frames for PTQ calibration (32)", 1, 100000},
-    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
+    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,fp16,ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
     {"crop", CR_ARG_INT, &crop, "S", "QAT training crop side, a multiple of 32 (192)", 32, 4096},
     {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
     {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N (2: 480x360 -> 240x180)", 1, 8},
@@ -661,7 +680,7 @@ static cr_status eval_int8_fn(camvid_run *r, const cr_frames *fr, cr_confusion *
     return eval_int8(r, arg, fr, conf);
 }
 
-/* Bytes of the bf16 model: convolution weights 2 bytes, everything else 4. */
+/* Bytes of the bf16 (or fp16) model: convolution weights 2 bytes, everything else 4. */
 static int64_t bf16_bytes(const cr_model *m)
 {
     int64_t b = 0;
@@ -805,7 +824,7 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
         fprintf(stderr, "%s: --lr: expected a finite number > 0, got %g\n", p, qat_lr);
         return LAB_EXIT_USAGE;
     }
-    static const char *const known[] = {"fp32", "bf16", "ptq", "qat_full", "qat_partial",
+    static const char *const known[] = {"fp32", "bf16", "fp16", "ptq", "qat_full", "qat_partial",
                                         "converted", "ptq_converted"};
     for (const char *q = configs_str; q && *q;) {
         const size_t n = strcspn(q, ",");
@@ -813,7 +832,7 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
         for (size_t k = 0; k < sizeof known / sizeof *known; k++)
             ok |= strlen(known[k]) == n && strncmp(q, known[k], n) == 0;
         if (!ok) {
-            fprintf(stderr, "%s: --configs: unknown '%.*s' (expected fp32, bf16, ptq, qat_full, "
+            fprintf(stderr, "%s: --configs: unknown '%.*s' (expected fp32, bf16, fp16, ptq, qat_full, "
                     "qat_partial, converted, ptq_converted)\n", p, (int)n, q);
             return LAB_EXIT_USAGE;
         }
@@ -873,7 +892,7 @@ static int cmd_camvid(int argc, char **argv)
 {
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 camvid",
-                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 (simulated), "
+                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 and fp16 (simulated), "
                       "int8 PTQ, int8 QAT full and partial, and the converted int8 models.",
                       camvid_args, LAB_COUNT(camvid_args));
     if (rc != LAB_RUN) return rc;
@@ -912,6 +931,13 @@ static int cmd_camvid(int argc, char **argv)
         r.m.conv_forward = conv_bf16;
         s = report(&r, "bf16_simulated", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
                    "simulation: conv inputs and weights rounded to bf16; fp32 sums");
+        r.m.conv_forward = cr_conv2d_fast;
+    }
+    if (!s && wanted("fp16")) {
+        t0 = cr_now();
+        r.m.conv_forward = conv_fp16;
+        s = report(&r, "fp16_simulated", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
+                   "simulation: conv inputs and weights rounded to fp16; fp32 sums");
         r.m.conv_forward = cr_conv2d_fast;
     }
     if (!s && wanted("ptq")) s = run_ptq(&r);
