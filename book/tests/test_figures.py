@@ -8,7 +8,8 @@ For each figure: runs its script into a temporary folder, parses the SVG (XML, a
 <svg> root with a viewBox, a <title>, at least 10 shapes and some text), and checks
 that a chapter references it (`book/figures/NAME.svg`). For the figures that read
 chapter 3's kernel constants, the block sizes printed in the figure are the ones in
-the source. Exit 77 never: only Python is needed.
+the source; for chapter 8's network (fpn.svg), every box's printed shape is the one
+computed here from each piece's stride and channels. Exit 77 never: only Python is needed.
 """
 import argparse
 import os
@@ -21,12 +22,42 @@ import xml.etree.ElementTree as ET
 NS = '{http://www.w3.org/2000/svg}'
 failures = []
 
+# fpn.svg at its 3 x 384 x 480 input: each piece's output channels and its stride (the
+# input's size over the output's), as chapter 8 states them; the shape is then
+# channels x 384/stride x 480/stride.
+FPN_INPUT = (384, 480)
+FPN_SHAPES = {'input': (3, 1), 'encoder.conv1': (64, 2), 'encoder.maxpool': (64, 4),
+              'encoder.layer1': (256, 4), 'encoder.layer2': (512, 8),
+              'encoder.layer3': (1024, 16), 'encoder.layer4': (2048, 32),
+              'decoder.p5': (256, 32), 'decoder.p4': (256, 16), 'decoder.p3': (256, 8),
+              'decoder.p2': (256, 4), 'decoder.seg_blocks.0': (128, 4),
+              'decoder.seg_blocks.1': (128, 4), 'decoder.seg_blocks.2': (128, 4),
+              'decoder.seg_blocks.3': (128, 4), 'decoder.dropout': (128, 4),
+              'segmentation_head.0': (11, 4), 'segmentation_head.1': (11, 1)}
+
 
 def check(cond, msg):
     print(('ok      ' if cond else 'NOT OK  ') + msg, flush=True)
     if not cond:
         failures.append(msg)
     return cond
+
+
+def check_fpn(root):
+    """Every box of fpn.svg (a <g data-module=NAME>) prints C x H x W equal to FPN_SHAPES's
+    channels and the input's size over the stride, and every piece there has its box."""
+    shown = {}
+    for g in root.iter(NS + 'g'):
+        if g.get('data-module'):
+            text = ' '.join(''.join(e.itertext()) for e in g.iter(NS + 'text'))
+            m = re.findall(r'(\d+) × (\d+) × (\d+)', text)
+            shown[g.get('data-module')] = tuple(map(int, m[0])) if len(m) == 1 else m
+    want = {k: (c, FPN_INPUT[0] // st, FPN_INPUT[1] // st) for k, (c, st) in FPN_SHAPES.items()}
+    check(set(shown) == set(want), f'fpn.svg: a box for each piece (missing: '
+          f'{sorted(set(want) - set(shown))}, extra: {sorted(set(shown) - set(want))})')
+    bad = {k: (shown.get(k), v) for k, v in want.items() if shown.get(k) != v}
+    check(not bad, f'fpn.svg: every shape is channels x 384/stride x 480/stride '
+          f'(wrong, shown and expected: {bad})')
 
 
 def main():
@@ -74,6 +105,8 @@ def main():
                     check(want and all(int(x) == k[key] for key in want for x in shown[key]),
                           f'{name}: every block size it shows is the code\'s {want} '
                           f'(shown: {shown})')
+            if name == 'fpn.svg':
+                check_fpn(root)
     if failures:
         print(f'{len(failures)} check(s) failed')
         sys.exit(1)
