@@ -8,8 +8,10 @@ For each figure: runs its script into a temporary folder, parses the SVG (XML, a
 <svg> root with a viewBox, a <title>, at least 10 shapes and some text), and checks
 that a chapter references it (`book/figures/NAME.svg`). For the figures that read
 chapter 3's kernel constants, the block sizes printed in the figure are the ones in
-the source; for chapter 8's network (fpn.svg), every box's printed shape is the one
-computed here from each piece's stride and channels. Exit 77 never: only Python is needed.
+the source; likewise chapter 5's tiles (cuda_tiling) and the grouped kernels' blocks
+(grouped_phase), read by the figure scripts' own parsers; for chapter 8's network (fpn.svg),
+every box's printed shape is the one computed here from each piece's stride and channels.
+Exit 77 never: only Python is needed.
 """
 import argparse
 import os
@@ -107,6 +109,20 @@ def main():
                           f'(shown: {shown})')
             if name == 'fpn.svg':
                 check_fpn(root)
+            if script == 'cuda_tiling_figure.py':
+                import cuda_tiling_figure as ct
+                r2, tc, frag, fk, ig = ct.constants(*(os.path.join(a.root, x) for x in sources))
+                want = [f'{r2["R2_BM"]}×{r2["R2_BN"]}', f'{r2["R2_TM"]}×{r2["R2_TN"]}',
+                        f'{tc["TC_WM"]}×{tc["TC_WN"]}', f'{frag}×{frag}',
+                        f'{ig["IG_BM"]}×{ig["IG_BN"]}', f'{ig["IG_TM"]}×{ig["IG_TN"]}']
+                check(all(x in texts for x in want),
+                      f'{name}: shows the .cu sources\' tiles {want}')
+            if script == 'grouped_phase_figure.py':
+                import grouped_phase_figure as gp
+                k = gp.check_source(*(os.path.join(a.root, x) for x in sources))
+                want = [f'{k["cob"]} channels × {k["owb"]} flat outputs',
+                        f'{k["cob512"]} channels × {k["owb512"]} places']
+                check(all(x in texts for x in want), f'{name}: shows the kernels\' blocks {want}')
     if failures:
         print(f'{len(failures)} check(s) failed')
         sys.exit(1)
