@@ -19,7 +19,9 @@
  *       OMP_WAIT_POLICY=PASSIVE unless the variable is set (see timing_wait_policy).
  *   lab08-fpn step   one training step (forward, cross-entropy, backward, AdamW) of the full
  *       FPN on random crops (--crop, --batch), each phase timed, beside PyTorch's step
- *       (the same script); --profile as for latency.
+ *       (the same script); --profile as for latency. --net block: the same for ResNeXt-50's
+ *       layer2.0 bottleneck alone (input 256 x crop/4 x crop/4, loss mean(y^2)); --net lab4:
+ *       for lab 4's FCN (chapter 4) on random 90x120 frames.
  * The lab is thin: the loop, evaluation, predictor and pictures are chapter 8's module
  * (chapters/08-fpn-camvid/train8.h), the network is fpn.h.
  * Train CSV columns: lab 4's (lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,
@@ -116,8 +118,22 @@ static const cr_arg latency_args[] = {
     {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
 };
 
+/* `step --net`: the network one timed training step trains. */
+typedef enum { NET_FPN = 0, NET_BLOCK, NET_LAB4, NET_COUNT } step_net;
+static const char *const step_net_names[NET_COUNT] = {"fpn", "block", "lab4"};
+static const char *step_net_str = "fpn";
+static int step_crop = 0;     /* 0: the network's default (STEP_CROP_FPN, STEP_CROP_BLOCK) */
+#define STEP_CROP_FPN 192
+#define STEP_CROP_BLOCK 224   /* block: the image whose layer2 input (1/4: 56 x 56) it gets */
+#define STEP_CROP_BLOCK_QUICK 64
+#define LAB4_H 90             /* lab 4's CamVid frames at its --factor 4: 480 x 360 / 4 */
+#define LAB4_W 120
+
 static const cr_arg step_args[] = {
-    {"crop", CR_ARG_INT, &crop, "S", "square crop side, a multiple of 32 (192)", 32, 4096},
+    {"net", CR_ARG_STRING, &step_net_str, "NAME", "fpn (the whole FPN), block (ResNeXt-50's "
+     "layer2.0 bottleneck) or lab4 (lab 4's FCN at 90x120)", 0, -1},
+    {"crop", CR_ARG_INT, &step_crop, "S", "square image side: fpn a multiple of 32 (192); block a "
+     "multiple of 4, its input 256 x S/4 x S/4 (224; 64 with --quick); not lab4", 4, 4096},
     {"batch", CR_ARG_INT, &batch_size, "N", "frames per step (8)", 1, 256},
     {"steps", CR_ARG_INT, &steps, "N", "timed steps after one warm-up step (3)", 1, 1000},
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
@@ -960,10 +976,50 @@ static int cmd_latency(int argc, char **argv)
 
 /* ---- training step -------------------------------------------------------------------------- */
 
+/* The network of `step --net block`: torchvision's resnext50_32x4d layer2.0 exactly as chapter
+ * 8's encoder builds it (fpn.c), on an empty m: a Bottleneck 256 -> 512 channels, 3x3 width
+ * 256 in 32 groups, stride 2, with its downsample (1x1 conv stride 2 - BN). Input N x 256 x
+ * S x S, output N x 512 x ceil(S/2) x ceil(S/2). */
+static cr_status build_block(cr_model *m)
+{
+    const cr_fpn_config c = cr_fpn_config_resnext50(CR_CAMVID_CLASSES);
+    const int64_t width = c.planes[1] * c.width_per_group / 64 * c.groups;   /* 256 */
+    cr_model_init(m);
+    return cr_model_add_bottleneck(m, "encoder.layer2.0", CR_MODEL_INPUT, 4 * c.planes[0], width,
+                                   4 * c.planes[1], c.groups, 2, true) < 0 ? cr_last_status() : CR_OK;
+}
+
+/* The step's network (random init, seed 1): fpn (full, or reduced with --quick), block or
+ * lab4 (chapter 4's cr_model_build_fcn, `classes` outputs). */
+static cr_status build_step_net(cr_model *m, step_net net, int quick)
+{
+    cr_status s = net == NET_FPN ? build_net(m, quick)
+                : net == NET_BLOCK ? build_block(m) : cr_model_build_fcn(m, classes);
+    return s ? s : cr_model_init_params(m, 1);
+}
+
+/* The step's input shape (N x C x H x W) for net at the resolved crop. */
+static void step_input_shape(step_net net, int64_t shape[4])
+{
+    shape[0] = batch_size;
+    shape[1] = net == NET_BLOCK ? 256 : 3;
+    shape[2] = net == NET_LAB4 ? LAB4_H : net == NET_BLOCK ? crop / 4 : crop;
+    shape[3] = net == NET_LAB4 ? LAB4_W : net == NET_BLOCK ? crop / 4 : crop;
+}
+
+/* The CSV's crop field: the image side (fpn: the crop; block: the image whose 1/4 is the
+ * block's input; lab4: its frames, HxW). */
+static const char *step_crop_field(step_net net, char buf[32])
+{
+    if (net == NET_LAB4) snprintf(buf, 32, "%dx%d", LAB4_H, LAB4_W);
+    else snprintf(buf, 32, "%d", crop);
+    return buf;
+}
+
 /* PyTorch's median step time in seconds for the same step (reference/bench_fpn_pytorch.py
- * step), the faster of both OpenMP wait policies at 2 threads, each a CSV row; -1 when not
- * measured. */
-static double pytorch_step(lab_ctx *ctx)
+ * step --net NET), the faster of both OpenMP wait policies at 2 threads, each a CSV row; -1
+ * when not measured. */
+static double pytorch_step(lab_ctx *ctx, step_net net)
 {
     const char *script = CR_BENCH_SCRIPT;
     struct stat sb;
@@ -975,13 +1031,15 @@ static double pytorch_step(lab_ctx *ctx)
         return -1;
     }
     double best = -1;
+    char cf[32];
     const int nw = ctx->threads == 2 ? 2 : 1;
     for (int w = 0; w < nw; w++) {
         char cmd[1024], line[256];
-        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 '%s' step --crop %d --batch %d --steps %d "
-                 "--threads %d --classes %d",
+        snprintf(cmd, sizeof cmd, "%s/usr/bin/python3 '%s' step --net %s --crop %d --size %dx%d "
+                 "--batch %d --steps %d --threads %d --classes %d",
                  nw == 2 ? (w ? "OMP_WAIT_POLICY=ACTIVE " : "OMP_WAIT_POLICY=PASSIVE ") : "",
-                 script, crop, batch_size, steps + 1, ctx->threads, classes);
+                 script, step_net_names[net], crop, LAB4_H, LAB4_W, batch_size, steps + 1,
+                 ctx->threads, classes);
         FILE *pp = popen(cmd, "r");
         if (!pp) break;
         double med = -1, v, u, cpu = -1, mn = -1;
@@ -993,18 +1051,34 @@ static double pytorch_step(lab_ctx *ctx)
             }
         }
         pclose(pp);
-        printf("  pytorch  OMP_WAIT_POLICY=%-7s median step %.3f s, min %.3f s, median CPU %.3f s\n",
+        printf("  pytorch  OMP_WAIT_POLICY=%-7s median step %.4f s, min %.4f s, median CPU %.4f s\n",
                w ? "ACTIVE" : "PASSIVE", med, mn, cpu);
         if (med > 0)
-            lab_csv_row(ctx, "pytorch,%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,,,,", nw == 2 ? (w ? "active" : "passive") : "default",
-                        batch_size, crop, ctx->threads, steps, med, mn, cpu);
+            lab_csv_row(ctx, "pytorch,%s,%d,%s,%d,%d,%.4f,%.4f,%.4f,,,,,%s",
+                        nw == 2 ? (w ? "active" : "passive") : "default", batch_size,
+                        step_crop_field(net, cf), ctx->threads, steps, med, mn, cpu,
+                        step_net_names[net]);
         if (med > 0 && (best < 0 || med < best)) best = med;
     }
     return best;
 }
 
+/* The block's loss, mean(y^2) over y's numel elements (no labels needed), and its gradient
+ * 2y/numel into dy (y's shape). */
+static double mean_square_loss(const cr_tensor *y, cr_tensor *dy)
+{
+    const float g = 2.0f / (float)y->numel;
+    double acc = 0;
+    for (size_t i = 0; i < y->numel; i++) {
+        acc += (double)y->data[i] * y->data[i];
+        dy->data[i] = g * y->data[i];
+    }
+    return acc / (double)y->numel;
+}
+
 /* One training step as cr_train_step runs it, each phase timed into ph[0..3] (seconds):
- * forward, cross-entropy, zero_grad + backward, optimizer. */
+ * forward, the loss (cross-entropy on labels, or mean(y^2) when labels is NULL), zero_grad
+ * + backward, optimizer. */
 static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *labels, double ph[4])
 {
     cr_model *m = t->model;
@@ -1018,7 +1092,8 @@ static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *la
         if ((s = cr_tensor_alloc(&t->dlogits, 4, y->shape))) return s;
     }
     t0 = cr_now();
-    s = cr_cross_entropy(y, labels, t->cfg.ignore_index, &loss, &t->dlogits);
+    if (labels) s = cr_cross_entropy(y, labels, t->cfg.ignore_index, &loss, &t->dlogits);
+    else loss = mean_square_loss(y, &t->dlogits);
     ph[1] = cr_now() - t0;
     if (s) return s;
     t0 = cr_now();
@@ -1033,38 +1108,86 @@ static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *la
 }
 
 /* The CSV columns of `step`: one row per implementation (and PyTorch wait policy); the
- * phases (mean seconds per step) are ours only. */
+ * phases (mean seconds per step) are ours only; crop as step_crop_field; net: --net. */
 static const char *const step_columns[] = {
     "impl", "policy", "batch", "crop", "threads", "steps", "median_s", "min_s", "cpu_median_s",
-    "forward_s", "loss_s", "backward_s", "adamw_s", NULL};
+    "forward_s", "loss_s", "backward_s", "adamw_s", "net", NULL};
+
+/* Resolves --net into *net and --crop into crop (per network); prints the refusal and
+ * returns LAB_EXIT_USAGE, or LAB_RUN. */
+static int step_resolve(const lab_ctx *ctx, step_net *net)
+{
+    int k = 0;
+    while (k < NET_COUNT && strcmp(step_net_str, step_net_names[k]) != 0) k++;
+    if (k == NET_COUNT) {
+        fprintf(stderr, "%s: --net: expected fpn, block or lab4, got '%s'\n", ctx->program,
+                step_net_str);
+        return LAB_EXIT_USAGE;
+    }
+    *net = (step_net)k;
+    if (*net == NET_LAB4 && step_crop) {
+        fprintf(stderr, "%s: --crop: lab4 trains lab 4's %dx%d frames (CamVid at its --factor 4); "
+                "--crop is for --net fpn and block\n", ctx->program, LAB4_H, LAB4_W);
+        return LAB_EXIT_USAGE;
+    }
+    crop = step_crop ? step_crop
+         : *net == NET_BLOCK ? (ctx->quick ? STEP_CROP_BLOCK_QUICK : STEP_CROP_BLOCK) : STEP_CROP_FPN;
+    if (*net == NET_FPN && crop % 32) {
+        fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n",
+                ctx->program, crop);
+        return LAB_EXIT_USAGE;
+    }
+    if (*net == NET_BLOCK && crop % 4) {
+        fprintf(stderr, "%s: --crop: expected a multiple of 4 (the block's input is 1/4 of the "
+                "image side), got %d\n", ctx->program, crop);
+        return LAB_EXIT_USAGE;
+    }
+    return LAB_RUN;
+}
+
+/* Prints what the step trains (network, input, loss). */
+static void step_describe(step_net net, int quick)
+{
+    if (net == NET_FPN)
+        printf("  batch %d of %dx%d crops, %s network, cross-entropy", batch_size, crop, crop,
+               quick ? "reduced" : "full");
+    else if (net == NET_BLOCK)
+        printf("  batch %d of 256 x %d x %d (layer2's input at a %dx%d image), loss mean(y^2)",
+               batch_size, crop / 4, crop / 4, crop, crop);
+    else
+        printf("  batch %d of 3 x %d x %d (lab 4's CamVid frames), %d classes, cross-entropy",
+               batch_size, LAB4_H, LAB4_W, classes);
+    printf(", AdamW; %d timed steps after one warm-up\n", steps);
+}
 
 static int cmd_step(int argc, char **argv)
 {
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab08-fpn step",
-                      "Chapter 8: time of one training step (forward, cross-entropy, backward, "
-                      "AdamW) of the full FPN on random crops, ours and PyTorch's.", step_args,
+                      "Chapter 8: time of one training step (forward, loss, backward, AdamW), "
+                      "ours and PyTorch's, of the full FPN on random crops (cross-entropy), of "
+                      "ResNeXt-50's layer2.0 bottleneck (--net block; loss mean(y^2)) or of lab "
+                      "4's FCN (--net lab4; cross-entropy), in training mode.", step_args,
                       LAB_COUNT(step_args));
     if (rc != LAB_RUN) return rc;
-    if (crop % 32) {
-        fprintf(stderr, "%s: --crop: expected a multiple of 32 (the network divides by 32), got %d\n",
-                ctx.program, crop);
-        return LAB_EXIT_USAGE;
-    }
+    step_net net;
+    if ((rc = step_resolve(&ctx, &net)) != LAB_RUN) return rc;
+    int64_t shape[4];
+    step_input_shape(net, shape);
+    const size_t npix = (size_t)(shape[0] * shape[2] * shape[3]);
     cr_model m;
     cr_trainer t = {0};
     cr_tensor x = {0};
-    int32_t *labels = malloc((size_t)batch_size * (size_t)crop * (size_t)crop * sizeof *labels);
+    int32_t *labels = net == NET_BLOCK ? NULL : malloc(npix * sizeof *labels);
     cr_train_config c = cr_train_config_default();
     c.batch = batch_size;
     c.epochs = 1;
     c.warmup_epochs = 0;
     c.flips = false;
-    cr_status s = build_net(&m, ctx.quick);
-    if (!s) s = cr_model_init_params(&m, 1);
-    if (!s) s = cr_trainer_init(&t, &m, &c, batch_size, crop, crop);
-    if (!s) s = cr_tensor_alloc4(&x, batch_size, 3, crop, crop);
-    if (!s && !labels) s = cr_fail(CR_ENOMEM, "out of memory for the labels");
+    cr_status s = build_step_net(&m, net, ctx.quick);
+    if (!s) s = cr_trainer_init(&t, &m, &c, batch_size, shape[2], shape[3]);
+    if (!s) s = cr_tensor_alloc(&x, 4, shape);
+    if (!s && net != NET_BLOCK && !labels) s = cr_fail(CR_ENOMEM, "out of memory for the labels");
     if (s) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         free(labels);
@@ -1076,9 +1199,10 @@ static int cmd_step(int argc, char **argv)
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     cr_tensor_fill_uniform(&x, &rng, -2, 2);
-    for (size_t i = 0; i < (size_t)batch_size * (size_t)crop * (size_t)crop; i++)
-        labels[i] = (int32_t)cr_rng_int(&rng, 0, classes - 1);
-    lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d: training step");
+    for (size_t i = 0; labels && i < npix; i++) labels[i] = (int32_t)cr_rng_int(&rng, 0, classes - 1);
+    lab_banner(&ctx, net == NET_FPN ? "chapter 8, FPN + ResNeXt-50 32x4d: training step"
+                   : net == NET_BLOCK ? "chapter 8, ResNeXt-50 32x4d layer2.0 bottleneck: training step"
+                   : "chapter 4, lab 4's FCN: training step");
     if (lab_csv_begin(&ctx, step_columns, NULL) != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         free(labels);
@@ -1088,8 +1212,7 @@ static int cmd_step(int argc, char **argv)
         return lab_finish(&ctx, LAB_EXIT_FAILED);
     }
     printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
-    printf("  batch %d of %dx%d crops, %s network, %d timed steps after one warm-up\n", batch_size,
-           crop, crop, ctx.quick ? "reduced" : "full", steps);
+    step_describe(net, ctx.quick);
     double ph[4], sum[4] = {0}, *tot = calloc((size_t)steps, sizeof *tot);
     double *cpu = calloc((size_t)steps, sizeof *cpu);
     s = tot && cpu ? timed_step(&t, &x, labels, ph) : cr_fail(CR_ENOMEM, "out of memory");
@@ -1101,27 +1224,30 @@ static int cmd_step(int argc, char **argv)
         cpu[i] = cpu_now() - c0;
         for (int k = 0; k < 4; k++) sum[k] += ph[k];
         tot[i] = ph[0] + ph[1] + ph[2] + ph[3];
-        printf("  ours     step %d: %.3f s (forward %.3f, loss %.3f, backward %.3f, AdamW %.3f; "
-               "CPU %.3f s)\n", i + 1, tot[i], ph[0], ph[1], ph[2], ph[3], cpu[i]);
+        printf("  ours     step %d: %.4f s (forward %.4f, loss %.4f, backward %.4f, AdamW %.4f; "
+               "CPU %.4f s)\n", i + 1, tot[i], ph[0], ph[1], ph[2], ph[3], cpu[i]);
         fflush(stdout);
     }
     if (!s) {
         double med;
+        char cf[32];
         lab_median_p90(tot, steps, &med, NULL);   /* sorts tot: tot[0] is the fastest */
         qsort(cpu, (size_t)steps, sizeof *cpu, lab_cmp_double);
-        printf("  ours     median step %.3f s, min %.3f s, median CPU %.3f s; mean forward %.3f, "
-               "loss %.4f, backward %.3f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
+        printf("  ours     median step %.4f s, min %.4f s, median CPU %.4f s; mean forward %.4f, "
+               "loss %.4f, backward %.4f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
                sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps);
         const char *pol = getenv("OMP_WAIT_POLICY");
-        lab_csv_row(&ctx, "ours,%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", pol ? pol : "default",
-                    batch_size, crop, ctx.threads, steps, med, tot[0], cpu[steps / 2], sum[0] / steps,
-                    sum[1] / steps, sum[2] / steps, sum[3] / steps);
+        lab_csv_row(&ctx, "ours,%s,%d,%s,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%s",
+                    pol ? pol : "default", batch_size, step_crop_field(net, cf), ctx.threads, steps,
+                    med, tot[0], cpu[steps / 2], sum[0] / steps, sum[1] / steps, sum[2] / steps,
+                    sum[3] / steps, step_net_names[net]);
         if (profile) print_profile(&m, steps, "training", batch_size);
-        if (!ours_only && ctx.quick)   /* PyTorch's script builds the full network only */
+        if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
+        else if (ctx.quick && net == NET_FPN)   /* PyTorch's script builds the full FPN only */
             printf("  PyTorch: not run with --quick (ours ran the reduced network; the ratio "
                    "would compare different networks)\n");
-        if (!ours_only && !ctx.quick) {
-            const double pt = pytorch_step(&ctx);
+        else {
+            const double pt = pytorch_step(&ctx, net);
             if (pt > 0) printf("  ours / PyTorch step time: %.2f\n", med / pt);
         }
     }
@@ -1146,7 +1272,7 @@ static void usage(FILE *f)
                "  train    trains the FPN on CamVid (--data DIR)\n"
                "  predict  colour masks and panels from weights (--weights W --images DIR --out DIR)\n"
                "  latency  forward latency of the full FPN per batch size, ours and PyTorch's\n"
-               "  step     time of one training step of the full FPN, ours and PyTorch's\n");
+               "  step     time of one training step (--net fpn, block or lab4), ours and PyTorch's\n");
 }
 
 /* The timing commands run with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy:

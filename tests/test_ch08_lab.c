@@ -325,6 +325,10 @@ static void lab__refusals(void **state)
         {"latency --batches 1,,2", "--batches"},
         {"latency --size 100x100", "--size"},
         {"latency --device gpu", "expected cpu or cuda"},
+        {"step --net resnet", "--net"},
+        {"step --net block --crop 66", "--crop"},
+        {"step --net lab4 --crop 64", "--crop"},
+        {"step --crop 100", "--crop"},
         {"fly", "unknown command"},
         {"", "usage"},
     };
@@ -389,21 +393,26 @@ static void lab__latency_csv(void **state)
     assert_true(mib > 1.0 || mib == -1.0);
 }
 
-/* `step --csv` writes its row (it once accepted --csv and wrote nothing): ours, the phases
- * adding up to no more than the median step's neighbourhood, and no PyTorch row in --quick
- * (its script builds the full network, ours the reduced one). */
-static void lab__step_csv(void **state)
+/* One `step` CSV row of ours, as the lab writes it. */
+typedef struct {
+    char policy[32], crop[32], net[16];
+    int batch, threads, steps;
+    double med, mn, cpu, fw, ls, bw, ad;
+} step_row;
+
+/* Runs `lab08-fpn ARGS --csv TMP` (a step command), checks its header and that it wrote
+ * exactly one row (ours: no PyTorch row), parses that row into r and the run's output
+ * into out (size n). */
+static void run_step_row(const char *args, step_row *r, char *out, size_t n)
 {
-    (void)state;
     char path[] = "/tmp/test_ch08_step_XXXXXX";
     const int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    char args[256], out[8192];
-    snprintf(args, sizeof args, "step --quick --steps 2 --batch 2 --crop 64 --threads 1 --csv %s",
-             path);
-    const int rc = run_lab(args, out, sizeof out);
-    if (rc != 0) fail_msg("step exit %d:\n%s", rc, out);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --csv %s", args, path);
+    const int rc = run_lab(cmd, out, n);
+    if (rc != 0) fail_msg("'%s': exit %d:\n%s", args, rc, out);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[1024], header[1024] = "", row[1024] = "";
@@ -416,23 +425,73 @@ static void lab__step_csv(void **state)
     fclose(f);
     remove(path);
     assert_string_equal(header, "impl,policy,batch,crop,threads,steps,median_s,min_s,cpu_median_s,"
-                                "forward_s,loss_s,backward_s,adamw_s\n");
-    assert_int_equal(rows, 1);
-    int batch, crop, threads, steps;
-    double med, mn, cpu, fw, ls, bw, ad;
-    char policy[32];
-    if (sscanf(row, "ours,%31[^,],%d,%d,%d,%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf", policy, &batch, &crop,
-               &threads, &steps, &med, &mn, &cpu, &fw, &ls, &bw, &ad) != 12)
+                                "forward_s,loss_s,backward_s,adamw_s,net\n");
+    if (rows != 1) fail_msg("'%s': %d rows, expected 1 (ours)", args, rows);
+    if (sscanf(row, "ours,%31[^,],%d,%31[^,],%d,%d,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%15[^,\n]", r->policy,
+               &r->batch, r->crop, &r->threads, &r->steps, &r->med, &r->mn, &r->cpu, &r->fw, &r->ls,
+               &r->bw, &r->ad, r->net) != 13)
         fail_msg("row not in the columns: %s", row);
-    assert_int_equal(batch, 2);
-    assert_int_equal(crop, 64);
-    assert_int_equal(threads, 1);
-    assert_int_equal(steps, 2);
-    assert_true(mn > 0 && med >= mn && fw > 0 && bw > 0 && ls >= 0 && ad >= 0);
-    /* the phases' means sum to the mean step, which lies between the fastest and twice the median */
-    const double sum = fw + ls + bw + ad;
-    if (!(sum >= mn * 0.999 && sum <= 2 * med))
-        fail_msg("phases sum to %g s; steps took %g (min) and %g (median)", sum, mn, med);
+}
+
+/* Times positive, and the phases' means sum to the mean step, which lies between the
+ * fastest and twice the median. */
+static void check_step_times(const step_row *r)
+{
+    assert_true(r->mn > 0 && r->med >= r->mn && r->fw > 0 && r->bw > 0 && r->ls >= 0 && r->ad >= 0);
+    const double sum = r->fw + r->ls + r->bw + r->ad;
+    if (!(sum >= r->mn * 0.999 && sum <= 2 * r->med))
+        fail_msg("%s: phases sum to %g s; steps took %g (min) and %g (median)", r->net, sum, r->mn,
+                 r->med);
+}
+
+/* `step --csv` writes its row (it once accepted --csv and wrote nothing): ours, the phases
+ * adding up to no more than the median step's neighbourhood, and no PyTorch row in --quick
+ * (its script builds the full network, ours the reduced one); net fpn by default. */
+static void lab__step_csv(void **state)
+{
+    (void)state;
+    char out[8192];
+    step_row r;
+    run_step_row("step --quick --steps 2 --batch 2 --crop 64 --threads 1", &r, out, sizeof out);
+    assert_string_equal(r.net, "fpn");
+    assert_string_equal(r.crop, "64");
+    assert_int_equal(r.batch, 2);
+    assert_int_equal(r.threads, 1);
+    assert_int_equal(r.steps, 2);
+    check_step_times(&r);
+}
+
+/* `step --net block`: ResNeXt-50's layer2.0 alone, its input 256 x crop/4 x crop/4 (a 32
+ * crop: 8 x 8), one row with net block. */
+static void lab__step_block(void **state)
+{
+    (void)state;
+    char out[8192];
+    step_row r;
+    run_step_row("step --net block --quick --ours-only --steps 2 --batch 2 --crop 32 --threads 1",
+                 &r, out, sizeof out);
+    assert_string_equal(r.net, "block");
+    assert_string_equal(r.crop, "32");
+    assert_int_equal(r.batch, 2);
+    assert_int_equal(r.steps, 2);
+    if (!strstr(out, "batch 2 of 256 x 8 x 8")) fail_msg("block: the input is not 2 x 256 x 8 x 8:\n%s", out);
+    check_step_times(&r);
+}
+
+/* `step --net lab4`: lab 4's FCN on its 90x120 frames, one row with net lab4. */
+static void lab__step_lab4(void **state)
+{
+    (void)state;
+    char out[8192];
+    step_row r;
+    run_step_row("step --net lab4 --quick --ours-only --steps 2 --batch 2 --threads 1", &r, out,
+                 sizeof out);
+    assert_string_equal(r.net, "lab4");
+    assert_string_equal(r.crop, "90x120");
+    assert_int_equal(r.batch, 2);
+    assert_int_equal(r.steps, 2);
+    if (!strstr(out, "batch 2 of 3 x 90 x 120")) fail_msg("lab4: the input is not 2 x 3 x 90 x 120:\n%s", out);
+    check_step_times(&r);
 }
 
 /* `predict --panels N --grid FILE` on a synthetic CamVid folder (test/, testannot/) and a
@@ -517,6 +576,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(lab__latency_device_cuda),
         cmocka_unit_test(lab__latency_csv),
         cmocka_unit_test(lab__step_csv),
+        cmocka_unit_test(lab__step_block),
+        cmocka_unit_test(lab__step_lab4),
         cmocka_unit_test(lab__predict_grid),
     };
     return cr_run_tests("ch08_lab", tests);
