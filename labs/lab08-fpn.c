@@ -1145,18 +1145,19 @@ static int step_resolve(const lab_ctx *ctx, step_net *net)
     return LAB_RUN;
 }
 
-/* Prints what the step trains (network, input, loss). */
-static void step_describe(step_net net, int quick)
+/* Prints what the step trains: network, input x (as allocated) and loss. */
+static void step_describe(step_net net, int quick, const cr_tensor *x)
 {
+    const long long n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
     if (net == NET_FPN)
-        printf("  batch %d of %dx%d crops, %s network, cross-entropy", batch_size, crop, crop,
+        printf("  batch %lld of %lldx%lld crops, %s network, cross-entropy", n, h, w,
                quick ? "reduced" : "full");
     else if (net == NET_BLOCK)
-        printf("  batch %d of 256 x %d x %d (layer2's input at a %dx%d image), loss mean(y^2)",
-               batch_size, crop / 4, crop / 4, crop, crop);
+        printf("  batch %lld of %lld x %lld x %lld (layer2's input at a %dx%d image), loss mean(y^2)",
+               n, c, h, w, crop, crop);
     else
-        printf("  batch %d of 3 x %d x %d (lab 4's CamVid frames), %d classes, cross-entropy",
-               batch_size, LAB4_H, LAB4_W, classes);
+        printf("  batch %lld of %lld x %lld x %lld (lab 4's CamVid frames), %d classes, cross-entropy",
+               n, c, h, w, classes);
     printf(", AdamW; %d timed steps after one warm-up\n", steps);
 }
 
@@ -1212,7 +1213,7 @@ static int cmd_step(int argc, char **argv)
         return lab_finish(&ctx, LAB_EXIT_FAILED);
     }
     printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
-    step_describe(net, ctx.quick);
+    step_describe(net, ctx.quick, &x);
     double ph[4], sum[4] = {0}, *tot = calloc((size_t)steps, sizeof *tot);
     double *cpu = calloc((size_t)steps, sizeof *cpu);
     s = tot && cpu ? timed_step(&t, &x, labels, ph) : cr_fail(CR_ENOMEM, "out of memory");
