@@ -94,10 +94,26 @@ class Scan(html.parser.HTMLParser):
             self.listing_code_chars[-1] += len(data.strip())
 
 
-def expected_blocks(md_files):
+IF_BUILT = re.compile(r'^(:{3,})\s*\{\.if-built\s+file="([^"]+)"\}\s*\n(.*?)^\1\s*$', re.M | re.S)
+OTHERWISE = re.compile(r'^(:{3,})\s*otherwise\s*\n(.*?)^\1\s*$', re.M | re.S)
+
+
+def resolve_if_built(text, build_root):
+    """The Markdown as book/filters/if_built.lua leaves it: an {.if-built file=F} part
+    without its `otherwise` part where build_root/F exists, else the `otherwise` part."""
+    def one(m):
+        made = os.path.exists(os.path.join(build_root, m.group(2)))
+        body = m.group(3)
+        if made:
+            return OTHERWISE.sub('', body)
+        return ''.join(o.group(2) for o in OTHERWISE.finditer(body))
+    return IF_BUILT.sub(one, text)
+
+
+def expected_blocks(md_files, build_root):
     counts = {'include': 0, 'csv-table': 0, 'plot': 0, 'image': 0}
     for p in md_files:
-        text = open(p, encoding='utf-8').read()
+        text = resolve_if_built(open(p, encoding='utf-8').read(), build_root)
         for cls in ('include', 'csv-table', 'plot'):
             counts[cls] += len(re.findall(r'^\s*(?:```+|~~~+)\s*\{[^}]*\.' + re.escape(cls) + r'\b',
                                           text, re.M))
@@ -270,7 +286,7 @@ def main():
     if not check(bool(chapters), 'the chapter list is given (--chapter)'):
         sys.exit(1)
     md = [os.path.join(a.root, 'book', 'front.md')] + chapters
-    want = expected_blocks(md)
+    want = expected_blocks(md, a.build_root)
     print(f'expected from the Markdown: {want}')
     check(s.toc, 'a table of contents')
     check(s.listings == want['include'] and s.listings > 0,
