@@ -32,8 +32,15 @@
  *     --checkpoint FILE / --resume FILE continue a run bit for bit (same --epochs: the
  *     schedule spans them). Every split is loaded and checked at --factor before any
  *     work; --quick trains on the first 16 train frames (8 val, 8 test).
+ * (3) The other layers (--part layers): chapter 4's non-convolution layers as chapter 8's
+ *     FPN trains with them (batch 8, 192 x 192 crops), forward and backward timed like
+ *     (1), each against the bytes its pass must move and the machine's STREAM-style
+ *     triad bandwidth measured in the same run, and against PyTorch's same ops
+ *     (reference/bench_layers_pytorch.py, same child-process rule as (1)). See
+ *     layer_specs and op_bytes below.
  * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
- * loss,split,class,iou,ms_min (columns a kind does not use are empty). */
+ * loss,split,class,iou,ms_min,bytes,gbps,pct_triad,vs_pytorch,target (columns a kind does
+ * not use are empty; the last five are kind=layer_op's and kind=triad's). */
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
@@ -81,12 +88,14 @@ static const cr_arg extra_args[] = {
      "save a checkpoint (weights, optimizer, schedule, random streams) after every epoch", 0, -1},
     {"resume", CR_ARG_STRING, &resume_path, "FILE",
      "continue the run a --checkpoint FILE saved (--epochs stays the total)", 0, -1},
-    {"part", CR_ARG_STRING, &part, "WHICH", "all, timing or train", 0, -1},
+    {"part", CR_ARG_STRING, &part, "WHICH", "all, timing, layers or train", 0, -1},
 };
 
 static const char *const csv_columns[] = {
     "lab", "kind", "case", "impl", "pass", "k", "batch", "threads", "ms", "gflops",
-    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", "ms_min", NULL};
+    "peak_bytes", "epoch", "step", "loss", "split", "class", "iou", "ms_min", "bytes", "gbps",
+    "pct_triad", "vs_pytorch", "target", NULL};
+#define NO_LAYER_COLS ",,,,,"   /* the last five columns, (3)'s alone, empty in other rows */
 
 /* ---- (1) timing -------------------------------------------------------------------------- */
 
@@ -277,19 +286,24 @@ static void torch_merge(const char *name, long long k, long long batch, const ch
     }
 }
 
-/* Runs bench_pytorch.py once on the cases (--case arguments in `cases`) with ctx->threads
- * threads and OMP_WAIT_POLICY = policy (NULL: unset), merging its rows. The child sets its
- * thread count before torch loads. Returns the number of rows read; *info receives its
- * info line, or the last line it printed. */
-static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, char *info,
-                     size_t info_len)
+/* Keeps a time of PyTorch's (name, k, batch, pass, median and fastest ms, wait policy). */
+typedef void (*torch_merge_fn)(const char *name, long long k, long long batch, const char *pass,
+                               double ms, double min_ms, const char *policy);
+
+/* Runs a peer script (bench_pytorch.py, bench_layers_pytorch.py) once on the cases (its
+ * arguments in `cases`) with ctx->threads threads and OMP_WAIT_POLICY = policy (NULL:
+ * unset), handing each row to merge. The child sets its thread count before torch loads.
+ * Returns the number of rows read; *info receives its info line, or the last line it
+ * printed. */
+static int torch_run(const lab_ctx *ctx, const char *script, torch_merge_fn merge,
+                     const char *policy, const char *cases, char *info, size_t info_len)
 {
     static char cmd[8192];
     snprintf(cmd, sizeof cmd,
              "%s OMP_NUM_THREADS=%d %s%s /usr/bin/python3 '%s' --threads %d --budget %g "
              "--repeats %d%s 2>&1",
              KEEP_ENV, ctx->threads, policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "",
-             CR_BENCH_PYTORCH, ctx->threads, ctx->quick ? 0.3 : BUDGET_S, ctx->repeats, cases);
+             script, ctx->threads, ctx->quick ? 0.3 : BUDGET_S, ctx->repeats, cases);
     fflush(stdout);
     FILE *f = popen(cmd, "r");
     if (!f) {
@@ -305,7 +319,7 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
         line[strcspn(line, "\n")] = '\0';
         if (sscanf(line, "row %31s %lld %lld %d %31s %lf %lf", name, &k, &batch, &threads, pass,
                    &ms, &min_ms) == 7) {
-            torch_merge(name, k, batch, pass, ms, min_ms, policy ? policy : "default");
+            merge(name, k, batch, pass, ms, min_ms, policy ? policy : "default");
             rows++;
         } else if (strncmp(line, "info ", 5) == 0 || (rows == 0 && line[0])) {
             const char *src = strncmp(line, "info ", 5) == 0 ? line + 5 : line;
@@ -318,6 +332,28 @@ static int torch_run(const lab_ctx *ctx, const char *policy, const char *cases, 
     }
     pclose(f);
     return rows;
+}
+
+/* Runs a peer script on cases in child processes: once with one thread; with more, once
+ * per OMP_WAIT_POLICY (active, passive), merge keeping the faster time of each case and
+ * pass. Writes what ran, or why nothing did, into note (len bytes). */
+static void torch_policies(const lab_ctx *ctx, const char *script, torch_merge_fn merge,
+                           const char *cases, char *note, size_t len)
+{
+    char info[2][200];
+    int rows;
+    if (ctx->threads == 1) {
+        rows = torch_run(ctx, script, merge, NULL, cases, info[0], sizeof info[0]);
+        snprintf(note, len, "PyTorch %s (OMP_NUM_THREADS=1)", info[0]);
+    } else {
+        rows = torch_run(ctx, script, merge, "active", cases, info[0], sizeof info[0]);
+        rows += torch_run(ctx, script, merge, "passive", cases, info[1], sizeof info[1]);
+        snprintf(note, len, "PyTorch %s; best of OMP_WAIT_POLICY=active and passive per case "
+                 "and pass", info[0]);
+    }
+    if (rows == 0)
+        snprintf(note, len, "PyTorch not measured: /usr/bin/python3 %s gave no times (%s)",
+                 script, info[0][0] ? info[0] : "no output");
 }
 
 /* Times PyTorch on every case the timing table will run, in child processes: once with
@@ -344,22 +380,7 @@ static void torch_measure(const lab_ctx *ctx)
     }
     printf("PyTorch, the peer: %s in child processes, same cases, same run ...\n",
            CR_BENCH_PYTORCH);
-    char info[2][200];
-    int rows;
-    if (ctx->threads == 1) {
-        rows = torch_run(ctx, NULL, cases, info[0], sizeof info[0]);
-        snprintf(torch_note, sizeof torch_note, "PyTorch %s (OMP_NUM_THREADS=1)", info[0]);
-    } else {
-        rows = torch_run(ctx, "active", cases, info[0], sizeof info[0]);
-        rows += torch_run(ctx, "passive", cases, info[1], sizeof info[1]);
-        snprintf(torch_note, sizeof torch_note,
-                 "PyTorch %s; best of OMP_WAIT_POLICY=active and passive per case and pass",
-                 info[0]);
-    }
-    if (rows == 0)
-        snprintf(torch_note, sizeof torch_note,
-                 "PyTorch not measured: /usr/bin/python3 %s gave no times (%s)",
-                 CR_BENCH_PYTORCH, info[0][0] ? info[0] : "no output");
+    torch_policies(ctx, CR_BENCH_PYTORCH, torch_merge, cases, torch_note, sizeof torch_note);
     printf("  %s\n\n", torch_note);
 }
 
@@ -423,7 +444,7 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
                    lab_gflops(flops[1], ms[1] / 1e3), lab_gflops(flops[2], ms[2] / 1e3),
                    t[impl].peak[2] / 1048576.0);
             for (int ps = 0; ps < 3; ps++)
-                if (lab_csv_row(ctx, "lab04,conv,%s,%s,%s,%lld,%lld,%d,%.4f,%.4f,%lld,,,,,,,%.4f",
+                if (lab_csv_row(ctx, "lab04,conv,%s,%s,%s,%lld,%lld,%d,%.4f,%.4f,%lld,,,,,,,%.4f" NO_LAYER_COLS,
                                 l->name, impl_names[impl], pass_names[ps], (long long)k,
                                 (long long)l->n, ctx->threads, ms[ps],
                                 lab_gflops(flops[ps], ms[ps] / 1e3), t[impl].peak[ps], lo[ps]))
@@ -440,7 +461,7 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
                    tr->min_ms[2] / t[1].min_ms[2]);
             for (int ps = 0; ps < 3; ps++)
                 if (tr->ms[ps] > 0 &&
-                    lab_csv_row(ctx, "lab04,conv,%s,pytorch,%s,%lld,%lld,%d,%.4f,%.4f,,,,,,,,%.4f",
+                    lab_csv_row(ctx, "lab04,conv,%s,pytorch,%s,%lld,%lld,%d,%.4f,%.4f,,,,,,,,%.4f" NO_LAYER_COLS,
                                 l->name, pass_names[ps], (long long)k, (long long)l->n,
                                 ctx->threads, tr->ms[ps], lab_gflops(flops[ps], tr->ms[ps] / 1e3),
                                 tr->min_ms[ps]))
@@ -490,6 +511,491 @@ static int run_timing(lab_ctx *ctx, cr_rng *rng)
                ctx->threads > 1 ? "s" : "", fb[0] / fb[1]);
     else if (fb[0] > 0)
         printf("\na_3x3_64 k=3 forward+backward: fast %.1f GFLOP/s (%s)\n", fb[0], torch_note);
+    printf("\n");
+    return ok;
+}
+
+/* ---- (3) the other layers: bytes moved, the triad, PyTorch ------------------------------- */
+
+#ifndef CR_BENCH_LAYERS_PYTORCH
+#define CR_BENCH_LAYERS_PYTORCH "reference/bench_layers_pytorch.py"
+#endif
+#define GN_GROUPS 32              /* chapter 8's decoder: GroupNorm(32, C) */
+#define CE_IGNORE_EVERY 10        /* cross-entropy: every 10th pixel ignored (void) */
+#define TARGET_SPEED 1.0          /* issue 12: >= 1.0x PyTorch ... */
+#define TARGET_PCT_TRIAD 60.0     /* ... or >= 60% of the triad bandwidth */
+#define TRIAD_FLOATS (1 << 25)    /* per array: 3 x 128 MiB, far beyond any L3 */
+#define TRIAD_FLOATS_QUICK (1 << 22)
+
+typedef enum { OP_BN, OP_GN, OP_RELU, OP_MAXPOOL, OP_NEAREST, OP_BILINEAR, OP_ADD, OP_CE,
+               OP_ADAMW } op_kind;
+
+/* One layer as chapter 8's FPN trains with it. Input n x c x h x w (--quick: qn x qc x qh
+ * x qw); adamw: n blocks of one c x c x h x w weight and two vectors of c. */
+typedef struct {
+    const char *name;      /* the CSV's case */
+    const char *kind;      /* bench_layers_pytorch.py's kind */
+    op_kind op;
+    int64_t n, c, h, w;
+    int64_t qn, qc, qh, qw;
+    const char *where;     /* where the FPN uses it, at batch 8 and 192 x 192 crops */
+} layer_spec;
+
+static const layer_spec layer_specs[] = {
+    {"batchnorm", "batchnorm", OP_BN, 8, 256, 48, 48, 1, 64, 24, 24,
+     "encoder layer1 output, 256 ch at 1/4, training mode"},
+    {"groupnorm32", "groupnorm", OP_GN, 8, 128, 48, 48, 1, 64, 24, 24,
+     "decoder segmentation block, 128 ch at 1/4, 32 groups"},
+    {"relu", "relu", OP_RELU, 8, 256, 48, 48, 1, 64, 24, 24, "encoder layer1, 256 ch at 1/4"},
+    {"maxpool3x3s2", "maxpool", OP_MAXPOOL, 8, 64, 96, 96, 1, 64, 24, 24,
+     "stem, 64 ch, 1/2 -> 1/4, padding 1"},
+    {"nearest_x2", "nearest", OP_NEAREST, 8, 256, 24, 24, 1, 64, 12, 12,
+     "FPN top-down, 256 ch, 1/8 -> 1/4"},
+    {"bilinear_x2", "bilinear", OP_BILINEAR, 8, 128, 24, 24, 1, 64, 12, 12,
+     "segmentation block, 128 ch, 1/8 -> 1/4, align_corners"},
+    {"add", "add", OP_ADD, 8, 256, 48, 48, 1, 64, 24, 24, "FPN lateral + top-down, 256 ch at 1/4"},
+    {"cross_entropy", "cross_entropy", OP_CE, 8, 11, 192, 192, 1, 11, 48, 48,
+     "11 classes at full crop, 1 pixel in 10 ignored"},
+    {"adamw", "adamw", OP_ADAMW, 42, 256, 3, 3, 2, 64, 3, 3,
+     "42 x (256x256x3x3 + 2 x 256) = 24.8M parameters, 126 tensors"},
+};
+
+/* The passes each op times: most have forward and backward; cross-entropy's backward
+ * comes with its loss (one call), so it times the loss alone and loss + gradient; AdamW
+ * has one step. */
+static int op_passes(op_kind op, const char **names)
+{
+    if (op == OP_ADAMW) {
+        names[0] = "step";
+        return 1;
+    }
+    names[0] = "forward";
+    names[1] = op == OP_CE ? "forward+backward" : "backward";
+    return 2;
+}
+
+/* One op's operands. add: x and b in, y out, dy in, dx and db out. */
+typedef struct {
+    const layer_spec *spec;
+    int64_t n, c, h, w;
+    cr_tensor x, b, y, dy, dx, db;
+    cr_tensor gamma, beta, dgamma, dbeta, mean, invstd, rmean, rvar;
+    int64_t *argmax;
+    int32_t *target;
+    cr_bn_params bn;
+    cr_pool_params pool;
+    cr_upsample_params up;
+    double loss;
+    int np;                    /* adamw: parameter tensors */
+    cr_tensor *params, *grads;
+    cr_tensor **pp;
+    const cr_tensor **gp;
+    cr_optimizer opt;
+} op_state;
+
+/* Frees an op's operands (safe on a zeroed or half-built one). */
+static void op_free(op_state *s)
+{
+    cr_tensor *ts[] = {&s->x, &s->b, &s->y, &s->dy, &s->dx, &s->db, &s->gamma, &s->beta,
+                       &s->dgamma, &s->dbeta, &s->mean, &s->invstd, &s->rmean, &s->rvar};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) cr_tensor_free(ts[i]);
+    for (int i = 0; i < s->np; i++) {
+        if (s->params) cr_tensor_free(&s->params[i]);
+        if (s->grads) cr_tensor_free(&s->grads[i]);
+    }
+    cr_optim_free(&s->opt);
+    free(s->params);
+    free(s->grads);
+    free(s->pp);
+    free(s->gp);
+    free(s->argmax);
+    free(s->target);
+    memset(s, 0, sizeof *s);
+}
+
+/* AdamW's parameter set: n blocks of (c x c x h x w weight, c, c), random values and
+ * gradients, and its optimizer state (zero). */
+static cr_status op_alloc_adamw(op_state *s, cr_rng *rng)
+{
+    s->np = (int)(3 * s->n);
+    s->params = calloc((size_t)s->np, sizeof *s->params);
+    s->grads = calloc((size_t)s->np, sizeof *s->grads);
+    s->pp = calloc((size_t)s->np, sizeof *s->pp);
+    s->gp = calloc((size_t)s->np, sizeof *s->gp);
+    if (!s->params || !s->grads || !s->pp || !s->gp)
+        return cr_fail(CR_ENOMEM, "adamw: %d parameter tensors", s->np);
+    cr_status st = CR_OK;
+    for (int i = 0; i < s->np && !st; i++) {
+        const int64_t vec = s->c;
+        st = i % 3 == 0 ? cr_tensor_alloc4(&s->params[i], s->c, s->c, s->h, s->w)
+                        : cr_tensor_alloc(&s->params[i], 1, &vec);
+        if (!st) st = cr_tensor_alloc(&s->grads[i], s->params[i].ndim, s->params[i].shape);
+        if (st) break;
+        cr_tensor_fill_uniform(&s->params[i], rng, -0.1f, 0.1f);
+        cr_tensor_fill_uniform(&s->grads[i], rng, -1, 1);
+        s->pp[i] = &s->params[i];
+        s->gp[i] = &s->grads[i];
+    }
+    if (st) return st;
+    const cr_optim_config cfg = cr_adamw_config(1e-3, 0.01);
+    return cr_optim_init(&s->opt, &cfg, s->pp, s->np);
+}
+
+/* Allocates an op's operands at its full (or --quick) shape, inputs and upstream
+ * gradients uniform in [-1, 1), norms' gamma in [0.5, 1.5) and beta in [-0.5, 0.5). */
+static cr_status op_alloc(op_state *s, const layer_spec *spec, int quick, cr_rng *rng)
+{
+    memset(s, 0, sizeof *s);
+    s->spec = spec;
+    s->n = quick ? spec->qn : spec->n;
+    s->c = quick ? spec->qc : spec->c;
+    s->h = quick ? spec->qh : spec->h;
+    s->w = quick ? spec->qw : spec->w;
+    if (spec->op == OP_ADAMW) return op_alloc_adamw(s, rng);
+    cr_status st = cr_tensor_alloc4(&s->x, s->n, s->c, s->h, s->w);
+    int64_t ho = s->h, wo = s->w;
+    if (!st && spec->op == OP_MAXPOOL) {
+        s->pool = cr_pool_params_make(3, 2, 1);
+        st = cr_maxpool2d_out_size(&s->pool, s->h, s->w, &ho, &wo);
+    } else if (!st && (spec->op == OP_NEAREST || spec->op == OP_BILINEAR)) {
+        s->up = (cr_upsample_params){.mode = spec->op == OP_NEAREST ? CR_UPSAMPLE_NEAREST
+                                                                   : CR_UPSAMPLE_BILINEAR,
+                                     .align_corners = spec->op == OP_BILINEAR,
+                                     .scale_h = 2, .scale_w = 2};
+        st = cr_upsample_out_size(&s->up, s->h, s->w, &ho, &wo);
+    }
+    if (!st && spec->op != OP_CE) st = cr_tensor_alloc4(&s->y, s->n, s->c, ho, wo);
+    if (!st && spec->op != OP_CE) st = cr_tensor_alloc4(&s->dy, s->n, s->c, ho, wo);
+    if (!st) st = cr_tensor_alloc4(&s->dx, s->n, s->c, s->h, s->w);
+    if (!st && spec->op == OP_ADD) st = cr_tensor_alloc4(&s->b, s->n, s->c, s->h, s->w);
+    if (!st && spec->op == OP_ADD) st = cr_tensor_alloc4(&s->db, s->n, s->c, s->h, s->w);
+    if (!st && (spec->op == OP_BN || spec->op == OP_GN)) {
+        const int64_t stats = spec->op == OP_BN ? s->c : s->n * GN_GROUPS;
+        cr_tensor *cs[] = {&s->gamma, &s->beta, &s->dgamma, &s->dbeta, &s->rmean, &s->rvar};
+        for (int i = 0; i < (spec->op == OP_BN ? 6 : 4) && !st; i++)
+            st = cr_tensor_alloc(cs[i], 1, &s->c);
+        if (!st) st = cr_tensor_alloc(&s->mean, 1, &stats);
+        if (!st) st = cr_tensor_alloc(&s->invstd, 1, &stats);
+        if (!st) {
+            cr_tensor_fill_uniform(&s->gamma, rng, 0.5f, 1.5f);
+            cr_tensor_fill_uniform(&s->beta, rng, -0.5f, 0.5f);
+            if (spec->op == OP_BN) {
+                cr_tensor_fill(&s->rmean, 0.0f);
+                cr_tensor_fill(&s->rvar, 1.0f);
+            }
+        }
+        s->bn = cr_bn_params_default();
+    }
+    if (!st && spec->op == OP_MAXPOOL) {
+        s->argmax = malloc(s->y.numel * sizeof *s->argmax);
+        if (!s->argmax) st = cr_fail(CR_ENOMEM, "maxpool: argmax of %zu", s->y.numel);
+    }
+    if (!st && spec->op == OP_CE) {
+        const size_t pixels = (size_t)(s->n * s->h * s->w);
+        s->target = malloc(pixels * sizeof *s->target);
+        if (!s->target) return cr_fail(CR_ENOMEM, "cross_entropy: target of %zu", pixels);
+        for (size_t i = 0; i < pixels; i++)
+            s->target[i] = i % CE_IGNORE_EVERY == 0 ? CR_IGNORE_INDEX
+                                                    : (int32_t)(cr_rng_next(rng) % (uint64_t)s->c);
+    }
+    if (st) return st;
+    cr_tensor_fill_uniform(&s->x, rng, -1, 1);
+    if (s->b.data) cr_tensor_fill_uniform(&s->b, rng, -1, 1);
+    if (s->dy.data) cr_tensor_fill_uniform(&s->dy, rng, -1, 1);
+    return CR_OK;
+}
+
+/* Runs pass 0 or 1 of an op (op_passes) once. */
+static cr_status op_run(op_state *s, int pass)
+{
+    switch (s->spec->op) {
+    case OP_BN:
+        return pass == 0 ? cr_batchnorm2d_forward(&s->bn, true, &s->x, &s->gamma, &s->beta,
+                                                  &s->rmean, &s->rvar, &s->y, &s->mean,
+                                                  &s->invstd)
+                         : cr_batchnorm2d_backward(true, &s->x, &s->gamma, &s->mean, &s->invstd,
+                                                   &s->dy, &s->dx, &s->dgamma, &s->dbeta);
+    case OP_GN:
+        return pass == 0 ? cr_groupnorm_forward(GN_GROUPS, s->bn.eps, &s->x, &s->gamma, &s->beta,
+                                                &s->y, &s->mean, &s->invstd)
+                         : cr_groupnorm_backward(GN_GROUPS, &s->x, &s->gamma, &s->mean,
+                                                 &s->invstd, &s->dy, &s->dx, &s->dgamma,
+                                                 &s->dbeta);
+    case OP_RELU:
+        return pass == 0 ? cr_relu_forward(&s->x, &s->y) : cr_relu_backward(&s->y, &s->dy, &s->dx);
+    case OP_MAXPOOL:
+        return pass == 0 ? cr_maxpool2d_forward(&s->pool, &s->x, &s->y, s->argmax)
+                         : cr_maxpool2d_backward(s->argmax, &s->dy, &s->dx);
+    case OP_NEAREST:
+    case OP_BILINEAR:
+        return pass == 0 ? cr_upsample_forward(&s->up, &s->x, &s->y)
+                         : cr_upsample_backward(&s->up, &s->dy, &s->dx);
+    case OP_ADD:
+        return pass == 0 ? cr_add_forward(&s->x, &s->b, &s->y) : cr_add_backward(&s->dy, &s->dx, &s->db);
+    case OP_CE:
+        return cr_cross_entropy(&s->x, s->target, CR_IGNORE_INDEX, &s->loss,
+                                pass == 0 ? NULL : &s->dx);
+    case OP_ADAMW:
+        return cr_optim_step(&s->opt, s->pp, s->gp);
+    }
+    return cr_fail(CR_EINVAL, "unknown op");
+}
+
+/* The bytes pass `pass` must move: every tensor it reads counted once, every tensor it
+ * writes counted once (one read and written, twice); float 4 bytes, max-pool's indices 8,
+ * cross-entropy's labels 4. What a pass needs at least, whatever its route: a two-pass
+ * norm that reads x twice is held to one read. */
+static double op_bytes(const op_state *s, int pass)
+{
+    const double F = 4, x = (double)s->x.numel, y = (double)s->y.numel;
+    const double c = (double)s->gamma.numel, st = (double)s->mean.numel;
+    switch (s->spec->op) {
+    case OP_BN:   /* fwd: x, gamma, beta, running mean/var in; y, mean, invstd, running out */
+        return pass == 0 ? F * (2 * x + 2 * c + 2 * st + 4 * c)
+                         : F * (3 * x + 3 * c + 2 * st); /* x, dy, gamma, mean, invstd; dx, dgamma, dbeta */
+    case OP_GN:
+        return pass == 0 ? F * (2 * x + 2 * c + 2 * st) : F * (3 * x + 3 * c + 2 * st);
+    case OP_RELU:
+        return pass == 0 ? F * 2 * x : F * 3 * x;     /* x, y; y, dy, dx */
+    case OP_MAXPOOL:
+        return F * (x + y) + 8 * y;                    /* x; y, argmax | argmax, dy; dx */
+    case OP_NEAREST:
+    case OP_BILINEAR:
+        return F * (x + y);                            /* x; y | dy; dx */
+    case OP_ADD:
+        return F * 3 * x;                              /* a, b; y | dy; da, db */
+    case OP_CE:
+        return F * (pass == 0 ? x : 2 * x) + 4.0 * (double)(s->n * s->h * s->w);
+    case OP_ADAMW: {
+        double total = 0;
+        for (int i = 0; i < s->np; i++) total += (double)s->params[i].numel;
+        return 7 * F * total;                          /* p, g, m, v in; p, m, v out */
+    }
+    }
+    return 0;
+}
+
+/* a[i] = b[i] + s * c[i] for i < n, OpenMP threads, static schedule. */
+static void triad_kernel(float *restrict a, const float *restrict b, const float *restrict c, float s,
+                  int64_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+}
+
+/* The STREAM-style triad a[i] = b[i] + s * c[i] over three arrays of n floats (far beyond
+ * any L3), OpenMP threads as --threads (static schedule, first touch by the same threads):
+ * one warm-up, then max(--repeats, 10) timed runs; GB/s counts 3 x 4 bytes per element,
+ * of the median (*gbps) and of the fastest (*best) run; *bytes receives the count. */
+static cr_status measure_triad(const lab_ctx *ctx, double *gbps, double *best, double *ms,
+                               double *min_ms, double *bytes)
+{
+    const int64_t n = ctx->quick ? TRIAD_FLOATS_QUICK : TRIAD_FLOATS;
+    cr_tensor t[3] = {{0}};
+    cr_status st = CR_OK;
+    for (int i = 0; i < 3 && !st; i++) st = cr_tensor_alloc(&t[i], 1, &n);
+    if (st) {
+        for (int i = 0; i < 3; i++) cr_tensor_free(&t[i]);
+        return st;
+    }
+    float *a = t[0].data, *b = t[1].data, *c = t[2].data;
+    const float scalar = 3.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        b[i] = 1.0f + (float)(i % 7);
+        c[i] = 2.0f - (float)(i % 5);
+        a[i] = 0.0f;
+    }
+    const int runs = ctx->repeats < 10 ? 10 : ctx->repeats > MAX_ROUNDS ? MAX_ROUNDS : ctx->repeats;
+    double times[MAX_ROUNDS];
+    for (int r = -1; r < runs; r++) {
+        const double t0 = cr_now();
+        triad_kernel(a, b, c, scalar, n);
+        if (r >= 0) times[r] = cr_now() - t0;
+    }
+    const int ok = a[n - 1] == b[n - 1] + scalar * c[n - 1];   /* the loop really ran */
+    for (int i = 0; i < 3; i++) cr_tensor_free(&t[i]);
+    if (!ok) return cr_fail(CR_EINVAL, "triad: wrong result");
+    double med;
+    lab_median_p90(times, runs, &med, NULL);
+    *bytes = 3.0 * 4.0 * (double)n;
+    *ms = med * 1e3;
+    *min_ms = times[0] * 1e3;
+    *gbps = *bytes / med / 1e9;
+    *best = *bytes / times[0] / 1e9;
+    return CR_OK;
+}
+
+/* Times an op's passes as time_impl times a convolution's: rounds of every pass once
+ * (flush_and_settle before each) after a warm-up round, as many as fit in passes x the
+ * budget (at least --repeats when a round is shorter, at most MAX_ROUNDS); median and
+ * fastest ms of each pass. */
+static cr_status time_op(const lab_ctx *ctx, op_state *s, int passes, double *ms, double *min_ms)
+{
+    const double budget = passes * (ctx->quick ? 0.1 : BUDGET_S);
+    double first = 0;
+    for (int p = 0; p < passes; p++) {
+        flush_and_settle();
+        const double t0 = cr_now();
+        cr_status st = op_run(s, p);
+        first += cr_now() - t0;
+        if (st) return st;
+    }
+    int rounds = (int)(budget / (first > 1e-9 ? first : 1e-9));
+    if (first <= budget && rounds < ctx->repeats) rounds = ctx->repeats;
+    rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
+    double times[2][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++)
+        for (int p = 0; p < passes; p++) {
+            flush_and_settle();
+            const double t0 = cr_now();
+            cr_status st = op_run(s, p);
+            times[p][r] = cr_now() - t0;
+            if (st) return st;
+        }
+    for (int p = 0; p < passes; p++) {
+        double med;
+        lab_median_p90(times[p], rounds, &med, NULL);
+        ms[p] = med * 1e3;
+        min_ms[p] = times[p][0] * 1e3;
+    }
+    return CR_OK;
+}
+
+/* PyTorch's times of the layer ops (0: not measured). */
+typedef struct {
+    char name[32], pass[24];
+    double ms, min_ms;
+} layer_torch_row;
+
+#define MAX_LAYER_TORCH 32
+static layer_torch_row layer_torch[MAX_LAYER_TORCH];
+static int n_layer_torch;
+static char layer_torch_note[320] = "not run";
+
+/* PyTorch's row of (name, pass), or NULL. */
+static layer_torch_row *layer_torch_find(const char *name, const char *pass)
+{
+    for (int i = 0; i < n_layer_torch; i++)
+        if (strcmp(layer_torch[i].name, name) == 0 && strcmp(layer_torch[i].pass, pass) == 0)
+            return &layer_torch[i];
+    return NULL;
+}
+
+/* torch_merge_fn for the layer ops: keeps the faster (by median) of two times. */
+static void layer_torch_merge(const char *name, long long k, long long batch, const char *pass,
+                              double ms, double min_ms, const char *policy)
+{
+    (void)k, (void)batch, (void)policy;
+    layer_torch_row *r = layer_torch_find(name, pass);
+    if (!(ms > 0)) return;
+    if (!r) {
+        if (n_layer_torch == MAX_LAYER_TORCH) return;
+        r = &layer_torch[n_layer_torch++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "%s", name);
+        snprintf(r->pass, sizeof r->pass, "%s", pass);
+    }
+    if (r->ms == 0 || ms < r->ms) {
+        r->ms = ms;
+        r->min_ms = min_ms > 0 ? min_ms : ms;
+    }
+}
+
+/* Times PyTorch's versions of the layer ops at the same shapes, in child processes (the
+ * same rule as torch_measure). Fills layer_torch_note. */
+static void layer_torch_measure(const lab_ctx *ctx)
+{
+    static char ops[2048];
+    size_t len = 0;
+    for (int i = 0; i < LAB_COUNT(layer_specs); i++) {
+        const layer_spec *l = &layer_specs[i];
+        len += (size_t)snprintf(ops + len, sizeof ops - len, " --op %s,%s,%lld,%lld,%lld,%lld",
+                                l->name, l->kind, (long long)(ctx->quick ? l->qn : l->n),
+                                (long long)(ctx->quick ? l->qc : l->c),
+                                (long long)(ctx->quick ? l->qh : l->h),
+                                (long long)(ctx->quick ? l->qw : l->w));
+    }
+    printf("PyTorch, the peer of the other layers: %s ...\n", CR_BENCH_LAYERS_PYTORCH);
+    torch_policies(ctx, CR_BENCH_LAYERS_PYTORCH, layer_torch_merge, ops, layer_torch_note,
+                   sizeof layer_torch_note);
+    printf("  %s\n\n", layer_torch_note);
+}
+
+/* Times one op, prints its table rows and writes its CSV rows against the triad's GB/s;
+ * returns 1 if it ran. */
+static int layer_case(lab_ctx *ctx, const layer_spec *l, double triad_gbps, cr_rng *rng)
+{
+    op_state s;
+    const char *passes[2];
+    const int np = op_passes(l->op, passes);
+    double ms[2], min_ms[2];
+    cr_status st = op_alloc(&s, l, ctx->quick, rng);
+    if (!st) st = time_op(ctx, &s, np, ms, min_ms);
+    if (st) {
+        op_free(&s);
+        return lab_report_failure(l->name, st);
+    }
+    char shape[48];
+    if (l->op == OP_ADAMW)
+        snprintf(shape, sizeof shape, "%dx(%lldx%lldx%lldx%lld+2x%lld)", (int)s.n,
+                 (long long)s.c, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.c);
+    else
+        snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)s.n, (long long)s.c,
+                 (long long)s.h, (long long)s.w);
+    int ok = 1;
+    for (int p = 0; p < np; p++) {
+        const double bytes = op_bytes(&s, p), gbps = bytes / (ms[p] / 1e3) / 1e9;
+        const double pct = 100.0 * gbps / triad_gbps;
+        const layer_torch_row *tr = layer_torch_find(l->name, passes[p]);
+        const double speed = tr ? tr->ms / ms[p] : 0.0;
+        /* met by either rule; missed only when both were measured (PyTorch may be absent) */
+        const char *target = speed >= TARGET_SPEED || pct >= TARGET_PCT_TRIAD ? "met"
+                             : tr ? "missed" : "unknown";
+        char tms[32] = "-", tsp[16] = "-";
+        if (tr) {
+            snprintf(tms, sizeof tms, "%.3f/%.3f", tr->min_ms, tr->ms);
+            snprintf(tsp, sizeof tsp, "%.2fx", speed);
+        }
+        printf("%-14s %-26s %-16s %8.3f/%-8.3f %17s %7s %8.1f %6.0f%% %-6s\n", l->name, shape,
+               passes[p], min_ms[p], ms[p], tms, tsp, gbps, pct, target);
+        char vs[32] = "";
+        if (tr) snprintf(vs, sizeof vs, "%.3f", speed);
+        if (lab_csv_row(ctx, "lab04,layer_op,%s,fast,%s,,%lld,%d,%.4f,,,,,,,,,%.4f,%.0f,%.3f,%.2f,%s,%s",
+                        l->name, passes[p], (long long)s.n, ctx->threads, ms[p], min_ms[p], bytes,
+                        gbps, pct, vs, target))
+            ok = lab_report_failure("CSV", CR_EIO);
+        if (tr && lab_csv_row(ctx, "lab04,layer_op,%s,pytorch,%s,,%lld,%d,%.4f,,,,,,,,,%.4f,,,,,",
+                              l->name, passes[p], (long long)s.n, ctx->threads, tr->ms, tr->min_ms))
+            ok = lab_report_failure("CSV", CR_EIO);
+    }
+    fflush(stdout);
+    op_free(&s);
+    return ok;
+}
+
+/* The other layers' table: the triad first, then every op of layer_specs. */
+static int run_layers(lab_ctx *ctx, cr_rng *rng)
+{
+    double triad = 0, best = 0, tms = 0, tmin = 0, tbytes = 0;
+    cr_status st = measure_triad(ctx, &triad, &best, &tms, &tmin, &tbytes);
+    if (st) return lab_report_failure("triad", st);
+    printf("(3) the other layers, as chapter 8's FPN trains with them%s\n"
+           "    STREAM-style triad a = b + s*c, 3 x %lld floats, %d thread%s: %.1f GB/s median, "
+           "%.1f GB/s best (3 x 4 bytes per element)\n"
+           "    GB/s: the bytes the pass must move (each tensor read or written once) / median;\n"
+           "    speed: PyTorch's median / ours (> 1: ours faster); target: speed >= %.1f or "
+           ">= %.0f%% of the triad\n",
+           ctx->quick ? " (--quick: small shapes)" : " (batch 8, 192 x 192 crops)",
+           (long long)(ctx->quick ? TRIAD_FLOATS_QUICK : TRIAD_FLOATS), ctx->threads,
+           ctx->threads > 1 ? "s" : "", triad, best, TARGET_SPEED, TARGET_PCT_TRIAD);
+    if (lab_csv_row(ctx, "lab04,triad,triad,fast,,,,%d,%.4f,,,,,,,,,%.4f,%.0f,%.3f,,,", ctx->threads,
+                    tms, tmin, tbytes, triad))
+        return lab_report_failure("CSV", CR_EIO);
+    printf("%-14s %-26s %-16s %17s %17s %7s %8s %7s %-6s\n", "layer", "input", "pass",
+           "ours ms min/med", "PyTorch min/med", "speed", "GB/s", "triad", "target");
+    int ok = 1;
+    for (int i = 0; i < LAB_COUNT(layer_specs); i++) ok &= layer_case(ctx, &layer_specs[i], triad, rng);
     printf("\n");
     return ok;
 }
@@ -586,11 +1092,11 @@ static double report_iou(lab_ctx *ctx, const char *split, const cr_confusion *co
     printf("%-5s", split);
     for (int c = 0; c < CR_CAMVID_CLASSES; c++) {
         printf(" %6.3f", iou[c]);
-        lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,%s,%.4f,", ctx->threads, epoch,
+        lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,%s,%.4f," NO_LAYER_COLS, ctx->threads, epoch,
                     split, cr_camvid_class_name(c), iou[c]);
     }
     printf("  %6.3f\n", mean);
-    lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,mean,%.4f,", ctx->threads, epoch,
+    lab_csv_row(ctx, "lab04,iou,camvid,fast,,,,%d,,,,%d,,,%s,mean,%.4f," NO_LAYER_COLS, ctx->threads, epoch,
                 split, mean);
     return mean;
 }
@@ -608,7 +1114,7 @@ static void on_step(void *arg, const cr_step_info *info)
     step_ctx *c = arg;
     if (isnan(c->first_loss)) c->first_loss = info->loss;
     lab_csv_row(c->ctx, "lab04,train,camvid_%lldx%lld,fast,forward+backward,3,%d,%d,%.3f,,,"
-                "%d,%lld,%.6f,train,,,", (long long)c->w, (long long)c->h, batch_size,
+                "%d,%lld,%.6f,train,,," NO_LAYER_COLS, (long long)c->w, (long long)c->h, batch_size,
                 c->ctx->threads, info->ms, info->epoch, (long long)info->step, info->loss);
     char what[64];
     snprintf(what, sizeof what, "epoch %d loss %.4f", info->epoch, info->loss);
@@ -648,7 +1154,7 @@ static int run_training(lab_ctx *ctx, train_run *r)
         printf("    epoch %2d: train loss %.4f, val loss %.4f, val mean IoU %.3f (%.0f s)\n",
                t->epoch, last_epoch_loss, vloss, val_miou, cr_now() - t_train);
         fflush(stdout);
-        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f,",
+        lab_csv_row(ctx, "lab04,val,camvid_%lldx%lld,fast,forward,,%d,%d,,,,%d,%lld,%.6f,val,mean,%.4f," NO_LAYER_COLS,
                     (long long)W, (long long)H, batch_size, ctx->threads, t->epoch,
                     (long long)t->step, vloss, val_miou);
         if (checkpoint_path && (s = cr_checkpoint_save(t, checkpoint_path, NULL))) {
@@ -725,13 +1231,18 @@ int main(int argc, char **argv)
     int rc = lab_init(&ctx, argc, argv, "lab04-backward",
                       "Chapter 4: (1) forward and backward time and memory of the standard "
                       "layers with kernels 3, 5, 7,\nreference against fast and PyTorch "
-                      "(same run); (2) with --data DIR, a small FCN trained on CamVid.",
+                      "(same run); (2) with --data DIR, a small FCN trained on CamVid;\n"
+                      "(3) --part layers: the other layers (norms, ReLU, pooling, "
+                      "up-sampling, add, cross-entropy, AdamW)\nagainst PyTorch and the "
+                      "machine's triad bandwidth.",
                       extra_args, (int)(sizeof extra_args / sizeof *extra_args));
     if (rc != LAB_RUN) return rc;
     const int do_timing = strcmp(part, "all") == 0 || strcmp(part, "timing") == 0;
+    const int do_layers = strcmp(part, "all") == 0 || strcmp(part, "layers") == 0;
     const int do_train = strcmp(part, "all") == 0 || strcmp(part, "train") == 0;
-    if (!do_timing && !do_train) {
-        fprintf(stderr, "%s: --part: expected all, timing or train, got '%s'\n", ctx.program, part);
+    if (!do_timing && !do_layers && !do_train) {
+        fprintf(stderr, "%s: --part: expected all, timing, layers or train, got '%s'\n",
+                ctx.program, part);
         return LAB_EXIT_USAGE;
     }
     if ((rc = check_train_args(&ctx)) != LAB_RUN) return rc;
@@ -748,13 +1259,24 @@ int main(int argc, char **argv)
     snprintf(train_note, sizeof train_note, "seed %d, %d epochs, batch %d, factor %d, AdamW lr %g",
              train_seed, epochs, batch_size, factor, lr);
     if (do_timing) torch_measure(&ctx);   /* before the CSV: its header names the peer */
+    if (do_layers) layer_torch_measure(&ctx);
     const char *const extra[] = {
         "pytorch", torch_note,
         "peak_bytes", CR_HEAP_COUNTING ? "operand tensors + the heap's peak above its level before the "
                                     "pass (every malloc counted)"
                                   : "operand tensors only (sanitizer build: heap not counted)",
         "training", train_note,
-        "malloc", "glibc keeps freed memory, here and in PyTorch's process: " KEEP_ENV, NULL};
+        "malloc", "glibc keeps freed memory, here and in PyTorch's process: " KEEP_ENV,
+        "pytorch_layers", layer_torch_note,
+        "layer_op", "bytes: what the pass must move, each tensor it reads or writes counted once "
+                    "(4 bytes a float, 8 a max-pool index, 4 a label); gbps: bytes / median ms; "
+                    "pct_triad: gbps / the kind=triad row's gbps (both medians); vs_pytorch: "
+                    "PyTorch's median / ours (> 1: ours faster); target: met when vs_pytorch >= 1 "
+                    "or pct_triad >= 60, missed when neither, unknown when PyTorch did not run "
+                    "and pct_triad < 60",
+        "triad", "a[i] = b[i] + s*c[i], OpenMP threads as --threads, 3 x 4 bytes per element, "
+                 "median of max(--repeats, 10) runs",
+        NULL};
     cr_status st = lab_csv_begin(&ctx, csv_columns, extra);
     if (st != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
@@ -765,6 +1287,7 @@ int main(int argc, char **argv)
     cr_rng_seed(&rng, ctx.seed);
     int ok = 1;
     if (do_timing) ok = run_timing(&ctx, &rng);
+    if (do_layers) ok &= run_layers(&ctx, &rng);
     if (do_train) {
         if (!data_dir) {
             printf("(2) training: skipped, no --data DIR. %s\n", cr_camvid_howto());

@@ -1,0 +1,249 @@
+/* test_ch04_lab.c — suite ch04: lab 4's command line and its `--part layers` CSV.
+ *
+ * With the built lab04-backward as argv[1]: a bad --part is refused (exit code 2, a
+ * message naming the option and the parts, no CSV left behind); `--part layers --quick`
+ * writes the triad row and one kind=layer_op row per layer and pass, ours with the bytes
+ * the pass moves, GB/s consistent with bytes / median, % of the triad consistent with the
+ * triad row and in (0, 200], and, where PyTorch ran, its rows and the speed ratio
+ * consistent with both medians. The layers' numerics are tested in test_ch04_layers.c;
+ * the lab's inputs are its own random draws (its banner prints the seed, CR_SEED
+ * replays). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cr_test.h"
+
+static const char *lab_path;   /* argv[1]: the built lab04-backward */
+
+#define MAX_COLS 32
+#define MAX_ROWS 128
+
+/* Runs the lab with args (stdout and stderr into out); returns its exit code. */
+static int run_lab(const char *args, char *out, size_t len)
+{
+    if (!lab_path) fail_msg("the lab's path is argv[1] (meson test passes it)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", lab_path, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, got;
+    while (n < len - 1 && (got = fread(out + n, 1, len - 1 - n, p)) > 0) n += got;
+    out[n] = 0;
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0) {}
+    const int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Splits a CSV line (no quoting: lab 4's fields hold no commas) in place into at most
+ * MAX_COLS fields; returns the count. */
+static int split(char *line, char **f)
+{
+    line[strcspn(line, "\r\n")] = 0;
+    int n = 0;
+    for (char *p = line;; p++) {
+        if (n < MAX_COLS) f[n++] = p;
+        p = strchr(p, ',');
+        if (!p) break;
+        *p = 0;
+    }
+    return n;
+}
+
+/* A parsed CSV: the header's names and the data rows. */
+typedef struct {
+    char header[1024], lines[MAX_ROWS][1024];
+    char *names[MAX_COLS], *rows[MAX_ROWS][MAX_COLS];
+    int ncols, nrows, widths[MAX_ROWS];
+} csv_file;
+
+/* Reads a lab CSV (comment lines skipped). */
+static void read_csv(const char *path, csv_file *c)
+{
+    memset(c, 0, sizeof *c);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("cannot read the lab's CSV %s", path);
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        if (!c->ncols) {
+            snprintf(c->header, sizeof c->header, "%s", line);
+            c->ncols = split(c->header, c->names);
+        } else if (c->nrows < MAX_ROWS) {
+            snprintf(c->lines[c->nrows], sizeof c->lines[0], "%s", line);
+            c->widths[c->nrows] = split(c->lines[c->nrows], c->rows[c->nrows]);
+            c->nrows++;
+        }
+    }
+    fclose(f);
+}
+
+/* The index of column name; fails the test when the header lacks it. */
+static int col(const csv_file *c, const char *name)
+{
+    for (int i = 0; i < c->ncols; i++)
+        if (strcmp(c->names[i], name) == 0) return i;
+    fail_msg("the CSV has no column '%s'", name);
+    return -1;
+}
+
+/* Field name of row r as a number (NaN when empty or not a number). */
+static double num(const csv_file *c, int r, const char *name)
+{
+    const char *s = c->rows[r][col(c, name)];
+    char *end;
+    const double v = strtod(s, &end);
+    return *s && !*end ? v : NAN;
+}
+
+/* Field name of row r as text. */
+static const char *str(const csv_file *c, int r, const char *name)
+{
+    return c->rows[r][col(c, name)];
+}
+
+/* True when a and b agree to rel (relative to b) plus the CSV's rounding, abs. */
+static int close_to(double a, double b, double rel, double abs_tol)
+{
+    return fabs(a - b) <= rel * fabs(b) + abs_tol;
+}
+
+/* A bad --part: exit 2, a message naming --part and the parts it takes, no CSV file. */
+static void lab__bad_part(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_ch04_lab_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    remove(path);
+    static const char *const bad[] = {"layer", "Layers", "timing,layers", "none"};
+    char args[256], out[8192];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(args, sizeof args, "--part '%s' --quick --csv %s", bad[i], path);
+        const int rc = run_lab(args, out, sizeof out);
+        if (rc != 2 || !strstr(out, "--part") || !strstr(out, "layers"))
+            fail_msg("--part '%s': exit %d, expected 2 and a message naming --part and its "
+                     "parts; got:\n%s", bad[i], rc, out);
+        if (access(path, F_OK) == 0) {
+            remove(path);
+            fail_msg("--part '%s' was refused but left %s behind", bad[i], path);
+        }
+    }
+}
+
+/* The layers the lab times and their passes (chapter 8's FPN's non-convolution layers). */
+static const struct { const char *name, *passes[2]; } want_ops[] = {
+    {"batchnorm", {"forward", "backward"}},     {"groupnorm32", {"forward", "backward"}},
+    {"relu", {"forward", "backward"}},          {"maxpool3x3s2", {"forward", "backward"}},
+    {"nearest_x2", {"forward", "backward"}},    {"bilinear_x2", {"forward", "backward"}},
+    {"add", {"forward", "backward"}},           {"cross_entropy", {"forward", "forward+backward"}},
+    {"adamw", {"step", NULL}},
+};
+
+/* Row index of (kind, case, impl, pass), or -1. */
+static int find_row(const csv_file *c, const char *kind, const char *name, const char *impl,
+                    const char *pass)
+{
+    for (int r = 0; r < c->nrows; r++)
+        if (strcmp(str(c, r, "kind"), kind) == 0 && strcmp(str(c, r, "case"), name) == 0 &&
+            strcmp(str(c, r, "impl"), impl) == 0 && (!pass || strcmp(str(c, r, "pass"), pass) == 0))
+            return r;
+    return -1;
+}
+
+/* `--part layers --quick` writes the triad and every layer's rows, with their columns. */
+static void lab__layers_csv(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_ch04_lab_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char args[256];
+    static char out[65536];
+    snprintf(args, sizeof args, "--part layers --quick --threads 1 --csv %s", path);
+    const int rc = run_lab(args, out, sizeof out);
+    if (rc != 0) {
+        remove(path);
+        fail_msg("--part layers --quick: exit %d:\n%s", rc, out);
+    }
+    static csv_file c;
+    read_csv(path, &c);
+    remove(path);
+    static const char *const cols[] = {"lab", "kind", "case", "impl", "pass", "batch", "threads",
+                                       "ms", "ms_min", "bytes", "gbps", "pct_triad",
+                                       "vs_pytorch", "target"};
+    for (size_t i = 0; i < sizeof cols / sizeof *cols; i++) (void)col(&c, cols[i]);
+    for (int r = 0; r < c.nrows; r++)
+        if (c.widths[r] != c.ncols)
+            fail_msg("row %d has %d fields, the header %d", r, c.widths[r], c.ncols);
+    const int tr = find_row(&c, "triad", "triad", "fast", NULL);
+    if (tr < 0) fail_msg("no kind=triad row:\n%s", out);
+    const double triad = num(&c, tr, "gbps");
+    if (!(triad > 0) || !(num(&c, tr, "ms") > 0) || !close_to(triad, num(&c, tr, "bytes") / num(&c, tr, "ms") / 1e6, 1e-3, 1e-3))
+        fail_msg("triad row: gbps %g, bytes %g, ms %g: expected gbps = bytes / ms > 0", triad,
+                 num(&c, tr, "bytes"), num(&c, tr, "ms"));
+    int fast_rows = 0, torch_rows = 0;
+    for (int r = 0; r < c.nrows; r++) {
+        if (strcmp(str(&c, r, "kind"), "layer_op") != 0) continue;
+        const double ms = num(&c, r, "ms"), lo = num(&c, r, "ms_min");
+        if (!(ms > 0) || !(lo > 0) || lo > ms)
+            fail_msg("%s %s %s: ms %g, ms_min %g: expected 0 < ms_min <= ms", str(&c, r, "case"),
+                     str(&c, r, "impl"), str(&c, r, "pass"), ms, lo);
+        assert_int_equal((int)num(&c, r, "threads"), 1);
+        if (strcmp(str(&c, r, "impl"), "pytorch") == 0) torch_rows++;
+        else if (strcmp(str(&c, r, "impl"), "fast") == 0) fast_rows++;
+        else fail_msg("impl '%s': expected fast or pytorch", str(&c, r, "impl"));
+    }
+    int want_rows = 0;
+    for (size_t i = 0; i < sizeof want_ops / sizeof *want_ops; i++)
+        for (int p = 0; p < 2 && want_ops[i].passes[p]; p++, want_rows++) {
+            const char *name = want_ops[i].name, *pass = want_ops[i].passes[p];
+            const int r = find_row(&c, "layer_op", name, "fast", pass);
+            if (r < 0) fail_msg("no layer_op row for %s %s:\n%s", name, pass, out);
+            const double ms = num(&c, r, "ms"), bytes = num(&c, r, "bytes");
+            const double gbps = num(&c, r, "gbps"), pct = num(&c, r, "pct_triad");
+            /* ms has 4 decimals in the CSV: its rounding, relative, is up to 5e-5 / ms */
+            if (!(bytes > 0) || !close_to(gbps, bytes / ms / 1e6, 2e-3 + 1e-4 / ms, 2e-3))
+                fail_msg("%s %s: gbps %g, bytes %g, ms %g: expected gbps = bytes / ms", name,
+                         pass, gbps, bytes, ms);
+            if (!(pct > 0 && pct <= 200) || !close_to(pct, 100 * gbps / triad, 2e-3, 0.02))
+                fail_msg("%s %s: pct_triad %g: expected 100 x %g / %g (triad), in (0, 200]",
+                         name, pass, pct, gbps, triad);
+            const char *target = str(&c, r, "target");
+            const int t = find_row(&c, "layer_op", name, "pytorch", pass);
+            if (t >= 0) {
+                const double vs = num(&c, r, "vs_pytorch"), want = num(&c, t, "ms") / ms;
+                if (!close_to(vs, want, 2e-3 + 1e-4 / ms + 1e-4 / num(&c, t, "ms"), 2e-3))
+                    fail_msg("%s %s: vs_pytorch %g, expected PyTorch's %g ms / ours %g ms", name,
+                             pass, vs, num(&c, t, "ms"), ms);
+                const char *want_t = vs >= 1.0 || pct >= 60 ? "met" : "missed";
+                if (strcmp(target, want_t) != 0)
+                    fail_msg("%s %s: target '%s', expected '%s' (speed %g, %g%% of triad)", name,
+                             pass, target, want_t, vs, pct);
+            } else if (strcmp(target, pct >= 60 ? "met" : "unknown") != 0 || str(&c, r, "vs_pytorch")[0]) {
+                fail_msg("%s %s without PyTorch: target '%s', vs_pytorch '%s'", name, pass, target,
+                         str(&c, r, "vs_pytorch"));
+            }
+        }
+    if (fast_rows != want_rows) fail_msg("%d rows of ours, expected %d", fast_rows, want_rows);
+    if (torch_rows != 0 && torch_rows != want_rows)
+        fail_msg("%d PyTorch rows: expected none (no torch) or %d", torch_rows, want_rows);
+    printf("layers: %d rows of ours, %d of PyTorch, triad %.1f GB/s\n", fast_rows, torch_rows,
+           triad);
+}
+
+int main(int argc, char **argv)
+{
+    lab_path = argc > 1 ? argv[1] : NULL;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lab__bad_part),
+        cmocka_unit_test(lab__layers_csv),
+    };
+    return cr_run_tests("ch04_lab", tests);
+}
