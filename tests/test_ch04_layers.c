@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "compare.h"
 #include "cr_test.h"
@@ -606,6 +609,109 @@ static void adamw_step__trajectory(void **state)
     check_trajectory("adamw_wd01_b2");
 }
 
+/* Sets the OpenMP thread count (0: back to the count the process started with). */
+static void set_threads_ch04(int n)
+{
+#ifdef _OPENMP
+    static int start = 0;
+    if (!start) start = omp_get_max_threads();
+    omp_set_num_threads(n > 0 ? n : start);
+#else
+    (void)n;
+#endif
+}
+
+/* One array of n floats from the cr_tensor allocator, uniform in [lo, hi). */
+static void rand_vec(cr_tensor *t, int64_t n, cr_rng *r, float lo, float hi)
+{
+    assert_cr_ok(cr_tensor_alloc(t, 1, &n));
+    cr_tensor_fill_uniform(t, r, lo, hi);
+}
+
+/* cr_adamw_update_fast (float, vector lanes, threads) against cr_adamw_update (double):
+ * sizes below one vector, odd, and past the threads' threshold; 6 steps each from the
+ * same start, with weight decay; every p, m, v within a few float roundings of the
+ * reference's; and the same bits on 1 and 2 threads. */
+static void adamw_fast__equals_reference(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int64_t sizes[] = {1, 7, 15, 16, 17, 33, 1000 + cr_rng_int(&r, 0, 99),
+                             (int64_t)cr_test_count(200000) + 70001};
+    cr_optim_config c = cr_adamw_config(2e-3, 0.05);
+    c.beta2 = 0.99;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const int64_t n = sizes[k];
+        cr_tensor p0, g, p[3], m[3], v[3];   /* [0] reference, [1] fast 2 threads, [2] fast 1 */
+        rand_vec(&p0, n, &r, -1, 1);
+        rand_vec(&g, n, &r, -1, 1);
+        for (int j = 0; j < 3; j++) {
+            rand_vec(&p[j], n, &r, 0, 1);
+            memcpy(p[j].data, p0.data, (size_t)n * sizeof(float));
+            rand_vec(&m[j], n, &r, 0, 1);
+            rand_vec(&v[j], n, &r, 0, 1);
+            cr_tensor_fill(&m[j], 0);
+            cr_tensor_fill(&v[j], 0);
+        }
+        /* m sums gradients of both signs: its rounding is relative to the sum of their sizes */
+        double *mabs = calloc((size_t)n, sizeof *mabs), *uabs = calloc((size_t)n, sizeof *uabs);
+        assert_non_null(mabs);
+        double *p_prev = calloc((size_t)n, sizeof *p_prev);   /* p before the step */
+        assert_non_null(uabs);   /* and p's rounding is relative to |p| and the steps it took */
+        assert_non_null(p_prev);
+        for (int64_t t = 1; t <= 6; t++) {
+            for (int64_t i = 0; i < n; i++) {   /* gradients of every size, some tiny */
+                g.data[i] = cr_rng_uniform_f(&r, -1, 1) * (i % 5 == 0 ? 1e-4f : 1.0f);
+                mabs[i] = c.beta1 * mabs[i] + (1 - c.beta1) * fabs(g.data[i]);
+            }
+            for (int64_t i = 0; i < n; i++) {   /* |p| before, and the step's size */
+                uabs[i] += fabs((double)p[0].data[i]);
+                p_prev[i] = p[0].data[i];
+            }
+            assert_cr_ok(cr_adamw_update(&c, t, &p[0], &g, &m[0], &v[0]));
+            set_threads_ch04(2);
+            assert_cr_ok(cr_adamw_update_fast(&c, t, &p[1], &g, &m[1], &v[1]));
+            set_threads_ch04(1);
+            assert_cr_ok(cr_adamw_update_fast(&c, t, &p[2], &g, &m[2], &v[2]));
+            set_threads_ch04(0);
+            for (int64_t i = 0; i < n; i++) {
+                uabs[i] += fabs(p_prev[i] * (1 - c.lr * c.weight_decay) - p[0].data[i]);
+                const double dp = fabs((double)p[1].data[i] - p[0].data[i]),
+                             dm = fabs((double)m[1].data[i] - m[0].data[i]),
+                             dv = fabs((double)v[1].data[i] - v[0].data[i]);
+                if (dp > 4e-7 * uabs[i] || dm > 1e-6 * mabs[i] ||
+                    dv > 1e-6 * fabs(v[0].data[i]))
+                    fail_msg("n %lld step %lld element %lld: fast p %.9g m %.9g v %.9g, reference "
+                             "%.9g %.9g %.9g (seed %llu)", (long long)n, (long long)t, (long long)i,
+                             p[1].data[i], m[1].data[i], v[1].data[i], p[0].data[i], m[0].data[i],
+                             v[0].data[i], (unsigned long long)seed);
+            }
+            if (memcmp(p[1].data, p[2].data, (size_t)n * sizeof(float)) ||
+                memcmp(m[1].data, m[2].data, (size_t)n * sizeof(float)) ||
+                memcmp(v[1].data, v[2].data, (size_t)n * sizeof(float)))
+                fail_msg("n %lld step %lld: 1 and 2 threads differ (seed %llu)", (long long)n,
+                         (long long)t, (unsigned long long)seed);
+        }
+        free(mabs);
+        free(uabs);
+        free(p_prev);
+        cr_tensor_free(&p0);
+        cr_tensor_free(&g);
+        for (int j = 0; j < 3; j++) {
+            cr_tensor_free(&p[j]);
+            cr_tensor_free(&m[j]);
+            cr_tensor_free(&v[j]);
+        }
+    }
+    cr_tensor p1 = {0};
+    int64_t one = 1;
+    assert_cr_ok(cr_tensor_alloc(&p1, 1, &one));
+    assert_cr_fails(cr_adamw_update_fast(&c, 0, &p1, &p1, &p1, &p1), CR_EINVAL);
+    cr_tensor_free(&p1);
+}
+
 /* Bad configurations are refused, as PyTorch's constructors refuse them. */
 static void optim__bad_config(void **state)
 {
@@ -1051,6 +1157,7 @@ int main(void)
         cmocka_unit_test(losses__dice_finite_difference),
         cmocka_unit_test(optim__sgd_trajectory),
         cmocka_unit_test(adamw_step__trajectory),
+        cmocka_unit_test(adamw_fast__equals_reference),
         cmocka_unit_test(optim__bad_config),
         cmocka_unit_test(init__conv_default_bounds_moments),
         cmocka_unit_test(model__state_dict_names),

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_internal.h"   /* the CPU's vector units, as chapter 3 chose them */
+
 cr_optim_config cr_sgd_config(double lr, double momentum, double weight_decay)
 {
     return (cr_optim_config){.kind = CR_OPTIM_SGD, .lr = lr, .momentum = momentum,
@@ -102,6 +104,126 @@ cr_status cr_adamw_update(const cr_optim_config *c, int64_t t, cr_tensor *p, con
     return CR_OK;
 }
 
+/* ---- AdamW, fast: float, vector lanes, threads ---------------------------------------- */
+
+/* The float constants of step t: the same formula as cr_adamw_update, in the order
+ * PyTorch's AdamW computes it in float: p *= decay; m = b1 m + (1 - b1) g;
+ * v = b2 v + (1 - b2) g g; p -= step * m / (sqrt(v) / sqrt_bc2 + eps). */
+typedef struct {
+    float decay, b1, c1, b2, c2, step, sqrt_bc2, eps;
+} adamw_consts;
+
+/* Elements [i0, i1) of p, m, v from g, one element at a time (the portable path, and the
+ * arithmetic every vector lane repeats: each operation rounds once, nothing fused). */
+static void adamw_scalar(const adamw_consts *k, float *p, const float *g, float *m, float *v,
+                         int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i++) {
+        const float gi = g[i];
+        const float mi = k->b1 * m[i] + k->c1 * gi;
+        const float vi = k->b2 * v[i] + (k->c2 * gi) * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * k->decay - k->step * mi / (sqrtf(vi) / k->sqrt_bc2 + k->eps);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+// @snippet adamw_fast
+/* Elements [i0, i1) on 16 lanes: adamw_scalar's operations, one instruction each (mul,
+ * add, sqrt, div: each rounds as the scalar one does), the tail through a mask. */
+__attribute__((target("avx512f")))
+static void adamw_avx512(const adamw_consts *k, float *p, const float *g, float *m, float *v,
+                         int64_t i0, int64_t i1)
+{
+    const __m512 decay = _mm512_set1_ps(k->decay), b1 = _mm512_set1_ps(k->b1),
+                 c1 = _mm512_set1_ps(k->c1), b2 = _mm512_set1_ps(k->b2),
+                 c2 = _mm512_set1_ps(k->c2), step = _mm512_set1_ps(k->step),
+                 sbc2 = _mm512_set1_ps(k->sqrt_bc2), eps = _mm512_set1_ps(k->eps);
+    for (int64_t i = i0; i < i1; i += 16) {
+        const __mmask16 u = i1 - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (i1 - i)) - 1);
+        const __m512 gi = _mm512_maskz_loadu_ps(u, g + i);
+        const __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(u, m + i)),
+                                        _mm512_mul_ps(c1, gi));
+        const __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(u, v + i)),
+                                        _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi));
+        const __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), sbc2), eps);
+        const __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(u, p + i), decay),
+                                        _mm512_div_ps(_mm512_mul_ps(step, mi), den));
+        _mm512_mask_storeu_ps(m + i, u, mi);
+        _mm512_mask_storeu_ps(v + i, u, vi);
+        _mm512_mask_storeu_ps(p + i, u, pi);
+    }
+}
+// @end adamw_fast
+
+/* The same on 8 lanes (AVX2); the tail of fewer than 8 elements goes to adamw_scalar,
+ * whose operations round the same way, so the bits do not depend on where a range ends. */
+__attribute__((target("avx2")))
+static void adamw_avx2(const adamw_consts *k, float *p, const float *g, float *m, float *v,
+                       int64_t i0, int64_t i1)
+{
+    const __m256 decay = _mm256_set1_ps(k->decay), b1 = _mm256_set1_ps(k->b1),
+                 c1 = _mm256_set1_ps(k->c1), b2 = _mm256_set1_ps(k->b2),
+                 c2 = _mm256_set1_ps(k->c2), step = _mm256_set1_ps(k->step),
+                 sbc2 = _mm256_set1_ps(k->sqrt_bc2), eps = _mm256_set1_ps(k->eps);
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const __m256 gi = _mm256_loadu_ps(g + i);
+        const __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)),
+                                        _mm256_mul_ps(c1, gi));
+        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)),
+                                        _mm256_mul_ps(_mm256_mul_ps(c2, gi), gi));
+        const __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), sbc2), eps);
+        const __m256 pi = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), decay),
+                                        _mm256_div_ps(_mm256_mul_ps(step, mi), den));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(p + i, pi);
+    }
+    adamw_scalar(k, p, g, m, v, i, i1);
+}
+#endif
+
+typedef void (*adamw_fn)(const adamw_consts *, float *, const float *, float *, float *,
+                         int64_t, int64_t);
+
+/* The widest path chapter 3 chose for this CPU (CR_GEMM_KERNEL=avx2|portable narrows it). */
+static adamw_fn adamw_kernel(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    const cr_gemm_kernel *k = cr_gemm_active_kernel();
+    if (k == &cr_kernel_avx512 || k == &cr_kernel_avx512_small_m) return adamw_avx512;
+    if (k == &cr_kernel_avx2) return adamw_avx2;
+#endif
+    return adamw_scalar;
+}
+
+cr_status cr_adamw_update_fast(const cr_optim_config *c, int64_t t, cr_tensor *p,
+                               const cr_tensor *g, cr_tensor *m, cr_tensor *v)
+{
+    cr_status s;
+    if ((s = check_config(c)) || (s = need_numel(g, p->numel, "AdamW grad")) ||
+        (s = need_numel(m, p->numel, "AdamW m")) || (s = need_numel(v, p->numel, "AdamW v")))
+        return s;
+    if (t < 1) return cr_fail(CR_EINVAL, "AdamW: step number must be >= 1, got %lld", (long long)t);
+    const double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    const adamw_consts k = {(float)(1.0 - c->lr * c->weight_decay), (float)c->beta1,
+                            (float)(1.0 - c->beta1), (float)c->beta2, (float)(1.0 - c->beta2),
+                            (float)(c->lr / bc1), (float)sqrt(bc2), (float)c->eps};
+    const adamw_fn fn = adamw_kernel();
+    const int64_t n = (int64_t)p->numel, chunk = 1 << 14;   /* 64 KiB of each array */
+    float *pd = p->data, *md = m->data, *vd = v->data;
+    const float *gd = g->data;
+    /* elements are independent: any split gives the same bits */
+#pragma omp parallel for schedule(static) if (n > 4 * chunk && cr_gemm_threads_available() > 1)
+    for (int64_t i0 = 0; i0 < n; i0 += chunk)
+        fn(&k, pd, gd, md, vd, i0, i0 + chunk < n ? i0 + chunk : n);
+    return CR_OK;
+}
+
 /* Allocates zeroed state like each of params[0..n-1]. */
 cr_status cr_optim_init(cr_optimizer *o, const cr_optim_config *c, cr_tensor *const *params,
                         int n)
@@ -137,7 +259,7 @@ cr_status cr_optim_step(cr_optimizer *o, cr_tensor *const *params, const cr_tens
     for (int i = 0; i < o->n; i++) {
         cr_status s = o->cfg.kind == CR_OPTIM_SGD
             ? cr_sgd_update(&o->cfg, params[i], grads[i], &o->state1[i], o->step == 1)
-            : cr_adamw_update(&o->cfg, o->step, params[i], grads[i], &o->state1[i],
+            : cr_adamw_update_fast(&o->cfg, o->step, params[i], grads[i], &o->state1[i],
                               &o->state2[i]);
         if (s) return s;
     }

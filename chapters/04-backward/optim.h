@@ -50,6 +50,12 @@ cr_status cr_sgd_update(const cr_optim_config *c, cr_tensor *p, const cr_tensor 
  *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
 cr_status cr_adamw_update(const cr_optim_config *c, int64_t t, cr_tensor *p, const cr_tensor *g,
                           cr_tensor *m, cr_tensor *v);
+/* The same step in float (cr_adamw_update computes in double), element by element in the
+ * order PyTorch's float AdamW uses, on the CPU's vector lanes and OpenMP threads: within a
+ * few float roundings of cr_adamw_update, and the same bits for any thread count. What
+ * cr_optim_step runs. */
+cr_status cr_adamw_update_fast(const cr_optim_config *c, int64_t t, cr_tensor *p,
+                               const cr_tensor *g, cr_tensor *m, cr_tensor *v);
 
 /* An optimizer over n parameters: the config, the step count and per-parameter state
  * (SGD: the momentum buffer; AdamW: m and v), allocated by cr_optim_init. */
