@@ -28,6 +28,7 @@ CR_AVX2 static inline void store_row16(float *c, __m256 v0, __m256 v1, float bet
     }
 }
 
+// @snippet ukernel_avx2
 /* One k step of a row: broadcast A's element, two FMAs into the row's accumulators. */
 #define ROW_FMA(r, a_ptr)                                   \
     do {                                                    \
@@ -36,7 +37,6 @@ CR_AVX2 static inline void store_row16(float *c, __m256 v0, __m256 v1, float bet
         c##r##1 = _mm256_fmadd_ps(av_, b1, c##r##1);        \
     } while (0)
 
-// @snippet ukernel_avx2
 /* cr_ukernel_fn, 6 x 16: twelve ymm accumulators (6 rows x 2 vectors of 8), two ymm
  * for the row of B, one for the broadcast element of A: 15 of the 16 registers. */
 CR_AVX2 static void avx2_kernel_6x16(int64_t kc, const float *Ap, const float *Bp, float *C,
