@@ -549,8 +549,10 @@ static void lsq_grad(const cr_tensor *X, const cr_tensor *Y, const cr_tensor *w,
     for (int k = 0; k < 4; k++) gb->data[k] = (float)db[k];
 }
 
-/* Runs 20 optimizer steps on the golden problem and compares each step's parameters. */
-static void check_trajectory(const char *name)
+/* Runs 20 optimizer steps on the golden problem and compares each step's parameters.
+ * AdamW steps through cr_adamw_update (the reference, a coursework task) unless fast,
+ * then through cr_optim_step (cr_adamw_update_fast). */
+static void check_trajectory(const char *name, int fast)
 {
     cr_st_file *f = golden(name);
     cr_tensor X = {0}, Y = {0}, w = {0}, b = {0}, tw = {0}, tb = {0}, gw = {0}, gb = {0};
@@ -576,7 +578,14 @@ static void check_trajectory(const char *name)
     const int steps = (int)meta_d(f, "steps");
     for (int s = 0; s < steps; s++) {
         lsq_grad(&X, &Y, &w, &b, &gw, &gb);
-        assert_cr_ok(cr_optim_step(&o, params, grads));
+        if (fast || c.kind != CR_OPTIM_ADAMW) {
+            assert_cr_ok(cr_optim_step(&o, params, grads));
+        } else {
+            o.step++;
+            for (int i = 0; i < 2; i++)
+                assert_cr_ok(cr_adamw_update(&c, o.step, params[i], grads[i], &o.state1[i],
+                                             &o.state2[i]));
+        }
         cr_tensor rw = {.ndim = 2, .shape = {4, 3, 1, 1}, .numel = 12, .data = tw.data + s * 12};
         cr_tensor rb = {.ndim = 1, .shape = {4, 1, 1, 1}, .numel = 4, .data = tb.data + s * 4};
         char what[48];
@@ -595,18 +604,26 @@ static void check_trajectory(const char *name)
 static void optim__sgd_trajectory(void **state)
 {
     (void)state;
-    check_trajectory("sgd_momentum");
-    check_trajectory("sgd_nesterov");
-    check_trajectory("sgd_dampening");
-    check_trajectory("sgd_plain");
+    check_trajectory("sgd_momentum", 0);
+    check_trajectory("sgd_nesterov", 0);
+    check_trajectory("sgd_dampening", 0);
+    check_trajectory("sgd_plain", 0);
 }
 
 /* AdamW (decoupled weight decay, bias correction, eps outside the sqrt) follows PyTorch. */
 static void adamw_step__trajectory(void **state)
 {
     (void)state;
-    check_trajectory("adamw");
-    check_trajectory("adamw_wd01_b2");
+    check_trajectory("adamw", 0);
+    check_trajectory("adamw_wd01_b2", 0);
+}
+
+/* The fast AdamW that training runs (cr_optim_step) follows PyTorch too. */
+static void adamw_fast__trajectory(void **state)
+{
+    (void)state;
+    check_trajectory("adamw", 1);
+    check_trajectory("adamw_wd01_b2", 1);
 }
 
 /* Sets the OpenMP thread count (0: back to the count the process started with). */
@@ -1157,6 +1174,7 @@ int main(void)
         cmocka_unit_test(losses__dice_finite_difference),
         cmocka_unit_test(optim__sgd_trajectory),
         cmocka_unit_test(adamw_step__trajectory),
+        cmocka_unit_test(adamw_fast__trajectory),
         cmocka_unit_test(adamw_fast__equals_reference),
         cmocka_unit_test(optim__bad_config),
         cmocka_unit_test(init__conv_default_bounds_moments),
