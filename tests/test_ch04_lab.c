@@ -4,7 +4,7 @@
  * message naming the option and the parts, no CSV left behind); `--part layers --quick`
  * writes the triad row and one kind=layer_op row per layer and pass, ours with the bytes
  * the pass moves, GB/s consistent with bytes / median, % of the triad consistent with the
- * triad row and in (0, 200], and, where PyTorch ran, its rows and the speed ratio
+ * triad row and positive (its size is a timing, not checked), and, where PyTorch ran, its rows and the speed ratio
  * consistent with both medians. The layers' numerics are tested in test_ch04_layers.c;
  * the lab's inputs are its own random draws (its banner prints the seed, CR_SEED
  * replays). */
@@ -212,8 +212,10 @@ static void lab__layers_csv(void **state)
             if (!(bytes > 0) || !close_to(gbps, bytes / ms / 1e6, 2e-3 + 1e-4 / ms, 2e-3))
                 fail_msg("%s %s: gbps %g, bytes %g, ms %g: expected gbps = bytes / ms", name,
                          pass, gbps, bytes, ms);
-            if (!(pct > 0 && pct <= 200) || !close_to(pct, 100 * gbps / triad, 2e-3, 0.02))
-                fail_msg("%s %s: pct_triad %g: expected 100 x %g / %g (triad), in (0, 200]",
+            /* no upper bound: a timing, and under ASan the instrumented triad is slower
+             * than the uninstrumented vector AdamW (292 % in CI) */
+            if (!(pct > 0) || !close_to(pct, 100 * gbps / triad, 2e-3, 0.02))
+                fail_msg("%s %s: pct_triad %g: expected 100 x %g / %g (triad), > 0",
                          name, pass, pct, gbps, triad);
             const char *target = str(&c, r, "target");
             const int t = find_row(&c, "layer_op", name, "pytorch", pass);
