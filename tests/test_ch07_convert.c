@@ -25,7 +25,7 @@
 #include "rng.h"
 
 #define EXACT 0.90         /* each step alone: share of u8 values equal in the worst tensor (measured over
-                            * 142 seeds: 0.970-0.999, and 0.939 once: CR_SEED=1796035204, partial QAT's
+                            * 82 seeds, each test: 0.970-0.999, and 0.939 once: CR_SEED=1796035204, partial QAT's
                             * encoder.layer1.0.relu1, 3072 values, every one within 1 step) */
 #define LOGIT_TOL 0.10     /* free-running, final logits: max |diff| / (max - min) */
 #define LOGIT_MEAN_TOL 0.01  /* and mean |diff| / (max - min) */
