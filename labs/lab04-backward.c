@@ -733,7 +733,7 @@ static cr_status op_run(op_state *s, int pass)
     case OP_ADD:
         return pass == 0 ? cr_add_forward(&s->x, &s->b, &s->y) : cr_add_backward(&s->dy, &s->dx, &s->db);
     case OP_CE:
-        return cr_cross_entropy(&s->x, s->target, CR_IGNORE_INDEX, &s->loss,
+        return cr_cross_entropy_fast(&s->x, s->target, CR_IGNORE_INDEX, &s->loss,
                                 pass == 0 ? NULL : &s->dx);
     case OP_ADAMW:
         return cr_optim_step(&s->opt, s->pp, s->gp);

@@ -1092,7 +1092,7 @@ static cr_status timed_step(cr_trainer *t, const cr_tensor *x, const int32_t *la
         if ((s = cr_tensor_alloc(&t->dlogits, 4, y->shape))) return s;
     }
     t0 = cr_now();
-    if (labels) s = cr_cross_entropy(y, labels, t->cfg.ignore_index, &loss, &t->dlogits);
+    if (labels) s = cr_cross_entropy_fast(y, labels, t->cfg.ignore_index, &loss, &t->dlogits);
     else loss = mean_square_loss(y, &t->dlogits);
     ph[1] = cr_now() - t0;
     if (s) return s;

@@ -20,6 +20,7 @@
 #include "compare.h"
 #include "cr_test.h"
 #include "dataset.h"
+#include "gemm.h"
 #include "layers.h"
 #include "loss.h"
 #include "model.h"
@@ -443,11 +444,17 @@ static void cross_entropy__golden(void **state)
         double want, got = NAN;
         loss_case(f, &z, &lab, &want, &dzr, &ign);
         like(&dz, &dzr);
-        assert_cr_ok(cr_cross_entropy(&z, lab, ign, &got, &dz));
-        if (!(fabs(got - want) <= GOLDEN_TOL * fabs(want)))
-            fail_msg("%s: loss %.9g, PyTorch %.9g (bound %.0e relative)", cases[k], got, want,
-                     GOLDEN_TOL);
-        expect_close("dlogits", cases[k], &dz, &dzr, GOLDEN_TOL);
+        for (int fast = 0; fast < 2; fast++) {   /* the reference, then the fast version */
+            char what[64];
+            snprintf(what, sizeof what, "%s%s", cases[k], fast ? " (fast)" : "");
+            cr_tensor_fill(&dz, NAN);
+            assert_cr_ok(fast ? cr_cross_entropy_fast(&z, lab, ign, &got, &dz)
+                              : cr_cross_entropy(&z, lab, ign, &got, &dz));
+            if (!(fabs(got - want) <= GOLDEN_TOL * fabs(want)))
+                fail_msg("%s: loss %.9g, PyTorch %.9g (bound %.0e relative)", what, got, want,
+                         GOLDEN_TOL);
+            expect_close("dlogits", what, &dz, &dzr, GOLDEN_TOL);
+        }
         free(lab);
         cr_tensor_free(&z); cr_tensor_free(&dzr); cr_tensor_free(&dz);
         cr_st_free(f);
@@ -469,6 +476,156 @@ static void cross_entropy__labels(void **state)
     assert_cr_ok(cr_cross_entropy(&z, ign, -100, &loss, &dz));
     assert_true(loss == 0.0);
     for (size_t i = 0; i < dz.numel; i++) assert_true(dz.data[i] == 0.0f);
+    cr_tensor_free(&z); cr_tensor_free(&dz);
+}
+
+/* Max-pool with indices against the definition written out here (each window scanned row
+ * by row, the first strictly greater value or the first NaN kept), on random kernels,
+ * strides and paddings, values with ties (drawn from 5 levels) and some NaNs; and the
+ * values of the evaluation path (no indices) equal the training path's. */
+static void maxpool__random_windows(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int cases = (int)cr_test_count(60);
+    for (int t = 0; t < cases; t++) {
+        const int64_t k = cr_rng_int(&r, 1, 4), st = cr_rng_int(&r, 1, 3), pad = cr_rng_int(&r, 0, k / 2);
+        const int64_t N = cr_rng_int(&r, 1, 2), C = cr_rng_int(&r, 1, 3);
+        const int64_t H = cr_rng_int(&r, k, 13), W = cr_rng_int(&r, k, 40);
+        cr_pool_params pp = cr_pool_params_make(k, st, pad);
+        int64_t Ho, Wo;
+        assert_cr_ok(cr_maxpool2d_out_size(&pp, H, W, &Ho, &Wo));
+        cr_tensor x = {0}, y = {0}, ye = {0};
+        assert_cr_ok(cr_tensor_alloc4(&x, N, C, H, W));
+        assert_cr_ok(cr_tensor_alloc4(&y, N, C, Ho, Wo));
+        assert_cr_ok(cr_tensor_alloc4(&ye, N, C, Ho, Wo));
+        for (size_t i = 0; i < x.numel; i++)
+            x.data[i] = cr_rng_int(&r, 0, 99) == 0 ? NAN : (float)cr_rng_int(&r, -2, 2);
+        int64_t *arg = malloc(y.numel * sizeof *arg);
+        assert_non_null(arg);
+        assert_cr_ok(cr_maxpool2d_forward(&pp, &x, &y, arg));
+        assert_cr_ok(cr_maxpool2d_forward(&pp, &x, &ye, NULL));
+        for (int64_t pl = 0; pl < N * C; pl++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const float *xp = x.data + pl * H * W;
+                    int64_t at = -1;
+                    for (int64_t i = oh * st - pad; i < oh * st - pad + k; i++)
+                        for (int64_t j = ow * st - pad; j < ow * st - pad + k; j++) {
+                            if (i < 0 || i >= H || j < 0 || j >= W) continue;
+                            const float v = xp[i * W + j];
+                            if (at < 0 || (xp[at] == xp[at] && (v > xp[at] || v != v))) at = i * W + j;
+                        }
+                    const size_t o = (size_t)((pl * Ho + oh) * Wo + ow);
+                    const float want = xp[at];
+                    const int same = (want != want) ? (y.data[o] != y.data[o] && ye.data[o] != ye.data[o])
+                                                    : (y.data[o] == want && ye.data[o] == want);
+                    if (arg[o] != at || !same)
+                        fail_msg("maxpool k%lld s%lld p%lld on %lldx%lld: output (%lld, %lld, %lld) "
+                                 "is %g at %lld (evaluation %g), the definition %g at %lld (seed %llu)",
+                                 (long long)k, (long long)st, (long long)pad, (long long)H,
+                                 (long long)W, (long long)pl, (long long)oh, (long long)ow,
+                                 y.data[o], (long long)arg[o], ye.data[o], want, (long long)at,
+                                 (unsigned long long)seed);
+                }
+        free(arg);
+        cr_tensor_free(&x); cr_tensor_free(&y); cr_tensor_free(&ye);
+    }
+}
+
+/* cr_cross_entropy_fast against cr_cross_entropy (double) on random shapes (pixel counts
+ * below, at and past a vector and a task, 1 to 20 classes, logits up to +-30 and some at
+ * +-100 so that exp leaves the floats, about one label in 5 ignored): the loss within 1e-6
+ * relative, every gradient within (C + 8) float ulps of 1/P; and the same bits on every
+ * vector path this CPU has (AVX-512, AVX2, portable) and on 1 and 2 threads. Then: every
+ * pixel ignored gives 0 and a zero gradient, a NaN logit gives a NaN loss, a bad label is
+ * refused. */
+static void set_threads_ch04(int n);
+
+static void cross_entropy_fast__equals_reference(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const char *paths[] = {"avx512", "avx2", "portable"};
+    const int cases = (int)cr_test_count(24);
+    for (int t = 0; t < cases; t++) {
+        const int64_t N = cr_rng_int(&r, 1, 3), C = cr_rng_int(&r, 1, 20);
+        const int64_t H = t % 4 == 0 ? 1 : cr_rng_int(&r, 1, 80), W = cr_rng_int(&r, 1, 97);
+        cr_tensor z = {0}, dref = {0}, dz = {0}, dfirst = {0};
+        assert_cr_ok(cr_tensor_alloc4(&z, N, C, H, W));
+        like(&dref, &z); like(&dz, &z); like(&dfirst, &z);
+        cr_tensor_fill_uniform(&z, &r, -30, 30);
+        for (size_t i = 0; i < z.numel; i++)
+            if (cr_rng_int(&r, 0, 49) == 0) z.data[i] = cr_rng_int(&r, 0, 1) ? 100.0f : -100.0f;
+        int32_t *lab = malloc((size_t)(N * H * W) * sizeof *lab);
+        assert_non_null(lab);
+        int64_t count = 0;
+        for (int64_t i = 0; i < N * H * W; i++) {
+            lab[i] = cr_rng_int(&r, 0, 4) == 0 ? CR_IGNORE_INDEX : (int32_t)cr_rng_int(&r, 0, C - 1);
+            count += lab[i] != CR_IGNORE_INDEX;
+        }
+        double want = NAN, first = NAN;
+        assert_cr_ok(cr_cross_entropy(&z, lab, CR_IGNORE_INDEX, &want, &dref));
+        const double gtol = count ? (double)(C + 8) * 0x1p-23 / (double)count : 0.0;
+        int ran = 0;
+        for (size_t p = 0; p < 3; p++) {
+            if (!cr_gemm_kernel_supported(paths[p])) continue;
+            assert_cr_ok(cr_gemm_set_kernel(paths[p]));
+            for (int threads = 2; threads >= 1; threads--) {
+                double got = NAN, alone = NAN;
+                set_threads_ch04(threads);
+                cr_tensor_fill(&dz, NAN);
+                assert_cr_ok(cr_cross_entropy_fast(&z, lab, CR_IGNORE_INDEX, &got, &dz));
+                assert_cr_ok(cr_cross_entropy_fast(&z, lab, CR_IGNORE_INDEX, &alone, NULL));
+                set_threads_ch04(0);
+                if (!(fabs(got - want) <= 1e-6 * fabs(want)) || memcmp(&got, &alone, sizeof got))
+                    fail_msg("cross_entropy_fast (%s, %d threads) %lldx%lldx%lldx%lld: loss %.9g "
+                             "(without gradient %.9g), reference %.9g (seed %llu)", paths[p],
+                             threads, (long long)N, (long long)C, (long long)H, (long long)W,
+                             got, alone, want, (unsigned long long)seed);
+                for (size_t i = 0; i < z.numel; i++)
+                    if (!(fabs((double)dz.data[i] - dref.data[i]) <= gtol))
+                        fail_msg("cross_entropy_fast (%s): dlogits[%zu] %.9g, reference %.9g, "
+                                 "bound %.3g (%lldx%lldx%lldx%lld, seed %llu)", paths[p], i,
+                                 dz.data[i], dref.data[i], gtol, (long long)N, (long long)C,
+                                 (long long)H, (long long)W, (unsigned long long)seed);
+                if (!ran++) {
+                    first = got;
+                    memcpy(dfirst.data, dz.data, z.numel * sizeof(float));
+                } else if (memcmp(&first, &got, sizeof got) ||
+                           memcmp(dfirst.data, dz.data, z.numel * sizeof(float)))
+                    fail_msg("cross_entropy_fast: %s on %d threads gives other bits than %s "
+                             "on 2 (seed %llu)", paths[p], threads, paths[0],
+                             (unsigned long long)seed);
+            }
+        }
+        assert_cr_ok(cr_gemm_set_kernel("auto"));
+        free(lab);
+        cr_tensor_free(&z); cr_tensor_free(&dref); cr_tensor_free(&dz); cr_tensor_free(&dfirst);
+    }
+    /* all ignored; a NaN; a label outside the classes */
+    cr_tensor z = {0}, dz = {0};
+    assert_cr_ok(cr_tensor_alloc4(&z, 1, 3, 5, 7));
+    like(&dz, &z);
+    cr_tensor_fill_uniform(&z, &r, -1, 1);
+    int32_t lab[35];
+    for (int i = 0; i < 35; i++) lab[i] = CR_IGNORE_INDEX;
+    double loss = 1;
+    cr_tensor_fill(&dz, NAN);
+    assert_cr_ok(cr_cross_entropy_fast(&z, lab, CR_IGNORE_INDEX, &loss, &dz));
+    assert_true(loss == 0.0);
+    for (size_t i = 0; i < dz.numel; i++) assert_true(dz.data[i] == 0.0f);
+    for (int i = 0; i < 35; i++) lab[i] = i % 3;
+    z.data[2 * 35 + 20] = NAN;
+    assert_cr_ok(cr_cross_entropy_fast(&z, lab, CR_IGNORE_INDEX, &loss, &dz));
+    assert_true(isnan(loss));
+    lab[33] = 3;
+    assert_cr_fails(cr_cross_entropy_fast(&z, lab, CR_IGNORE_INDEX, &loss, &dz), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "label 3"));
     cr_tensor_free(&z); cr_tensor_free(&dz);
 }
 
@@ -1170,6 +1327,8 @@ int main(void)
         cmocka_unit_test(layers__dropout_properties),
         cmocka_unit_test(cross_entropy__golden),
         cmocka_unit_test(cross_entropy__labels),
+        cmocka_unit_test(cross_entropy_fast__equals_reference),
+        cmocka_unit_test(maxpool__random_windows),
         cmocka_unit_test(losses__dice_golden),
         cmocka_unit_test(losses__dice_finite_difference),
         cmocka_unit_test(optim__sgd_trajectory),

@@ -63,73 +63,102 @@ static cr_status need_shape4(const cr_tensor *t, int64_t n, int64_t c, int64_t h
 /* Below this many values an element-wise loop runs on one thread (a team costs more). */
 #define PAR_MIN 32768
 /* Values summed in float before a block's total is added in double: the result keeps
- * double's accuracy over a million values. Within a block, LANES independent float sums
- * (lane l takes every LANES-th value; the compiler keeps them in vector registers, so
- * the adds do not wait on each other), added in lane order. Same bits on any thread
- * count: one thread sums a whole run. */
+ * double's accuracy over a million values. Within a block, 16 independent float sums
+ * (lane l takes every 16th value) held in one v16f, GCC's vector extension: the
+ * compiler maps it onto the vector registers the build allows (four SSE registers in a
+ * baseline x86-64 build), so the adds do not wait on each other. The lanes are then added
+ * as a tree (lane l + lane l+8, then l + l+4, ...). Same bits on any thread count: one
+ * thread sums a whole run. */
 #define SUM_BLOCK 256
 #define LANES 16
+typedef float v16f __attribute__((vector_size(LANES * sizeof(float))));
+
+/* The sums below are compiled three times, for AVX-512, AVX2 and the baseline, and the
+ * loader picks the one this CPU runs (GCC's target_clones): a v16f is then one, two or
+ * four registers. Each is the same lane-wise float arithmetic, so the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CR_SUM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CR_SUM_CLONES
+#endif
+
+/* The 16 floats at p (any alignment) as one v16f. */
+#define LOAD16(v, p) memcpy(&(v), (p), sizeof(v16f))
+
+/* The sum of a's lanes, as a tree: (l + l+8), then (l + l+4), (l + l+2), (l + l+1). */
+static float lanes_sum(const float *a)
+{
+    float t[LANES];
+    memcpy(t, a, sizeof t);
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) t[l] += t[l + w];
+    return t[0];
+}
 
 /* The sum of x[0..n-1]. */
-static double sum_f(const float *x, int64_t n)
+CR_SUM_CLONES static double sum_f(const float *x, int64_t n)
 {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
-        float acc[LANES] = {0};
+        v16f acc = {0}, v;
         int64_t i = b;
-        for (; i + LANES <= e; i += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += x[i + l];
-        for (; i < e; i++) acc[0] += x[i];
-        float s = 0.0f;
-        for (int l = 0; l < LANES; l++) s += acc[l];
-        total += s;
+        for (; i + LANES <= e; i += LANES) {
+            LOAD16(v, x + i);
+            acc += v;
+        }
+        float a[LANES];
+        memcpy(a, &acc, sizeof a);
+        for (; i < e; i++) a[0] += x[i];
+        total += lanes_sum(a);
     }
     return total;
 }
 
 /* The sum of (x[i] - mean)^2 over i < n. */
-static double sumsq_f(const float *x, int64_t n, float mean)
+CR_SUM_CLONES static double sumsq_f(const float *x, int64_t n, float mean)
 {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
-        float acc[LANES] = {0};
+        v16f acc = {0}, v;
         int64_t i = b;
-        for (; i + LANES <= e; i += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += (x[i + l] - mean) * (x[i + l] - mean);
-        for (; i < e; i++) acc[0] += (x[i] - mean) * (x[i] - mean);
-        float s = 0.0f;
-        for (int l = 0; l < LANES; l++) s += acc[l];
-        total += s;
+        for (; i + LANES <= e; i += LANES) {
+            LOAD16(v, x + i);
+            v -= mean;
+            acc += v * v;
+        }
+        float a[LANES];
+        memcpy(a, &acc, sizeof a);
+        for (; i < e; i++) a[0] += (x[i] - mean) * (x[i] - mean);
+        total += lanes_sum(a);
     }
     return total;
 }
 
 /* *sdy += sum of dy[i], *sdyx += sum of dy[i] * (x[i] - mean), over i < n. */
-static void sums_dy_f(const float *x, const float *dy, int64_t n, float mean, double *sdy,
-                      double *sdyx)
+CR_SUM_CLONES static void sums_dy_f(const float *x, const float *dy, int64_t n, float mean,
+                                   double *sdy, double *sdyx)
 {
     for (int64_t b = 0; b < n; b += SUM_BLOCK) {
         const int64_t e = b + SUM_BLOCK < n ? b + SUM_BLOCK : n;
-        float a[LANES] = {0}, c[LANES] = {0};
+        v16f s = {0}, t = {0}, vx, vd;
         int64_t i = b;
-        for (; i + LANES <= e; i += LANES)
-            for (int l = 0; l < LANES; l++) {
-                a[l] += dy[i + l];
-                c[l] += dy[i + l] * (x[i + l] - mean);
-            }
+        for (; i + LANES <= e; i += LANES) {
+            LOAD16(vx, x + i);
+            LOAD16(vd, dy + i);
+            s += vd;
+            t += vd * (vx - mean);
+        }
+        float a[LANES], c[LANES];
+        memcpy(a, &s, sizeof a);
+        memcpy(c, &t, sizeof c);
         for (; i < e; i++) {
             a[0] += dy[i];
             c[0] += dy[i] * (x[i] - mean);
         }
-        float s = 0.0f, t = 0.0f;
-        for (int l = 0; l < LANES; l++) {
-            s += a[l];
-            t += c[l];
-        }
-        *sdy += s;
-        *sdyx += t;
+        *sdy += lanes_sum(a);
+        *sdyx += lanes_sum(c);
     }
 }
 
@@ -411,49 +440,55 @@ cr_status cr_groupnorm_backward(int64_t groups, const cr_tensor *x, const cr_ten
         return s;
     const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     const int64_t Cg = C / groups, M = Cg * HW;
-    /* parameter gradients: per channel, over images and pixels */
-    if (dgamma || dbeta) {
-#pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < C; c++) {
-            double sdy = 0.0, sdyx = 0.0;
-            for (int64_t n = 0; n < N; n++) {
-                const int64_t ng = n * groups + c / Cg;
-                double part = 0.0;
-                sums_dy_f(x->data + (n * C + c) * HW, dy->data + (n * C + c) * HW, HW,
-                          save_mean->data[ng], &sdy, &part);
-                sdyx += part * save_invstd->data[ng];
-            }
-            if (dgamma) dgamma->data[c] = (float)sdyx;
-            if (dbeta) dbeta->data[c] = (float)sdy;
-        }
+    /* per (image, channel): the sums of dy and of dy * (x - mean), group by group; dx
+     * follows from its group's sums at once, while the group's planes are in the cache:
+     * x and dy are read from memory once. */
+    double *sdy = malloc((size_t)(N * C) * sizeof *sdy), *sdyx = malloc((size_t)(N * C) * sizeof *sdyx);
+    if (!sdy || !sdyx) {
+        free(sdy);
+        free(sdyx);
+        return cr_fail(CR_ENOMEM, "groupnorm backward: out of memory");
     }
-    if (!dx) return CR_OK;
-    /* dx per (image, group): with g = dy * gamma, dx = invstd * (g - mean(g) - xhat * mean(g * xhat)) */
 #pragma omp parallel for schedule(static)
     for (int64_t ng = 0; ng < N * groups; ng++) {
         const double mean = save_mean->data[ng], invstd = save_invstd->data[ng];
-        double sg = 0.0, sgx = 0.0;
+        const int64_t c0 = (ng % groups) * Cg, nc0 = (ng / groups) * C + c0;
+        double sg = 0.0, sgx = 0.0;   /* with g = dy * gamma: sums of g and of g * xhat */
         for (int64_t cc = 0; cc < Cg; cc++) {
-            const int64_t c = (ng % groups) * Cg + cc, k = ng * M + cc * HW;
-            const double gm = gamma ? gamma->data[c] : 1.0;
-            double sdy = 0.0, sdyx = 0.0;
-            sums_dy_f(x->data + k, dy->data + k, HW, save_mean->data[ng], &sdy, &sdyx);
-            sg += gm * sdy;
-            sgx += gm * sdyx * invstd;
+            const int64_t k = ng * M + cc * HW;
+            const double gm = gamma ? gamma->data[c0 + cc] : 1.0;
+            sdy[nc0 + cc] = sdyx[nc0 + cc] = 0.0;
+            sums_dy_f(x->data + k, dy->data + k, HW, save_mean->data[ng], &sdy[nc0 + cc],
+                      &sdyx[nc0 + cc]);
+            sg += gm * sdy[nc0 + cc];
+            sgx += gm * sdyx[nc0 + cc] * invstd;
         }
+        if (!dx) continue;
         sg /= (double)M;
         sgx /= (double)M;
-        /* dx = invstd * (dy * gm - sg - (x - mean) * invstd * sgx) = kd * dy + kx * x + k0 */
+        /* dx = invstd * (g - mean(g) - xhat * mean(g * xhat)) = kd * dy + kx * x + k0 */
         const float kx = (float)(-invstd * invstd * sgx),
                     k0 = (float)(-invstd * sg + invstd * invstd * sgx * mean);
         for (int64_t cc = 0; cc < Cg; cc++) {
-            const int64_t c = (ng % groups) * Cg + cc, k = ng * M + cc * HW;
-            const float kd = (float)(invstd * (gamma ? gamma->data[c] : 1.0));
+            const int64_t k = ng * M + cc * HW;
+            const float kd = (float)(invstd * (gamma ? gamma->data[c0 + cc] : 1.0));
             const float *xc = x->data + k, *dyc = dy->data + k;
             float *dxc = dx->data + k;
             for (int64_t i = 0; i < HW; i++) dxc[i] = kd * dyc[i] + kx * xc[i] + k0;
         }
     }
+    /* parameter gradients: per channel, the images' sums in image order */
+    for (int64_t c = 0; c < C && (dgamma || dbeta); c++) {
+        double gsum = 0.0, bsum = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            bsum += sdy[n * C + c];
+            gsum += sdyx[n * C + c] * save_invstd->data[n * groups + c / Cg];
+        }
+        if (dgamma) dgamma->data[c] = (float)gsum;
+        if (dbeta) dbeta->data[c] = (float)bsum;
+    }
+    free(sdy);
+    free(sdyx);
     return CR_OK;
 }
 
@@ -484,6 +519,37 @@ cr_status cr_maxpool2d_out_size(const cr_pool_params *p, int64_t h, int64_t w,
     *h_out = ho;
     *w_out = wo;
     return CR_OK;
+}
+
+/* True if v replaces best in a max-pool window scanned row by row: v is greater, or NaN,
+ * and no NaN was chosen before. So the first maximum wins and NaN propagates. */
+static inline int pool_takes(float v, float best)
+{
+    return !(v <= best) & (best == best);
+}
+
+/* Output columns [a, b) of one output row, each window inside the plane's width: rows
+ * i0..i1-1 of plane xp (W columns); yr, ar: the row's maxima and their argmax. Taps in
+ * the window's row-major order, each over the whole run of columns, without branches. */
+CR_SUM_CLONES static void pool_row_inner(const float *xp, int64_t W, int64_t i0, int64_t i1,
+                                         const cr_pool_params *p, int64_t a, int64_t b,
+                                         float *yr, int64_t *ar)
+{
+    const int64_t sw = p->stride_w, pw = p->pad_w;
+    for (int64_t ow = a; ow < b; ow++) {
+        yr[ow] = xp[i0 * W + ow * sw - pw];
+        ar[ow] = i0 * W + ow * sw - pw;
+    }
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = 0; j < p->kernel_w; j++) {
+            const int64_t off = i * W + j - pw;
+            for (int64_t ow = a; ow < b; ow++) {
+                const float v = xp[off + ow * sw], best = yr[ow];
+                const int take = pool_takes(v, best);
+                yr[ow] = take ? v : best;
+                ar[ow] = take ? off + ow * sw : ar[ow];
+            }
+        }
 }
 
 /* Max over each window of x (N x C x H x W) into y (N x C x Ho x Wo), argmax per output. */
@@ -522,26 +588,37 @@ cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_t
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *xp = x->data + pl * H * W;
-        for (int64_t oh = 0; oh < Ho; oh++)
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const int64_t h0 = oh * p->stride_h - p->pad_h;
+            const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+            float *yr = y->data + (pl * Ho + oh) * Wo;
+            int64_t *ar = argmax + (pl * Ho + oh) * Wo;
+            /* columns whose window lies inside the plane's width: one tap at a time for
+             * the whole row, so that neighbouring outputs run in vector lanes */
+            int64_t a = (p->pad_w + p->stride_w - 1) / p->stride_w, b = (W - p->kernel_w + p->pad_w) / p->stride_w + 1;
+            if (b > Wo) b = Wo;
+            if (a > b) a = b;
+            pool_row_inner(xp, W, i0, i1, p, a, b, yr, ar);
             for (int64_t ow = 0; ow < Wo; ow++) {
-                const int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+                if (ow == a) ow = b;           /* the edges, one window at a time */
+                if (ow >= Wo) break;
+                const int64_t w0 = ow * p->stride_w - p->pad_w;
                 /* the window clipped to the plane: padding is -inf, never chosen */
-                const int64_t i0 = h0 > 0 ? h0 : 0, i1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
                 const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
                 float best = xp[i0 * W + j0];
                 int64_t at = i0 * W + j0;
-                for (int64_t i = i0; i < i1 && best == best; i++)
-                    for (int64_t j = (i == i0 ? j0 + 1 : j0); j < j1; j++) {
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t j = j0; j < j1; j++) {
                         const float v = xp[i * W + j];
-                        if (v > best || v != v) {           /* strictly greater: first max wins */
+                        if (pool_takes(v, best)) {
                             best = v;
                             at = i * W + j;
-                            if (v != v) break;              /* NaN propagates */
                         }
                     }
-                y->data[(pl * Ho + oh) * Wo + ow] = best;
-                if (argmax) argmax[(pl * Ho + oh) * Wo + ow] = at;
+                yr[ow] = best;
+                ar[ow] = at;
             }
+        }
     }
     // @end maxpool_forward
     return CR_OK;
@@ -687,6 +764,31 @@ static cr_status upsample_plan(const cr_upsample_params *p, const cr_tensor *in,
     return CR_OK;
 }
 
+/* Nearest x2 (each source pixel to a 2 x 2 block), one plane: x (H x W) -> y (2H x 2W).
+ * Each doubled row is written once and copied below itself. */
+CR_SUM_CLONES static void nearest2_plane(const float *x, int64_t H, int64_t W, float *y)
+{
+    for (int64_t h = 0; h < H; h++) {
+        const float *row = x + h * W;
+        float *y0 = y + 2 * h * 2 * W;
+        for (int64_t w = 0; w < W; w++) y0[2 * w] = y0[2 * w + 1] = row[w];
+        memcpy(y0 + 2 * W, y0, (size_t)(2 * W) * sizeof *y0);
+    }
+}
+
+/* Its adjoint, one plane: dx (H x W) = the sum of each 2 x 2 block of dy (2H x 2W), added
+ * as the general path adds it (down the rows first, then along them). */
+CR_SUM_CLONES static void nearest2_plane_backward(const float *dy, int64_t H, int64_t W,
+                                                  float *dx)
+{
+    for (int64_t h = 0; h < H; h++) {
+        const float *g0 = dy + 2 * h * 2 * W, *g1 = g0 + 2 * W;
+        float *xr = dx + h * W;
+        for (int64_t w = 0; w < W; w++)
+            xr[w] = (g0[2 * w] + g1[2 * w]) + (g0[2 * w + 1] + g1[2 * w + 1]);
+    }
+}
+
 /* y (N x C x Ho x Wo) = interpolation of x (N x C x H x W). Bilinear in two passes per
  * plane: every source row interpolated along the width into t (H x Wo), then each output
  * row the blend of two rows of t; the sums are PyTorch's,
@@ -699,6 +801,14 @@ cr_status cr_upsample_forward(const cr_upsample_params *p, const cr_tensor *x, c
     const int64_t H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
     const int64_t planes = x->shape[0] * x->shape[1];
     const bool nearest = p->mode == CR_UPSAMPLE_NEAREST;
+    if (nearest && Ho == 2 * H && Wo == 2 * W) {   /* the FPN's x2: no index tables */
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo >= PAR_MIN)
+        for (int64_t pl = 0; pl < planes; pl++)
+            nearest2_plane(x->data + pl * H * W, H, W, y->data + pl * Ho * Wo);
+        free(th);
+        free(tw);
+        return CR_OK;
+    }
     int oom = 0;
 #pragma omp parallel reduction(| : oom) if (planes * Ho * Wo >= PAR_MIN)
     {
@@ -747,6 +857,14 @@ cr_status cr_upsample_backward(const cr_upsample_params *p, const cr_tensor *dy,
     const int64_t H = dx->shape[2], W = dx->shape[3], Ho = dy->shape[2], Wo = dy->shape[3];
     const int64_t planes = dx->shape[0] * dx->shape[1];
     const bool nearest = p->mode == CR_UPSAMPLE_NEAREST;
+    if (nearest && Ho == 2 * H && Wo == 2 * W) {   /* the FPN's x2 */
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo >= PAR_MIN)
+        for (int64_t pl = 0; pl < planes; pl++)
+            nearest2_plane_backward(dy->data + pl * Ho * Wo, H, W, dx->data + pl * H * W);
+        free(th);
+        free(tw);
+        return CR_OK;
+    }
     int oom = 0;
 #pragma omp parallel reduction(| : oom) if (planes * Ho * Wo >= PAR_MIN)
     {

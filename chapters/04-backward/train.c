@@ -118,7 +118,7 @@ cr_status cr_train_step(cr_trainer *t, const cr_tensor *x, const int32_t *labels
         cr_tensor_free(&t->dlogits);
         if ((s = cr_tensor_alloc(&t->dlogits, 4, y->shape))) return s;
     }
-    if ((s = cr_cross_entropy(y, labels, t->cfg.ignore_index, loss, &t->dlogits))) return s;
+    if ((s = cr_cross_entropy_fast(y, labels, t->cfg.ignore_index, loss, &t->dlogits))) return s;
     if (!isfinite(*loss))
         return cr_fail(CR_EINVAL, "loss became %s at step %lld (lr %g)", isnan(*loss) ? "NaN" : "infinite",
                        (long long)t->step + 1, t->lr);
@@ -225,7 +225,7 @@ cr_status cr_evaluate_with(cr_model *m, int64_t count, int64_t h, int64_t w, int
         const cr_tensor *y;
         double l = 0;
         if ((s = make(src, idx, nb, NULL, &x, lab)) || (s = cr_model_forward(m, &x, &y)) ||
-            (loss && (s = cr_cross_entropy(y, lab, ignore_index, &l, NULL))) ||
+            (loss && (s = cr_cross_entropy_fast(y, lab, ignore_index, &l, NULL))) ||
             (conf && (s = cr_confusion_add_logits(conf, y, lab, ignore_index))))
             break;
         total += l;
