@@ -521,6 +521,7 @@ cr_status cr_maxpool2d_out_size(const cr_pool_params *p, int64_t h, int64_t w,
     return CR_OK;
 }
 
+// @snippet maxpool_takes
 /* True if v replaces best in a max-pool window scanned row by row: v is greater, or NaN,
  * and no NaN was chosen before. So the first maximum wins and NaN propagates. */
 static inline int pool_takes(float v, float best)
@@ -551,6 +552,7 @@ CR_SUM_CLONES static void pool_row_inner(const float *xp, int64_t W, int64_t i0,
             }
         }
 }
+// @end maxpool_takes
 
 /* Max over each window of x (N x C x H x W) into y (N x C x Ho x Wo), argmax per output. */
 cr_status cr_maxpool2d_forward(const cr_pool_params *p, const cr_tensor *x, cr_tensor *y,
