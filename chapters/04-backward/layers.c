@@ -443,7 +443,8 @@ cr_status cr_groupnorm_backward(int64_t groups, const cr_tensor *x, const cr_ten
     /* per (image, channel): the sums of dy and of dy * (x - mean), group by group; dx
      * follows from its group's sums at once, while the group's planes are in the cache:
      * x and dy are read from memory once. */
-    double *sdy = malloc((size_t)(N * C) * sizeof *sdy), *sdyx = malloc((size_t)(N * C) * sizeof *sdyx);
+    const size_t nc = (size_t)(N * C > 0 ? N * C : 1);
+    double *sdy = malloc(nc * sizeof *sdy), *sdyx = malloc(nc * sizeof *sdyx);
     if (!sdy || !sdyx) {
         free(sdy);
         free(sdyx);
