@@ -28,7 +28,12 @@
  *       each QAT model also converted to a real int8 model (convert.h) and evaluated
  *       with the int8 kernels. Rows: val and test mean IoU, pixel accuracy, model bytes.
  *       CSV columns: lab,kind,config,split,miou,pixel_accuracy,model_bytes,epochs,lr,
- *       seconds,note.
+ *       seconds,note. Then, in the same run, PyTorch's own table on the same weights,
+ *       frames and options (reference/qat_fpn_pytorch.py with /usr/bin/python3 in a
+ *       child process: torch.ao.quantization FX, x86 qconfig mappings): rows with the
+ *       same columns and config names prefixed pytorch_, the CSV header's "pytorch" line
+ *       naming its version and engine; without an importable torch (or with
+ *       --no-pytorch) the lab says "PyTorch not run: why" and that line says so too.
  *   lab07-int8 fpn   forward latency of the converted int8 FPN against our fp32 FPN
  *       (random weights, calibrated on a random batch) per batch size, chapter 8's
  *       latency columns with precision fp32 or int8, plus vs_fp32; --profile prints,
@@ -43,6 +48,8 @@
 #include "dnnl_conv.h"   /* includes oneapi/dnnl/dnnl.h */
 #endif
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -491,7 +498,8 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
 static const char *data_dir, *weights_path, *eval_size_str = "192x256", *configs_str,
                   *limit_str, *batches_str = "1,8", *size_str = "384x480";
 static int crop = 192, factor = 2, batch_size = 8, epochs = 1, calib_frames = 32,
-           classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0, fpn_profile = 0;
+           classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0, fpn_profile = 0,
+           no_pytorch = 0;
 static double qat_lr = 1e-4;
 
 /* The network: the full ResNeXt-50 FPN, or (reduced) lab 8's --quick variant. */
@@ -573,6 +581,7 @@ static const cr_arg camvid_args[] = {
     {"batch", CR_ARG_INT, &batch_size, "N", "frames per QAT step and per evaluation batch (8)", 1, 256},
     {"limit", CR_ARG_STRING, &limit_str, "T[,E]", "load only the first T train and E val/test frames", 0, -1},
     {"seed", CR_ARG_INT, &train_seed, "N", "QAT order and augmentation seed (1)", 0, 2147483647},
+    {"no-pytorch", CR_ARG_FLAG, &no_pytorch, NULL, "skip PyTorch's table (reference/qat_fpn_pytorch.py, run by default when /usr/bin/python3 imports torch)", 0, -1},
 };
 
 static const char *const camvid_columns[] = {"lab", "kind", "config", "split", "miou",
@@ -586,6 +595,8 @@ typedef struct {
     cr_st_file *weights;                 /* NULL: random (reduced) network */
     int64_t eh, ew;
     int64_t fp32_bytes;
+    long long lim[2];                    /* --limit as applied (0: every frame) */
+    double fp32_miou[2];                 /* ours, val and test (NAN: not run) */
 } camvid_run;
 
 /* True if config name is in --configs (or no list was given). */
@@ -655,6 +666,7 @@ static cr_status report(camvid_run *r, const char *config, split_eval_fn fn, voi
     for (int i = 0; i < 2 && !s; i++) {
         if ((s = fn(r, sp[i], &conf, arg))) break;
         miou[i] = cr_confusion_iou(&conf, NULL);
+        if (strcmp(config, "fp32") == 0) r->fp32_miou[i] = miou[i];
         const double secs = cr_now() - t0;
         lab_csv_row(r->ctx, "lab07,accuracy,%s,%s,%.4f,%.4f,%lld,%d,%g,%.1f,%s", config, names[i],
                     miou[i], cr_confusion_pixel_accuracy(&conf), (long long)bytes, ep, lr, secs,
@@ -798,6 +810,167 @@ static cr_status run_qat(camvid_run *r, const char *config, const char *const *k
     return s;
 }
 
+/* ---- camvid: PyTorch's own table, in the same run ------------------------------------- */
+
+#ifndef CR_QAT_SCRIPT
+#define CR_QAT_SCRIPT "reference/qat_fpn_pytorch.py"
+#endif
+
+/* PyTorch's side (reference/qat_fpn_pytorch.py): whether it runs, and the CSV header's
+ * "pytorch" line (its version and engine, or "not run: why"). */
+typedef struct {
+    int ok;
+    const char *script;
+    char line[320];
+} pytorch_probe;
+
+/* The last non-empty line of text (in place: the newline cut). */
+static const char *last_line(char *text)
+{
+    char *end = text + strlen(text);
+    while (end > text && (end[-1] == '\n' || end[-1] == ' ')) *--end = '\0';
+    char *nl = strrchr(text, '\n');
+    return nl ? nl + 1 : text;
+}
+
+/* Finds the script and asks /usr/bin/python3 for its version and engine line (--probe),
+ * filling pt; pt->ok = 0 with the reason when PyTorch cannot run here. */
+static void probe_pytorch(pytorch_probe *pt)
+{
+    struct stat sb;
+    pt->ok = 0;
+    pt->script = CR_QAT_SCRIPT;
+    if (stat(pt->script, &sb) != 0) pt->script = "reference/qat_fpn_pytorch.py";
+    if (no_pytorch) {
+        snprintf(pt->line, sizeof pt->line, "not run: --no-pytorch");
+        return;
+    }
+    if (!wanted("fp32") && !wanted("ptq") && !wanted("qat_full") && !wanted("qat_partial")) {
+        snprintf(pt->line, sizeof pt->line, "not run: --configs names none of fp32, ptq, "
+                 "qat_full, qat_partial");
+        return;
+    }
+    if (strchr(pt->script, '\'') || stat(pt->script, &sb) != 0) {
+        snprintf(pt->line, sizeof pt->line, "not run: reference/qat_fpn_pytorch.py not found");
+        return;
+    }
+    if ((data_dir && strchr(data_dir, '\'')) || (weights_path && strchr(weights_path, '\''))) {
+        snprintf(pt->line, sizeof pt->line, "not run: --data or --weights has a quote (')");
+        return;
+    }
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --probe 2>&1", pt->script);
+    FILE *pp = popen(cmd, "r");
+    size_t n = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
+    out[n] = '\0';
+    const int st = pp ? pclose(pp) : -1;
+    const char *last = last_line(out);
+    if (st != 0 || !*last) {
+        snprintf(pt->line, sizeof pt->line, "not run: /usr/bin/python3 cannot run the script "
+                 "(%.200s)", *last ? last : "no output");
+        return;
+    }
+    pt->ok = 1;
+    snprintf(pt->line, sizeof pt->line, "%.300s", last);
+}
+
+/* Writes the command line that runs the script on the lab's own options into cmd;
+ * weights: the fp32 weights file (ours, or the quick run's saved random network). */
+static void pytorch_command(const camvid_run *r, const pytorch_probe *pt, const char *weights,
+                            char *cmd, size_t len)
+{
+    char configs[80] = "", limit[64] = "";
+    static const char *const names[] = {"fp32", "ptq", "qat_full", "qat_partial", "converted"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (wanted(names[i]))
+            snprintf(configs + strlen(configs), sizeof configs - strlen(configs), "%s%s",
+                     configs[0] ? "," : "", names[i]);
+    if (r->lim[0] > 0)
+        snprintf(limit, sizeof limit, " --limit %lld,%lld", r->lim[0],
+                 r->lim[1] > 0 ? r->lim[1] : 0);
+    const int64_t b = batch_size < r->train.count ? batch_size : r->train.count;
+    snprintf(cmd, len, "OMP_NUM_THREADS=%d /usr/bin/python3 '%s' --data '%s' --weights '%s'%s "
+             "--classes %d --factor %d --eval-size %lldx%lld --crop %d --batch %lld --epochs %d "
+             "--lr %.17g --freeze-bn-epoch %d --calib %lld%s --seed %d --threads %d --configs %s "
+             "2>&1", r->ctx->threads, pt->script, data_dir, weights, r->ctx->quick ? " --quick" : "",
+             classes, factor, (long long)r->eh, (long long)r->ew, r->ctx->quick ? 64 : crop,
+             (long long)b, epochs, qat_lr, freeze_bn_epoch, (long long)r->calib.count, limit,
+             train_seed, r->ctx->threads, configs);
+}
+
+/* One row of the script's (lab,kind,config,split,miou,pixel_accuracy,model_bytes,...):
+ * printed as a table line, the fp32 rows with their difference from ours; 1 if it is a
+ * row (config pytorch_*, 11 fields), 0 otherwise. */
+static int pytorch_row(const camvid_run *r, const char *line)
+{
+    char kind[32], config[64], split[16], miou_s[32], acc_s[32], bytes_s[32];
+    if (sscanf(line, "lab07,%31[^,],%63[^,],%15[^,],%31[^,],%31[^,],%31[^,],", kind, config,
+               split, miou_s, acc_s, bytes_s) != 6 && strncmp(line, "lab07,qat_epoch,", 16) != 0)
+        return 0;
+    int commas = 0;
+    for (const char *c = line; *c; c++) commas += *c == ',';
+    if (commas != 10 || !strstr(line, ",pytorch_")) return 0;
+    if (strncmp(line, "lab07,accuracy,", 15) != 0) return 1;
+    const double miou = atof(miou_s), acc = atof(acc_s);
+    const long long bytes = atoll(bytes_s);
+    printf("  %-32s %-5s %8.4f %8.4f %12lld", config, split, miou, acc, bytes);
+    const int i = strcmp(split, "val") == 0 ? 0 : strcmp(split, "test") == 0 ? 1 : -1;
+    if (strcmp(config, "pytorch_fp32") == 0 && i >= 0 && !isnan(r->fp32_miou[i]))
+        printf("  (PyTorch - ours: %+.4f)", miou - r->fp32_miou[i]);
+    printf("\n");
+    fflush(stdout);
+    return 1;
+}
+
+/* Runs PyTorch's table on the lab's options and appends its rows to the CSV (a failed or
+ * interrupted script: the rows it finished, a "# pytorch_status" line and a message). */
+static void run_pytorch(camvid_run *r, const pytorch_probe *pt)
+{
+    printf("\n  PyTorch (%s):\n", pt->script);
+    if (!pt->ok) {
+        printf("  PyTorch %s\n", pt->line);
+        return;
+    }
+    char weights[4096];
+    int saved = 0;
+    if (weights_path) snprintf(weights, sizeof weights, "%s", weights_path);
+    else {   /* --quick: the same random reduced network, through a file */
+        const char *tmp = getenv("TMPDIR");
+        snprintf(weights, sizeof weights, "%s/lab07_fpn_XXXXXX",
+                 tmp && *tmp && !strchr(tmp, '\'') ? tmp : "/tmp");
+        const int fd = mkstemp(weights);
+        cr_status s = fd >= 0 ? CR_OK : cr_fail(CR_EIO, "mkstemp %s failed", weights);
+        if (fd >= 0) close(fd);
+        if (!s) s = reset_weights(r);
+        if (!s) s = cr_model_save(&r->m, weights, NULL);
+        if (s) {
+            printf("  PyTorch not run: the quick network could not be saved (%s)\n", cr_last_error());
+            if (fd >= 0) remove(weights);
+            return;
+        }
+        saved = 1;
+    }
+    char cmd[8192], line[1024];
+    pytorch_command(r, pt, weights, cmd, sizeof cmd);
+    FILE *pp = popen(cmd, "r");
+    int rows = 0;
+    while (pp && fgets(line, sizeof line, pp)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (pytorch_row(r, line)) {
+            if (lab_csv_row(r->ctx, "%s", line) == CR_OK) rows++;
+        } else if (line[0]) {
+            printf("  %s\n", line[0] == ' ' ? line + 2 : line);
+        }
+    }
+    const int st = pp ? pclose(pp) : -1;
+    if (saved) remove(weights);
+    if (st != 0) {
+        printf("  PyTorch: the script failed (status %d) after %d rows; they are kept\n", st, rows);
+        lab_csv_row(r->ctx, "# pytorch_status: the script failed (status %d) after %d rows", st,
+                    rows);
+    }
+}
+
 /* Checks the options, loads the splits and the weights; a lab exit code (LAB_RUN: go on). */
 static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
 {
@@ -864,6 +1037,8 @@ static int camvid_prepare(lab_ctx *ctx, camvid_run *r)
             return s == CR_EIO ? LAB_EXIT_USAGE : LAB_EXIT_FAILED;
         }
     }
+    r->lim[0] = lim[0];
+    r->lim[1] = lim[1];
     r->calib = r->train;   /* a view: the first frames */
     if (r->calib.count > calib_frames) r->calib.count = calib_frames;
     cr_status s = build_fpn_net(&r->m, ctx->quick);
@@ -899,11 +1074,14 @@ static int cmd_camvid(int argc, char **argv)
     camvid_run r;
     memset(&r, 0, sizeof r);
     r.ctx = &ctx;
+    r.fp32_miou[0] = r.fp32_miou[1] = NAN;
     if ((rc = camvid_prepare(&ctx, &r)) != LAB_RUN) {
         camvid_free(&r);
         return rc;
     }
     lab_banner(&ctx, "chapter 7, int8 on chapter 8's FPN: CamVid accuracy");
+    pytorch_probe pt;
+    probe_pytorch(&pt);
     char setup[400];
     snprintf(setup, sizeof setup, "%s; %lld train %lld val %lld test frames (1/%d); eval %lldx%lld; "
              "QAT crop %d batch %d epochs %d lr %g seed %d; calibration %lld frames",
@@ -914,7 +1092,8 @@ static int cmd_camvid(int argc, char **argv)
     const char *const extra[] = {"setup", setup, "model_bytes", "fp32 and bf16: parameters "
                                  "(running statistics not counted); int8: 1 byte per quantized "
                                  "weight + 4 (scale) + 4 (s32 bias) per channel, BatchNorm folded, "
-                                 "float layers 4 bytes, 8 per activation quantizer", NULL};
+                                 "float layers 4 bytes, 8 per activation quantizer; pytorch_ rows: "
+                                 "torch.save bytes of the state dict", "pytorch", pt.line, NULL};
     if (lab_csv_begin(&ctx, camvid_columns, extra) != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         camvid_free(&r);
@@ -943,6 +1122,7 @@ static int cmd_camvid(int argc, char **argv)
     if (!s && wanted("ptq")) s = run_ptq(&r);
     if (!s && wanted("qat_full")) s = run_qat(&r, "int8_qat_full", NULL);
     if (!s && wanted("qat_partial")) s = run_qat(&r, "int8_qat_partial", cr_qat_partial_float);
+    if (!s) run_pytorch(&r, &pt);
     if (s) fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
     camvid_free(&r);
     return lab_finish(&ctx, s ? LAB_EXIT_FAILED : LAB_EXIT_OK);
