@@ -36,7 +36,8 @@ cr_status cr_cross_entropy(const cr_tensor *logits, const int32_t *target,
  * threads. Each lane repeats the portable path's operations one by one (nothing fused),
  * and the per-pixel losses are summed in double in a fixed order, so the bits do not
  * depend on the thread count or the vector width. Within a few float roundings of
- * cr_cross_entropy (loss relative 1e-6; each gradient within (C + 8) float ulps of 1/P). */
+ * cr_cross_entropy (loss: relative 1e-6 plus (C + 4) float ulps of 1 absolute, the rounding
+ * of the softmax's denominator; each gradient within (C + 8) float ulps of 1/P). */
 cr_status cr_cross_entropy_fast(const cr_tensor *logits, const int32_t *target,
                                 int32_t ignore_index, double *loss, cr_tensor *dlogits);
 
