@@ -13,6 +13,8 @@
 #include "int8_gemm.h"
 #include "tensor.h"
 
+_Static_assert(CR_I8_MAX_NR <= 64, "cr_requant_runs holds one run per column of a tile");
+
 /* ---- requantization ------------------------------------------------------------------ */
 
 // @snippet qmul_from_real
@@ -67,6 +69,21 @@ void cr_requant_row(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int3
                     int32_t lo, uint8_t *out)
 {
     best_requant()(acc, n, bias, m, zp, lo, out);
+}
+
+void cr_requant_tile(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
+                     const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
+                     uint8_t *out, int64_t plane)
+{
+    const requant_row_fn rq = best_requant();
+    if (rq == cr_requant_row_avx512) {   /* the CPU check, made once */
+        cr_requant_tile_avx512(T, ldt, mr, bias, m, zp, lo, r, out, plane);
+        return;
+    }
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t q = 0; q < r->n; q++)
+            rq(T + i * ldt + r->src[q], r->len[q], bias[i], m[i], zp, lo,
+               out + i * plane + r->dst[q]);
 }
 
 /* ---- preparing a convolution ---------------------------------------------------------- */
@@ -400,45 +417,44 @@ typedef struct {
     uint8_t *y_g;           /* cout_g x Ho x Wo */
     int64_t Ho, Wo, pitch;  /* pitch: GEMM columns per output row (Wp flat, else Wo) */
     int flat;
-    requant_row_fn rq;
 } conv_epi;
 
 // @snippet qconv_epilogue
 /* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output. Flat mode:
  * the tile's columns are cut once into runs of one output row each (the padded grid's
- * extra columns dropped), and each row of the tile is requantized run by run into its
- * place. */
+ * extra columns dropped; without extra columns, Wp == Wo, the runs join into one), and
+ * the whole tile is requantized run by run into its place in one call. */
 static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, int64_t nr,
                           const int32_t *T, int64_t ldt)
 {
     const conv_epi *e = ctx;
     const cr_int8_conv *qc = e->qc;
-    const int32_t lo = qc->relu ? qc->y_zp : 0;
-    const int64_t plane = e->Ho * e->Wo;
-    int64_t src[CR_I8_MAX_NR], dst[CR_I8_MAX_NR], len[CR_I8_MAX_NR], runs = 0;
+    cr_requant_runs r;   /* not zeroed: only its first r.n runs are read */
+    r.n = 1, r.src[0] = 0, r.dst[0] = j0, r.len[0] = nr;
     if (e->flat) {
+        r.n = 0;
         for (int64_t j = j0; j < j0 + nr;) {         /* runs of one output row */
             const int64_t oh = j / e->pitch, ow = j % e->pitch;
             if (ow >= e->Wo) { j += e->pitch - ow; continue; }
-            len[runs] = j0 + nr - j < e->Wo - ow ? j0 + nr - j : e->Wo - ow;
-            src[runs] = j - j0;
-            dst[runs] = oh * e->Wo + ow;
-            j += len[runs++];
+            const int64_t l = j0 + nr - j < e->Wo - ow ? j0 + nr - j : e->Wo - ow;
+            const int64_t sj = j - j0, dj = oh * e->Wo + ow;
+            j += l;
+            if (r.n > 0 && r.src[r.n - 1] + r.len[r.n - 1] == sj &&
+                r.dst[r.n - 1] + r.len[r.n - 1] == dj) {
+                r.len[r.n - 1] += l;   /* the next output row follows without a gap */
+                continue;
+            }
+            r.src[r.n] = sj;
+            r.dst[r.n] = dj;
+            r.len[r.n++] = l;
         }
     }
-    for (int64_t i = 0; i < mr; i++) {
-        const int64_t o = e->o0 + i0 + i;
-        uint8_t *yo = e->y_g + (i0 + i) * plane;
-        if (!e->flat) {
-            e->rq(T + i * ldt, nr, qc->bias_fold[o], qc->mul[o], qc->y_zp, lo, yo + j0);
-            continue;
-        }
-        /* each run straight to its place (the requantization is element by element): no
-           staging row and no copies, the epilogue's largest cost on 1x1 layers */
-        for (int64_t q = 0; q < runs; q++)
-            e->rq(T + i * ldt + src[q], len[q], qc->bias_fold[o], qc->mul[o], qc->y_zp, lo,
-                  yo + dst[q]);
-    }
+    /* each run straight to its place (the requantization is element by element): no
+       staging row and no copies, the epilogue's largest cost on 1x1 layers */
+    const int64_t o = e->o0 + i0;
+    cr_requant_tile(T, ldt, mr, qc->bias_fold + o, qc->mul + o, qc->y_zp,
+                    qc->relu ? qc->y_zp : 0, &r, e->y_g + i0 * e->Ho * e->Wo,
+                    e->Ho * e->Wo);
 }
 // @end qconv_epilogue
 
@@ -460,8 +476,7 @@ static cr_status conv_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const
     if (gm->copy) pad_copy(s, gm, x_g, (uint8_t)qc->x_zp, wb->pad);
     const conv_b cb = {gm->copy ? wb->pad : x_g, koff, qc->K, s->w_out, gm};
     const conv_epi e = {qc, g * s->cout_g, y + (b * p->out_channels + g * s->cout_g) * plane,
-                        s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat,
-                        best_requant()};
+                        s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat};
     return cr_i8_engine(kd, s->cout_g, gm->N, qc->K, NULL, wpack + (size_t)g * group_bytes,
                         pack_conv_b, &cb, wb->scratch, gm->N, 0, conv_epilogue, &e, threads);
 }
@@ -537,8 +552,7 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
     const int64_t quads = (s->cin_g + 3) / 4, Hp = gm->Hp;
     const uint8_t *x_g = x + (b * p->in_channels + g * s->cin_g) * HW;
     const conv_epi e = {qc, g * s->cout_g, y + (b * p->out_channels + g * s->cout_g) * plane,
-                        s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat,
-                        best_requant()};
+                        s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat};
     const int8_t *wg = qc->wdirect + (size_t)g * qc->direct_group_bytes;
     const int MR = kd->mr, NR = kd->nr;
     /* panels: NR columns of the flat grid, or (stride > 1) of one output row each */

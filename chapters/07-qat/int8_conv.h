@@ -62,6 +62,23 @@ void cr_requant_row_avx2(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
                            int32_t zp, int32_t lo, uint8_t *out);
 
+/* Runs of a tile of sums, the same for every row: row i's run q is T[i * ldt + src[q]],
+ * len[q] sums, going to out[i * plane + dst[q]] (a convolution's output rows). */
+typedef struct {
+    int64_t n, src[64], dst[64], len[64];   /* at most one run per column (<= 64) of a tile */
+} cr_requant_runs;
+
+/* Rows [0, mr) of a tile T (ldt int32 per row) through cr_requant, row i with bias[i] and
+ * m[i], run by run into out: the same bytes as cr_requant_row per row and run, with the
+ * widest SIMD this CPU runs, and no call per row. */
+void cr_requant_tile(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
+                     const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
+                     uint8_t *out, int64_t plane);
+/* The AVX-512 form (call only where the CPU has it). */
+void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
+                            const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
+                            uint8_t *out, int64_t plane);
+
 /* ---- the int8 convolution ----------------------------------------------------------- */
 
 /* A prepared int8 convolution: everything that does not depend on the input. */
