@@ -513,10 +513,14 @@ static void quad_row(const cr_conv_shape *s, const qgeom *gm, const uint8_t *x_g
     const uint8_t *r[4];
     for (int t = 0; t < 4; t++) {
         const int64_t c = 4 * q + t;
+        const int inside = c < s->cin_g && ih >= 0 && ih < H;
+        if (inside && sw == 1 && Wp == W) {          /* no padding in the row: read it */
+            r[t] = x_g + (c * H + ih) * W;
+            continue;
+        }
         uint8_t *row = rows + t * L;
         memset(row, zp, (size_t)L);
-        if (c < s->cin_g && ih >= 0 && ih < H)
-            memcpy(row + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
+        if (inside) memcpy(row + p->pad_left, x_g + (c * H + ih) * W, (size_t)W);
         if (sw == 2) {                               /* even and odd bytes: a loop the
                                                         compiler vectorizes (row is z_x
                                                         from Wp to L, as split would be) */
