@@ -44,11 +44,10 @@ import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_golden_fpn import FPN, REDUCED  # noqa: E402
-from train_fpn_pytorch import IGNORE, evaluate, load_split, lr_at, train_batch  # noqa: E402
+from train_fpn_pytorch import evaluate, load_split, lr_at, train_batch, train_step  # noqa: E402
 
 from torch.ao.quantization import (disable_observer, get_default_qat_qconfig_mapping,  # noqa: E402
                                    get_default_qconfig_mapping)
@@ -192,12 +191,7 @@ def run_qat(net, t, a, config, keep_float, eng):
         for b in range(spe):
             x, l = train_batch(rgb, lab, order[b * a.batch:(b + 1) * a.batch], a.crop, rnd)
             lr = lr_at(step, total, 0, a.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = F.cross_entropy(m(x), l, ignore_index=IGNORE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = train_step(m, opt, x, l, lr)
             step += 1
             losses.append(loss.item())
             print(f"  pytorch {config} step {step}/{total}: loss {losses[-1]:.4f}", flush=True)

@@ -149,6 +149,18 @@ def lr_at(step, total, warm, peak):
     return peak * (1 + math.cos(math.pi * t)) / 2
 
 
+def train_step(net, opt, x, l, lr):
+    """One SGD step at learning rate lr: cross-entropy (IGNORE skipped), backward, step.
+    Returns the loss tensor. qat_fpn_pytorch.py trains with it too."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss = F.cross_entropy(net(x), l, ignore_index=IGNORE)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def main():
     p = argparse.ArgumentParser(description="Lab 8's FPN recipe in PyTorch")
     p.add_argument("--data", required=True)
@@ -217,12 +229,7 @@ def main():
             ts = time.time()
             x, l = train_batch(rgb, lab, order[b * a.batch:(b + 1) * a.batch], a.crop, rnd)
             lr = lr_at(step, total, warm, a.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = F.cross_entropy(net(x), l, ignore_index=IGNORE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = train_step(net, opt, x, l, lr)
             step += 1
             losses.append(loss.item())
             ms = (time.time() - ts) * 1e3
