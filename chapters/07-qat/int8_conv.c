@@ -574,9 +574,13 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
         for (int64_t qi = 0; qi < quads * Hp; qi++)
             quad_row(s, gm, x_g, (uint8_t)qc->x_zp, qi / Hp, qi % Hp, xi, rows);
         /* (implicit barrier: the copy is complete) */
+        /* tiles (panel, row block) shared out one by one: a few panels (c_3x3_256 has 5)
+           would split unevenly between threads; row blocks of one panel in a row */
+        const int64_t mt = (s->cout_g + MR - 1) / MR;
 #pragma omp for schedule(static)
-        for (int64_t jp = 0; jp < np; jp++) {
+        for (int64_t w = 0; w < np * mt; w++) {
             _Alignas(64) int32_t tile[CR_I8_MAX_MR * CR_I8_MAX_NR];
+            const int64_t jp = w / mt, ir = w % mt * MR;
             int64_t j0, nr, at;   /* first column (flat grid, or output index), count, pixel */
             if (gm->flat) {
                 j0 = at = jp * NR;
@@ -587,11 +591,9 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
                 nr = s->w_out - ow0 < NR ? s->w_out - ow0 : NR;
                 at = oh * gm->row_pitch + ow0;
             }
-            for (int64_t ir = 0; ir < s->cout_g; ir += MR) {
-                const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
-                kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR);
-                conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
-            }
+            const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
+            kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR);
+            conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
         }
     }
 }
