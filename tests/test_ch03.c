@@ -216,6 +216,71 @@ static void gemm_default__every_kernel_random(void **state)
     assert_cr_ok(cr_gemm_set_kernel("auto"));
 }
 
+/* cr_pack_strided that also counts the columns of B it packs (a spy: the in-place path
+ * must leave only edge panels to it). */
+typedef struct {
+    cr_strided s;
+    int64_t cols;
+} counting_b;
+
+static void pack_counting(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                          int panel, float scale, float *dst)
+{
+    counting_b *c = (counting_b *)ctx;
+    __atomic_fetch_add(&c->cols, rows, __ATOMIC_RELAXED);
+    cr_pack_strided(&c->s, r0, rows, k0, kc, panel, scale, dst);
+}
+
+/* B read in place (full panels of a row-major B, M within one MC block) gives the same
+ * bits as B packed, for every kernel that can, on 1 and 2 threads, with tails in every
+ * dimension, several depth blocks, ldb > N and beta 0 or not; and it packs only the edge
+ * panel of each block (at most NR - 1 columns per block and depth block). */
+static void gemm_default__b_in_place_same_bits(void **state)
+{
+    (void)state;
+    const cr_gemm_kernel *kernels[] = {&cr_kernel_avx512_small_m, &cr_kernel_avx512};
+    if (!cr_gemm_kernel_supported("avx512")) skip();
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    for (int t = 0; t < cr_test_count(24); t++) {
+        const cr_gemm_kernel *kd = kernels[t % 2];
+        assert_non_null(kd->kernel_ldb);
+        const int64_t M = cr_rng_int(&r, 1, kd->mc), N = cr_rng_int(&r, 1, 300);
+        const int64_t K = cr_rng_int(&r, 1, t % 3 == 0 ? 700 : 80), ldb = N + cr_rng_int(&r, 0, 9);
+        const float alpha = cr_rng_uniform_f(&r, -2, 2), beta = t % 2 ? 0.0f : 1.25f;
+        float *A = malloc((size_t)(M * K) * sizeof *A), *B = malloc((size_t)(K * ldb) * sizeof *B);
+        float *C0 = malloc((size_t)(M * N) * sizeof *C0), *C1 = malloc((size_t)(M * N) * sizeof *C1);
+        float *C2 = malloc((size_t)(M * N) * sizeof *C2);
+        assert_non_null(A); assert_non_null(B); assert_non_null(C0); assert_non_null(C1);
+        assert_non_null(C2);
+        for (int64_t i = 0; i < M * K; i++) A[i] = cr_rng_uniform_f(&r, -1, 1);
+        for (int64_t i = 0; i < K * ldb; i++) B[i] = cr_rng_uniform_f(&r, -1, 1);
+        for (int64_t i = 0; i < M * N; i++) C0[i] = C1[i] = C2[i] = cr_rng_uniform_f(&r, -1, 1);
+        const cr_strided a = {A, K, 1};
+        counting_b packed = {{B, 1, ldb}, 0}, spy = {{B, 1, ldb}, 0};
+        const cr_gemm_operand oa = {cr_pack_strided, &a, NULL, 0};
+        const cr_gemm_operand ob = {pack_counting, &packed, NULL, 0};
+        const cr_gemm_operand ib = {pack_counting, &spy, B, ldb};
+        assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ob, alpha, beta, C0, N, 1));
+        assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ib, alpha, beta, C1, N, 1));
+        set_threads(2);
+        assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ib, alpha, beta, C2, N, 0));
+        set_threads(1);
+        if (memcmp(C0, C1, (size_t)(M * N) * sizeof *C0) || memcmp(C0, C2, (size_t)(M * N) * sizeof *C0))
+            fail_msg("kernel %s, M=%lld N=%lld K=%lld ldb=%lld: B in place differs from B "
+                     "packed (seed %llu)", kd->name, (long long)M, (long long)N, (long long)K,
+                     (long long)ldb, (unsigned long long)seed);
+        const int64_t kblocks = (K + kd->kc - 1) / kd->kc, nblocks = (N + kd->nc - 1) / kd->nc + 2;
+        if (packed.cols < N || spy.cols > 2 * (kd->nr - 1) * kblocks * nblocks)
+            fail_msg("kernel %s, M=%lld N=%lld K=%lld: %lld columns of B packed with B in "
+                     "place (%lld without): the in-place path did not run (seed %llu)", kd->name,
+                     (long long)M, (long long)N, (long long)K, (long long)spy.cols,
+                     (long long)packed.cols, (unsigned long long)seed);
+        free(A); free(B); free(C0); free(C1); free(C2);
+    }
+}
+
 /* Blocks are crossed in every dimension at once, including N beyond NC (4096). */
 static void gemm_default__beyond_every_block(void **state)
 {
@@ -379,7 +444,7 @@ static void packing__engine_with_portable_kernel(void **state)
                 C[i * N + j] = NAN;                      /* beta 0: not read */
             }
         const cr_strided a = {A, K, 1}, b = {B, 1, N};   /* B as its transpose: N x K */
-        const cr_gemm_operand oa = {cr_pack_strided, &a}, ob = {cr_pack_strided, &b};
+        const cr_gemm_operand oa = {cr_pack_strided, &a, NULL, 0}, ob = {cr_pack_strided, &b, NULL, 0};
         assert_cr_ok(cr_gemm_engine(&cr_kernel_portable, M, N, K, &oa, &ob, -0.5f, 0.0f, C, N, 1));
         cr_cmp cmp = cr_compare(C, want, (size_t)(M * N), 1e-4, 1e-5);
         if (!cr_cmp_ok(&cmp, gemm_tol(K)))
@@ -845,6 +910,7 @@ int main(void)
         cmocka_unit_test(micro_kernel__parallel_random),
         cmocka_unit_test(gemm_default__every_kernel_random),
         cmocka_unit_test(gemm_default__beyond_every_block),
+        cmocka_unit_test(gemm_default__b_in_place_same_bits),
         cmocka_unit_test(gemm_default__arguments_and_edge_cases),
         cmocka_unit_test(conv_gemm__equals_direct_random),
         cmocka_unit_test(conv_gemm__golden_cases),

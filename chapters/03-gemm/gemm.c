@@ -347,7 +347,7 @@ static void portable_kernel(int64_t kc, const float *Ap, const float *Bp, float 
 }
 
 const cr_gemm_kernel cr_kernel_portable = {"portable", PT_MR, PT_NR, 128, 256, 4096,
-                                           portable_kernel};
+                                           portable_kernel, NULL};
 
 /* ---- the engine: five loops around the micro-kernel ---------------------------------- */
 
@@ -432,28 +432,36 @@ size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, 
 }
 
 /* One ic block against the packed B block: the micro-tiles of NR-panels [p0, p1),
- * every MR-panel of the packed A block. Edge tiles go through a local tile. */
+ * every MR-panel of the packed A block. Edge tiles go through a local tile. With Brow
+ * (not NULL), B's full panels are read in place, row k of the block at Brow + k * ldb
+ * (only the edge panel is in Bp), and the first tile of each panel prefetches the next
+ * one: measured with the caches flushed, 64x3136x576 ran at 145 GFLOP/s in place
+ * without it and 185 with it (its rows are 12.5 KB apart, no prefetcher follows them). */
 static void macro_kernel(const cr_gemm_kernel *kd, int64_t mc, int64_t nc, int64_t kc,
-                         const float *Ap, const float *Bp, int64_t p0, int64_t p1, float beta,
-                         float *C, int64_t ldc)
+                         const float *Ap, const float *Bp, const float *Brow, int64_t ldb,
+                         int64_t p0, int64_t p1, float beta, float *C, int64_t ldc)
 {
     const int MR = kd->mr, NR = kd->nr;
     _Alignas(64) float tile[CR_MAX_MR * CR_MAX_NR];
     for (int64_t jp = p0; jp < p1; jp++) {                   /* loop 2: one NR panel of B */
         const int64_t jr = jp * NR, nr = min64(NR, nc - jr);
+        const int in_place = Brow && nr == NR;
         for (int64_t ir = 0; ir < mc; ir += MR) {            /* loop 1: one MR panel of A */
             const int64_t mr = min64(MR, mc - ir);
             float *c = C + ir * ldc + jr;
             const float *a = Ap + ir * kc, *b = Bp + jr * kc;
-            if (mr == MR && nr == NR) {
-                kd->kernel(kc, a, b, c, ldc, beta);
-            } else {                                          /* edge tile: full tile aside */
-                kd->kernel(kc, a, b, tile, NR, 0.0f);
-                for (int64_t i = 0; i < mr; i++)
-                    for (int64_t j = 0; j < nr; j++)
-                        c[i * ldc + j] = tile[i * NR + j] +
-                                         (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
-            }
+            const int full = mr == MR && nr == NR;        /* else: a full tile aside */
+            float *t = full ? c : tile;
+            /* B's own rows, no copy; the panel's first tile prefetches the next panel */
+            const float *next = in_place && ir == 0 && jr + 2 * NR <= nc ? Brow + jr + NR : NULL;
+            if (in_place) kd->kernel_ldb(kc, a, Brow + jr, ldb, next, t, full ? ldc : NR,
+                                         full ? beta : 0.0f);
+            else kd->kernel(kc, a, b, t, full ? ldc : NR, full ? beta : 0.0f);
+            if (full) continue;
+            for (int64_t i = 0; i < mr; i++)                  /* the edge tile's part */
+                for (int64_t j = 0; j < nr; j++)
+                    c[i * ldc + j] = tile[i * NR + j] +
+                                     (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
         }
     }
 }
@@ -468,6 +476,7 @@ typedef struct {
     float *C;
     int64_t ldc;
     float *pre;   /* the whole packed A (NULL: packed block by block) */
+    int b_in_place;   /* B's full panels read where they are (see cr_gemm_engine) */
 } engine_call;
 
 /* The packed A block of rows [ic, ic+mc) and depth [pc, pc+kc): in the prepacked A
@@ -509,13 +518,17 @@ static void engine_part(const engine_call *e, int64_t n0, int64_t n1, int deal, 
         const int64_t nc = min64(pl->nc, n1 - jc), np = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < e->K; pc += pl->kc) {          /* loop 4: KC of depth  */
             const int64_t kc = min64(pl->kc, e->K - pc);
-            e->B->pack(e->B->ctx, jc, nc, pc, kc, NR, 1.0f, Bp);   /* this thread's copy */
+            const int64_t edge = e->b_in_place ? nc / NR * NR : 0;  /* first packed column */
+            if (edge < nc)                          /* this thread's copy (in place: the edge) */
+                e->B->pack(e->B->ctx, jc + edge, nc - edge, pc, kc, NR, 1.0f, Bp + edge * kc);
+            const float *Brow = e->b_in_place ? e->B->rows + pc * e->B->ld + jc : NULL;
             int64_t blk = 0;
             for (int64_t ic = 0; ic < e->M; ic += pl->mc, blk++) {  /* loop 3: MC rows   */
                 if (deal && blk % T != tid) continue;
                 const int64_t mc = min64(pl->mc, e->M - ic);
-                macro_kernel(e->kd, mc, nc, kc, a_block(e, ic, mc, pc, kc, Ap), Bp, 0, np,
-                             pc == 0 ? e->beta : 1.0f, e->C + ic * e->ldc + jc, e->ldc);
+                macro_kernel(e->kd, mc, nc, kc, a_block(e, ic, mc, pc, kc, Ap), Bp, Brow,
+                             e->B->ld, 0, np, pc == 0 ? e->beta : 1.0f, e->C + ic * e->ldc + jc,
+                             e->ldc);
             }
         }
     }
@@ -530,7 +543,10 @@ cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t
     const int nt = threads == 1 ? 1 : cr_gemm_threads_available();
     const engine_plan pl = plan_engine(kd, M, N, K, nt);
     const size_t own = pl.pre_floats + pl.a_floats + pl.b_floats;   /* floats per thread */
-    const engine_call e = {kd, &pl, M, N, K, A, B, alpha, beta, C, ldc, NULL};
+    /* B in place pays where each of its panels serves all of A from L1 (one MC block);
+       for a large M, packing is shared by more rows and the copy's order wins */
+    const int in_place = B->rows && kd->kernel_ldb && M <= kd->mc;
+    const engine_call e = {kd, &pl, M, N, K, A, B, alpha, beta, C, ldc, NULL, in_place};
     int oom = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(|| : oom)
     {
@@ -583,7 +599,8 @@ static cr_status gemm_packed_with(const char *fn, const cr_gemm_kernel *kd, int 
     /* op(A) as M x K rows, op(B) as its transpose, N x K: the transposes are strides. */
     const cr_strided a = {A, ta == CR_NO_TRANS ? lda : 1, ta == CR_NO_TRANS ? 1 : lda};
     const cr_strided b = {B, tb == CR_NO_TRANS ? 1 : ldb, tb == CR_NO_TRANS ? ldb : 1};
-    const cr_gemm_operand oa = {cr_pack_strided, &a}, ob = {cr_pack_strided, &b};
+    const cr_gemm_operand oa = {cr_pack_strided, &a, NULL, 0},
+                          ob = {cr_pack_strided, &b, tb == CR_NO_TRANS ? B : NULL, ldb};
     return cr_gemm_engine(kd, M, N, K, &oa, &ob, alpha, beta, C, ldc, threads);
     // @end gemm_transposes
 }

@@ -15,10 +15,12 @@
 
 // @snippet ukernel_avx512
 /* cr_ukernel_fn, MR x 32 for MR = 12 or 8: MR*2 zmm accumulators (MR rows x 2 vectors of
- * 16), two zmm for the row of B, one for the broadcast of A: 27 (or 19) of 32 registers. */
+ * 16), two zmm for the row of B, one for the broadcast of A: 27 (or 19) of 32 registers.
+ * B's rows are ldb floats apart: NR in a packed panel, or B's own row stride; next (NULL
+ * but for B in place) is a panel to prefetch row by row. */
 CR_AVX512 static inline __attribute__((always_inline)) void
-avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, float *C,
-              int64_t ldc, float beta)
+avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, int64_t ldb,
+              const float *next, float *C, int64_t ldc, float beta)
 {
     __m512 c[12][2];
 #pragma GCC unroll 16
@@ -35,8 +37,13 @@ avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, float 
             c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
             c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
         }
+        if (next) {   /* the next in-place panel's row k, on its way to L1 */
+            _mm_prefetch((const char *)next, _MM_HINT_T0);
+            _mm_prefetch((const char *)(next + 16), _MM_HINT_T0);
+            next += ldb;
+        }
         Ap += MR;
-        Bp += NR;
+        Bp += ldb;   /* NR in a packed panel; B's row stride when B is read in place */
     }
     const __m512 bv = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -57,23 +64,42 @@ avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, float 
 CR_AVX512 static void avx512_kernel_12x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                 int64_t ldc, float beta)
 {
-    avx512_kernel(12, kc, Ap, Bp, C, ldc, beta);
+    avx512_kernel(12, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+}
+
+/* The 12 x 32 instance reading B in place (two copies: with and without prefetching). */
+CR_AVX512 static void avx512_kernel_12x32_ldb(int64_t kc, const float *Ap, const float *B,
+                                              int64_t ldb, const float *next, float *C,
+                                              int64_t ldc, float beta)
+{
+    if (next) avx512_kernel(12, kc, Ap, B, ldb, next, C, ldc, beta);
+    else avx512_kernel(12, kc, Ap, B, ldb, NULL, C, ldc, beta);
 }
 
 /* The 8 x 32 instance (M <= 256: the conv-shaped products, where 12 rows waste an edge). */
 CR_AVX512 static void avx512_kernel_8x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                int64_t ldc, float beta)
 {
-    avx512_kernel(8, kc, Ap, Bp, C, ldc, beta);
+    avx512_kernel(8, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+}
+
+/* The 8 x 32 instance reading B in place (two copies: with and without prefetching). */
+CR_AVX512 static void avx512_kernel_8x32_ldb(int64_t kc, const float *Ap, const float *B,
+                                             int64_t ldb, const float *next, float *C,
+                                             int64_t ldc, float beta)
+{
+    if (next) avx512_kernel(8, kc, Ap, B, ldb, next, C, ldc, beta);
+    else avx512_kernel(8, kc, Ap, B, ldb, NULL, C, ldc, beta);
 }
 
 /* Blocks measured best on the lab's machine (48 KiB L1d, 2 MiB L2 per core):
  * KC = 256: a B micro-panel is 256 x 32 x 4 B = 32 KiB, two thirds of L1d;
  * MC = 480 (12 x 32): the packed A block is 480 x 256 x 4 B = 480 KiB, a quarter of L2;
  * NC = 4096: the packed B block is 4 MiB, in L3. */
-const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, NR, 480, 256, 4096, avx512_kernel_12x32};
+const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, NR, 480, 256, 4096, avx512_kernel_12x32,
+                                         avx512_kernel_12x32_ldb};
 const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, NR, 256, 256, 4096,
-                                                 avx512_kernel_8x32};
+                                                 avx512_kernel_8x32, avx512_kernel_8x32_ldb};
 
 #else
 
@@ -84,6 +110,6 @@ static void no_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, in
     (void)kc; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)beta;
 }
 
-const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel};
-const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel};
+const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel, NULL};
+const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel, NULL};
 #endif

@@ -16,6 +16,12 @@
  * beta == 0, C is written without being read. */
 typedef void (*cr_ukernel_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
                               int64_t ldc, float beta);
+/* The same product with B read in place: row k of the kc x NR panel is B + k * ldb (a
+ * row-major B's columns jr..jr+NR-1, not copied). next (NULL: none): the next panel's
+ * row 0, whose rows the kernel prefetches as it goes (B's rows are far apart in memory,
+ * which the hardware prefetchers do not follow). */
+typedef void (*cr_ukernel_ldb_fn)(int64_t kc, const float *Ap, const float *B, int64_t ldb,
+                                  const float *next, float *C, int64_t ldc, float beta);
 
 /* A micro-kernel and the cache blocks that go with it. */
 typedef struct {
@@ -23,6 +29,7 @@ typedef struct {
     int mr, nr;         /* the register tile */
     int64_t mc, kc, nc; /* cache blocks: A block mc x kc in L2, B panel kc x nr in L1, B block kc x nc in L3 */
     cr_ukernel_fn kernel;
+    cr_ukernel_ldb_fn kernel_ldb;  /* NULL: this kernel always reads B packed */
 } cr_gemm_kernel;
 
 #define CR_MAX_MR 16
@@ -51,10 +58,15 @@ const cr_gemm_kernel *cr_gemm_kernel_for(const cr_gemm_kernel *k, int64_t M);
 typedef void (*cr_pack_fn)(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
                            int panel, float scale, float *dst);
 
-/* An operand as the engine sees it: a packing function and its context. */
+/* An operand as the engine sees it: a packing function and its context. For B, rows
+ * (optional, NULL: none) says that B is also a plain row-major K x N matrix, element
+ * (k, n) at rows[k * ld + n]: the engine may then read its full NR-column panels in place
+ * instead of packing them (see cr_gemm_engine). */
 typedef struct {
     cr_pack_fn pack;
     const void *ctx;
+    const float *rows;
+    int64_t ld;
 } cr_gemm_operand;
 
 /* A matrix read through strides: element (row r, depth k) is p[r * rs + k * cs]. */
@@ -71,7 +83,10 @@ void cr_pack_strided(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int6
 
 /* C (M x N, ldc) = beta * C + alpha * A * B through the five loops around kd's
  * micro-kernel; A yields M x K, B yields (as its transpose) N x K. threads: 1 for
- * one thread, 0 for as many as OpenMP offers (1 inside a parallel region). */
+ * one thread, 0 for as many as OpenMP offers (1 inside a parallel region). When B has
+ * rows, kd has kernel_ldb and all of M fits in one MC block of kd, B's full panels are
+ * read in place (only an edge panel is packed): the same products in the same order, so
+ * the same bits as packing. */
 cr_status cr_gemm_engine(const cr_gemm_kernel *kd, int64_t M, int64_t N, int64_t K,
                          const cr_gemm_operand *A, const cr_gemm_operand *B, float alpha,
                          float beta, float *C, int64_t ldc, int threads);

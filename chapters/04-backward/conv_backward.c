@@ -639,7 +639,7 @@ static cr_status dw_gemm(const cr_conv_shape *s, const float *xp, const float *d
     const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s);
     const dw_patches bctx = {s, xp, g * s->cin_g, k0};
     const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
-    const cr_gemm_operand A = {pack_pixel_major, &actx}, B = {pack_patches, &bctx};
+    const cr_gemm_operand A = {pack_pixel_major, &actx, NULL, 0}, B = {pack_patches, &bctx, NULL, 0};
     return cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg), Mg, Ng, k1 - k0,
                           &A, &B, 1.0f, 0.0f, out + g * Mg * Ng, Ng, threads);
 }
