@@ -48,5 +48,5 @@ static void given_tile_6x16(int64_t kc, const float *Ap, const float *Bp, float 
         }
 }
 
-const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, given_tile_6x16, NULL};
+const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, given_tile_6x16, NULL, NULL};
 #endif

@@ -347,7 +347,7 @@ static void portable_kernel(int64_t kc, const float *Ap, const float *Bp, float 
 }
 
 const cr_gemm_kernel cr_kernel_portable = {"portable", PT_MR, PT_NR, 128, 256, 4096,
-                                           portable_kernel, NULL};
+                                           portable_kernel, NULL, NULL};
 
 /* ---- the engine: five loops around the micro-kernel ---------------------------------- */
 
@@ -456,6 +456,7 @@ static void macro_kernel(const cr_gemm_kernel *kd, int64_t mc, int64_t nc, int64
             const float *next = in_place && ir == 0 && jr + 2 * NR <= nc ? Brow + jr + NR : NULL;
             if (in_place) kd->kernel_ldb(kc, a, Brow + jr, ldb, next, t, full ? ldc : NR,
                                          full ? beta : 0.0f);
+            else if (nr <= NR / 2 && kd->kernel_half) kd->kernel_half(kc, a, b, tile, NR, 0.0f);
             else kd->kernel(kc, a, b, t, full ? ldc : NR, full ? beta : 0.0f);
             if (full) continue;
             for (int64_t i = 0; i < mr; i++)                  /* the edge tile's part */

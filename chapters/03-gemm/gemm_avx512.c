@@ -17,10 +17,11 @@
 /* cr_ukernel_fn, MR x 32 for MR = 12 or 8: MR*2 zmm accumulators (MR rows x 2 vectors of
  * 16), two zmm for the row of B, one for the broadcast of A: 27 (or 19) of 32 registers.
  * B's rows are ldb floats apart: NR in a packed panel, or B's own row stride; next (NULL
- * but for B in place) is a panel to prefetch row by row. */
+ * but for B in place) is a panel to prefetch row by row. NV = 1: the left 16 columns only
+ * (a panel's edge of at most 16 columns, computed without its zero half). */
 CR_AVX512 static inline __attribute__((always_inline)) void
-avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, int64_t ldb,
-              const float *next, float *C, int64_t ldc, float beta)
+avx512_kernel(const int MR, const int NV, int64_t kc, const float *Ap, const float *Bp,
+              int64_t ldb, const float *next, float *C, int64_t ldc, float beta)
 {
     __m512 c[12][2];
 #pragma GCC unroll 16
@@ -30,12 +31,12 @@ avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, int64_
         _mm_prefetch((const char *)(C + i * ldc + 16), _MM_HINT_T0);  /* ask for it first */
     }
     for (int64_t k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
+        const __m512 b0 = _mm512_loadu_ps(Bp), b1 = NV == 2 ? _mm512_loadu_ps(Bp + 16) : b0;
 #pragma GCC unroll 16
         for (int i = 0; i < MR; i++) {
             const __m512 a = _mm512_set1_ps(Ap[i]);
             c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
-            c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+            if (NV == 2) c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
         }
         if (next) {   /* the next in-place panel's row k, on its way to L1 */
             _mm_prefetch((const char *)next, _MM_HINT_T0);
@@ -51,10 +52,11 @@ avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, int64_
         float *r = C + i * ldc;
         if (beta == 0.0f) {
             _mm512_storeu_ps(r, c[i][0]);
-            _mm512_storeu_ps(r + 16, c[i][1]);
+            if (NV == 2) _mm512_storeu_ps(r + 16, c[i][1]);
         } else {
             _mm512_storeu_ps(r, _mm512_fmadd_ps(bv, _mm512_loadu_ps(r), c[i][0]));
-            _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(bv, _mm512_loadu_ps(r + 16), c[i][1]));
+            if (NV == 2)
+                _mm512_storeu_ps(r + 16, _mm512_fmadd_ps(bv, _mm512_loadu_ps(r + 16), c[i][1]));
         }
     }
 }
@@ -64,7 +66,7 @@ avx512_kernel(const int MR, int64_t kc, const float *Ap, const float *Bp, int64_
 CR_AVX512 static void avx512_kernel_12x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                 int64_t ldc, float beta)
 {
-    avx512_kernel(12, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(12, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta);
 }
 
 /* The 12 x 32 instance reading B in place (two copies: with and without prefetching). */
@@ -72,15 +74,15 @@ CR_AVX512 static void avx512_kernel_12x32_ldb(int64_t kc, const float *Ap, const
                                               int64_t ldb, const float *next, float *C,
                                               int64_t ldc, float beta)
 {
-    if (next) avx512_kernel(12, kc, Ap, B, ldb, next, C, ldc, beta);
-    else avx512_kernel(12, kc, Ap, B, ldb, NULL, C, ldc, beta);
+    if (next) avx512_kernel(12, 2, kc, Ap, B, ldb, next, C, ldc, beta);
+    else avx512_kernel(12, 2, kc, Ap, B, ldb, NULL, C, ldc, beta);
 }
 
 /* The 8 x 32 instance (M <= 256: the conv-shaped products, where 12 rows waste an edge). */
 CR_AVX512 static void avx512_kernel_8x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                int64_t ldc, float beta)
 {
-    avx512_kernel(8, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(8, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta);
 }
 
 /* The 8 x 32 instance reading B in place (two copies: with and without prefetching). */
@@ -88,8 +90,21 @@ CR_AVX512 static void avx512_kernel_8x32_ldb(int64_t kc, const float *Ap, const 
                                              int64_t ldb, const float *next, float *C,
                                              int64_t ldc, float beta)
 {
-    if (next) avx512_kernel(8, kc, Ap, B, ldb, next, C, ldc, beta);
-    else avx512_kernel(8, kc, Ap, B, ldb, NULL, C, ldc, beta);
+    if (next) avx512_kernel(8, 2, kc, Ap, B, ldb, next, C, ldc, beta);
+    else avx512_kernel(8, 2, kc, Ap, B, ldb, NULL, C, ldc, beta);
+}
+
+/* The 12 x 16 and 8 x 16 instances: an edge panel of at most 16 columns (packed). */
+CR_AVX512 static void avx512_kernel_12x16(int64_t kc, const float *Ap, const float *Bp, float *C,
+                                          int64_t ldc, float beta)
+{
+    avx512_kernel(12, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+}
+
+CR_AVX512 static void avx512_kernel_8x16(int64_t kc, const float *Ap, const float *Bp, float *C,
+                                         int64_t ldc, float beta)
+{
+    avx512_kernel(8, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta);
 }
 
 /* Blocks measured best on the lab's machine (48 KiB L1d, 2 MiB L2 per core):
@@ -97,9 +112,10 @@ CR_AVX512 static void avx512_kernel_8x32_ldb(int64_t kc, const float *Ap, const 
  * MC = 480 (12 x 32): the packed A block is 480 x 256 x 4 B = 480 KiB, a quarter of L2;
  * NC = 4096: the packed B block is 4 MiB, in L3. */
 const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, NR, 480, 256, 4096, avx512_kernel_12x32,
-                                         avx512_kernel_12x32_ldb};
+                                         avx512_kernel_12x32_ldb, avx512_kernel_12x16};
 const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, NR, 256, 256, 4096,
-                                                 avx512_kernel_8x32, avx512_kernel_8x32_ldb};
+                                                 avx512_kernel_8x32, avx512_kernel_8x32_ldb,
+                                                 avx512_kernel_8x16};
 
 #else
 
@@ -110,6 +126,6 @@ static void no_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, in
     (void)kc; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)beta;
 }
 
-const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel, NULL};
-const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel, NULL};
+const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel, NULL, NULL};
+const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel, NULL, NULL};
 #endif

@@ -30,6 +30,8 @@ typedef struct {
     int64_t mc, kc, nc; /* cache blocks: A block mc x kc in L2, B panel kc x nr in L1, B block kc x nc in L3 */
     cr_ukernel_fn kernel;
     cr_ukernel_ldb_fn kernel_ldb;  /* NULL: this kernel always reads B packed */
+    cr_ukernel_fn kernel_half;     /* the left NR/2 columns of a packed panel, for an edge
+                                      of at most NR/2 (NULL: the full kernel does it) */
 } cr_gemm_kernel;
 
 #define CR_MAX_MR 16
