@@ -1,0 +1,419 @@
+/* bf16_conv.c — chapter 7: convolution in bf16 with fp32 sums (see bf16_conv.h).
+ *
+ * The weights are rounded to bf16 once; every forward gathers each image's patch matrix
+ * (chapter 2's im2col, with chapter 1's padding rule) straight into bf16 and hands it to
+ * the bf16 GEMM, whose vdpbf16ps adds pairs of exact products into float32 sums. */
+#include "bf16_conv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "direct.h"     /* cr_pad_index: chapter 1's padding rule */
+#include "dtype.h"      /* cr_f32_to_bf16, cr_bf16_to_f32 */
+#include "int8_gemm.h"  /* cr_gemm_bf16 */
+
+/* float32 to bf16 bits, round to nearest even, every NaN to 0xFFFF: cr_f32_to_bf16's
+ * rule, inlined for the gather (the tests check the two agree bit for bit). */
+static inline uint16_t to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0xFFFFu;
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* True for a 1x1, stride-1, unpadded kernel: the input rows are the patch matrix. */
+static int is_pointwise(const cr_conv_params *p)
+{
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
+}
+
+/* ---- preparing the weights ---------------------------------------------------------------- */
+
+// @snippet bf16_prepare
+cr_status cr_bf16_conv_prepare(cr_bf16_conv *bc, const cr_conv_params *p, const cr_tensor *w,
+                               const cr_tensor *b)
+{
+    if (!bc || !p || !w) return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: bc, p and w must not be NULL");
+    memset(bc, 0, sizeof *bc);
+    /* the weight's and bias's shapes through the descriptor's own check, on a 1-pixel
+     * stand-in input that any kernel fits once padded */
+    cr_conv_params q = *p;
+    q.pad_mode = CR_PAD_ZEROS;
+    q.pad_top = q.pad_bottom = (p->kernel_h - 1) * p->dilation_h;
+    q.pad_left = q.pad_right = (p->kernel_w - 1) * p->dilation_w;
+    cr_conv_shape s;
+    cr_status st = cr_conv_shape_init(&s, &q, 1, 1, 1);
+    if (st) return st;
+    const int64_t cout = p->out_channels, K = s.cin_g * p->kernel_h * p->kernel_w;
+    if (!w->data || w->ndim != 4 || w->shape[0] != cout || w->shape[1] != s.cin_g ||
+        w->shape[2] != p->kernel_h || w->shape[3] != p->kernel_w)
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: w: expected [%lld, %lld, %lld, %lld] (OIHW)",
+                       (long long)cout, (long long)s.cin_g, (long long)p->kernel_h,
+                       (long long)p->kernel_w);
+    if (p->bias != (b != NULL && b->data != NULL))
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: b: %s", p->bias
+                       ? "the convolution has a bias, b is missing"
+                       : "the convolution has no bias (p->bias false), b must be NULL");
+    if (b && (b->numel != (size_t)cout))
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: b: %zu elements, expected %lld (Cout)",
+                       b->numel, (long long)cout);
+    bc->p = *p;
+    bc->cin_g = s.cin_g;
+    bc->cout_g = s.cout_g;
+    bc->K = K;
+    bc->w = cr_aligned_alloc((size_t)(cout * K) * sizeof *bc->w);
+    bc->bias = b ? cr_aligned_alloc((size_t)cout * sizeof *bc->bias) : NULL;
+    if (!bc->w || (b && !bc->bias)) {
+        cr_bf16_conv_free(bc);
+        return cr_fail(CR_ENOMEM, "cr_bf16_conv_prepare: %lld x %lld weights: out of memory",
+                       (long long)cout, (long long)K);
+    }
+    for (int64_t i = 0; i < cout * K; i++) bc->w[i] = cr_f32_to_bf16(w->data[i]);  /* once */
+    if (b) memcpy(bc->bias, b->data, (size_t)cout * sizeof *bc->bias);
+    return CR_OK;
+}
+// @end bf16_prepare
+
+void cr_bf16_conv_free(cr_bf16_conv *bc)
+{
+    if (!bc) return;
+    cr_aligned_free(bc->w);
+    cr_aligned_free(bc->bias);
+    memset(bc, 0, sizeof *bc);
+}
+
+size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc)
+{
+    const size_t cout = (size_t)bc->p.out_channels;
+    return cout * (size_t)bc->K * sizeof(uint16_t) + (bc->bias ? cout * sizeof(float) : 0);
+}
+
+/* ---- the forward ------------------------------------------------------------------------- */
+
+/* Where each tap column q reads: map[q * Wo + ow] = the input column (or -1: zero), and
+ * [lo[q], hi[q]) the output columns whose input column lies inside the image, which
+ * every padding mode reads directly at ow * stride - pad_left + q * dilation. */
+typedef struct {
+    int64_t *map, *lo, *hi;
+} col_plan;
+
+/* Fills plan for shape s (S x Wo entries in map, S in lo and hi). */
+static void plan_columns(const cr_conv_shape *s, col_plan *plan)
+{
+    const cr_conv_params *p = &s->p;
+    for (int64_t q = 0; q < p->kernel_w; q++) {
+        int64_t lo = s->w_out, hi = 0;
+        for (int64_t ow = 0; ow < s->w_out; ow++) {
+            const int64_t raw = ow * p->stride_w - p->pad_left + q * p->dilation_w;
+            plan->map[q * s->w_out + ow] = cr_pad_index(raw, s->w_in, p->pad_mode);
+            if (raw >= 0 && raw < s->w_in) {
+                lo = ow < lo ? ow : lo;
+                hi = ow + 1;
+            }
+        }
+        plan->lo[q] = lo < hi ? lo : 0;
+        plan->hi[q] = lo < hi ? hi : 0;
+    }
+}
+
+// @snippet bf16_gather
+/* Row k = (c*kh + r)*kw + q of one image's and group's patch matrix, as bf16: x_g is the
+ * group's Cin_g x H x W input, row its Ho*Wo entries. Rows of the padded input come from
+ * chapter 1's rule; inside the image a column is read directly, at the edges through
+ * the plan's map. */
+static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float *x_g, int64_t k,
+                       uint16_t *row)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t R = p->kernel_h, S = p->kernel_w, H = s->h_in, W = s->w_in, Wo = s->w_out;
+    const int64_t c = k / (R * S), r = (k / S) % R, q = k % S;
+    const int64_t *map = plan->map + q * Wo, lo = plan->lo[q], hi = plan->hi[q];
+    const int64_t sw = p->stride_w, off = q * p->dilation_w - p->pad_left;
+    for (int64_t oh = 0; oh < s->h_out; oh++, row += Wo) {
+        const int64_t ih = cr_pad_index(oh * p->stride_h - p->pad_top + r * p->dilation_h, H,
+                                        p->pad_mode);
+        if (ih < 0) {                                   /* a row of zero padding */
+            memset(row, 0, (size_t)Wo * sizeof *row);
+            continue;
+        }
+        const float *src = x_g + (c * H + ih) * W;
+        for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
+        for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_bf16(src[ow * sw + off]);
+        for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
+    }
+}
+
+/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K, bf16) * bf16(patches) + b_g.
+ * col: K x Ho*Wo bf16 scratch; par: gather with every thread (else on the caller's). */
+static cr_status conv_group_bf16(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                                 const col_plan *plan, const float *x_g, const uint16_t *w_g,
+                                 const float *b_g, float *y_g, uint16_t *col, int par)
+{
+    const int64_t plane = s->h_out * s->w_out, K = bc->K, HW = s->h_in * s->w_in;
+    if (is_pointwise(&bc->p)) {                         /* the input rows, converted */
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t i = 0; i < K * HW; i++) col[i] = to_bf16(x_g[i]);
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t k = 0; k < K; k++) gather_row(s, plan, x_g, k, col + k * plane);
+    }
+    cr_status st = cr_gemm_bf16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, 0);
+    if (st == CR_OK && b_g)
+        for (int64_t m = 0; m < s->cout_g; m++)
+            for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
+    return st;
+}
+// @end bf16_gather
+
+/* Threads for the (image, group) loop: all when there are enough pairs to share evenly
+ * (each gather and GEMM then on one thread), else 1 (each on all threads). */
+static int outer_threads(const cr_conv_shape *s)
+{
+#ifdef _OPENMP
+    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    const int T = 1;
+#endif
+    const int64_t pairs = s->batch * s->p.groups;
+    return (T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T)) ? T : 1;
+}
+
+/* One (image, group) pair of the forward: the group's slices of x, w, b, y. */
+static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const col_plan *plan,
+                          const cr_tensor *x, cr_tensor *y, int64_t n, int64_t g,
+                          uint16_t *col, int par)
+{
+    const cr_conv_params *p = &bc->p;
+    const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out;
+    return conv_group_bf16(bc, s, plan, x->data + (n * p->in_channels + g * s->cin_g) * HW,
+                           bc->w + g * s->cout_g * bc->K, bc->bias ? bc->bias + g * s->cout_g : NULL,
+                           y->data + (n * p->out_channels + g * s->cout_g) * plane, col, par);
+}
+
+cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_tensor *y)
+{
+    if (!bc || !bc->w) return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: bc is not prepared");
+    if (!x || !x->data || x->ndim != 4)
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: x: expected a 4-d N x %lld x H x W tensor",
+                       (long long)bc->p.in_channels);
+    cr_conv_shape s;
+    cr_status st = cr_conv_shape_init(&s, &bc->p, x->shape[0], x->shape[2], x->shape[3]);
+    if (st) return st;
+    if (x->shape[1] != bc->p.in_channels)
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: x has %lld channels, expected %lld",
+                       (long long)x->shape[1], (long long)bc->p.in_channels);
+    if (!y || !y->data || y->ndim != 4 || y->shape[0] != s.batch ||
+        y->shape[1] != bc->p.out_channels || y->shape[2] != s.h_out || y->shape[3] != s.w_out)
+        return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: y: expected [%lld, %lld, %lld, %lld]",
+                       (long long)s.batch, (long long)bc->p.out_channels, (long long)s.h_out,
+                       (long long)s.w_out);
+    const int64_t S = bc->p.kernel_w;
+    const size_t col_bytes = (size_t)(bc->K * s.h_out * s.w_out) * sizeof(uint16_t);
+    col_plan plan = {malloc((size_t)(S * s.w_out + 2 * S) * sizeof(int64_t)), NULL, NULL};
+    if (!plan.map) return cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: column plan: out of memory");
+    plan.lo = plan.map + S * s.w_out;
+    plan.hi = plan.lo + S;
+    plan_columns(&s, &plan);
+    const int T = outer_threads(&s);
+    cr_status failed = CR_OK;
+    if (T == 1) {            /* pairs one after the other, each on every thread */
+        uint16_t *col = cr_aligned_alloc(col_bytes);
+        if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix of %zu bytes",
+                                   col_bytes);
+        for (int64_t n = 0; n < s.batch && !failed; n++)
+            for (int64_t g = 0; g < bc->p.groups && !failed; g++)
+                failed = run_pair(bc, &s, &plan, x, y, n, g, col, 1);
+        cr_aligned_free(col);
+    } else {
+#pragma omp parallel num_threads(T)
+        {                    /* pairs shared by the threads, each on one thread */
+            uint16_t *col = cr_aligned_alloc(col_bytes);   /* one patch matrix per thread */
+#pragma omp for collapse(2) schedule(static)
+            for (int64_t n = 0; n < s.batch; n++)
+                for (int64_t g = 0; g < bc->p.groups; g++) {
+                    cr_status e = col ? run_pair(bc, &s, &plan, x, y, n, g, col, 0)
+                                      : cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix "
+                                                "of %zu bytes", col_bytes);
+                    if (e != CR_OK) {
+#pragma omp critical(cr_bf16_conv_status)
+                        failed = e;
+                    }
+                }
+            cr_aligned_free(col);
+        }
+    }
+    free(plan.map);
+    return failed;
+}
+
+cr_status cr_conv2d_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    cr_bf16_conv bc;
+    st = cr_bf16_conv_prepare(&bc, p, w, b);
+    if (!st) st = cr_bf16_conv_forward(&bc, x, y);
+    cr_bf16_conv_free(&bc);
+    return st;
+}
+
+// @snippet bf16_ref
+cr_status cr_conv2d_bf16_ref(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    const int64_t H = s.h_in, W = s.w_in, R = p->kernel_h, S = p->kernel_w;
+    for (int64_t n = 0; n < s.batch; n++)
+        for (int64_t o = 0; o < p->out_channels; o++)
+            for (int64_t oh = 0; oh < s.h_out; oh++)
+                for (int64_t ow = 0; ow < s.w_out; ow++) {
+                    const int64_t g = o / s.cout_g;
+                    double acc = 0.0;   /* exact products, summed in double */
+                    for (int64_t c = 0; c < s.cin_g; c++)
+                        for (int64_t r = 0; r < R; r++)
+                            for (int64_t q = 0; q < S; q++) {
+                                const int64_t ih = cr_pad_index(oh * p->stride_h - p->pad_top +
+                                                                r * p->dilation_h, H, p->pad_mode);
+                                const int64_t iw = cr_pad_index(ow * p->stride_w - p->pad_left +
+                                                                q * p->dilation_w, W, p->pad_mode);
+                                if (ih < 0 || iw < 0) continue;
+                                const int64_t ci = g * s.cin_g + c;
+                                const float xv = cr_bf16_to_f32(cr_f32_to_bf16(
+                                    x->data[((n * p->in_channels + ci) * H + ih) * W + iw]));
+                                const float wv = cr_bf16_to_f32(cr_f32_to_bf16(
+                                    w->data[((o * s.cin_g + c) * R + r) * S + q]));
+                                acc += (double)(xv * wv);   /* exact in float */
+                            }
+                    if (b) acc += b->data[o];
+                    y->data[((n * p->out_channels + o) * s.h_out + oh) * s.w_out + ow] = (float)acc;
+                }
+    return CR_OK;
+}
+// @end bf16_ref
+
+/* ---- a whole model in bf16 ------------------------------------------------------------------ */
+
+/* The attached models: the dispatcher, a plain cr_conv2d_fn, has no other context. */
+static cr_bf16_model *attached;
+
+/* The attached model whose modules hold p, and the index of p's layer in it (-1: none). */
+static cr_bf16_model *find_layer(const cr_conv_params *p, int *layer)
+{
+    *layer = -1;
+    for (cr_bf16_model *e = attached; e; e = e->next) {
+        const cr_module *first = e->model->mods, *last = first + e->model->n;
+        if ((const void *)p < (const void *)first || (const void *)p >= (const void *)last) continue;
+        for (int i = 0; i < e->n; i++)
+            if (&first[e->module[i]].conv == p) *layer = i;
+        return e;
+    }
+    return NULL;
+}
+
+// @snippet bf16_model_conv
+/* The dispatcher installed as an attached model's conv_forward (a cr_conv2d_fn). */
+static cr_status bf16_model_conv(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                                 const cr_tensor *b, cr_tensor *y)
+{
+    (void)b;   /* the prepared layer keeps its own copy */
+    int i;
+    cr_bf16_model *e = find_layer(p, &i);
+    if (!e || i < 0)
+        return cr_fail(CR_EINVAL, "bf16 model: a convolution of no attached model reached the "
+                       "bf16 dispatcher");
+    const cr_module *d = &e->model->mods[e->module[i]];
+    if (e->model->training)
+        return cr_fail(CR_EINVAL, "bf16 model: module '%s': the bf16 path runs evaluation "
+                       "forwards only (cr_model_train(m, false), or detach to train)", d->name);
+    if (!w || w->data != e->weight[i])
+        return cr_fail(CR_EINVAL, "bf16 model: module '%s': its weight storage changed since "
+                       "the attach (detach and attach again)", d->name);
+    e->calls++;
+    return cr_bf16_conv_forward(&e->convs[i], x, y);
+}
+// @end bf16_model_conv
+
+/* Frees what an attach made (the list is not touched). */
+static void model_free(cr_bf16_model *bm)
+{
+    for (int i = 0; i < bm->n && bm->convs; i++) cr_bf16_conv_free(&bm->convs[i]);
+    free(bm->convs);
+    free(bm->module);
+    free((void *)bm->weight);
+    memset(bm, 0, sizeof *bm);
+}
+
+cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m)
+{
+    if (!bm || !m) return cr_fail(CR_EINVAL, "bf16 model: bm and m must not be NULL");
+    if (m->conv_forward == bf16_model_conv)
+        return cr_fail(CR_EINVAL, "bf16 model: the model is already attached (detach it first)");
+    memset(bm, 0, sizeof *bm);
+    for (int i = 0; i < m->n; i++) bm->n += m->mods[i].kind == CR_MOD_CONV;
+    if (bm->n == 0) return cr_fail(CR_EINVAL, "bf16 model: the model has no convolution");
+    bm->convs = calloc((size_t)bm->n, sizeof *bm->convs);
+    bm->module = calloc((size_t)bm->n, sizeof *bm->module);
+    bm->weight = calloc((size_t)bm->n, sizeof *bm->weight);
+    if (!bm->convs || !bm->module || !bm->weight) {
+        model_free(bm);
+        return cr_fail(CR_ENOMEM, "bf16 model: out of memory");
+    }
+    for (int i = 0, k = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        if (d->kind != CR_MOD_CONV) continue;
+        cr_status st = cr_bf16_conv_prepare(&bm->convs[k], &d->conv, &d->weight,
+                                            d->conv.bias ? &d->bias : NULL);
+        if (st) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", cr_last_error());
+            model_free(bm);
+            return cr_fail(st, "bf16 model: module '%s': %s", d->name, msg);
+        }
+        bm->module[k] = i;
+        bm->weight[k++] = d->weight.data;
+    }
+    bm->model = m;
+    bm->prev = m->conv_forward;
+    bm->next = attached;
+    attached = bm;
+    m->conv_forward = bf16_model_conv;
+    return CR_OK;
+}
+
+void cr_bf16_model_detach(cr_bf16_model *bm)
+{
+    if (!bm) return;
+    for (cr_bf16_model **q = &attached; *q; q = &(*q)->next)
+        if (*q == bm) {
+            *q = bm->next;
+            break;
+        }
+    if (bm->model && bm->model->conv_forward == bf16_model_conv) bm->model->conv_forward = bm->prev;
+    model_free(bm);
+}
+
+size_t cr_bf16_model_bytes(const cr_bf16_model *bm)
+{
+    if (!bm || !bm->model) return 0;
+    size_t bytes = 0;
+    for (int i = 0; i < bm->n; i++) bytes += cr_bf16_conv_bytes(&bm->convs[i]);
+    const cr_model *m = bm->model;
+    for (int i = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        if (d->kind == CR_MOD_CONV) continue;
+        const cr_tensor *t[4] = {&d->weight, &d->bias, &d->running_mean, &d->running_var};
+        for (int j = 0; j < 4; j++)
+            if (t[j]->data) bytes += t[j]->numel * sizeof(float);
+    }
+    return bytes;
+}
