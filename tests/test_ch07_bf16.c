@@ -304,6 +304,9 @@ static void bf16_model__matches_simulation(void **state)
     cr_bf16_model bm2;
     assert_cr_fails(cr_bf16_model_attach(&bm2, &m), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "already attached"));
+    assert_cr_fails(cr_bf16_model_attach(&bm, &m), CR_EINVAL);   /* bm itself: untouched */
+    assert_non_null(strstr(cr_last_error(), "bm is attached"));
+    cr_bf16_model_detach(&bm2);   /* zeroed by the refused attach: harmless */
     run_model(&m, &x, &y16);
     int convs = 0;
     for (int i = 0; i < m.n; i++) convs += m.mods[i].kind == CR_MOD_CONV;

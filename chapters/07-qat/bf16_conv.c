@@ -356,9 +356,11 @@ static void model_free(cr_bf16_model *bm)
 cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m)
 {
     if (!bm || !m) return cr_fail(CR_EINVAL, "bf16 model: bm and m must not be NULL");
+    for (cr_bf16_model *e = attached; e; e = e->next)
+        if (e == bm) return cr_fail(CR_EINVAL, "bf16 model: bm is attached to a model (detach it first)");
+    memset(bm, 0, sizeof *bm);   /* from here on, detach is safe on bm */
     if (m->conv_forward == bf16_model_conv)
         return cr_fail(CR_EINVAL, "bf16 model: the model is already attached (detach it first)");
-    memset(bm, 0, sizeof *bm);
     for (int i = 0; i < m->n; i++) bm->n += m->mods[i].kind == CR_MOD_CONV;
     if (bm->n == 0) return cr_fail(CR_EINVAL, "bf16 model: the model has no convolution");
     bm->convs = calloc((size_t)bm->n, sizeof *bm->convs);

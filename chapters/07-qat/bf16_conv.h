@@ -86,7 +86,8 @@ typedef struct cr_bf16_model {
 } cr_bf16_model;
 
 /* Prepares every conv module of m in bf16 and installs the dispatcher. CR_EINVAL on a
- * NULL argument, a model without convolutions or one already attached. */
+ * NULL argument, a model without convolutions, a model or a bm already attached; bm is
+ * zeroed on every failure but the last, so detaching it afterwards is always safe. */
 cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m);
 /* Restores m's conv_forward, leaves the list and frees the prepared weights; safe on a
  * zeroed struct. */
