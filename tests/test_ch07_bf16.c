@@ -50,19 +50,22 @@ static void abs_copy(const cr_tensor *t, cr_tensor *out)
     for (size_t i = 0; i < t->numel; i++) out->data[i] = fabsf(t->data[i]);
 }
 
-/* Runs the bf16 convolution (with T threads) and the reference on one configuration with
- * random tensors, checks the bound above on every output, and that 1 and T threads give
- * the same bits. Returns the worst error as a fraction of its bound. */
+/* Runs the bf16 convolution (3 threads) and the reference on one configuration with
+ * random tensors, checks the bound above on every output, and that 1 thread, and the
+ * other path (gemm where packed runs), give the same bits. Returns the worst error as a
+ * fraction of its bound. */
 static double check_config(const cr_conv_params *p, int64_t n, int64_t h, int64_t w, cr_rng *r,
                            uint64_t seed, int case_no)
 {
     cr_conv_shape s;
     assert_cr_ok(cr_conv_shape_init(&s, p, n, h, w));
-    cr_tensor x, wt, b, y_ref, y, y1, xa, wa, mag;
+    cr_tensor x, wt, b, y_ref, y, y1, y2, xa, wa, mag;
     cr_conv_tensors_random(&s, r, &x, &wt, &b, &y_ref);
     const cr_tensor *bp = p->bias ? &b : NULL;
     assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
     assert_cr_ok(cr_tensor_alloc(&y1, 4, y_ref.shape));
+    assert_cr_ok(cr_tensor_alloc(&y2, 4, y_ref.shape));
+    cr_tensor_poison(&y2);
     assert_cr_ok(cr_tensor_alloc(&mag, 4, y_ref.shape));
     cr_tensor_poison(&y);
     cr_tensor_poison(&y1);
@@ -77,6 +80,10 @@ static double check_config(const cr_conv_params *p, int64_t n, int64_t h, int64_
     set_threads(1);
     assert_cr_ok(cr_conv2d_bf16(p, &x, &wt, bp, &y1));
     set_threads(3);
+    const char *path = cr_bf16_conv_path(), *other = "gemm";   /* gemm twice without packed */
+    assert_cr_ok(cr_bf16_conv_set_path(other));
+    assert_cr_ok(cr_conv2d_bf16(p, &x, &wt, bp, &y2));
+    assert_cr_ok(cr_bf16_conv_set_path("auto"));
     const int64_t K = s.cin_g * p->kernel_h * p->kernel_w, plane = s.h_out * s.w_out;
     double worst = 0.0;
     char desc[512];
@@ -85,14 +92,16 @@ static double check_config(const cr_conv_params *p, int64_t n, int64_t h, int64_
         const double A = mag.data[i] * (1.0 + 1e-6) + (bp ? fabs(b.data[o]) : 0.0);
         const double bound = (double)(K + 2) * ldexp(A, -23) + ldexp(fabs(y_ref.data[i]), -23);
         const double err = fabs((double)y.data[i] - y_ref.data[i]);
-        if (!(err <= bound) || memcmp(&y.data[i], &y1.data[i], sizeof(float)) != 0) {
+        if (!(err <= bound) || memcmp(&y.data[i], &y1.data[i], sizeof(float)) != 0 ||
+            memcmp(&y.data[i], &y2.data[i], sizeof(float)) != 0) {
             cr_conv_params_str(p, desc, sizeof desc);
-            fail_msg("case %d (%s, %s, input %lld x %lld x %lld x %lld): y[%zu] = %.9g with 3 "
-                     "threads, %.9g with 1, reference %.9g: error %.3g > bound (K + 2) 2^-23 "
-                     "sum|x_b w_b| + 2^-23 |ref| = %.3g, or the threads disagree (replay with "
-                     "CR_SEED=%llu)", case_no, desc, gemm_name(), (long long)n,
+            fail_msg("case %d (%s, %s path, input %lld x %lld x %lld x %lld): y[%zu] = %.9g with "
+                     "3 threads, %.9g with 1, %.9g on the %s path, reference %.9g: error %.3g > "
+                     "bound (K + 2) 2^-23 sum|x_b w_b| + 2^-23 |ref| = %.3g, or the threads or "
+                     "paths disagree (replay with CR_SEED=%llu)", case_no, desc, path, (long long)n,
                      (long long)p->in_channels, (long long)h, (long long)w, i, y.data[i],
-                     y1.data[i], y_ref.data[i], err, bound, (unsigned long long)seed);
+                     y1.data[i], y2.data[i], other, y_ref.data[i], err, bound,
+                     (unsigned long long)seed);
         }
         if (bound > 0 && err / bound > worst) worst = err / bound;
     }
@@ -102,6 +111,7 @@ static double check_config(const cr_conv_params *p, int64_t n, int64_t h, int64_
     cr_tensor_free(&y_ref);
     cr_tensor_free(&y);
     cr_tensor_free(&y1);
+    cr_tensor_free(&y2);
     cr_tensor_free(&xa);
     cr_tensor_free(&wa);
     cr_tensor_free(&mag);
@@ -144,6 +154,15 @@ static void bf16_conv__fast_equals_reference(void **state)
         cr_conv_set_padding(&p, 2, 2);
         e = check_config(&p, 1, 10, 8, &r, seed, cases++);
         worst = e > worst ? e : worst;
+        p = cr_conv_params_default(5, 13, 3);                   /* rows wider than a panel */
+        cr_conv_set_padding(&p, 1, 1);
+        e = check_config(&p, 2, 5, 75, &r, seed, cases++);     /* zeros: interior read directly */
+        worst = e > worst ? e : worst;
+        p.pad_mode = CR_PAD_CIRCULAR;
+        p.dilation_w = 2;
+        cr_conv_set_padding(&p, 1, 2);
+        e = check_config(&p, 1, 4, 70, &r, seed, cases++);
+        worst = e > worst ? e : worst;
         p = cr_conv_params_default(3, 5, 1);                    /* 1x1 with stride: a gather */
         p.stride_h = 2;
         e = check_config(&p, 2, 7, 5, &r, seed, cases++);
@@ -160,20 +179,22 @@ static void bf16_conv__fast_equals_reference(void **state)
 #ifdef _OPENMP
     set_threads(omp_get_num_procs());
 #endif
-    printf("bf16 conv (%s): %d configurations within (K + 2) 2^-23 sum|x_b w_b| + 2^-23 |ref| "
-           "of the definition (worst %.3g of the bound), 1 and 3 threads equal bit for bit "
-           "(seed %llu)\n", gemm_name(), cases, worst, (unsigned long long)seed);
+    printf("bf16 conv (%s path, %s): %d configurations within (K + 2) 2^-23 sum|x_b w_b| + "
+           "2^-23 |ref| of the definition (worst %.3g of the bound), 1 and 3 threads and the "
+           "gemm path equal bit for bit (seed %llu)\n", cr_bf16_conv_path(), gemm_name(), cases,
+           worst, (unsigned long long)seed);
 }
 
-/* A 1x1 convolution with weight 1 returns its input rounded to bf16: the gather's rounding
- * is lib's cr_f32_to_bf16 bit for bit (ties to even, NaN), and it does round. */
-static void bf16_conv__rounds_to_bf16(void **state)
+/* A 1x1 convolution with weight 1 on the given path returns its input rounded to bf16:
+ * the gather's rounding is lib's cr_f32_to_bf16 bit for bit (ties to even, overflow, NaN;
+ * no denormals here: vdpbf16ps reads them as zero), and it does round. */
+static void check_rounding(const char *path)
 {
-    (void)state;
+    assert_cr_ok(cr_bf16_conv_set_path(path));
     const uint64_t seed = cr_seed_from_env();
     cr_rng r;
     cr_rng_seed(&r, seed);
-    const int64_t n = 4096;
+    const int64_t n = 4099;   /* not a multiple of the 32-column panels */
     cr_tensor x, w, y;
     assert_cr_ok(cr_tensor_alloc4(&x, 1, 1, 1, n));
     assert_cr_ok(cr_tensor_alloc4(&w, 1, 1, 1, 1));
@@ -190,19 +211,19 @@ static void bf16_conv__rounds_to_bf16(void **state)
     }
     x.data[3] = NAN;
     x.data[7] = -INFINITY;
-    x.data[11] = 3.3961e38f;  /* rounds up past bf16's largest finite value: +inf */
+    x.data[11] = 3.3962e38f;  /* past the midpoint above bf16's largest finite value: +inf */
+    x.data[15] = 3.3961e38f;  /* below it: 0x7F7F */
     cr_conv_params p = cr_conv_params_default(1, 1, 1);
     p.bias = false;
     cr_tensor_poison(&y);
     assert_cr_ok(cr_conv2d_bf16(&p, &x, &w, NULL, &y));
     int64_t changed = 0;
     for (int64_t i = 0; i < n; i++) {
-        const uint16_t want = cr_f32_to_bf16(x.data[i]);
-        const float wf = cr_bf16_to_f32(want);
+        const float wf = cr_bf16_to_f32(cr_f32_to_bf16(x.data[i]));
         if (!(memcmp(&wf, &y.data[i], 4) == 0 || (isnan(wf) && isnan(y.data[i]))))
-            fail_msg("x[%lld] = %.9g (0x%08x): the bf16 conv gives %.9g, cr_f32_to_bf16 %.9g "
-                     "(seed %llu)", (long long)i, x.data[i], (unsigned)*(uint32_t *)&x.data[i],
-                     y.data[i], wf, (unsigned long long)seed);
+            fail_msg("x[%lld] = %.9g: the bf16 conv (%s path) gives %.9g, cr_f32_to_bf16 %.9g "
+                     "(seed %llu)", (long long)i, x.data[i], cr_bf16_conv_path(), y.data[i], wf,
+                     (unsigned long long)seed);
         changed += !isnan(wf) && wf != x.data[i];
     }
     if (changed < n / 2)
@@ -211,6 +232,16 @@ static void bf16_conv__rounds_to_bf16(void **state)
     cr_tensor_free(&x);
     cr_tensor_free(&w);
     cr_tensor_free(&y);
+    assert_cr_ok(cr_bf16_conv_set_path("auto"));
+}
+
+static void bf16_conv__rounds_to_bf16(void **state)
+{
+    (void)state;
+    check_rounding("auto");
+    check_rounding("gemm");
+    assert_cr_fails(cr_bf16_conv_set_path("fast"), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "expected auto, gemm"));
 }
 
 /* The bf16 convolution is not chapter 3's fp32 one: on a 3x3 layer their relative L2

@@ -101,12 +101,17 @@ size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc)
  * every padding mode reads directly at ow * stride - pad_left + q * dilation. */
 typedef struct {
     int64_t *map, *lo, *hi;
+    int64_t *rows;   /* rows[r * Ho + oh]: the input row tap row r reads for output row oh, or -1 */
 } col_plan;
 
-/* Fills plan for shape s (S x Wo entries in map, S in lo and hi). */
+/* Fills plan for shape s (S x Wo entries in map, S in lo and hi, R x Ho in rows). */
 static void plan_columns(const cr_conv_shape *s, col_plan *plan)
 {
     const cr_conv_params *p = &s->p;
+    for (int64_t r = 0; r < p->kernel_h; r++)
+        for (int64_t oh = 0; oh < s->h_out; oh++)
+            plan->rows[r * s->h_out + oh] = cr_pad_index(
+                oh * p->stride_h - p->pad_top + r * p->dilation_h, s->h_in, p->pad_mode);
     for (int64_t q = 0; q < p->kernel_w; q++) {
         int64_t lo = s->w_out, hi = 0;
         for (int64_t ow = 0; ow < s->w_out; ow++) {
@@ -133,11 +138,11 @@ static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float
     const cr_conv_params *p = &s->p;
     const int64_t R = p->kernel_h, S = p->kernel_w, H = s->h_in, W = s->w_in, Wo = s->w_out;
     const int64_t c = k / (R * S), r = (k / S) % R, q = k % S;
+    (void)H;
     const int64_t *map = plan->map + q * Wo, lo = plan->lo[q], hi = plan->hi[q];
     const int64_t sw = p->stride_w, off = q * p->dilation_w - p->pad_left;
     for (int64_t oh = 0; oh < s->h_out; oh++, row += Wo) {
-        const int64_t ih = cr_pad_index(oh * p->stride_h - p->pad_top + r * p->dilation_h, H,
-                                        p->pad_mode);
+        const int64_t ih = plan->rows[r * s->h_out + oh];
         if (ih < 0) {                                   /* a row of zero padding */
             memset(row, 0, (size_t)Wo * sizeof *row);
             continue;
@@ -196,6 +201,198 @@ static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const 
                            y->data + (n * p->out_channels + g * s->cout_g) * plane, col, par);
 }
 
+/* The patch-matrix forward (any CPU): per (image, group) pair a bf16 patch matrix and
+ * cr_gemm_bf16, the pairs shared by the threads or each pair on all of them. */
+static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                              const col_plan *plan, const cr_tensor *x, cr_tensor *y)
+{
+    const size_t col_bytes = (size_t)(bc->K * s->h_out * s->w_out) * sizeof(uint16_t);
+    const int T = outer_threads(s);
+    cr_status failed = CR_OK;
+    if (T == 1) {            /* pairs one after the other, each on every thread */
+        uint16_t *col = cr_aligned_alloc(col_bytes);
+        if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix of %zu bytes",
+                                   col_bytes);
+        for (int64_t n = 0; n < s->batch && !failed; n++)
+            for (int64_t g = 0; g < bc->p.groups && !failed; g++)
+                failed = run_pair(bc, s, plan, x, y, n, g, col, 1);
+        cr_aligned_free(col);
+        return failed;
+    }
+#pragma omp parallel num_threads(T)
+    {                        /* pairs shared by the threads, each on one thread */
+        uint16_t *col = cr_aligned_alloc(col_bytes);   /* one patch matrix per thread */
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < s->batch; n++)
+            for (int64_t g = 0; g < bc->p.groups; g++) {
+                cr_status e = col ? run_pair(bc, s, plan, x, y, n, g, col, 0)
+                                  : cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix "
+                                            "of %zu bytes", col_bytes);
+                if (e != CR_OK) {
+#pragma omp critical(cr_bf16_conv_status)
+                    failed = e;
+                }
+            }
+        cr_aligned_free(col);
+    }
+    return failed;
+}
+
+/* ---- the packed path: the gather writes the GEMM's panels (AVX512-BF16) ---------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CR_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define CR_HAVE_PACKED 1
+
+static const float zeros32[CR_BF16_NR];
+
+/* The 32 floats of patch-matrix row k at panel columns [j0, j0 + w): a pointer into x_g
+ * where they lie contiguous there (a 1x1 stride-1 kernel, or one output row read inside
+ * the image at stride 1), zeros32 for a row of zero padding, else tmp filled by
+ * chapter 1's rule (zeros past w). */
+static const float *panel_row(const cr_conv_shape *s, const col_plan *plan, const float *x_g,
+                              int64_t k, int64_t j0, int64_t w, float *tmp)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t R = p->kernel_h, S = p->kernel_w, W = s->w_in, Wo = s->w_out;
+    const int64_t HW = s->h_in * W;
+    if (is_pointwise(p)) {
+        const float *src = x_g + k * HW + j0;
+        if (w == CR_BF16_NR) return src;
+        for (int64_t jj = 0; jj < CR_BF16_NR; jj++) tmp[jj] = jj < w ? src[jj] : 0.0f;
+        return tmp;
+    }
+    const int64_t c = k / (R * S), r = (k / S) % R, q = k % S;
+    const float *xc = x_g + c * HW;
+    const int64_t *rows = plan->rows + r * s->h_out, *map = plan->map + q * Wo;
+    int64_t oh = j0 / Wo, ow = j0 % Wo;
+    if (w == CR_BF16_NR && ow + CR_BF16_NR <= Wo) {     /* one output row */
+        const int64_t ih = rows[oh];
+        if (ih < 0) return zeros32;
+        if (p->stride_w == 1 && ow >= plan->lo[q] && ow + CR_BF16_NR <= plan->hi[q])
+            return xc + ih * W + ow + q * p->dilation_w - p->pad_left;
+    }
+    for (int64_t jj = 0; jj < CR_BF16_NR; jj++) {
+        if (jj >= w) {
+            tmp[jj] = 0.0f;
+            continue;
+        }
+        const int64_t ih = rows[oh], iw = map[ow];
+        tmp[jj] = (ih < 0 || iw < 0) ? 0.0f : xc[ih * W + iw];
+        if (++ow == Wo) {
+            ow = 0;
+            oh++;
+        }
+    }
+    return tmp;
+}
+
+// @snippet bf16_pack_pair
+/* One k pair of a packed panel: rows a and b (32 floats each) rounded to bf16 by
+ * vcvtne2ps2bf16 (to nearest even) and interleaved, d[2j] = a[j], d[2j + 1] = b[j],
+ * the order in which vdpbf16ps reads a pair. */
+CR_BF16_TARGET static inline void pack_pair(const float *a, const float *b, uint16_t *d)
+{
+    static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                        8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54,
+                                        23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61,
+                                        30, 62, 31, 63};
+    const __m512i va = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
+    const __m512i vb = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
+    _mm512_storeu_si512(d, _mm512_permutex2var_epi16(va, _mm512_loadu_si512(lo_idx), vb));
+    _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi16(va, _mm512_loadu_si512(hi_idx), vb));
+}
+
+/* The packed panel of columns [j0, j0 + w) of one image's and group's patch matrix: for
+ * each k pair, its two rows gathered and packed (an odd K's last pair against zeros). */
+CR_BF16_TARGET static void pack_panel(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                                      const col_plan *plan, const float *x_g, int64_t j0,
+                                      int64_t w, uint16_t *Bp)
+{
+    float tmp[2][CR_BF16_NR];
+    for (int64_t k = 0; k < bc->K; k += 2, Bp += 2 * CR_BF16_NR) {
+        const float *a = panel_row(s, plan, x_g, k, j0, w, tmp[0]);
+        const float *b = k + 1 < bc->K ? panel_row(s, plan, x_g, k + 1, j0, w, tmp[1]) : zeros32;
+        pack_pair(a, b, Bp);
+    }
+}
+// @end bf16_pack_pair
+
+/* The packed forward: every (image, group, 32-column panel) is one work item, shared by
+ * the threads in order: packed by the gather, multiplied by the panel kernel, + bias. */
+static cr_status forward_packed(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                                const col_plan *plan, const cr_tensor *x, cr_tensor *y)
+{
+    const cr_conv_params *p = &bc->p;
+    const int64_t plane = s->h_out * s->w_out, HW = s->h_in * s->w_in, K = bc->K;
+    const int64_t np = (plane + CR_BF16_NR - 1) / CR_BF16_NR, items = s->batch * p->groups * np;
+    const size_t bp_bytes = (size_t)((K + 1) / 2) * 2 * CR_BF16_NR * sizeof(uint16_t);
+#ifdef _OPENMP
+    const int T = omp_in_parallel() || items < 2 ? 1 : omp_get_max_threads();
+#else
+    const int T = 1;
+#endif
+    cr_status failed = CR_OK;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+        uint16_t *Bp = cr_aligned_alloc(bp_bytes);
+        if (!Bp) {
+#pragma omp critical(cr_bf16_conv_status)
+            failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: packed panel of %zu bytes", bp_bytes);
+        }
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            if (!Bp) continue;
+            const int64_t pair = it / np, j0 = (it % np) * CR_BF16_NR;
+            const int64_t n = pair / p->groups, g = pair % p->groups;
+            const int64_t w = plane - j0 < CR_BF16_NR ? plane - j0 : CR_BF16_NR;
+            float *y_g = y->data + (n * p->out_channels + g * s->cout_g) * plane;
+            pack_panel(bc, s, plan, x->data + (n * p->in_channels + g * s->cin_g) * HW, j0, w, Bp);
+            cr_bf16_gemm_panel_avx512(s->cout_g, K, bc->w + g * s->cout_g * K, K, Bp, y_g + j0,
+                                      plane, w, 0);
+            if (bc->bias)
+                for (int64_t m = 0; m < s->cout_g; m++)
+                    for (int64_t j = j0; j < j0 + w; j++)
+                        y_g[m * plane + j] += bc->bias[g * s->cout_g + m];
+        }
+        cr_aligned_free(Bp);
+    }
+    return failed;
+}
+#else
+#define CR_HAVE_PACKED 0
+static cr_status forward_packed(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                                const col_plan *plan, const cr_tensor *x, cr_tensor *y)
+{
+    return forward_gemm(bc, s, plan, x, y);
+}
+#endif
+
+/* ---- choosing the path ------------------------------------------------------------------ */
+
+static int path_choice;   /* 0 auto, 1 packed, 2 gemm */
+
+/* True if this CPU (and build) runs the packed path. */
+static int packed_runs(void) { return CR_HAVE_PACKED && cr_gemm_bf16_native(); }
+
+cr_status cr_bf16_conv_set_path(const char *name)
+{
+    if (name && strcmp(name, "auto") == 0) path_choice = 0;
+    else if (name && strcmp(name, "packed") == 0 && packed_runs()) path_choice = 1;
+    else if (name && strcmp(name, "gemm") == 0) path_choice = 2;
+    else
+        return cr_fail(CR_EINVAL, "bf16 conv path \"%s\": expected auto, gemm%s", name ? name : "(null)",
+                       packed_runs() ? " or packed" : " (packed needs AVX512-BF16, which this CPU lacks)");
+    return CR_OK;
+}
+
+const char *cr_bf16_conv_path(void)
+{
+    return path_choice == 2 || !packed_runs() ? "gemm" : "packed";
+}
+
 cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_tensor *y)
 {
     if (!bc || !bc->w) return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: bc is not prepared");
@@ -213,43 +410,15 @@ cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_te
         return cr_fail(CR_EINVAL, "cr_bf16_conv_forward: y: expected [%lld, %lld, %lld, %lld]",
                        (long long)s.batch, (long long)bc->p.out_channels, (long long)s.h_out,
                        (long long)s.w_out);
-    const int64_t S = bc->p.kernel_w;
-    const size_t col_bytes = (size_t)(bc->K * s.h_out * s.w_out) * sizeof(uint16_t);
-    col_plan plan = {malloc((size_t)(S * s.w_out + 2 * S) * sizeof(int64_t)), NULL, NULL};
-    if (!plan.map) return cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: column plan: out of memory");
-    plan.lo = plan.map + S * s.w_out;
-    plan.hi = plan.lo + S;
+    const int64_t R = bc->p.kernel_h, S = bc->p.kernel_w;
+    int64_t *buf = malloc((size_t)(S * s.w_out + 2 * S + R * s.h_out) * sizeof(int64_t));
+    if (!buf) return cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: column plan: out of memory");
+    col_plan plan = {buf, buf + S * s.w_out, buf + S * s.w_out + S, buf + S * s.w_out + 2 * S};
     plan_columns(&s, &plan);
-    const int T = outer_threads(&s);
-    cr_status failed = CR_OK;
-    if (T == 1) {            /* pairs one after the other, each on every thread */
-        uint16_t *col = cr_aligned_alloc(col_bytes);
-        if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix of %zu bytes",
-                                   col_bytes);
-        for (int64_t n = 0; n < s.batch && !failed; n++)
-            for (int64_t g = 0; g < bc->p.groups && !failed; g++)
-                failed = run_pair(bc, &s, &plan, x, y, n, g, col, 1);
-        cr_aligned_free(col);
-    } else {
-#pragma omp parallel num_threads(T)
-        {                    /* pairs shared by the threads, each on one thread */
-            uint16_t *col = cr_aligned_alloc(col_bytes);   /* one patch matrix per thread */
-#pragma omp for collapse(2) schedule(static)
-            for (int64_t n = 0; n < s.batch; n++)
-                for (int64_t g = 0; g < bc->p.groups; g++) {
-                    cr_status e = col ? run_pair(bc, &s, &plan, x, y, n, g, col, 0)
-                                      : cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix "
-                                                "of %zu bytes", col_bytes);
-                    if (e != CR_OK) {
-#pragma omp critical(cr_bf16_conv_status)
-                        failed = e;
-                    }
-                }
-            cr_aligned_free(col);
-        }
-    }
-    free(plan.map);
-    return failed;
+    st = strcmp(cr_bf16_conv_path(), "packed") == 0 ? forward_packed(bc, &s, &plan, x, y)
+                                                     : forward_gemm(bc, &s, &plan, x, y);
+    free(buf);
+    return st;
 }
 
 cr_status cr_conv2d_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,

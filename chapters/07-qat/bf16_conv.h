@@ -53,6 +53,16 @@ size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc);
  * same bits for any thread count. CR_EINVAL names a tensor that does not fit. */
 cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_tensor *y);
 
+/* Which forward cr_bf16_conv_forward runs: "packed" (the gather writes the bf16 GEMM's
+ * packed panels directly, rounding with vcvtne2ps2bf16, and the panel kernel multiplies
+ * them: no patch matrix, AVX512-BF16 only), "gemm" (a bf16 patch matrix per image and
+ * group, then cr_gemm_bf16: any CPU), or "auto" (packed where the CPU runs it; the
+ * default). Both give the same bits where both run. CR_EINVAL for an unknown name, or
+ * packed on a CPU without AVX512-BF16. Not thread-safe (one process-wide choice). */
+cr_status cr_bf16_conv_set_path(const char *name);
+/* The path that runs now: "packed" or "gemm". */
+const char *cr_bf16_conv_path(void);
+
 /* A cr_conv2d_fn: prepare, forward and free in one call (tests and one-off layers). */
 cr_status cr_conv2d_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y);
