@@ -163,6 +163,18 @@ static void bf16_conv__fast_equals_reference(void **state)
         cr_conv_set_padding(&p, 1, 2);
         e = check_config(&p, 1, 4, 70, &r, seed, cases++);
         worst = e > worst ? e : worst;
+        p = cr_conv_params_default(4, 6, 7);                    /* stride 2, wide rows */
+        p.stride_h = p.stride_w = 2;
+        cr_conv_set_padding(&p, 3, 3);
+        e = check_config(&p, 1, 9, 143, &r, seed, cases++);
+        worst = e > worst ? e : worst;
+        p.pad_mode = CR_PAD_REPLICATE;
+        e = check_config(&p, 1, 8, 140, &r, seed, cases++);
+        worst = e > worst ? e : worst;
+        p = cr_conv_params_default(6, 9, 1);                    /* 1x1 stride 2 (downsample) */
+        p.stride_h = p.stride_w = 2;
+        e = check_config(&p, 2, 5, 131, &r, seed, cases++);
+        worst = e > worst ? e : worst;
         p = cr_conv_params_default(3, 5, 1);                    /* 1x1 with stride: a gather */
         p.stride_h = 2;
         e = check_config(&p, 2, 7, 5, &r, seed, cases++);

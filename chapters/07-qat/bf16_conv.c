@@ -102,12 +102,20 @@ size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc)
 typedef struct {
     int64_t *map, *lo, *hi;
     int64_t *rows;   /* rows[r * Ho + oh]: the input row tap row r reads for output row oh, or -1 */
+    int64_t *kc, *kr, *kq;  /* patch-matrix row k's channel, kernel row and kernel column */
 } col_plan;
 
-/* Fills plan for shape s (S x Wo entries in map, S in lo and hi, R x Ho in rows). */
+/* Fills plan for shape s (S x Wo entries in map, S in lo and hi, R x Ho in rows, K in kc,
+ * kr and kq). */
 static void plan_columns(const cr_conv_shape *s, col_plan *plan)
 {
     const cr_conv_params *p = &s->p;
+    const int64_t RS = p->kernel_h * p->kernel_w;
+    for (int64_t k = 0; k < s->cin_g * RS; k++) {
+        plan->kc[k] = k / RS;
+        plan->kr[k] = (k / p->kernel_w) % p->kernel_h;
+        plan->kq[k] = k % p->kernel_w;
+    }
     for (int64_t r = 0; r < p->kernel_h; r++)
         for (int64_t oh = 0; oh < s->h_out; oh++)
             plan->rows[r * s->h_out + oh] = cr_pad_index(
@@ -245,33 +253,64 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
 #define CR_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define CR_HAVE_PACKED 1
 
-static const float zeros32[CR_BF16_NR];
-
-/* The 32 floats of patch-matrix row k at panel columns [j0, j0 + w): a pointer into x_g
- * where they lie contiguous there (a 1x1 stride-1 kernel, or one output row read inside
- * the image at stride 1), zeros32 for a row of zero padding, else tmp filled by
- * chapter 1's rule (zeros past w). */
-static const float *panel_row(const cr_conv_shape *s, const col_plan *plan, const float *x_g,
-                              int64_t k, int64_t j0, int64_t w, float *tmp)
+/* The 32 floats of patch-matrix row k at panel columns [j0, j0 + w) (zeros past w),
+ * as two vectors. Read straight from x_g where they lie in one run of memory: a 1x1
+ * stride-1 kernel (the input rows are the matrix), or one output row at stride 1 (or 2:
+ * 64 columns, the even ones kept) whose columns read inside the image, or with zero
+ * padding outside it (masked loads, which touch no memory in masked-off lanes); else
+ * gathered into tmp by chapter 1's rule. */
+CR_BF16_TARGET static inline void panel_row(const cr_conv_shape *s, const col_plan *plan,
+                                            const float *x_g, int64_t k, int64_t j0,
+                                            int64_t w, float *tmp, __m512 *v0, __m512 *v1)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t R = p->kernel_h, S = p->kernel_w, W = s->w_in, Wo = s->w_out;
-    const int64_t HW = s->h_in * W;
+    const int64_t W = s->w_in, Wo = s->w_out, HW = s->h_in * W;
     if (is_pointwise(p)) {
         const float *src = x_g + k * HW + j0;
-        if (w == CR_BF16_NR) return src;
-        for (int64_t jj = 0; jj < CR_BF16_NR; jj++) tmp[jj] = jj < w ? src[jj] : 0.0f;
-        return tmp;
+        const __mmask32 m = w >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << w) - 1);
+        *v0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
+        *v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
+        return;
     }
-    const int64_t c = k / (R * S), r = (k / S) % R, q = k % S;
-    const float *xc = x_g + c * HW;
-    const int64_t *rows = plan->rows + r * s->h_out, *map = plan->map + q * Wo;
+    const int64_t q = plan->kq[k], *map = plan->map + q * Wo;
+    const int64_t *rows = plan->rows + plan->kr[k] * s->h_out;
+    const float *xc = x_g + plan->kc[k] * HW;
     int64_t oh = j0 / Wo, ow = j0 % Wo;
-    if (w == CR_BF16_NR && ow + CR_BF16_NR <= Wo) {     /* one output row */
-        const int64_t ih = rows[oh];
-        if (ih < 0) return zeros32;
-        if (p->stride_w == 1 && ow >= plan->lo[q] && ow + CR_BF16_NR <= plan->hi[q])
-            return xc + ih * W + ow + q * p->dilation_w - p->pad_left;
+    if (ow + CR_BF16_NR <= Wo) {                            /* one output row */
+        const int64_t ih = rows[oh], lo = plan->lo[q], hi = plan->hi[q];
+        if (ih < 0) {
+            *v0 = *v1 = _mm512_setzero_ps();
+            return;
+        }
+        const int inside = ow >= lo && ow + CR_BF16_NR <= hi;
+        if (p->stride_w == 1 && (inside || p->pad_mode == CR_PAD_ZEROS)) {
+            const int64_t a = lo - ow > 0 ? lo - ow : 0, b = hi - ow < 32 ? hi - ow : 32;
+            const __mmask32 m = a >= b ? 0 : (__mmask32)(((b == 32 ? 0 : 1ull << b) - 1) ^
+                                                         ((1ull << a) - 1));
+            /* the run's start, perhaps left of the row (only masked-off lanes lie there) */
+            const float *src = (const float *)((uintptr_t)(xc + ih * W) +
+                               (uintptr_t)(ow + q * p->dilation_w - p->pad_left) * sizeof(float));
+            *v0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
+            *v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
+            return;
+        }
+        if (p->stride_w == 2 && (inside || p->pad_mode == CR_PAD_ZEROS)) {
+            /* 64 source columns from c0, the even ones kept; lanes outside the image masked */
+            const int64_t c0 = 2 * ow + q * p->dilation_w - p->pad_left;
+            const int64_t a = -c0 > 0 ? -c0 : 0, b = W - c0 < 64 ? W - c0 : 64;
+            const uint64_t m = a >= b ? 0 : ((b == 64 ? 0 : 1ull << b) - 1) ^ ((1ull << a) - 1);
+            const float *src = (const float *)((uintptr_t)(xc + ih * W) +
+                                               (uintptr_t)c0 * sizeof(float));
+            const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                                   24, 26, 28, 30);
+            const __m512 s0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
+            const __m512 s1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
+            const __m512 s2 = _mm512_maskz_loadu_ps((__mmask16)(m >> 32), src + 32);
+            const __m512 s3 = _mm512_maskz_loadu_ps((__mmask16)(m >> 48), src + 48);
+            *v0 = _mm512_permutex2var_ps(s0, even, s1);
+            *v1 = _mm512_permutex2var_ps(s2, even, s3);
+            return;
+        }
     }
     for (int64_t jj = 0; jj < CR_BF16_NR; jj++) {
         if (jj >= w) {
@@ -285,22 +324,24 @@ static const float *panel_row(const cr_conv_shape *s, const col_plan *plan, cons
             oh++;
         }
     }
-    return tmp;
+    *v0 = _mm512_loadu_ps(tmp);
+    *v1 = _mm512_loadu_ps(tmp + 16);
 }
 
 // @snippet bf16_pack_pair
-/* One k pair of a packed panel: rows a and b (32 floats each) rounded to bf16 by
- * vcvtne2ps2bf16 (to nearest even) and interleaved, d[2j] = a[j], d[2j + 1] = b[j],
+/* One k pair of a packed panel: rows a and b (32 floats each, as two vectors) rounded to
+ * bf16 by vcvtne2ps2bf16 (to nearest even) and interleaved, d[2j] = a[j], d[2j+1] = b[j],
  * the order in which vdpbf16ps reads a pair. */
-CR_BF16_TARGET static inline void pack_pair(const float *a, const float *b, uint16_t *d)
+CR_BF16_TARGET static inline void pack_pair(__m512 a0, __m512 a1, __m512 b0, __m512 b1,
+                                            uint16_t *d)
 {
     static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
                                         8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
     static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54,
                                         23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61,
                                         30, 62, 31, 63};
-    const __m512i va = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(a));
-    const __m512i vb = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
+    const __m512i va = (__m512i)_mm512_cvtne2ps_pbh(a1, a0);   /* a[0..15] in the low half */
+    const __m512i vb = (__m512i)_mm512_cvtne2ps_pbh(b1, b0);
     _mm512_storeu_si512(d, _mm512_permutex2var_epi16(va, _mm512_loadu_si512(lo_idx), vb));
     _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi16(va, _mm512_loadu_si512(hi_idx), vb));
 }
@@ -311,11 +352,13 @@ CR_BF16_TARGET static void pack_panel(const cr_bf16_conv *bc, const cr_conv_shap
                                       const col_plan *plan, const float *x_g, int64_t j0,
                                       int64_t w, uint16_t *Bp)
 {
-    float tmp[2][CR_BF16_NR];
+    float tmp[CR_BF16_NR];
+    __m512 a0, a1, b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
     for (int64_t k = 0; k < bc->K; k += 2, Bp += 2 * CR_BF16_NR) {
-        const float *a = panel_row(s, plan, x_g, k, j0, w, tmp[0]);
-        const float *b = k + 1 < bc->K ? panel_row(s, plan, x_g, k + 1, j0, w, tmp[1]) : zeros32;
-        pack_pair(a, b, Bp);
+        panel_row(s, plan, x_g, k, j0, w, tmp, &a0, &a1);
+        if (k + 1 < bc->K) panel_row(s, plan, x_g, k + 1, j0, w, tmp, &b0, &b1);
+        else b0 = b1 = _mm512_setzero_ps();
+        pack_pair(a0, a1, b0, b1, Bp);
     }
 }
 // @end bf16_pack_pair
@@ -411,9 +454,12 @@ cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_te
                        (long long)s.batch, (long long)bc->p.out_channels, (long long)s.h_out,
                        (long long)s.w_out);
     const int64_t R = bc->p.kernel_h, S = bc->p.kernel_w;
-    int64_t *buf = malloc((size_t)(S * s.w_out + 2 * S + R * s.h_out) * sizeof(int64_t));
+    const int64_t K = bc->K, n_map = S * s.w_out, n_rows = R * s.h_out;
+    int64_t *buf = malloc((size_t)(n_map + 2 * S + n_rows + 3 * K) * sizeof(int64_t));
     if (!buf) return cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: column plan: out of memory");
-    col_plan plan = {buf, buf + S * s.w_out, buf + S * s.w_out + S, buf + S * s.w_out + 2 * S};
+    col_plan plan = {buf, buf + n_map, buf + n_map + S, buf + n_map + 2 * S,
+                     buf + n_map + 2 * S + n_rows, buf + n_map + 2 * S + n_rows + K,
+                     buf + n_map + 2 * S + n_rows + 2 * K};
     plan_columns(&s, &plan);
     st = strcmp(cr_bf16_conv_path(), "packed") == 0 ? forward_packed(bc, &s, &plan, x, y)
                                                      : forward_gemm(bc, &s, &plan, x, y);
