@@ -546,13 +546,13 @@ static cr_status bf16_model_conv(const cr_conv_params *p, const cr_tensor *x, co
     if (!e || i < 0)
         return cr_fail(CR_EINVAL, "bf16 model: a convolution of no attached model reached the "
                        "bf16 dispatcher");
-    const cr_module *d = &e->model->mods[e->module[i]];
+    /* (the model's forward prefixes the module's name to these messages) */
     if (e->model->training)
-        return cr_fail(CR_EINVAL, "bf16 model: module '%s': the bf16 path runs evaluation "
-                       "forwards only (cr_model_train(m, false), or detach to train)", d->name);
+        return cr_fail(CR_EINVAL, "bf16 model: the bf16 path runs evaluation forwards only "
+                       "(cr_model_train(m, false), or detach to train)");
     if (!w || w->data != e->weight[i])
-        return cr_fail(CR_EINVAL, "bf16 model: module '%s': its weight storage changed since "
-                       "the attach (detach and attach again)", d->name);
+        return cr_fail(CR_EINVAL, "bf16 model: the weight's storage changed since the attach "
+                       "(detach and attach again)");
     e->calls++;
     return cr_bf16_conv_forward(&e->convs[i], x, y);
 }
