@@ -146,7 +146,6 @@ static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float
     const cr_conv_params *p = &s->p;
     const int64_t R = p->kernel_h, S = p->kernel_w, H = s->h_in, W = s->w_in, Wo = s->w_out;
     const int64_t c = k / (R * S), r = (k / S) % R, q = k % S;
-    (void)H;
     const int64_t *map = plan->map + q * Wo, lo = plan->lo[q], hi = plan->hi[q];
     const int64_t sw = p->stride_w, off = q * p->dilation_w - p->pad_left;
     for (int64_t oh = 0; oh < s->h_out; oh++, row += Wo) {
@@ -253,73 +252,92 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
 #define CR_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define CR_HAVE_PACKED 1
 
+/* Bits [a, b) of a 64-bit mask (none when a >= b); 0 <= a, b <= 64. */
+static inline uint64_t bit_range(int64_t a, int64_t b)
+{
+    if (a >= b) return 0;
+    return ((b == 64 ? 0 : 1ull << b) - 1) ^ ((1ull << a) - 1);
+}
+
+/* n <= 32 values of one input row (rowbase, W floats) read at stride sw (1 or 2) from
+ * column c0, as two vectors: lane i holds rowbase[c0 + i * sw], or 0 where that column
+ * lies outside the row (zero padding) and for i >= n. Masked loads: a masked-off lane
+ * touches no memory, so c0 may lie left of the row. */
+CR_BF16_TARGET static inline void row_run(const float *rowbase, int64_t c0, int64_t W, int64_t sw,
+                                          int64_t n, __m512 *v0, __m512 *v1)
+{
+    const int64_t a = -c0 > 0 ? -c0 : 0, span = sw * n, b = W - c0 < span ? W - c0 : span;
+    const uint64_t m = bit_range(a, b);
+    const float *src = (const float *)((uintptr_t)rowbase + (uintptr_t)c0 * sizeof(float));
+    const __m512 s0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
+    const __m512 s1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
+    if (sw == 1) {
+        *v0 = s0;
+        *v1 = s1;
+        return;
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);   /* stride 2: the even source lanes */
+    const __m512 s2 = _mm512_maskz_loadu_ps((__mmask16)(m >> 32), src + 32);
+    const __m512 s3 = _mm512_maskz_loadu_ps((__mmask16)(m >> 48), src + 48);
+    *v0 = _mm512_permutex2var_ps(s0, even, s1);
+    *v1 = _mm512_permutex2var_ps(s2, even, s3);
+}
+
 /* The 32 floats of patch-matrix row k at panel columns [j0, j0 + w) (zeros past w),
- * as two vectors. Read straight from x_g where they lie in one run of memory: a 1x1
- * stride-1 kernel (the input rows are the matrix), or one output row at stride 1 (or 2:
- * 64 columns, the even ones kept) whose columns read inside the image, or with zero
- * padding outside it (masked loads, which touch no memory in masked-off lanes); else
- * gathered into tmp by chapter 1's rule. */
+ * as two vectors. A 1x1 stride-1 kernel reads them straight from x_g (the input rows
+ * are the matrix). Otherwise the panel is cut at output rows, and each run of one
+ * output row at stride 1 or 2 is read with row_run where zero padding applies or every
+ * column of the run lies inside the image; what remains (reflect, replicate and
+ * circular edges, other strides) comes from chapter 1's rule, value by value. */
 CR_BF16_TARGET static inline void panel_row(const cr_conv_shape *s, const col_plan *plan,
                                             const float *x_g, int64_t k, int64_t j0,
                                             int64_t w, float *tmp, __m512 *v0, __m512 *v1)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t W = s->w_in, Wo = s->w_out, HW = s->h_in * W;
+    const int64_t W = s->w_in, Wo = s->w_out, HW = s->h_in * W, sw = p->stride_w;
     if (is_pointwise(p)) {
         const float *src = x_g + k * HW + j0;
-        const __mmask32 m = w >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << w) - 1);
+        const uint64_t m = bit_range(0, w);
         *v0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
         *v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
         return;
     }
-    const int64_t q = plan->kq[k], *map = plan->map + q * Wo;
+    const int64_t q = plan->kq[k], *map = plan->map + q * Wo, lo = plan->lo[q], hi = plan->hi[q];
     const int64_t *rows = plan->rows + plan->kr[k] * s->h_out;
     const float *xc = x_g + plan->kc[k] * HW;
+    const int64_t off = q * p->dilation_w - p->pad_left;
+    const int vec = sw <= 2, zeros = p->pad_mode == CR_PAD_ZEROS;
     int64_t oh = j0 / Wo, ow = j0 % Wo;
-    if (ow + CR_BF16_NR <= Wo) {                            /* one output row */
-        const int64_t ih = rows[oh], lo = plan->lo[q], hi = plan->hi[q];
+    if (ow + CR_BF16_NR <= Wo) {                            /* one output row: no buffer */
+        const int64_t ih = rows[oh];
         if (ih < 0) {
             *v0 = *v1 = _mm512_setzero_ps();
             return;
         }
-        const int inside = ow >= lo && ow + CR_BF16_NR <= hi;
-        if (p->stride_w == 1 && (inside || p->pad_mode == CR_PAD_ZEROS)) {
-            const int64_t a = lo - ow > 0 ? lo - ow : 0, b = hi - ow < 32 ? hi - ow : 32;
-            const __mmask32 m = a >= b ? 0 : (__mmask32)(((b == 32 ? 0 : 1ull << b) - 1) ^
-                                                         ((1ull << a) - 1));
-            /* the run's start, perhaps left of the row (only masked-off lanes lie there) */
-            const float *src = (const float *)((uintptr_t)(xc + ih * W) +
-                               (uintptr_t)(ow + q * p->dilation_w - p->pad_left) * sizeof(float));
-            *v0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
-            *v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
-            return;
-        }
-        if (p->stride_w == 2 && (inside || p->pad_mode == CR_PAD_ZEROS)) {
-            /* 64 source columns from c0, the even ones kept; lanes outside the image masked */
-            const int64_t c0 = 2 * ow + q * p->dilation_w - p->pad_left;
-            const int64_t a = -c0 > 0 ? -c0 : 0, b = W - c0 < 64 ? W - c0 : 64;
-            const uint64_t m = a >= b ? 0 : ((b == 64 ? 0 : 1ull << b) - 1) ^ ((1ull << a) - 1);
-            const float *src = (const float *)((uintptr_t)(xc + ih * W) +
-                                               (uintptr_t)c0 * sizeof(float));
-            const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
-                                                   24, 26, 28, 30);
-            const __m512 s0 = _mm512_maskz_loadu_ps((__mmask16)m, src);
-            const __m512 s1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), src + 16);
-            const __m512 s2 = _mm512_maskz_loadu_ps((__mmask16)(m >> 32), src + 32);
-            const __m512 s3 = _mm512_maskz_loadu_ps((__mmask16)(m >> 48), src + 48);
-            *v0 = _mm512_permutex2var_ps(s0, even, s1);
-            *v1 = _mm512_permutex2var_ps(s2, even, s3);
+        if (vec && (zeros || (ow >= lo && ow + CR_BF16_NR <= hi))) {
+            row_run(xc + ih * W, ow * sw + off, W, sw, CR_BF16_NR, v0, v1);
             return;
         }
     }
-    for (int64_t jj = 0; jj < CR_BF16_NR; jj++) {
-        if (jj >= w) {
-            tmp[jj] = 0.0f;
-            continue;
+    for (int64_t jj = 0; jj < CR_BF16_NR;) {                /* run after run of output rows */
+        const int64_t n = jj >= w ? CR_BF16_NR - jj : (Wo - ow < w - jj ? Wo - ow : w - jj);
+        const int64_t ih = jj >= w ? -1 : rows[oh];
+        if (ih < 0) {                                       /* past w, or zero padding */
+            memset(tmp + jj, 0, (size_t)n * sizeof *tmp);
+        } else if (vec && (zeros || (ow >= lo && ow + n <= hi))) {
+            __m512 r0, r1;
+            row_run(xc + ih * W, ow * sw + off, W, sw, n, &r0, &r1);
+            const uint64_t m = bit_range(0, n);
+            _mm512_mask_storeu_ps(tmp + jj, (__mmask16)m, r0);
+            _mm512_mask_storeu_ps(tmp + jj + 16, (__mmask16)(m >> 16), r1);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                tmp[jj + i] = map[ow + i] < 0 ? 0.0f : xc[ih * W + map[ow + i]];
         }
-        const int64_t ih = rows[oh], iw = map[ow];
-        tmp[jj] = (ih < 0 || iw < 0) ? 0.0f : xc[ih * W + iw];
-        if (++ow == Wo) {
+        jj += n;
+        ow += n;
+        if (ow == Wo) {
             ow = 0;
             oh++;
         }
