@@ -8,12 +8,14 @@
  *     y[n][o][j] = b[o] + sum_k bf16(w[o][k]) * bf16(patch_n[k][j])       (f32 sums)
  *
  * with the weights rounded to bf16 once (cr_bf16_conv_prepare, round to nearest even,
- * lib's cr_f32_to_bf16), each image's patch matrix gathered straight into bf16 (every
- * padding mode, stride, dilation, groups; a 1x1 stride-1 unpadded convolution only
- * converts its input rows), multiplied by chapter 7's bf16 GEMM (cr_gemm_bf16:
- * vdpbf16ps where the CPU has AVX512-BF16, else a portable loop in the same order),
- * and the float bias added to each sum. Output and input stay float32 NCHW: the model's
- * other modules (norms, ReLU, pools, up-sampling, adds) do not change. */
+ * lib's cr_f32_to_bf16), the patches of each image and group (every padding mode,
+ * stride, dilation, groups) gathered straight into bf16, multiplied with vdpbf16ps in
+ * the bf16 GEMM's order (int8_gemm.h), and the float bias added to each sum. Where the
+ * CPU has AVX512-BF16 the gather writes the GEMM's packed panels itself (path
+ * "packed"); elsewhere it writes a bf16 patch matrix for cr_gemm_bf16's portable loop
+ * (path "gemm"; a 1x1 stride-1 unpadded convolution only converts its input rows).
+ * Output and input stay float32 NCHW: the model's other modules (norms, ReLU, pools,
+ * up-sampling, adds) do not change. */
 #ifndef CR_BF16_CONV_H
 #define CR_BF16_CONV_H
 
@@ -48,9 +50,9 @@ void cr_bf16_conv_free(cr_bf16_conv *bc);
 size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc);
 
 /* y (N x Cout x Ho x Wo float, preallocated, overwritten) = the prepared convolution of
- * x (N x Cin x H x W float): per image and group, the patch matrix gathered as bf16
- * (K x Ho*Wo), cr_gemm_bf16 with the bf16 weights, + bias. Threaded with OpenMP, the
- * same bits for any thread count. CR_EINVAL names a tensor that does not fit. */
+ * x (N x Cin x H x W float), on the path cr_bf16_conv_path() names. Threaded with
+ * OpenMP, the same bits for any thread count. CR_EINVAL names a tensor that does not
+ * fit. */
 cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_tensor *y);
 
 /* Which forward cr_bf16_conv_forward runs: "packed" (the gather writes the bf16 GEMM's
