@@ -175,6 +175,10 @@ static void bf16_conv__fast_equals_reference(void **state)
         p.stride_h = p.stride_w = 2;
         e = check_config(&p, 2, 5, 131, &r, seed, cases++);
         worst = e > worst ? e : worst;
+        p = cr_conv_params_default(16, 40, 3);                  /* one panel, 40 rows: split */
+        cr_conv_set_padding(&p, 1, 1);                          /* into row blocks (3 threads) */
+        e = check_config(&p, 1, 5, 5, &r, seed, cases++);
+        worst = e > worst ? e : worst;
         p = cr_conv_params_default(3, 5, 1);                    /* 1x1 with stride: a gather */
         p.stride_h = 2;
         e = check_config(&p, 2, 7, 5, &r, seed, cases++);

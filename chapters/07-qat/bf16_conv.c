@@ -381,22 +381,36 @@ CR_BF16_TARGET static void pack_panel(const cr_bf16_conv *bc, const cr_conv_shap
 }
 // @end bf16_pack_pair
 
-/* The packed forward: every (image, group, 32-column panel) is one work item, shared by
- * the threads in order: packed by the gather, multiplied by the panel kernel, + bias. */
+/* Row blocks of Cout/groups rows for the work items: 1, or (when the (image, group,
+ * panel) items are too few to keep T threads busy, as in the deep layers of a small
+ * image) enough blocks of a multiple of 12 rows, the panel kernel's tile, to make about
+ * 2T items. Each entry gets the same instructions whatever block holds it. */
+static int64_t row_block(int64_t M, int64_t items, int T)
+{
+    if (T < 2 || items >= 2 * (int64_t)T || M < 24) return M;
+    const int64_t want = (2 * (int64_t)T + items - 1) / items;   /* blocks per item */
+    const int64_t rb = (M + want - 1) / want;
+    return (rb + 11) / 12 * 12;
+}
+
+/* The packed forward: every (image, group, 32-column panel, row block) is one work item,
+ * the items shared by the threads in order: the panel packed by the gather, multiplied
+ * by the panel kernel, + bias. */
 static cr_status forward_packed(const cr_bf16_conv *bc, const cr_conv_shape *s,
                                 const col_plan *plan, const cr_tensor *x, cr_tensor *y)
 {
     const cr_conv_params *p = &bc->p;
-    const int64_t plane = s->h_out * s->w_out, HW = s->h_in * s->w_in, K = bc->K;
-    const int64_t np = (plane + CR_BF16_NR - 1) / CR_BF16_NR, items = s->batch * p->groups * np;
+    const int64_t plane = s->h_out * s->w_out, HW = s->h_in * s->w_in, K = bc->K, M = s->cout_g;
+    const int64_t np = (plane + CR_BF16_NR - 1) / CR_BF16_NR, panels = s->batch * p->groups * np;
     const size_t bp_bytes = (size_t)((K + 1) / 2) * 2 * CR_BF16_NR * sizeof(uint16_t);
 #ifdef _OPENMP
-    const int T = omp_in_parallel() || items < 2 ? 1 : omp_get_max_threads();
+    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
     const int T = 1;
 #endif
+    const int64_t rb = row_block(M, panels, T), nb = (M + rb - 1) / rb, items = panels * nb;
     cr_status failed = CR_OK;
-#pragma omp parallel num_threads(T) if (T > 1)
+#pragma omp parallel num_threads(T) if (T > 1 && items > 1)
     {
         uint16_t *Bp = cr_aligned_alloc(bp_bytes);
         if (!Bp) {
@@ -406,17 +420,18 @@ static cr_status forward_packed(const cr_bf16_conv *bc, const cr_conv_shape *s,
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             if (!Bp) continue;
-            const int64_t pair = it / np, j0 = (it % np) * CR_BF16_NR;
+            const int64_t panel = it / nb, m0 = (it % nb) * rb, rows = M - m0 < rb ? M - m0 : rb;
+            const int64_t pair = panel / np, j0 = (panel % np) * CR_BF16_NR;
             const int64_t n = pair / p->groups, g = pair % p->groups;
             const int64_t w = plane - j0 < CR_BF16_NR ? plane - j0 : CR_BF16_NR;
-            float *y_g = y->data + (n * p->out_channels + g * s->cout_g) * plane;
+            float *y_g = y->data + (n * p->out_channels + g * M + m0) * plane;
             pack_panel(bc, s, plan, x->data + (n * p->in_channels + g * s->cin_g) * HW, j0, w, Bp);
-            cr_bf16_gemm_panel_avx512(s->cout_g, K, bc->w + g * s->cout_g * K, K, Bp, y_g + j0,
-                                      plane, w, 0);
+            cr_bf16_gemm_panel_avx512(rows, K, bc->w + (g * M + m0) * K, K, Bp, y_g + j0, plane,
+                                      w, 0);
             if (bc->bias)
-                for (int64_t m = 0; m < s->cout_g; m++)
+                for (int64_t m = 0; m < rows; m++)
                     for (int64_t j = j0; j < j0 + w; j++)
-                        y_g[m * plane + j] += bc->bias[g * s->cout_g + m];
+                        y_g[m * plane + j] += bc->bias[g * M + m0 + m];
         }
         cr_aligned_free(Bp);
     }
@@ -435,8 +450,15 @@ static cr_status forward_packed(const cr_bf16_conv *bc, const cr_conv_shape *s,
 
 static int path_choice;   /* 0 auto, 1 packed, 2 gemm */
 
-/* True if this CPU (and build) runs the packed path. */
-static int packed_runs(void) { return CR_HAVE_PACKED && cr_gemm_bf16_native(); }
+/* True if this CPU (and build) runs the packed path; asked once (CPUID traps to the
+ * hypervisor in a virtual machine: not something to ask per convolution). Racing
+ * threads store the same value. */
+static int packed_runs(void)
+{
+    static int known = -1;
+    if (known < 0) known = CR_HAVE_PACKED && cr_gemm_bf16_native();
+    return known;
+}
 
 cr_status cr_bf16_conv_set_path(const char *name)
 {
