@@ -1266,7 +1266,8 @@ static int cmd_fpn(int argc, char **argv)
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 fpn",
                       "Chapter 7: forward latency of chapter 8's full FPN converted to int8, and "
                       "run in bf16 (bf16 weights and patches, fp32 sums), against our fp32, per "
-                      "batch size (random weights; int8 calibrated on a random batch).", fpn_args, LAB_COUNT(fpn_args));
+                      "batch size (random weights; int8 calibrated on a random batch).",
+                      fpn_args, LAB_COUNT(fpn_args));
     if (rc != LAB_RUN) return rc;
     int64_t H, W;
     int bs[32];
