@@ -20,9 +20,10 @@
  *
  * Two commands work on chapter 8's network (smp's FPN + ResNeXt-50 32x4d):
  *   lab07-int8 camvid --data DIR --weights CKPT   the accuracy table at chapter 8's CPU
- *       resolution: fp32 (the weights as they are), bf16 (a simulation: every
- *       convolution's input and weights rounded to bf16, fp32 sums), fp16 (the same with
- *       fp16), int8 post-training
+ *       resolution: fp32 (the weights as they are), bf16 (executed: every convolution
+ *       with bf16 weights and patches and fp32 sums, bf16_conv.h: vdpbf16ps where the CPU
+ *       has AVX512-BF16), fp16 (a simulation: every convolution's input and weights
+ *       rounded to fp16, fp32 sums), int8 post-training
  *       quantization (min/max calibration on train frames), int8 QAT full and QAT
  *       partial (encoder.conv1 and the segmentation head in float) fine-tuned --epochs N,
  *       each QAT model also converted to a real int8 model (convert.h) and evaluated
@@ -34,9 +35,10 @@
  *       same columns and config names prefixed pytorch_, the CSV header's "pytorch" line
  *       naming its version and engine; without an importable torch (or with
  *       --no-pytorch) the lab says "PyTorch not run: why" and that line says so too.
- *   lab07-int8 fpn   forward latency of the converted int8 FPN against our fp32 FPN
- *       (random weights, calibrated on a random batch) per batch size, chapter 8's
- *       latency columns with precision fp32 or int8, plus vs_fp32; --profile prints,
+ *   lab07-int8 fpn   forward latency of the converted int8 FPN and of the bf16 FPN
+ *       (bf16_conv.h) against our fp32 FPN (random weights, calibrated on a random batch)
+ *       per batch size, chapter 8's latency columns with precision fp32, bf16 or int8,
+ *       plus vs_fp32; --profile prints,
  *       per batch size, where the int8 forward's time goes (per layer kind, per conv
  *       shape, and the u8 <-> float conversions between them). */
 #include <math.h>
@@ -54,6 +56,7 @@
 #include <unistd.h>
 
 #include "augment.h"
+#include "bf16_conv.h"
 #include "conv_gemm.h"
 #include "convert.h"
 #include "dataset.h"
@@ -516,16 +519,9 @@ static cr_status build_fpn_net(cr_model *m, int reduced)
     return cr_fpn_build(m, &c);
 }
 
-/* ---- bf16 and fp16 simulation ----------------------------------------------------------- */
+/* ---- fp16 simulation (bf16 runs for real: bf16_conv.h) ----------------------------------- */
 
 static cr_tensor bf16_x, bf16_w;
-
-/* Rounds n floats to the nearest bf16 (ties to even) and back. */
-static void round_bf16(const float *src, float *dst, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (size_t i = 0; i < n; i++) dst[i] = cr_bf16_to_f32(cr_f32_to_bf16(src[i]));
-}
 
 /* Rounds n floats to the nearest IEEE fp16 (ties to even; beyond 65504: infinity) and back. */
 static void round_fp16(const float *src, float *dst, size_t n)
@@ -542,19 +538,8 @@ static cr_status like(cr_tensor *t, const cr_tensor *src)
     return cr_tensor_alloc(t, src->ndim, src->shape);
 }
 
-/* A cr_conv2d_fn: chapter 3's convolution on x and w rounded to bf16, fp32 sums and bias
- * (what a bf16 path with fp32 accumulation computes, up to the order of the sums). */
-static cr_status conv_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
-                           const cr_tensor *b, cr_tensor *y)
-{
-    cr_status s;
-    if ((s = like(&bf16_x, x)) || (s = like(&bf16_w, w))) return s;
-    round_bf16(x->data, bf16_x.data, x->numel);
-    round_bf16(w->data, bf16_w.data, w->numel);
-    return cr_conv2d_fast(p, &bf16_x, &bf16_w, b, y);
-}
-
-/* A cr_conv2d_fn: the same with x and w rounded to fp16 (fp16 storage, fp32 sums). */
+/* A cr_conv2d_fn: chapter 3's convolution on x and w rounded to fp16 (what fp16 storage
+ * with fp32 sums computes, up to the order of the sums). */
 static cr_status conv_fp16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                            const cr_tensor *b, cr_tensor *y)
 {
@@ -574,7 +559,7 @@ static const cr_arg camvid_args[] = {
     {"lr", CR_ARG_DOUBLE, &qat_lr, "X", "QAT AdamW peak learning rate: no warm-up, cosine over the epochs (1e-4)", 0, -1},
     {"freeze-bn-epoch", CR_ARG_INT, &freeze_bn_epoch, "E", "BatchNorm statistics frozen from epoch E on (0: from the start)", 0, 1000},
     {"calib", CR_ARG_INT, &calib_frames, "N", "train frames for PTQ calibration (32)", 1, 100000},
-    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16,fp16,ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
+    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16 (executed),fp16 (simulated),ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
     {"crop", CR_ARG_INT, &crop, "S", "QAT training crop side, a multiple of 32 (192)", 32, 4096},
     {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
     {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N (2: 480x360 -> 240x180)", 1, 8},
@@ -1067,7 +1052,7 @@ static int cmd_camvid(int argc, char **argv)
 {
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 camvid",
-                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 and fp16 (simulated), "
+                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 (executed), fp16 (simulated), "
                       "int8 PTQ, int8 QAT full and partial, and the converted int8 models.",
                       camvid_args, LAB_COUNT(camvid_args));
     if (rc != LAB_RUN) return rc;
@@ -1107,10 +1092,13 @@ static int cmd_camvid(int argc, char **argv)
         s = report(&r, "fp32", eval_fn, NULL, r.fp32_bytes, 0, 0, t0, "the weights as they are");
     if (!s && wanted("bf16")) {
         t0 = cr_now();
-        r.m.conv_forward = conv_bf16;
-        s = report(&r, "bf16_simulated", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
-                   "simulation: conv inputs and weights rounded to bf16; fp32 sums");
-        r.m.conv_forward = cr_conv2d_fast;
+        cr_bf16_model bm;
+        s = cr_bf16_model_attach(&bm, &r.m);
+        if (!s)
+            s = report(&r, "bf16", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
+                       cr_gemm_bf16_native() ? "executed: vdpbf16ps; fp32 sums"
+                                             : "executed: portable loop; fp32 sums");
+        cr_bf16_model_detach(&bm);
     }
     if (!s && wanted("fp16")) {
         t0 = cr_now();
@@ -1276,9 +1264,10 @@ static int cmd_fpn(int argc, char **argv)
 {
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 fpn",
-                      "Chapter 7: forward latency of chapter 8's full FPN converted to int8 "
-                      "against our fp32, per batch size (random weights, calibrated on a random "
-                      "batch).", fpn_args, LAB_COUNT(fpn_args));
+                      "Chapter 7: forward latency of chapter 8's full FPN converted to int8, and "
+                      "run in bf16 (bf16 weights and patches, fp32 sums), against our fp32, per "
+                      "batch size (random weights; int8 calibrated on a random batch).",
+                      fpn_args, LAB_COUNT(fpn_args));
     if (rc != LAB_RUN) return rc;
     int64_t H, W;
     int bs[32];
@@ -1321,21 +1310,26 @@ static int cmd_fpn(int argc, char **argv)
         return LAB_EXIT_FAILED;
     }
     const double conv_s = cr_now() - tc;
-    lab_banner(&ctx, "chapter 7, chapter 8's FPN in int8 against fp32: forward latency");
+    lab_banner(&ctx, "chapter 7, chapter 8's FPN in int8 and bf16 against fp32: forward latency");
     char note[200];
     snprintf(note, sizeof note, "full QAT configuration, %d int8 convolutions, %d float; "
              "calibration and conversion %.1f s", im.convs, im.float_convs, conv_s);
+    const char *bf16_note = cr_gemm_bf16_native()
+        ? "every convolution with bf16 weights and patches; vdpbf16ps with fp32 sums; the "
+          "other layers fp32"
+        : "every convolution with bf16 weights and patches; portable loop (no AVX512-BF16) "
+          "with fp32 sums; the other layers fp32";
     const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) during the "
                                  "batch size's runs, reset before each", "size", size_str,
-                                 "int8", note, NULL};
+                                 "int8", note, "bf16", bf16_note, NULL};
     if (lab_csv_begin(&ctx, latency_columns, extra) != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         cr_int8_model_free(&im);
         cr_model_free(&m);
         return LAB_EXIT_FAILED;
     }
-    printf("  %s; OMP_WAIT_POLICY=%s\n  input %lldx%lld, %d timed runs after one warm-up per "
-           "batch size and precision\n", note,
+    printf("  int8: %s\n  bf16: %s\n  OMP_WAIT_POLICY=%s; input %lldx%lld, %d timed runs after one warm-up per "
+           "batch size and precision\n", note, bf16_note,
            getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)", (long long)H,
            (long long)W, ctx.repeats);
     printf("  %5s %-9s %9s %9s %9s %9s %10s %8s\n", "batch", "precision", "mean ms", "median",
@@ -1344,9 +1338,15 @@ static int cmd_fpn(int argc, char **argv)
     for (int i = 0; i < nb && !s; i++) {
         if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
         cr_tensor_fill_uniform(&x, &rng, -2, 2);
-        lat_result f, q8;
+        lat_result f, q8, h16;
         if (!(s = time_forward(&ctx, &m, NULL, &x, &f, &hwm_ok)))
             s = time_forward(&ctx, &m, &im, &x, &q8, &hwm_ok);
+        if (!s) {   /* the same float model with its convolutions in bf16 */
+            cr_bf16_model bm;
+            s = cr_bf16_model_attach(&bm, &m);
+            if (!s) s = time_forward(&ctx, &m, NULL, &x, &h16, &hwm_ok);
+            cr_bf16_model_detach(&bm);
+        }
         if (!s && fpn_profile) {   /* runs of their own: the timed ones stay unprofiled */
             cr_int8_profile_reset(&im);
             im.profile = true;
@@ -1356,9 +1356,9 @@ static int cmd_fpn(int argc, char **argv)
         }
         cr_tensor_free(&x);
         if (s) break;
-        const lat_result *rs[2] = {&f, &q8};
-        const char *prec[2] = {"fp32", "int8"};
-        for (int k = 0; k < 2; k++) {
+        const lat_result *rs[3] = {&f, &h16, &q8};
+        const char *prec[3] = {"fp32", "bf16", "int8"};
+        for (int k = 0; k < 3; k++) {
             const double ips = bs[i] * 1e3 / rs[k]->mean, vs = f.median / rs[k]->median;
             printf("  %5d %-9s %9.1f %9.1f %9.1f %9.2f %10.0f %8.2f\n", bs[i], prec[k],
                    rs[k]->mean, rs[k]->median, rs[k]->p90, ips, rs[k]->mib, vs);
@@ -1419,7 +1419,8 @@ static int cmd_kernels(int argc, char **argv)
                       "3's fp32 and oneDNN's int8 (where found at build time), 1 and --threads N\n"
                       "threads. Every int8 result is checked against integer loops before it is timed.\n"
                       "Commands: lab07-int8 camvid --help (CamVid accuracy of the FPN in fp32, bf16,\n"
-                      "int8 PTQ and QAT), lab07-int8 fpn --help (int8 against fp32 FPN latency).",
+                      "int8 PTQ and QAT), lab07-int8 fpn --help (int8 and bf16 against fp32 FPN\n"
+                      "latency).",
                       extra, 1);
     if (rc != LAB_RUN) return rc;
     if (only && strcmp(only, "gemm") != 0 && strcmp(only, "conv") != 0) {

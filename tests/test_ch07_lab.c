@@ -10,7 +10,8 @@
  * [0, 1], its fp32 equal to ours (the same weights and frames), int8 smaller than fp32.
  * Without torch that test is skipped, not passed. A run with torch hidden (a torch module
  * that raises ImportError first on PYTHONPATH) must say "PyTorch not run" and still
- * write our rows. Random inputs print their seed (CR_SEED replays). */
+ * write our rows. The bf16 configuration runs the executed bf16 path (row "bf16").
+ * Random inputs print their seed (CR_SEED replays). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,6 +314,34 @@ static void camvid__pytorch_missing(void **state)
             fail_msg("a pytorch_ row without torch: %s", run.rows[i].f[2]);
 }
 
+/* The bf16 configuration runs the real bf16 path (row "bf16", note "executed: ..."): its
+ * bytes between half and all of fp32's (convolution weights at 2 bytes, the rest at 4),
+ * its mean IoU within 0.05 of fp32's on the same frames (bf16 rounds, it does not break). */
+static void camvid__bf16(void **state)
+{
+    (void)state;
+    static lab_run run;
+    run_camvid("", "--configs fp32,bf16 --no-pytorch", &run);
+    static const char *const splits[] = {"val", "test"};
+    for (int s = 0; s < 2; s++) {
+        long long fp32, b;
+        const csv_row *f = need(&run, "fp32", splits[s], &fp32);
+        const csv_row *h = need(&run, "bf16", splits[s], &b);
+        if (strncmp(h->f[10], "executed: ", 10) != 0)
+            fail_msg("bf16/%s: note '%s', expected 'executed: ...'", splits[s], h->f[10]);
+        if (!(2 * b > fp32 && b < fp32))
+            fail_msg("bf16/%s: %lld bytes, expected between half and all of fp32's %lld", splits[s],
+                     b, fp32);
+        const double d = fabs(atof(h->f[4]) - atof(f->f[4]));
+        if (!(d <= 0.05))
+            fail_msg("bf16/%s: mean IoU %s, fp32 %s: further apart than 0.05", splits[s], h->f[4],
+                     f->f[4]);
+    }
+    for (int i = 0; i < run.n; i++)
+        if (strstr(run.rows[i].f[2], "simulated") && strstr(run.rows[i].f[2], "bf16"))
+            fail_msg("a simulated bf16 row beside the executed one: %s", run.rows[i].f[2]);
+}
+
 int main(int argc, char **argv)
 {
     lab_path = argc > 1 ? argv[1] : NULL;
@@ -320,6 +349,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(camvid__ours),
         cmocka_unit_test(camvid__pytorch),
         cmocka_unit_test(camvid__pytorch_missing),
+        cmocka_unit_test(camvid__bf16),
     };
     const int rc = cr_run_tests("ch07_lab", tests);
     remove_camvid();

@@ -75,6 +75,18 @@ cr_status cr_gemm_bf16(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64
 /* True if cr_gemm_bf16 runs vdpbf16ps on this CPU. */
 int cr_gemm_bf16_native(void);
 
+/* The bf16 GEMM's packed B, for a caller that writes it directly (the bf16 convolution's
+ * gather, bf16_conv.c): one panel of CR_BF16_NR columns holds, for each k pair p, the
+ * 32 columns x (b[2p][j], b[2p+1][j]) (64 uint16 per pair), zeros past K and past the
+ * panel's w columns. */
+#define CR_BF16_NR 32
+/* C (M x w, ldc) = [C +] A (M x K bf16, lda) * Bp, one packed panel of w <= 32 columns,
+ * with vdpbf16ps in cr_gemm_bf16's order (the same bits). Call only where
+ * cr_gemm_bf16_native() is true (elsewhere it does nothing). */
+void cr_bf16_gemm_panel_avx512(int64_t M, int64_t K, const uint16_t *A, int64_t lda,
+                               const uint16_t *Bp, float *C, int64_t ldc, int64_t w,
+                               int accumulate);
+
 /* ---- what the kernels share (for the convolution, the tests and the lab) ------- */
 
 /* The micro-kernel contract: C (mr x nr int32, row stride ldc) = [C +] Ap * Bp, with

@@ -197,7 +197,7 @@ CR_AVX512 void cr_i8_interleave4_avx512(const uint8_t *const r[4], int64_t n, ui
 /* ---- bf16: vdpbf16ps ----------------------------------------------------------------- */
 
 #define B_MR 12
-#define B_NR 32
+#define B_NR CR_BF16_NR   /* the packed panel int8_gemm.h describes */
 
 /* Packs columns [j0, j0+32) of B (K x N bf16, ldb) into k pairs: for each pair p, 32
  * columns x (b[2p][j], b[2p+1][j]); past N and past K zeros. */
@@ -252,7 +252,9 @@ bf16_tile(const int MR, int64_t K, const uint16_t *A, int64_t lda, const uint16_
 }
 // @end ukernel_bf16
 
-/* Rows [0, M) of one 32-column panel: 12 rows at a time, then one at a time. */
+/* Rows [0, M) of one 32-column panel: 12 rows at a time, then 8 or 4 (the small row
+ * counts of grouped convolutions: one load of B serves them all), then one at a time.
+ * Every entry of C gets the same vdpbf16ps sequence whatever tile computes it. */
 CR_BF16 static void bf16_panel(int64_t M, int64_t K, const uint16_t *A, int64_t lda,
                                const uint16_t *Bp, float *C, int64_t ldc, int64_t w,
                                int accumulate)
@@ -262,7 +264,22 @@ CR_BF16 static void bf16_panel(int64_t M, int64_t K, const uint16_t *A, int64_t 
     int64_t i = 0;
     for (; i + B_MR <= M; i += B_MR)
         bf16_tile(B_MR, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+    if (i + 8 <= M) {
+        bf16_tile(8, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+        i += 8;
+    }
+    if (i + 4 <= M) {
+        bf16_tile(4, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+        i += 4;
+    }
     for (; i < M; i++) bf16_tile(1, K, A + i * lda, lda, Bp, C + i * ldc, ldc, m0, m1, accumulate);
+}
+
+void cr_bf16_gemm_panel_avx512(int64_t M, int64_t K, const uint16_t *A, int64_t lda,
+                               const uint16_t *Bp, float *C, int64_t ldc, int64_t w,
+                               int accumulate)
+{
+    bf16_panel(M, K, A, lda, Bp, C, ldc, w, accumulate);
 }
 
 /* The bf16 GEMM: 32-column panels of B packed by the thread that computes them
@@ -333,5 +350,12 @@ int cr_bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t *A, int6
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
     (void)accumulate;
     return 0;
+}
+
+void cr_bf16_gemm_panel_avx512(int64_t M, int64_t K, const uint16_t *A, int64_t lda,
+                               const uint16_t *Bp, float *C, int64_t ldc, int64_t w,
+                               int accumulate)
+{
+    (void)M; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)w; (void)accumulate;
 }
 #endif
