@@ -9,6 +9,7 @@
 #include "args.h"
 #include "atomic_file.h"
 #include "augment.h"
+#include "bf16_conv.h"
 #include "compare.h"
 #include "conv_backward.h"
 #include "conv_desc.h"
@@ -111,6 +112,7 @@ int main()
     int32_t qc = 0;
     check(cr_gemm_s8u8s32_ref(1, 1, 2, qa, 2, qb, 1, &qc, 1, 0) == CR_OK &&
           qc == -128 * 255 + 127 * 3, "chapter 7's int8 GEMM");
+    check(cr_bf16_conv_set_path("nonsense") == CR_EINVAL, "chapter 7's bf16 convolution");
     cr_fpn_config bad = cr_fpn_config_resnext50(0);
     cr_model_init(&m);
     check(cr_fpn_build(&m, &bad) == CR_EINVAL && std::strstr(cr_last_error(), "classes"),

@@ -1,5 +1,5 @@
 # lab07_latency.gp — chapter 7: the forward pass of chapter 8's FPN at 384 x 480 against
-# the batch size, our fp32 and our converted int8 model measured in the same run: median
+# the batch size, our fp32, bf16 and converted int8 models measured in the same run: median
 # latency per batch (left axis, log scale) and images per second (right axis).
 # Called by the plot filter: gnuplot -c lab07_latency.gp DATA.csv OUT.svg
 # DATA.csv is lab07-int8 fpn's CSV (batch_size, precision, latency_median_ms, images_per_s).
@@ -13,6 +13,12 @@ plot ARG1 using "batch_size":"latency_median_ms" with table if (strcol("precisio
 unset table
 set table $int8_ms
 plot ARG1 using "batch_size":"latency_median_ms" with table if (strcol("precision") eq "int8")
+unset table
+set table $bf16_ms
+plot ARG1 using "batch_size":"latency_median_ms" with table if (strcol("precision") eq "bf16")
+unset table
+set table $bf16_ips
+plot ARG1 using "batch_size":"images_per_s" with table if (strcol("precision") eq "bf16")
 unset table
 set table $fp32_ips
 plot ARG1 using "batch_size":"images_per_s" with table if (strcol("precision") eq "fp32")
@@ -31,11 +37,13 @@ set ytics nomirror
 set y2tics nomirror
 set grid ytics lc rgb "#dddddd"
 set border 11
-set key below maxcols 2 samplen 2
+set key below maxcols 3 samplen 2
 
 set datafile separator whitespace
 set datafile nocolumnheaders
 plot $fp32_ms using 1:2 with linespoints lw 2 pt 7 ps 0.8 lc rgb "#1f77b4" title "fp32: latency", \
+     $bf16_ms using 1:2 with linespoints lw 2 pt 9 ps 0.8 lc rgb "#ff7f0e" title "bf16: latency", \
      $int8_ms using 1:2 with linespoints lw 2 pt 5 ps 0.8 lc rgb "#2ca02c" title "int8: latency", \
      $fp32_ips using 1:2 axes x1y2 with lines lw 2 dt 2 lc rgb "#1f77b4" title "fp32: images/s", \
+     $bf16_ips using 1:2 axes x1y2 with lines lw 2 dt 2 lc rgb "#ff7f0e" title "bf16: images/s", \
      $int8_ips using 1:2 axes x1y2 with lines lw 2 dt 2 lc rgb "#2ca02c" title "int8: images/s"
