@@ -431,6 +431,7 @@ size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, 
     return plan_floats(&p) * sizeof(float);
 }
 
+// @snippet gemm_b_in_place
 /* One ic block against the packed B block: the micro-tiles of NR-panels [p0, p1),
  * every MR-panel of the packed A block. Edge tiles go through a local tile. With Brow
  * (not NULL), B's full panels are read in place, row k of the block at Brow + k * ldb
@@ -466,6 +467,7 @@ static void macro_kernel(const cr_gemm_kernel *kd, int64_t mc, int64_t nc, int64
         }
     }
 }
+// @end gemm_b_in_place
 
 /* The operands and buffers of one call, as its threads see them. */
 typedef struct {
