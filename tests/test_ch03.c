@@ -701,6 +701,49 @@ static void conv_fused__equals_direct_random(void **state)
     cr_check_conv_golden(cr_conv2d_fused, "cr_conv2d_fused", CONV_TOL, 40);
 }
 
+/* 1x1 layers through the fused path, where the patch matrix is x itself only with
+ * stride 1 and no padding (then B is read in place): a plain layer wide enough for
+ * several panels and an edge; and layers whose output has as many pixels as their input
+ * without being plain (stride 2 with bottom padding, stride 1 with padding on one side
+ * only), which must not take that path. Each equals chapter 1, with 1 and 2 threads. */
+static void conv_fused__1x1_in_place_only_when_plain(void **state)
+{
+    (void)state;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    static const int64_t cases[][8] = {  /* cin, cout, h, w, stride h, stride w, pad bottom, pad right */
+        {37, 40, 9, 70, 1, 1, 0, 0}, {64, 24, 16, 6, 2, 1, 15, 0}, {5, 9, 2, 40, 1, 2, 0, 39},
+        {16, 8, 7, 7, 1, 1, 0, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int64_t *v = cases[c];
+        cr_conv_params p = cr_conv_params_default(v[0], v[1], 1);
+        p.stride_h = v[4], p.stride_w = v[5], p.pad_bottom = v[6], p.pad_right = v[7];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, 2, v[2], v[3]));
+        cr_tensor x, wt, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &wt, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        const cr_tensor *bp = p.bias ? &b : NULL;
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &wt, bp, &y_ref));
+        for (int threads = 1; threads <= 2; threads++) {
+            cr_tensor_poison(&y);
+            set_threads(threads);
+            const cr_status st = cr_conv2d_fused(&p, &x, &wt, bp, &y);
+            set_threads(1);
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
+            if (st != CR_OK || !cr_cmp_ok(&cmp, CONV_TOL))
+                fail_msg("cr_conv2d_fused, 1x1 case %zu (%lld -> %lld, %lld x %lld, stride "
+                         "%lld x %lld, bottom/right padding %lld/%lld), %d threads: relative L2 "
+                         "%.3g (seed %llu)", c, (long long)v[0], (long long)v[1], (long long)v[2],
+                         (long long)v[3], (long long)v[4], (long long)v[5], (long long)v[6],
+                         (long long)v[7], threads, cmp.rel_l2, (unsigned long long)seed);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
+}
+
 /* The direct grouped kernel equals chapter 1 on random configurations (every option:
  * its padded copy resolves padding modes, strides and dilation), with each direct kernel
  * this CPU runs (the GEMM kernel chooses it: AVX-512 with "avx512", else AVX2). */
@@ -915,6 +958,7 @@ int main(void)
         cmocka_unit_test(conv_gemm__equals_direct_random),
         cmocka_unit_test(conv_gemm__golden_cases),
         cmocka_unit_test(conv_fused__equals_direct_random),
+        cmocka_unit_test(conv_fused__1x1_in_place_only_when_plain),
         cmocka_unit_test(conv_grouped__equals_direct_random),
         cmocka_unit_test(conv_grouped__strided_rows_random),
         cmocka_unit_test(conv_fast__equals_direct_random),

@@ -196,7 +196,9 @@ static cr_status fused_pair(const cr_conv_shape *s, const cr_tensor *x, const cr
     const cr_strided wa = {w->data + g * s->cout_g * KK, KK, 1};     /* A: W_g as it is */
     const conv_b_src xb = {s, x->data + (n * p->in_channels + g * s->cin_g) * HW};
     /* a 1x1 stride-1 convolution without padding: the patch matrix is x_g itself */
-    const int plain = KK == s->cin_g && plane == HW && p->pad_top == 0 && p->pad_left == 0;
+    const int plain = KK == s->cin_g && p->stride_h == 1 && p->stride_w == 1 &&
+                      p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 &&
+                      p->pad_right == 0;
     const cr_gemm_operand A = {cr_pack_strided, &wa, NULL, 0},
                           B = {pack_conv_b, &xb, plain ? xb.x_g : NULL, HW};
     cr_status e = cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g),
