@@ -36,9 +36,7 @@ static void add_bias(const cr_conv_shape *s, const float *b_g, float *y_g)
         for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
 }
 
-/* Threads for the (image, group) loop: all of them when there are enough pairs to share
- * evenly (each GEMM then runs on one thread), else 1 (each GEMM runs on all threads). */
-static int outer_threads(const cr_conv_shape *s)
+int cr_conv_outer_threads(const cr_conv_shape *s)
 {
     const int T = cr_gemm_threads_available();
     const int64_t pairs = s->batch * s->p.groups;
@@ -98,7 +96,7 @@ cr_status cr_conv2d_gemm(const cr_conv_params *p, const cr_tensor *x, const cr_t
     cr_status st = cr_conv_bind(&s, p, x, w, b, y);
     if (st) return st;
     const size_t ws = cr_im2col_workspace_bytes(&s);
-    const int T = outer_threads(&s);
+    const int T = cr_conv_outer_threads(&s);
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each GEMM on every thread */
         float *col = ws ? cr_aligned_alloc(ws) : NULL;
@@ -213,7 +211,7 @@ cr_status cr_conv2d_fused(const cr_conv_params *p, const cr_tensor *x, const cr_
     cr_conv_shape s;
     cr_status st = cr_conv_bind(&s, p, x, w, b, y);
     if (st) return st;
-    const int T = outer_threads(&s);
+    const int T = cr_conv_outer_threads(&s);
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each GEMM on every thread */
         for (int64_t n = 0; n < s.batch && !failed; n++)
@@ -464,7 +462,7 @@ size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s)
                (size_t)(s->p.stride_w * gm.lp + K) * sizeof(int64_t);
     }
     const size_t col = strcmp(path, "gemm") == 0 ? cr_im2col_workspace_bytes(s) : 0;
-    if (outer_threads(s) == 1)   /* one pair at a time, each GEMM on every thread */
+    if (cr_conv_outer_threads(s) == 1)   /* one pair at a time, each GEMM on every thread */
         return col + cr_gemm_engine_workspace(kd, M, N, K, (int)T);
     return T * (col + cr_gemm_engine_workspace(kd, M, N, K, 1));   /* a pair per thread */
 }

@@ -14,6 +14,12 @@
 extern "C" {
 #endif
 
+/* Threads for a convolution's (image, group) loop: all that a parallel region started here
+ * would get when the batch * groups pairs share evenly between them (each pair's GEMM
+ * then runs on one thread), else 1 (each pair's GEMM runs on all threads). Chapters 4 and
+ * 7 share the rule. */
+int cr_conv_outer_threads(const cr_conv_shape *s);
+
 /* Chapter 2's recipe with chapter 3's GEMM: im2col into a patch matrix, then cr_sgemm. */
 cr_status cr_conv2d_gemm(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y);

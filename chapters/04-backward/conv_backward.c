@@ -162,19 +162,6 @@ static int is_pointwise(const cr_conv_shape *s)
            p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
 }
 
-/* Threads for the (image, group) loop, chapter 3's rule: all of them when the pairs share
- * evenly (each GEMM then runs on one thread), else 1 (each GEMM runs on all threads). */
-static int outer_threads(const cr_conv_shape *s)
-{
-#ifdef _OPENMP
-    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    const int T = 1;
-#endif
-    const int64_t pairs = s->batch * s->p.groups;
-    return (T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T)) ? T : 1;
-}
-
 /* True when a loop over n independent items may start its own threads: OpenMP is on,
  * no parallel region is active already, and there is more than one item. */
 static inline int may_fork(int64_t n)
@@ -208,7 +195,7 @@ static void im2col_channels(const cr_conv_shape *s, const float *x_g, float *col
  * and the packing buffers of the GEMMs each of those threads runs. */
 static size_t gemm_backward_bytes(const cr_conv_shape *s, int want_dx, int want_dw)
 {
-    const size_t T = (size_t)outer_threads(s);
+    const size_t T = (size_t)cr_conv_outer_threads(s);
     const int thr = T > 1 ? 1 : cr_gemm_threads_available();   /* each GEMM's threads */
     const int64_t KK = cr_im2col_rows(s), plane = s->h_out * s->w_out, M = s->cout_g;
     const size_t col = is_pointwise(s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
@@ -340,7 +327,7 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
 
     const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
     const size_t ws = is_pointwise(&s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
-    const int T = outer_threads(&s);
+    const int T = cr_conv_outer_threads(&s);
     const size_t wn = s.w_numel;
     /* dW sums over images. With T threads sharing the (image, group) pairs each thread
      * sums its own images into its own partial dW; the partials are added afterwards in

@@ -12,6 +12,7 @@
 #include <omp.h>
 #endif
 
+#include "conv_gemm.h"  /* cr_conv_outer_threads: chapter 3's rule for the pair loop */
 #include "direct.h"     /* cr_pad_index: chapter 1's padding rule */
 #include "dtype.h"      /* cr_f32_to_bf16, cr_bf16_to_f32 */
 #include "int8_gemm.h"  /* cr_gemm_bf16 */
@@ -183,19 +184,6 @@ static cr_status conv_group_bf16(const cr_bf16_conv *bc, const cr_conv_shape *s,
 }
 // @end bf16_gather
 
-/* Threads for the (image, group) loop: all when there are enough pairs to share evenly
- * (each gather and GEMM then on one thread), else 1 (each on all threads). */
-static int outer_threads(const cr_conv_shape *s)
-{
-#ifdef _OPENMP
-    const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    const int T = 1;
-#endif
-    const int64_t pairs = s->batch * s->p.groups;
-    return (T > 1 && (pairs % T == 0 || pairs >= 4 * (int64_t)T)) ? T : 1;
-}
-
 /* One (image, group) pair of the forward: the group's slices of x, w, b, y. */
 static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const col_plan *plan,
                           const cr_tensor *x, cr_tensor *y, int64_t n, int64_t g,
@@ -214,7 +202,7 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
                               const col_plan *plan, const cr_tensor *x, cr_tensor *y)
 {
     const size_t col_bytes = (size_t)(bc->K * s->h_out * s->w_out) * sizeof(uint16_t);
-    const int T = outer_threads(s);
+    const int T = cr_conv_outer_threads(s);
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each on every thread */
         uint16_t *col = cr_aligned_alloc(col_bytes);
