@@ -436,8 +436,8 @@ size_t cr_gemm_engine_workspace(const cr_gemm_kernel *kd, int64_t M, int64_t N, 
  * every MR-panel of the packed A block. Edge tiles go through a local tile. With Brow
  * (not NULL), B's full panels are read in place, row k of the block at Brow + k * ldb
  * (only the edge panel is in Bp), and the first tile of each panel prefetches the next
- * one: measured with the caches flushed, 64x3136x576 ran at 145 GFLOP/s in place
- * without it and 185 with it (its rows are 12.5 KB apart, no prefetcher follows them). */
+ * one: with the caches flushed (a harness, one thread), 64x3136x576 ran at 145 GFLOP/s in
+ * place without it and 180 with it (its rows are 12.5 KB apart, no prefetcher follows). */
 static void macro_kernel(const cr_gemm_kernel *kd, int64_t mc, int64_t nc, int64_t kc,
                          const float *Ap, const float *Bp, const float *Brow, int64_t ldb,
                          int64_t p0, int64_t p1, float beta, float *C, int64_t ldc)
