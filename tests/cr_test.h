@@ -17,6 +17,10 @@
 
 #include "error.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Fails the current test with the library's message unless expr returns CR_OK. */
 #define assert_cr_ok(expr)                                                          \
     do {                                                                            \
@@ -42,6 +46,16 @@ static inline int cr_test_count(int n)
     if (!(scale > 0)) scale = 1.0;
     int m = (int)(n * scale);
     return m < 1 ? 1 : m;
+}
+
+/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
+static inline void cr_test_set_threads(int n)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
 }
 
 /* Runs a group of tests after applying CR_TEST_FILTER. */

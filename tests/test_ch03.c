@@ -18,16 +18,6 @@
 #include "gemm_internal.h"
 #include "rng.h"
 
-/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
 /* One random GEMM problem: sizes, flags, scalars, leading-dimension padding. */
 typedef struct {
     cr_trans ta, tb;
@@ -146,13 +136,13 @@ static void check_gemm_random(cr_gemm_fn fn, const char *name, int count)
     cr_rng r;
     cr_rng_seed(&r, seed);
     for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
+        cr_test_set_threads(threads);
         for (int t = 0; t < count; t++) {
             gemm_case c = draw_case(&r, t);
             check_gemm_case(fn, name, &c, &r, seed, threads);
         }
     }
-    set_threads(1);
+    cr_test_set_threads(1);
     printf("%s: %d random cases x {1, 2} threads equal float64 (seed %llu)\n", name, count,
            (unsigned long long)seed);
 }
@@ -264,9 +254,9 @@ static void gemm_default__b_in_place_same_bits(void **state)
         const cr_gemm_operand ib = {pack_counting, &spy, B, ldb};
         assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ob, alpha, beta, C0, N, 1));
         assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ib, alpha, beta, C1, N, 1));
-        set_threads(2);
+        cr_test_set_threads(2);
         assert_cr_ok(cr_gemm_engine(kd, M, N, K, &oa, &ib, alpha, beta, C2, N, 0));
-        set_threads(1);
+        cr_test_set_threads(1);
         if (memcmp(C0, C1, (size_t)(M * N) * sizeof *C0) || memcmp(C0, C2, (size_t)(M * N) * sizeof *C0))
             fail_msg("kernel %s, M=%lld N=%lld K=%lld ldb=%lld: B in place differs from B "
                      "packed (seed %llu)", kd->name, (long long)M, (long long)N, (long long)K,
@@ -295,13 +285,13 @@ static void gemm_default__beyond_every_block(void **state)
         {CR_TRANS, CR_NO_TRANS, 257, 293, 601, 258, 293, 293, 1.0f, 0.0f},
     };
     for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
+        cr_test_set_threads(threads);
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
             check_gemm_case(cr_sgemm, "cr_sgemm", &cases[i], &r, seed, threads);
             check_gemm_case(cr_gemm_blocked, "cr_gemm_blocked", &cases[i], &r, seed, threads);
         }
     }
-    set_threads(1);
+    cr_test_set_threads(1);
 }
 
 /* Bad arguments are refused with a message; empty products and alpha = 0 follow BLAS. */
@@ -674,11 +664,11 @@ static void conv_gemm__equals_direct_random(void **state)
 {
     (void)state;
     for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
+        cr_test_set_threads(threads);
         cr_check_conv_random(cr_conv2d_direct, cr_conv2d_gemm, "cr_conv2d_gemm",
                              cr_test_count(1000) / 2 + 1, CONV_TOL);
     }
-    set_threads(1);
+    cr_test_set_threads(1);
 }
 
 /* ... and PyTorch's golden cases. */
@@ -693,11 +683,11 @@ static void conv_fused__equals_direct_random(void **state)
 {
     (void)state;
     for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
+        cr_test_set_threads(threads);
         cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fused, "cr_conv2d_fused",
                              cr_test_count(1000) / 2 + 1, CONV_TOL);
     }
-    set_threads(1);
+    cr_test_set_threads(1);
     cr_check_conv_golden(cr_conv2d_fused, "cr_conv2d_fused", CONV_TOL, 40);
 }
 
@@ -728,9 +718,9 @@ static void conv_fused__1x1_in_place_only_when_plain(void **state)
         assert_cr_ok(cr_conv2d_direct(&p, &x, &wt, bp, &y_ref));
         for (int threads = 1; threads <= 2; threads++) {
             cr_tensor_poison(&y);
-            set_threads(threads);
+            cr_test_set_threads(threads);
             const cr_status st = cr_conv2d_fused(&p, &x, &wt, bp, &y);
-            set_threads(1);
+            cr_test_set_threads(1);
             const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
             if (st != CR_OK || !cr_cmp_ok(&cmp, CONV_TOL))
                 fail_msg("cr_conv2d_fused, 1x1 case %zu (%lld -> %lld, %lld x %lld, stride "
@@ -761,11 +751,11 @@ static void conv_grouped__equals_direct_random(void **state)
         char name[64];
         snprintf(name, sizeof name, "cr_conv2d_grouped (%s kernel)", kernels[i]);
         for (int threads = 1; threads <= 2; threads++) {
-            set_threads(threads);
+            cr_test_set_threads(threads);
             cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, name,
                                  cr_test_count(1000) / 2 + 1, CONV_TOL);
         }
-        set_threads(1);
+        cr_test_set_threads(1);
         cr_check_conv_golden(cr_conv2d_grouped, name, CONV_TOL, 40);
     }
     assert_cr_ok(cr_gemm_set_kernel("auto"));
@@ -832,9 +822,9 @@ static void conv_grouped__strided_rows_random(void **state)
             cr_tensor_poison(&y);
             const cr_tensor *bp = p.bias ? &b : NULL;
             assert_cr_ok(cr_conv2d_direct(&p, &x, &wt, bp, &y_ref));
-            set_threads(1 + i % 3);
+            cr_test_set_threads(1 + i % 3);
             const cr_status st = cr_conv2d_grouped(&p, &x, &wt, bp, &y);
-            set_threads(1);
+            cr_test_set_threads(1);
             const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
             if (st != CR_OK || !cr_cmp_ok(&cmp, CONV_TOL)) {
                 char desc[512];
@@ -857,14 +847,14 @@ static void conv_grouped__strided_rows_random(void **state)
 static void conv_fast__equals_direct_random(void **state)
 {
     (void)state;
-    set_threads(2);
+    cr_test_set_threads(2);
     cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fast, "cr_conv2d_fast",
                          cr_test_count(1000), CONV_TOL);
     assert_cr_ok(cr_gemm_set_kernel("portable"));
     cr_check_conv_random(cr_conv2d_direct, cr_conv2d_fused, "cr_conv2d_fused (portable kernel)",
                          cr_test_count(200), CONV_TOL);
     assert_cr_ok(cr_gemm_set_kernel("auto"));
-    set_threads(1);
+    cr_test_set_threads(1);
     cr_check_conv_golden(cr_conv2d_fast, "cr_conv2d_fast", CONV_TOL, 40);
 }
 

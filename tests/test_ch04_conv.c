@@ -33,16 +33,6 @@
 /* Which gradients a check asks for. */
 enum { G_DX = 1, G_DW = 2, G_DB = 4, G_ALL = 7 };
 
-/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
 /* The OpenMP thread count parallel regions get now (1 without OpenMP). */
 static int get_threads(void)
 {
@@ -585,9 +575,9 @@ static void check_backward_random_fn(cr_conv2d_backward_fn fn, int cfg, int mask
         alloc_grads(mask, &p, &x, &wt, &fx, &fw, &fb, &pfx, &pfw, &pfb);
         const int threads = vary_threads ? 1 + i % 3 : threads0;
         assert_cr_ok(cr_conv2d_backward_ref(&p, &x, &wt, &dy, prx, prw, prb));
-        set_threads(threads);
+        cr_test_set_threads(threads);
         cr_status st = fn(&p, &x, &wt, &dy, pfx, pfw, pfb);
-        set_threads(threads0);
+        cr_test_set_threads(threads0);
         int ok = st == CR_OK;
         char desc[512];
         cr_conv_params_str(&p, desc, sizeof desc);
@@ -674,10 +664,10 @@ static void backward_api__depth_split_threads(void **state)
         for (int run = 0; run < 2; run++)
             alloc_grads(G_ALL, &p, &x, &wt, &g[run][0], &g[run][1], &g[run][2], &pg[run][0],
                         &pg[run][1], &pg[run][2]);
-        set_threads(threads);
+        cr_test_set_threads(threads);
         for (int run = 0; run < 2; run++)
             assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, pg[run][0], pg[run][1], pg[run][2]));
-        set_threads(threads0);
+        cr_test_set_threads(threads0);
         if (!(grad_matches_mag("dx", &g[0][0], &rx, &mx, GRAD_TOL) &&
               grad_matches_mag("dw", &g[0][1], &rw, &mw, GRAD_TOL) &&
               grad_matches_mag("db", &g[0][2], &rb, &mb, GRAD_TOL)))
@@ -764,9 +754,9 @@ static void grad_weight__grouped_dot_products_random(void **state)
         const int pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
                               p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
                               p.pad_left == 0 && p.pad_right == 0;
-        set_threads(2);
+        cr_test_set_threads(2);
         const int direct = !pointwise && cr_grad_weight_direct_fits(&s);
-        set_threads(threads0);
+        cr_test_set_threads(threads0);
         if (!direct) continue;
         checked++;
         cr_tensor x, wt, b, dy, dw1, dw2;
@@ -774,11 +764,11 @@ static void grad_weight__grouped_dot_products_random(void **state)
         cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
         assert_cr_ok(cr_tensor_alloc4(&dw1, p.out_channels, s.cin_g, p.kernel_h, p.kernel_w));
         assert_cr_ok(cr_tensor_alloc4(&dw2, p.out_channels, s.cin_g, p.kernel_h, p.kernel_w));
-        set_threads(1);
+        cr_test_set_threads(1);
         assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, NULL, &dw1, NULL));
-        set_threads(2);
+        cr_test_set_threads(2);
         assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, NULL, &dw2, NULL));
-        set_threads(threads0);
+        cr_test_set_threads(threads0);
         if (memcmp(dw1.data, dw2.data, dw1.numel * sizeof(float)) != 0) {
             char desc[512];
             cr_conv_params_str(&p, desc, sizeof desc);
@@ -829,11 +819,11 @@ static void grad_input__grouped_scatter_random(void **state)
         cr_tensor_fill_uniform(&dy, &r, -1.0f, 1.0f);
         assert_cr_ok(cr_tensor_alloc(&dx1, 4, x.shape));
         assert_cr_ok(cr_tensor_alloc(&dx2, 4, x.shape));
-        set_threads(1);
+        cr_test_set_threads(1);
         assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, &dx1, NULL, NULL));
-        set_threads(2);
+        cr_test_set_threads(2);
         assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, &dx2, NULL, NULL));
-        set_threads(threads0);
+        cr_test_set_threads(threads0);
         if (memcmp(dx1.data, dx2.data, dx1.numel * sizeof(float)) != 0) {
             char desc[512];
             cr_conv_params_str(&p, desc, sizeof desc);
@@ -949,7 +939,7 @@ static void backward_api__deterministic(void **state)
         alloc_grads(G_ALL, &p, &x, &wt, &g[run][0], &g[run][1], &g[run][2], &pg[run][0],
                     &pg[run][1], &pg[run][2]);
     for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
+        cr_test_set_threads(threads);
         for (int run = 0; run < 2; run++)
             assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, pg[run][0], pg[run][1], pg[run][2]));
         for (int j = 0; j < 3; j++)
@@ -958,7 +948,7 @@ static void backward_api__deterministic(void **state)
                          j == 0 ? "dx" : j == 1 ? "dw" : "db");
         if (threads == 1) {   /* keep the 1-thread result in run 1's tensors, compare below */
             for (int j = 0; j < 3; j++) cr_tensor_poison(&g[0][j]);
-            set_threads(2);
+            cr_test_set_threads(2);
             assert_cr_ok(cr_conv2d_backward(&p, &x, &wt, &dy, pg[0][0], pg[0][1], pg[0][2]));
             if (!(grad_matches("", "dx", &g[0][0], &g[1][0], GRAD_TOL) &&
                   grad_matches("", "dw", &g[0][1], &g[1][1], GRAD_TOL) &&
@@ -966,7 +956,7 @@ static void backward_api__deterministic(void **state)
                 fail_msg("1 and 2 threads disagree beyond rounding");
         }
     }
-    set_threads(threads0);
+    cr_test_set_threads(threads0);
     for (int run = 0; run < 2; run++) free_grads(&g[run][0], &g[run][1], &g[run][2]);
     cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
 }

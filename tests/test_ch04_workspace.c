@@ -25,16 +25,6 @@
  * thread (a team structure each); every workspace buffer of the backward is larger. */
 #define RUNTIME_SLACK 8192
 
-/* Sets the OpenMP thread count (no-op without OpenMP). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
 /* The OpenMP thread count now (1 without OpenMP). */
 static int get_threads(void)
 {
@@ -110,7 +100,7 @@ static void backward_api__workspace_bytes_are_allocated(void **state)
     cr_rng rng;
     cr_rng_seed(&rng, 20261130);
     for (int t = 1; t <= 3; t++) {
-        set_threads(t);
+        cr_test_set_threads(t);
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
             long long held;
             size_t promised;
@@ -119,7 +109,7 @@ static void backward_api__workspace_bytes_are_allocated(void **state)
                           t, held, promised);
             if ((t == 1 && held < (long long)promised) ||
                 held > (long long)promised + RUNTIME_SLACK) {
-                set_threads(threads0);
+                cr_test_set_threads(threads0);
                 fail_msg("%s, %d thread(s): cr_conv2d_backward held %lld bytes at its peak, "
                          "cr_conv2d_backward_workspace_bytes says %zu (allowed: %sthat plus "
                          "at most %d for the OpenMP runtime)", cases[i].what, t, held, promised,
@@ -127,7 +117,7 @@ static void backward_api__workspace_bytes_are_allocated(void **state)
             }
         }
     }
-    set_threads(threads0);
+    cr_test_set_threads(threads0);
 }
 
 int main(void)

@@ -31,16 +31,6 @@
 #include "rng.h"
 #include "tensor.h"
 
-/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
 static const char *gemm_name(void) { return cr_gemm_bf16_native() ? "vdpbf16ps" : "portable"; }
 
 /* A new tensor holding |t| element by element. */
@@ -75,11 +65,11 @@ static double check_config(const cr_conv_params *p, int64_t n, int64_t h, int64_
     cr_conv_params nob = *p;
     nob.bias = false;
     assert_cr_ok(cr_conv2d_bf16_ref(&nob, &xa, &wa, NULL, &mag));   /* sum |x_b w_b| */
-    set_threads(3);
+    cr_test_set_threads(3);
     assert_cr_ok(cr_conv2d_bf16(p, &x, &wt, bp, &y));
-    set_threads(1);
+    cr_test_set_threads(1);
     assert_cr_ok(cr_conv2d_bf16(p, &x, &wt, bp, &y1));
-    set_threads(3);
+    cr_test_set_threads(3);
     const char *path = cr_bf16_conv_path(), *other = "gemm";   /* gemm twice without packed */
     assert_cr_ok(cr_bf16_conv_set_path(other));
     assert_cr_ok(cr_conv2d_bf16(p, &x, &wt, bp, &y2));
@@ -193,7 +183,7 @@ static void bf16_conv__fast_equals_reference(void **state)
         worst = e > worst ? e : worst;
     }
 #ifdef _OPENMP
-    set_threads(omp_get_num_procs());
+    cr_test_set_threads(omp_get_num_procs());
 #endif
     printf("bf16 conv (%s path, %s): %d configurations within (K + 2) 2^-23 sum|x_b w_b| + "
            "2^-23 |ref| of the definition (worst %.3g of the bound), 1 and 3 threads and the "

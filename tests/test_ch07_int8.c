@@ -21,16 +21,6 @@
 #include "safetensors.h"
 #include "tensor.h"
 
-/* Sets the OpenMP thread count for the next parallel regions (no-op without OpenMP). */
-static void set_threads(int n)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
 /* The kernel names the tests run: every one this CPU supports, the "avx2" rule included. */
 static const char *const kernel_names[] = {"portable", "avx2_split", "avx2", "avx_vnni",
                                            "avx512_vnni"};
@@ -114,7 +104,7 @@ static void int8_gemm__kernels_equal_reference(void **state)
         }
         assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));
         for (int threads = 1; threads <= 2; threads++) {
-            set_threads(threads);
+            cr_test_set_threads(threads);
             for (int c = 0; c < count; c++) {
                 const int64_t M = pick_size(&r, 1, 70), N = pick_size(&r, 1, 300);
                 /* depths across the 512- and 640-byte blocks, K % 4 of every kind */
@@ -132,7 +122,7 @@ static void int8_gemm__kernels_equal_reference(void **state)
         }
         ran++;
     }
-    set_threads(2);
+    cr_test_set_threads(2);
     assert_cr_ok(cr_int8_gemm_set_kernel("auto"));
     printf("int8 gemm: %d kernels x %d random products x {1, 2} threads equal the reference "
            "bit for bit (seed %llu)\n", ran, count, (unsigned long long)seed);
@@ -389,7 +379,7 @@ static void qconv__fast_equals_reference(void **state)
         if (!cr_int8_gemm_kernel_supported(kernel_names[k])) continue;
         assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));
         for (int threads = 1; threads <= 2; threads++) {
-            set_threads(threads);
+            cr_test_set_threads(threads);
             char what[80];
             snprintf(what, sizeof what, "kernel %s, %d thread(s)", kernel_names[k], threads);
             for (int c = 0; c < count; c++)
@@ -398,7 +388,7 @@ static void qconv__fast_equals_reference(void **state)
         }
         ran++;
     }
-    set_threads(2);
+    cr_test_set_threads(2);
     assert_cr_ok(cr_int8_gemm_set_kernel("auto"));
     /* some random geometries read only padding (one output value): most must not */
     if (varied == 0 || (total >= 10 && 2 * varied < total))
