@@ -15,9 +15,10 @@
 #   test-ch05.txt       suite ch05's test programs on the GPU (test_ch05, test_ch05_layers)
 #   lab05-gemm.csv      lab 5 full, GEMM: every kernel vs cuBLAS at 1024..8192
 #   lab05-conv.csv      lab 5 full, convolution: the standard layers vs cuDNN
-#   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05
-#   fpn-pytorch-gpu.csv PyTorch's FPN-ResNeXt50 latency, batch 1, 8, 32, fp32/tf32/fp16
-#   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1, 8, 32, fp32
+#   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05 and
+#                       test_ch05_layers
+#   fpn-pytorch-gpu.csv PyTorch's FPN-ResNeXt50 latency, batch 1 ... 64, fp32/tf32/fp16
+#   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1 ... 64, fp32
 # Each step has its own time limit, and a failing step does not stop the later ones; the
 # script's exit status says whether any failed. The limits add up to about 20 minutes and
 # a device call may take 10: split it with GPU_CHECK_STEPS, e.g. "build test lab" then
@@ -31,8 +32,8 @@ export PATH=/usr/local/cuda/bin:$PATH
 failed=""
 # The tests' data, as meson test would set it (the test program is run directly).
 export CR_GOLDEN_DIR="$PWD/reference/golden" CR_TEST_DATA_DIR="$PWD/tests/data"
-# GPU_CHECK_STEPS: the steps to run (default all): build test lab sanitizer fpn
-steps=" ${GPU_CHECK_STEPS:-build test lab sanitizer fpn} "
+# GPU_CHECK_STEPS: the steps to run (default all): build test lab lab8 sanitizer fpn
+steps=" ${GPU_CHECK_STEPS:-build test lab lab8 sanitizer fpn} "
 want() { [[ "$steps" == *" $1 "* ]]; }
 step() {   # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, logs its time
     local name=$1 limit=$2; shift 2
@@ -82,17 +83,22 @@ want test && step test_ch05_layers 60 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/te
 want lab && step lab05-gemm 150 build-gpu/labs/lab05-cuda --only gemm --csv "$OUT/lab05-gemm.csv"
 want lab && step lab05-conv 80 build-gpu/labs/lab05-cuda --only conv --csv "$OUT/lab05-conv.csv"
 # chapter 8's network on the GPU (chapter 5's layers and convolutions), fp32, 384 x 480
-want lab && step lab08-cuda 120 build-gpu/labs/lab08-fpn latency --device cuda --batches 1,8,32 \
+# GPU_BATCHES: the batch sizes of lab 8's and PyTorch's FPN sweep (default 1 ... 64)
+batches=${GPU_BATCHES:-1,2,4,8,16,32,64}
+want lab8 && step lab08-cuda 150 build-gpu/labs/lab08-fpn latency --device cuda --batches "$batches" \
     --repeats 5 --csv "$OUT/lab08-cuda.csv"
 
-# 4. compute-sanitizer over the GPU test (fewer random cases: racecheck is slow).
+# 4. compute-sanitizer over the GPU tests (fewer random cases: racecheck is slow); each tool's
+#    limit applies to each test program. GPU_SANITIZERS: "tool:seconds ..." to change them.
 want sanitizer && {
-  for tl in memcheck:90 racecheck:240 synccheck:90; do
+  for tl in ${GPU_SANITIZERS:-memcheck:60 racecheck:100 synccheck:45}; do
     tool=${tl%%:*}; lim=${tl##*:}
     echo "### compute-sanitizer --tool $tool (limit ${lim}s)"
-    CR_TEST_SCALE=0.05 CR_CUDA_SYNC=1 timeout "$lim" compute-sanitizer --tool "$tool" \
-        --error-exitcode 9 build-gpu/tests/test_ch05 2>&1 | tail -25
-    echo "### $tool: rc=${PIPESTATUS[0]}"
+    for t in test_ch05 test_ch05_layers; do
+      CR_TEST_SCALE=0.05 CR_CUDA_SYNC=1 timeout "$lim" compute-sanitizer --tool "$tool" \
+          --error-exitcode 9 build-gpu/tests/$t 2>&1 | tail -25
+      echo "### $tool $t: rc=${PIPESTATUS[0]}, ${SECONDS}s since the script began"
+    done
   done
 } > "$OUT/sanitizer.txt"
 if want sanitizer; then
@@ -104,7 +110,7 @@ fi
 if ! want fpn; then
     :
 elif python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    step fpn-pytorch 60 python3 reference/bench_fpn_gpu.py --batches 1,8,32 \
+    step fpn-pytorch 90 python3 reference/bench_fpn_gpu.py --batches "$batches" \
         --precisions fp32,tf32,fp16 --repeats 5 --csv "$OUT/fpn-pytorch-gpu.csv"
 else
     echo "gpu-check: PyTorch with CUDA is not importable: FPN peer not measured"
