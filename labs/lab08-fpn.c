@@ -64,6 +64,7 @@
 static const char *data_dir, *checkpoint_path, *resume_path, *eval_size_str = "192x256";
 static const char *weights_path, *images_dir, *out_dir, *batches_str = "1,2,4,8,16,32,64";
 static const char *size_str = "384x480", *limit_str, *device_str = "cpu", *grid_path;
+static const char *precisions_str = "fp32";
 static int crop = 192, batch_size = 8, epochs = 0, warmup_epochs = 1, classes = CR_CAMVID_CLASSES;
 static int train_seed = 1, factor = 2, panels = 0, ours_only = 0, profile = 0, steps = 3;
 static double lr = 1e-3, minutes = 0;
@@ -116,6 +117,8 @@ static const cr_arg latency_args[] = {
     {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's rows (tests)", 0, -1},
     {"device", CR_ARG_STRING, &device_str, "D", "cpu, or cuda (a build with nvcc, chapter 5's kernels, a GPU)", 0, -1},
     {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
+    {"precisions", CR_ARG_STRING, &precisions_str, "LIST", "with --device cuda: the convolutions' "
+     "precisions, of fp32, tf32, fp16, bf16 (fp32)", 0, -1},
 };
 
 /* `step --net`: the network one timed training step trains. */
@@ -813,17 +816,49 @@ static void pytorch_latency(lab_ctx *ctx, const char *sizes, const char *batches
 }
 
 #ifdef CR_HAVE_CUDA
-/* --device cuda: the same sweep on the GPU through chapter 5 (cr_cuda_model, fp32, its
- * default convolution path). Each timed run is one forward on an input already in device
- * memory, from launch to cr_cuda_sync, timed on the host clock. Peak memory is the
- * device memory the run holds: the model's parameters and activation pool (its peak),
- * the convolution scratch buffer and the input. Rows: device=cuda. */
-static cr_status latency_cuda(lab_ctx *ctx, const cr_model *m, const int *bs, int nb, int64_t H,
-                              int64_t W, cr_rng *rng)
+/* Parses --precisions (a comma list of fp32, tf32, fp16, bf16) into ps[0..*n-1]; 0 on a
+ * bad list (the message printed). */
+static int parse_precisions(const char *program, const char *list, cr_cuda_precision *ps, int *n)
+{
+    *n = 0;
+    const char *q = list;
+    while (*q) {
+        const size_t len = strcspn(q, ",");
+        int found = -1;
+        for (int p = CR_CUDA_FP32; p <= CR_CUDA_BF16; p++)
+            if (strlen(cr_cuda_precision_name((cr_cuda_precision)p)) == len &&
+                strncmp(q, cr_cuda_precision_name((cr_cuda_precision)p), len) == 0) found = p;
+        for (int k = 0; k < *n; k++)
+            if (ps[k] == (cr_cuda_precision)found) found = -1;   /* named twice */
+        if (found < 0 || *n == 4) {
+            fprintf(stderr, "%s: --precisions: expected a comma list of fp32, tf32, fp16, bf16 "
+                    "(each at most once), got '%s'\n", program, list);
+            return 0;
+        }
+        ps[(*n)++] = (cr_cuda_precision)found;
+        q += len + (q[len] == ',');
+    }
+    if (*n == 0) fprintf(stderr, "%s: --precisions: the list is empty\n", program);
+    return *n > 0;
+}
+
+// @snippet lab08_latency_cuda
+/* --device cuda: the same sweep on the GPU through chapter 5 (cr_cuda_model, at each
+ * precision of --precisions: cr_cuda_model_set_precision). Each timed run is one forward
+ * on an input already in device memory, from launch to cr_cuda_sync, timed on the host
+ * clock. Peak memory is the device memory the run holds: the model's parameters and
+ * activation pool (its peak), the convolution scratch buffer and the input. --profile:
+ * after the timed runs, as many runs again with every module synchronised and timed.
+ * Rows: device=cuda. */
+static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, int64_t H,
+                              int64_t W, cr_rng *rng, const cr_cuda_precision *ps, int np)
 {
     cr_cuda_model *g = NULL;
     cr_status s = cr_cuda_model_create(m, &g);
-    for (int i = 0; i < nb && !s; i++) {
+    for (int k = 0; k < np && !s; k++) {
+      const char *pname = cr_cuda_precision_name(ps[k]);
+      s = cr_cuda_model_set_precision(g, ps[k]);
+      for (int i = 0; i < nb && !s; i++) {
         cr_tensor x = {0};
         float *dx = NULL;
         const float *dy;
@@ -844,6 +879,17 @@ static cr_status latency_cuda(lab_ctx *ctx, const cr_model *m, const int *bs, in
         }
         const double mib = (double)(cr_cuda_model_bytes(g) + cr_cuda_workspace_bytes() +
                                     (size_t)bs[i] * 3 * (size_t)(H * W) * sizeof(float)) / (1024.0 * 1024.0);
+        if (!s && profile) {
+            cr_model_profile_reset(m);
+            m->profile = true;
+            for (int r = 0; r < ctx->repeats && !s; r++) s = cr_cuda_model_forward(g, dx, in, &dy, &out);
+            m->profile = false;
+            if (!s) {
+                char what[64];
+                snprintf(what, sizeof what, "inference on the GPU, %s", pname);
+                print_profile(m, ctx->repeats, what, bs[i]);
+            }
+        }
         cr_cuda_free(dx);
         if (s) break;
         const int R = ctx->repeats;
@@ -852,15 +898,17 @@ static cr_status latency_cuda(lab_ctx *ctx, const cr_model *m, const int *bs, in
         double med, p90;
         lab_median_p90(t, R, &med, &p90);   /* sorts t: t[0] is the fastest */
         const double mean = sum / R;
-        printf("  %5d %-8s %9.2f %9.2f %9.2f %9.2f %9.1f %10.0f %9s\n", bs[i], "ours/gpu", mean, med,
+        printf("  %5d gpu/%-4s %9.2f %9.2f %9.2f %9.2f %9.1f %10.0f %9s\n", bs[i], pname, mean, med,
                t[0], p90, bs[i] * 1e3 / mean, mib, "-");
         fflush(stdout);
-        lab_csv_row(ctx, "%d,cuda,fp32,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], mean, med, p90,
-                    bs[i] * 1e3 / mean, mib, ctx->threads);
+        lab_csv_row(ctx, "%d,cuda,%s,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], pname, mean, med,
+                    p90, bs[i] * 1e3 / mean, mib, ctx->threads);
+      }
     }
     cr_cuda_model_free(g);
     return s;
 }
+// @end lab08_latency_cuda
 #endif
 
 static int cmd_latency(int argc, char **argv)
@@ -887,7 +935,15 @@ static int cmd_latency(int argc, char **argv)
         fprintf(stderr, "%s: --device: expected cpu or cuda, got '%s'\n", ctx.program, device_str);
         return LAB_EXIT_USAGE;
     }
+    if (!on_gpu && strcmp(precisions_str, "fp32") != 0) {
+        fprintf(stderr, "%s: --precisions: only with --device cuda (the CPU forward is fp32; "
+                "chapter 7's lab measures int8 and bf16), got '%s'\n", ctx.program, precisions_str);
+        return LAB_EXIT_USAGE;
+    }
 #ifdef CR_HAVE_CUDA
+    cr_cuda_precision precs[4];
+    int nprec = 0;
+    if (on_gpu && !parse_precisions(ctx.program, precisions_str, precs, &nprec)) return LAB_EXIT_USAGE;
     if (on_gpu && !cr_cuda_available()) {
         fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx.program, cr_cuda_unavailable_reason());
         return LAB_EXIT_FAILED;
@@ -909,8 +965,11 @@ static int cmd_latency(int argc, char **argv)
     }
     cr_model_train(&m, false);
     lab_banner(&ctx, "chapter 8, FPN + ResNeXt-50 32x4d: forward latency");
-    const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) of the process "
-                                 "during the batch size's runs, reset before each",
+    const char *const extra[] = {"peak_memory_mib", on_gpu
+                                 ? "device memory the runs hold: the model's parameters, its "
+                                   "activation pool (peak), the convolution scratch buffer, the input"
+                                 : "resident high-water mark (VmHWM) of the process during the batch "
+                                   "size's runs, reset before each",
                                  "size", size_str, NULL};
     if (lab_csv_begin(&ctx, latency_columns, extra) != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
@@ -918,16 +977,21 @@ static int cmd_latency(int argc, char **argv)
         return LAB_EXIT_FAILED;
     }
     printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
-    printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak memory: the "
-           "resident high-water mark (VmHWM); cpu ms: the median CPU time of the process per run "
-           "(all threads)\n", (long long)H, (long long)W, ctx.repeats);
+    if (on_gpu)
+        printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak MiB: the "
+               "device memory the runs hold (parameters, activation pool, scratch, input)\n",
+               (long long)H, (long long)W, ctx.repeats);
+    else
+        printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak memory: the "
+               "resident high-water mark (VmHWM); cpu ms: the median CPU time of the process per run "
+               "(all threads)\n", (long long)H, (long long)W, ctx.repeats);
     printf("  %5s %-8s %9s %9s %9s %9s %9s %10s %9s\n", "batch", "impl", "mean ms", "median", "min",
            "p90", "img/s", "peak MiB", "cpu ms");
     cr_rng rng;
     cr_rng_seed(&rng, ctx.seed);
     int hwm_ok = 1;
 #ifdef CR_HAVE_CUDA
-    if (on_gpu) s = latency_cuda(&ctx, &m, bs, nb, H, W, &rng);
+    if (on_gpu) s = latency_cuda(&ctx, &m, bs, nb, H, W, &rng, precs, nprec);
 #endif
     for (int i = 0; i < nb && !s && !on_gpu; i++) {
         cr_tensor x = {0};

@@ -18,7 +18,9 @@
 #   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05 and
 #                       test_ch05_layers
 #   fpn-pytorch-gpu.csv PyTorch's FPN-ResNeXt50 latency, batch 1 ... 64, fp32/tf32/fp16
-#   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1 ... 64, fp32
+#   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1 ... 64, its
+#                       convolutions in fp32, tf32, fp16, bf16 (a profile at batch 32 goes
+#                       to gpu-check.log)
 # Each step has its own time limit, and a failing step does not stop the later ones; the
 # script's exit status says whether any failed. The limits add up to about 20 minutes and
 # a device call may take 10: split it with GPU_CHECK_STEPS, e.g. "build test lab" then
@@ -85,16 +87,22 @@ want lab && step lab05-conv 80 build-gpu/labs/lab05-cuda --only conv --csv "$OUT
 # chapter 8's network on the GPU (chapter 5's layers and convolutions), fp32, 384 x 480
 # GPU_BATCHES: the batch sizes of lab 8's and PyTorch's FPN sweep (default 1 ... 64)
 batches=${GPU_BATCHES:-1,2,4,8,16,32,64}
+# GPU_PRECISIONS: the convolutions' precisions of lab 8's sweep (default all four)
 want lab8 && step lab08-cuda 150 build-gpu/labs/lab08-fpn latency --device cuda --batches "$batches" \
-    --repeats 5 --csv "$OUT/lab08-cuda.csv"
+    --precisions "${GPU_PRECISIONS:-fp32,tf32,fp16,bf16}" --repeats 5 --csv "$OUT/lab08-cuda.csv"
+# where the time goes: every module synchronised and timed, batch 32, into this log
+want lab8 && step lab08-cuda-profile 60 build-gpu/labs/lab08-fpn latency --device cuda --batches 32 \
+    --precisions fp32,tf32 --repeats 3 --profile
 
 # 4. compute-sanitizer over the GPU tests (fewer random cases: racecheck is slow); each tool's
-#    limit applies to each test program. GPU_SANITIZERS: "tool:seconds ..." to change them.
+#    limit applies to each test program. GPU_SANITIZERS: "tool:seconds[:test,test] ..." to
+#    change them (e.g. racecheck:100:test_ch05_layers runs racecheck over that test alone).
 want sanitizer && {
   for tl in ${GPU_SANITIZERS:-memcheck:60 racecheck:100 synccheck:45}; do
-    tool=${tl%%:*}; lim=${tl##*:}
+    tool=${tl%%:*}; rest=${tl#*:}; lim=${rest%%:*}; only=${rest#*:}
+    [ "$only" = "$rest" ] && only="test_ch05 test_ch05_layers"
     echo "### compute-sanitizer --tool $tool (limit ${lim}s)"
-    for t in test_ch05 test_ch05_layers; do
+    for t in ${only//,/ }; do
       CR_TEST_SCALE=0.05 CR_CUDA_SYNC=1 timeout "$lim" compute-sanitizer --tool "$tool" \
           --error-exitcode 9 build-gpu/tests/$t 2>&1 | tail -25
       echo "### $tool $t: rc=${PIPESTATUS[0]}, ${SECONDS}s since the script began"

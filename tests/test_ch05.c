@@ -554,6 +554,105 @@ static void gpu_conv_implicit__row_blocks_and_groups(void **state)
     }
 }
 
+/* ---- tensor cores: cr_cuda_conv2d_tc and cr_cuda_conv2d_at ---------------------------------- */
+
+static cr_cuda_precision tc_prec;   /* the precision the two adapters below run at */
+static cr_status tc_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
+                         float *y)
+{
+    return cr_cuda_conv2d_tc(s, tc_prec, x, w, b, y);
+}
+static cr_status at_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
+                         float *y)
+{
+    return cr_cuda_conv2d_at(s, tc_prec, x, w, b, y);
+}
+
+/* cr_cuda_conv2d_tc at TF32, FP16 and BF16 equals chapter 1 within the precision's GEMM
+ * bound (cr_cuda_gemm_tolerance: the error of products whose operands were rounded) on
+ * random configurations, every option (groups, padding modes, dilation, 1 x 1 kernels). */
+static void gpu_conv_tc__equals_direct_random(void **state)
+{
+    (void)state;
+    if (cc_major() < 8) {
+        printf("tensor-core kernels need compute capability 8.0; this GPU is %d.x\n", cc_major());
+        skip();
+    }
+    for (int p = CR_CUDA_TF32; p <= CR_CUDA_BF16; p++) {
+        char label[64];
+        tc_prec = (cr_cuda_precision)p;
+        snprintf(label, sizeof label, "cr_cuda_conv2d_tc %s", cr_cuda_precision_name(tc_prec));
+        gpu_path = tc_conv;
+        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, cr_test_count(60),
+                             cr_cuda_gemm_tolerance(tc_prec, 0));
+    }
+    cr_cuda_workspace_release();
+}
+
+/* cr_cuda_conv2d_at's rule: FP32, and fewer than 16 output channels per group, take
+ * cr_cuda_conv2d bit for bit; otherwise the tensor cores, whose result is rounded (its
+ * error against chapter 1 is above FP32's 1e-5 and within the precision's bound): a rule
+ * that quietly ran FP32 fails here. */
+static void gpu_conv_at__path_rule(void **state)
+{
+    (void)state;
+    if (cc_major() < 8) skip();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    /* {Cin, Cout, groups, kernel, pad, batch, H, W, precision, tensor cores?} */
+    static const int cfg[][10] = {
+        {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1: no patch matrix */
+        {64, 32, 2, 3, 1, 1, 7, 6, CR_CUDA_FP16, 1},      /* 16 per group: the tensor cores */
+        {96, 48, 1, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},
+        {128, 128, 32, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},   /* 4 per group: the direct kernel */
+        {64, 64, 1, 3, 1, 1, 6, 7, CR_CUDA_FP32, 0},      /* FP32: the implicit GEMM */
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
+        const int *c = cfg[i];
+        cr_conv_params p = cr_conv_params_default(c[0], c[1], c[3]);
+        cr_conv_set_padding(&p, c[4], c[4]);
+        p.groups = c[2];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, c[5], c[6], c[7]));
+        cr_tensor x, w, b, y_ref, y, y32;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        assert_cr_ok(cr_tensor_alloc(&y32, 4, y_ref.shape));
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
+        tc_prec = (cr_cuda_precision)c[8];
+        gpu_path = at_conv;
+        cr_tensor_poison(&y);
+        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
+        gpu_path = cr_cuda_conv2d;
+        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y32));
+        const char *path = cr_cuda_conv2d_path_at(&s, tc_prec);
+        const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+        if (c[9]) {
+            assert_string_equal(path, cr_cuda_precision_name(tc_prec));
+            if (!(cmp.rel_l2 > 1e-5 && cmp.rel_l2 <= cr_cuda_gemm_tolerance(tc_prec, 0)))
+                fail_msg("case %zu (%s, seed %llu): relative L2 %.3g against chapter 1, expected "
+                         "a rounded result: above 1e-5 and at most %.0e", i, path,
+                         (unsigned long long)seed, cmp.rel_l2, cr_cuda_gemm_tolerance(tc_prec, 0));
+        } else {
+            assert_string_equal(path, cr_cuda_conv2d_path(&s));
+            if (memcmp(y.data, y32.data, y.numel * sizeof(float)) != 0)
+                fail_msg("case %zu (%s at %s): not cr_cuda_conv2d's result bit for bit", i, path,
+                         cr_cuda_precision_name(tc_prec));
+        }
+        if (i == 0) {   /* refusals */
+            float *d = dev_poisoned(4, "d");
+            const cr_status st = cr_cuda_conv2d_tc(&s, CR_CUDA_FP32, d, d, d, d);
+            assert_int_equal(st, CR_EINVAL);
+            assert_non_null(strstr(cr_last_error(), "precision"));
+            cr_cuda_free(d);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y); cr_tensor_free(&y32);
+    }
+    cr_cuda_workspace_release();
+}
+
 /* Bad arguments are refused: a missing bias, a bias not asked for, NULL pointers. */
 static void gpu_conv_default__bad_arguments(void **state)
 {
@@ -733,6 +832,8 @@ int main(void)
         cmocka_unit_test(gpu_conv_default__standard_layers),
         cmocka_unit_test(gpu_conv_implicit__row_blocks_and_groups),
         cmocka_unit_test(gpu_conv_default__bad_arguments),
+        cmocka_unit_test(gpu_conv_tc__equals_direct_random),
+        cmocka_unit_test(gpu_conv_at__path_rule),
         cmocka_unit_test(gpu_backward__equals_reference_random),
         cmocka_unit_test(gpu_backward__golden_layers),
     };

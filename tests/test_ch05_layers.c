@@ -581,6 +581,60 @@ static void gpu_model__fpn_reduced(void **state)
     cr_st_free(io);
 }
 
+/* The reduced FPN with its convolutions on the tensor cores (cr_cuda_model_set_precision):
+ * TF32, FP16 and BF16 each differ from the CPU's FP32 forward (the rounded path ran: above
+ * 1e-6) and stay within `convs` times the precision's GEMM bound, `convs` the number of
+ * convolutions that ran on the tensor cores (a first-order bound: each adds at most its
+ * own relative error). An unknown precision is refused. */
+static void gpu_model__fpn_reduced_tensor_cores(void **state)
+{
+    (void)state;
+    cr_cuda_info info;
+    assert_cr_ok(cr_cuda_device_info(&info));
+    if (info.cc_major < 8) skip();
+    cr_st_file *io = NULL;
+    cr_model m;
+    golden_fpn_load(&m, &io, 0);
+    cr_tensor x = {0};
+    assert_cr_ok(cr_st_get(io, "x", &x));
+    cr_model_train(&m, false);
+    const cr_tensor *y = NULL;
+    assert_cr_ok(cr_model_forward(&m, &x, &y));
+    cr_cuda_model *g = NULL;
+    assert_cr_ok(cr_cuda_model_create(&m, &g));
+    for (int p = CR_CUDA_TF32; p <= CR_CUDA_BF16; p++) {
+        const cr_cuda_precision prec = (cr_cuda_precision)p;
+        int convs = 0;
+        for (int i = 0; i < m.n; i++) {
+            if (m.mods[i].kind != CR_MOD_CONV) continue;
+            cr_conv_shape cs;   /* the input size does not change the rule (channels per group) */
+            assert_cr_ok(cr_conv_shape_init(&cs, &m.mods[i].conv, 1, 64, 64));
+            convs += strcmp(cr_cuda_conv2d_path_at(&cs, prec), cr_cuda_precision_name(prec)) == 0;
+        }
+        assert_cr_ok(cr_cuda_model_set_precision(g, prec));
+        cr_tensor gy;
+        assert_cr_ok(cr_cuda_model_forward_host(g, &x, &gy));
+        const cr_cmp c = cr_compare(gy.data, y->data, y->numel, 1, 1);
+        const double bound = convs * cr_cuda_gemm_tolerance(prec, 0);
+        printf("chapter 8's FPN (reduced) at %s (%d convolutions on the tensor cores): relative L2 "
+               "%.2g against the CPU's FP32 forward (bound %.2g)\n", cr_cuda_precision_name(prec),
+               convs, c.rel_l2, bound);
+        if (!(convs > 0 && c.rel_l2 > 1e-6 && c.rel_l2 <= bound))
+            fail_msg("FPN at %s: relative L2 %.3g, expected above 1e-6 and at most %.3g (%d "
+                     "convolutions on the tensor cores)", cr_cuda_precision_name(prec), c.rel_l2,
+                     bound, convs);
+        cr_tensor_free(&gy);
+    }
+    assert_cr_fails(cr_cuda_model_set_precision(g, (cr_cuda_precision)7), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "precision"));
+    cr_cuda_model_free(g);
+    cr_cuda_workspace_release();
+    cr_cuda_layers_release();
+    cr_tensor_free(&x);
+    cr_model_free(&m);
+    cr_st_free(io);
+}
+
 /* The device forward refuses a model in training mode, a hook-free model with a global
  * average pool, and an input with the wrong channel count, naming the module. */
 static void gpu_model__refusals(void **state)
@@ -627,6 +681,7 @@ int main(void)
         cmocka_unit_test(gpu_layers__bad_arguments),
         cmocka_unit_test(gpu_model__lab4_network),
         cmocka_unit_test(gpu_model__fpn_reduced),
+        cmocka_unit_test(gpu_model__fpn_reduced_tensor_cores),
         cmocka_unit_test(gpu_model__refusals),
     };
     return cr_run_tests("ch05_layers", tests);

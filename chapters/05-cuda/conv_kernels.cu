@@ -282,9 +282,83 @@ cr_status cr_cuda_conv2d(const cr_conv_shape *s, const float *x, const float *w,
 }
 // @end gpu_conv_default
 
+/* ---- tensor cores: the same recipe with a TF32, FP16 or BF16 GEMM ------------------------------ */
+
+/* True when image n's input is already its patch matrix (Cin x H*W): a 1 x 1 kernel,
+ * stride 1, no padding (dilation does not matter for a 1 x 1 kernel). */
+static bool is_plain_1x1(const cr_conv_shape *s)
+{
+    const cr_conv_params *p = &s->p;
+    return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
+}
+
+static cr_cuda_gemm_fn tc_gemm(cr_cuda_precision p)
+{
+    return p == CR_CUDA_TF32 ? cr_cuda_gemm_tf32 : p == CR_CUDA_FP16 ? cr_cuda_gemm_fp16
+                                                                     : cr_cuda_gemm_bf16;
+}
+
+// @snippet gpu_conv_tc
+cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
+                            const float *w, const float *b, float *y)
+{
+    CR_TRY(check_conv("cr_cuda_conv2d_tc", s, x, w, b, y, true));
+    if (prec != CR_CUDA_TF32 && prec != CR_CUDA_FP16 && prec != CR_CUDA_BF16)
+        return cr_fail(CR_EINVAL, "cr_cuda_conv2d_tc: precision %d: expected CR_CUDA_TF32, "
+                       "CR_CUDA_FP16 or CR_CUDA_BF16", (int)prec);
+    const ConvDims d = dims_of(s);
+    const long long P = (long long)d.Ho * d.Wo, Kg = (long long)d.cin_g * d.kh * d.kw;
+    const bool plain = is_plain_1x1(s);
+    if (!plain && (long long)d.C * d.kh * d.kw * P > INT32_MAX)
+        return cr_fail(CR_EINVAL, "cr_cuda_conv2d_tc: the patch matrix of one image has more "
+                       "than %d elements", INT32_MAX);
+    const cr_cuda_gemm_fn gemm = tc_gemm(prec);
+    float *col = NULL;
+    if (!plain) CR_TRY(cr_cuda_workspace(im2col_bytes(s), (void **)&col));
+    if (b) {
+        fill_bias_kernel<<<cr_cuda_blocks((long long)s->y_numel, 256), 256>>>(
+            y, b, d.K, P, (long long)s->y_numel);
+        CR_TRY(CR_CUDA_LAUNCHED("fill_bias_kernel"));
+    }
+    for (int n = 0; n < d.N; n++) {
+        const float *xn = x + (long long)n * d.C * P;   /* plain 1 x 1: H*W == P */
+        if (!plain) {
+            im2col_kernel<<<cr_cuda_blocks(d.C * d.kh * d.kw * P, 256), 256>>>(d, x, n, col);
+            CR_TRY(CR_CUDA_LAUNCHED("im2col_kernel"));
+            xn = col;
+        }
+        for (int g = 0; g < d.groups; g++)      /* Y_g (Cout_g x P) = W_g (Cout_g x Kg) X_g */
+            CR_TRY(gemm(CR_NO_TRANS, CR_NO_TRANS, d.cout_g, P, Kg, 1.0f,
+                        w + (long long)g * d.cout_g * Kg, Kg, xn + g * Kg * P, P, b ? 1.0f : 0.0f,
+                        y + ((long long)n * d.K + (long long)g * d.cout_g) * P, P));
+    }
+    return CR_OK;
+}
+// @end gpu_conv_tc
+
+const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec)
+{
+    if (prec == CR_CUDA_FP32 || s->cout_g < DIRECT_BELOW_COUT_G) return cr_cuda_conv2d_path(s);
+    return cr_cuda_precision_name(prec);
+}
+
+cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
+                            const float *w, const float *b, float *y)
+{
+    if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d_at: shape is NULL");
+    if (prec == CR_CUDA_FP32 || s->cout_g < DIRECT_BELOW_COUT_G) return cr_cuda_conv2d(s, x, w, b, y);
+    return cr_cuda_conv2d_tc(s, prec, x, w, b, y);
+}
+
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn)
 {
     return fn == cr_cuda_conv2d_im2col ? im2col_bytes(s) : 0;
+}
+
+size_t cr_cuda_conv2d_tc_workspace_bytes(const cr_conv_shape *s)
+{
+    return is_plain_1x1(s) ? 0 : im2col_bytes(s);
 }
 
 static const cr_cuda_conv_path conv_paths[] = {

@@ -206,6 +206,20 @@ cr_status cr_cuda_conv2d(const cr_conv_shape *s, const float *x, const float *w,
                          const float *b, float *y);
 /* Which path cr_cuda_conv2d takes for s: "direct" or "implicit". */
 const char *cr_cuda_conv2d_path(const cr_conv_shape *s);
+/* The im2col recipe on the tensor cores: per image, its patch matrix (none for a 1 x 1,
+ * stride-1, unpadded kernel: the image is its own patch matrix), then one WMMA GEMM per
+ * group (cr_cuda_gemm_tf32, _fp16 or _bf16 for prec TF32, FP16, BF16): the GEMM's operands
+ * rounded to prec, sums and y in FP32. Same arguments as cr_cuda_conv2d. */
+cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
+                            const float *w, const float *b, float *y);
+/* The default at a precision: FP32, or fewer than 16 output channels per group (a WMMA
+ * tile would be mostly empty), take cr_cuda_conv2d; otherwise cr_cuda_conv2d_tc. */
+cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
+                            const float *w, const float *b, float *y);
+/* The path cr_cuda_conv2d_at takes: "direct", "implicit", "tf32", "fp16" or "bf16". */
+const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec);
+/* Bytes of workspace cr_cuda_conv2d_tc uses for s (one image's patch matrix, or 0). */
+size_t cr_cuda_conv2d_tc_workspace_bytes(const cr_conv_shape *s);
 /* Bytes of workspace a path uses for s (im2col: one image's patch matrix; others: 0). */
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn);
 

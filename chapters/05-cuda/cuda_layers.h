@@ -26,6 +26,7 @@
 #include "layers.h"   /* chapter 4: cr_bn_params, cr_pool_params, cr_upsample_params */
 #include "model.h"    /* chapter 4: cr_model (the device forward) */
 #include "optim.h"    /* chapter 4: cr_optim_config */
+#include "cuda_gemm.h" /* cr_cuda_precision */
 
 #ifdef __cplusplus
 extern "C" {
@@ -113,9 +114,18 @@ typedef struct cr_cuda_model cr_cuda_model;
 cr_status cr_cuda_model_create(const cr_model *m, cr_cuda_model **out);
 /* The evaluation forward of the model on x (device, shape in); *y receives the device
  * output (owned by g, valid until the next forward or free) and *out_shape its shape.
- * Convolutions take chapter 5's default path (cr_cuda_conv2d). Waits for nothing. */
+ * Convolutions take chapter 5's default path at g's precision (cr_cuda_conv2d_at).
+ * Waits for nothing, except while m->profile is true: then each module waits for the
+ * device and its host-clock time is added to its fwd_s and fwd_calls (chapter 4's profile
+ * counters, the one thing of m the device copy writes); that finds where the time goes,
+ * and slows the forward. */
 cr_status cr_cuda_model_forward(cr_cuda_model *g, const float *x, cr_cuda_nchw in,
                                 const float **y, cr_cuda_nchw *out_shape);
+/* The precision of g's convolutions: CR_CUDA_FP32 (the default, CUDA cores), or TF32,
+ * FP16, BF16: convolutions with at least 16 output channels per group then run on the
+ * tensor cores with their GEMM operands rounded to it (cr_cuda_conv2d_tc); activations,
+ * sums and every other layer stay FP32. */
+cr_status cr_cuda_model_set_precision(cr_cuda_model *g, cr_cuda_precision p);
 /* Host to host: copies x (N x C x H x W) to the device, runs the forward, copies the
  * output into y (allocated here with its shape; freed by the caller). Waits. */
 cr_status cr_cuda_model_forward_host(cr_cuda_model *g, const cr_tensor *x, cr_tensor *y);

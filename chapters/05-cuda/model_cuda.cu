@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda_layers.h"
+#include "timing.h"
 #include "cuda_util.h"
 
 /* One module's device state: its parameters and where its output lives. */
@@ -31,6 +32,7 @@ struct cr_cuda_model {
     size_t pool_bytes;
     /* per module, per forward */
     int *readers, *left, *sole;
+    cr_cuda_precision precision;  /* the convolutions' (cr_cuda_conv2d_at); FP32 by default */
 };
 
 /* Copies the n floats of host tensor t to a new device buffer *d (nothing when t is empty). */
@@ -111,6 +113,16 @@ cr_status cr_cuda_model_create(const cr_model *m, cr_cuda_model **out)
         return s;
     }
     *out = g;
+    return CR_OK;
+}
+
+cr_status cr_cuda_model_set_precision(cr_cuda_model *g, cr_cuda_precision p)
+{
+    if (!g) return cr_fail(CR_EINVAL, "cr_cuda_model_set_precision: g is NULL");
+    if (p != CR_CUDA_FP32 && p != CR_CUDA_TF32 && p != CR_CUDA_FP16 && p != CR_CUDA_BF16)
+        return cr_fail(CR_EINVAL, "cr_cuda_model_set_precision: precision %d: expected "
+                       "CR_CUDA_FP32, _TF32, _FP16 or _BF16", (int)p);
+    g->precision = p;
     return CR_OK;
 }
 
@@ -248,7 +260,7 @@ static cr_status run_module(cr_cuda_model *g, int i, const float *x, cr_cuda_nch
         v->shape.h = cs.h_out;
         v->shape.w = cs.w_out;
         CR_TRY(pool_take(g, i, cs.y_numel));
-        return cr_cuda_conv2d(&cs, src, v->w, v->b, g->buf[v->buf]);
+        return cr_cuda_conv2d_at(&cs, g->precision, src, v->w, v->b, g->buf[v->buf]);
     }
     case CR_MOD_BATCHNORM:
     case CR_MOD_GROUPNORM: {
@@ -337,8 +349,16 @@ cr_status cr_cuda_model_forward(cr_cuda_model *g, const float *x, cr_cuda_nchw i
         return cr_fail(CR_EINVAL, "cr_cuda_model_forward: input %lldx%lldx%lldx%lld", (long long)in.n,
                        (long long)in.c, (long long)in.h, (long long)in.w);
     count_readers(g);
+    cr_module *prof = g->m->profile ? (cr_module *)g->m->mods : NULL;   /* see the header */
+    if (prof) CR_TRY(cr_cuda_sync("cr_cuda_model_forward (profile)"));
     for (int i = 0; i < g->n; i++) {
+        const double t0 = prof ? cr_now() : 0;
         cr_status s = run_module(g, i, x, in);
+        if (!s && prof) {
+            s = cr_cuda_sync(g->m->mods[i].name);
+            prof[i].fwd_s += cr_now() - t0;
+            prof[i].fwd_calls++;
+        }
         if (s) {   /* the module's name before the message (copied: cr_fail writes over it) */
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", cr_last_error());
