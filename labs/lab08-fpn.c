@@ -687,9 +687,17 @@ static int prof_cmp(const void *a, const void *b)
     return (u < v) - (u > v);
 }
 
+/* Where a profile finds each module's output shape and each conv's path: the CPU model
+ * (NULL: cr_module.out) or the device's (lab 8 --device cuda). */
+typedef struct {
+    int64_t (*out)[4];          /* per module: N, C, H, W */
+    const char **path;          /* per module: the conv's path, or NULL */
+} prof_shapes;
+
 /* Prints m's profile per layer kind and per conv shape (ms per call of the model, from
- * `calls` model runs). */
-static void print_profile(const cr_model *m, int calls, const char *what, int batch)
+ * `calls` model runs); shapes NULL: from the CPU model's outputs. */
+static void print_profile(const cr_model *m, int calls, const char *what, int batch,
+                          const prof_shapes *shapes)
 {
     static prof_row kinds[PROF_MAX], convs[PROF_MAX];
     int nk = 0, nc = 0;
@@ -703,13 +711,16 @@ static void print_profile(const cr_model *m, int calls, const char *what, int ba
             snprintf(key, sizeof key, "upsample %s", d->up.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear");
         prof_add(kinds, &nk, key, f, b, 0);
         total += f + b;
-        if (d->kind == CR_MOD_CONV && d->out.ndim == 4) {
+        if (d->kind == CR_MOD_CONV && (shapes || d->out.ndim == 4)) {
             const cr_conv_params *p = &d->conv;
-            snprintf(key, sizeof key, "%lldx%lld/%lld g%lld %lld->%lld out %lldx%lld",
+            const int64_t *o = shapes ? shapes->out[i] : d->out.shape;
+            const double numel = (double)o[0] * (double)o[1] * (double)o[2] * (double)o[3];
+            snprintf(key, sizeof key, "%lldx%lld/%lld g%lld %lld->%lld out %lldx%lld%s%s",
                      (long long)p->kernel_h, (long long)p->kernel_w, (long long)p->stride_h,
                      (long long)p->groups, (long long)p->in_channels, (long long)p->out_channels,
-                     (long long)d->out.shape[2], (long long)d->out.shape[3]);
-            const double flops = 2.0 * (double)d->out.numel * (double)(p->in_channels / p->groups) *
+                     (long long)o[2], (long long)o[3], shapes && shapes->path[i] ? " " : "",
+                     shapes && shapes->path[i] ? shapes->path[i] : "");
+            const double flops = 2.0 * numel * (double)(p->in_channels / p->groups) *
                                  (double)(p->kernel_h * p->kernel_w);
             prof_add(convs, &nc, key, f, b, flops);
         }
@@ -842,6 +853,32 @@ static int parse_precisions(const char *program, const char *list, cr_cuda_preci
     return *n > 0;
 }
 
+/* Prints the GPU profile of the last runs: the device model's output shapes, and the path
+ * each convolution took at precision prec (cr_cuda_conv2d_path_at). */
+static cr_status profile_cuda(lab_ctx *ctx, const cr_model *m, const cr_cuda_model *g,
+                              cr_cuda_nchw in, cr_cuda_precision prec, const char *pname, int batch)
+{
+    prof_shapes ps = {calloc((size_t)m->n, sizeof *ps.out), calloc((size_t)m->n, sizeof *ps.path)};
+    cr_status s = ps.out && ps.path ? CR_OK : cr_fail(CR_ENOMEM, "profile: out of memory");
+    for (int i = 0; i < m->n && !s; i++) {
+        const cr_cuda_nchw o = cr_cuda_model_shape(g, i);
+        ps.out[i][0] = o.n, ps.out[i][1] = o.c, ps.out[i][2] = o.h, ps.out[i][3] = o.w;
+        if (m->mods[i].kind != CR_MOD_CONV) continue;
+        const cr_cuda_nchw x = m->mods[i].in == CR_MODEL_INPUT ? in : cr_cuda_model_shape(g, m->mods[i].in);
+        cr_conv_shape cs;
+        s = cr_conv_shape_init(&cs, &m->mods[i].conv, x.n, x.h, x.w);
+        if (!s) ps.path[i] = cr_cuda_conv2d_path_at(&cs, prec);
+    }
+    if (!s) {
+        char what[64];
+        snprintf(what, sizeof what, "inference on the GPU, %s", pname);
+        print_profile(m, ctx->repeats, what, batch, &ps);
+    }
+    free(ps.out);
+    free(ps.path);
+    return s;
+}
+
 // @snippet lab08_latency_cuda
 /* --device cuda: the same sweep on the GPU through chapter 5 (cr_cuda_model, at each
  * precision of --precisions: cr_cuda_model_set_precision). Each timed run is one forward
@@ -884,11 +921,7 @@ static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, 
             m->profile = true;
             for (int r = 0; r < ctx->repeats && !s; r++) s = cr_cuda_model_forward(g, dx, in, &dy, &out);
             m->profile = false;
-            if (!s) {
-                char what[64];
-                snprintf(what, sizeof what, "inference on the GPU, %s", pname);
-                print_profile(m, ctx->repeats, what, bs[i]);
-            }
+            if (!s) s = profile_cuda(ctx, m, g, in, ps[k], pname, bs[i]);
         }
         cr_cuda_free(dx);
         if (s) break;
@@ -1023,7 +1056,7 @@ static int cmd_latency(int argc, char **argv)
         fflush(stdout);
         lab_csv_row(&ctx, "%d,cpu,fp32,%.3f,%.3f,%.3f,%.3f,%.1f,ours,%d", bs[i], mean, med, p90,
                     bs[i] * 1e3 / mean, mib, ctx.threads);
-        if (profile) print_profile(&m, ctx.repeats, "inference", bs[i]);
+        if (profile) print_profile(&m, ctx.repeats, "inference", bs[i], NULL);
         m.profile = false;
     }
     cr_model_free(&m);
@@ -1306,7 +1339,7 @@ static int cmd_step(int argc, char **argv)
                     pol ? pol : "default", batch_size, step_crop_field(net, cf), ctx.threads, steps,
                     med, tot[0], cpu[steps / 2], sum[0] / steps, sum[1] / steps, sum[2] / steps,
                     sum[3] / steps, step_net_names[net]);
-        if (profile) print_profile(&m, steps, "training", batch_size);
+        if (profile) print_profile(&m, steps, "training", batch_size, NULL);
         if (ours_only) printf("  PyTorch: not measured (--ours-only)\n");
         else if (ctx.quick && net == NET_FPN)   /* PyTorch's script builds the full FPN only */
             printf("  PyTorch: not run with --quick (ours ran the reduced network; the ratio "

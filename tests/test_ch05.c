@@ -589,8 +589,8 @@ static void gpu_conv_tc__equals_direct_random(void **state)
     cr_cuda_workspace_release();
 }
 
-/* cr_cuda_conv2d_at's rule: FP32, and fewer than 16 output channels per group, take
- * cr_cuda_conv2d bit for bit; otherwise the tensor cores, whose result is rounded (its
+/* cr_cuda_conv2d_at's rule: FP32, grouped convolutions and fewer than 16 output channels
+ * take cr_cuda_conv2d bit for bit; otherwise the tensor cores, whose result is rounded (its
  * error against chapter 1 is above FP32's 1e-5 and within the precision's bound): a rule
  * that quietly ran FP32 fails here. */
 static void gpu_conv_at__path_rule(void **state)
@@ -603,9 +603,12 @@ static void gpu_conv_at__path_rule(void **state)
     /* {Cin, Cout, groups, kernel, pad, batch, H, W, precision, tensor cores?} */
     static const int cfg[][10] = {
         {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1: no patch matrix */
-        {64, 32, 2, 3, 1, 1, 7, 6, CR_CUDA_FP16, 1},      /* 16 per group: the tensor cores */
+        {64, 16, 1, 3, 1, 1, 7, 6, CR_CUDA_FP16, 1},      /* 16 channels: the tensor cores */
         {96, 48, 1, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},
+        {64, 32, 1, 3, 1, 1, 6, 5, CR_CUDA_TF32, 1},
+        {64, 64, 2, 3, 1, 1, 6, 5, CR_CUDA_FP16, 0},      /* grouped (32 per group): implicit */
         {128, 128, 32, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},   /* 4 per group: the direct kernel */
+        {16, 15, 1, 1, 0, 1, 6, 5, CR_CUDA_BF16, 0},      /* 15 channels: the direct kernel */
         {64, 64, 1, 3, 1, 1, 6, 7, CR_CUDA_FP32, 0},      /* FP32: the implicit GEMM */
     };
     for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {

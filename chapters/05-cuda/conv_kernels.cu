@@ -337,18 +337,26 @@ cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, cons
 }
 // @end gpu_conv_tc
 
+/* The tensor-core recipe runs one GEMM per image and group: for a grouped convolution that
+ * is groups x batch small launches (ResNeXt's 32 groups of 16 channels at batch 32: 1,024
+ * GEMMs of 16 rows in 128-row tiles for one layer; on an H200 that made the whole FPN 3.4x
+ * slower than FP32). So only ungrouped convolutions with enough output channels take it. */
+static bool takes_tensor_cores(const cr_conv_shape *s, cr_cuda_precision prec)
+{
+    return prec != CR_CUDA_FP32 && s->p.groups == 1 && s->cout_g >= DIRECT_BELOW_COUT_G;
+}
+
 const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec)
 {
-    if (prec == CR_CUDA_FP32 || s->cout_g < DIRECT_BELOW_COUT_G) return cr_cuda_conv2d_path(s);
-    return cr_cuda_precision_name(prec);
+    return takes_tensor_cores(s, prec) ? cr_cuda_precision_name(prec) : cr_cuda_conv2d_path(s);
 }
 
 cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y)
 {
     if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d_at: shape is NULL");
-    if (prec == CR_CUDA_FP32 || s->cout_g < DIRECT_BELOW_COUT_G) return cr_cuda_conv2d(s, x, w, b, y);
-    return cr_cuda_conv2d_tc(s, prec, x, w, b, y);
+    return takes_tensor_cores(s, prec) ? cr_cuda_conv2d_tc(s, prec, x, w, b, y)
+                                       : cr_cuda_conv2d(s, x, w, b, y);
 }
 
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn)

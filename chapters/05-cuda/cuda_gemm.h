@@ -212,8 +212,9 @@ const char *cr_cuda_conv2d_path(const cr_conv_shape *s);
  * rounded to prec, sums and y in FP32. Same arguments as cr_cuda_conv2d. */
 cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y);
-/* The default at a precision: FP32, or fewer than 16 output channels per group (a WMMA
- * tile would be mostly empty), take cr_cuda_conv2d; otherwise cr_cuda_conv2d_tc. */
+/* The default at a precision: ungrouped convolutions with at least 16 output channels take
+ * cr_cuda_conv2d_tc at TF32, FP16, BF16; FP32, grouped convolutions (a GEMM per image and
+ * group: many small launches) and fewer channels (a WMMA tile mostly empty) cr_cuda_conv2d. */
 cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y);
 /* The path cr_cuda_conv2d_at takes: "direct", "implicit", "tf32", "fp16" or "bf16". */

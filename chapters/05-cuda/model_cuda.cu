@@ -126,6 +126,12 @@ cr_status cr_cuda_model_set_precision(cr_cuda_model *g, cr_cuda_precision p)
     return CR_OK;
 }
 
+cr_cuda_nchw cr_cuda_model_shape(const cr_cuda_model *g, int i)
+{
+    const cr_cuda_nchw none = {0, 0, 0, 0};
+    return g && i >= 0 && i < g->n ? g->mods[i].shape : none;
+}
+
 size_t cr_cuda_model_bytes(const cr_cuda_model *g)
 {
     return g ? g->param_bytes + g->pool_bytes : 0;
