@@ -890,20 +890,25 @@ static cr_status profile_cuda(lab_ctx *ctx, const cr_model *m, const cr_cuda_mod
 static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, int64_t H,
                               int64_t W, cr_rng *rng, const cr_cuda_precision *ps, int np)
 {
-    cr_cuda_model *g = NULL;
-    cr_status s = cr_cuda_model_create(m, &g);
+    cr_status s = CR_OK;
     for (int k = 0; k < np && !s; k++) {
       const char *pname = cr_cuda_precision_name(ps[k]);
-      s = cr_cuda_model_set_precision(g, ps[k]);
       for (int i = 0; i < nb && !s; i++) {
+        /* a fresh device model and scratch buffer per row: each row's memory is its own */
+        cr_cuda_model *g = NULL;
+        cr_cuda_workspace_release();
+        if ((s = cr_cuda_model_create(m, &g)) || (s = cr_cuda_model_set_precision(g, ps[k]))) {
+            cr_cuda_model_free(g);
+            break;
+        }
         cr_tensor x = {0};
         float *dx = NULL;
         const float *dy;
         cr_cuda_nchw in = {bs[i], 3, H, W}, out;
         double t[1000];
-        if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
-        cr_tensor_fill_uniform(&x, rng, -2, 2);
-        s = cr_cuda_malloc((void **)&dx, x.numel * sizeof(float), "the input");
+        s = cr_tensor_alloc4(&x, bs[i], 3, H, W);
+        if (!s) cr_tensor_fill_uniform(&x, rng, -2, 2);
+        if (!s) s = cr_cuda_malloc((void **)&dx, x.numel * sizeof(float), "the input");
         if (!s) s = cr_cuda_to_device(dx, x.data, x.numel * sizeof(float));
         cr_tensor_free(&x);
         if (!s) s = cr_cuda_model_forward(g, dx, in, &dy, &out);   /* warm-up */
@@ -924,6 +929,7 @@ static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, 
             if (!s) s = profile_cuda(ctx, m, g, in, ps[k], pname, bs[i]);
         }
         cr_cuda_free(dx);
+        cr_cuda_model_free(g);
         if (s) break;
         const int R = ctx->repeats;
         double sum = 0;
@@ -938,7 +944,7 @@ static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, 
                     p90, bs[i] * 1e3 / mean, mib, ctx->threads);
       }
     }
-    cr_cuda_model_free(g);
+    cr_cuda_workspace_release();
     return s;
 }
 // @end lab08_latency_cuda

@@ -324,6 +324,7 @@ static void lab__refusals(void **state)
         {"latency --batches 1,,2", "--batches"},
         {"latency --size 100x100", "--size"},
         {"latency --device gpu", "expected cpu or cuda"},
+        {"latency --precisions tf32", "only with --device cuda"},
         {"step --net resnet", "--net"},
         {"step --net block --crop 66", "--crop"},
         {"step --net lab4 --crop 64", "--crop"},
