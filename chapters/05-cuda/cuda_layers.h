@@ -99,7 +99,8 @@ cr_status cr_cuda_adamw_update(const cr_optim_config *c, int64_t t, int64_t n, f
 /* ---- backward (layer_backward.cu) ------------------------------------------------------------ */
 
 /* The twins of chapter 4's backward functions (layers.h), with the forward's conventions
- * above: device pointers, x's shape d, outputs overwritten; dx may be dy. A forward that
+ * above: device pointers, x's shape d, outputs overwritten; dx may be dy (not for the
+ * max-pool and the up-sampling, whose dx and dy differ in shape). A forward that
  * fused a ReLU is undone by passing its output y: dy is then masked by y > 0 first (NULL:
  * no ReLU was fused). Reductions as the forward's (a block per channel or per (image,
  * group), double sums, a fixed tree); the max-pool's and up-sampling's adjoints are
