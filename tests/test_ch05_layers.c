@@ -679,8 +679,8 @@ static void gpu_model__refusals(void **state)
  * folded into k0: where the variance is small (a group of 2 close values) kx * x and k0
  * are |mean| * invstd times larger than dx and cancel. The bound is therefore relative to
  * the size of the terms (norm_terms): ||got - want|| <= BWD_SUM_TOL * max(||want||,
- * ||terms||), 1e-5: 4 times 2.4e-6 (the two sums dx subtracts); measured at most 1.2e-7
- * in 80 runs at CR_TEST_SCALE=5 (each test prints its worst). */
+ * ||terms||), 1e-5: 4 times 2.4e-6 (the two sums dx subtracts); measured at most 1.1e-7
+ * in 30 runs at CR_TEST_SCALE=5 (each test prints its worst). */
 #define BWD_SUM_TOL 1e-5
 
 /* The per-value bound of the backwards that repeat chapter 4's operations in its order. */

@@ -134,30 +134,19 @@ __device__ void bwd_block_sum2(double *a, double *b, double *part)
     __syncthreads();   /* part may be reused by the caller's next sum */
 }
 
-/* The sums of g and of g * (x - mean) over the n contiguous values at off (one plane of
- * x and dy), g = dy masked by y: each product rounded to float as chapter 4's sums_dy_f
- * rounds it, then summed in double (a strided sum per thread, bwd_block_sum2's tree);
- * *sg and *sgx receive the block's totals. Every thread of the block must call it. */
-__device__ void bwd_plane_sums(const float *x, const float *y, const float *dy, long long off,
-                               long long n, float mean, double *part, double *sg, double *sgx)
+/* The element of a channel's e-th value (e < N*HW): image e / HW, pixel e % HW. */
+__device__ __forceinline__ long long chan_elem(long long e, int C, int c, int HW)
 {
-    double s = 0.0, q = 0.0;
-    for (long long e = threadIdx.x; e < n; e += blockDim.x) {
-        const float g = relu_mask(y, dy, off + e);
-        s += g;
-        q += (double)(g * (x[off + e] - mean));
-    }
-    bwd_block_sum2(&s, &q, part);
-    *sg = s;
-    *sgx = q;
+    return (e / HW * C + c) * HW + e % HW;
 }
 
 /* ---- BatchNorm ---------------------------------------------------------------------------------- */
 
 // @snippet gpu_bn_backward
-/* Block c: channel c's sums of g and g * (x - mean) over its N planes (g = dy masked by
- * the forward's output y when it fused a ReLU), accumulated plane by plane in image
- * order; dbeta = sum g, dgamma = sum g * xhat; then dx = k * (g - a - xhat * b) written as
+/* Block c: channel c's sums of g and g * (x - mean) over its N*HW values (g = dy masked by
+ * the forward's output y when it fused a ReLU; each product rounded to float as chapter
+ * 4's sums_dy_f rounds it, then a strided sum per thread in double and the fixed tree);
+ * dbeta = sum g, dgamma = sum g * xhat; then dx = k * (g - a - xhat * b) written as
  * chapter 4 writes it, kf * g + kx * x + k0, with kf, kx, k0 computed in double and
  * rounded once (training: a, b the means of g and g * xhat; evaluation: 0). dx may be dy:
  * every dy is read for the sums before the barriers, then read and written by one thread. */
@@ -168,16 +157,18 @@ bn_backward_kernel(int N, int C, int HW, int training, const float *x, const flo
 {
     __shared__ double part[2 * BWD_THREADS];
     const int c = blockIdx.x;
+    const long long Mi = (long long)N * HW;
     const float meanf = save_mean[c];
     double sum_dy = 0.0, sum_dy_xc = 0.0;
-    for (int n = 0; n < N; n++) {
-        double s, q;
-        bwd_plane_sums(x, y, dy, ((long long)n * C + c) * HW, HW, meanf, part, &s, &q);
-        sum_dy += s;
-        sum_dy_xc += q;
+    for (long long e = threadIdx.x; e < Mi; e += blockDim.x) {
+        const long long i = chan_elem(e, C, c, HW);
+        const float g = relu_mask(y, dy, i);
+        sum_dy += g;
+        sum_dy_xc += (double)(g * (x[i] - meanf));
     }
+    bwd_block_sum2(&sum_dy, &sum_dy_xc, part);
     const double mean = meanf, invstd = save_invstd[c], gm = gamma ? gamma[c] : 1.0;
-    const double M = (double)N * HW, sum_dy_xhat = sum_dy_xc * invstd;
+    const double M = (double)Mi, sum_dy_xhat = sum_dy_xc * invstd;
     if (threadIdx.x == 0) {
         if (dbeta) dbeta[c] = (float)sum_dy;
         if (dgamma) dgamma[c] = (float)sum_dy_xhat;
@@ -185,13 +176,11 @@ bn_backward_kernel(int N, int C, int HW, int training, const float *x, const flo
     if (!dx) return;
     const double k = gm * invstd;
     const double a = training ? sum_dy / M : 0.0, b = training ? sum_dy_xhat / M : 0.0;
-    const float kf = (float)k, kx = (float)(-k * invstd * b), k0 = (float)(-k * a + k * invstd * b * mean);
-    for (int n = 0; n < N; n++) {
-        const long long off = ((long long)n * C + c) * HW;
-        for (int i = threadIdx.x; i < HW; i += blockDim.x) {
-            const float g = relu_mask(y, dy, off + i);
-            dx[off + i] = kf * g + kx * x[off + i] + k0;
-        }
+    const float kf = (float)k, kx = (float)(-k * invstd * b);
+    const float k0 = (float)(-k * a + k * invstd * b * mean);
+    for (long long e = threadIdx.x; e < Mi; e += blockDim.x) {
+        const long long i = chan_elem(e, C, c, HW);
+        dx[i] = kf * relu_mask(y, dy, i) + kx * x[i] + k0;
     }
 }
 // @end gpu_bn_backward
@@ -218,11 +207,12 @@ cr_status cr_cuda_batchnorm_backward(bool training, cr_cuda_nchw d, const float 
 /* ---- GroupNorm ---------------------------------------------------------------------------------- */
 
 // @snippet gpu_gn_backward
-/* Block ng: group ng % G of image ng / G (its Cg channels are Cg*HW contiguous values).
- * Per channel the sums of g and g * (x - mean) (g = dy masked by y), then, in channel
- * order as chapter 4, sg += gamma * sum g, sgx += gamma * sum g(x - mean) * invstd; dx =
- * invstd * (gamma * g - sg/M - xhat * sgx/M) written as kd * g + kx * x + k0. dx may be dy
- * (every value is read for the sums before the barriers of the last sum). */
+/* Block ng: group ng % G of image ng / G (its Cg channels are M = Cg*HW contiguous
+ * values). With g = dy masked by y: sg = the sum of gamma * g, sgx = the sum of gamma *
+ * g * (x - mean) (each product g * (x - mean) rounded to float as chapter 4's, the rest
+ * in double, the fixed tree), then dx = invstd * (gamma * g - sg/M - xhat * sgx * invstd/M)
+ * written as chapter 4 writes it, kd * g + kx * x + k0. dx may be dy (every value is read
+ * for the sums before the barriers, then read and written by one thread). */
 __global__ void __launch_bounds__(BWD_THREADS)
 gn_backward_dx_kernel(int G, int Cg, int HW, const float *x, const float *gamma,
                       const float *save_mean, const float *save_invstd, const float *y,
@@ -230,35 +220,31 @@ gn_backward_dx_kernel(int G, int Cg, int HW, const float *x, const float *gamma,
 {
     __shared__ double part[2 * BWD_THREADS];
     const int ng = blockIdx.x, c0 = ng % G * Cg;
-    const long long base = (long long)ng * Cg * HW;
+    const long long M = (long long)Cg * HW, base = (long long)ng * M;
     const float meanf = save_mean[ng];
     const double mean = meanf, invstd = save_invstd[ng];
     double sg = 0.0, sgx = 0.0;
-    for (int cc = 0; cc < Cg; cc++) {
-        double s, q;
-        bwd_plane_sums(x, y, dy, base + (long long)cc * HW, HW, meanf, part, &s, &q);
-        const double gm = gamma ? gamma[c0 + cc] : 1.0;
-        sg += gm * s;
-        sgx += gm * q * invstd;
+    for (long long e = threadIdx.x; e < M; e += blockDim.x) {
+        const float g = relu_mask(y, dy, base + e);
+        const double gm = gamma ? gamma[c0 + e / HW] : 1.0;
+        sg += gm * g;
+        sgx += gm * (double)(g * (x[base + e] - meanf));
     }
-    const double M = (double)Cg * HW;
-    sg /= M;
-    sgx /= M;
-    const float kx = (float)(-invstd * invstd * sgx), k0 = (float)(-invstd * sg + invstd * invstd * sgx * mean);
-    for (int cc = 0; cc < Cg; cc++) {
-        const float kd = (float)(invstd * (gamma ? gamma[c0 + cc] : 1.0));
-        const long long off = base + (long long)cc * HW;
-        for (int i = threadIdx.x; i < HW; i += blockDim.x) {
-            const float g = relu_mask(y, dy, off + i);
-            dx[off + i] = kd * g + kx * x[off + i] + k0;
-        }
+    bwd_block_sum2(&sg, &sgx, part);
+    sg /= (double)M;
+    sgx = sgx * invstd / (double)M;
+    const float kx = (float)(-invstd * invstd * sgx);
+    const float k0 = (float)(-invstd * sg + invstd * invstd * sgx * mean);
+    for (long long e = threadIdx.x; e < M; e += blockDim.x) {
+        const float kd = (float)(invstd * (gamma ? gamma[c0 + e / HW] : 1.0));
+        dx[base + e] = kd * relu_mask(y, dy, base + e) + kx * x[base + e] + k0;
     }
 }
 
-/* Block c: dbeta[c] = the sum of g over channel c's N planes, dgamma[c] = the sum of
- * g * (x - mean) * invstd, each plane's sums in double (the same tree as above), added in
- * image order with its image's statistics, as chapter 4. Runs before the dx kernel (dx
- * may overwrite dy). */
+/* Block c: dbeta[c] = the sum of g over channel c's N*HW values, dgamma[c] = the sum of
+ * g * (x - mean) * invstd with each image's statistics (the product g * (x - mean) in
+ * float as chapter 4's, the rest in double, the fixed tree). Runs before the dx kernel
+ * (dx may overwrite dy). */
 __global__ void __launch_bounds__(BWD_THREADS)
 gn_backward_params_kernel(int N, int C, int G, int HW, const float *x, const float *save_mean,
                           const float *save_invstd, const float *y, const float *dy,
@@ -266,14 +252,16 @@ gn_backward_params_kernel(int N, int C, int G, int HW, const float *x, const flo
 {
     __shared__ double part[2 * BWD_THREADS];
     const int c = blockIdx.x, grp = c / (C / G);
-    double gsum = 0.0, bsum = 0.0;
-    for (int n = 0; n < N; n++) {
-        double s, q;
-        bwd_plane_sums(x, y, dy, ((long long)n * C + c) * HW, HW, save_mean[n * G + grp], part,
-                       &s, &q);
-        bsum += s;
-        gsum += q * (double)save_invstd[n * G + grp];
+    const long long Mi = (long long)N * HW;
+    double bsum = 0.0, gsum = 0.0;
+    for (long long e = threadIdx.x; e < Mi; e += blockDim.x) {
+        const long long i = chan_elem(e, C, c, HW);
+        const int st = (int)(e / HW) * G + grp;   /* the image's statistics */
+        const float g = relu_mask(y, dy, i);
+        bsum += g;
+        gsum += (double)(g * (x[i] - save_mean[st])) * (double)save_invstd[st];
     }
+    bwd_block_sum2(&bsum, &gsum, part);
     if (threadIdx.x != 0) return;
     if (dgamma) dgamma[c] = (float)gsum;
     if (dbeta) dbeta[c] = (float)bsum;
