@@ -664,6 +664,476 @@ static void gpu_model__refusals(void **state)
     cr_model_free(&m);
 }
 
+/* ---- backward (layer_backward.cu) ------------------------------------------------------------------------ */
+
+/* Tolerances of the backward tests. The element-wise backwards, the max-pool's and the
+ * up-sampling's gathers and the evaluation BatchNorm's dx repeat chapter 4's float
+ * operations in its order: bit for bit on the emulator (tolerance 0), 1e-6 relative per
+ * value on a GPU (nvcc may fuse a multiply and an add).
+ * The norms' sums (dgamma, dbeta, and dx in training, which subtracts the means of g and
+ * g * xhat, g = dy masked by the ReLU) are summed in double here, and in float within
+ * blocks of 256 values by chapter 4: at most 20 roundings per term, 2^-24 each, so a sum
+ * may differ by 1.2e-6 of the sum of its terms' magnitudes, |g| for dbeta, |g * xhat| for
+ * dgamma; dx = gamma * invstd * (g - mean g - xhat * mean(g * xhat)) inherits that
+ * relative to its terms, and chapter 4 evaluates it as kd * g + kx * x + k0, the mean
+ * folded into k0: where the variance is small (a group of 2 close values) kx * x and k0
+ * are |mean| * invstd times larger than dx and cancel. The bound is therefore relative to
+ * the size of the terms (norm_terms): ||got - want|| <= BWD_SUM_TOL * max(||want||,
+ * ||terms||), 1e-5: 4 times 2.4e-6 (the two sums dx subtracts); measured at most 1.1e-7
+ * in 30 runs at CR_TEST_SCALE=5 (each test prints its worst). */
+#define BWD_SUM_TOL 1e-5
+
+/* The per-value bound of the backwards that repeat chapter 4's operations in its order. */
+static double bwd_exact_tol(void)
+{
+    return cr_cuda_emulated() ? 0 : 1e-6;
+}
+
+/* The L2 norm of n floats. */
+static double norm2(const float *v, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    return sqrt(s);
+}
+
+/* Fails unless the want->numel floats at dev are finite and within rel_tol of want in L2,
+ * relative to the larger of ||want|| and ||terms|| (the magnitudes of the terms each value
+ * sums; NULL: ||want|| alone); returns the relative error found. */
+static double expect_dev_l2(const char *what, const float *dev, const cr_tensor *want,
+                            const cr_tensor *terms, double rel_tol, uint64_t seed)
+{
+    float *h = malloc(want->numel * sizeof *h);
+    assert_non_null(h);
+    from_dev(h, dev, want->numel, what);
+    double diff = 0;
+    size_t nonfinite = 0;
+    for (size_t i = 0; i < want->numel; i++) {
+        nonfinite += !isfinite(h[i]);
+        diff += ((double)h[i] - want->data[i]) * ((double)h[i] - want->data[i]);
+    }
+    const double nw = norm2(want->data, want->numel), nt = terms ? norm2(terms->data, terms->numel) : 0;
+    const double scale = nw > nt ? nw : nt, rel = sqrt(diff) / (scale > 0 ? scale : 1);
+    if (nonfinite || !(rel <= rel_tol)) {
+        cr_print_faults(stderr, h, want->data, want->numel, NULL, 0, rel_tol, rel_tol * scale, 5);
+        fail_msg("%s: ||got - want|| = %.3g relative to %.3g (||want|| %.3g, ||terms|| %.3g), "
+                 "above %.0e; %zu values not finite (seed %llu)", what, rel, scale, nw, nt,
+                 rel_tol, nonfinite, (unsigned long long)seed);
+    }
+    free(h);
+    return rel;
+}
+
+/* A host tensor of shape d, uniform in [lo, hi] and never 0 (a non-trivial gradient). */
+static void host_grad(cr_tensor *t, cr_cuda_nchw d, cr_rng *r)
+{
+    host_random(t, d, r, -1, 1);
+    for (size_t i = 0; i < t->numel; i++)
+        if (t->data[i] == 0.0f) t->data[i] = 0.5f;
+}
+
+/* One random case of gpu_backward__relu_add (case t of count, r drawing it, seed for the messages). */
+static void relu_add_backward_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    const cr_cuda_nchw d = draw_shape(r, 3, 5, 23);
+    cr_tensor x, y, g, want;
+    host_random(&x, d, r, -1, 1);
+    host_grad(&g, d, r);
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, d.h, d.w));
+    assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
+    assert_cr_ok(cr_relu_forward(&x, &y));
+    y.data[cr_rng_int(r, 0, (int64_t)y.numel - 1)] = NAN;   /* passes nothing, as chapter 4 */
+    assert_cr_ok(cr_relu_backward(&y, &g, &want));
+    const size_t n = y.numel;
+    float *dy_ = to_dev(y.data, n, "y"), *dg = to_dev(g.data, n, "dy");
+    float *da = dev_poisoned(n, "da"), *db = dev_poisoned(n, "db");
+    assert_cr_ok(cr_cuda_relu_backward((int64_t)n, dy_, dg, da));
+    expect_dev("cr_cuda_relu_backward", da, &want, bwd_exact_tol(), 0, seed);
+    /* the add's fused ReLU: both gradients; every other case da in place of dy, or db only */
+    assert_cr_ok(cr_cuda_poison(da, n));
+    float *a_out = t % 2 ? dg : da;
+    assert_cr_ok(cr_cuda_add_relu_backward((int64_t)n, dy_, dg, t % 3 == 2 ? NULL : a_out, db));
+    expect_dev("cr_cuda_add_relu_backward db", db, &want, bwd_exact_tol(), 0, seed);
+    if (t % 3 != 2) expect_dev("cr_cuda_add_relu_backward da", a_out, &want, bwd_exact_tol(), 0, seed);
+    free_devs(dy_, dg, da, db);
+    free_hosts(&x, &y, &g, &want);
+}
+
+/* ReLU's backward and the add's fused ReLU backward (one gradient or both, in place of
+ * dy too) equal chapter 4's masking exactly, a NaN output passing nothing. */
+static void gpu_backward__relu_add(void **state)
+{
+    (void)state;
+    run_cases("relu/add backward", 8, relu_add_backward_case);
+}
+
+/* The worst relative L2 the norms' backward tests saw (printed at the end of each test). */
+static double bwd_worst_l2;
+
+/* The norm of a backward case: BatchNorm (groups 0) or GroupNorm with groups. */
+typedef struct {
+    int64_t groups;      /* 0: BatchNorm */
+    bool training;       /* BatchNorm only */
+    bool affine, relu, in_place;
+} norm_case;
+
+/* Runs the forward of nc on the CPU (x of shape d, gamma g) into y and the saved
+ * statistics sm, si (allocated here), then its ReLU when fused. */
+static void norm_forward_cpu(const norm_case *nc, const cr_tensor *x, const cr_tensor *g,
+                             const cr_tensor *b, cr_tensor *y, cr_tensor *sm, cr_tensor *si,
+                             cr_rng *r)
+{
+    const cr_cuda_nchw d = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
+    assert_cr_ok(cr_tensor_alloc4(y, d.n, d.c, d.h, d.w));
+    if (nc->groups) {
+        host_vec(sm, d.n * nc->groups, r, 0, 1);
+        host_vec(si, d.n * nc->groups, r, 0, 1);
+        assert_cr_ok(cr_groupnorm_forward(nc->groups, 1e-5, x, nc->affine ? g : NULL,
+                                          nc->affine ? b : NULL, y, sm, si));
+    } else {
+        cr_tensor rm, rv;
+        host_vec(&rm, d.c, r, 1, 3);
+        host_vec(&rv, d.c, r, 0.1f, 2);
+        host_vec(sm, d.c, r, 0, 1);
+        host_vec(si, d.c, r, 0, 1);
+        const cr_bn_params bp = cr_bn_params_default();
+        assert_cr_ok(cr_batchnorm2d_forward(&bp, nc->training, x, nc->affine ? g : NULL,
+                                            nc->affine ? b : NULL, &rm, &rv, y, sm, si));
+        free_hosts(&rm, &rv);
+    }
+    if (nc->relu) assert_cr_ok(cr_relu_forward(y, y));
+}
+
+/* The magnitudes of the terms the norm's gradients sum (see BWD_SUM_TOL), from x, gamma
+ * (NULL: 1), the saved statistics and g (dy masked), allocated here: tdb[c] = the sum of
+ * |g| over channel c, tdg[c] = the sum of |g * xhat|, and tdx (x's shape) the terms of
+ * dx = invstd * (gamma * g - A - xhat * B) as chapter 4 evaluates it, kd * g + kx * x + k0:
+ * invstd * (|gamma * g| + |A| + invstd * |B| * (|x| + |mean|)), A and B the means of
+ * gamma * g and gamma * g * xhat over the statistics' set (a channel, or an image's group). */
+static void norm_terms(const norm_case *nc, const cr_tensor *x, const cr_tensor *gamma,
+                       const cr_tensor *sm, const cr_tensor *si, const cr_tensor *g,
+                       cr_tensor *tdx, cr_tensor *tdg, cr_tensor *tdb)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const int64_t sets = (int64_t)sm->numel;
+    assert_cr_ok(cr_tensor_alloc4(tdx, N, C, x->shape[2], x->shape[3]));
+    assert_cr_ok(cr_tensor_alloc(tdg, 1, &C));
+    assert_cr_ok(cr_tensor_alloc(tdb, 1, &C));
+    cr_tensor_fill(tdg, 0);
+    cr_tensor_fill(tdb, 0);
+    double *A = calloc((size_t)sets, sizeof *A), *B = calloc((size_t)sets, sizeof *B);
+    assert_non_null(A);
+    assert_non_null(B);
+    const double M = nc->groups ? (double)(C / nc->groups * HW) : (double)(N * HW);
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++) {
+                const int64_t st = nc->groups ? n * nc->groups + c / (C / nc->groups) : c;
+                const double mean = sm->data[st], invstd = si->data[st];
+                const double gm = gamma ? gamma->data[c] : 1.0;
+                double sg = 0, sgx = 0;
+                for (int64_t i = 0; i < HW; i++) {
+                    const int64_t e = (n * C + c) * HW + i;
+                    const double xhat = (x->data[e] - mean) * invstd;
+                    if (pass == 0) {
+                        A[st] += gm * g->data[e] / M;
+                        B[st] += gm * g->data[e] * xhat / M;
+                        continue;
+                    }
+                    tdx->data[e] = (float)(invstd * (fabs(gm * g->data[e]) + fabs(A[st]) +
+                                           invstd * fabs(B[st]) * (fabs(x->data[e]) + fabs(mean))));
+                    sg += fabs(g->data[e]);
+                    sgx += fabs(g->data[e] * xhat);
+                }
+                tdg->data[c] += (float)sgx;
+                tdb->data[c] += (float)sg;
+            }
+    free(A);
+    free(B);
+}
+
+/* One backward of nc on x (shape d): chapter 4's (dy masked by the ReLU, then the norm's
+ * backward) against the device's; dx, dgamma, dbeta compared (L2 within BWD_SUM_TOL of
+ * their terms' size; evaluation BatchNorm's dx to bwd_exact_tol per value). */
+static void norm_backward_check(const norm_case *nc, cr_cuda_nchw d, cr_rng *r, uint64_t seed)
+{
+    cr_tensor x, y, gm, bt, sm, si, dy, dym, dx, dg, db;
+    host_random(&x, d, r, 1, 3);   /* offset: x - mean matters */
+    host_vec(&gm, d.c, r, 0.5f, 1.5f);
+    host_vec(&bt, d.c, r, -1, 1);
+    norm_forward_cpu(nc, &x, &gm, &bt, &y, &sm, &si, r);
+    host_grad(&dy, d, r);
+    assert_cr_ok(cr_tensor_alloc4(&dym, d.n, d.c, d.h, d.w));
+    assert_cr_ok(cr_tensor_alloc4(&dx, d.n, d.c, d.h, d.w));
+    host_vec(&dg, d.c, r, 0, 1);
+    host_vec(&db, d.c, r, 0, 1);
+    if (nc->relu) assert_cr_ok(cr_relu_backward(&y, &dy, &dym));
+    else cr_copy_f(dym.data, dy.data, (int64_t)dy.numel);
+    const cr_tensor *g = nc->affine ? &gm : NULL;
+    if (nc->groups)
+        assert_cr_ok(cr_groupnorm_backward(nc->groups, &x, g, &sm, &si, &dym, &dx, &dg, &db));
+    else
+        assert_cr_ok(cr_batchnorm2d_backward(nc->training, &x, g, &sm, &si, &dym, &dx, &dg, &db));
+    float *d_x = to_dev(x.data, x.numel, "x"), *d_g = to_dev(gm.data, d.c, "gamma");
+    float *d_sm = to_dev(sm.data, sm.numel, "save_mean"), *d_si = to_dev(si.data, si.numel, "save_invstd");
+    float *d_y = to_dev(y.data, y.numel, "y"), *d_dy = to_dev(dy.data, dy.numel, "dy");
+    float *d_dx = nc->in_place ? d_dy : dev_poisoned(x.numel, "dx");
+    float *d_dg = dev_poisoned(d.c, "dgamma"), *d_db = dev_poisoned(d.c, "dbeta");
+    const float *gg = nc->affine ? d_g : NULL, *yy = nc->relu ? d_y : NULL;
+    if (nc->groups)
+        assert_cr_ok(cr_cuda_groupnorm_backward(nc->groups, d, d_x, gg, d_sm, d_si, yy, d_dy,
+                                                d_dx, d_dg, d_db));
+    else
+        assert_cr_ok(cr_cuda_batchnorm_backward(nc->training, d, d_x, gg, d_sm, d_si, yy, d_dy,
+                                                d_dx, d_dg, d_db));
+    char what[200], sh[96];
+    snprintf(what, sizeof what, "%s (%s%s%s%s, %s)",
+             nc->groups ? "cr_cuda_groupnorm_backward" : "cr_cuda_batchnorm_backward",
+             nc->groups ? "groups" : (nc->training ? "training" : "evaluation"),
+             nc->affine ? ", affine" : "", nc->relu ? ", ReLU" : "",
+             nc->in_place ? ", in place" : "", shape_str(sh, d));
+    char wdx[240], wdg[240], wdb[240];
+    snprintf(wdx, sizeof wdx, "%s dx", what);
+    snprintf(wdg, sizeof wdg, "%s dgamma", what);
+    snprintf(wdb, sizeof wdb, "%s dbeta", what);
+    cr_tensor tdx, tdg, tdb;
+    norm_terms(nc, &x, g, &sm, &si, &dym, &tdx, &tdg, &tdb);
+    const bool dx_exact = !nc->groups && !nc->training;   /* evaluation: chapter 4's operations */
+    double l2[3];
+    if (dx_exact) {
+        expect_dev(wdx, d_dx, &dx, bwd_exact_tol(), 0, seed);
+        l2[0] = 0;
+    } else {
+        l2[0] = expect_dev_l2(wdx, d_dx, &dx, &tdx, BWD_SUM_TOL, seed);
+    }
+    l2[1] = expect_dev_l2(wdg, d_dg, &dg, &tdg, BWD_SUM_TOL, seed);
+    l2[2] = expect_dev_l2(wdb, d_db, &db, &tdb, BWD_SUM_TOL, seed);
+    for (int k = 0; k < 3; k++)
+        if (l2[k] > bwd_worst_l2) bwd_worst_l2 = l2[k];
+    /* dx alone (dgamma, dbeta not wanted): the same bits as with them (a fixed tree) */
+    if (!nc->in_place) {
+        float *first = malloc(x.numel * sizeof *first), *again = malloc(x.numel * sizeof *again);
+        assert_non_null(first);
+        assert_non_null(again);
+        from_dev(first, d_dx, x.numel, wdx);
+        assert_cr_ok(cr_cuda_poison(d_dx, x.numel));
+        if (nc->groups)
+            assert_cr_ok(cr_cuda_groupnorm_backward(nc->groups, d, d_x, gg, d_sm, d_si, yy, d_dy,
+                                                    d_dx, NULL, NULL));
+        else
+            assert_cr_ok(cr_cuda_batchnorm_backward(nc->training, d, d_x, gg, d_sm, d_si, yy,
+                                                    d_dy, d_dx, NULL, NULL));
+        from_dev(again, d_dx, x.numel, wdx);
+        if (memcmp(first, again, x.numel * sizeof *first) != 0)
+            fail_msg("%s: dx without dgamma and dbeta differs from dx with them (seed %llu)", wdx,
+                     (unsigned long long)seed);
+        free(first);
+        free(again);
+        cr_cuda_free(d_dx);
+    }
+    free_devs(d_x, d_g, d_sm, d_si, d_y, d_dy, d_dg, d_db);
+    free_hosts(&x, &y, &gm, &bt, &sm, &si, &dy, &dym, &dx, &dg, &db, &tdx, &tdg, &tdb);
+}
+
+/* One random case of gpu_backward__batchnorm (case t of count, r drawing it, seed for the messages). */
+static void batchnorm_backward_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    cr_cuda_nchw d = draw_shape(r, 3, 9, 12);
+    if (d.n * d.h * d.w < 2) d.w = 3;
+    if (t == 0) d.h = 17, d.w = 19;   /* a plane larger than a block: the strided loops wrap */
+    const norm_case nc = {0, t % 2 == 1, t % 3 != 2, t % 4 >= 2, t % 5 == 1};
+    norm_backward_check(&nc, d, r, seed);
+}
+
+/* BatchNorm's backward in training and evaluation, with and without gamma, with the
+ * forward's fused ReLU (dy masked by y), in place: dx, dgamma, dbeta against chapter 4's
+ * (tolerances above). */
+static void gpu_backward__batchnorm(void **state)
+{
+    (void)state;
+    bwd_worst_l2 = 0;
+    run_cases("batchnorm backward", 12, batchnorm_backward_case);
+    printf("gpu batchnorm backward: worst relative L2 error %.2g (bound %.0e)\n", bwd_worst_l2, BWD_SUM_TOL);
+}
+
+/* One random case of gpu_backward__groupnorm (case t of count, r drawing it, seed for the messages). */
+static void groupnorm_backward_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    static const int64_t gs[] = {32, 1, 4, 3, 2};
+    const int64_t groups = gs[t % 5];
+    cr_cuda_nchw d = draw_shape(r, 3, 3, 13);
+    d.c = groups * (groups == 32 ? cr_rng_int(r, 1, 2) : cr_rng_int(r, 1, 4));
+    if (t == 1) d.w = 29;   /* a plane larger than a block */
+    const norm_case nc = {groups, true, t % 3 != 2, t % 2 == 0, t % 4 == 3};
+    norm_backward_check(&nc, d, r, seed);
+}
+
+/* GroupNorm's backward: 32 groups (the FPN's), one group, and 2, 3, 4; with and without
+ * gamma, the fused ReLU, in place: dx, dgamma, dbeta against chapter 4's. */
+static void gpu_backward__groupnorm(void **state)
+{
+    (void)state;
+    bwd_worst_l2 = 0;
+    run_cases("groupnorm backward", 10, groupnorm_backward_case);
+    printf("gpu groupnorm backward: worst relative L2 error %.2g (bound %.0e)\n", bwd_worst_l2, BWD_SUM_TOL);
+}
+
+/* One random case of gpu_backward__maxpool (case t of count, r drawing it, seed for the messages). */
+static void maxpool_backward_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    cr_pool_params p = cr_pool_params_make(3, 2, t % 4 == 0 ? 0 : 1);   /* overlapping */
+    if (t % 2) {
+        const int64_t k = cr_rng_int(r, 1, 4);
+        p = cr_pool_params_make(k, cr_rng_int(r, 1, 3), cr_rng_int(r, 0, k / 2));
+        p.kernel_w = cr_rng_int(r, 1, 4);   /* rectangular windows too */
+        p.pad_w = cr_rng_int(r, 0, p.kernel_w / 2);
+    }
+    cr_cuda_nchw d = draw_shape(r, 3, 3, 15);
+    if (d.h < p.kernel_h) d.h = p.kernel_h;
+    if (d.w < p.kernel_w) d.w = p.kernel_w;
+    int64_t ho, wo;
+    assert_cr_ok(cr_maxpool2d_out_size(&p, d.h, d.w, &ho, &wo));
+    const cr_cuda_nchw dyd = {d.n, d.c, ho, wo};
+    cr_tensor x, y, g, want;
+    assert_cr_ok(cr_tensor_alloc4(&x, d.n, d.c, d.h, d.w));
+    for (size_t i = 0; i < x.numel; i++) x.data[i] = (float)cr_rng_int(r, -3, 3);   /* ties */
+    if (t % 3 == 0) x.data[cr_rng_int(r, 0, (int64_t)x.numel - 1)] = NAN;
+    assert_cr_ok(cr_tensor_alloc4(&y, d.n, d.c, ho, wo));
+    assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
+    host_grad(&g, dyd, r);
+    int64_t *am = malloc(y.numel * sizeof *am);
+    assert_non_null(am);
+    assert_cr_ok(cr_maxpool2d_forward(&p, &x, &y, am));
+    assert_cr_ok(cr_maxpool2d_backward(am, &g, &want));
+    /* the device's own forward chooses the argmax */
+    float *d_x = to_dev(x.data, x.numel, "x"), *d_y = dev_poisoned(y.numel, "y");
+    float *d_g = to_dev(g.data, g.numel, "dy"), *d_dx = dev_poisoned(x.numel, "dx");
+    int64_t *d_am;
+    assert_cr_ok(cr_cuda_malloc((void **)&d_am, y.numel * sizeof *d_am, "argmax"));
+    assert_cr_ok(cr_cuda_maxpool2d_forward(&p, d, d_x, d_y, d_am));
+    assert_cr_ok(cr_cuda_maxpool2d_backward(&p, d, dyd, d_am, d_g, d_dx));
+    char what[200], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_maxpool2d_backward (k %lldx%lld, s %lld, p %lldx%lld, %s)",
+             (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
+             (long long)p.pad_h, (long long)p.pad_w, shape_str(sh, d));
+    expect_dev(what, d_dx, &want, bwd_exact_tol(), 0, seed);
+    /* an argmax outside its window: refused, naming it, dx not written */
+    const int64_t o = cr_rng_int(r, 0, (int64_t)y.numel - 1);
+    int64_t outside = t % 2 ? (int64_t)(d.h * d.w) : -1;   /* outside the plane */
+    const int64_t oh = o / wo % ho, below = oh * p.stride_h - p.pad_h + p.kernel_h;
+    if (t % 3 == 1 && below < d.h) outside = below * d.w;   /* in the plane, below the window */
+    assert_cr_ok(cr_cuda_to_device(d_am + o, &outside, sizeof outside));
+    assert_cr_ok(cr_cuda_poison(d_dx, x.numel));
+    assert_cr_fails(cr_cuda_maxpool2d_backward(&p, d, dyd, d_am, d_g, d_dx), CR_EINVAL);
+    char name[48];
+    snprintf(name, sizeof name, "argmax[%lld]", (long long)o);
+    if (!strstr(cr_last_error(), name))
+        fail_msg("%s: the message says '%s', expected it to name %s", what, cr_last_error(), name);
+    float *h = malloc(x.numel * sizeof *h);
+    assert_non_null(h);
+    from_dev(h, d_dx, x.numel, "dx after a refusal");
+    for (size_t i = 0; i < x.numel; i++)
+        if (!isnan(h[i])) fail_msg("%s: dx[%zu] written after a refusal", what, i);
+    free(h);
+    free(am);
+    free_devs(d_x, d_y, d_g, d_dx, d_am);
+    free_hosts(&x, &y, &g, &want);
+}
+
+/* Max-pool backward: 3x3 stride 2 (overlapping windows, the FPN's stem) with and without
+ * padding, and random rectangular pools, from the device forward's argmax (ties and a NaN
+ * in x): dx equals chapter 4's scatter exactly on the emulator (the gather adds in its
+ * order); an argmax outside its window is refused and nothing is written. */
+static void gpu_backward__maxpool(void **state)
+{
+    (void)state;
+    run_cases("maxpool backward", 12, maxpool_backward_case);
+}
+
+/* One random case of gpu_backward__upsample (case t of count, r drawing it, seed for the messages). */
+static void upsample_backward_case(cr_rng *r, int t, int count, uint64_t seed)
+{
+    (void)count;
+    const cr_upsample_params p = upsample_params(t, r);
+    const cr_cuda_nchw d = draw_shape(r, 3, 3, 11);
+    int64_t ho, wo;
+    assert_cr_ok(cr_upsample_out_size(&p, d.h, d.w, &ho, &wo));
+    const cr_cuda_nchw dyd = {d.n, d.c, ho, wo};
+    cr_tensor g, want;
+    host_grad(&g, dyd, r);
+    assert_cr_ok(cr_tensor_alloc4(&want, d.n, d.c, d.h, d.w));
+    assert_cr_ok(cr_upsample_backward(&p, &g, &want));
+    float *d_g = to_dev(g.data, g.numel, "dy"), *d_dx = dev_poisoned(want.numel, "dx");
+    assert_cr_ok(cr_cuda_upsample_backward(&p, d, dyd, d_g, d_dx));
+    char what[200], sh[96];
+    snprintf(what, sizeof what, "cr_cuda_upsample_backward (%s%s, scale %g x %g, size %lldx%lld, "
+             "input %s)", p.mode == CR_UPSAMPLE_NEAREST ? "nearest" : "bilinear",
+             p.align_corners ? ", align_corners" : "", p.scale_h, p.scale_w, (long long)ho,
+             (long long)wo, shape_str(sh, d));
+    expect_dev(what, d_dx, &want, bwd_exact_tol(), cr_cuda_emulated() ? 0 : 1e-7, seed);
+    free_devs(d_g, d_dx);
+    free_hosts(&g, &want);
+}
+
+/* Up-sampling backward: the FPN's three (nearest x2, bilinear x2 and x4 with
+ * align_corners), bilinear without align_corners at non-integer scales, nearest at
+ * 1.75 x 3, and random odd output sizes; dx equals chapter 4's adjoint exactly on the
+ * emulator (the gather adds in its order). */
+static void gpu_backward__upsample(void **state)
+{
+    (void)state;
+    run_cases("upsample backward", 21, upsample_backward_case);
+}
+
+/* The backwards refuse NULL pointers and mismatched shapes with CR_EINVAL naming the
+ * argument. */
+static void gpu_backward__bad_arguments(void **state)
+{
+    (void)state;
+    float *x = dev_poisoned(64, "x");
+    int64_t *am;
+    assert_cr_ok(cr_cuda_malloc((void **)&am, 64 * sizeof *am, "argmax"));
+    const cr_cuda_nchw d = {1, 4, 4, 4}, empty = {1, 4, 0, 4};
+    assert_cr_fails(cr_cuda_relu_backward(64, x, NULL, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "dy is NULL"));
+    assert_cr_fails(cr_cuda_relu_backward(-1, x, x, x), CR_EINVAL);
+    assert_cr_fails(cr_cuda_add_relu_backward(64, NULL, x, x, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "y is NULL"));
+    assert_cr_fails(cr_cuda_batchnorm_backward(true, d, x, NULL, NULL, x, NULL, x, x, NULL, NULL),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "save_mean is NULL"));
+    assert_cr_fails(cr_cuda_batchnorm_backward(true, empty, x, NULL, x, x, NULL, x, x, NULL, NULL),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "x is 1x4x0x4"));
+    assert_cr_fails(cr_cuda_groupnorm_backward(3, d, x, NULL, x, x, NULL, x, x, NULL, NULL),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "divisible"));
+    assert_cr_fails(cr_cuda_groupnorm_backward(2, d, x, NULL, x, NULL, NULL, x, x, NULL, NULL),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "save_invstd is NULL"));
+    const cr_pool_params pool = cr_pool_params_make(3, 2, 1);   /* 4x4 -> 2x2 */
+    const cr_cuda_nchw pooled = {1, 4, 2, 2}, wrong = {1, 4, 2, 3};
+    assert_cr_fails(cr_cuda_maxpool2d_backward(&pool, d, wrong, am, x, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "dy is 1x4x2x3, expected"));
+    assert_cr_fails(cr_cuda_maxpool2d_backward(&pool, d, pooled, NULL, x, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "argmax is NULL"));
+    assert_cr_fails(cr_cuda_maxpool2d_backward(NULL, d, pooled, am, x, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "p is NULL"));
+    const cr_upsample_params up = {.mode = CR_UPSAMPLE_BILINEAR, .scale_h = 2, .scale_w = 2};
+    const cr_cuda_nchw up_wrong = {1, 4, 8, 7};
+    assert_cr_fails(cr_cuda_upsample_backward(&up, d, up_wrong, x, x), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "dy is"));
+    assert_cr_fails(cr_cuda_upsample_backward(&up, d, (cr_cuda_nchw){1, 4, 8, 8}, x, NULL),
+                    CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "dx is NULL"));
+    cr_cuda_free(am);
+    cr_cuda_free(x);
+}
+
 int main(void)
 {
     if (!cr_cuda_available()) {
@@ -679,6 +1149,12 @@ int main(void)
         cmocka_unit_test(gpu_layers__cross_entropy),
         cmocka_unit_test(gpu_layers__adamw),
         cmocka_unit_test(gpu_layers__bad_arguments),
+        cmocka_unit_test(gpu_backward__relu_add),
+        cmocka_unit_test(gpu_backward__batchnorm),
+        cmocka_unit_test(gpu_backward__groupnorm),
+        cmocka_unit_test(gpu_backward__maxpool),
+        cmocka_unit_test(gpu_backward__upsample),
+        cmocka_unit_test(gpu_backward__bad_arguments),
         cmocka_unit_test(gpu_model__lab4_network),
         cmocka_unit_test(gpu_model__fpn_reduced),
         cmocka_unit_test(gpu_model__fpn_reduced_tensor_cores),

@@ -96,6 +96,54 @@ cr_status cr_cuda_cross_entropy(cr_cuda_nchw d, const float *logits, const int32
 cr_status cr_cuda_adamw_update(const cr_optim_config *c, int64_t t, int64_t n, float *p,
                                const float *g, float *m, float *v);
 
+/* ---- backward (layer_backward.cu) ------------------------------------------------------------ */
+
+/* The twins of chapter 4's backward functions (layers.h), with the forward's conventions
+ * above: device pointers, x's shape d, outputs overwritten; dx may be dy (not for the
+ * max-pool and the up-sampling, whose dx and dy differ in shape). A forward that
+ * fused a ReLU is undone by passing its output y: dy is then masked by y > 0 first (NULL:
+ * no ReLU was fused). Reductions as the forward's (a block per channel or per (image,
+ * group), double sums, a fixed tree); the max-pool's and up-sampling's adjoints are
+ * gathers (a thread per input element, the outputs that read it in chapter 4's order),
+ * no atomics: the same bits on every run. */
+
+/* cr_relu_backward: dx = dy where y > 0, else 0, over n values (y the forward's output). */
+cr_status cr_cuda_relu_backward(int64_t n, const float *y, const float *dy, float *dx);
+/* The backward of cr_cuda_add with relu: da = db = dy where y > 0, else 0, over n values
+ * (y the add's output); da or db may be NULL (not wanted) or dy. A plain add's backward
+ * is the identity: dy itself is both gradients, no kernel. */
+cr_status cr_cuda_add_relu_backward(int64_t n, const float *y, const float *dy, float *da,
+                                    float *db);
+/* cr_batchnorm2d_backward on the device: x, dy, dx: shape d; gamma: C or NULL (1);
+ * save_mean, save_invstd: C, as the forward saved them (evaluation: the running
+ * statistics); y: the forward's output when it fused a ReLU, else NULL. training as in
+ * the forward (evaluation: dx = dy * gamma * invstd). dx, dgamma, dbeta (C) may each be
+ * NULL (not wanted). One block per channel sums and writes its dx. */
+cr_status cr_cuda_batchnorm_backward(bool training, cr_cuda_nchw d, const float *x,
+                                     const float *gamma, const float *save_mean,
+                                     const float *save_invstd, const float *y, const float *dy,
+                                     float *dx, float *dgamma, float *dbeta);
+/* cr_groupnorm_backward on the device: x, dy, dx: shape d; gamma: C or NULL; save_mean,
+ * save_invstd: N * groups as the forward saved them; y: the forward's output when it
+ * fused a ReLU, else NULL; dx, dgamma, dbeta (C) may each be NULL. One block per (image,
+ * group) for dx, one per channel for dgamma and dbeta (run first). */
+cr_status cr_cuda_groupnorm_backward(int64_t groups, cr_cuda_nchw d, const float *x,
+                                     const float *gamma, const float *save_mean,
+                                     const float *save_invstd, const float *y, const float *dy,
+                                     float *dx, float *dgamma, float *dbeta);
+/* cr_maxpool2d_backward on the device: dx (shape d, the forward's input) = the sum of dy
+ * (shape dyd, which must be N x C x Ho x Wo for p) over the outputs whose argmax (device,
+ * dy's numel, from cr_cuda_maxpool2d_forward) chose each element; windows may overlap.
+ * Every argmax must lie in its output's window, or CR_EINVAL names the first one and dx
+ * is not written: this check waits for the device. */
+cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr_cuda_nchw dyd,
+                                     const int64_t *argmax, const float *dy, float *dx);
+/* cr_upsample_backward on the device: dx (shape d, the forward's input) = the adjoint of
+ * the up-sampling p applied to dy (shape dyd, which must be N x C x Ho x Wo,
+ * cr_upsample_out_size). */
+cr_status cr_cuda_upsample_backward(const cr_upsample_params *p, cr_cuda_nchw d, cr_cuda_nchw dyd,
+                                    const float *dy, float *dx);
+
 /* Frees the layers' scratch buffer (the next call allocates it again). */
 void cr_cuda_layers_release(void);
 
