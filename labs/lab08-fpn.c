@@ -50,6 +50,7 @@
 #ifdef CR_HAVE_CUDA
 #include "cuda_gemm.h"     /* chapter 5: the device, buffers, cr_cuda_sync */
 #include "cuda_layers.h"   /* chapter 5: a chapter 4 model's evaluation forward on the device */
+#include "cuda_train.h"    /* chapter 5: chapter 4's training step on the device */
 #endif
 
 #define QUICK_TRAIN 16        /* --quick: the first 16 train frames, 8 val and 8 test */
@@ -142,6 +143,8 @@ static const cr_arg step_args[] = {
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
     {"ours-only", CR_ARG_FLAG, &ours_only, NULL, "skip PyTorch's step (tests)", 0, -1},
     {"profile", CR_ARG_FLAG, &profile, NULL, "time per layer kind and per conv shape", 0, -1},
+    {"device", CR_ARG_STRING, &device_str, "D", "cpu, or cuda (a build with nvcc, chapter 5's "
+     "training step, a GPU; --net fpn or lab4)", 0, -1},
 };
 
 static const char *const train_columns[] = {
@@ -1264,6 +1267,56 @@ static void step_describe(step_net net, int quick, const cr_tensor *x)
     printf(", AdamW; %d timed steps after one warm-up\n", steps);
 }
 
+#ifdef CR_HAVE_CUDA
+// @snippet lab08_step_cuda
+/* step --device cuda: chapter 5's training step (cr_cuda_train_step) on x and labels copied
+ * to the device, AdamW as the CPU trainer's (cfg); one warm-up step, then `steps` timed
+ * ones, each from launch to the loss back on the host (the step waits for the device).
+ * Device memory: the trainer's buffers and the convolutions' scratch. Row impl ours-cuda,
+ * without the CPU's phase columns. */
+static cr_status step_cuda(lab_ctx *ctx, cr_model *m, step_net net, const cr_optim_config *cfg,
+                           const cr_tensor *x, const int32_t *labels, int32_t ignore)
+{
+    cr_cuda_trainer *g = NULL;
+    float *dx = NULL;
+    int32_t *dl = NULL;
+    double *tot = calloc((size_t)steps, sizeof *tot);
+    const size_t npix = (size_t)(x->shape[0] * x->shape[2] * x->shape[3]);
+    const cr_cuda_nchw in = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
+    cr_status s = tot ? cr_cuda_trainer_create(m, cfg, &g) : cr_fail(CR_ENOMEM, "out of memory");
+    if (!s) s = cr_cuda_malloc((void **)&dx, x->numel * sizeof(float), "the input");
+    if (!s) s = cr_cuda_to_device(dx, x->data, x->numel * sizeof(float));
+    if (!s) s = cr_cuda_malloc((void **)&dl, npix * sizeof *dl, "the labels");
+    if (!s) s = cr_cuda_to_device(dl, labels, npix * sizeof *dl);
+    double loss = 0;
+    if (!s) s = cr_cuda_train_step(g, dx, in, dl, ignore, cfg->lr, &loss);   /* warm-up */
+    for (int i = 0; i < steps && !s; i++) {
+        const double t0 = cr_now();
+        s = cr_cuda_train_step(g, dx, in, dl, ignore, cfg->lr, &loss);
+        tot[i] = cr_now() - t0;
+        if (!s) printf("  ours/gpu step %d: %.4f s (loss %.4f)\n", i + 1, tot[i], loss);
+    }
+    if (!s) {
+        double med;
+        char cf[32];
+        const double mib = (double)(cr_cuda_trainer_bytes(g) + cr_cuda_workspace_bytes()) / (1024.0 * 1024.0);
+        lab_median_p90(tot, steps, &med, NULL);   /* sorts tot: tot[0] is the fastest */
+        printf("  ours/gpu median step %.4f s, min %.4f s; device memory %.0f MiB\n", med, tot[0], mib);
+        lab_csv_row(ctx, "ours-cuda,-,%d,%s,%d,%d,%.4f,%.4f,,,,,,%s", batch_size,
+                    step_crop_field(net, cf), ctx->threads, steps, med, tot[0], step_net_names[net]);
+        printf("  PyTorch on the GPU: not measured by this lab\n");
+    }
+    cr_cuda_free(dx);
+    cr_cuda_free(dl);
+    cr_cuda_trainer_free(g);
+    cr_cuda_workspace_release();
+    cr_cuda_layers_release();
+    free(tot);
+    return s;
+}
+// @end lab08_step_cuda
+#endif
+
 static int cmd_step(int argc, char **argv)
 {
     lab_ctx ctx;
@@ -1276,6 +1329,28 @@ static int cmd_step(int argc, char **argv)
     if (rc != LAB_RUN) return rc;
     step_net net;
     if ((rc = step_resolve(&ctx, &net)) != LAB_RUN) return rc;
+    const int on_gpu = strcmp(device_str, "cuda") == 0;
+    if (!on_gpu && strcmp(device_str, "cpu") != 0) {
+        fprintf(stderr, "%s: --device: expected cpu or cuda, got '%s'\n", ctx.program, device_str);
+        return LAB_EXIT_USAGE;
+    }
+    if (on_gpu && net == NET_BLOCK) {
+        fprintf(stderr, "%s: --device cuda: --net block's loss (mean of y^2) is not on the GPU; "
+                "use --net fpn or lab4\n", ctx.program);
+        return LAB_EXIT_USAGE;
+    }
+#ifdef CR_HAVE_CUDA
+    if (on_gpu && !cr_cuda_available()) {
+        fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx.program, cr_cuda_unavailable_reason());
+        return LAB_EXIT_FAILED;
+    }
+#else
+    if (on_gpu) {
+        fprintf(stderr, "%s: --device cuda: this lab08-fpn was built without CUDA (it needs nvcc at "
+                "configure time: meson setup -Dcuda=enabled)\n", ctx.program);
+        return LAB_EXIT_USAGE;
+    }
+#endif
     int64_t shape[4];
     step_input_shape(net, shape);
     const size_t npix = (size_t)(shape[0] * shape[2] * shape[3]);
@@ -1317,6 +1392,17 @@ static int cmd_step(int argc, char **argv)
     }
     printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
     step_describe(net, ctx.quick, &x);
+#ifdef CR_HAVE_CUDA
+    if (on_gpu) {
+        s = step_cuda(&ctx, &m, net, &t.opt.cfg, &x, labels, c.ignore_index);
+        free(labels);
+        cr_tensor_free(&x);
+        cr_trainer_free(&t);
+        cr_model_free(&m);
+        if (s) fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
+        return lab_finish(&ctx, s ? LAB_EXIT_FAILED : LAB_EXIT_OK);
+    }
+#endif
     double ph[4], sum[4] = {0}, *tot = calloc((size_t)steps, sizeof *tot);
     double *cpu = calloc((size_t)steps, sizeof *cpu);
     s = tot && cpu ? timed_step(&t, &x, labels, ph) : cr_fail(CR_ENOMEM, "out of memory");

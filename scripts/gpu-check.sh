@@ -10,17 +10,20 @@
 #   tree — so the CSVs name the commit measured: the device's .git is the session's start)
 #
 # It writes under $OUT (default ./gpu-out), at most 8 files (the device tool's limit):
-#   gpu.txt             nvidia-smi: GPU name, driver, memory, compute capability, clocks
-#   gpu-check.log       everything this script printed, step by step, with timings
-#   test-ch05.txt       suite ch05's test programs on the GPU (test_ch05, test_ch05_layers)
+#   gpu-check.log       everything this script printed, step by step, with timings, and
+#                       nvidia-smi's GPU name, driver, memory, compute capability, clocks
+#   test-ch05.txt       suite ch05's test programs on the GPU (test_ch05, test_ch05_layers,
+#                       test_ch05_train)
 #   lab05-gemm.csv      lab 5 full, GEMM: every kernel vs cuBLAS at 1024..8192
 #   lab05-conv.csv      lab 5 full, convolution: the standard layers vs cuDNN
-#   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05 and
-#                       test_ch05_layers
+#   sanitizer.txt       compute-sanitizer memcheck, racecheck, synccheck over test_ch05,
+#                       test_ch05_layers and test_ch05_train
 #   fpn-pytorch-gpu.csv PyTorch's FPN-ResNeXt50 latency, batch 1 ... 64, fp32/tf32/fp16
 #   lab08-cuda.csv      lab 8 latency --device cuda: our FPN on the GPU, batch 1 ... 64, its
 #                       convolutions in fp32, tf32, fp16, bf16 (a profile at batch 32 goes
 #                       to gpu-check.log)
+#   lab08-cuda-step.csv lab 8 step --device cuda: one training step of the FPN on the GPU
+#                       (batch 8, 192 x 192 crops, as chapter 8's CPU table)
 # Each step has its own time limit, and a failing step does not stop the later ones; the
 # script's exit status says whether any failed. The limits add up to about 20 minutes and
 # a device call may take 10: split it with GPU_CHECK_STEPS, e.g. "build test lab" then
@@ -52,9 +55,8 @@ date -u +"date %Y-%m-%dT%H:%M:%SZ"
 git log -1 --format='commit %H %s' 2>/dev/null || true
 echo "CR_GIT_REV=${CR_GIT_REV:-(unset: the build stamps git describe)}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm,clocks.sm \
-    --format=csv > "$OUT/gpu.txt" 2>&1
-nvcc --version | tail -2 >> "$OUT/gpu.txt"
-cat "$OUT/gpu.txt"
+    --format=csv 2>&1
+nvcc --version | tail -2
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '. ')
 [ -n "$cc" ] || { echo "gpu-check: no GPU answered nvidia-smi"; exit 1; }
 
@@ -73,13 +75,15 @@ fi
 # 1. build for this GPU's architecture (PTX of it too): only what the GPU run needs.
 #    Not -Dwerror: the device's compiler is newer than CI's; its warnings are in the log.
 want build && step build 200 bash -c "meson setup build-gpu -Dcuda=enabled -Dgpu_arch=$cc \
-    -Dgpu_emulator=disabled -Dbuildtype=release && ninja -C build-gpu tests/test_ch05 tests/test_ch05_layers labs/lab05-cuda labs/lab08-fpn"
+    -Dgpu_emulator=disabled -Dbuildtype=release && ninja -C build-gpu tests/test_ch05 tests/test_ch05_layers tests/test_ch05_train labs/lab05-cuda labs/lab08-fpn"
 
 # 2. suite ch05 on the GPU (the test binary itself: meson test would build everything).
 want test && step test_ch05 90 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/test_ch05 > '$OUT/test-ch05.txt' 2>&1; \
     rc=\$?; tail -30 '$OUT/test-ch05.txt'; exit \$rc"
 want test && step test_ch05_layers 60 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/test_ch05_layers >> '$OUT/test-ch05.txt' 2>&1; \
     rc=\$?; tail -20 '$OUT/test-ch05.txt'; exit \$rc"
+want test && step test_ch05_train 60 bash -c "CR_CUDA_SYNC=1 build-gpu/tests/test_ch05_train >> '$OUT/test-ch05.txt' 2>&1; \
+    rc=\$?; tail -12 '$OUT/test-ch05.txt'; exit \$rc"
 
 # 3. lab 5, full, in two parts (each CSV is written whole at its end).
 want lab && step lab05-gemm 150 build-gpu/labs/lab05-cuda --only gemm --csv "$OUT/lab05-gemm.csv"
@@ -93,6 +97,9 @@ want lab8 && step lab08-cuda 150 build-gpu/labs/lab08-fpn latency --device cuda 
 # where the time goes: every module synchronised and timed, batch 32, into this log
 want lab8 && step lab08-cuda-profile 60 build-gpu/labs/lab08-fpn latency --device cuda --batches 32 \
     --precisions fp32,tf32 --repeats 3 --profile
+# chapter 8's training step on the GPU (chapter 5's cr_cuda_train_step), as chapter 8's CPU table
+want lab8 && step lab08-cuda-step 120 build-gpu/labs/lab08-fpn step --device cuda --batch 8 \
+    --crop 192 --steps 5 --csv "$OUT/lab08-cuda-step.csv"
 
 # 4. compute-sanitizer over the GPU tests (fewer random cases: racecheck is slow); each tool's
 #    limit applies to each test program. GPU_SANITIZERS: "tool:seconds[:test,test] ..." to
@@ -100,7 +107,7 @@ want lab8 && step lab08-cuda-profile 60 build-gpu/labs/lab08-fpn latency --devic
 want sanitizer && {
   for tl in ${GPU_SANITIZERS:-memcheck:60 racecheck:100 synccheck:45}; do
     tool=${tl%%:*}; rest=${tl#*:}; lim=${rest%%:*}; only=${rest#*:}
-    [ "$only" = "$rest" ] && only="test_ch05 test_ch05_layers"
+    [ "$only" = "$rest" ] && only="test_ch05 test_ch05_layers test_ch05_train"
     echo "### compute-sanitizer --tool $tool (limit ${lim}s)"
     for t in ${only//,/ }; do
       CR_TEST_SCALE=0.05 CR_CUDA_SYNC=1 timeout "$lim" compute-sanitizer --tool "$tool" \

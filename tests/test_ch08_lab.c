@@ -325,6 +325,8 @@ static void lab__refusals(void **state)
         {"latency --size 100x100", "--size"},
         {"latency --device gpu", "expected cpu or cuda"},
         {"latency --precisions tf32", "only with --device cuda"},
+        {"step --device gpu", "expected cpu or cuda"},
+        {"step --device cuda --net block", "not on the GPU"},
         {"step --net resnet", "--net"},
         {"step --net block --crop 66", "--crop"},
         {"step --net lab4 --crop 64", "--crop"},
