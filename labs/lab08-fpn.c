@@ -953,6 +953,24 @@ static cr_status latency_cuda(lab_ctx *ctx, cr_model *m, const int *bs, int nb, 
 // @end lab08_latency_cuda
 #endif
 
+/* --device cuda's checks (latency and step): LAB_RUN when this build has chapter 5's
+ * kernels and a GPU answers, else the message and the exit code (usage without nvcc at
+ * build time, failure without a GPU). */
+static int cuda_usable(const lab_ctx *ctx)
+{
+#ifdef CR_HAVE_CUDA
+    if (!cr_cuda_available()) {
+        fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx->program, cr_cuda_unavailable_reason());
+        return LAB_EXIT_FAILED;
+    }
+    return LAB_RUN;
+#else
+    fprintf(stderr, "%s: --device cuda: this lab08-fpn was built without CUDA (it needs nvcc at "
+            "configure time: meson setup -Dcuda=enabled)\n", ctx->program);
+    return LAB_EXIT_USAGE;
+#endif
+}
+
 static int cmd_latency(int argc, char **argv)
 {
     lab_ctx ctx;
@@ -986,17 +1004,8 @@ static int cmd_latency(int argc, char **argv)
     cr_cuda_precision precs[4];
     int nprec = 0;
     if (on_gpu && !parse_precisions(ctx.program, precisions_str, precs, &nprec)) return LAB_EXIT_USAGE;
-    if (on_gpu && !cr_cuda_available()) {
-        fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx.program, cr_cuda_unavailable_reason());
-        return LAB_EXIT_FAILED;
-    }
-#else
-    if (on_gpu) {
-        fprintf(stderr, "%s: --device cuda: this lab08-fpn was built without CUDA (it needs nvcc at "
-                "configure time: meson setup -Dcuda=enabled)\n", ctx.program);
-        return LAB_EXIT_USAGE;
-    }
 #endif
+    if (on_gpu && (rc = cuda_usable(&ctx)) != LAB_RUN) return rc;
     cr_model m;
     cr_status s = build_net(&m, 0);
     if (!s) s = cr_model_init_params(&m, 1);
@@ -1339,18 +1348,7 @@ static int cmd_step(int argc, char **argv)
                 "use --net fpn or lab4\n", ctx.program);
         return LAB_EXIT_USAGE;
     }
-#ifdef CR_HAVE_CUDA
-    if (on_gpu && !cr_cuda_available()) {
-        fprintf(stderr, "%s: --device cuda: no usable GPU (%s)\n", ctx.program, cr_cuda_unavailable_reason());
-        return LAB_EXIT_FAILED;
-    }
-#else
-    if (on_gpu) {
-        fprintf(stderr, "%s: --device cuda: this lab08-fpn was built without CUDA (it needs nvcc at "
-                "configure time: meson setup -Dcuda=enabled)\n", ctx.program);
-        return LAB_EXIT_USAGE;
-    }
-#endif
+    if (on_gpu && (rc = cuda_usable(&ctx)) != LAB_RUN) return rc;
     int64_t shape[4];
     step_input_shape(net, shape);
     const size_t npix = (size_t)(shape[0] * shape[2] * shape[3]);

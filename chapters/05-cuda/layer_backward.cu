@@ -14,24 +14,12 @@
 
 #include "cuda_layers.h"
 #include "cuda_util.h"
+#include "layer_util.h"
+#include "upsample_taps.h"
 
 #define BWD_THREADS 256   /* element-wise and gather kernels, per-channel reductions */
 
 /* ---- argument checks ------------------------------------------------------------------------ */
-
-/* Checks a shape named what: every size >= 1 and at most 2^31 - 1 elements; *numel = N*C*H*W. */
-static cr_status bwd_check_dims(const char *fn, const char *what, cr_cuda_nchw d, long long *numel)
-{
-    if (d.n < 1 || d.c < 1 || d.h < 1 || d.w < 1)
-        return cr_fail(CR_EINVAL, "%s: %s is %lldx%lldx%lldx%lld: every size must be >= 1", fn,
-                       what, (long long)d.n, (long long)d.c, (long long)d.h, (long long)d.w);
-    const double e = (double)d.n * (double)d.c * (double)d.h * (double)d.w;
-    if (e > 2147483647.0)
-        return cr_fail(CR_EINVAL, "%s: %s has %.0f elements, more than the GPU layers' 2^31 - 1",
-                       fn, what, e);
-    *numel = (long long)(d.n * d.c * d.h * d.w);
-    return CR_OK;
-}
 
 /* CR_EINVAL naming the pointer argument `name` of fn when p is NULL. */
 static cr_status bwd_need(const char *fn, const char *name, const void *p)
@@ -192,7 +180,7 @@ cr_status cr_cuda_batchnorm_backward(bool training, cr_cuda_nchw d, const float 
 {
     const char *fn = "cr_cuda_batchnorm_backward";
     long long n = 0;
-    CR_TRY(bwd_check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     CR_TRY(bwd_need(fn, "x", x));
     CR_TRY(bwd_need(fn, "save_mean", save_mean));
     CR_TRY(bwd_need(fn, "save_invstd", save_invstd));
@@ -275,7 +263,7 @@ cr_status cr_cuda_groupnorm_backward(int64_t groups, cr_cuda_nchw d, const float
 {
     const char *fn = "cr_cuda_groupnorm_backward";
     long long n = 0;
-    CR_TRY(bwd_check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     if (groups < 1 || d.c % groups != 0)
         return cr_fail(CR_EINVAL, "%s: %lld channels are not divisible into %lld groups", fn,
                        (long long)d.c, (long long)groups);
@@ -361,13 +349,13 @@ cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr
 {
     const char *fn = "cr_cuda_maxpool2d_backward";
     long long n = 0, ny = 0;
-    CR_TRY(bwd_check_dims(fn, "dx", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "dx", d, &n));
     CR_TRY(bwd_need(fn, "p", p));
     int64_t ho = 0, wo = 0;
     CR_TRY(cr_maxpool2d_out_size(p, d.h, d.w, &ho, &wo));
     const cr_cuda_nchw want = {d.n, d.c, ho, wo};
     CR_TRY(bwd_check_dy(fn, dyd, want));
-    CR_TRY(bwd_check_dims(fn, "dy", dyd, &ny));
+    CR_TRY(cr_layer_check_dims(fn, "dy", dyd, &ny));
     CR_TRY(bwd_need(fn, "argmax", argmax));
     CR_TRY(bwd_need(fn, "dy", dy));
     CR_TRY(bwd_need(fn, "dx", dx));
@@ -376,7 +364,7 @@ cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr
                             (int)p->pad_w};
     /* every argmax inside its window, or nothing is written */
     int *bad = NULL, first_bad = 0;
-    CR_TRY(cr_cuda_malloc((void **)&bad, sizeof *bad, "maxpool backward check"));
+    CR_TRY(cr_layer_scratch(sizeof *bad, (void **)&bad));
     unsigned blocks = 1;
     cr_status st = cr_cuda_check(cudaMemset(bad, 0x7f, sizeof *bad), "cudaMemset (argmax check)");
     if (!st) st = cr_cuda_grid_1d(ny, BWD_THREADS, "maxpool_check_kernel", &blocks);
@@ -385,7 +373,6 @@ cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr
         st = CR_CUDA_LAUNCHED("maxpool_check_kernel");
     }
     if (!st) st = cr_cuda_to_host(&first_bad, bad, sizeof first_bad);
-    cr_cuda_free(bad);
     if (st) return st;
     if (first_bad < ny) {
         int64_t at = 0;
@@ -402,51 +389,12 @@ cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr
 
 /* ---- up-sampling ----------------------------------------------------------------------------------- */
 
-/* What the up-sampling's backward kernel needs (the forward's UpDims). */
-struct UpBwdDims {
-    int H, W, Ho, Wo;
-    int bilinear, align_corners;
-    double scale_h, scale_w;   /* the scale factors, or 0 (the output size decides) */
-};
 
-/* One axis's taps for output index dst: source indices i0, i1, weights l0, l1, in the
- * float and double arithmetic of chapter 4's axis_taps (and of the forward's up_tap). */
-__device__ void up_bwd_tap(const UpBwdDims &u, int in, int out, double scale, int dst, int *i0,
-                           int *i1, float *l0, float *l1)
-{
-    if (!u.bilinear) {                      /* PyTorch's legacy 'nearest', in float */
-        int src;
-        if (out == in) src = dst;
-        else if (out == 2 * in) src = dst >> 1;
-        else {
-            const float r = scale > 0 ? (float)(1.0 / scale) : (float)in / (float)out;
-            src = (int)floorf((float)dst * r);
-            if (src > in - 1) src = in - 1;
-        }
-        *i0 = *i1 = src;
-        *l0 = 1.0f;
-        *l1 = 0.0f;
-        return;
-    }
-    double src;
-    if (u.align_corners) {
-        src = out > 1 ? (double)(in - 1) / (double)(out - 1) * (double)dst : 0.0;
-    } else {
-        const double r = scale > 0 ? 1.0 / scale : (double)in / (double)out;
-        src = r * ((double)dst + 0.5) - 0.5;
-        if (src < 0) src = 0;
-    }
-    *i0 = (int)src;
-    *i1 = *i0 + (*i0 < in - 1 ? 1 : 0);
-    const double w1 = src - (double)*i0;
-    *l0 = (float)(1.0 - w1);
-    *l1 = (float)w1;
-}
 
 /* The outputs [*lo, *hi) along one axis that can read input index s: i0 is non-decreasing
  * in the output index, and an output reads s only when i0 is s (or s - 1, bilinear), so a
  * binary search finds the first and a scan the end. */
-__device__ void up_bwd_cover(const UpBwdDims &u, int in, int out, double scale, int s, int *lo,
+__device__ void up_bwd_cover(const UpDims &u, int in, int out, double scale, int s, int *lo,
                              int *hi)
 {
     const int first = u.bilinear ? s - 1 : s;
@@ -455,7 +403,7 @@ __device__ void up_bwd_cover(const UpBwdDims &u, int in, int out, double scale, 
         const int m = (a + b) / 2;
         int i0, i1;
         float l0, l1;
-        up_bwd_tap(u, in, out, scale, m, &i0, &i1, &l0, &l1);
+        up_tap(u, in, out, scale, m, &i0, &i1, &l0, &l1);
         if (i0 < first) a = m + 1;
         else b = m;
     }
@@ -464,7 +412,7 @@ __device__ void up_bwd_cover(const UpBwdDims &u, int in, int out, double scale, 
         if (e >= out) break;
         int i0, i1;
         float l0, l1;
-        up_bwd_tap(u, in, out, scale, e, &i0, &i1, &l0, &l1);
+        up_tap(u, in, out, scale, e, &i0, &i1, &l0, &l1);
         if (i0 > s) break;
     }
     *lo = a;
@@ -477,7 +425,7 @@ __device__ void up_bwd_cover(const UpBwdDims &u, int in, int out, double scale, 
  * terms l * dy[oh][ow] for oh in order, then t's rows over the source columns, dx[h][w] =
  * 0 + the terms l * t[h][ow] for ow in order (nearest: without the weights). This thread
  * computes the t[h][ow] it needs and adds them in the same order: the same bits. */
-__global__ void upsample_backward_kernel(long long n, UpBwdDims u, const float *__restrict__ dy,
+__global__ void upsample_backward_kernel(long long n, UpDims u, const float *__restrict__ dy,
                                          float *__restrict__ dx)
 {
     const long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
@@ -491,13 +439,13 @@ __global__ void upsample_backward_kernel(long long n, UpBwdDims u, const float *
     for (int ow = ow0; ow < ow1; ow++) {
         int j0, j1;
         float b0, b1;
-        up_bwd_tap(u, u.W, u.Wo, u.scale_w, ow, &j0, &j1, &b0, &b1);
+        up_tap(u, u.W, u.Wo, u.scale_w, ow, &j0, &j1, &b0, &b1);
         if (j0 != w && !(u.bilinear && j1 == w)) continue;
         float t = 0.0f;                     /* t[h][ow] */
         for (int oh = oh0; oh < oh1; oh++) {
             int i0, i1;
             float a0, a1;
-            up_bwd_tap(u, u.H, u.Ho, u.scale_h, oh, &i0, &i1, &a0, &a1);
+            up_tap(u, u.H, u.Ho, u.scale_h, oh, &i0, &i1, &a0, &a1);
             const float v = g[(long long)oh * u.Wo + ow];
             if (!u.bilinear) {
                 if (i0 == h) t += v;
@@ -522,16 +470,16 @@ cr_status cr_cuda_upsample_backward(const cr_upsample_params *p, cr_cuda_nchw d,
 {
     const char *fn = "cr_cuda_upsample_backward";
     long long n = 0, ny = 0;
-    CR_TRY(bwd_check_dims(fn, "dx", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "dx", d, &n));
     CR_TRY(bwd_need(fn, "p", p));
     int64_t ho = 0, wo = 0;
     CR_TRY(cr_upsample_out_size(p, d.h, d.w, &ho, &wo));
     const cr_cuda_nchw want = {d.n, d.c, ho, wo};
     CR_TRY(bwd_check_dy(fn, dyd, want));
-    CR_TRY(bwd_check_dims(fn, "dy", dyd, &ny));
+    CR_TRY(cr_layer_check_dims(fn, "dy", dyd, &ny));
     CR_TRY(bwd_need(fn, "dy", dy));
     CR_TRY(bwd_need(fn, "dx", dx));
-    UpBwdDims u;
+    UpDims u;
     u.H = (int)d.h; u.W = (int)d.w; u.Ho = (int)ho; u.Wo = (int)wo;
     u.bilinear = p->mode == CR_UPSAMPLE_BILINEAR;
     u.align_corners = p->align_corners;

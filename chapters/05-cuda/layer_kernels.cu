@@ -12,6 +12,8 @@
 
 #include "cuda_layers.h"
 #include "cuda_util.h"
+#include "layer_util.h"
+#include "upsample_taps.h"
 
 #define LAYER_THREADS 256   /* element-wise kernels and per-channel reductions */
 #define CE_SUM_THREADS 1024 /* the loss's one-block sum */
@@ -19,7 +21,7 @@
 /* ---- argument checks and the scratch buffer ------------------------------------------------ */
 
 /* Checks a shape: every size >= 1 and at most 2^31 - 1 elements; *numel receives N*C*H*W. */
-static cr_status check_dims(const char *fn, const char *what, cr_cuda_nchw d, long long *numel)
+cr_status cr_layer_check_dims(const char *fn, const char *what, cr_cuda_nchw d, long long *numel)
 {
     if (d.n < 1 || d.c < 1 || d.h < 1 || d.w < 1)
         return cr_fail(CR_EINVAL, "%s: %s is %lldx%lldx%lldx%lld: every size must be >= 1", fn,
@@ -44,7 +46,7 @@ static void *scratch;         /* the layers' scratch buffer (device) */
 static size_t scratch_bytes;  /* its size */
 
 /* *p = at least bytes of device scratch (grown on demand, kept between calls). */
-static cr_status layer_scratch(size_t bytes, void **p)
+cr_status cr_layer_scratch(size_t bytes, void **p)
 {
     if (bytes > scratch_bytes) {
         cr_cuda_free(scratch);   /* cudaFree waits for the kernels that may still read it */
@@ -210,7 +212,7 @@ cr_status cr_cuda_batchnorm_forward(const cr_bn_params *p, bool training, cr_cud
 {
     const char *fn = "cr_cuda_batchnorm_forward";
     long long n = 0;
-    CR_TRY(check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
     if ((!gamma) != (!beta))
@@ -228,7 +230,7 @@ cr_status cr_cuda_batchnorm_forward(const cr_bn_params *p, bool training, cr_cud
                        "N*H*W = %lld), as in PyTorch", fn, M);
     const int C = (int)d.c, HW = (int)(d.h * d.w);
     float *ss;
-    CR_TRY(layer_scratch(2 * (size_t)C * sizeof(float), (void **)&ss));
+    CR_TRY(cr_layer_scratch(2 * (size_t)C * sizeof(float), (void **)&ss));
     if (training) {
         bn_train_kernel<<<C, LAYER_THREADS>>>((int)d.n, C, HW, p->eps, p->momentum, x, gamma,
                                                beta, running_mean, running_var, save_mean,
@@ -294,7 +296,7 @@ cr_status cr_cuda_groupnorm_forward(int64_t groups, double eps, cr_cuda_nchw d, 
 {
     const char *fn = "cr_cuda_groupnorm_forward";
     long long n = 0;
-    CR_TRY(check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     if (groups < 1 || d.c % groups != 0)
         return cr_fail(CR_EINVAL, "%s: %lld channels are not divisible into %lld groups", fn,
                        (long long)d.c, (long long)groups);
@@ -353,7 +355,7 @@ cr_status cr_cuda_maxpool2d_forward(const cr_pool_params *p, cr_cuda_nchw d, con
 {
     const char *fn = "cr_cuda_maxpool2d_forward";
     long long n = 0;
-    CR_TRY(check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
     int64_t ho = 0, wo = 0;
@@ -369,46 +371,6 @@ cr_status cr_cuda_maxpool2d_forward(const cr_pool_params *p, cr_cuda_nchw d, con
 
 /* ---- up-sampling --------------------------------------------------------------------------------------------- */
 
-/* What the up-sampling kernel needs. */
-struct UpDims {
-    int H, W, Ho, Wo;
-    int bilinear, align_corners;
-    double scale_h, scale_w;   /* the scale factors, or 0 (the output size decides) */
-};
-
-/* One axis of chapter 4's axis_taps for output index dst: source indices i0, i1 and the
- * weights l0, l1 (nearest: i0 == i1, l0 = 1), in the same float and double arithmetic. */
-__device__ void up_tap(const UpDims &u, int in, int out, double scale, int dst, int *i0, int *i1,
-                       float *l0, float *l1)
-{
-    if (!u.bilinear) {                      /* PyTorch's legacy 'nearest', in float */
-        int src;
-        if (out == in) src = dst;
-        else if (out == 2 * in) src = dst >> 1;
-        else {
-            const float r = scale > 0 ? (float)(1.0 / scale) : (float)in / (float)out;
-            src = (int)floorf((float)dst * r);
-            if (src > in - 1) src = in - 1;
-        }
-        *i0 = *i1 = src;
-        *l0 = 1.0f;
-        *l1 = 0.0f;
-        return;
-    }
-    double src;
-    if (u.align_corners) {
-        src = out > 1 ? (double)(in - 1) / (double)(out - 1) * (double)dst : 0.0;
-    } else {
-        const double r = scale > 0 ? 1.0 / scale : (double)in / (double)out;
-        src = r * ((double)dst + 0.5) - 0.5;
-        if (src < 0) src = 0;
-    }
-    *i0 = (int)src;
-    *i1 = *i0 + (*i0 < in - 1 ? 1 : 0);
-    const double w1 = src - (double)*i0;
-    *l0 = (float)(1.0 - w1);
-    *l1 = (float)w1;
-}
 
 // @snippet gpu_upsample
 /* One thread per output: both axes' taps, then chapter 4's sums in its order,
@@ -439,7 +401,7 @@ cr_status cr_cuda_upsample_forward(const cr_upsample_params *p, cr_cuda_nchw d, 
 {
     const char *fn = "cr_cuda_upsample_forward";
     long long n = 0;
-    CR_TRY(check_dims(fn, "x", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "x", d, &n));
     if (!p) return cr_fail(CR_EINVAL, "%s: p is NULL", fn);
     if (!x || !y) return cr_fail(CR_EINVAL, "%s: x or y is NULL", fn);
     int64_t ho = 0, wo = 0;
@@ -540,7 +502,7 @@ cr_status cr_cuda_cross_entropy(cr_cuda_nchw d, const float *logits, const int32
 {
     const char *fn = "cr_cuda_cross_entropy";
     long long n = 0;
-    CR_TRY(check_dims(fn, "logits", d, &n));
+    CR_TRY(cr_layer_check_dims(fn, "logits", d, &n));
     if (!logits || !target) return cr_fail(CR_EINVAL, "%s: logits or target is NULL", fn);
     if (!loss) return cr_fail(CR_EINVAL, "%s: loss is NULL", fn);
     const long long P = (long long)(d.n * d.h * d.w);
@@ -549,7 +511,7 @@ cr_status cr_cuda_cross_entropy(cr_cuda_nchw d, const float *logits, const int32
         return cr_fail(CR_EINVAL, "%s: %lld pixels, at most 2139062142", fn, P);
     /* scratch: nll (P doubles), the two sums, the first bad pixel */
     char *s;
-    CR_TRY(layer_scratch((size_t)P * sizeof(double) + 2 * sizeof(double) + sizeof(int), (void **)&s));
+    CR_TRY(cr_layer_scratch((size_t)P * sizeof(double) + 2 * sizeof(double) + sizeof(int), (void **)&s));
     double *nll = (double *)s, *out = nll + P;
     int *bad = (int *)(out + 2);
     CR_TRY(cr_cuda_check(cudaMemset(bad, 0x7f, sizeof(int)), "cudaMemset (bad label)"));
