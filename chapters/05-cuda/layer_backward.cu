@@ -479,12 +479,7 @@ cr_status cr_cuda_upsample_backward(const cr_upsample_params *p, cr_cuda_nchw d,
     CR_TRY(cr_layer_check_dims(fn, "dy", dyd, &ny));
     CR_TRY(bwd_need(fn, "dy", dy));
     CR_TRY(bwd_need(fn, "dx", dx));
-    UpDims u;
-    u.H = (int)d.h; u.W = (int)d.w; u.Ho = (int)ho; u.Wo = (int)wo;
-    u.bilinear = p->mode == CR_UPSAMPLE_BILINEAR;
-    u.align_corners = p->align_corners;
-    u.scale_h = p->scale_h > 0 ? p->scale_h : 0;
-    u.scale_w = p->scale_w > 0 ? p->scale_w : 0;
+    const UpDims u = up_dims(p, d, ho, wo);
     unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, BWD_THREADS, "upsample_backward_kernel", &blocks));
     upsample_backward_kernel<<<blocks, BWD_THREADS>>>(n, u, dy, dx);

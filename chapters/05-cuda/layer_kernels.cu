@@ -409,12 +409,7 @@ cr_status cr_cuda_upsample_forward(const cr_upsample_params *p, cr_cuda_nchw d, 
     const double ny = (double)d.n * (double)d.c * (double)ho * (double)wo;
     if (ny > 2147483647.0)
         return cr_fail(CR_EINVAL, "%s: the output has %.0f elements, more than 2^31 - 1", fn, ny);
-    UpDims u;
-    u.H = (int)d.h; u.W = (int)d.w; u.Ho = (int)ho; u.Wo = (int)wo;
-    u.bilinear = p->mode == CR_UPSAMPLE_BILINEAR;
-    u.align_corners = p->align_corners;
-    u.scale_h = p->scale_h > 0 ? p->scale_h : 0;
-    u.scale_w = p->scale_w > 0 ? p->scale_w : 0;
+    const UpDims u = up_dims(p, d, ho, wo);
     unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d((long long)ny, LAYER_THREADS, "upsample_kernel", &blocks));
     upsample_kernel<<<blocks, LAYER_THREADS>>>((long long)ny, u, x, y);

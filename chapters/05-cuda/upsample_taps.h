@@ -4,6 +4,8 @@
 #ifndef CR_UPSAMPLE_TAPS_H
 #define CR_UPSAMPLE_TAPS_H
 
+#include "cuda_layers.h"   /* cr_upsample_params, cr_cuda_nchw */
+
 /* What the up-sampling kernels need. */
 struct UpDims {
     int H, W, Ho, Wo;
@@ -43,6 +45,18 @@ static __device__ inline void up_tap(const UpDims &u, int in, int out, double sc
     const double w1 = src - (double)*i0;
     *l0 = (float)(1.0 - w1);
     *l1 = (float)w1;
+}
+
+/* The kernels' view of up-sampling p from an input of shape d to ho x wo. */
+static inline UpDims up_dims(const cr_upsample_params *p, cr_cuda_nchw d, int64_t ho, int64_t wo)
+{
+    UpDims u;
+    u.H = (int)d.h; u.W = (int)d.w; u.Ho = (int)ho; u.Wo = (int)wo;
+    u.bilinear = p->mode == CR_UPSAMPLE_BILINEAR;
+    u.align_corners = p->align_corners;
+    u.scale_h = p->scale_h > 0 ? p->scale_h : 0;
+    u.scale_w = p->scale_w > 0 ? p->scale_w : 0;
+    return u;
 }
 
 #endif
