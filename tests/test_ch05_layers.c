@@ -635,6 +635,47 @@ static void gpu_model__fpn_reduced_tensor_cores(void **state)
     cr_st_free(io);
 }
 
+/* The device forward's profile (m->profile): every module synchronised, timed and counted
+ * once per forward, nothing counted with it off; cr_cuda_model_shape gives each module's
+ * output shape of the last forward (the last one the network's output), zeros out of range. */
+static void gpu_model__profile_and_shapes(void **state)
+{
+    (void)state;
+    cr_rng r;
+    const uint64_t seed = seed_rng(&r);
+    cr_model m;
+    assert_cr_ok(cr_model_build_fcn(&m, 4));
+    assert_cr_ok(cr_model_init_params(&m, seed));
+    cr_model_train(&m, false);
+    cr_cuda_model *g = NULL;
+    assert_cr_ok(cr_cuda_model_create(&m, &g));
+    cr_tensor x, y;
+    random_input(&x, 2, 3, 12, 16, &r, -1.0f, 1.0f);
+    cr_model_profile_reset(&m);
+    m.profile = true;
+    assert_cr_ok(cr_cuda_model_forward_host(g, &x, &y));
+    double total = 0;
+    for (int i = 0; i < m.n; i++) {
+        if (m.mods[i].fwd_calls != 1)
+            fail_msg("module '%s' counted %lld forwards, expected 1", m.mods[i].name,
+                     (long long)m.mods[i].fwd_calls);
+        total += m.mods[i].fwd_s;
+    }
+    assert_true(total > 0);
+    const cr_cuda_nchw o = cr_cuda_model_shape(g, m.n - 1);
+    assert_true(o.n == y.shape[0] && o.c == y.shape[1] && o.h == y.shape[2] && o.w == y.shape[3]);
+    const cr_cuda_nchw none = cr_cuda_model_shape(g, m.n);
+    assert_true(none.n == 0 && none.c == 0 && none.h == 0 && none.w == 0);
+    cr_tensor_free(&y);
+    m.profile = false;
+    assert_cr_ok(cr_cuda_model_forward_host(g, &x, &y));
+    for (int i = 0; i < m.n; i++) assert_int_equal(m.mods[i].fwd_calls, 1);
+    cr_tensor_free(&y);
+    cr_tensor_free(&x);
+    cr_cuda_model_free(g);
+    cr_model_free(&m);
+}
+
 /* The device forward refuses a model in training mode, a hook-free model with a global
  * average pool, and an input with the wrong channel count, naming the module. */
 static void gpu_model__refusals(void **state)
@@ -1158,6 +1199,7 @@ int main(void)
         cmocka_unit_test(gpu_model__lab4_network),
         cmocka_unit_test(gpu_model__fpn_reduced),
         cmocka_unit_test(gpu_model__fpn_reduced_tensor_cores),
+        cmocka_unit_test(gpu_model__profile_and_shapes),
         cmocka_unit_test(gpu_model__refusals),
     };
     return cr_run_tests("ch05_layers", tests);

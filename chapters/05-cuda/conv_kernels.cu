@@ -364,11 +364,6 @@ size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn 
     return fn == cr_cuda_conv2d_im2col ? im2col_bytes(s) : 0;
 }
 
-size_t cr_cuda_conv2d_tc_workspace_bytes(const cr_conv_shape *s)
-{
-    return is_plain_1x1(s) ? 0 : im2col_bytes(s);
-}
-
 static const cr_cuda_conv_path conv_paths[] = {
     {"direct", cr_cuda_conv2d_direct, "one thread per output element (chapter 1's loops)"},
     {"im2col", cr_cuda_conv2d_im2col, "im2col per image, then cr_cuda_sgemm per group"},

@@ -219,8 +219,6 @@ cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, cons
                             const float *w, const float *b, float *y);
 /* The path cr_cuda_conv2d_at takes: "direct", "implicit", "tf32", "fp16" or "bf16". */
 const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec);
-/* Bytes of workspace cr_cuda_conv2d_tc uses for s (one image's patch matrix, or 0). */
-size_t cr_cuda_conv2d_tc_workspace_bytes(const cr_conv_shape *s);
 /* Bytes of workspace a path uses for s (im2col: one image's patch matrix; others: 0). */
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn);
 
