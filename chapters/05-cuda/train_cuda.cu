@@ -48,6 +48,7 @@ static cr_status ensure(cr_cuda_trainer *t, void **p, size_t *cap, size_t n, siz
 {
     if (*p && *cap >= n) return CR_OK;
     cr_cuda_free(*p);
+    t->bytes -= *cap * es;   /* what the old buffer counted */
     *p = NULL;
     *cap = 0;
     CR_TRY(cr_cuda_malloc(p, (n ? n : 1) * es, what));
