@@ -28,15 +28,20 @@ static cr_status bwd_need(const char *fn, const char *name, const void *p)
     return CR_OK;
 }
 
-/* Checks that dy's shape `got` is `want` (the forward's output shape for the input d). */
-static cr_status bwd_check_dy(const char *fn, cr_cuda_nchw got, cr_cuda_nchw want)
+/* Checks dy's shape `got` against the forward's output for the input d (d.n x d.c x ho x
+ * wo), then as cr_layer_check_dims does, and that dy and dx are given; *ny = dy's numel. */
+static cr_status bwd_check_dy(const char *fn, cr_cuda_nchw got, cr_cuda_nchw d, int64_t ho,
+                              int64_t wo, const float *dy, const float *dx, long long *ny)
 {
+    const cr_cuda_nchw want = {d.n, d.c, ho, wo};
     if (got.n != want.n || got.c != want.c || got.h != want.h || got.w != want.w)
         return cr_fail(CR_EINVAL, "%s: dy is %lldx%lldx%lldx%lld, expected the forward's output "
                        "shape %lldx%lldx%lldx%lld", fn, (long long)got.n, (long long)got.c,
                        (long long)got.h, (long long)got.w, (long long)want.n, (long long)want.c,
                        (long long)want.h, (long long)want.w);
-    return CR_OK;
+    CR_TRY(cr_layer_check_dims(fn, "dy", got, ny));
+    CR_TRY(bwd_need(fn, "dy", dy));
+    return bwd_need(fn, "dx", dx);
 }
 
 /* ---- ReLU and the add's fused ReLU ----------------------------------------------------------- */
@@ -353,12 +358,8 @@ cr_status cr_cuda_maxpool2d_backward(const cr_pool_params *p, cr_cuda_nchw d, cr
     CR_TRY(bwd_need(fn, "p", p));
     int64_t ho = 0, wo = 0;
     CR_TRY(cr_maxpool2d_out_size(p, d.h, d.w, &ho, &wo));
-    const cr_cuda_nchw want = {d.n, d.c, ho, wo};
-    CR_TRY(bwd_check_dy(fn, dyd, want));
-    CR_TRY(cr_layer_check_dims(fn, "dy", dyd, &ny));
+    CR_TRY(bwd_check_dy(fn, dyd, d, ho, wo, dy, dx, &ny));
     CR_TRY(bwd_need(fn, "argmax", argmax));
-    CR_TRY(bwd_need(fn, "dy", dy));
-    CR_TRY(bwd_need(fn, "dx", dx));
     const PoolBwdDims pd = {(int)d.h, (int)d.w, (int)ho, (int)wo, (int)p->kernel_h,
                             (int)p->kernel_w, (int)p->stride_h, (int)p->stride_w, (int)p->pad_h,
                             (int)p->pad_w};
@@ -474,11 +475,7 @@ cr_status cr_cuda_upsample_backward(const cr_upsample_params *p, cr_cuda_nchw d,
     CR_TRY(bwd_need(fn, "p", p));
     int64_t ho = 0, wo = 0;
     CR_TRY(cr_upsample_out_size(p, d.h, d.w, &ho, &wo));
-    const cr_cuda_nchw want = {d.n, d.c, ho, wo};
-    CR_TRY(bwd_check_dy(fn, dyd, want));
-    CR_TRY(cr_layer_check_dims(fn, "dy", dyd, &ny));
-    CR_TRY(bwd_need(fn, "dy", dy));
-    CR_TRY(bwd_need(fn, "dx", dx));
+    CR_TRY(bwd_check_dy(fn, dyd, d, ho, wo, dy, dx, &ny));
     const UpDims u = up_dims(p, d, ho, wo);
     unsigned blocks = 1;
     CR_TRY(cr_cuda_grid_1d(n, BWD_THREADS, "upsample_backward_kernel", &blocks));
