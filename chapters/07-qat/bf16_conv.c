@@ -14,7 +14,8 @@
 
 #include "conv_gemm.h"  /* cr_conv_outer_threads: chapter 3's rule for the pair loop */
 #include "direct.h"     /* cr_pad_index: chapter 1's padding rule */
-#include "dtype.h"      /* cr_f32_to_bf16, cr_bf16_to_f32 */
+#include "dtype.h"      /* cr_f32_to_bf16, cr_bf16_to_f32, cr_f32_to_f16, cr_f16_to_f32 */
+#include "gemm_internal.h"  /* chapter 3's engine (fp16 storage): cr_gemm_engine, packing */
 #include "int8_gemm.h"  /* cr_gemm_bf16 */
 
 /* float32 to bf16 bits, round to nearest even, every NaN to 0xFFFF: cr_f32_to_bf16's
@@ -27,6 +28,206 @@ static inline uint16_t to_bf16(float x)
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* ---- fp16: conversions and the storage GEMM --------------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define CR_F16C_TARGET __attribute__((target("avx2,fma,f16c")))
+#define CR_F16C_512_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
+#define CR_HAVE_F16C 1
+#else
+#define CR_HAVE_F16C 0
+#endif
+
+/* What the CPU runs: 0 portable, 1 F16C (8 lanes, AVX2), 2 AVX-512F (16 lanes); asked
+ * once (CPUID traps to the hypervisor in a virtual machine). Racing threads store the
+ * same value. */
+static int f16_detected(void)
+{
+    static int known = -1;
+    if (known >= 0) return known;
+    int level = 0;
+#if CR_HAVE_F16C
+    unsigned a, b, c, d;
+    if (cr_cpu_has_avx2() && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C))
+        level = cr_cpu_has_avx512() ? 2 : 1;
+#endif
+    known = level;
+    return known;
+}
+
+static int f16_cap = 2;   /* cr_fp16_storage_set_path's ceiling on the level */
+
+/* The level the conversions run at: the CPU's, at most the chosen one. */
+static int f16_level(void)
+{
+    const int d = f16_detected();
+    return d < f16_cap ? d : f16_cap;
+}
+
+cr_status cr_fp16_storage_set_path(const char *name)
+{
+    int cap = -1;
+    if (name && strcmp(name, "auto") == 0) cap = 2;
+    else if (name && strcmp(name, "f16c512") == 0) cap = 2;
+    else if (name && strcmp(name, "f16c") == 0) cap = 1;
+    else if (name && strcmp(name, "portable") == 0) cap = 0;
+    if (cap < 0 || (strcmp(name, "auto") != 0 && cap > f16_detected()))
+        return cr_fail(CR_EINVAL, "fp16 storage path \"%s\": expected auto, portable%s%s",
+                       name ? name : "(null)", f16_detected() >= 1 ? ", f16c" : "",
+                       f16_detected() >= 2 ? " or f16c512" : " (this CPU runs no more)");
+    f16_cap = cap;
+    return CR_OK;
+}
+
+const char *cr_fp16_storage_path(void)
+{
+    static const char *const names[] = {"portable", "f16c", "f16c512"};
+    return names[f16_level()];
+}
+
+#if CR_HAVE_F16C
+/* dst[0..n) = fp16 bits of src[0..n), 16 (or 8) lanes at a time, ties to even as
+ * cr_f32_to_f16; a NaN lane is redone by cr_f32_to_f16 (vcvtps2ph keeps a NaN's payload,
+ * lib makes every NaN 0x7E00 with its sign). */
+CR_F16C_512_TARGET static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(src + i);
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q))
+            for (int j = 0; j < 16; j++) dst[i + j] = cr_f32_to_f16(src[i + j]);
+    }
+    for (; i < n; i++) dst[i] = cr_f32_to_f16(src[i]);
+}
+
+CR_F16C_TARGET static void f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(src + i);
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
+            for (int j = 0; j < 8; j++) dst[i + j] = cr_f32_to_f16(src[i + j]);
+    }
+    for (; i < n; i++) dst[i] = cr_f32_to_f16(src[i]);
+}
+
+/* dst[0..n) = src[0..n) fp16 bits widened to float (exact). */
+CR_F16C_512_TARGET static void f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i < n; i++) dst[i] = cr_f16_to_f32(src[i]);
+}
+
+CR_F16C_TARGET static void f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = cr_f16_to_f32(src[i]);
+}
+#endif
+
+void cr_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n)
+{
+#if CR_HAVE_F16C
+    const int level = f16_level();
+    if (level == 2) { f32_to_f16_avx512(src, dst, n); return; }
+    if (level == 1) { f32_to_f16_f16c(src, dst, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = cr_f32_to_f16(src[i]);
+}
+
+/* dst[0..n) = src[0..n) widened to float, exactly (every fp16 value is a float). */
+static void f16_to_f32_row(const uint16_t *src, float *dst, int64_t n)
+{
+#if CR_HAVE_F16C
+    const int level = f16_level();
+    if (level == 2) { f16_to_f32_avx512(src, dst, n); return; }
+    if (level == 1) { f16_to_f32_f16c(src, dst, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = cr_f16_to_f32(src[i]);
+}
+
+// @snippet fp16_pack
+/* An fp16 matrix as the engine's operand: element (row r, depth k) at p[r * rs + k * cs]. */
+typedef struct {
+    const uint16_t *p;
+    int64_t rs, cs;
+} f16_strided;
+
+/* cr_pack_fn for an f16_strided context: chapter 3's panels (`panel` rows side by side
+ * for each k, rows past the end zero), each value widened to float (scale is 1 here).
+ * B (rs == 1: a panel's values are consecutive in memory) widens a run at a time; A's
+ * rows (cs == 1) widen 16 depths at a time into a buffer and are laid across. */
+static void pack_f16(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                     int panel, float scale, float *dst)
+{
+    const f16_strided *s = ctx;
+    (void)scale;   /* cr_gemm_fp16 passes alpha = 1 */
+    for (int64_t q = 0; q < rows; q += panel) {
+        const int64_t h = rows - q < panel ? rows - q : panel;
+        float *d = dst + q * kc;                          /* panels are kc x panel */
+        if (s->rs == 1) {
+            for (int64_t k = 0; k < kc; k++) {
+                f16_to_f32_row(s->p + (r0 + q) + (k0 + k) * s->cs, d + k * panel, h);
+                for (int64_t i = h; i < panel; i++) d[k * panel + i] = 0.0f;
+            }
+        } else {
+            float buf[16];
+            for (int64_t i = 0; i < panel; i++) {
+                if (i >= h) {
+                    for (int64_t k = 0; k < kc; k++) d[k * panel + i] = 0.0f;
+                    continue;
+                }
+                const uint16_t *src = s->p + (r0 + q + i) * s->rs + k0 * s->cs;
+                for (int64_t k = 0; k < kc; k += 16) {
+                    const int64_t m = kc - k < 16 ? kc - k : 16;
+                    if (s->cs == 1) f16_to_f32_row(src + k, buf, m);
+                    else
+                        for (int64_t j = 0; j < m; j++) buf[j] = cr_f16_to_f32(src[(k + j) * s->cs]);
+                    for (int64_t j = 0; j < m; j++) d[(k + j) * panel + i] = buf[j];
+                }
+            }
+        }
+    }
+}
+// @end fp16_pack
+
+cr_status cr_gemm_fp16(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                       const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int threads)
+{
+    if (M < 0 || N < 0 || K < 0)
+        return cr_fail(CR_EINVAL, "cr_gemm_fp16: M, N, K must be >= 0 (got %lld, %lld, %lld)",
+                       (long long)M, (long long)N, (long long)K);
+    if ((M && K && !A) || (K && N && !B) || (M && N && !C))
+        return cr_fail(CR_EINVAL, "cr_gemm_fp16: A, B and C must not be NULL");
+    if (lda < (K > 1 ? K : 1) || ldb < (N > 1 ? N : 1) || ldc < (N > 1 ? N : 1))
+        return cr_fail(CR_EINVAL, "cr_gemm_fp16: lda >= K, ldb >= N and ldc >= N expected (got "
+                       "lda %lld, ldb %lld, ldc %lld for K %lld, N %lld)", (long long)lda,
+                       (long long)ldb, (long long)ldc, (long long)K, (long long)N);
+    if (threads != 0 && threads != 1)
+        return cr_fail(CR_EINVAL, "cr_gemm_fp16: threads: expected 0 (OpenMP's) or 1, got %d",
+                       threads);
+    const f16_strided a = {A, lda, 1}, b = {B, 1, ldb};   /* B as its transpose: N x K */
+    const cr_gemm_operand oa = {pack_f16, &a, NULL, 0}, ob = {pack_f16, &b, NULL, 0};
+    return cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), M), M, N, K, &oa, &ob,
+                          1.0f, 0.0f, C, ldc, threads);
+}
+
+/* One value in format fmt: bf16 by to_bf16, fp16 by lib's cr_f32_to_f16. */
+static inline uint16_t to_half(cr_half_format fmt, float x)
+{
+    return fmt == CR_HALF_FP16 ? cr_f32_to_f16(x) : to_bf16(x);
+}
+
 /* True for a 1x1, stride-1, unpadded kernel: the input rows are the patch matrix. */
 static int is_pointwise(const cr_conv_params *p)
 {
@@ -37,11 +238,14 @@ static int is_pointwise(const cr_conv_params *p)
 /* ---- preparing the weights ---------------------------------------------------------------- */
 
 // @snippet bf16_prepare
-cr_status cr_bf16_conv_prepare(cr_bf16_conv *bc, const cr_conv_params *p, const cr_tensor *w,
-                               const cr_tensor *b)
+cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_conv_params *p,
+                               const cr_tensor *w, const cr_tensor *b)
 {
     if (!bc || !p || !w) return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: bc, p and w must not be NULL");
     memset(bc, 0, sizeof *bc);
+    if (fmt != CR_HALF_BF16 && fmt != CR_HALF_FP16)
+        return cr_fail(CR_EINVAL, "cr_half_conv_prepare: fmt: expected CR_HALF_BF16 or "
+                       "CR_HALF_FP16, got %d", (int)fmt);
     /* the weight's and bias's shapes through the descriptor's own check, on a 1-pixel
      * stand-in input that any kernel fits once padded */
     cr_conv_params q = *p;
@@ -65,6 +269,7 @@ cr_status cr_bf16_conv_prepare(cr_bf16_conv *bc, const cr_conv_params *p, const 
         return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: b: %zu elements, expected %lld (Cout)",
                        b->numel, (long long)cout);
     bc->p = *p;
+    bc->fmt = fmt;
     bc->cin_g = s.cin_g;
     bc->cout_g = s.cout_g;
     bc->K = K;
@@ -75,9 +280,15 @@ cr_status cr_bf16_conv_prepare(cr_bf16_conv *bc, const cr_conv_params *p, const 
         return cr_fail(CR_ENOMEM, "cr_bf16_conv_prepare: %lld x %lld weights: out of memory",
                        (long long)cout, (long long)K);
     }
-    for (int64_t i = 0; i < cout * K; i++) bc->w[i] = cr_f32_to_bf16(w->data[i]);  /* once */
+    for (int64_t i = 0; i < cout * K; i++) bc->w[i] = to_half(fmt, w->data[i]);  /* once */
     if (b) memcpy(bc->bias, b->data, (size_t)cout * sizeof *bc->bias);
     return CR_OK;
+}
+
+cr_status cr_bf16_conv_prepare(cr_bf16_conv *bc, const cr_conv_params *p, const cr_tensor *w,
+                               const cr_tensor *b)
+{
+    return cr_half_conv_prepare(bc, CR_HALF_BF16, p, w, b);
 }
 // @end bf16_prepare
 
@@ -137,12 +348,12 @@ static void plan_columns(const cr_conv_shape *s, col_plan *plan)
 }
 
 // @snippet bf16_gather
-/* Row k = (c*kh + r)*kw + q of one image's and group's patch matrix, as bf16: x_g is the
- * group's Cin_g x H x W input, row its Ho*Wo entries. Rows of the padded input come from
- * chapter 1's rule; inside the image a column is read directly, at the edges through
- * the plan's map. */
-static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float *x_g, int64_t k,
-                       uint16_t *row)
+/* Row k = (c*kh + r)*kw + q of one image's and group's patch matrix, in format fmt: x_g
+ * is the group's Cin_g x H x W input, row its Ho*Wo entries. Rows of the padded input
+ * come from chapter 1's rule; inside the image a column is read directly (a run at
+ * stride 1 converted as one row in fp16), at the edges through the plan's map. */
+static void gather_row(cr_half_format fmt, const cr_conv_shape *s, const col_plan *plan,
+                       const float *x_g, int64_t k, uint16_t *row)
 {
     const cr_conv_params *p = &s->p;
     const int64_t R = p->kernel_h, S = p->kernel_w, H = s->h_in, W = s->w_in, Wo = s->w_out;
@@ -156,27 +367,38 @@ static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float
             continue;
         }
         const float *src = x_g + (c * H + ih) * W;
-        for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
-        for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_bf16(src[ow * sw + off]);
-        for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
+        for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
+        if (fmt == CR_HALF_FP16 && sw == 1)
+            cr_f32_to_f16_row(src + lo + off, row + lo, hi - lo);
+        else
+            for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_half(fmt, src[ow * sw + off]);
+        for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
     }
 }
 
-/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K, bf16) * bf16(patches) + b_g.
- * col: K x Ho*Wo bf16 scratch; par: gather with every thread (else on the caller's). */
+/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K, bc->fmt) * patches rounded
+ * to bc->fmt + b_g: the bf16 GEMM, or chapter 3's engine widening fp16. col: K x Ho*Wo
+ * scratch of 16-bit values; par: gather and multiply with every thread (else on the
+ * caller's). */
 static cr_status conv_group_bf16(const cr_bf16_conv *bc, const cr_conv_shape *s,
                                  const col_plan *plan, const float *x_g, const uint16_t *w_g,
                                  const float *b_g, float *y_g, uint16_t *col, int par)
 {
     const int64_t plane = s->h_out * s->w_out, K = bc->K, HW = s->h_in * s->w_in;
-    if (is_pointwise(&bc->p)) {                         /* the input rows, converted */
+    const cr_half_format fmt = bc->fmt;
+    if (is_pointwise(&bc->p) && fmt == CR_HALF_FP16) {  /* the input rows, converted */
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t k = 0; k < K; k++) cr_f32_to_f16_row(x_g + k * HW, col + k * HW, HW);
+    } else if (is_pointwise(&bc->p)) {
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t i = 0; i < K * HW; i++) col[i] = to_bf16(x_g[i]);
     } else {
 #pragma omp parallel for schedule(static) if (par)
-        for (int64_t k = 0; k < K; k++) gather_row(s, plan, x_g, k, col + k * plane);
+        for (int64_t k = 0; k < K; k++) gather_row(fmt, s, plan, x_g, k, col + k * plane);
     }
-    cr_status st = cr_gemm_bf16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, 0);
+    cr_status st = fmt == CR_HALF_FP16
+        ? cr_gemm_fp16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, par ? 0 : 1)
+        : cr_gemm_bf16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, 0);
     if (st == CR_OK && b_g)
         for (int64_t m = 0; m < s->cout_g; m++)
             for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
@@ -489,28 +711,48 @@ cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_te
                      buf + n_map + 2 * S + n_rows, buf + n_map + 2 * S + n_rows + K,
                      buf + n_map + 2 * S + n_rows + 2 * K};
     plan_columns(&s, &plan);
-    st = strcmp(cr_bf16_conv_path(), "packed") == 0 ? forward_packed(bc, &s, &plan, x, y)
-                                                     : forward_gemm(bc, &s, &plan, x, y);
+    st = bc->fmt == CR_HALF_BF16 && strcmp(cr_bf16_conv_path(), "packed") == 0
+        ? forward_packed(bc, &s, &plan, x, y) : forward_gemm(bc, &s, &plan, x, y);
     free(buf);
+    return st;
+}
+
+/* Prepare, forward and free in format fmt. */
+static cr_status conv2d_half(cr_half_format fmt, const cr_conv_params *p, const cr_tensor *x,
+                             const cr_tensor *w, const cr_tensor *b, cr_tensor *y)
+{
+    cr_conv_shape s;
+    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
+    if (st) return st;
+    cr_bf16_conv bc;
+    st = cr_half_conv_prepare(&bc, fmt, p, w, b);
+    if (!st) st = cr_bf16_conv_forward(&bc, x, y);
+    cr_bf16_conv_free(&bc);
     return st;
 }
 
 cr_status cr_conv2d_bf16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                          const cr_tensor *b, cr_tensor *y)
 {
-    cr_conv_shape s;
-    cr_status st = cr_conv_bind(&s, p, x, w, b, y);
-    if (st) return st;
-    cr_bf16_conv bc;
-    st = cr_bf16_conv_prepare(&bc, p, w, b);
-    if (!st) st = cr_bf16_conv_forward(&bc, x, y);
-    cr_bf16_conv_free(&bc);
-    return st;
+    return conv2d_half(CR_HALF_BF16, p, x, w, b, y);
+}
+
+cr_status cr_conv2d_fp16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                         const cr_tensor *b, cr_tensor *y)
+{
+    return conv2d_half(CR_HALF_FP16, p, x, w, b, y);
+}
+
+/* v rounded to format fmt and back: bf16 or fp16 through lib's conversions. */
+static float round_half(cr_half_format fmt, float v)
+{
+    return fmt == CR_HALF_FP16 ? cr_f16_to_f32(cr_f32_to_f16(v)) : cr_bf16_to_f32(cr_f32_to_bf16(v));
 }
 
 // @snippet bf16_ref
-cr_status cr_conv2d_bf16_ref(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
-                             const cr_tensor *b, cr_tensor *y)
+/* The definition in format fmt: seven loops, products of rounded operands summed in double. */
+static cr_status conv2d_half_ref(cr_half_format fmt, const cr_conv_params *p, const cr_tensor *x,
+                                 const cr_tensor *w, const cr_tensor *b, cr_tensor *y)
 {
     cr_conv_shape s;
     cr_status st = cr_conv_bind(&s, p, x, w, b, y);
@@ -531,10 +773,10 @@ cr_status cr_conv2d_bf16_ref(const cr_conv_params *p, const cr_tensor *x, const 
                                                                 q * p->dilation_w, W, p->pad_mode);
                                 if (ih < 0 || iw < 0) continue;
                                 const int64_t ci = g * s.cin_g + c;
-                                const float xv = cr_bf16_to_f32(cr_f32_to_bf16(
-                                    x->data[((n * p->in_channels + ci) * H + ih) * W + iw]));
-                                const float wv = cr_bf16_to_f32(cr_f32_to_bf16(
-                                    w->data[((o * s.cin_g + c) * R + r) * S + q]));
+                                const float xv = round_half(fmt,
+                                    x->data[((n * p->in_channels + ci) * H + ih) * W + iw]);
+                                const float wv = round_half(fmt,
+                                    w->data[((o * s.cin_g + c) * R + r) * S + q]);
                                 acc += (double)(xv * wv);   /* exact in float */
                             }
                     if (b) acc += b->data[o];
@@ -543,6 +785,18 @@ cr_status cr_conv2d_bf16_ref(const cr_conv_params *p, const cr_tensor *x, const 
     return CR_OK;
 }
 // @end bf16_ref
+
+cr_status cr_conv2d_bf16_ref(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *b, cr_tensor *y)
+{
+    return conv2d_half_ref(CR_HALF_BF16, p, x, w, b, y);
+}
+
+cr_status cr_conv2d_fp16_ref(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                             const cr_tensor *b, cr_tensor *y)
+{
+    return conv2d_half_ref(CR_HALF_FP16, p, x, w, b, y);
+}
 
 /* ---- a whole model in bf16 ------------------------------------------------------------------ */
 
@@ -573,14 +827,15 @@ static cr_status bf16_model_conv(const cr_conv_params *p, const cr_tensor *x, co
     cr_bf16_model *e = find_layer(p, &i);
     if (!e || i < 0)
         return cr_fail(CR_EINVAL, "bf16 model: a convolution of no attached model reached the "
-                       "bf16 dispatcher");
+                       "bf16/fp16 dispatcher");
+    const char *f = e->convs[i].fmt == CR_HALF_FP16 ? "fp16" : "bf16";
     /* (the model's forward prefixes the module's name to these messages) */
     if (e->model->training)
-        return cr_fail(CR_EINVAL, "bf16 model: the bf16 path runs evaluation forwards only "
-                       "(cr_model_train(m, false), or detach to train)");
+        return cr_fail(CR_EINVAL, "%s model: the %s path runs evaluation forwards only "
+                       "(cr_model_train(m, false), or detach to train)", f, f);
     if (!w || w->data != e->weight[i])
-        return cr_fail(CR_EINVAL, "bf16 model: the weight's storage changed since the attach "
-                       "(detach and attach again)");
+        return cr_fail(CR_EINVAL, "%s model: the weight's storage changed since the attach "
+                       "(detach and attach again)", f);
     e->calls++;
     return cr_bf16_conv_forward(&e->convs[i], x, y);
 }
@@ -596,33 +851,37 @@ static void model_free(cr_bf16_model *bm)
     memset(bm, 0, sizeof *bm);
 }
 
-cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m)
+cr_status cr_half_model_attach(cr_bf16_model *bm, cr_model *m, cr_half_format fmt)
 {
-    if (!bm || !m) return cr_fail(CR_EINVAL, "bf16 model: bm and m must not be NULL");
+    const char *f = fmt == CR_HALF_FP16 ? "fp16" : "bf16";
+    if (!bm || !m) return cr_fail(CR_EINVAL, "%s model: bm and m must not be NULL", f);
     for (cr_bf16_model *e = attached; e; e = e->next)
-        if (e == bm) return cr_fail(CR_EINVAL, "bf16 model: bm is attached to a model (detach it first)");
+        if (e == bm) return cr_fail(CR_EINVAL, "%s model: bm is attached to a model (detach it first)", f);
     memset(bm, 0, sizeof *bm);   /* from here on, detach is safe on bm */
+    if (fmt != CR_HALF_BF16 && fmt != CR_HALF_FP16)
+        return cr_fail(CR_EINVAL, "cr_half_model_attach: fmt: expected CR_HALF_BF16 or "
+                       "CR_HALF_FP16, got %d", (int)fmt);
     if (m->conv_forward == bf16_model_conv)
-        return cr_fail(CR_EINVAL, "bf16 model: the model is already attached (detach it first)");
+        return cr_fail(CR_EINVAL, "%s model: the model is already attached (detach it first)", f);
     for (int i = 0; i < m->n; i++) bm->n += m->mods[i].kind == CR_MOD_CONV;
-    if (bm->n == 0) return cr_fail(CR_EINVAL, "bf16 model: the model has no convolution");
+    if (bm->n == 0) return cr_fail(CR_EINVAL, "%s model: the model has no convolution", f);
     bm->convs = calloc((size_t)bm->n, sizeof *bm->convs);
     bm->module = calloc((size_t)bm->n, sizeof *bm->module);
     bm->weight = calloc((size_t)bm->n, sizeof *bm->weight);
     if (!bm->convs || !bm->module || !bm->weight) {
         model_free(bm);
-        return cr_fail(CR_ENOMEM, "bf16 model: out of memory");
+        return cr_fail(CR_ENOMEM, "%s model: out of memory", f);
     }
     for (int i = 0, k = 0; i < m->n; i++) {
         const cr_module *d = &m->mods[i];
         if (d->kind != CR_MOD_CONV) continue;
-        cr_status st = cr_bf16_conv_prepare(&bm->convs[k], &d->conv, &d->weight,
+        cr_status st = cr_half_conv_prepare(&bm->convs[k], fmt, &d->conv, &d->weight,
                                             d->conv.bias ? &d->bias : NULL);
         if (st) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", cr_last_error());
             model_free(bm);
-            return cr_fail(st, "bf16 model: module '%s': %s", d->name, msg);
+            return cr_fail(st, "%s model: module '%s': %s", f, d->name, msg);
         }
         bm->module[k] = i;
         bm->weight[k++] = d->weight.data;
@@ -633,6 +892,11 @@ cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m)
     attached = bm;
     m->conv_forward = bf16_model_conv;
     return CR_OK;
+}
+
+cr_status cr_bf16_model_attach(cr_bf16_model *bm, cr_model *m)
+{
+    return cr_half_model_attach(bm, m, CR_HALF_BF16);
 }
 
 void cr_bf16_model_detach(cr_bf16_model *bm)
