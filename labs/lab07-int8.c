@@ -22,8 +22,8 @@
  *   lab07-int8 camvid --data DIR --weights CKPT   the accuracy table at chapter 8's CPU
  *       resolution: fp32 (the weights as they are), bf16 (executed: every convolution
  *       with bf16 weights and patches and fp32 sums, bf16_conv.h: vdpbf16ps where the CPU
- *       has AVX512-BF16), fp16 (a simulation: every convolution's input and weights
- *       rounded to fp16, fp32 sums), int8 post-training
+ *       has AVX512-BF16), fp16 (executed: fp16 weights and patch matrix, chapter 3's fp32
+ *       kernel on them widened, fp32 sums), int8 post-training
  *       quantization (min/max calibration on train frames), int8 QAT full and QAT
  *       partial (encoder.conv1 and the segmentation head in float) fine-tuned --epochs N,
  *       each QAT model also converted to a real int8 model (convert.h) and evaluated
@@ -35,9 +35,10 @@
  *       same columns and config names prefixed pytorch_, the CSV header's "pytorch" line
  *       naming its version and engine; without an importable torch (or with
  *       --no-pytorch) the lab says "PyTorch not run: why" and that line says so too.
- *   lab07-int8 fpn   forward latency of the converted int8 FPN and of the bf16 FPN
- *       (bf16_conv.h) against our fp32 FPN (random weights, calibrated on a random batch)
- *       per batch size, chapter 8's latency columns with precision fp32, bf16 or int8,
+ *   lab07-int8 fpn   forward latency of the converted int8 FPN and of the bf16 and fp16
+ *       FPNs (bf16_conv.h) against our fp32 FPN (random weights, calibrated on a random
+ *       batch) per batch size, chapter 8's latency columns with precision fp32, bf16, fp16
+ *       or int8,
  *       plus vs_fp32; --profile prints,
  *       per batch size, where the int8 forward's time goes (per layer kind, per conv
  *       shape, and the u8 <-> float conversions between them). */
@@ -166,6 +167,7 @@ typedef struct {
     int32_t *C;
     float *Af, *Bf, *Cf;
     uint16_t *Ah, *Bh;   /* bf16 */
+    uint16_t *Ae, *Be;   /* fp16 */
     const uint8_t *Buse;
 } gemm_op;
 
@@ -186,6 +188,12 @@ static cr_status run_bf16(void *arg)
 {
     gemm_op *g = arg;
     return cr_gemm_bf16(g->M, g->N, g->K, g->Ah, g->K, g->Bh, g->N, g->Cf, g->N, 0);
+}
+
+static cr_status run_fp16(void *arg)
+{
+    gemm_op *g = arg;
+    return cr_gemm_fp16(g->M, g->N, g->K, g->Ae, g->K, g->Be, g->N, g->Cf, g->N, 0);
 }
 
 #ifdef CR_HAVE_DNNL
@@ -241,7 +249,9 @@ static int gemm_case(lab_ctx *ctx, const char *name, int64_t M, int64_t N, int64
     g.Cf = cr_aligned_alloc((size_t)(M * N) * 4);
     g.Ah = cr_aligned_alloc((size_t)(M * K) * 2);
     g.Bh = cr_aligned_alloc((size_t)(K * N) * 2);
-    int ok = g.A && g.B && g.B7 && g.C && g.Af && g.Bf && g.Cf && g.Ah && g.Bh;
+    g.Ae = cr_aligned_alloc((size_t)(M * K) * 2);
+    g.Be = cr_aligned_alloc((size_t)(K * N) * 2);
+    int ok = g.A && g.B && g.B7 && g.C && g.Af && g.Bf && g.Cf && g.Ah && g.Bh && g.Ae && g.Be;
 #ifdef CR_HAVE_DNNL
     dnnl_c = cr_aligned_alloc((size_t)(M * N) * 4);
     ok = ok && dnnl_c;
@@ -251,12 +261,14 @@ static int gemm_case(lab_ctx *ctx, const char *name, int64_t M, int64_t N, int64
         g.A[i] = (int8_t)cr_rng_int(rng, -128, 127);
         g.Af[i] = g.A[i] / 128.0f;
         g.Ah[i] = cr_f32_to_bf16(g.Af[i]);
+        g.Ae[i] = cr_f32_to_f16(g.Af[i]);
     }
     for (int64_t i = 0; i < K * N; i++) {
         g.B[i] = (uint8_t)cr_rng_int(rng, 0, 255);
         g.B7[i] = g.B[i] >> 1;
         g.Bf[i] = g.B[i] / 255.0f;
         g.Bh[i] = cr_f32_to_bf16(g.Bf[i]);
+        g.Be[i] = cr_f32_to_f16(g.Bf[i]);
     }
     const double ops = 2.0 * M * N * K;
     static const char *const kernels[] = {"avx512_vnni", "avx_vnni", "avx2", "avx2_split",
@@ -302,10 +314,16 @@ static int gemm_case(lab_ctx *ctx, const char *name, int64_t M, int64_t N, int64
         if (lab_time_budget(ctx, run_bf16, &g, budget, &r) == CR_OK)
             ok &= row(ctx, "gemm", name, "bf16", threads[t], r.min, ops, fp32, dnnl,
                       cr_gemm_bf16_native() ? "vdpbf16ps, f32 sums" : "portable loop");
+        if (lab_time_budget(ctx, run_fp16, &g, budget, &r) == CR_OK) {
+            char fp16_what[96];
+            snprintf(fp16_what, sizeof fp16_what, "fp16 storage: %s widening; cr_sgemm's %s kernel",
+                     cr_fp16_storage_path(), cr_gemm_kernel_name());
+            ok &= row(ctx, "gemm", name, "fp16", threads[t], r.min, ops, fp32, dnnl, fp16_what);
+        }
     }
     cr_aligned_free(g.A); cr_aligned_free(g.B); cr_aligned_free(g.B7); cr_aligned_free(g.C);
     cr_aligned_free(g.Af); cr_aligned_free(g.Bf); cr_aligned_free(g.Cf);
-    cr_aligned_free(g.Ah); cr_aligned_free(g.Bh);
+    cr_aligned_free(g.Ah); cr_aligned_free(g.Bh); cr_aligned_free(g.Ae); cr_aligned_free(g.Be);
 #ifdef CR_HAVE_DNNL
     cr_aligned_free(dnnl_c);
 #endif
@@ -499,7 +517,8 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
 /* ---- chapter 8's network: options shared by camvid and fpn ----------------------------- */
 
 static const char *data_dir, *weights_path, *eval_size_str = "192x256", *configs_str,
-                  *limit_str, *batches_str = "1,8", *size_str = "384x480";
+                  *limit_str, *batches_str = "1,8", *size_str = "384x480",
+                  *fpn_precisions = "bf16,fp16,int8";
 static int crop = 192, factor = 2, batch_size = 8, epochs = 1, calib_frames = 32,
            classes = CR_CAMVID_CLASSES, train_seed = 1, freeze_bn_epoch = 0, fpn_profile = 0,
            no_pytorch = 0;
@@ -519,37 +538,6 @@ static cr_status build_fpn_net(cr_model *m, int reduced)
     return cr_fpn_build(m, &c);
 }
 
-/* ---- fp16 simulation (bf16 runs for real: bf16_conv.h) ----------------------------------- */
-
-static cr_tensor bf16_x, bf16_w;
-
-/* Rounds n floats to the nearest IEEE fp16 (ties to even; beyond 65504: infinity) and back. */
-static void round_fp16(const float *src, float *dst, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (size_t i = 0; i < n; i++) dst[i] = cr_f16_to_f32(cr_f32_to_f16(src[i]));
-}
-
-/* Makes t a copy of src's shape. */
-static cr_status like(cr_tensor *t, const cr_tensor *src)
-{
-    if (t->data && cr_tensor_same_shape(t, src)) return CR_OK;
-    cr_tensor_free(t);
-    return cr_tensor_alloc(t, src->ndim, src->shape);
-}
-
-/* A cr_conv2d_fn: chapter 3's convolution on x and w rounded to fp16 (what fp16 storage
- * with fp32 sums computes, up to the order of the sums). */
-static cr_status conv_fp16(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
-                           const cr_tensor *b, cr_tensor *y)
-{
-    cr_status s;
-    if ((s = like(&bf16_x, x)) || (s = like(&bf16_w, w))) return s;
-    round_fp16(x->data, bf16_x.data, x->numel);
-    round_fp16(w->data, bf16_w.data, w->numel);
-    return cr_conv2d_fast(p, &bf16_x, &bf16_w, b, y);
-}
-
 /* ---- camvid: the accuracy table -------------------------------------------------------- */
 
 static const cr_arg camvid_args[] = {
@@ -559,7 +547,7 @@ static const cr_arg camvid_args[] = {
     {"lr", CR_ARG_DOUBLE, &qat_lr, "X", "QAT AdamW peak learning rate: no warm-up, cosine over the epochs (1e-4)", 0, -1},
     {"freeze-bn-epoch", CR_ARG_INT, &freeze_bn_epoch, "E", "BatchNorm statistics frozen from epoch E on (0: from the start)", 0, 1000},
     {"calib", CR_ARG_INT, &calib_frames, "N", "train frames for PTQ calibration (32)", 1, 100000},
-    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16 (executed),fp16 (simulated),ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
+    {"configs", CR_ARG_STRING, &configs_str, "LIST", "comma list of fp32,bf16 (executed),fp16 (executed),ptq,ptq_converted,qat_full,qat_partial,converted (QAT's converted models) (all)", 0, -1},
     {"crop", CR_ARG_INT, &crop, "S", "QAT training crop side, a multiple of 32 (192)", 32, 4096},
     {"eval-size", CR_ARG_STRING, &eval_size_str, "HxW", "evaluation size, multiples of 32 (192x256)", 0, -1},
     {"factor", CR_ARG_INT, &factor, "N", "frames reduced by N (2: 480x360 -> 240x180)", 1, 8},
@@ -1044,15 +1032,13 @@ static void camvid_free(camvid_run *r)
     cr_frames_free(&r->train);
     cr_frames_free(&r->val);
     cr_frames_free(&r->test);
-    cr_tensor_free(&bf16_x);
-    cr_tensor_free(&bf16_w);
 }
 
 static int cmd_camvid(int argc, char **argv)
 {
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 camvid",
-                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 (executed), fp16 (simulated), "
+                      "Chapter 7: CamVid mean IoU of chapter 8's FPN in fp32, bf16 (executed), fp16 (executed), "
                       "int8 PTQ, int8 QAT full and partial, and the converted int8 models.",
                       camvid_args, LAB_COUNT(camvid_args));
     if (rc != LAB_RUN) return rc;
@@ -1102,10 +1088,13 @@ static int cmd_camvid(int argc, char **argv)
     }
     if (!s && wanted("fp16")) {
         t0 = cr_now();
-        r.m.conv_forward = conv_fp16;
-        s = report(&r, "fp16_simulated", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0,
-                   "simulation: conv inputs and weights rounded to fp16; fp32 sums");
-        r.m.conv_forward = cr_conv2d_fast;
+        cr_bf16_model bm;
+        char fp16_note[120];
+        snprintf(fp16_note, sizeof fp16_note, "executed: fp16 storage; %s conversions; chapter "
+                 "3's %s kernel; fp32 sums", cr_fp16_storage_path(), cr_gemm_kernel_name());
+        s = cr_half_model_attach(&bm, &r.m, CR_HALF_FP16);
+        if (!s) s = report(&r, "fp16", eval_fn, NULL, bf16_bytes(&r.m), 0, 0, t0, fp16_note);
+        cr_bf16_model_detach(&bm);
     }
     if (!s && wanted("ptq")) s = run_ptq(&r);
     if (!s && wanted("qat_full")) s = run_qat(&r, "int8_qat_full", NULL);
@@ -1124,7 +1113,34 @@ static const cr_arg fpn_args[] = {
     {"classes", CR_ARG_INT, &classes, "N", "output classes (11)", 2, 256},
     {"profile", CR_ARG_FLAG, &fpn_profile, NULL, "then time the int8 forward per layer kind "
      "and per conv shape (untimed runs of their own)", 0, -1},
+    {"precisions", CR_ARG_STRING, &fpn_precisions, "LIST", "comma list of bf16, fp16, int8 "
+     "(bf16,fp16,int8); fp32, the baseline, always runs", 0, -1},
 };
+
+/* The precisions lab07-int8 fpn times after fp32, in table order. */
+static const char *const fpn_known[] = {"bf16", "fp16", "int8"};
+
+/* Parses --precisions into want[0..2] (bf16, fp16, int8); 0 with a message on a name it
+ * does not know or an empty list. */
+static int parse_fpn_precisions(const char *program, const char *list, int want[3])
+{
+    want[0] = want[1] = want[2] = 0;
+    const char *p = list;
+    while (*p) {
+        const size_t len = strcspn(p, ",");
+        int k = -1;
+        for (int i = 0; i < 3; i++)
+            if (len == strlen(fpn_known[i]) && strncmp(p, fpn_known[i], len) == 0) k = i;
+        if (k < 0 && !(len == 4 && strncmp(p, "fp32", 4) == 0)) {
+            fprintf(stderr, "%s: --precisions: unknown '%.*s' (expected a comma list of bf16, "
+                    "fp16, int8; fp32 always runs)\n", program, (int)len, p);
+            return 0;
+        }
+        if (k >= 0) want[k] = 1;
+        p += len + (p[len] == ',');
+    }
+    return 1;
+}
 
 static const char *const latency_columns[] = {
     "batch_size", "device", "precision", "latency_mean_ms", "latency_median_ms",
@@ -1265,10 +1281,18 @@ static int cmd_fpn(int argc, char **argv)
     lab_ctx ctx;
     int rc = lab_init(&ctx, argc, argv, "lab07-int8 fpn",
                       "Chapter 7: forward latency of chapter 8's full FPN converted to int8, and "
-                      "run in bf16 (bf16 weights and patches, fp32 sums), against our fp32, per "
-                      "batch size (random weights; int8 calibrated on a random batch).",
+                      "run in bf16 (bf16 weights and patches, fp32 sums) and with fp16 storage, "
+                      "against our fp32, per batch size (random weights; int8 calibrated on a "
+                      "random batch).",
                       fpn_args, LAB_COUNT(fpn_args));
     if (rc != LAB_RUN) return rc;
+    int want[3];
+    if (!parse_fpn_precisions(ctx.program, fpn_precisions, want)) return LAB_EXIT_USAGE;
+    if (fpn_profile && !want[2]) {
+        fprintf(stderr, "%s: --profile times the int8 forward: --precisions must include int8\n",
+                ctx.program);
+        return LAB_EXIT_USAGE;
+    }
     int64_t H, W;
     int bs[32];
     if (ctx.quick && strcmp(batches_str, "1,8") == 0) batches_str = "1,2";
@@ -1291,16 +1315,16 @@ static int cmd_fpn(int argc, char **argv)
     if (!s) s = cr_model_init_params(&m, 1);
     cr_model_train(&m, false);
     /* calibration: min/max observers on one random image at the timed size */
-    if (!s) s = cr_qat_prepare(&q, &m, NULL);
     if (!s) s = cr_tensor_alloc4(&x, 1, 3, H, W);
-    if (!s) {
-        cr_tensor_fill_uniform(&x, &rng, -2, 2);
+    if (!s) cr_tensor_fill_uniform(&x, &rng, -2, 2);
+    if (!s && want[2]) s = cr_qat_prepare(&q, &m, NULL);
+    if (!s && want[2]) {
         cr_qat_observe_minmax(&q, true);
         cr_qat_enable(&q, true, false);
         const cr_tensor *y;
         s = cr_model_forward(&m, &x, &y);
     }
-    if (!s) s = cr_int8_convert(&im, &q);
+    if (!s && want[2]) s = cr_int8_convert(&im, &q);
     cr_qat_free(&q);   /* the float model runs unhooked again; im keeps its own copies */
     cr_tensor_free(&x);
     if (s) {
@@ -1310,26 +1334,33 @@ static int cmd_fpn(int argc, char **argv)
         return LAB_EXIT_FAILED;
     }
     const double conv_s = cr_now() - tc;
-    lab_banner(&ctx, "chapter 7, chapter 8's FPN in int8 and bf16 against fp32: forward latency");
+    lab_banner(&ctx, "chapter 7, chapter 8's FPN in int8, bf16 and fp16 against fp32: forward latency");
     char note[200];
-    snprintf(note, sizeof note, "full QAT configuration, %d int8 convolutions, %d float; "
-             "calibration and conversion %.1f s", im.convs, im.float_convs, conv_s);
+    if (want[2])
+        snprintf(note, sizeof note, "full QAT configuration, %d int8 convolutions, %d float; "
+                 "calibration and conversion %.1f s", im.convs, im.float_convs, conv_s);
+    else
+        snprintf(note, sizeof note, "not run (--precisions %s)", fpn_precisions);
     const char *bf16_note = cr_gemm_bf16_native()
         ? "every convolution with bf16 weights and patches; vdpbf16ps with fp32 sums; the "
           "other layers fp32"
         : "every convolution with bf16 weights and patches; portable loop (no AVX512-BF16) "
           "with fp32 sums; the other layers fp32";
+    char fp16_note[240];
+    snprintf(fp16_note, sizeof fp16_note, "every convolution with fp16 weights and patch matrix "
+             "(storage); widened exactly in the packing (%s conversions), chapter 3's %s fp32 "
+             "kernel; the other layers fp32", cr_fp16_storage_path(), cr_gemm_kernel_name());
     const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) during the "
                                  "batch size's runs, reset before each", "size", size_str,
-                                 "int8", note, "bf16", bf16_note, NULL};
+                                 "int8", note, "bf16", bf16_note, "fp16", fp16_note, NULL};
     if (lab_csv_begin(&ctx, latency_columns, extra) != CR_OK) {
         fprintf(stderr, "%s: %s\n", ctx.program, cr_last_error());
         cr_int8_model_free(&im);
         cr_model_free(&m);
         return LAB_EXIT_FAILED;
     }
-    printf("  int8: %s\n  bf16: %s\n  OMP_WAIT_POLICY=%s; input %lldx%lld, %d timed runs after one warm-up per "
-           "batch size and precision\n", note, bf16_note,
+    printf("  int8: %s\n  bf16: %s\n  fp16: %s\n  OMP_WAIT_POLICY=%s; input %lldx%lld, %d timed "
+           "runs after one warm-up per batch size and precision\n", note, bf16_note, fp16_note,
            getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)", (long long)H,
            (long long)W, ctx.repeats);
     printf("  %5s %-9s %9s %9s %9s %9s %10s %8s\n", "batch", "precision", "mean ms", "median",
@@ -1338,13 +1369,14 @@ static int cmd_fpn(int argc, char **argv)
     for (int i = 0; i < nb && !s; i++) {
         if ((s = cr_tensor_alloc4(&x, bs[i], 3, H, W))) break;
         cr_tensor_fill_uniform(&x, &rng, -2, 2);
-        lat_result f, q8, h16;
-        if (!(s = time_forward(&ctx, &m, NULL, &x, &f, &hwm_ok)))
-            s = time_forward(&ctx, &m, &im, &x, &q8, &hwm_ok);
-        if (!s) {   /* the same float model with its convolutions in bf16 */
+        lat_result f, q8, h16, f16;
+        s = time_forward(&ctx, &m, NULL, &x, &f, &hwm_ok);
+        if (!s && want[2]) s = time_forward(&ctx, &m, &im, &x, &q8, &hwm_ok);
+        for (int k = 0; k < 2 && !s; k++) {   /* the same float model, convolutions in bf16, fp16 */
+            if (!want[k]) continue;
             cr_bf16_model bm;
-            s = cr_bf16_model_attach(&bm, &m);
-            if (!s) s = time_forward(&ctx, &m, NULL, &x, &h16, &hwm_ok);
+            s = cr_half_model_attach(&bm, &m, k ? CR_HALF_FP16 : CR_HALF_BF16);
+            if (!s) s = time_forward(&ctx, &m, NULL, &x, k ? &f16 : &h16, &hwm_ok);
             cr_bf16_model_detach(&bm);
         }
         if (!s && fpn_profile) {   /* runs of their own: the timed ones stay unprofiled */
@@ -1356,9 +1388,10 @@ static int cmd_fpn(int argc, char **argv)
         }
         cr_tensor_free(&x);
         if (s) break;
-        const lat_result *rs[3] = {&f, &h16, &q8};
-        const char *prec[3] = {"fp32", "bf16", "int8"};
-        for (int k = 0; k < 3; k++) {
+        const lat_result *rs[4] = {&f, &h16, &f16, &q8};
+        const char *prec[4] = {"fp32", "bf16", "fp16", "int8"};
+        for (int k = 0; k < 4; k++) {
+            if (k > 0 && !want[k - 1]) continue;
             const double ips = bs[i] * 1e3 / rs[k]->mean, vs = f.median / rs[k]->median;
             printf("  %5d %-9s %9.1f %9.1f %9.1f %9.2f %10.0f %8.2f\n", bs[i], prec[k],
                    rs[k]->mean, rs[k]->median, rs[k]->p90, ips, rs[k]->mib, vs);

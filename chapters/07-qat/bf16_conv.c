@@ -5,6 +5,7 @@
  * the bf16 GEMM, whose vdpbf16ps adds pairs of exact products into float32 sums. */
 #include "bf16_conv.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,7 +281,9 @@ cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_co
         return cr_fail(CR_ENOMEM, "cr_bf16_conv_prepare: %lld x %lld weights: out of memory",
                        (long long)cout, (long long)K);
     }
-    for (int64_t i = 0; i < cout * K; i++) bc->w[i] = to_half(fmt, w->data[i]);  /* once */
+    if (fmt == CR_HALF_FP16) cr_f32_to_f16_row(w->data, bc->w, cout * K);   /* once */
+    else
+        for (int64_t i = 0; i < cout * K; i++) bc->w[i] = to_bf16(w->data[i]);
     if (b) memcpy(bc->bias, b->data, (size_t)cout * sizeof *bc->bias);
     return CR_OK;
 }
@@ -368,10 +371,18 @@ static void gather_row(cr_half_format fmt, const cr_conv_shape *s, const col_pla
         }
         const float *src = x_g + (c * H + ih) * W;
         for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
-        if (fmt == CR_HALF_FP16 && sw == 1)
+        if (fmt == CR_HALF_FP16 && sw == 1) {
             cr_f32_to_f16_row(src + lo + off, row + lo, hi - lo);
-        else
-            for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_half(fmt, src[ow * sw + off]);
+        } else if (fmt == CR_HALF_FP16) {   /* strided: picked into a buffer, then one row */
+            float buf[256];
+            for (int64_t a = lo; a < hi; a += 256) {
+                const int64_t len = hi - a < 256 ? hi - a : 256;
+                for (int64_t e = 0; e < len; e++) buf[e] = src[(a + e) * sw + off];
+                cr_f32_to_f16_row(buf, row + a, len);
+            }
+        } else {
+            for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_bf16(src[ow * sw + off]);
+        }
         for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
     }
 }
@@ -418,8 +429,74 @@ static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const 
                            y->data + (n * p->out_channels + g * s->cout_g) * plane, col, par);
 }
 
-/* The patch-matrix forward (any CPU): per (image, group) pair a bf16 patch matrix and
- * cr_gemm_bf16, the pairs shared by the threads or each pair on all of them. */
+/* ---- patch matrices kept between calls ---------------------------------------------------- */
+
+/* A model's forward gathers a patch matrix per convolution; tens of MB each at 384 x 480,
+ * which malloc maps fresh from the kernel every time (above its mmap threshold) and the
+ * kernel zeroes page by page: a fifth of the fp16 FPN's time when measured. Freed
+ * matrices wait here for the next convolution instead; a mutex makes concurrent forwards
+ * take different ones. cr_half_scratch_release frees them (the last model's detach does). */
+#define POOL_SLOTS 8
+static struct { void *p; size_t cap; } pool[POOL_SLOTS];
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A buffer of at least bytes (aligned, uninitialised), from the pool when one fits; NULL
+ * when out of memory. */
+static void *scratch_get(size_t bytes, size_t *cap)
+{
+    void *spare = NULL;
+    int best = -1;
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SLOTS; i++)
+        if (pool[i].p && pool[i].cap >= bytes && (best < 0 || pool[i].cap < pool[best].cap)) best = i;
+    if (best < 0)   /* none fits: a small one makes room */
+        for (int i = 0; i < POOL_SLOTS && !spare; i++)
+            if (pool[i].p) {
+                spare = pool[i].p;
+                pool[i].p = NULL;
+            }
+    void *got = best >= 0 ? pool[best].p : NULL;
+    if (best >= 0) {
+        *cap = pool[best].cap;
+        pool[best].p = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    cr_aligned_free(spare);
+    if (!got) {
+        got = cr_aligned_alloc(bytes);
+        *cap = bytes;
+    }
+    return got;
+}
+
+/* Gives a buffer of scratch_get back (NULL: nothing). */
+static void scratch_put(void *p, size_t cap)
+{
+    if (!p) return;
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SLOTS && p; i++)
+        if (!pool[i].p) {
+            pool[i].p = p;
+            pool[i].cap = cap;
+            p = NULL;
+        }
+    pthread_mutex_unlock(&pool_lock);
+    cr_aligned_free(p);   /* the pool is full */
+}
+
+void cr_half_scratch_release(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SLOTS; i++) {
+        cr_aligned_free(pool[i].p);
+        pool[i].p = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* The patch-matrix forward (any CPU): per (image, group) pair a bf16 (fp16) patch matrix
+ * and cr_gemm_bf16 (cr_gemm_fp16), the pairs shared by the threads or each pair on all
+ * of them. */
 static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
                               const col_plan *plan, const cr_tensor *x, cr_tensor *y)
 {
@@ -427,18 +504,20 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
     const int T = cr_conv_outer_threads(s);
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each on every thread */
-        uint16_t *col = cr_aligned_alloc(col_bytes);
+        size_t cap;
+        uint16_t *col = scratch_get(col_bytes, &cap);
         if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix of %zu bytes",
                                    col_bytes);
         for (int64_t n = 0; n < s->batch && !failed; n++)
             for (int64_t g = 0; g < bc->p.groups && !failed; g++)
                 failed = run_pair(bc, s, plan, x, y, n, g, col, 1);
-        cr_aligned_free(col);
+        scratch_put(col, cap);
         return failed;
     }
 #pragma omp parallel num_threads(T)
     {                        /* pairs shared by the threads, each on one thread */
-        uint16_t *col = cr_aligned_alloc(col_bytes);   /* one patch matrix per thread */
+        size_t cap;
+        uint16_t *col = scratch_get(col_bytes, &cap);   /* one patch matrix per thread */
 #pragma omp for collapse(2) schedule(static)
         for (int64_t n = 0; n < s->batch; n++)
             for (int64_t g = 0; g < bc->p.groups; g++) {
@@ -450,7 +529,7 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
                     failed = e;
                 }
             }
-        cr_aligned_free(col);
+        scratch_put(col, cap);
     }
     return failed;
 }
@@ -909,6 +988,7 @@ void cr_bf16_model_detach(cr_bf16_model *bm)
         }
     if (bm->model && bm->model->conv_forward == bf16_model_conv) bm->model->conv_forward = bm->prev;
     model_free(bm);
+    if (!attached) cr_half_scratch_release();   /* the last one: the patch matrices go too */
 }
 
 size_t cr_bf16_model_bytes(const cr_bf16_model *bm)

@@ -121,6 +121,11 @@ cr_status cr_fp16_storage_set_path(const char *name);
  * where the CPU has F16C. */
 void cr_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
 
+/* Frees the patch matrices the gemm path keeps between calls (cr_bf16_conv_forward keeps
+ * up to 8, so that a model's next convolution does not map fresh pages; the last attached
+ * model's detach calls this). Safe at any time no forward runs. */
+void cr_half_scratch_release(void);
+
 /* ---- a whole model in bf16 ---------------------------------------------------------- */
 
 /* A model whose convolutions run in bf16. cr_bf16_model_attach prepares every conv
