@@ -433,7 +433,9 @@ static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const 
 
 /* A model's forward gathers a patch matrix per convolution; tens of MB each at 384 x 480,
  * which malloc maps fresh from the kernel every time (above its mmap threshold) and the
- * kernel zeroes page by page: a fifth of the fp16 FPN's time when measured. Freed
+ * kernel zeroes page by page: the fp16 FPN ran at 0.35x fp32's speed that way and at 0.57x
+ * with glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_; batch 1, lab 7, a loaded
+ * machine, 2026-11-30). Freed
  * matrices wait here for the next convolution instead; a mutex makes concurrent forwards
  * take different ones. cr_half_scratch_release frees them (the last model's detach does). */
 #define POOL_SLOTS 8
