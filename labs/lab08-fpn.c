@@ -997,7 +997,7 @@ static int cmd_latency(int argc, char **argv)
     }
     if (!on_gpu && strcmp(precisions_str, "fp32") != 0) {
         fprintf(stderr, "%s: --precisions: only with --device cuda (the CPU forward is fp32; "
-                "chapter 7's lab measures int8 and bf16), got '%s'\n", ctx.program, precisions_str);
+                "chapter 7's lab measures int8, bf16 and fp16), got '%s'\n", ctx.program, precisions_str);
         return LAB_EXIT_USAGE;
     }
 #ifdef CR_HAVE_CUDA
