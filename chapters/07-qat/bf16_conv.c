@@ -1,8 +1,11 @@
-/* bf16_conv.c — chapter 7: convolution in bf16 with fp32 sums (see bf16_conv.h).
+/* bf16_conv.c — chapter 7: convolution in bf16 with fp32 sums, and with fp16 storage
+ * (see bf16_conv.h).
  *
  * The weights are rounded to bf16 once; every forward gathers each image's patch matrix
  * (chapter 2's im2col, with chapter 1's padding rule) straight into bf16 and hands it to
- * the bf16 GEMM, whose vdpbf16ps adds pairs of exact products into float32 sums. */
+ * the bf16 GEMM, whose vdpbf16ps adds pairs of exact products into float32 sums. In fp16
+ * the weights are rounded once, each image's input is converted once per convolution,
+ * and chapter 3's engine packs both, widened, into its fp32 panels. */
 #include "bf16_conv.h"
 
 #include <pthread.h>
@@ -94,15 +97,20 @@ const char *cr_fp16_storage_path(void)
  * lib makes every NaN 0x7E00 with its sign). */
 CR_F16C_512_TARGET static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_loadu_ps(src + i);
-        _mm256_storeu_si256((__m256i *)(dst + i),
-                            _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int64_t i = 0; i < n; i += 16) {
+        const int m = n - i < 16 ? (int)(n - i) : 16;   /* the tail: masked, no scalar loop */
+        const __mmask16 k = (__mmask16)((1u << m) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(k, src + i);
+        const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        if (m == 16) _mm256_storeu_si256((__m256i *)(dst + i), h);
+        else {
+            uint16_t tmp[16];
+            _mm256_storeu_si256((__m256i *)tmp, h);
+            memcpy(dst + i, tmp, (size_t)m * sizeof *tmp);
+        }
         if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q))
-            for (int j = 0; j < 16; j++) dst[i + j] = cr_f32_to_f16(src[i + j]);
+            for (int j = 0; j < m; j++) dst[i + j] = cr_f32_to_f16(src[i + j]);
     }
-    for (; i < n; i++) dst[i] = cr_f32_to_f16(src[i]);
 }
 
 CR_F16C_TARGET static void f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
@@ -124,7 +132,12 @@ CR_F16C_512_TARGET static void f16_to_f32_avx512(const uint16_t *src, float *dst
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-    for (; i < n; i++) dst[i] = cr_f16_to_f32(src[i]);
+    if (i < n) {   /* the tail through a zeroed vector, stored under a mask */
+        uint16_t tmp[16] = {0};
+        memcpy(tmp, src + i, (size_t)(n - i) * sizeof *tmp);
+        _mm512_mask_storeu_ps(dst + i, (__mmask16)((1u << (n - i)) - 1),
+                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)tmp)));
+    }
 }
 
 CR_F16C_TARGET static void f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n)
@@ -223,12 +236,6 @@ cr_status cr_gemm_fp16(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64
                           1.0f, 0.0f, C, ldc, threads);
 }
 
-/* One value in format fmt: bf16 by to_bf16, fp16 by lib's cr_f32_to_f16. */
-static inline uint16_t to_half(cr_half_format fmt, float x)
-{
-    return fmt == CR_HALF_FP16 ? cr_f32_to_f16(x) : to_bf16(x);
-}
-
 /* True for a 1x1, stride-1, unpadded kernel: the input rows are the patch matrix. */
 static int is_pointwise(const cr_conv_params *p)
 {
@@ -283,7 +290,7 @@ cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_co
     }
     if (fmt == CR_HALF_FP16) cr_f32_to_f16_row(w->data, bc->w, cout * K);   /* once */
     else
-        for (int64_t i = 0; i < cout * K; i++) bc->w[i] = to_bf16(w->data[i]);
+        for (int64_t i = 0; i < cout * K; i++) bc->w[i] = to_bf16(w->data[i]);   /* once */
     if (b) memcpy(bc->bias, b->data, (size_t)cout * sizeof *bc->bias);
     return CR_OK;
 }
@@ -351,12 +358,12 @@ static void plan_columns(const cr_conv_shape *s, col_plan *plan)
 }
 
 // @snippet bf16_gather
-/* Row k = (c*kh + r)*kw + q of one image's and group's patch matrix, in format fmt: x_g
- * is the group's Cin_g x H x W input, row its Ho*Wo entries. Rows of the padded input
- * come from chapter 1's rule; inside the image a column is read directly (a run at
- * stride 1 converted as one row in fp16), at the edges through the plan's map. */
-static void gather_row(cr_half_format fmt, const cr_conv_shape *s, const col_plan *plan,
-                       const float *x_g, int64_t k, uint16_t *row)
+/* Row k = (c*kh + r)*kw + q of one image's and group's patch matrix, as bf16: x_g is the
+ * group's Cin_g x H x W input, row its Ho*Wo entries. Rows of the padded input come from
+ * chapter 1's rule; inside the image a column is read directly, at the edges through
+ * the plan's map. */
+static void gather_row(const cr_conv_shape *s, const col_plan *plan, const float *x_g, int64_t k,
+                       uint16_t *row)
 {
     const cr_conv_params *p = &s->p;
     const int64_t R = p->kernel_h, S = p->kernel_w, H = s->h_in, W = s->w_in, Wo = s->w_out;
@@ -370,52 +377,115 @@ static void gather_row(cr_half_format fmt, const cr_conv_shape *s, const col_pla
             continue;
         }
         const float *src = x_g + (c * H + ih) * W;
-        for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
-        if (fmt == CR_HALF_FP16 && sw == 1) {
-            cr_f32_to_f16_row(src + lo + off, row + lo, hi - lo);
-        } else if (fmt == CR_HALF_FP16) {   /* strided: picked into a buffer, then one row */
-            float buf[256];
-            for (int64_t a = lo; a < hi; a += 256) {
-                const int64_t len = hi - a < 256 ? hi - a : 256;
-                for (int64_t e = 0; e < len; e++) buf[e] = src[(a + e) * sw + off];
-                cr_f32_to_f16_row(buf, row + a, len);
-            }
-        } else {
-            for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_bf16(src[ow * sw + off]);
-        }
-        for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_half(fmt, src[map[ow]]);
+        for (int64_t ow = 0; ow < lo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
+        for (int64_t ow = lo; ow < hi; ow++) row[ow] = to_bf16(src[ow * sw + off]);
+        for (int64_t ow = hi; ow < Wo; ow++) row[ow] = map[ow] < 0 ? 0 : to_bf16(src[map[ow]]);
     }
 }
 
-/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K, bc->fmt) * patches rounded
- * to bc->fmt + b_g: the bf16 GEMM, or chapter 3's engine widening fp16. col: K x Ho*Wo
- * scratch of 16-bit values; par: gather and multiply with every thread (else on the
- * caller's). */
+/* One image, one group: Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K, bf16) * bf16(patches) + b_g.
+ * col: K x Ho*Wo bf16 scratch; par: gather with every thread (else on the caller's). */
 static cr_status conv_group_bf16(const cr_bf16_conv *bc, const cr_conv_shape *s,
                                  const col_plan *plan, const float *x_g, const uint16_t *w_g,
                                  const float *b_g, float *y_g, uint16_t *col, int par)
 {
     const int64_t plane = s->h_out * s->w_out, K = bc->K, HW = s->h_in * s->w_in;
-    const cr_half_format fmt = bc->fmt;
-    if (is_pointwise(&bc->p) && fmt == CR_HALF_FP16) {  /* the input rows, converted */
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t k = 0; k < K; k++) cr_f32_to_f16_row(x_g + k * HW, col + k * HW, HW);
-    } else if (is_pointwise(&bc->p)) {
+    if (is_pointwise(&bc->p)) {                         /* the input rows, converted */
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t i = 0; i < K * HW; i++) col[i] = to_bf16(x_g[i]);
     } else {
 #pragma omp parallel for schedule(static) if (par)
-        for (int64_t k = 0; k < K; k++) gather_row(fmt, s, plan, x_g, k, col + k * plane);
+        for (int64_t k = 0; k < K; k++) gather_row(s, plan, x_g, k, col + k * plane);
     }
-    cr_status st = fmt == CR_HALF_FP16
-        ? cr_gemm_fp16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, par ? 0 : 1)
-        : cr_gemm_bf16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, 0);
+    cr_status st = cr_gemm_bf16(s->cout_g, plane, K, w_g, K, col, plane, y_g, plane, 0);
     if (st == CR_OK && b_g)
         for (int64_t m = 0; m < s->cout_g; m++)
             for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
     return st;
 }
 // @end bf16_gather
+
+// @snippet fp16_patches
+/* The fp16 image of one group as B for chapter 3's engine: its Cin_g x H x W input in
+ * fp16 (xh), the patch matrix (K x Ho*Wo) it stands for never written. */
+typedef struct {
+    const cr_conv_shape *s;
+    const col_plan *plan;
+    const uint16_t *xh;
+} f16_patches;
+
+/* cr_pack_fn for an f16_patches context: columns [j0, j0 + cols) and depths [k0, k0 + kc)
+ * of the patch matrix into chapter 3's panels, widened to float. Each panel row is cut at
+ * output rows; a run inside the image at stride 1 is widened in one go, the rest (edges
+ * through the plan's map, strides) picked into a buffer first. */
+static void pack_f16_patches(const void *ctx, int64_t j0, int64_t cols, int64_t k0, int64_t kc,
+                             int panel, float scale, float *dst)
+{
+    const f16_patches *src = ctx;
+    const cr_conv_shape *s = src->s;
+    const col_plan *plan = src->plan;
+    const int64_t H = s->h_in, W = s->w_in, Ho = s->h_out, Wo = s->w_out, sw = s->p.stride_w;
+    (void)scale;   /* B is never scaled */
+    for (int64_t q = 0; q < cols; q += panel) {
+        const int64_t h = cols - q < panel ? cols - q : panel;
+        for (int64_t k = 0; k < kc; k++) {
+            const int64_t kk = k0 + k, t = plan->kq[kk];
+            const int64_t *map = plan->map + t * Wo, lo = plan->lo[t], hi = plan->hi[t];
+            const int64_t off = t * s->p.dilation_w - s->p.pad_left;
+            float *dk = dst + q * kc + k * panel;
+            for (int64_t i = 0, j = j0 + q; i < h;) {   /* one output row's run at a time */
+                const int64_t oh = j / Wo, ow = j % Wo, len = h - i < Wo - ow ? h - i : Wo - ow;
+                const int64_t ih = plan->rows[plan->kr[kk] * Ho + oh];
+                if (ih < 0) {
+                    memset(dk + i, 0, (size_t)len * sizeof(float));
+                } else {
+                    const uint16_t *row = src->xh + (plan->kc[kk] * H + ih) * W;
+                    const int64_t a = ow > lo ? ow : lo, b = ow + len < hi ? ow + len : hi;
+                    if (sw == 1 && a < b) {   /* inside the image: straight from the row */
+                        for (int64_t e = ow; e < a; e++)
+                            dk[i + e - ow] = map[e] < 0 ? 0.0f : cr_f16_to_f32(row[map[e]]);
+                        f16_to_f32_row(row + a + off, dk + i + a - ow, b - a);
+                        for (int64_t e = b; e < ow + len; e++)
+                            dk[i + e - ow] = map[e] < 0 ? 0.0f : cr_f16_to_f32(row[map[e]]);
+                    } else {                  /* strides, edges: picked, then widened */
+                        uint16_t buf[CR_MAX_NR];
+                        for (int64_t e = 0; e < len; e++)
+                            buf[e] = map[ow + e] < 0 ? 0 : row[map[ow + e]];
+                        f16_to_f32_row(buf, dk + i, len);
+                    }
+                }
+                i += len;
+                j += len;
+            }
+            for (int64_t i = h; i < panel; i++) dk[i] = 0.0f;   /* the edge panel */
+        }
+    }
+}
+
+/* One image, one group in fp16: x_g (Cin_g x H x W float) to fp16 in xh (Cin_g*H*W
+ * scratch), then Y_g (Cout_g x Ho*Wo) = W_g (Cout_g x K fp16) * patches(xh) + b_g through
+ * chapter 3's engine, both operands widened as they are packed (a 1x1 stride-1 unpadded
+ * kernel: xh is the patch matrix). par: with every thread (else on the caller's). */
+static cr_status conv_group_fp16(const cr_bf16_conv *bc, const cr_conv_shape *s,
+                                 const col_plan *plan, const float *x_g, const uint16_t *w_g,
+                                 const float *b_g, float *y_g, uint16_t *xh, int par)
+{
+    const int64_t plane = s->h_out * s->w_out, K = bc->K, HW = s->h_in * s->w_in;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c = 0; c < s->cin_g; c++) cr_f32_to_f16_row(x_g + c * HW, xh + c * HW, HW);
+    const f16_strided wa = {w_g, K, 1}, xa = {xh, 1, HW};   /* xa: the 1x1 case, N x K */
+    const f16_patches xp = {s, plan, xh};
+    const cr_gemm_operand A = {pack_f16, &wa, NULL, 0},
+                          B = is_pointwise(&bc->p) ? (cr_gemm_operand){pack_f16, &xa, NULL, 0}
+                                                   : (cr_gemm_operand){pack_f16_patches, &xp, NULL, 0};
+    cr_status st = cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g),
+                                  s->cout_g, plane, K, &A, &B, 1.0f, 0.0f, y_g, plane, par ? 0 : 1);
+    if (st == CR_OK && b_g)
+        for (int64_t m = 0; m < s->cout_g; m++)
+            for (int64_t j = 0; j < plane; j++) y_g[m * plane + j] += b_g[m];
+    return st;
+}
+// @end fp16_patches
 
 /* One (image, group) pair of the forward: the group's slices of x, w, b, y. */
 static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const col_plan *plan,
@@ -424,20 +494,24 @@ static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const 
 {
     const cr_conv_params *p = &bc->p;
     const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out;
-    return conv_group_bf16(bc, s, plan, x->data + (n * p->in_channels + g * s->cin_g) * HW,
-                           bc->w + g * s->cout_g * bc->K, bc->bias ? bc->bias + g * s->cout_g : NULL,
-                           y->data + (n * p->out_channels + g * s->cout_g) * plane, col, par);
+    const float *x_g = x->data + (n * p->in_channels + g * s->cin_g) * HW;
+    const uint16_t *w_g = bc->w + g * s->cout_g * bc->K;
+    const float *b_g = bc->bias ? bc->bias + g * s->cout_g : NULL;
+    float *y_g = y->data + (n * p->out_channels + g * s->cout_g) * plane;
+    return bc->fmt == CR_HALF_FP16 ? conv_group_fp16(bc, s, plan, x_g, w_g, b_g, y_g, col, par)
+                                   : conv_group_bf16(bc, s, plan, x_g, w_g, b_g, y_g, col, par);
 }
 
-/* ---- patch matrices kept between calls ---------------------------------------------------- */
+/* ---- scratch kept between calls ------------------------------------------------------------ */
 
-/* A model's forward gathers a patch matrix per convolution; tens of MB each at 384 x 480,
- * which malloc maps fresh from the kernel every time (above its mmap threshold) and the
- * kernel zeroes page by page: the fp16 FPN ran at 0.35x fp32's speed that way and at 0.57x
- * with glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_; batch 1, lab 7, a loaded
- * machine, 2026-11-30). Freed
- * matrices wait here for the next convolution instead; a mutex makes concurrent forwards
- * take different ones. cr_half_scratch_release frees them (the last model's detach does). */
+/* A model's forward needs a scratch per convolution (a bf16 patch matrix, an fp16 copy of
+ * the input); megabytes each at 384 x 480, which malloc maps fresh from the kernel every
+ * time (above its mmap threshold) and the kernel zeroes page by page: the first fp16 FPN
+ * (with an fp16 patch matrix) ran at 0.35x fp32's speed that way and at 0.57x with glibc
+ * told to keep freed memory (MALLOC_MMAP_THRESHOLD_; batch 1, lab 7, a loaded machine,
+ * 2026-11-30). Freed buffers wait here for the next convolution instead; a mutex makes
+ * concurrent forwards take different ones. cr_half_scratch_release frees them (the last
+ * model's detach does). */
 #define POOL_SLOTS 8
 static struct { void *p; size_t cap; } pool[POOL_SLOTS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -496,19 +570,22 @@ void cr_half_scratch_release(void)
     pthread_mutex_unlock(&pool_lock);
 }
 
-/* The patch-matrix forward (any CPU): per (image, group) pair a bf16 (fp16) patch matrix
- * and cr_gemm_bf16 (cr_gemm_fp16), the pairs shared by the threads or each pair on all
- * of them. */
+/* The scratch forward (any CPU): per (image, group) pair a bf16 patch matrix and
+ * cr_gemm_bf16, or an fp16 input and chapter 3's engine, the pairs shared by the threads
+ * or each pair on all of them. */
 static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
                               const col_plan *plan, const cr_tensor *x, cr_tensor *y)
 {
-    const size_t col_bytes = (size_t)(bc->K * s->h_out * s->w_out) * sizeof(uint16_t);
+    /* bf16: one patch matrix (K x Ho*Wo); fp16: the group's input (Cin_g x H x W) */
+    const size_t col_bytes = (size_t)(bc->fmt == CR_HALF_FP16 ? s->cin_g * s->h_in * s->w_in
+                                                              : bc->K * s->h_out * s->w_out) *
+                             sizeof(uint16_t);
     const int T = cr_conv_outer_threads(s);
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each on every thread */
         size_t cap;
         uint16_t *col = scratch_get(col_bytes, &cap);
-        if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix of %zu bytes",
+        if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: scratch of %zu bytes",
                                    col_bytes);
         for (int64_t n = 0; n < s->batch && !failed; n++)
             for (int64_t g = 0; g < bc->p.groups && !failed; g++)
@@ -519,12 +596,12 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
 #pragma omp parallel num_threads(T)
     {                        /* pairs shared by the threads, each on one thread */
         size_t cap;
-        uint16_t *col = scratch_get(col_bytes, &cap);   /* one patch matrix per thread */
+        uint16_t *col = scratch_get(col_bytes, &cap);   /* one scratch per thread */
 #pragma omp for collapse(2) schedule(static)
         for (int64_t n = 0; n < s->batch; n++)
             for (int64_t g = 0; g < bc->p.groups; g++) {
                 cr_status e = col ? run_pair(bc, s, plan, x, y, n, g, col, 0)
-                                  : cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: patch matrix "
+                                  : cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: scratch "
                                             "of %zu bytes", col_bytes);
                 if (e != CR_OK) {
 #pragma omp critical(cr_bf16_conv_status)

@@ -19,15 +19,17 @@
  * up-sampling, adds) do not change.
  *
  * fp16 (IEEE binary16: 11-bit significand, 5-bit exponent, largest finite 65504) has no
- * multiply on this book's CPUs (no AVX512-FP16), so fp16 is a *storage* format here: the
- * weights are kept as fp16 bits and each image's patch matrix is gathered into fp16 (half
- * the bytes of float32's), and chapter 3's fp32 GEMM engine multiplies them, its packing
- * widening fp16 to float32 (vcvtph2ps where the CPU has F16C) — exactly, so every product
- * of two fp16 values (22 significant bits) is exact in float32 and only the sums round:
+ * multiply with fp32 sums on this book's CPUs, so fp16 is a *storage* format here: the
+ * weights are kept as fp16 bits, each image's input is converted to fp16 once per
+ * convolution (half the bytes of float32's), and chapter 3's fp32 GEMM engine multiplies
+ * them, its packing gathering the patches from the fp16 input as chapter 3's fused
+ * convolution does (no patch matrix) and widening both operands to float32 (vcvtph2ps
+ * where the CPU has F16C) — exactly, so every product of two fp16 values (22 significant
+ * bits) is exact in float32 and only the sums round:
  *
  *     y[n][o][j] = b[o] + sum_k fp16(w[o][k]) * fp16(patch_n[k][j])       (f32 sums)
  *
- * in chapter 3's kernel's order: the same bits as cr_sgemm on the widened matrices.
+ * in chapter 3's kernel's order: the same bits as cr_sgemm on the widened im2col matrices.
  * Rounding to fp16 is lib's cr_f32_to_f16 (nearest even; from 65520 up: infinity). */
 #ifndef CR_BF16_CONV_H
 #define CR_BF16_CONV_H
@@ -72,7 +74,7 @@ size_t cr_bf16_conv_bytes(const cr_bf16_conv *bc);
 
 /* y (N x Cout x Ho x Wo float, preallocated, overwritten) = the prepared convolution of
  * x (N x Cin x H x W float), on the path cr_bf16_conv_path() names (an fp16 convolution:
- * the fp16 patch matrix and chapter 3's engine, cr_fp16_storage_path()). Threaded with
+ * the fp16 input and chapter 3's engine, cr_fp16_storage_path()). Threaded with
  * OpenMP, the same bits for any thread count. CR_EINVAL names a tensor that does not
  * fit. */
 cr_status cr_bf16_conv_forward(const cr_bf16_conv *bc, const cr_tensor *x, cr_tensor *y);
@@ -121,9 +123,10 @@ cr_status cr_fp16_storage_set_path(const char *name);
  * where the CPU has F16C. */
 void cr_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
 
-/* Frees the patch matrices the gemm path keeps between calls (cr_bf16_conv_forward keeps
- * up to 8, so that a model's next convolution does not map fresh pages; the last attached
- * model's detach calls this). Safe at any time no forward runs. */
+/* Frees the scratch the gemm path and fp16 keep between calls (bf16 patch matrices, fp16
+ * inputs: cr_bf16_conv_forward keeps up to 8, so that a model's next convolution does not
+ * map fresh pages; the last attached model's detach calls this). Safe at any time no
+ * forward runs. */
 void cr_half_scratch_release(void);
 
 /* ---- a whole model in bf16 ---------------------------------------------------------- */
