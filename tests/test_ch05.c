@@ -554,13 +554,18 @@ static void gpu_conv_implicit__row_blocks_and_groups(void **state)
     }
 }
 
-/* ---- tensor cores: cr_cuda_conv2d_tc and cr_cuda_conv2d_at ---------------------------------- */
+/* ---- tensor cores: cr_cuda_conv2d_tc, cr_cuda_conv2d_implicit_tc, cr_cuda_conv2d_at ------- */
 
-static cr_cuda_precision tc_prec;   /* the precision the two adapters below run at */
+static cr_cuda_precision tc_prec;   /* the precision the three adapters below run at */
 static cr_status tc_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
                          float *y)
 {
     return cr_cuda_conv2d_tc(s, tc_prec, x, w, b, y);
+}
+static cr_status implicit_tc_conv(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *b, float *y)
+{
+    return cr_cuda_conv2d_implicit_tc(s, tc_prec, x, w, b, y);
 }
 static cr_status at_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
                          float *y)
@@ -568,12 +573,12 @@ static cr_status at_conv(const cr_conv_shape *s, const float *x, const float *w,
     return cr_cuda_conv2d_at(s, tc_prec, x, w, b, y);
 }
 
-/* cr_cuda_conv2d_tc at TF32, FP16 and BF16 equals chapter 1 within the precision's GEMM
- * bound (cr_cuda_gemm_tolerance: the error of products whose operands were rounded) on
- * random configurations, every option (groups, padding modes, dilation, 1 x 1 kernels). */
-static void gpu_conv_tc__equals_direct_random(void **state)
+/* A tensor-core path (fn, through the tc_prec adapters) at TF32, FP16 and BF16 equals
+ * chapter 1 within the precision's GEMM bound (cr_cuda_gemm_tolerance: the error of
+ * products whose operands were rounded) on `count` random configurations, every option
+ * (groups, padding modes, stride, dilation, bias, batch 1-3, 1 x 1 kernels). */
+static void check_tc_random(cr_cuda_conv2d_fn fn, const char *name, int count)
 {
-    (void)state;
     if (cc_major() < 8) {
         printf("tensor-core kernels need compute capability 8.0; this GPU is %d.x\n", cc_major());
         skip();
@@ -581,12 +586,100 @@ static void gpu_conv_tc__equals_direct_random(void **state)
     for (int p = CR_CUDA_TF32; p <= CR_CUDA_BF16; p++) {
         char label[64];
         tc_prec = (cr_cuda_precision)p;
-        snprintf(label, sizeof label, "cr_cuda_conv2d_tc %s", cr_cuda_precision_name(tc_prec));
-        gpu_path = tc_conv;
-        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, cr_test_count(60),
+        snprintf(label, sizeof label, "%s %s", name, cr_cuda_precision_name(tc_prec));
+        gpu_path = fn;
+        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, count,
                              cr_cuda_gemm_tolerance(tc_prec, 0));
     }
     cr_cuda_workspace_release();
+}
+
+static void gpu_conv_tc__equals_direct_random(void **state)
+{
+    (void)state;
+    check_tc_random(tc_conv, "cr_cuda_conv2d_tc", cr_test_count(30));
+}
+
+static void gpu_conv_implicit_tc__equals_direct_random(void **state)
+{
+    (void)state;
+    check_tc_random(implicit_tc_conv, "cr_cuda_conv2d_implicit_tc", cr_test_count(40));
+}
+
+/* The tensor-core implicit GEMM where the random configurations (at most 32 output
+ * channels) do not reach: more than 128 output channels per group (blockIdx.y > 0, the
+ * last row block partial), several groups of more than 64 and many groups of 2
+ * (blockIdx.z), batches whose columns (N*Ho*Wo, Ho*Wo not a multiple of 128) span several
+ * column blocks with images split across them, K over several steps of 32 with a partial
+ * last one, every padding mode, stride, dilation, with and without bias. At each precision
+ * the result is within the GEMM bound of chapter 1's and differs from it by more than
+ * 1e-5 (the operands were rounded: a kernel that quietly ran in FP32 fails), and bad
+ * arguments are refused naming what is wrong. */
+static void gpu_conv_implicit_tc__row_blocks_groups_and_modes(void **state)
+{
+    (void)state;
+    if (cc_major() < 8) skip();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    /* {Cin, Cout, groups, kh, kw, stride h, stride w, pad h, pad w, dilation, mode, bias,
+     *  batch, H, W} */
+    static const int cfg[][15] = {
+        {5, 130, 1, 3, 3, 1, 1, 1, 1, 1, CR_PAD_ZEROS, 1, 3, 9, 7},       /* 2 row blocks, 189 columns */
+        {6, 140, 2, 3, 3, 2, 2, 1, 1, 1, CR_PAD_REFLECT, 1, 2, 11, 10},   /* 2 groups of 70 */
+        {9, 390, 3, 3, 3, 1, 1, 1, 1, 1, CR_PAD_CIRCULAR, 0, 2, 5, 6},    /* 3 groups of 130 */
+        {48, 96, 48, 3, 3, 1, 1, 1, 1, 1, CR_PAD_CIRCULAR, 1, 1, 6, 5},   /* 48 groups of 2 */
+        {8, 200, 1, 1, 1, 1, 1, 0, 0, 1, CR_PAD_ZEROS, 0, 2, 13, 11},     /* plain 1 x 1, 286 columns */
+        {7, 66, 1, 5, 3, 2, 1, 2, 1, 2, CR_PAD_REPLICATE, 1, 2, 12, 9},   /* dilation 2, stride 2 x 1 */
+        {37, 64, 1, 3, 3, 1, 1, 1, 1, 1, CR_PAD_ZEROS, 1, 2, 7, 9},       /* K = 333: 11 steps of 32 */
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
+        const int *c = cfg[i];
+        cr_conv_params p = cr_conv_params_default(c[0], c[1], c[3]);
+        p.kernel_w = c[4];
+        p.stride_h = c[5];
+        p.stride_w = c[6];
+        cr_conv_set_padding(&p, c[7], c[8]);
+        p.dilation_h = p.dilation_w = c[9];
+        p.pad_mode = (cr_pad_mode)c[10];
+        p.bias = c[11] != 0;
+        p.groups = c[2];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, c[12], c[13], c[14]));
+        cr_tensor x, w, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        const cr_tensor *bp = p.bias ? &b : NULL;
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, bp, &y_ref));
+        gpu_path = implicit_tc_conv;
+        for (int q = CR_CUDA_TF32; q <= CR_CUDA_BF16; q++) {
+            tc_prec = (cr_cuda_precision)q;
+            const double tol = cr_cuda_gemm_tolerance(tc_prec, 0);
+            cr_tensor_poison(&y);
+            assert_cr_ok(gpu_conv_host(&p, &x, &w, bp, &y));
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+            if (!(cmp.rel_l2 > 1e-5 && cmp.rel_l2 <= tol))
+                fail_msg("cr_cuda_conv2d_implicit_tc %s, case %zu (Cin %d, Cout %d, groups %d, "
+                         "batch %d, seed %llu): relative L2 %.3g against chapter 1, expected a "
+                         "rounded result: above 1e-5 and at most %.0e",
+                         cr_cuda_precision_name(tc_prec), i, c[0], c[1], c[2], c[12],
+                         (unsigned long long)seed, cmp.rel_l2, tol);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
+    /* refusals: a precision that is not the tensor cores', a missing bias, NULL pointers */
+    cr_conv_params p = cr_conv_params_default(4, 6, 3);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 8, 8));
+    float *d = dev_poisoned(s.x_numel, "d");
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_FP32, d, d, d, d), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "precision"));
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_TF32, d, d, NULL, d), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "bias"));
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_FP16, NULL, d, d, d), CR_EINVAL);
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(NULL, CR_CUDA_BF16, d, d, d, d), CR_EINVAL);
+    cr_cuda_free(d);
 }
 
 /* cr_cuda_conv2d_at's rule: FP32, grouped convolutions and fewer than 16 output channels
@@ -836,6 +929,8 @@ int main(void)
         cmocka_unit_test(gpu_conv_implicit__row_blocks_and_groups),
         cmocka_unit_test(gpu_conv_default__bad_arguments),
         cmocka_unit_test(gpu_conv_tc__equals_direct_random),
+        cmocka_unit_test(gpu_conv_implicit_tc__equals_direct_random),
+        cmocka_unit_test(gpu_conv_implicit_tc__row_blocks_groups_and_modes),
         cmocka_unit_test(gpu_conv_at__path_rule),
         cmocka_unit_test(gpu_backward__equals_reference_random),
         cmocka_unit_test(gpu_backward__golden_layers),

@@ -212,6 +212,12 @@ const char *cr_cuda_conv2d_path(const cr_conv_shape *s);
  * rounded to prec, sums and y in FP32. Same arguments as cr_cuda_conv2d. */
 cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y);
+/* The implicit GEMM on the tensor cores: one kernel, M = Cout/groups, N = batch * Ho * Wo,
+ * K = Cin/groups * kh * kw (groups on the grid), kernels 7-9's 128 x 128 block tile; the
+ * OIHW weights and the NCHW patches gathered from x rounded to prec (TF32, FP16, BF16) as
+ * they are staged, FP32 sums, bias added in FP32, y NCHW. Same arguments as cr_cuda_conv2d_tc. */
+cr_status cr_cuda_conv2d_implicit_tc(const cr_conv_shape *s, cr_cuda_precision prec,
+                                     const float *x, const float *w, const float *b, float *y);
 /* The default at a precision: ungrouped convolutions with at least 16 output channels take
  * cr_cuda_conv2d_tc at TF32, FP16, BF16; FP32, grouped convolutions (a GEMM per image and
  * group: many small launches) and fewer channels (a WMMA tile mostly empty) cr_cuda_conv2d. */
