@@ -682,10 +682,13 @@ static void gpu_conv_implicit_tc__row_blocks_groups_and_modes(void **state)
     cr_cuda_free(d);
 }
 
-/* cr_cuda_conv2d_at's rule: FP32, grouped convolutions and fewer than 16 output channels
- * take cr_cuda_conv2d bit for bit; otherwise the tensor cores, whose result is rounded (its
- * error against chapter 1 is above FP32's 1e-5 and within the precision's bound): a rule
- * that quietly ran FP32 fails here. */
+/* cr_cuda_conv2d_at's rule: FP32 and fewer than 64 output channels per group (ResNeXt's
+ * grouped layers among them) take cr_cuda_conv2d bit for bit; otherwise the tensor-core
+ * implicit GEMM (path "<precision>_implicit"), bit for bit, whose result is rounded (its
+ * error against chapter 1 is above FP32's 1e-5 and within the precision's bound) and which
+ * stores no patch matrix (the workspace stays empty): a rule that quietly ran FP32 fails
+ * here, and so does one that ran the im2col recipe (cr_cuda_conv2d_tc: its result can be
+ * the same bits, its patch matrix is not). */
 static void gpu_conv_at__path_rule(void **state)
 {
     (void)state;
@@ -695,11 +698,12 @@ static void gpu_conv_at__path_rule(void **state)
     cr_rng_seed(&r, seed);
     /* {Cin, Cout, groups, kernel, pad, batch, H, W, precision, tensor cores?} */
     static const int cfg[][10] = {
-        {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1: no patch matrix */
-        {64, 16, 1, 3, 1, 1, 7, 6, CR_CUDA_FP16, 1},      /* 16 channels: the tensor cores */
-        {96, 48, 1, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},
-        {64, 32, 1, 3, 1, 1, 6, 5, CR_CUDA_TF32, 1},
-        {64, 64, 2, 3, 1, 1, 6, 5, CR_CUDA_FP16, 0},      /* grouped (32 per group): implicit */
+        {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1, 64 channels */
+        {32, 130, 1, 3, 1, 2, 5, 6, CR_CUDA_FP16, 1},     /* 2 row blocks */
+        {96, 128, 2, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},     /* grouped, 64 per group */
+        {126, 126, 2, 1, 0, 1, 5, 5, CR_CUDA_TF32, 0},    /* 63 per group: the implicit GEMM */
+        {64, 32, 1, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},      /* 32 channels: the implicit GEMM */
+        {64, 16, 1, 3, 1, 1, 7, 6, CR_CUDA_FP16, 0},
         {128, 128, 32, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},   /* 4 per group: the direct kernel */
         {16, 15, 1, 1, 0, 1, 6, 5, CR_CUDA_BF16, 0},      /* 15 channels: the direct kernel */
         {64, 64, 1, 3, 1, 1, 6, 7, CR_CUDA_FP32, 0},      /* FP32: the implicit GEMM */
@@ -711,40 +715,52 @@ static void gpu_conv_at__path_rule(void **state)
         p.groups = c[2];
         cr_conv_shape s;
         assert_cr_ok(cr_conv_shape_init(&s, &p, c[5], c[6], c[7]));
-        cr_tensor x, w, b, y_ref, y, y32;
+        cr_tensor x, w, b, y_ref, y, y_other;
         cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
         assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
-        assert_cr_ok(cr_tensor_alloc(&y32, 4, y_ref.shape));
+        assert_cr_ok(cr_tensor_alloc(&y_other, 4, y_ref.shape));
         assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
         tc_prec = (cr_cuda_precision)c[8];
         gpu_path = at_conv;
         cr_tensor_poison(&y);
+        cr_cuda_workspace_release();
         assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
-        gpu_path = cr_cuda_conv2d;
-        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y32));
+        const size_t ws = cr_cuda_workspace_bytes();
+        /* what the rule should have run: the tensor-core implicit GEMM or cr_cuda_conv2d */
+        gpu_path = c[9] ? implicit_tc_conv : cr_cuda_conv2d;
+        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y_other));
         const char *path = cr_cuda_conv2d_path_at(&s, tc_prec);
-        const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+        char want[32];
+        snprintf(want, sizeof want, "%s_implicit", cr_cuda_precision_name(tc_prec));
+        if (memcmp(y.data, y_other.data, y.numel * sizeof(float)) != 0)
+            fail_msg("case %zu (%s at %s): not %s's result bit for bit", i, path,
+                     cr_cuda_precision_name(tc_prec),
+                     c[9] ? "cr_cuda_conv2d_implicit_tc" : "cr_cuda_conv2d");
         if (c[9]) {
-            assert_string_equal(path, cr_cuda_precision_name(tc_prec));
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+            assert_string_equal(path, want);
+            if (ws != 0)
+                fail_msg("case %zu (%s): the workspace holds %zu bytes, the implicit GEMM stores "
+                         "no patch matrix", i, path, ws);
             if (!(cmp.rel_l2 > 1e-5 && cmp.rel_l2 <= cr_cuda_gemm_tolerance(tc_prec, 0)))
                 fail_msg("case %zu (%s, seed %llu): relative L2 %.3g against chapter 1, expected "
                          "a rounded result: above 1e-5 and at most %.0e", i, path,
                          (unsigned long long)seed, cmp.rel_l2, cr_cuda_gemm_tolerance(tc_prec, 0));
         } else {
             assert_string_equal(path, cr_cuda_conv2d_path(&s));
-            if (memcmp(y.data, y32.data, y.numel * sizeof(float)) != 0)
-                fail_msg("case %zu (%s at %s): not cr_cuda_conv2d's result bit for bit", i, path,
-                         cr_cuda_precision_name(tc_prec));
         }
         if (i == 0) {   /* refusals */
             float *d = dev_poisoned(4, "d");
-            const cr_status st = cr_cuda_conv2d_tc(&s, CR_CUDA_FP32, d, d, d, d);
+            cr_status st = cr_cuda_conv2d_tc(&s, CR_CUDA_FP32, d, d, d, d);
+            assert_int_equal(st, CR_EINVAL);
+            assert_non_null(strstr(cr_last_error(), "precision"));
+            st = cr_cuda_conv2d_at(&s, (cr_cuda_precision)7, d, d, d, d);
             assert_int_equal(st, CR_EINVAL);
             assert_non_null(strstr(cr_last_error(), "precision"));
             cr_cuda_free(d);
         }
         cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
-        cr_tensor_free(&y_ref); cr_tensor_free(&y); cr_tensor_free(&y32);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y); cr_tensor_free(&y_other);
     }
     cr_cuda_workspace_release();
 }

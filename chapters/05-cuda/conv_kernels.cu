@@ -429,27 +429,45 @@ cr_status cr_cuda_conv2d_implicit_tc(const cr_conv_shape *s, cr_cuda_precision p
     return CR_CUDA_LAUNCHED("conv_implicit_tc_kernel");
 }
 
-/* The tensor-core recipe runs one GEMM per image and group: for a grouped convolution that
- * is groups x batch small launches (ResNeXt's 32 groups of 16 channels at batch 32: 1,024
- * GEMMs of 16 rows in 128-row tiles for one layer; on an H200 that made the whole FPN 3.4x
- * slower than FP32). So only ungrouped convolutions with enough output channels take it. */
+// @snippet gpu_conv_at
+/* Which convolutions the tensor cores take. The im2col recipe (cr_cuda_conv2d_tc) ran one
+ * GEMM per image and group: grouped layers became groups x batch small launches (on an
+ * H200 the whole FPN at TF32 was then 3.4x slower than FP32) and small maps a few 128-wide
+ * tiles per GEMM. The implicit GEMM on the tensor cores folds the batch into the columns
+ * and the groups into the grid: one launch, the same columns as the FP32 implicit GEMM.
+ * What remains is the rows: a block tile has 128 of them, in two rows of warps of 64.
+ * Below 64 output channels per group the second row of warps multiplies nothing but
+ * zeros and the first leaves fragments empty, so at least half of the tensor cores' work
+ * is wasted, where the FP32 implicit GEMM's 64-row tile wastes less (ResNeXt's grouped
+ * 3 x 3 layers, 4 to 32 channels per group, would use 1/32 to 1/4 of the tile). Those
+ * layers stay on the FP32 paths. The threshold follows from the tile shape; it is not
+ * yet measured on a GPU. */
+#define TC_FROM_COUT_G (TC_BM / 2)   /* the one place the threshold lives: 64 */
+
 static bool takes_tensor_cores(const cr_conv_shape *s, cr_cuda_precision prec)
 {
-    return prec != CR_CUDA_FP32 && s->p.groups == 1 && s->cout_g >= DIRECT_BELOW_COUT_G;
+    return prec != CR_CUDA_FP32 && s->cout_g >= TC_FROM_COUT_G;
 }
 
 const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec)
 {
-    return takes_tensor_cores(s, prec) ? cr_cuda_precision_name(prec) : cr_cuda_conv2d_path(s);
+    if (!takes_tensor_cores(s, prec)) return cr_cuda_conv2d_path(s);
+    switch (prec) {
+    case CR_CUDA_TF32: return "tf32_implicit";
+    case CR_CUDA_FP16: return "fp16_implicit";
+    case CR_CUDA_BF16: return "bf16_implicit";
+    default: return "?";   /* cr_cuda_conv2d_at refuses it */
+    }
 }
 
 cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y)
 {
     if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d_at: shape is NULL");
-    return takes_tensor_cores(s, prec) ? cr_cuda_conv2d_tc(s, prec, x, w, b, y)
+    return takes_tensor_cores(s, prec) ? cr_cuda_conv2d_implicit_tc(s, prec, x, w, b, y)
                                        : cr_cuda_conv2d(s, x, w, b, y);
 }
+// @end gpu_conv_at
 
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn)
 {
