@@ -554,13 +554,18 @@ static void gpu_conv_implicit__row_blocks_and_groups(void **state)
     }
 }
 
-/* ---- tensor cores: cr_cuda_conv2d_tc and cr_cuda_conv2d_at ---------------------------------- */
+/* ---- tensor cores: cr_cuda_conv2d_tc, cr_cuda_conv2d_implicit_tc, cr_cuda_conv2d_at ------- */
 
-static cr_cuda_precision tc_prec;   /* the precision the two adapters below run at */
+static cr_cuda_precision tc_prec;   /* the precision the three adapters below run at */
 static cr_status tc_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
                          float *y)
 {
     return cr_cuda_conv2d_tc(s, tc_prec, x, w, b, y);
+}
+static cr_status implicit_tc_conv(const cr_conv_shape *s, const float *x, const float *w,
+                                  const float *b, float *y)
+{
+    return cr_cuda_conv2d_implicit_tc(s, tc_prec, x, w, b, y);
 }
 static cr_status at_conv(const cr_conv_shape *s, const float *x, const float *w, const float *b,
                          float *y)
@@ -568,12 +573,12 @@ static cr_status at_conv(const cr_conv_shape *s, const float *x, const float *w,
     return cr_cuda_conv2d_at(s, tc_prec, x, w, b, y);
 }
 
-/* cr_cuda_conv2d_tc at TF32, FP16 and BF16 equals chapter 1 within the precision's GEMM
- * bound (cr_cuda_gemm_tolerance: the error of products whose operands were rounded) on
- * random configurations, every option (groups, padding modes, dilation, 1 x 1 kernels). */
-static void gpu_conv_tc__equals_direct_random(void **state)
+/* A tensor-core path (fn, through the tc_prec adapters) at TF32, FP16 and BF16 equals
+ * chapter 1 within the precision's GEMM bound (cr_cuda_gemm_tolerance: the error of
+ * products whose operands were rounded) on `count` random configurations, every option
+ * (groups, padding modes, stride, dilation, bias, batch 1-3, 1 x 1 kernels). */
+static void check_tc_random(cr_cuda_conv2d_fn fn, const char *name, int count)
 {
-    (void)state;
     if (cc_major() < 8) {
         printf("tensor-core kernels need compute capability 8.0; this GPU is %d.x\n", cc_major());
         skip();
@@ -581,18 +586,109 @@ static void gpu_conv_tc__equals_direct_random(void **state)
     for (int p = CR_CUDA_TF32; p <= CR_CUDA_BF16; p++) {
         char label[64];
         tc_prec = (cr_cuda_precision)p;
-        snprintf(label, sizeof label, "cr_cuda_conv2d_tc %s", cr_cuda_precision_name(tc_prec));
-        gpu_path = tc_conv;
-        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, cr_test_count(60),
+        snprintf(label, sizeof label, "%s %s", name, cr_cuda_precision_name(tc_prec));
+        gpu_path = fn;
+        cr_check_conv_random(cr_conv2d_direct, gpu_conv_host, label, count,
                              cr_cuda_gemm_tolerance(tc_prec, 0));
     }
     cr_cuda_workspace_release();
 }
 
-/* cr_cuda_conv2d_at's rule: FP32, grouped convolutions and fewer than 16 output channels
- * take cr_cuda_conv2d bit for bit; otherwise the tensor cores, whose result is rounded (its
- * error against chapter 1 is above FP32's 1e-5 and within the precision's bound): a rule
- * that quietly ran FP32 fails here. */
+static void gpu_conv_tc__equals_direct_random(void **state)
+{
+    (void)state;
+    check_tc_random(tc_conv, "cr_cuda_conv2d_tc", cr_test_count(30));
+}
+
+static void gpu_conv_implicit_tc__equals_direct_random(void **state)
+{
+    (void)state;
+    check_tc_random(implicit_tc_conv, "cr_cuda_conv2d_implicit_tc", cr_test_count(40));
+}
+
+/* The tensor-core implicit GEMM where the random configurations (at most 32 output
+ * channels) do not reach: more than 128 output channels per group (blockIdx.y > 0, the
+ * last row block partial), several groups of more than 64 and many groups of 2
+ * (blockIdx.z), batches whose columns (N*Ho*Wo, Ho*Wo not a multiple of 128) span several
+ * column blocks with images split across them, K over several steps of 32 with a partial
+ * last one, every padding mode, stride, dilation, with and without bias. At each precision
+ * the result is within the GEMM bound of chapter 1's and differs from it by more than
+ * 1e-5 (the operands were rounded: a kernel that quietly ran in FP32 fails), and bad
+ * arguments are refused naming what is wrong. */
+static void gpu_conv_implicit_tc__row_blocks_groups_and_modes(void **state)
+{
+    (void)state;
+    if (cc_major() < 8) skip();
+    cr_rng r;
+    const uint64_t seed = cr_seed_from_env();
+    cr_rng_seed(&r, seed);
+    /* {Cin, Cout, groups, kh, kw, stride h, stride w, pad h, pad w, dilation, mode, bias,
+     *  batch, H, W} */
+    static const int cfg[][15] = {
+        {5, 130, 1, 3, 3, 1, 1, 1, 1, 1, CR_PAD_ZEROS, 1, 3, 9, 7},       /* 2 row blocks, 189 columns */
+        {6, 140, 2, 3, 3, 2, 2, 1, 1, 1, CR_PAD_REFLECT, 1, 2, 11, 10},   /* 2 groups of 70 */
+        {9, 390, 3, 3, 3, 1, 1, 1, 1, 1, CR_PAD_CIRCULAR, 0, 2, 5, 6},    /* 3 groups of 130 */
+        {48, 96, 48, 3, 3, 1, 1, 1, 1, 1, CR_PAD_CIRCULAR, 1, 1, 6, 5},   /* 48 groups of 2 */
+        {8, 200, 1, 1, 1, 1, 1, 0, 0, 1, CR_PAD_ZEROS, 0, 2, 13, 11},     /* plain 1 x 1, 286 columns */
+        {7, 66, 1, 5, 3, 2, 1, 2, 1, 2, CR_PAD_REPLICATE, 1, 2, 12, 9},   /* dilation 2, stride 2 x 1 */
+        {37, 64, 1, 3, 3, 1, 1, 1, 1, 1, CR_PAD_ZEROS, 1, 2, 7, 9},       /* K = 333: 11 steps of 32 */
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof *cfg; i++) {
+        const int *c = cfg[i];
+        cr_conv_params p = cr_conv_params_default(c[0], c[1], c[3]);
+        p.kernel_w = c[4];
+        p.stride_h = c[5];
+        p.stride_w = c[6];
+        cr_conv_set_padding(&p, c[7], c[8]);
+        p.dilation_h = p.dilation_w = c[9];
+        p.pad_mode = (cr_pad_mode)c[10];
+        p.bias = c[11] != 0;
+        p.groups = c[2];
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, c[12], c[13], c[14]));
+        cr_tensor x, w, b, y_ref, y;
+        cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
+        assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+        const cr_tensor *bp = p.bias ? &b : NULL;
+        assert_cr_ok(cr_conv2d_direct(&p, &x, &w, bp, &y_ref));
+        gpu_path = implicit_tc_conv;
+        for (int q = CR_CUDA_TF32; q <= CR_CUDA_BF16; q++) {
+            tc_prec = (cr_cuda_precision)q;
+            const double tol = cr_cuda_gemm_tolerance(tc_prec, 0);
+            cr_tensor_poison(&y);
+            assert_cr_ok(gpu_conv_host(&p, &x, &w, bp, &y));
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+            if (!(cmp.rel_l2 > 1e-5 && cmp.rel_l2 <= tol))
+                fail_msg("cr_cuda_conv2d_implicit_tc %s, case %zu (Cin %d, Cout %d, groups %d, "
+                         "batch %d, seed %llu): relative L2 %.3g against chapter 1, expected a "
+                         "rounded result: above 1e-5 and at most %.0e",
+                         cr_cuda_precision_name(tc_prec), i, c[0], c[1], c[2], c[12],
+                         (unsigned long long)seed, cmp.rel_l2, tol);
+        }
+        cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y);
+    }
+    /* refusals: a precision that is not the tensor cores', a missing bias, NULL pointers */
+    cr_conv_params p = cr_conv_params_default(4, 6, 3);
+    cr_conv_shape s;
+    assert_cr_ok(cr_conv_shape_init(&s, &p, 1, 8, 8));
+    float *d = dev_poisoned(s.x_numel, "d");
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_FP32, d, d, d, d), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "precision"));
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_TF32, d, d, NULL, d), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "bias"));
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(&s, CR_CUDA_FP16, NULL, d, d, d), CR_EINVAL);
+    assert_cr_fails(cr_cuda_conv2d_implicit_tc(NULL, CR_CUDA_BF16, d, d, d, d), CR_EINVAL);
+    cr_cuda_free(d);
+}
+
+/* cr_cuda_conv2d_at's rule: FP32 and fewer than 64 output channels per group (ResNeXt's
+ * grouped layers among them) take cr_cuda_conv2d bit for bit; otherwise the tensor-core
+ * implicit GEMM (path "<precision>_implicit"), bit for bit, whose result is rounded (its
+ * error against chapter 1 is above FP32's 1e-5 and within the precision's bound) and which
+ * stores no patch matrix (the workspace stays empty): a rule that quietly ran FP32 fails
+ * here, and so does one that ran the im2col recipe (cr_cuda_conv2d_tc: its result can be
+ * the same bits, its patch matrix is not). */
 static void gpu_conv_at__path_rule(void **state)
 {
     (void)state;
@@ -602,11 +698,12 @@ static void gpu_conv_at__path_rule(void **state)
     cr_rng_seed(&r, seed);
     /* {Cin, Cout, groups, kernel, pad, batch, H, W, precision, tensor cores?} */
     static const int cfg[][10] = {
-        {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1: no patch matrix */
-        {64, 16, 1, 3, 1, 1, 7, 6, CR_CUDA_FP16, 1},      /* 16 channels: the tensor cores */
-        {96, 48, 1, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},
-        {64, 32, 1, 3, 1, 1, 6, 5, CR_CUDA_TF32, 1},
-        {64, 64, 2, 3, 1, 1, 6, 5, CR_CUDA_FP16, 0},      /* grouped (32 per group): implicit */
+        {64, 64, 1, 1, 0, 2, 9, 11, CR_CUDA_TF32, 1},     /* plain 1 x 1, 64 channels */
+        {32, 130, 1, 3, 1, 2, 5, 6, CR_CUDA_FP16, 1},     /* 2 row blocks */
+        {96, 128, 2, 3, 1, 2, 5, 5, CR_CUDA_BF16, 1},     /* grouped, 64 per group */
+        {126, 126, 2, 1, 0, 1, 5, 5, CR_CUDA_TF32, 0},    /* 63 per group: the implicit GEMM */
+        {64, 32, 1, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},      /* 32 channels: the implicit GEMM */
+        {64, 16, 1, 3, 1, 1, 7, 6, CR_CUDA_FP16, 0},
         {128, 128, 32, 3, 1, 1, 6, 5, CR_CUDA_TF32, 0},   /* 4 per group: the direct kernel */
         {16, 15, 1, 1, 0, 1, 6, 5, CR_CUDA_BF16, 0},      /* 15 channels: the direct kernel */
         {64, 64, 1, 3, 1, 1, 6, 7, CR_CUDA_FP32, 0},      /* FP32: the implicit GEMM */
@@ -618,40 +715,52 @@ static void gpu_conv_at__path_rule(void **state)
         p.groups = c[2];
         cr_conv_shape s;
         assert_cr_ok(cr_conv_shape_init(&s, &p, c[5], c[6], c[7]));
-        cr_tensor x, w, b, y_ref, y, y32;
+        cr_tensor x, w, b, y_ref, y, y_other;
         cr_conv_tensors_random(&s, &r, &x, &w, &b, &y_ref);
         assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
-        assert_cr_ok(cr_tensor_alloc(&y32, 4, y_ref.shape));
+        assert_cr_ok(cr_tensor_alloc(&y_other, 4, y_ref.shape));
         assert_cr_ok(cr_conv2d_direct(&p, &x, &w, &b, &y_ref));
         tc_prec = (cr_cuda_precision)c[8];
         gpu_path = at_conv;
         cr_tensor_poison(&y);
+        cr_cuda_workspace_release();
         assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y));
-        gpu_path = cr_cuda_conv2d;
-        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y32));
+        const size_t ws = cr_cuda_workspace_bytes();
+        /* what the rule should have run: the tensor-core implicit GEMM or cr_cuda_conv2d */
+        gpu_path = c[9] ? implicit_tc_conv : cr_cuda_conv2d;
+        assert_cr_ok(gpu_conv_host(&p, &x, &w, &b, &y_other));
         const char *path = cr_cuda_conv2d_path_at(&s, tc_prec);
-        const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+        char want[32];
+        snprintf(want, sizeof want, "%s_implicit", cr_cuda_precision_name(tc_prec));
+        if (memcmp(y.data, y_other.data, y.numel * sizeof(float)) != 0)
+            fail_msg("case %zu (%s at %s): not %s's result bit for bit", i, path,
+                     cr_cuda_precision_name(tc_prec),
+                     c[9] ? "cr_cuda_conv2d_implicit_tc" : "cr_cuda_conv2d");
         if (c[9]) {
-            assert_string_equal(path, cr_cuda_precision_name(tc_prec));
+            const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-2, 1e-3);
+            assert_string_equal(path, want);
+            if (ws != 0)
+                fail_msg("case %zu (%s): the workspace holds %zu bytes, the implicit GEMM stores "
+                         "no patch matrix", i, path, ws);
             if (!(cmp.rel_l2 > 1e-5 && cmp.rel_l2 <= cr_cuda_gemm_tolerance(tc_prec, 0)))
                 fail_msg("case %zu (%s, seed %llu): relative L2 %.3g against chapter 1, expected "
                          "a rounded result: above 1e-5 and at most %.0e", i, path,
                          (unsigned long long)seed, cmp.rel_l2, cr_cuda_gemm_tolerance(tc_prec, 0));
         } else {
             assert_string_equal(path, cr_cuda_conv2d_path(&s));
-            if (memcmp(y.data, y32.data, y.numel * sizeof(float)) != 0)
-                fail_msg("case %zu (%s at %s): not cr_cuda_conv2d's result bit for bit", i, path,
-                         cr_cuda_precision_name(tc_prec));
         }
         if (i == 0) {   /* refusals */
             float *d = dev_poisoned(4, "d");
-            const cr_status st = cr_cuda_conv2d_tc(&s, CR_CUDA_FP32, d, d, d, d);
+            cr_status st = cr_cuda_conv2d_tc(&s, CR_CUDA_FP32, d, d, d, d);
+            assert_int_equal(st, CR_EINVAL);
+            assert_non_null(strstr(cr_last_error(), "precision"));
+            st = cr_cuda_conv2d_at(&s, (cr_cuda_precision)7, d, d, d, d);
             assert_int_equal(st, CR_EINVAL);
             assert_non_null(strstr(cr_last_error(), "precision"));
             cr_cuda_free(d);
         }
         cr_tensor_free(&x); cr_tensor_free(&w); cr_tensor_free(&b);
-        cr_tensor_free(&y_ref); cr_tensor_free(&y); cr_tensor_free(&y32);
+        cr_tensor_free(&y_ref); cr_tensor_free(&y); cr_tensor_free(&y_other);
     }
     cr_cuda_workspace_release();
 }
@@ -836,6 +945,8 @@ int main(void)
         cmocka_unit_test(gpu_conv_implicit__row_blocks_and_groups),
         cmocka_unit_test(gpu_conv_default__bad_arguments),
         cmocka_unit_test(gpu_conv_tc__equals_direct_random),
+        cmocka_unit_test(gpu_conv_implicit_tc__equals_direct_random),
+        cmocka_unit_test(gpu_conv_implicit_tc__row_blocks_groups_and_modes),
         cmocka_unit_test(gpu_conv_at__path_rule),
         cmocka_unit_test(gpu_backward__equals_reference_random),
         cmocka_unit_test(gpu_backward__golden_layers),

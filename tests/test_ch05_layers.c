@@ -605,11 +605,13 @@ static void gpu_model__fpn_reduced_tensor_cores(void **state)
     for (int p = CR_CUDA_TF32; p <= CR_CUDA_BF16; p++) {
         const cr_cuda_precision prec = (cr_cuda_precision)p;
         int convs = 0;
+        char tc_path[32];   /* the path's name on the tensor cores, "tf32_implicit", ... */
+        snprintf(tc_path, sizeof tc_path, "%s_implicit", cr_cuda_precision_name(prec));
         for (int i = 0; i < m.n; i++) {
             if (m.mods[i].kind != CR_MOD_CONV) continue;
             cr_conv_shape cs;   /* the input size does not change the rule (channels per group) */
             assert_cr_ok(cr_conv_shape_init(&cs, &m.mods[i].conv, 1, 64, 64));
-            convs += strcmp(cr_cuda_conv2d_path_at(&cs, prec), cr_cuda_precision_name(prec)) == 0;
+            convs += strcmp(cr_cuda_conv2d_path_at(&cs, prec), tc_path) == 0;
         }
         assert_cr_ok(cr_cuda_model_set_precision(g, prec));
         cr_tensor gy;

@@ -2,7 +2,7 @@
 """Draws chapter 5's figure of the GEMM kernels' tiling on the GPU as SVG.
 
     python3 book/figures/cuda_tiling_figure.py OUT.svg chapters/05-cuda/gemm_kernels.cu \
-        chapters/05-cuda/conv_kernels.cu
+        chapters/05-cuda/tc_tile.h chapters/05-cuda/conv_kernels.cu
 
 Top, kernels 5 and 6 (R2_*): a block's BM x BN tile of C; the loop over K in steps of
 BK, with the A tile (BM x BK) and the B tile (BK x BN) of the current step staged in
@@ -12,7 +12,8 @@ tile) and one thread's tile, with the rows of A and the columns of B it reads.
 Bottom, kernels 7-9 (TC_*): the same block tile cut into the warps' WM x WN tiles,
 one warp's tile drawn as its 16 x 16 accumulator fragments, and the 16 x FK and
 FK x 16 fragments of A and B it loads from the shared tiles (FK of TF32). Every
-size is read from the .cu sources; the footer gives the implicit GEMM's (IG_*).
+size is read from the sources (kernels 7-9's tile from tc_tile.h, which they share with
+the tensor-core convolution); the footer gives the implicit GEMM's (IG_*).
 """
 import re
 import sys
@@ -46,30 +47,33 @@ def need(pattern, text, source, what):
     return m
 
 
-def constants(gemm_cu, conv_cu):
-    """The block sizes of kernels 5-6 (r2), 7-9 (tc) and the implicit GEMM (ig)."""
+def constants(gemm_cu, tile_h, conv_cu):
+    """The block sizes of kernels 5-6 (r2), 7-9 (tc, from tc_tile.h) and the implicit
+    GEMM (ig)."""
     g = open(gemm_cu, encoding='utf-8').read()
     r2 = defines(g, gemm_cu, ['R2_BM', 'R2_BN', 'R2_BK', 'R2_TM', 'R2_TN'])
     need(r'#define\s+R2_THREADS\s+\(R2_BM \* R2_BN / \(R2_TM \* R2_TN\)\)', g, gemm_cu,
          'R2_THREADS = R2_BM * R2_BN / (R2_TM * R2_TN)')
     need(r'trow = t / \(R2_BN / R2_TN\), tcol = t % \(R2_BN / R2_TN\)', g, gemm_cu,
          "kernel 5's thread map trow = t / (R2_BN / R2_TN), tcol = t % (R2_BN / R2_TN)")
-    tc = defines(g, gemm_cu, ['TC_BM', 'TC_BN', 'TC_BK', 'TC_WARPS', 'TC_WM', 'TC_WN'])
-    frag = int(need(r'#define\s+TC_FM\s+\(TC_WM / (\d+)\)', g, gemm_cu,
+    need(r'#include "tc_tile.h"', g, gemm_cu, "kernels 7-9's tile from tc_tile.h")
+    t = open(tile_h, encoding='utf-8').read()
+    tc = defines(t, tile_h, ['TC_BM', 'TC_BN', 'TC_BK', 'TC_WARPS', 'TC_WM', 'TC_WN'])
+    frag = int(need(r'#define\s+TC_FM\s+\(TC_WM / (\d+)\)', t, tile_h,
                     '#define TC_FM (TC_WM / <fragment rows>)').group(1))
-    need(r'#define\s+TC_FN\s+\(TC_WN / ' + str(frag) + r'\)', g, gemm_cu,
+    need(r'#define\s+TC_FN\s+\(TC_WN / ' + str(frag) + r'\)', t, tile_h,
          f'#define TC_FN (TC_WN / {frag})')
-    need(r'wmma::fragment<wmma::accumulator,\s*' + str(frag) + r',\s*' + str(frag) + r',\s*TC::FK',
-         g, gemm_cu, f'{frag} x {frag} accumulator fragments')
-    need(r'wm = warp / \(TC_BN / TC_WN\), wn = warp % \(TC_BN / TC_WN\)', g, gemm_cu,
+    need(r'wmma::fragment<wmma::accumulator,\s*' + str(frag) + r',\s*' + str(frag) +
+         r',\s*TensorCore<T>::FK', t, tile_h, f'{frag} x {frag} accumulator fragments')
+    need(r'wm = warp / \(TC_BN / TC_WN\), wn = warp % \(TC_BN / TC_WN\)', t, tile_h,
          "the warp map wm = warp / (TC_BN / TC_WN), wn = warp % (TC_BN / TC_WN)")
     fk = {}
     for typ, name in (('float', 'TF32'), ('__half', 'FP16'), ('__nv_bfloat16', 'BF16')):
-        body = need(r'struct TensorCore<' + typ + r'>\s*\{(.*?)\n\};', g, gemm_cu,
+        body = need(r'struct TensorCore<' + typ + r'>\s*\{(.*?)\n\};', t, tile_h,
                     f'struct TensorCore<{typ}>').group(1)
         vals = set(re.findall(r'static const int FK = (\d+);', body))
         if len(vals) != 1:
-            sys.exit(f'figure: TensorCore<{typ}> in {gemm_cu} has FK {sorted(vals)}, not one value')
+            sys.exit(f'figure: TensorCore<{typ}> in {tile_h} has FK {sorted(vals)}, not one value')
         fk[name] = int(vals.pop())
     c = open(conv_cu, encoding='utf-8').read()
     ig = defines(c, conv_cu, ['IG_BM', 'IG_BN', 'IG_BK', 'IG_TM', 'IG_TN'])
@@ -78,9 +82,9 @@ def constants(gemm_cu, conv_cu):
                           (tc, 'TC_WM', None, 'TC_WM/16'), (tc, 'TC_BK', None, 'TC_BK/FK')):
         div = d[b] if b else (frag if a == 'TC_WM' else max(fk.values()))
         if d[a] % div:
-            sys.exit(f'figure: {what} is not whole in {gemm_cu}')
+            sys.exit(f'figure: {what} is not whole in {gemm_cu} or {tile_h}')
     if (tc['TC_BM'] // tc['TC_WM']) * (tc['TC_BN'] // tc['TC_WN']) != tc['TC_WARPS']:
-        sys.exit(f'figure: TC_WARPS is not (TC_BM/TC_WM) * (TC_BN/TC_WN) in {gemm_cu}')
+        sys.exit(f'figure: TC_WARPS is not (TC_BM/TC_WM) * (TC_BN/TC_WN) in {tile_h}')
     return r2, tc, frag, fk, ig
 
 
@@ -116,8 +120,8 @@ def labels(s, cx, cy, bm, bn, left, top):
     s.text(cx + bn * SCALE / 2, top - 8, 'B', 15, weight='bold', italic=True, fill=SHARED[0])
 
 
-def draw(out, gemm_cu, conv_cu):
-    r2, tc, frag, fk, ig = constants(gemm_cu, conv_cu)
+def draw(out, gemm_cu, tile_h, conv_cu):
+    r2, tc, frag, fk, ig = constants(gemm_cu, tile_h, conv_cu)
     BM, BN, BK, TM, TN = (r2[k] for k in ('R2_BM', 'R2_BN', 'R2_BK', 'R2_TM', 'R2_TN'))
     threads = BM * BN // (TM * TN)
     tcols = BN // TN
@@ -242,7 +246,7 @@ def draw(out, gemm_cu, conv_cu):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 5:
         sys.exit('usage: cuda_tiling_figure.py OUT.svg chapters/05-cuda/gemm_kernels.cu '
-                 'chapters/05-cuda/conv_kernels.cu')
+                 'chapters/05-cuda/tc_tile.h chapters/05-cuda/conv_kernels.cu')
     draw(*sys.argv[1:])

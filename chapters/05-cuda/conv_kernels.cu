@@ -1,5 +1,6 @@
 /* conv_kernels.cu — chapter 5: convolution on the GPU, forward (direct, im2col + GEMM,
- * implicit GEMM) and backward (dX, dW, db), for every nn.Conv2d option.
+ * implicit GEMM, and on the tensor cores im2col + WMMA GEMM and the implicit GEMM) and
+ * backward (dX, dW, db), for every nn.Conv2d option.
  *
  * All tensors are NCHW float32 in device memory, weights OIHW, as on the CPU. */
 #include <stdint.h>
@@ -8,6 +9,7 @@
 
 #include "cuda_util.h"
 #include "pad_rule.h"
+#include "tc_tile.h"   /* kernels 7-9's block tile (the tensor-core implicit GEMM) */
 
 /* The sizes a kernel needs, copied from a cr_conv_shape into plain ints. */
 struct ConvDims {
@@ -293,6 +295,15 @@ static bool is_plain_1x1(const cr_conv_shape *s)
            p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
 }
 
+/* CR_EINVAL naming fn unless prec is one of the tensor cores' precisions. */
+static cr_status check_tc_precision(const char *fn, cr_cuda_precision prec)
+{
+    if (prec != CR_CUDA_TF32 && prec != CR_CUDA_FP16 && prec != CR_CUDA_BF16)
+        return cr_fail(CR_EINVAL, "%s: precision %d: expected CR_CUDA_TF32, CR_CUDA_FP16 or "
+                       "CR_CUDA_BF16", fn, (int)prec);
+    return CR_OK;
+}
+
 static cr_cuda_gemm_fn tc_gemm(cr_cuda_precision p)
 {
     return p == CR_CUDA_TF32 ? cr_cuda_gemm_tf32 : p == CR_CUDA_FP16 ? cr_cuda_gemm_fp16
@@ -304,9 +315,7 @@ cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, cons
                             const float *w, const float *b, float *y)
 {
     CR_TRY(check_conv("cr_cuda_conv2d_tc", s, x, w, b, y, true));
-    if (prec != CR_CUDA_TF32 && prec != CR_CUDA_FP16 && prec != CR_CUDA_BF16)
-        return cr_fail(CR_EINVAL, "cr_cuda_conv2d_tc: precision %d: expected CR_CUDA_TF32, "
-                       "CR_CUDA_FP16 or CR_CUDA_BF16", (int)prec);
+    CR_TRY(check_tc_precision("cr_cuda_conv2d_tc", prec));
     const ConvDims d = dims_of(s);
     const long long P = (long long)d.Ho * d.Wo, Kg = (long long)d.cin_g * d.kh * d.kw;
     const bool plain = is_plain_1x1(s);
@@ -337,27 +346,128 @@ cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, cons
 }
 // @end gpu_conv_tc
 
-/* The tensor-core recipe runs one GEMM per image and group: for a grouped convolution that
- * is groups x batch small launches (ResNeXt's 32 groups of 16 channels at batch 32: 1,024
- * GEMMs of 16 rows in 128-row tiles for one layer; on an H200 that made the whole FPN 3.4x
- * slower than FP32). So only ungrouped convolutions with enough output channels take it. */
+// @snippet gpu_conv_implicit_tc
+/* The implicit GEMM on the tensor cores: the problem of conv_implicit_kernel (one GEMM per
+ * group, blockIdx.z, the batch folded into the columns)
+ *   Y_g (Cout_g x N*Ho*Wo) = W_g (Cout_g x Cin_g*kh*kw) * X_g (Cin_g*kh*kw x N*Ho*Wo)
+ * on the block tile of kernels 7-9 (tc_tile.h): 128 x 128 of Y_g per block, 8 warps of
+ * 64 x 32, steps of 32 along K. The A tile is read from the OIHW weights, the B tile
+ * gathered from the NCHW image as im2col would have written it; both are rounded to T as
+ * they are staged. tc_stage gives thread t the column t % 128 of the B tile at every step,
+ * so the thread decodes its column (image, oh, ow) once per block. The epilogue adds the
+ * bias and stores to y in NCHW: 16 lanes on 16 consecutive columns, i.e. pixels. */
+template <typename T>
+__global__ void __launch_bounds__(TC_THREADS)
+conv_implicit_tc_kernel(ConvDims d, const float *__restrict__ x, const float *__restrict__ w,
+                        const float *__restrict__ b, float *__restrict__ y)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();   /* TF32 and BF16 fragments need sm_80; the host refuses older devices */
+#else
+    static_assert(TC_THREADS % TC_BN == 0, "a thread keeps one column of the B tile");
+    __shared__ __align__(128) T As[TC_BM][TC_BK + 32 / sizeof(T)];   /* W_g tile */
+    __shared__ __align__(128) T Bs[TC_BK][TC_BN + 32 / sizeof(T)];   /* X_g tile */
+    __shared__ __align__(128) float scratch[TC_WARPS][16 * 16];
+    const int g = blockIdx.z, warp = threadIdx.x / 32;
+    const int Kg = d.cin_g * d.kh * d.kw, khw = d.kh * d.kw;
+    const int P = d.Ho * d.Wo, Ncols = d.N * P;
+    const int row0 = blockIdx.y * TC_BM, col0 = blockIdx.x * TC_BN;
+    const float *wg = w + (long long)g * d.cout_g * Kg;
+    /* this thread's column of the X tile, decoded once */
+    const int gcol = col0 + (int)threadIdx.x % TC_BN;
+    const bool col_ok = gcol < Ncols;
+    const int img = col_ok ? gcol / P : 0, pix = col_ok ? gcol % P : 0;
+    const int ih0 = pix / d.Wo * d.sh - d.pt, iw0 = pix % d.Wo * d.sw - d.pl;
+    const float *xg = x + ((long long)img * d.C + (long long)g * d.cin_g) * d.H * d.W;
+    TcAcc<T> acc;
+    tc_zero(acc);
+    for (int k0 = 0; k0 < Kg; k0 += TC_BK) {
+        tc_stage<TC_BM, TC_BK>(&As[0][0], TC_BK + TC_PAD(T), [&](int r, int c) {
+            const int m = row0 + r, kk = k0 + c;
+            return (m < d.cout_g && kk < Kg) ? wg[(long long)m * Kg + kk] : 0.0f;
+        });
+        tc_stage<TC_BK, TC_BN>(&Bs[0][0], TC_BN + TC_PAD(T), [&](int r, int) {
+            const int kk = k0 + r;   /* the column is this thread's gcol */
+            if (!col_ok || kk >= Kg) return 0.0f;
+            const int c = kk / khw, q = kk % d.kw;
+            const int ih = cr_pad_rule(ih0 + kk % khw / d.kw * d.dh, d.H, d.mode);
+            const int iw = cr_pad_rule(iw0 + q * d.dw, d.W, d.mode);
+            return (ih >= 0 && iw >= 0) ? xg[((long long)c * d.H + ih) * d.W + iw] : 0.0f;
+        });
+        __syncthreads();
+        tc_mma(acc, &As[0][0], &Bs[0][0], warp);
+        __syncthreads();
+    }
+    tc_store(acc, scratch[warp], warp, [&](int i, int j, float v) {
+        const int k = row0 + i, col = col0 + j;   /* output channel in the group, column */
+        if (k >= d.cout_g || col >= Ncols) return;
+        const int kout = g * d.cout_g + k;
+        y[((long long)(col / P) * d.K + kout) * P + col % P] = v + (b ? b[kout] : 0.0f);
+    });
+#endif
+}
+// @end gpu_conv_implicit_tc
+
+cr_status cr_cuda_conv2d_implicit_tc(const cr_conv_shape *s, cr_cuda_precision prec,
+                                     const float *x, const float *w, const float *b, float *y)
+{
+    const char *fn = "cr_cuda_conv2d_implicit_tc";
+    CR_TRY(check_conv(fn, s, x, w, b, y, true));
+    CR_TRY(check_tc_precision(fn, prec));
+    CR_TRY(cr_cuda_need_sm80(fn));
+    const ConvDims d = dims_of(s);
+    unsigned gx = 0;
+    CR_TRY(cr_cuda_grid_1d((long long)d.N * d.Ho * d.Wo, TC_BN, "conv_implicit_tc_kernel", &gx));
+    const long long gy = ((long long)d.cout_g + TC_BM - 1) / TC_BM;
+    if (gy > 65535)
+        return cr_fail(CR_EINVAL, "%s: %d output channels per group is too many for the grid",
+                       fn, d.cout_g);
+    const dim3 grid(gx, (unsigned)gy, (unsigned)d.groups);
+    if (prec == CR_CUDA_TF32) conv_implicit_tc_kernel<float><<<grid, TC_THREADS>>>(d, x, w, b, y);
+    else if (prec == CR_CUDA_FP16) conv_implicit_tc_kernel<__half><<<grid, TC_THREADS>>>(d, x, w, b, y);
+    else conv_implicit_tc_kernel<__nv_bfloat16><<<grid, TC_THREADS>>>(d, x, w, b, y);
+    return CR_CUDA_LAUNCHED("conv_implicit_tc_kernel");
+}
+
+// @snippet gpu_conv_at
+/* Which convolutions the tensor cores take. The im2col recipe (cr_cuda_conv2d_tc) ran one
+ * GEMM per image and group: grouped layers became groups x batch small launches (on an
+ * H200 the whole FPN at TF32 was then 3.4x slower than FP32) and small maps a few 128-wide
+ * tiles per GEMM. The implicit GEMM on the tensor cores folds the batch into the columns
+ * and the groups into the grid: one launch, the same columns as the FP32 implicit GEMM.
+ * What remains is the rows: a block tile has 128 of them, in two rows of warps of 64.
+ * Below 64 output channels per group the second row of warps multiplies nothing but
+ * zeros and the first leaves fragments empty, so at least half of the tensor cores' work
+ * is wasted, where the FP32 implicit GEMM's 64-row tile wastes less (ResNeXt's grouped
+ * 3 x 3 layers, 4 to 32 channels per group, would use 1/32 to 1/4 of the tile). Those
+ * layers stay on the FP32 paths. The threshold follows from the tile shape; it is not
+ * yet measured on a GPU. */
+#define TC_FROM_COUT_G (TC_BM / 2)   /* the one place the threshold lives: 64 */
+
 static bool takes_tensor_cores(const cr_conv_shape *s, cr_cuda_precision prec)
 {
-    return prec != CR_CUDA_FP32 && s->p.groups == 1 && s->cout_g >= DIRECT_BELOW_COUT_G;
+    return prec != CR_CUDA_FP32 && s->cout_g >= TC_FROM_COUT_G;
 }
 
 const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec)
 {
-    return takes_tensor_cores(s, prec) ? cr_cuda_precision_name(prec) : cr_cuda_conv2d_path(s);
+    if (!takes_tensor_cores(s, prec)) return cr_cuda_conv2d_path(s);
+    switch (prec) {
+    case CR_CUDA_TF32: return "tf32_implicit";
+    case CR_CUDA_FP16: return "fp16_implicit";
+    case CR_CUDA_BF16: return "bf16_implicit";
+    default: return "?";   /* cr_cuda_conv2d_at refuses it */
+    }
 }
 
 cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y)
 {
     if (!s) return cr_fail(CR_EINVAL, "cr_cuda_conv2d_at: shape is NULL");
-    return takes_tensor_cores(s, prec) ? cr_cuda_conv2d_tc(s, prec, x, w, b, y)
+    return takes_tensor_cores(s, prec) ? cr_cuda_conv2d_implicit_tc(s, prec, x, w, b, y)
                                        : cr_cuda_conv2d(s, x, w, b, y);
 }
+// @end gpu_conv_at
 
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn)
 {

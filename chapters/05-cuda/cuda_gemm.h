@@ -212,12 +212,19 @@ const char *cr_cuda_conv2d_path(const cr_conv_shape *s);
  * rounded to prec, sums and y in FP32. Same arguments as cr_cuda_conv2d. */
 cr_status cr_cuda_conv2d_tc(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y);
-/* The default at a precision: ungrouped convolutions with at least 16 output channels take
- * cr_cuda_conv2d_tc at TF32, FP16, BF16; FP32, grouped convolutions (a GEMM per image and
- * group: many small launches) and fewer channels (a WMMA tile mostly empty) cr_cuda_conv2d. */
+/* The implicit GEMM on the tensor cores: one kernel, M = Cout/groups, N = batch * Ho * Wo,
+ * K = Cin/groups * kh * kw (groups on the grid), kernels 7-9's 128 x 128 block tile; the
+ * OIHW weights and the NCHW patches gathered from x rounded to prec (TF32, FP16, BF16) as
+ * they are staged, FP32 sums, bias added in FP32, y NCHW. Same arguments as cr_cuda_conv2d_tc. */
+cr_status cr_cuda_conv2d_implicit_tc(const cr_conv_shape *s, cr_cuda_precision prec,
+                                     const float *x, const float *w, const float *b, float *y);
+/* The default at a precision: at TF32, FP16, BF16, convolutions with at least 64 output
+ * channels per group (half the 128-row tile) take cr_cuda_conv2d_implicit_tc; FP32 and
+ * fewer channels per group (ResNeXt's grouped layers: a tile mostly empty) cr_cuda_conv2d. */
 cr_status cr_cuda_conv2d_at(const cr_conv_shape *s, cr_cuda_precision prec, const float *x,
                             const float *w, const float *b, float *y);
-/* The path cr_cuda_conv2d_at takes: "direct", "implicit", "tf32", "fp16" or "bf16". */
+/* The path cr_cuda_conv2d_at takes: "direct", "implicit", "tf32_implicit", "fp16_implicit"
+ * or "bf16_implicit". */
 const char *cr_cuda_conv2d_path_at(const cr_conv_shape *s, cr_cuda_precision prec);
 /* Bytes of workspace a path uses for s (im2col: one image's patch matrix; others: 0). */
 size_t cr_cuda_conv2d_workspace_bytes(const cr_conv_shape *s, cr_cuda_conv2d_fn fn);

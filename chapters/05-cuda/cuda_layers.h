@@ -170,7 +170,7 @@ cr_status cr_cuda_model_create(const cr_model *m, cr_cuda_model **out);
 cr_status cr_cuda_model_forward(cr_cuda_model *g, const float *x, cr_cuda_nchw in,
                                 const float **y, cr_cuda_nchw *out_shape);
 /* The precision of g's convolutions: CR_CUDA_FP32 (the default, CUDA cores), or TF32,
- * FP16, BF16: ungrouped convolutions with at least 16 output channels then run on the
+ * FP16, BF16: convolutions with at least 64 output channels per group then run on the
  * tensor cores with their GEMM operands rounded to it (cr_cuda_conv2d_at's rule);
  * activations, sums and every other layer stay FP32. */
 cr_status cr_cuda_model_set_precision(cr_cuda_model *g, cr_cuda_precision p);

@@ -38,6 +38,19 @@ cr_status cr_cuda_launched(const char *kernel)
     return cr_cuda_check(cudaDeviceSynchronize(), msg);
 }
 
+/* Refuses a tensor-core kernel on a device older than sm_80 (TF32 and BF16 need it). */
+cr_status cr_cuda_need_sm80(const char *fn)
+{
+    int dev = 0, major = 0;
+    CR_TRY(cr_cuda_check(cudaGetDevice(&dev), "cudaGetDevice"));
+    CR_TRY(cr_cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                         "cudaDeviceGetAttribute"));
+    if (major < 8)
+        return cr_fail(CR_EINVAL, "%s: needs a GPU of compute capability 8.0 or newer, this "
+                       "one is %d.x", fn, major);
+    return CR_OK;
+}
+
 /* ---- the device -------------------------------------------------------------------------- */
 
 static char unavailable_reason[256];

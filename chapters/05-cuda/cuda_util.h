@@ -30,6 +30,10 @@ cr_status cr_cuda_launched(const char *kernel);
     } while (0)
 // @end cuda_check
 
+/* CR_OK on a device of compute capability 8.0 or newer (TF32 and BF16 fragments), else
+ * CR_EINVAL naming fn and the device's major version. */
+cr_status cr_cuda_need_sm80(const char *fn);
+
 /* Blocks of `per` threads covering n items (n >= 1), for grids known to fit (n < 2^31). */
 static inline unsigned cr_cuda_blocks(long long n, int per)
 {

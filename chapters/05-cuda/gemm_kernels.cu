@@ -7,12 +7,10 @@
  * but coalescing: element (r, c) of op(A) is A[r*rs + c*cs]. */
 #include <stdint.h>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
-#include <mma.h>
 
 #include "cuda_util.h"
+#include "tc_tile.h"   /* kernels 7-9's tile, shared with the tensor-core implicit GEMM */
 
 // @snippet gpu_operand
 /* A read-only matrix seen through strides: element (r, c) is p[r*rs + c*cs]. */
@@ -256,110 +254,40 @@ gemm_vec4_kernel(Operand A, Operand B, Output C, int K, bool vec_a, bool vec_b, 
 
 /* ---- kernels 7-9: tensor cores (WMMA) ------------------------------------------------------------ */
 
-namespace wmma = nvcuda::wmma;
-
-// @snippet gpu_tc_types
-/* What changes between the three tensor-core precisions: the element type staged in
- * shared memory, the WMMA fragment type, the fragment depth (k = 8 for TF32, 16 for the
- * 16-bit types) and the rounding of a float. */
-template <typename T> struct TensorCore;
-template <> struct TensorCore<float> {        /* TF32: stored as float, rounded */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800    /* no TF32 before sm_80: never run */
-    typedef float frag_t;
-    static const int FK = 8;
-    static __device__ __forceinline__ float from(float v) { return v; }
-#else
-    typedef wmma::precision::tf32 frag_t;
-    static const int FK = 8;
-    static __device__ __forceinline__ float from(float v) { return wmma::__float_to_tf32(v); }
-#endif
-};
-template <> struct TensorCore<__half> {
-    typedef __half frag_t;
-    static const int FK = 16;
-    static __device__ __forceinline__ __half from(float v) { return __float2half_rn(v); }
-};
-template <> struct TensorCore<__nv_bfloat16> {
-    typedef __nv_bfloat16 frag_t;
-    static const int FK = 16;
-    static __device__ __forceinline__ __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
-};
-// @end gpu_tc_types
-
-#define TC_BM 128
-#define TC_BN 128
-#define TC_BK 32
-#define TC_WARPS 8                  /* 2 (rows) x 4 (columns) warps of 64 x 32 */
-#define TC_WM 64
-#define TC_WN 32
-#define TC_FM (TC_WM / 16)          /* 4 fragments down */
-#define TC_FN (TC_WN / 16)          /* 2 fragments across */
-
 // @snippet gpu_tc
 /* 8 warps own a 128 x 128 tile of C; each warp a 64 x 32 part of it, held in 4 x 2
- * accumulator fragments of 16 x 16 floats. Per step of 32 along K, the block stages the
- * A and B tiles in shared memory, rounded to T; each warp then loads 16 x FK fragments
- * of A and B from there and issues one mma_sync per pair: a warp-wide 16 x 16 x FK
- * product on the tensor cores. Rows are padded (PAD elements, 16 or 32 bytes) so that
+ * accumulator fragments of 16 x 16 floats (tc_tile.h). Per step of 32 along K, the block
+ * stages the A and B tiles in shared memory, rounded to T; each warp then loads 16 x FK
+ * fragments of A and B from there and issues one mma_sync per pair: a warp-wide
+ * 16 x 16 x FK product on the tensor cores. Rows are padded (TC_PAD: 32 bytes) so that
  * consecutive rows start in different banks. The epilogue goes through a per-warp 16 x 16
  * scratch in shared memory, because a fragment's layout in registers is unspecified and
  * the edge tiles need a bounds check per element. */
 template <typename T>
-__global__ void __launch_bounds__(TC_WARPS * 32)
+__global__ void __launch_bounds__(TC_THREADS)
 gemm_wmma_kernel(Operand A, Operand B, Output C, int K)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();   /* TF32 and BF16 fragments need sm_80; the host refuses older devices */
 #else
-    typedef TensorCore<T> TC;
-    const int PAD = 32 / (int)sizeof(T);  /* keeps every fragment pointer 32-byte aligned */
     __shared__ __align__(128) T As[TC_BM][TC_BK + 32 / sizeof(T)];
     __shared__ __align__(128) T Bs[TC_BK][TC_BN + 32 / sizeof(T)];
     __shared__ __align__(128) float scratch[TC_WARPS][16 * 16];
-    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    const int warp = threadIdx.x / 32;
     const int row0 = blockIdx.y * TC_BM, col0 = blockIdx.x * TC_BN;
-    const int wm = warp / (TC_BN / TC_WN), wn = warp % (TC_BN / TC_WN);
-    wmma::fragment<wmma::accumulator, 16, 16, TC::FK, float> acc[TC_FM][TC_FN];
-    #pragma unroll
-    for (int fm = 0; fm < TC_FM; fm++)
-        #pragma unroll
-        for (int fn = 0; fn < TC_FN; fn++) wmma::fill_fragment(acc[fm][fn], 0.0f);
-    for (int k0 = 0; k0 < K; k0 += TC_BK) {
-        for (int e = t; e < TC_BM * TC_BK; e += TC_WARPS * 32)   /* consecutive k: coalesced */
-            As[e / TC_BK][e % TC_BK] = TC::from(A.at(row0 + e / TC_BK, k0 + e % TC_BK));
-        for (int e = t; e < TC_BK * TC_BN; e += TC_WARPS * 32)
-            Bs[e / TC_BN][e % TC_BN] = TC::from(B.at(k0 + e / TC_BN, col0 + e % TC_BN));
+    TcAcc<T> acc;
+    tc_zero(acc);
+    for (int k0 = 0; k0 < K; k0 += TC_BK) {   /* consecutive threads along k, then along j */
+        tc_stage<TC_BM, TC_BK>(&As[0][0], TC_BK + TC_PAD(T),
+                               [&](int r, int c) { return A.at(row0 + r, k0 + c); });
+        tc_stage<TC_BK, TC_BN>(&Bs[0][0], TC_BN + TC_PAD(T),
+                               [&](int r, int c) { return B.at(k0 + r, col0 + c); });
         __syncthreads();
-        #pragma unroll
-        for (int kk = 0; kk < TC_BK; kk += TC::FK) {
-            using frag_t = typename TC::frag_t;
-            wmma::fragment<wmma::matrix_a, 16, 16, TC::FK, frag_t, wmma::row_major> fa[TC_FM];
-            wmma::fragment<wmma::matrix_b, 16, 16, TC::FK, frag_t, wmma::row_major> fb[TC_FN];
-            #pragma unroll
-            for (int fm = 0; fm < TC_FM; fm++)
-                wmma::load_matrix_sync(fa[fm], &As[wm * TC_WM + fm * 16][kk], TC_BK + PAD);
-            #pragma unroll
-            for (int fn = 0; fn < TC_FN; fn++)
-                wmma::load_matrix_sync(fb[fn], &Bs[kk][wn * TC_WN + fn * 16], TC_BN + PAD);
-            #pragma unroll
-            for (int fm = 0; fm < TC_FM; fm++)
-                #pragma unroll
-                for (int fn = 0; fn < TC_FN; fn++)
-                    wmma::mma_sync(acc[fm][fn], fa[fm], fb[fn], acc[fm][fn]);
-        }
+        tc_mma(acc, &As[0][0], &Bs[0][0], warp);
         __syncthreads();
     }
-    #pragma unroll
-    for (int fm = 0; fm < TC_FM; fm++)
-        #pragma unroll
-        for (int fn = 0; fn < TC_FN; fn++) {
-            wmma::store_matrix_sync(scratch[warp], acc[fm][fn], 16, wmma::mem_row_major);
-            __syncwarp();
-            for (int e = lane; e < 256; e += 32)
-                C.store(row0 + wm * TC_WM + fm * 16 + e / 16, col0 + wn * TC_WN + fn * 16 + e % 16,
-                        scratch[warp][e]);
-            __syncwarp();
-        }
+    tc_store(acc, scratch[warp], warp,
+             [&](int i, int j, float v) { C.store(row0 + i, col0 + j, v); });
 #endif
 }
 // @end gpu_tc
@@ -393,19 +321,6 @@ enum gemm_kind { K_NAIVE, K_COALESCED, K_SMEM, K_REG1D, K_REG2D, K_VEC4, K_TF32,
 static const char *const kind_names[] = {"gemm_naive", "gemm_coalesced", "gemm_smem",
                                          "gemm_reg1d", "gemm_reg2d", "gemm_vec4",
                                          "gemm_tf32", "gemm_fp16", "gemm_bf16"};
-
-/* Refuses a tensor-core kernel on a device older than sm_80 (TF32 and BF16 need it). */
-static cr_status need_sm80(const char *fn)
-{
-    int dev = 0, major = 0;
-    CR_TRY(cr_cuda_check(cudaGetDevice(&dev), "cudaGetDevice"));
-    CR_TRY(cr_cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-                         "cudaDeviceGetAttribute"));
-    if (major < 8)
-        return cr_fail(CR_EINVAL, "%s: needs a GPU of compute capability 8.0 or newer, this "
-                       "one is %d.x", fn, major);
-    return CR_OK;
-}
 
 /* Blocks needed to cover n with tiles of `tile` (checked against the grid by grid_of). */
 static int64_t tiles(int64_t n, int tile) { return (n + tile - 1) / tile; }
@@ -476,10 +391,10 @@ static cr_status gemm_launch(enum gemm_kind kind, cr_trans ta, cr_trans tb, int6
     case K_TF32:
     case K_FP16:
     case K_BF16:
-        CR_TRY(need_sm80(name));
-        if (kind == K_TF32) gemm_wmma_kernel<float><<<grid, TC_WARPS * 32>>>(a, b, c, k);
-        else if (kind == K_FP16) gemm_wmma_kernel<__half><<<grid, TC_WARPS * 32>>>(a, b, c, k);
-        else gemm_wmma_kernel<__nv_bfloat16><<<grid, TC_WARPS * 32>>>(a, b, c, k);
+        CR_TRY(cr_cuda_need_sm80(name));
+        if (kind == K_TF32) gemm_wmma_kernel<float><<<grid, TC_THREADS>>>(a, b, c, k);
+        else if (kind == K_FP16) gemm_wmma_kernel<__half><<<grid, TC_THREADS>>>(a, b, c, k);
+        else gemm_wmma_kernel<__nv_bfloat16><<<grid, TC_THREADS>>>(a, b, c, k);
         break;
     }
     return CR_CUDA_LAUNCHED(name);
