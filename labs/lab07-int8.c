@@ -22,7 +22,7 @@
  *   lab07-int8 camvid --data DIR --weights CKPT   the accuracy table at chapter 8's CPU
  *       resolution: fp32 (the weights as they are), bf16 (executed: every convolution
  *       with bf16 weights and patches and fp32 sums, bf16_conv.h: vdpbf16ps where the CPU
- *       has AVX512-BF16), fp16 (executed: fp16 weights and patch matrix, chapter 3's fp32
+ *       has AVX512-BF16), fp16 (executed: fp16 weights and input, chapter 3's fp32
  *       kernel on them widened, fp32 sums), int8 post-training
  *       quantization (min/max calibration on train frames), int8 QAT full and QAT
  *       partial (encoder.conv1 and the segmentation head in float) fine-tuned --epochs N,
@@ -1347,9 +1347,9 @@ static int cmd_fpn(int argc, char **argv)
         : "every convolution with bf16 weights and patches; portable loop (no AVX512-BF16) "
           "with fp32 sums; the other layers fp32";
     char fp16_note[240];
-    snprintf(fp16_note, sizeof fp16_note, "every convolution with fp16 weights and patch matrix "
-             "(storage); widened exactly in the packing (%s conversions), chapter 3's %s fp32 "
-             "kernel; the other layers fp32", cr_fp16_storage_path(), cr_gemm_kernel_name());
+    snprintf(fp16_note, sizeof fp16_note, "every convolution with fp16 weights and an fp16 copy of "
+             "its input (storage); widened exactly in the packing (%s conversions), chapter 3's "
+             "%s fp32 kernel; the other layers fp32", cr_fp16_storage_path(), cr_gemm_kernel_name());
     const char *const extra[] = {"peak_memory_mib", "resident high-water mark (VmHWM) during the "
                                  "batch size's runs, reset before each", "size", size_str,
                                  "int8", note, "bf16", bf16_note, "fp16", fp16_note, NULL};
