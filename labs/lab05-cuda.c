@@ -9,6 +9,10 @@
  *     NCHW in and out: every GPU path and cuDNN (FP32 math, bias added by cudnnAddTensor;
  *     the algorithm the Find API measured fastest with success and FMA math, named in the
  *     note), TFLOP/s and % of cuDNN. A failed peer fails the run; our rows still come.
+ *     Then the same layers at TF32: our two tensor-core convolutions (cr_cuda_conv2d_tc,
+ *     the im2col recipe, "tf32_im2col"; cr_cuda_conv2d_implicit_tc, the batch-folded
+ *     implicit GEMM, "tf32_implicit") against cuDNN with tensor-op math (the fastest
+ *     algorithm Find measured with success, its math type named in the note).
  * Every result is validated before it is timed (GEMM: 512 sampled entries against float64,
  * cr_cuda_gemm_tolerance's bounds; convolution: chapter 3's CPU convolution, itself proven
  * equal to chapter 1). Times are CUDA-event median, min and max after warm-up; before each
@@ -35,7 +39,9 @@
 #include "progress.h"
 
 #define SAMPLES 512
-#define CONV_TOL 1e-4   /* vs chapter 3 on the CPU, relative L2 (fp32) */
+#define CONV_TOL 1e-4       /* vs chapter 3 on the CPU, relative L2 (fp32) */
+#define CONV_TOL_TF32 5e-3  /* the same at TF32 (10-bit operands: about 3e-4 measured in the
+                               tests' random configurations; the FPN's 7.8e-4 on the H200) */
 
 static const char *const csv_columns[] = {
     "lab", "kind", "case", "impl", "precision", "batch", "ms", "ms_min", "ms_max", "tflops",
@@ -244,6 +250,8 @@ typedef struct {
     cr_conv_shape s;
     float *x, *w, *b, *y;          /* device */
     cr_cuda_conv2d_fn fn;
+    cr_status (*tc)(const cr_conv_shape *, cr_cuda_precision, const float *, const float *,
+                    const float *, float *);   /* a tensor-core path, run at TF32 */
 #ifdef CR_HAVE_CUDNN
     cudnnHandle_t h;
     cudnnTensorDescriptor_t xd, yd, bd;
@@ -262,6 +270,12 @@ static cr_status conv_ours(void *arg)
     return c->fn(&c->s, c->x, c->w, c->b, c->y);
 }
 
+static cr_status conv_ours_tf32(void *arg)
+{
+    conv_run *c = arg;
+    return c->tc(&c->s, CR_CUDA_TF32, c->x, c->w, c->b, c->y);
+}
+
 #ifdef CR_HAVE_CUDNN
 #define CUDNN_OK(call) ((call) == CUDNN_STATUS_SUCCESS)
 
@@ -276,8 +290,10 @@ static const char *cudnn_algo_name(cudnnConvolutionFwdAlgo_t a)
 /* Builds cuDNN's FP32 convolution for c (symmetric zero padding only); c->ready says if it
  * worked. The algorithm is the fastest that cuDNN's Find API measured with status success
  * and FP32 (FMA) math: cudnnFindConvolutionForwardAlgorithm runs each candidate, so neither
- * a heuristic's guess nor an entry that failed or would use TF32 tensor cores is taken. */
-static void cudnn_init(conv_run *c)
+ * a heuristic's guess nor an entry that failed or would use TF32 tensor cores is taken.
+ * tf32: tensor-op math instead, and the fastest successful entry of any math type (its
+ * type goes to *math). */
+static void cudnn_init(conv_run *c, int tf32, cudnnMathType_t *math)
 {
     const cr_conv_params *p = &c->s.p;
     c->ready = 0;
@@ -302,15 +318,20 @@ static void cudnn_init(conv_run *c)
                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     ok = ok && CUDNN_OK(cudnnSetConvolutionGroupCount(c->cd, (int)p->groups));
     /* FP32 arithmetic: CUDNN_DEFAULT_MATH would allow TF32 tensor cores on sm_80+ */
-    ok = ok && CUDNN_OK(cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH));
+    ok = ok && CUDNN_OK(cudnnSetConvolutionMathType(c->cd, tf32 ? CUDNN_TENSOR_OP_MATH
+                                                                 : CUDNN_FMA_MATH));
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int found = 0, pick = -1;
     ok = ok && CUDNN_OK(cudnnFindConvolutionForwardAlgorithm(c->h, c->xd, c->wd, c->cd, c->yd,
                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf));
     for (int i = 0; ok && i < found && pick < 0; i++)   /* sorted fastest first */
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH) pick = i;
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && (tf32 || perf[i].mathType == CUDNN_FMA_MATH))
+            pick = i;
     ok = ok && pick >= 0;
-    if (ok) c->algo = perf[pick].algo;
+    if (ok) {
+        c->algo = perf[pick].algo;
+        *math = perf[pick].mathType;
+    }
     ok = ok && CUDNN_OK(cudnnGetConvolutionForwardWorkspaceSize(c->h, c->xd, c->wd, c->cd, c->yd,
                         c->algo, &c->ws_bytes));
     ok = ok && (c->ws_bytes == 0 || cr_cuda_malloc(&c->ws, c->ws_bytes, "cuDNN workspace") == CR_OK);
@@ -326,6 +347,15 @@ static void cudnn_free(conv_run *c)
     if (c->bd) cudnnDestroyTensorDescriptor(c->bd);
     if (c->h) cudnnDestroy(c->h);
     cr_cuda_free(c->ws);
+    c->cd = NULL, c->wd = NULL, c->xd = NULL, c->yd = NULL, c->bd = NULL, c->h = NULL;
+    c->ws = NULL, c->ws_bytes = 0;
+}
+
+/* cuDNN's name for a math type. */
+static const char *cudnn_math_name(cudnnMathType_t m)
+{
+    return m == CUDNN_FMA_MATH ? "FMA" : m == CUDNN_TENSOR_OP_MATH ? "tensor op"
+         : m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ? "tensor op, conversion" : "default";
 }
 
 /* y = conv(x, w) + b through cuDNN. */
@@ -343,8 +373,9 @@ static cr_status conv_cudnn(void *arg)
 
 /* Validates (against ref), measures memory and times one convolution variant. */
 static int conv_variant(lab_ctx *ctx, conv_run *c, const char *layer, const char *impl,
-                        cr_status (*run)(void *), const cr_tensor *ref, cr_tensor *out,
-                        double *tflops, double ref_tflops, size_t extra_mem, const char *note)
+                        cr_cuda_precision prec, cr_status (*run)(void *), const cr_tensor *ref,
+                        cr_tensor *out, double *tflops, double ref_tflops, size_t extra_mem,
+                        const char *note)
 {
     char what[96];
     snprintf(what, sizeof what, "%s batch %lld %s", layer, (long long)c->s.batch, impl);
@@ -358,14 +389,14 @@ static int conv_variant(lab_ctx *ctx, conv_run *c, const char *layer, const char
     if (st != CR_OK) return lab_report_failure(what, st);
     double rel = 0.0;
     cr_cuda_timing t;
-    if (!lab_check(what, out, ref, CONV_TOL, &rel)) return 0;
+    if (!lab_check(what, out, ref, prec == CR_CUDA_TF32 ? CONV_TOL_TF32 : CONV_TOL, &rel)) return 0;
     if ((st = cr_cuda_time_stats(run, c, 2, ctx->repeats, &t)) != CR_OK)
         return lab_report_failure(what, st);
     const double flops = cr_conv_flops(&c->s);
     *tflops = flops / (t.median_ms * 1e-3) * 1e-12;
     const size_t operands = (c->s.x_numel + c->s.w_numel + c->s.y_numel +
                              (c->b ? (size_t)c->s.p.out_channels : 0)) * sizeof(float);
-    return result_row(ctx, "conv", layer, impl, CR_CUDA_FP32, c->s.batch, &t, flops, ref_tflops,
+    return result_row(ctx, "conv", layer, impl, prec, c->s.batch, &t, flops, ref_tflops,
                       "cudnn", operands + extra_mem + (after > before ? after - before : 0), rel,
                       note);
 }
@@ -397,12 +428,13 @@ static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rn
     double ref_tf = 0.0, tf = 0.0;
 #ifdef CR_HAVE_CUDNN
     if (ok) {
-        cudnn_init(&c);
+        cudnnMathType_t math;
+        cudnn_init(&c, 0, &math);
         char note[48];
         snprintf(note, sizeof note, "Find: %s, FMA math", cudnn_algo_name(c.algo));
         /* a failed peer is reported (and fails the run) but our paths are still measured */
-        if (c.ready && !conv_variant(ctx, &c, l->name, "cudnn", conv_cudnn, &ref, &lc.y, &ref_tf,
-                                     0.0, c.ws_bytes, note)) {
+        if (c.ready && !conv_variant(ctx, &c, l->name, "cudnn", CR_CUDA_FP32, conv_cudnn, &ref,
+                                     &lc.y, &ref_tf, 0.0, c.ws_bytes, note)) {
             ok = 0;
             ref_tf = 0.0;
         }
@@ -416,8 +448,36 @@ static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rn
         char note[48] = "";
         if (strcmp(paths[i].name, "default") == 0)
             snprintf(note, sizeof note, "path %s", cr_cuda_conv2d_path(&c.s));
-        ok &= conv_variant(ctx, &c, l->name, paths[i].name, conv_ours, &ref, &lc.y, &tf, ref_tf,
-                           0, note);
+        ok &= conv_variant(ctx, &c, l->name, paths[i].name, CR_CUDA_FP32, conv_ours, &ref, &lc.y,
+                           &tf, ref_tf, 0, note);
+    }
+    /* TF32: cuDNN with tensor-op math, then our two tensor-core convolutions */
+    double ref_tf32 = 0.0;
+#ifdef CR_HAVE_CUDNN
+    if (operands_ok) {
+        cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+        cudnn_init(&c, 1, &math);
+        char note[64];
+        snprintf(note, sizeof note, "Find: %s, %s math", cudnn_algo_name(c.algo),
+                 cudnn_math_name(math));
+        if (c.ready && !conv_variant(ctx, &c, l->name, "cudnn", CR_CUDA_TF32, conv_cudnn, &ref,
+                                     &lc.y, &ref_tf32, 0.0, c.ws_bytes, note)) {
+            ok = 0;
+            ref_tf32 = 0.0;
+        }
+        cudnn_free(&c);
+    }
+#endif
+    const struct { const char *name; cr_status (*fn)(const cr_conv_shape *, cr_cuda_precision,
+                                                     const float *, const float *, const float *,
+                                                     float *); } tcs[] = {
+        {"tf32_im2col", cr_cuda_conv2d_tc}, {"tf32_implicit", cr_cuda_conv2d_implicit_tc}};
+    cr_cuda_info info;   /* the tensor-core kernels need compute capability 8.0 */
+    const int sm80 = cr_cuda_device_info(&info) == CR_OK && info.cc_major >= 8;
+    for (int i = 0; operands_ok && sm80 && i < 2; i++) {
+        c.tc = tcs[i].fn;
+        ok &= conv_variant(ctx, &c, l->name, tcs[i].name, CR_CUDA_TF32, conv_ours_tf32, &ref,
+                           &lc.y, &tf, ref_tf32, 0, "");
     }
     cr_cuda_workspace_release();
     cr_cuda_free(c.x); cr_cuda_free(c.w); cr_cuda_free(c.b); cr_cuda_free(c.y);
