@@ -678,8 +678,9 @@ static void gpu_model__profile_and_shapes(void **state)
     cr_model_free(&m);
 }
 
-/* The device forward refuses a model in training mode, a hook-free model with a global
- * average pool, and an input with the wrong channel count, naming the module. */
+/* The device forward refuses a model in training mode, a model with a hook, a hook-free
+ * model with a global average pool, and an input with the wrong channel count, naming the
+ * module. */
 static void gpu_model__refusals(void **state)
 {
     (void)state;
@@ -687,6 +688,14 @@ static void gpu_model__refusals(void **state)
     assert_cr_ok(cr_model_build_fcn(&m, 5));
     assert_cr_ok(cr_model_init_params(&m, 1));
     cr_cuda_model *g = NULL;
+    cr_module_hook hook;   /* any hook: the device forward runs none */
+    memset(&hook, 0, sizeof hook);
+    m.mods[1].hook = &hook;
+    assert_cr_fails(cr_cuda_model_create(&m, &g), CR_EINVAL);
+    assert_null(g);
+    assert_non_null(strstr(cr_last_error(), m.mods[1].name));
+    assert_non_null(strstr(cr_last_error(), "device forward does not run hooks"));
+    m.mods[1].hook = NULL;
     assert_cr_ok(cr_cuda_model_create(&m, &g));
     cr_tensor x, y;
     assert_cr_ok(cr_tensor_alloc4(&x, 1, 4, 8, 8));   /* 4 channels: the network takes 3 */

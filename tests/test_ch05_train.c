@@ -292,7 +292,8 @@ static void gpu_train__fpn_reduced(void **state)
     cr_st_free(io_b);
 }
 
-/* Refusals: another optimizer, evaluation mode, NULL arguments, a bad learning rate. */
+/* Refusals: a module with a hook, a global average pool, another optimizer, evaluation
+ * mode, NULL arguments, a bad learning rate. */
 static void gpu_train__refusals(void **state)
 {
     (void)state;
@@ -300,6 +301,20 @@ static void gpu_train__refusals(void **state)
     assert_cr_ok(cr_model_build_fcn(&m, 3));
     assert_cr_ok(cr_model_init_params(&m, 1));
     cr_cuda_trainer *t = NULL;
+    const cr_optim_config adamw = cr_adamw_config(1e-3, 0.01);
+    cr_module_hook hook;   /* any hook: the device step runs none */
+    memset(&hook, 0, sizeof hook);
+    m.mods[0].hook = &hook;
+    assert_cr_fails(cr_cuda_trainer_create(&m, &adamw, &t), CR_EINVAL);
+    assert_null(t);
+    assert_non_null(strstr(cr_last_error(), "device step does not run hooks"));
+    m.mods[0].hook = NULL;
+    cr_model gap;
+    cr_model_init(&gap);
+    assert_true(cr_model_add_avgpool(&gap, "gap", CR_MODEL_INPUT) >= 0);
+    assert_cr_fails(cr_cuda_trainer_create(&gap, &adamw, &t), CR_EINVAL);
+    assert_non_null(strstr(cr_last_error(), "'gap': the global average pool"));
+    cr_model_free(&gap);
     const cr_optim_config sgd = cr_sgd_config(0.1, 0.9, 0);
     assert_cr_fails(cr_cuda_trainer_create(&m, &sgd, &t), CR_EINVAL);
     assert_non_null(strstr(cr_last_error(), "AdamW"));

@@ -156,6 +156,12 @@ void cr_cuda_layers_release(void);
  * is the only reader of a BatchNorm, GroupNorm or add is done in the same pass). */
 typedef struct cr_cuda_model cr_cuda_model;
 
+/* CR_EINVAL naming fn and the module, unless every module of m runs on the device:
+ * modules with a later chapter's hook and global average pools do not (yet). what says
+ * what the caller runs ("forward", "step"). cr_cuda_model_create and
+ * cr_cuda_trainer_create both ask it. */
+cr_status cr_cuda_model_supported(const char *fn, const char *what, const cr_model *m);
+
 /* Copies m's parameters to the device into *out. m must stay alive (its module list is
  * read by every forward) and in evaluation mode; modules with a later chapter's hook and
  * global average pools are refused. Call again after m's weights change. */

@@ -65,20 +65,27 @@ void cr_cuda_model_free(cr_cuda_model *g)
     free(g);
 }
 
+cr_status cr_cuda_model_supported(const char *fn, const char *what, const cr_model *m)
+{
+    if (!m || m->n < 1) return cr_fail(CR_EINVAL, "%s: the model is NULL or empty", fn);
+    for (int i = 0; i < m->n; i++) {
+        const cr_module *d = &m->mods[i];
+        if (d->hook)
+            return cr_fail(CR_EINVAL, "%s: module '%s' has a hook (a later chapter's, chapter "
+                           "7's fake quantizers say); the device %s does not run hooks", fn,
+                           d->name, what);
+        if (d->kind == CR_MOD_AVGPOOL)
+            return cr_fail(CR_EINVAL, "%s: module '%s': the global average pool is not on the "
+                           "GPU yet", fn, d->name);
+    }
+    return CR_OK;
+}
+
 cr_status cr_cuda_model_create(const cr_model *m, cr_cuda_model **out)
 {
     if (!out) return cr_fail(CR_EINVAL, "cr_cuda_model_create: out is NULL");
     *out = NULL;
-    if (!m || m->n < 1) return cr_fail(CR_EINVAL, "cr_cuda_model_create: the model is NULL or empty");
-    for (int i = 0; i < m->n; i++) {
-        const cr_module *d = &m->mods[i];
-        if (d->hook)
-            return cr_fail(CR_EINVAL, "cr_cuda_model_create: module '%s' has a hook (chapter 7); "
-                           "the device forward does not run hooks", d->name);
-        if (d->kind == CR_MOD_AVGPOOL)
-            return cr_fail(CR_EINVAL, "cr_cuda_model_create: module '%s': the global average "
-                           "pool is not on the GPU yet", d->name);
-    }
+    CR_TRY(cr_cuda_model_supported("cr_cuda_model_create", "forward", m));
     cr_cuda_model *g = (cr_cuda_model *)calloc(1, sizeof *g);
     if (!g) return cr_fail(CR_ENOMEM, "cr_cuda_model_create: out of memory");
     g->m = m;

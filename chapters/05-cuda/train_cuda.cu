@@ -97,19 +97,10 @@ cr_status cr_cuda_trainer_create(cr_model *m, const cr_optim_config *c, cr_cuda_
 {
     if (!out) return cr_fail(CR_EINVAL, "cr_cuda_trainer_create: out is NULL");
     *out = NULL;
-    if (!m || m->n < 1) return cr_fail(CR_EINVAL, "cr_cuda_trainer_create: the model is NULL or empty");
+    CR_TRY(cr_cuda_model_supported("cr_cuda_trainer_create", "step", m));
     if (!c || c->kind != CR_OPTIM_ADAMW)
         return cr_fail(CR_EINVAL, "cr_cuda_trainer_create: the optimizer must be AdamW "
                        "(cr_adamw_config)");
-    for (int i = 0; i < m->n; i++) {
-        const cr_module *d = &m->mods[i];
-        if (d->hook)
-            return cr_fail(CR_EINVAL, "cr_cuda_trainer_create: module '%s' has a hook (a later "
-                           "chapter's); the device step does not run hooks", d->name);
-        if (d->kind == CR_MOD_AVGPOOL)
-            return cr_fail(CR_EINVAL, "cr_cuda_trainer_create: module '%s': the global average "
-                           "pool is not on the GPU yet", d->name);
-    }
     cr_cuda_trainer *t = (cr_cuda_trainer *)calloc(1, sizeof *t);
     if (!t) return cr_fail(CR_ENOMEM, "cr_cuda_trainer_create: out of memory");
     t->m = m;
