@@ -401,6 +401,30 @@ static int conv_variant(lab_ctx *ctx, conv_run *c, const char *layer, const char
                       note);
 }
 
+#ifdef CR_HAVE_CUDNN
+/* cuDNN's row for c at FP32 (tf32 0: FMA math) or TF32 (tensor-op math), its TFLOP/s in
+ * *ref_tf (0 when it did not run). A failed peer is reported and fails the run (returns 0),
+ * but our paths are still measured after it. */
+static int cudnn_variant(lab_ctx *ctx, conv_run *c, const char *layer, int tf32,
+                         const cr_tensor *ref, cr_tensor *out, double *ref_tf)
+{
+    cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+    cudnn_init(c, tf32, &math);
+    char note[64];
+    snprintf(note, sizeof note, "Find: %s, %s math", cudnn_algo_name(c->algo),
+             cudnn_math_name(math));
+    int ok = 1;
+    *ref_tf = 0.0;
+    if (c->ready && !conv_variant(ctx, c, layer, "cudnn", tf32 ? CR_CUDA_TF32 : CR_CUDA_FP32,
+                                  conv_cudnn, ref, out, ref_tf, 0.0, c->ws_bytes, note)) {
+        ok = 0;
+        *ref_tf = 0.0;
+    }
+    cudnn_free(c);
+    return ok;
+}
+#endif
+
 /* One standard layer at one batch size: the CPU reference, cuDNN, every GPU path. */
 static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rng *rng)
 {
@@ -427,19 +451,7 @@ static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rn
     const int operands_ok = ok;
     double ref_tf = 0.0, tf = 0.0;
 #ifdef CR_HAVE_CUDNN
-    if (ok) {
-        cudnnMathType_t math;
-        cudnn_init(&c, 0, &math);
-        char note[48];
-        snprintf(note, sizeof note, "Find: %s, FMA math", cudnn_algo_name(c.algo));
-        /* a failed peer is reported (and fails the run) but our paths are still measured */
-        if (c.ready && !conv_variant(ctx, &c, l->name, "cudnn", CR_CUDA_FP32, conv_cudnn, &ref,
-                                     &lc.y, &ref_tf, 0.0, c.ws_bytes, note)) {
-            ok = 0;
-            ref_tf = 0.0;
-        }
-        cudnn_free(&c);
-    }
+    if (ok) ok = cudnn_variant(ctx, &c, l->name, 0, &ref, &lc.y, &ref_tf);
 #endif
     int count;
     const cr_cuda_conv_path *paths = cr_cuda_conv_paths(&count);
@@ -454,19 +466,7 @@ static int run_conv_layer(lab_ctx *ctx, const lab_layer *l, int64_t batch, cr_rn
     /* TF32: cuDNN with tensor-op math, then our two tensor-core convolutions */
     double ref_tf32 = 0.0;
 #ifdef CR_HAVE_CUDNN
-    if (operands_ok) {
-        cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-        cudnn_init(&c, 1, &math);
-        char note[64];
-        snprintf(note, sizeof note, "Find: %s, %s math", cudnn_algo_name(c.algo),
-                 cudnn_math_name(math));
-        if (c.ready && !conv_variant(ctx, &c, l->name, "cudnn", CR_CUDA_TF32, conv_cudnn, &ref,
-                                     &lc.y, &ref_tf32, 0.0, c.ws_bytes, note)) {
-            ok = 0;
-            ref_tf32 = 0.0;
-        }
-        cudnn_free(&c);
-    }
+    if (operands_ok) ok &= cudnn_variant(ctx, &c, l->name, 1, &ref, &lc.y, &ref_tf32);
 #endif
     const struct { const char *name; cr_status (*fn)(const cr_conv_shape *, cr_cuda_precision,
                                                      const float *, const float *, const float *,
