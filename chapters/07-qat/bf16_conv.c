@@ -19,6 +19,7 @@
 #include "conv_gemm.h"  /* cr_conv_outer_threads: chapter 3's rule for the pair loop */
 #include "direct.h"     /* cr_pad_index: chapter 1's padding rule */
 #include "dtype.h"      /* cr_f32_to_bf16, cr_bf16_to_f32, cr_f32_to_f16, cr_f16_to_f32 */
+#include "gemm.h"           /* cr_gemm_check_args (fp16 storage) */
 #include "gemm_internal.h"  /* chapter 3's engine (fp16 storage): cr_gemm_engine, packing */
 #include "int8_gemm.h"  /* cr_gemm_bf16 */
 
@@ -170,7 +171,6 @@ static void f16_to_f32_row(const uint16_t *src, float *dst, int64_t n)
     for (int64_t i = 0; i < n; i++) dst[i] = cr_f16_to_f32(src[i]);
 }
 
-// @snippet fp16_pack
 /* An fp16 matrix as the engine's operand: element (row r, depth k) at p[r * rs + k * cs]. */
 typedef struct {
     const uint16_t *p;
@@ -213,20 +213,16 @@ static void pack_f16(const void *ctx, int64_t r0, int64_t rows, int64_t k0, int6
         }
     }
 }
-// @end fp16_pack
 
 cr_status cr_gemm_fp16(int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
                        const uint16_t *B, int64_t ldb, float *C, int64_t ldc, int threads)
 {
-    if (M < 0 || N < 0 || K < 0)
-        return cr_fail(CR_EINVAL, "cr_gemm_fp16: M, N, K must be >= 0 (got %lld, %lld, %lld)",
-                       (long long)M, (long long)N, (long long)K);
-    if ((M && K && !A) || (K && N && !B) || (M && N && !C))
-        return cr_fail(CR_EINVAL, "cr_gemm_fp16: A, B and C must not be NULL");
-    if (lda < (K > 1 ? K : 1) || ldb < (N > 1 ? N : 1) || ldc < (N > 1 ? N : 1))
-        return cr_fail(CR_EINVAL, "cr_gemm_fp16: lda >= K, ldb >= N and ldc >= N expected (got "
-                       "lda %lld, ldb %lld, ldc %lld for K %lld, N %lld)", (long long)lda,
-                       (long long)ldb, (long long)ldc, (long long)K, (long long)N);
+    /* chapter 3's checks of sizes, leading dimensions and NULLs (only the pointers' values
+     * are looked at, never what they point to) */
+    cr_status st = cr_gemm_check_args("cr_gemm_fp16", CR_NO_TRANS, CR_NO_TRANS, M, N, K,
+                                      (const float *)(const void *)A, lda,
+                                      (const float *)(const void *)B, ldb, C, ldc);
+    if (st) return st;
     if (threads != 0 && threads != 1)
         return cr_fail(CR_EINVAL, "cr_gemm_fp16: threads: expected 0 (OpenMP's) or 1, got %d",
                        threads);
