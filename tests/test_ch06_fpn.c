@@ -121,37 +121,57 @@ static void sparse_model__fpn_unstructured(void **state)
 }
 
 /* Structured (whole filters by L2) at 0.5: cr_model_shrink cuts what it can exactly,
- * the filters path runs the rest; the output is the masked model's, batch 1 and 3. */
+ * the filters path runs the rest; the output is the masked model's, batch 1 and 3.
+ * Whether a draw leaves anything the shrink may cut is chance: a dead filter goes only
+ * when its constant is 0 or absorbable, and a grouped layer's only as a whole group, and
+ * about one seed in 4000 (CR_SEED=422) leaves nothing. Such a draw is no test of the
+ * shrink, so the next seed is drawn, up to SHRINK_DRAWS; a shrink that never cuts fails. */
+#define SHRINK_DRAWS 8
 static void sparse_model__fpn_structured(void **state)
 {
     (void)state;
     cr_rng r;
-    cr_model m;
-    const uint64_t seed = build_pruned(&m, &r, CR_PRUNE_FILTERS, CR_PRUNE_L2, dense_layers, 0.5);
-    cr_tensor x1, x3, ref1, ref3, y1, y3;
-    random_input(&x1, 1, 3, 96, 64, &r, -2.0f, 2.0f);
-    random_input(&x3, 3, 3, 64, 64, &r, -2.0f, 2.0f);
-    run_model(&m, &x1, &ref1);
-    run_model(&m, &x3, &ref3);
-    const size_t bytes_before = cr_model_param_bytes(&m);
-    cr_shrink_report rep;
-    assert_cr_ok(cr_model_shrink(&m, &rep));
-    assert_true(rep.weights_after < rep.weights_before);
-    assert_true(rep.channels_kept_dead > 0);   /* adds and padded readers keep some */
-    cr_sparse_model e;
-    assert_cr_ok(cr_sparse_model_attach(&e, &m, NULL));
-    assert_true(e.count[CR_SPARSE_PATH_FILTERS] > 0);
-    assert_true(cr_sparse_model_bytes(&e) < bytes_before);
-    run_model(&m, &x1, &y1);
-    expect_same("structured 0.5, shrunk and executed (batch 1)", &y1, &ref1, seed);
-    assert_true(e.calls[CR_SPARSE_PATH_FILTERS] >= e.count[CR_SPARSE_PATH_FILTERS]);
-    run_model(&m, &x3, &y3);
-    expect_same("structured 0.5, shrunk and executed (batch 3)", &y3, &ref3, seed);
-    /* the filters path alone (no shrink) gives the same */
-    cr_sparse_model_detach(&e);
-    cr_tensor *ts[] = {&x1, &x3, &ref1, &ref3, &y1, &y3};
-    for (int i = 0; i < 6; i++) cr_tensor_free(ts[i]);
-    cr_model_free(&m);
+    const uint64_t first = seed_rng(&r);
+    for (int t = 0; t < SHRINK_DRAWS; t++) {
+        const uint64_t seed = first + (uint64_t)t;
+        cr_rng_seed(&r, seed);
+        cr_model m;
+        build_reduced(&m, seed, &r);
+        prune_model(&m, CR_PRUNE_FILTERS, CR_PRUNE_L2, dense_layers, 0.5);
+        cr_tensor x1, x3, ref1, ref3, y1, y3;
+        random_input(&x1, 1, 3, 96, 64, &r, -2.0f, 2.0f);
+        random_input(&x3, 3, 3, 64, 64, &r, -2.0f, 2.0f);
+        run_model(&m, &x1, &ref1);
+        run_model(&m, &x3, &ref3);
+        const size_t bytes_before = cr_model_param_bytes(&m);
+        cr_shrink_report rep;
+        assert_cr_ok(cr_model_shrink(&m, &rep));
+        if (rep.weights_after == rep.weights_before) {   /* nothing cuttable: draw again */
+            assert_int_equal(rep.channels_removed, 0);
+            cr_tensor *ts[] = {&x1, &x3, &ref1, &ref3};
+            for (int i = 0; i < 4; i++) cr_tensor_free(ts[i]);
+            cr_model_free(&m);
+            continue;
+        }
+        assert_true(rep.weights_after < rep.weights_before);
+        assert_true(rep.channels_kept_dead > 0);   /* adds and padded readers keep some */
+        cr_sparse_model e;
+        assert_cr_ok(cr_sparse_model_attach(&e, &m, NULL));
+        assert_true(e.count[CR_SPARSE_PATH_FILTERS] > 0);
+        assert_true(cr_sparse_model_bytes(&e) < bytes_before);
+        run_model(&m, &x1, &y1);
+        expect_same("structured 0.5, shrunk and executed (batch 1)", &y1, &ref1, seed);
+        assert_true(e.calls[CR_SPARSE_PATH_FILTERS] >= e.count[CR_SPARSE_PATH_FILTERS]);
+        run_model(&m, &x3, &y3);
+        expect_same("structured 0.5, shrunk and executed (batch 3)", &y3, &ref3, seed);
+        cr_sparse_model_detach(&e);
+        cr_tensor *ts[] = {&x1, &x3, &ref1, &ref3, &y1, &y3};
+        for (int i = 0; i < 6; i++) cr_tensor_free(ts[i]);
+        cr_model_free(&m);
+        return;
+    }
+    fail_msg("cr_model_shrink cut nothing in %d draws from CR_SEED=%llu (a draw leaves "
+             "nothing about once in 4000)", SHRINK_DRAWS, (unsigned long long)first);
 }
 
 /* The filters path without the shrink, on the whole pruned network, every layer pruned
