@@ -302,6 +302,58 @@ static void convert__grid_equals_fake_quantizer(void **state)
     cr_tensor_free(&y);
 }
 
+
+/* cr_u8_maxpool against the plain definition (every window's maximum over the positions
+ * inside the plane, clamped) on random planes, kernels 1-4, strides 1-3, paddings up to
+ * kernel / 2, widths odd and even (the stem's 3x3 / 2 pool has a vectorized inside). */
+static void convert__u8_maxpool_equals_definition(void **state)
+{
+    (void)state;
+    const uint64_t seed = seed_now();
+    cr_rng r;
+    cr_rng_seed(&r, seed);
+    const int count = cr_test_count(400);
+    for (int c = 0; c < count; c++) {
+        const int64_t k = c % 5 == 0 ? 3 : cr_rng_int(&r, 1, 4);
+        const int64_t st = c % 5 == 0 ? 2 : cr_rng_int(&r, 1, 3);
+        const int64_t pad = cr_rng_int(&r, 0, k / 2);
+        const cr_pool_params p = cr_pool_params_make(k, st, pad);
+        const int64_t planes = cr_rng_int(&r, 1, 3), H = cr_rng_int(&r, k, 9),
+                      W = cr_rng_int(&r, k, 70);
+        int64_t Ho, Wo;
+        assert_cr_ok(cr_maxpool2d_out_size(&p, H, W, &Ho, &Wo));
+        const uint8_t qmin = (uint8_t)(c % 3 == 0 ? cr_rng_int(&r, 0, 60) : 0),
+                      qmax = (uint8_t)(c % 4 == 0 ? cr_rng_int(&r, 200, 255) : 255);
+        uint8_t *x = malloc((size_t)(planes * H * W)), *y = malloc((size_t)(planes * Ho * Wo) + 1);
+        assert_non_null(x);
+        assert_non_null(y);
+        for (int64_t i = 0; i < planes * H * W; i++) x[i] = (uint8_t)cr_rng_int(&r, 0, 255);
+        y[planes * Ho * Wo] = 0xA5;
+        assert_cr_ok(cr_u8_maxpool(&p, planes, H, W, Ho, Wo, x, qmin, qmax, y));
+        for (int64_t pl = 0; pl < planes; pl++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    int best = -1;
+                    for (int64_t i = oh * st - pad; i < oh * st - pad + k; i++)
+                        for (int64_t j = ow * st - pad; j < ow * st - pad + k; j++)
+                            if (i >= 0 && i < H && j >= 0 && j < W && x[(pl * H + i) * W + j] > best)
+                                best = x[(pl * H + i) * W + j];
+                    const int want = best < qmin ? qmin : best > qmax ? qmax : best;
+                    const int got = y[(pl * Ho + oh) * Wo + ow];
+                    if (got != want)
+                        fail_msg("cr_u8_maxpool k %lld s %lld p %lld on %lldx%lld: output (%lld, "
+                                 "%lld, %lld) = %d, expected %d (seed %llu)", (long long)k,
+                                 (long long)st, (long long)pad, (long long)H, (long long)W,
+                                 (long long)pl, (long long)oh, (long long)ow, got, want,
+                                 (unsigned long long)seed);
+                }
+        assert_int_equal(y[planes * Ho * Wo], 0xA5);
+        free(x);
+        free(y);
+    }
+    printf("# cr_u8_maxpool: %d random pools equal the definition\n", count);
+}
+
 /* A model that has not run since prepare (no quantizer parameters) is refused by name,
  * and so is a NULL or unprepared qat; the failed model frees cleanly. */
 static void convert__refuses_uncalibrated(void **state)
@@ -363,6 +415,7 @@ int main(void)
         cmocka_unit_test(convert__fpn_full_matches_fake_quant),
         cmocka_unit_test(convert__fpn_partial_matches_fake_quant),
         cmocka_unit_test(convert__u8_steps_equal_float_definition),
+        cmocka_unit_test(convert__u8_maxpool_equals_definition),
         cmocka_unit_test(convert__refuses_uncalibrated),
         cmocka_unit_test(convert__model_bytes),
     };

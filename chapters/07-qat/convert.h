@@ -140,6 +140,14 @@ void cr_qgrid_quantize(const cr_qgrid *g, const float *x, int64_t n, uint8_t *q)
 /* x = (q - zp) * scale in float32 (the fake quantizer's output). */
 void cr_qgrid_dequantize(const cr_qgrid *g, const uint8_t *q, int64_t n, float *x);
 
+/* The max-pool p of x (planes of H x W u8) into y (planes of Ho x Wo, from
+ * cr_maxpool2d_out_size), each maximum clamped to [qmin, qmax]: on bytes of one grid, the
+ * float max-pool's bytes (the dequantization does not decrease). CR_ENOMEM if a row
+ * buffer cannot be had. */
+cr_status cr_u8_maxpool(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
+                        int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin, uint8_t qmax,
+                        uint8_t *y);
+
 #ifdef __cplusplus
 }
 #endif
