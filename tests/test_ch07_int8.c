@@ -262,20 +262,28 @@ static void requant__simd_rows_equal_scalar(void **state)
         for (int64_t j = 0; j < n; j++) acc[j] = (int32_t)cr_rng_int(&r, -span, span);
         cr_qmul m = {(int32_t)cr_rng_int(&r, 1 << 30, 2147483647), (int32_t)cr_rng_int(&r, 1, 61)};
         if (c % 7 == 0) m.shift = 61, m.mult = (int32_t)cr_rng_int(&r, 0, 2147483647);
+        int32_t b = bias;
+        if (c % 11 == 5) {   /* exact ties, (2t + 1) / 2, at every shift of the float64 form */
+            m.mult = 1 << 30;
+            m.shift = (int32_t)cr_rng_int(&r, 31, 45);
+            b = 0;
+            for (int64_t j = 0; j < n; j++)
+                acc[j] = (int32_t)((2 * cr_rng_int(&r, -100, 100) + 1) * ((int64_t)1 << (m.shift - 31)));
+        }
         const int32_t zp = (int32_t)cr_rng_int(&r, 0, 255), lo = c % 2 ? zp : 0;
-        for (int64_t j = 0; j < n; j++) want[j] = cr_requant(acc[j], bias, m, zp, lo);
+        for (int64_t j = 0; j < n; j++) want[j] = cr_requant(acc[j], b, m, zp, lo);
         void (*fns[3])(const int32_t *, int64_t, int32_t, cr_qmul, int32_t, int32_t, uint8_t *) = {
             cr_requant_row, has2 ? cr_requant_row_avx2 : NULL, has512 ? cr_requant_row_avx512 : NULL};
         const char *names[3] = {"cr_requant_row", "cr_requant_row_avx2", "cr_requant_row_avx512"};
         for (int f = 0; f < 3; f++) {
             if (!fns[f]) continue;
             memset(got, 0xA5, sizeof got);
-            fns[f](acc, n, bias, m, zp, lo, got);
+            fns[f](acc, n, b, m, zp, lo, got);
             for (int64_t j = 0; j < n; j++)
                 if (got[j] != want[j])
                     fail_msg("%s: element %lld of %lld: %d, scalar %d (acc %d, bias %d, mult %d, "
                              "shift %d, zp %d; seed %llu)", names[f], (long long)j, (long long)n,
-                             got[j], want[j], acc[j], bias, m.mult, m.shift, zp,
+                             got[j], want[j], acc[j], b, m.mult, m.shift, zp,
                              (unsigned long long)seed);
             for (int64_t j = n; j < 100; j++)
                 if (got[j] != 0xA5) fail_msg("%s wrote past n = %lld", names[f], (long long)n);

@@ -151,6 +151,7 @@ static cr_status pack_weights(cr_int8_conv *qc)
     qc->pack_mr = kd->mr;
     qc->pack_kc = kd->kc;
     qc->pack_group_bytes = gb;
+    kd = cr_i8_direct_kernel(kd, qc->cout_g);
     if (!kd->kernel_off) return CR_OK;
     /* the direct path: depth ordered (channel quad, r, t, channel in quad), one block */
     const int64_t kh = qc->p.kernel_h, kw = qc->p.kernel_w, quads = (qc->cin_g + 3) / 4;
@@ -700,8 +701,9 @@ cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t
     const int T = 1;
 #endif
     const qgeom gm = make_geom(&s);
-    if (kd->kernel_off && qc->wdirect && kd->mr == qc->direct_mr)
-        return run_direct(qc, &s, &gm, kd, x, y, T);   /* nothing packed */
+    const cr_i8_kernel *dk = cr_i8_direct_kernel(kd, qc->cout_g);
+    if (dk->kernel_off && qc->wdirect && dk->mr == qc->direct_mr)
+        return run_direct(qc, &s, &gm, dk, x, y, T);   /* nothing packed */
     /* the weights packed at prepare time, unless the kernel's layout changed since */
     const int8_t *wpack = qc->wpack;
     size_t gb = qc->pack_group_bytes;

@@ -463,6 +463,11 @@ static const cr_i8_kernel *kernel_by_name(const char *name)
     return NULL;
 }
 
+const cr_i8_kernel *cr_i8_direct_kernel(const cr_i8_kernel *kd, int64_t rows)
+{
+    return kd == &cr_i8_kernel_avx512_vnni && rows <= 4 ? &cr_i8_kernel_avx512_vnni_4x64 : kd;
+}
+
 int cr_int8_gemm_kernel_supported(const char *name)
 {
     if (!name) return 0;

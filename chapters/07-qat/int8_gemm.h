@@ -120,6 +120,12 @@ extern const cr_i8_kernel cr_i8_kernel_avx2_7bit; /* int8_gemm_avx2.c */
 extern const cr_i8_kernel cr_i8_kernel_avx2_split;
 extern const cr_i8_kernel cr_i8_kernel_avx_vnni;
 extern const cr_i8_kernel cr_i8_kernel_avx512_vnni; /* int8_gemm_avx512.c */
+extern const cr_i8_kernel cr_i8_kernel_avx512_vnni_4x64;
+
+/* The kernel the convolution's direct path runs for groups of `rows` filters where the
+ * GEMM runs kd: kd itself, or for avx512_vnni and rows <= 4 its 4 x 64 form (an 8-row
+ * tile would compute 4 rows that do not exist). */
+const cr_i8_kernel *cr_i8_direct_kernel(const cr_i8_kernel *kd, int64_t rows);
 
 /* CPU features (and OS state saving) the kernels need. */
 int cr_cpu_has_avx_vnni(void);

@@ -6,6 +6,7 @@
 #include "int8_conv.h"
 #include "int8_gemm.h"
 
+#include <math.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -95,6 +96,39 @@ CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const 
 }
 // @end ukernel_vnni_direct
 
+/* The 4 x 64 form of the direct kernel, for grouped layers whose groups have at most 4
+ * filters (ResNeXt's first stage: 128 channels in 32 groups): 16 zmm accumulators (4 rows
+ * x 4 vectors of 16 columns), where the 8 x 48 tile would spend half its vpdpbusd on rows
+ * that do not exist. */
+CR_VNNI static void avx512_vnni_kernel_off_4x64(int64_t kc4, const int8_t *Ap, const uint8_t *B,
+                                                const int64_t *goff, int32_t *C, int64_t ldc)
+{
+    __m512i c[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) c[i][0] = c[i][1] = c[i][2] = c[i][3] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kc4; g++, Ap += 16) {
+        const uint8_t *b = B + goff[g];
+        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+        const __m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
+            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
+            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
+            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
+            c[i][3] = _mm512_dpbusd_epi32(c[i][3], b3, a);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < 4; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+}
+
+/* Direct form only (kernel NULL): cr_i8_direct_kernel hands it to the convolution's
+ * direct path, never to the GEMM engine. */
+const cr_i8_kernel cr_i8_kernel_avx512_vnni_4x64 = {"avx512_vnni_4x64", 4, 64, 256, 640, 4096, 1,
+                                                    NULL, avx512_vnni_kernel_off_4x64};
+
 /* Blocks for this machine's L1d of 48 KiB and L2 of 1-2 MiB: KC = 640 bytes of depth (a
  * B micro-panel is 640 x 48 = 30 KiB; the 3x3 layers up to 64 input channels need one
  * depth block), MC = 256 rows (A block 160 KiB), NC = 4080 columns. */
@@ -113,12 +147,78 @@ CR_AVX512 static inline __m512i requant_even512(__m512i v, __m512i mult, __m128i
     return _mm512_min_epi64(_mm512_max_epi64(q, lo), _mm512_set1_epi64(255));
 }
 
+/* Even int64 lanes of v * mult, rounded half to even at bit s (s >= 32: the quotient
+ * fits in the lane's low int32, |v * mult| < 2^62). */
+CR_AVX512 static inline __m512i round_even512(__m512i v, __m512i mult, __m128i s, __m512i half1)
+{
+    const __m512i p = _mm512_mul_epi32(v, mult);                       /* exact int64 */
+    const __m512i odd = _mm512_and_si512(_mm512_sra_epi64(p, s), _mm512_set1_epi64(1));
+    return _mm512_sra_epi64(_mm512_add_epi64(p, _mm512_add_epi64(half1, odd)), s);
+}
+
+/* One row's requantization constants (cr_requant's bias, multiplier, zero point, bound)
+ * and which of three exact forms runs:
+ *   WIDE    any shift: int64 products, rounding, zero point and clamp per half;
+ *   NARROW  shift >= 32: every quotient an int32 (below 2^30), so the zero point, the
+ *           bound and 255 (vpmovusdb saturates) go once on the 16 int32 lanes;
+ *   DOUBLE  32 <= shift <= 44: in float64, v * (mult 2^-shift) rounded to nearest even by
+ *           the conversion itself. Exact: where the true quotient is below 2^9 in
+ *           magnitude it is a multiple of 2^-shift >= 2^-44 with at most 53 significant
+ *           bits, so the product is not rounded; at 2^9 or more, a rounded product is
+ *           also at least 2^9, and 255 or the bound comes out either way. */
+typedef enum { RQ_WIDE, RQ_NARROW, RQ_DOUBLE } rq_form;
+typedef struct {
+    __m512i bias, mult, half1, zp64, lo64, zp32, lo32;
+    __m512d m;
+    __m128i s;
+    rq_form form;
+} rq_row;
+
+CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int32_t lo)
+{
+    rq_row r;
+    r.bias = _mm512_set1_epi32(bias);
+    r.mult = _mm512_set1_epi64(m.mult);
+    r.half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
+    r.zp64 = _mm512_set1_epi64(zp);
+    r.lo64 = _mm512_set1_epi64(lo);
+    r.zp32 = _mm512_set1_epi32(zp);
+    r.lo32 = _mm512_set1_epi32(lo);
+    r.m = _mm512_set1_pd(ldexp((double)m.mult, -m.shift));   /* exact: 31 bits */
+    r.s = _mm_cvtsi32_si128(m.shift);
+    r.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW;
+    return r;
+}
+
+/* 16 accumulators as u8 through row r's form: cr_requant's bytes. */
+CR_AVX512 static inline __m128i requant16(__m512i acc, const rq_row *r)
+{
+    const __m512i v = _mm512_add_epi32(acc, r->bias);
+    __m512i q;
+    if (r->form == RQ_DOUBLE) {
+        const __m512d lo = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(v)), r->m);
+        const __m512d hi = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1)), r->m);
+        const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvt_roundpd_epi32(lo, rn)),
+                               _mm512_cvt_roundpd_epi32(hi, rn), 1);
+    } else if (r->form == RQ_NARROW) {
+        const __m512i qe = round_even512(v, r->mult, r->s, r->half1);
+        const __m512i qo = round_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1);
+        q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
+    } else {
+        const __m512i qe = requant_even512(v, r->mult, r->s, r->half1, r->zp64, r->lo64);
+        const __m512i qo =
+            requant_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1, r->zp64, r->lo64);
+        return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32)));
+    }
+    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_add_epi32(q, r->zp32), r->lo32));
+}
+
 /* Stores the low bytes of q's 16 int32 lanes at out, lanes of mask k only. vpmovdb to a
  * register, then a plain (or, for a tail, masked) 16-byte store: the memory form of vpmovdb
  * ran at half the requantizer's speed on Zen 5 (perf: half its samples on that store). */
-CR_AVX512 static inline void store16_u8(uint8_t *out, __mmask16 k, __m512i q)
+CR_AVX512 static inline void store16_u8(uint8_t *out, __mmask16 k, __m128i b)
 {
-    const __m128i b = _mm512_cvtepi32_epi8(q);
     if (k == (__mmask16)0xFFFF) _mm_storeu_si128((__m128i *)out, b);
     else _mm_mask_storeu_epi8(out, k, b);
 }
@@ -127,17 +227,10 @@ CR_AVX512 static inline void store16_u8(uint8_t *out, __mmask16 k, __m512i q)
 CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
                                      int32_t zp, int32_t lo, uint8_t *out)
 {
-    const __m512i b = _mm512_set1_epi32(bias), mult = _mm512_set1_epi64(m.mult);
-    const __m128i s = _mm_cvtsi32_si128(m.shift);
-    const __m512i half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
-    const __m512i zpv = _mm512_set1_epi64(zp), lov = _mm512_set1_epi64(lo);
+    const rq_row r = rq_make(bias, m, zp, lo);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + j), b);
-        const __m512i qe = requant_even512(v, mult, s, half1, zpv, lov);
-        const __m512i qo = requant_even512(_mm512_srli_epi64(v, 32), mult, s, half1, zpv, lov);
-        const __m512i q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
-        store16_u8(out + j, k, q);
+        store16_u8(out + j, k, requant16(_mm512_maskz_loadu_epi32(k, acc + j), &r));
     }
 }
 // @end requant_avx512
@@ -148,11 +241,8 @@ CR_AVX512 void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr,
                                       int32_t lo, const cr_requant_runs *r, uint8_t *out,
                                       int64_t plane)
 {
-    const __m512i zpv = _mm512_set1_epi64(zp), lov = _mm512_set1_epi64(lo);
     for (int64_t i = 0; i < mr; i++) {
-        const __m512i b = _mm512_set1_epi32(bias[i]), mult = _mm512_set1_epi64(m[i].mult);
-        const __m128i s = _mm_cvtsi32_si128(m[i].shift);
-        const __m512i half1 = _mm512_set1_epi64(((int64_t)1 << (m[i].shift - 1)) - 1);
+        const rq_row c = rq_make(bias[i], m[i], zp, lo);
         for (int64_t q = 0; q < r->n; q++) {
             const int32_t *acc = T + i * ldt + r->src[q];
             uint8_t *o = out + i * plane + r->dst[q];
@@ -160,12 +250,7 @@ CR_AVX512 void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr,
             for (int64_t j = 0; j < n; j += 16) {
                 const __mmask16 k =
                     n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-                const __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + j), b);
-                const __m512i qe = requant_even512(v, mult, s, half1, zpv, lov);
-                const __m512i qo =
-                    requant_even512(_mm512_srli_epi64(v, 32), mult, s, half1, zpv, lov);
-                const __m512i qv = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
-                store16_u8(o + j, k, qv);
+                store16_u8(o + j, k, requant16(_mm512_maskz_loadu_epi32(k, acc + j), &c));
             }
         }
     }
@@ -320,6 +405,8 @@ static void no_kernel(int64_t kc4, const int8_t *Ap, const uint8_t *Bp, int32_t 
 }
 const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", 8, 48, 256, 640, 4080, 1,
                                                no_kernel, NULL};
+const cr_i8_kernel cr_i8_kernel_avx512_vnni_4x64 = {"avx512_vnni_4x64", 4, 64, 256, 640, 4096,
+                                                    1, NULL, NULL};
 
 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int32_t zp,
                            int32_t lo, uint8_t *out)
