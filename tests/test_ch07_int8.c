@@ -343,6 +343,8 @@ static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *wha
     const int relu = cr_rng_uniform(r) < 0.5;
     cr_int8_conv qc;
     assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, bias, xs, xz, ys, yz, relu));
+    assert_int_equal(qc.y_max, 255);
+    if (cr_rng_uniform(r) < 0.3) qc.y_max = 127;   /* a 7-bit output grid (reduce_range) */
     uint8_t *x = malloc(s.x_numel), *y = malloc(s.y_numel), *ref = malloc(s.y_numel);
     assert_non_null(x);
     assert_non_null(y);
@@ -361,10 +363,11 @@ static int check_qconv_case(cr_rng *r, uint64_t seed, int x_max, const char *wha
     if (bad) {
         char ps[256];
         cr_conv_params_str(&p, ps, sizeof ps);
-        fail_msg("%s: %s on %lldx%lldx%lldx%lld, relu %d: %zu of %zu bytes differ from the "
-                 "reference, first at %zu: %d vs %d (seed %llu)", what, ps, (long long)n,
-                 (long long)p.in_channels, (long long)h, (long long)w, relu, bad, s.y_numel,
-                 first, y[first], ref[first], (unsigned long long)seed);
+        fail_msg("%s: %s on %lldx%lldx%lldx%lld, relu %d, y_max %d: %zu of %zu bytes differ "
+                 "from the reference, first at %zu: %d vs %d (seed %llu)", what, ps,
+                 (long long)n, (long long)p.in_channels, (long long)h, (long long)w, relu,
+                 (int)qc.y_max, bad, s.y_numel, first, y[first], ref[first],
+                 (unsigned long long)seed);
     }
     cr_int8_conv_free(&qc);
     cr_qtensor_free(&qw);

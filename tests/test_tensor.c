@@ -1,9 +1,10 @@
-/* test_tensor.c — suite lib: tensors and errors. */
+/* test_tensor.c — suite lib: tensors, errors and the scratch pool. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cr_test.h"
+#include "scratch.h"
 #include "tensor.h"
 
 static void tensor__alloc_shape_and_alignment(void **state)
@@ -74,9 +75,47 @@ static void error__messages_and_names(void **state)
     assert_non_null(strstr(cr_last_error(), "gemm_naive"));
 }
 
+/* The scratch pool: a buffer given back is the one the next fitting request gets, a
+ * larger request gets a new one, every buffer is aligned and as large as asked, two
+ * buffers taken at once are distinct, and release leaves nothing kept. */
+static void scratch__reuse_alignment_release(void **state)
+{
+    (void)state;
+    cr_scratch_release();
+    assert_int_equal(cr_scratch_kept_bytes(), 0);
+    size_t c1 = 0, c2 = 0, c3 = 0;
+    uint8_t *a = cr_scratch_get(1000, &c1);
+    assert_non_null(a);
+    assert_true(c1 >= 1000);
+    assert_int_equal((uintptr_t)a % CR_ALIGN, 0);
+    memset(a, 1, 1000);
+    uint8_t *b = cr_scratch_get(1000, &c2);   /* a is taken: a new one */
+    assert_non_null(b);
+    assert_true(b != a);
+    cr_scratch_put(a, c1);
+    assert_int_equal(cr_scratch_kept_bytes(), c1);
+    uint8_t *again = cr_scratch_get(600, &c3);   /* a fits */
+    assert_ptr_equal(again, a);
+    assert_int_equal(c3, c1);
+    assert_int_equal(cr_scratch_kept_bytes(), 0);
+    cr_scratch_put(again, c3);
+    uint8_t *big = cr_scratch_get(5000, &c3);   /* nothing kept fits: a new one */
+    assert_non_null(big);
+    assert_true(c3 >= 5000);
+    assert_int_equal((uintptr_t)big % CR_ALIGN, 0);
+    memset(big, 2, 5000);
+    cr_scratch_put(big, c3);
+    cr_scratch_put(b, c2);
+    cr_scratch_put(NULL, 0);   /* nothing */
+    assert_true(cr_scratch_kept_bytes() >= c3 + c2);
+    cr_scratch_release();
+    assert_int_equal(cr_scratch_kept_bytes(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(scratch__reuse_alignment_release),
         cmocka_unit_test(tensor__alloc_shape_and_alignment),
         cmocka_unit_test(tensor__bad_shapes_refused),
         cmocka_unit_test(tensor__mul_checked),

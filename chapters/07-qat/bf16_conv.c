@@ -8,7 +8,6 @@
  * and chapter 3's engine packs both, widened, into its fp32 panels. */
 #include "bf16_conv.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +21,7 @@
 #include "gemm.h"           /* cr_gemm_check_args (fp16 storage) */
 #include "gemm_internal.h"  /* chapter 3's engine (fp16 storage): cr_gemm_engine, packing */
 #include "int8_gemm.h"  /* cr_gemm_bf16 */
+#include "scratch.h"    /* cr_scratch_get, cr_scratch_put: buffers kept between calls */
 
 /* float32 to bf16 bits, round to nearest even, every NaN to 0xFFFF: cr_f32_to_bf16's
  * rule, inlined for the gather (the tests check the two agree bit for bit). */
@@ -501,70 +501,11 @@ static cr_status run_pair(const cr_bf16_conv *bc, const cr_conv_shape *s, const 
 /* ---- scratch kept between calls ------------------------------------------------------------ */
 
 /* A model's forward needs a scratch per convolution (a bf16 patch matrix, an fp16 copy of
- * the input); megabytes each at 384 x 480, which malloc maps fresh from the kernel every
- * time (above its mmap threshold) and the kernel zeroes page by page: the first fp16 FPN
- * (with an fp16 patch matrix) ran at 0.35x fp32's speed that way and at 0.57x with glibc
- * told to keep freed memory (MALLOC_MMAP_THRESHOLD_; batch 1, lab 7, a loaded machine,
- * 2026-11-30). Freed buffers wait here for the next convolution instead; a mutex makes
- * concurrent forwards take different ones. cr_half_scratch_release frees them (the last
- * model's detach does). */
-#define POOL_SLOTS 8
-static struct { void *p; size_t cap; } pool[POOL_SLOTS];
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* A buffer of at least bytes (aligned, uninitialised), from the pool when one fits; NULL
- * when out of memory. */
-static void *scratch_get(size_t bytes, size_t *cap)
-{
-    void *spare = NULL;
-    int best = -1;
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL_SLOTS; i++)
-        if (pool[i].p && pool[i].cap >= bytes && (best < 0 || pool[i].cap < pool[best].cap)) best = i;
-    if (best < 0)   /* none fits: a small one makes room */
-        for (int i = 0; i < POOL_SLOTS && !spare; i++)
-            if (pool[i].p) {
-                spare = pool[i].p;
-                pool[i].p = NULL;
-            }
-    void *got = best >= 0 ? pool[best].p : NULL;
-    if (best >= 0) {
-        *cap = pool[best].cap;
-        pool[best].p = NULL;
-    }
-    pthread_mutex_unlock(&pool_lock);
-    cr_aligned_free(spare);
-    if (!got) {
-        got = cr_aligned_alloc(bytes);
-        *cap = bytes;
-    }
-    return got;
-}
-
-/* Gives a buffer of scratch_get back (NULL: nothing). */
-static void scratch_put(void *p, size_t cap)
-{
-    if (!p) return;
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL_SLOTS && p; i++)
-        if (!pool[i].p) {
-            pool[i].p = p;
-            pool[i].cap = cap;
-            p = NULL;
-        }
-    pthread_mutex_unlock(&pool_lock);
-    cr_aligned_free(p);   /* the pool is full */
-}
-
-void cr_half_scratch_release(void)
-{
-    pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL_SLOTS; i++) {
-        cr_aligned_free(pool[i].p);
-        pool[i].p = NULL;
-    }
-    pthread_mutex_unlock(&pool_lock);
-}
+ * the input); lib's pool (scratch.h) keeps them between calls: the first fp16 FPN, with
+ * buffers mapped fresh each call, ran at 0.35x fp32's speed, and at 0.57x with glibc told
+ * to keep freed memory (MALLOC_MMAP_THRESHOLD_; batch 1, lab 7, a loaded machine,
+ * 2026-11-30). */
+void cr_half_scratch_release(void) { cr_scratch_release(); }
 
 /* The scratch forward (any CPU): per (image, group) pair a bf16 patch matrix and
  * cr_gemm_bf16, or an fp16 input and chapter 3's engine, the pairs shared by the threads
@@ -580,19 +521,19 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
     cr_status failed = CR_OK;
     if (T == 1) {            /* pairs one after the other, each on every thread */
         size_t cap;
-        uint16_t *col = scratch_get(col_bytes, &cap);
+        uint16_t *col = cr_scratch_get(col_bytes, &cap);
         if (!col) failed = cr_fail(CR_ENOMEM, "cr_bf16_conv_forward: scratch of %zu bytes",
                                    col_bytes);
         for (int64_t n = 0; n < s->batch && !failed; n++)
             for (int64_t g = 0; g < bc->p.groups && !failed; g++)
                 failed = run_pair(bc, s, plan, x, y, n, g, col, 1);
-        scratch_put(col, cap);
+        cr_scratch_put(col, cap);
         return failed;
     }
 #pragma omp parallel num_threads(T)
     {                        /* pairs shared by the threads, each on one thread */
         size_t cap;
-        uint16_t *col = scratch_get(col_bytes, &cap);   /* one scratch per thread */
+        uint16_t *col = cr_scratch_get(col_bytes, &cap);   /* one scratch per thread */
 #pragma omp for collapse(2) schedule(static)
         for (int64_t n = 0; n < s->batch; n++)
             for (int64_t g = 0; g < bc->p.groups; g++) {
@@ -604,7 +545,7 @@ static cr_status forward_gemm(const cr_bf16_conv *bc, const cr_conv_shape *s,
                     failed = e;
                 }
             }
-        scratch_put(col, cap);
+        cr_scratch_put(col, cap);
     }
     return failed;
 }

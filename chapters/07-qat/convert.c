@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "scratch.h"
 #include "timing.h"
 
 /* ---- grids -------------------------------------------------------------------------- */
@@ -343,6 +344,7 @@ static cr_status convert_conv(cr_int8_model *im, const cr_qat *q, int i)
         r = cr_int8_conv_prepare(&st->qc, &p, &wt, has_bias ? bias : NULL, st->in.scale,
                                  st->in.zp, st->og.scale, st->og.zp,
                                  m->mods[st->end].kind == CR_MOD_RELU);
+    if (!r) st->qc.y_max = st->og.qmax;   /* the output quantizer's range (reduce_range: 127) */
     if (r) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cr_last_error());
@@ -523,6 +525,7 @@ void cr_int8_model_free(cr_int8_model *im)
     free(im->prof_s);
     free(im->prof_cvt_s);
     memset(im, 0, sizeof *im);
+    cr_scratch_release();   /* the convolutions' kept scratch (lib's pool; idle buffers only) */
 }
 
 /* ---- forward ------------------------------------------------------------------------ */
@@ -658,15 +661,9 @@ static cr_status run_conv(fwd_ctx *c, int i)
     const int64_t ys[4] = {xs[0], d->conv.out_channels, cs.h_out, cs.w_out};
     memcpy(v->shape, ys, sizeof ys);
     const size_t ny = shape_numel(ys);
-    if ((r = value_alloc_q(im, v, ny)) ||
+    if ((r = value_alloc_q(im, v, ny)) ||   /* (clamped to og.qmax by the convolution) */
         (r = cr_int8_conv_run(&st->qc, xs[0], xs[2], xs[3], xq, v->q)))
         return r;
-    if (st->og.qmax < 255) {   /* the fake quantizer's range (reduce_range: 127) */
-        const uint8_t hi = (uint8_t)st->og.qmax;
-        uint8_t *y = v->q;
-#pragma omp parallel for schedule(static) if (ny > (1 << 16))
-        for (int64_t k = 0; k < (int64_t)ny; k++) y[k] = y[k] > hi ? hi : y[k];
-    }
     v->g = st->og;
     v->has_q = true;
     v->has_f = false;

@@ -11,6 +11,7 @@
 #endif
 
 #include "int8_gemm.h"
+#include "scratch.h"
 #include "tensor.h"
 
 _Static_assert(CR_I8_MAX_NR <= 64, "cr_requant_runs holds one run per column of a tile");
@@ -214,6 +215,7 @@ cr_status cr_int8_conv_prepare(cr_int8_conv *qc, const cr_conv_params *p, const 
     qc->y_scale = y_scale;
     qc->y_zp = y_zp;
     qc->relu = relu != 0;
+    qc->y_max = 255;
     qc->w = malloc((size_t)(Co * K));
     qc->bias_q = calloc((size_t)Co, sizeof(int32_t));
     qc->bias_fold = calloc((size_t)Co, sizeof(int32_t));
@@ -274,6 +276,12 @@ static int32_t ref_sum(const cr_int8_conv *qc, const cr_conv_shape *s, const uin
     return acc;
 }
 
+/* v, or hi where v is above it. */
+static inline uint8_t clamp_max(uint8_t v, int32_t hi)
+{
+    return v > hi ? (uint8_t)hi : v;
+}
+
 cr_status cr_int8_conv_run_ref(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w,
                            const uint8_t *x, uint8_t *y)
 {
@@ -287,8 +295,8 @@ cr_status cr_int8_conv_run_ref(const cr_int8_conv *qc, int64_t n, int64_t h, int
             for (int64_t oh = 0; oh < s.h_out; oh++)
                 for (int64_t ow = 0; ow < s.w_out; ow++)
                     y[((b * qc->p.out_channels + o) * s.h_out + oh) * s.w_out + ow] =
-                        cr_requant(ref_sum(qc, &s, x, b, o, oh, ow), qc->bias_q[o], qc->mul[o],
-                                   qc->y_zp, lo);
+                        clamp_max(cr_requant(ref_sum(qc, &s, x, b, o, oh, ow), qc->bias_q[o],
+                                             qc->mul[o], qc->y_zp, lo), qc->y_max);
     return CR_OK;
 }
 // @end qconv_ref
@@ -456,13 +464,22 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
     cr_requant_tile(T, ldt, mr, qc->bias_fold + o, qc->mul + o, qc->y_zp,
                     qc->relu ? qc->y_zp : 0, &r, e->y_g + i0 * e->Ho * e->Wo,
                     e->Ho * e->Wo);
+    if (qc->y_max < 255)   /* a 7-bit output grid: the bytes just written, still in L1 */
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t q = 0; q < r.n; q++) {
+                uint8_t *restrict row = e->y_g + (i0 + i) * e->Ho * e->Wo + r.dst[q];
+                const uint8_t hi = (uint8_t)qc->y_max;
+                for (int64_t j = 0; j < r.len[q]; j++) row[j] = row[j] > hi ? hi : row[j];
+            }
 }
 // @end qconv_epilogue
 
-/* Buffers of one worker: the padded copy and the scratch sums (K > kc). */
+/* Buffers of one worker, from lib's scratch pool (kept between calls): the padded copy
+ * and the scratch sums (K > kc), with their sizes. */
 typedef struct {
     uint8_t *pad;
     int32_t *scratch;
+    size_t pad_cap, scratch_cap;
 } worker_buf;
 
 /* One (image, group) pair through the engine with `threads`. */
@@ -486,16 +503,18 @@ static cr_status conv_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const
 static int worker_alloc(worker_buf *wb, const qgeom *gm, const cr_conv_shape *s,
                         const cr_i8_kernel *kd, int64_t K)
 {
-    wb->pad = gm->copy ? cr_aligned_alloc(gm->bytes) : NULL;
-    wb->scratch = K > kd->kc ? cr_aligned_alloc((size_t)(s->cout_g * gm->N) * sizeof(int32_t))
+    wb->pad = gm->copy ? cr_scratch_get(gm->bytes, &wb->pad_cap) : NULL;
+    wb->scratch = K > kd->kc ? cr_scratch_get((size_t)(s->cout_g * gm->N) * sizeof(int32_t),
+                                              &wb->scratch_cap)
                              : NULL;
     return (!gm->copy || wb->pad) && (K <= kd->kc || wb->scratch);
 }
 
+/* Gives a worker's buffers back to the pool. */
 static void worker_free(worker_buf *wb)
 {
-    cr_aligned_free(wb->pad);
-    cr_aligned_free(wb->scratch);
+    cr_scratch_put(wb->pad, wb->pad_cap);
+    cr_scratch_put(wb->scratch, wb->scratch_cap);
 }
 
 /* ---- the direct path (stride 1, a kernel with a direct form) --------------------------- */
@@ -623,18 +642,20 @@ static cr_status run_direct(const cr_int8_conv *qc, const cr_conv_shape *s, cons
     cr_status failed = CR_OK;
     if (outer == 1) {   /* pairs one after the other, each on every thread (no nesting:
                            a team inside an inactive region would be made anew each call) */
-        uint8_t *xi = cr_aligned_alloc(bytes);
+        size_t cap = 0;
+        uint8_t *xi = cr_scratch_get(bytes, &cap);
         if (!xi) failed = cr_fail(CR_ENOMEM, "cr_int8_conv_run: interleaved copy of %zu bytes", bytes);
         for (int64_t b = 0; b < s->batch && xi; b++)
             for (int64_t g = 0; g < p->groups; g++)
                 direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, inner);
-        cr_aligned_free(xi);
+        cr_scratch_put(xi, cap);
         free(goff);
         return failed;
     }
 #pragma omp parallel num_threads(outer)
     {                   /* pairs shared by the threads, each pair on one thread */
-        uint8_t *xi = cr_aligned_alloc(bytes);
+        size_t cap = 0;
+        uint8_t *xi = cr_scratch_get(bytes, &cap);
         if (!xi) {
 #pragma omp critical(cr_int8_conv_status)
             failed = cr_fail(CR_ENOMEM, "cr_int8_conv_run: interleaved copy of %zu bytes", bytes);
@@ -644,7 +665,7 @@ static cr_status run_direct(const cr_int8_conv *qc, const cr_conv_shape *s, cons
             for (int64_t g = 0; g < p->groups; g++)
                 if (xi)
                     direct_pair(qc, s, gm, kd, goff, x, y, b, g, xi, slack, xi + main_bytes, 1);
-        cr_aligned_free(xi);
+        cr_scratch_put(xi, cap);
     }
     free(goff);
     return failed;
@@ -686,13 +707,14 @@ cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t
     if (p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
         !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right) {
         /* the same sums on the subsampled input with stride 1 (same weights, same bytes) */
-        uint8_t *xs = cr_aligned_alloc(s.batch * p->in_channels * s.h_out * s.w_out);
+        size_t cap = 0;
+        uint8_t *xs = cr_scratch_get((size_t)(s.batch * p->in_channels * s.h_out * s.w_out), &cap);
         if (!xs) return cr_fail(CR_ENOMEM, "cr_int8_conv_run: subsampled input");
         subsample_1x1(&s, x, xs);
         cr_int8_conv unit = *qc;
         unit.p.stride_h = unit.p.stride_w = 1;
         st = cr_int8_conv_run(&unit, n, s.h_out, s.w_out, xs, y);
-        cr_aligned_free(xs);
+        cr_scratch_put(xs, cap);
         return st;
     }
 #ifdef _OPENMP

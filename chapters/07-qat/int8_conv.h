@@ -93,6 +93,8 @@ typedef struct {
     double x_scale, y_scale;
     int32_t x_zp, y_zp;
     int relu;
+    int32_t y_max;        /* outputs clamped to at most this byte (255 from prepare; 127 for
+                             an output observer with reduce_range, set by the caller) */
     int8_t *wpack;        /* the weights packed for the kernel below, group after group */
     int pack_mr;          /* that kernel's tile rows and depth block (0: none) */
     int64_t pack_kc;
