@@ -39,6 +39,7 @@
 #include "qat.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "scratch.h"
 #include "shrink.h"
 #include "sparse_conv.h"
 #include "sparse_model.h"
@@ -59,6 +60,14 @@ static void check(bool ok, const char *what)
 
 int main()
 {
+    {   /* lib's scratch pool */
+        size_t cap = 0;
+        void *p = cr_scratch_get(100, &cap);
+        check(p != nullptr && cap >= 100, "cr_scratch_get");
+        cr_scratch_put(p, cap);
+        check(cr_scratch_kept_bytes() >= 100, "cr_scratch_put");
+        cr_scratch_release();
+    }
     cr_rng r;
     cr_rng_seed(&r, 7);
     cr_conv_params p = cr_conv_params_default(4, 6, 3);
