@@ -6,7 +6,6 @@
 #include "int8_conv.h"
 #include "int8_gemm.h"
 
-#include <math.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -177,31 +176,39 @@ typedef struct {
 CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int32_t lo)
 {
     rq_row r;
+    r.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW;
     r.bias = _mm512_set1_epi32(bias);
+    r.zp32 = _mm512_set1_epi32(zp);
+    r.lo32 = _mm512_set1_epi32(lo);
+    if (r.form == RQ_DOUBLE) {   /* mult * 2^-shift, exact (31 bits); 2^-shift from its bits */
+        const uint64_t e = (uint64_t)(1023 - m.shift) << 52;
+        double p2;
+        memcpy(&p2, &e, sizeof p2);
+        r.m = _mm512_set1_pd((double)m.mult * p2);
+        return r;   /* (the integer forms' constants are not read) */
+    }
     r.mult = _mm512_set1_epi64(m.mult);
     r.half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
     r.zp64 = _mm512_set1_epi64(zp);
     r.lo64 = _mm512_set1_epi64(lo);
-    r.zp32 = _mm512_set1_epi32(zp);
-    r.lo32 = _mm512_set1_epi32(lo);
-    r.m = _mm512_set1_pd(ldexp((double)m.mult, -m.shift));   /* exact: 31 bits */
     r.s = _mm_cvtsi32_si128(m.shift);
-    r.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW;
     return r;
 }
 
-/* 16 accumulators as u8 through row r's form: cr_requant's bytes. */
-CR_AVX512 static inline __m128i requant16(__m512i acc, const rq_row *r)
+/* 16 accumulators as u8 through row r's form (form: r->form, a constant where inlined,
+ * so that each form's loop has no branch): cr_requant's bytes. */
+CR_AVX512 static inline __attribute__((always_inline)) __m128i
+requant16_form(__m512i acc, const rq_row *r, const rq_form form)
 {
     const __m512i v = _mm512_add_epi32(acc, r->bias);
     __m512i q;
-    if (r->form == RQ_DOUBLE) {
+    if (form == RQ_DOUBLE) {
         const __m512d lo = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(v)), r->m);
         const __m512d hi = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1)), r->m);
         const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvt_roundpd_epi32(lo, rn)),
                                _mm512_cvt_roundpd_epi32(hi, rn), 1);
-    } else if (r->form == RQ_NARROW) {
+    } else if (form == RQ_NARROW) {
         const __m512i qe = round_even512(v, r->mult, r->s, r->half1);
         const __m512i qo = round_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1);
         q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
@@ -223,15 +230,31 @@ CR_AVX512 static inline void store16_u8(uint8_t *out, __mmask16 k, __m128i b)
     else _mm_mask_storeu_epi8(out, k, b);
 }
 
-/* cr_requant_row with AVX-512, 16 outputs per step, the tail masked. */
+/* n outputs of acc through row r, 16 per step, the tail masked; form as above. */
+CR_AVX512 static inline __attribute__((always_inline)) void
+rq_span(const int32_t *acc, int64_t n, const rq_row *r, const rq_form form, uint8_t *out)
+{
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        store16_u8(out + j, k, requant16_form(_mm512_maskz_loadu_epi32(k, acc + j), r, form));
+    }
+}
+
+/* rq_span with the row's form chosen once, outside the loop. */
+CR_AVX512 static inline __attribute__((always_inline)) void
+rq_span_any(const int32_t *acc, int64_t n, const rq_row *r, uint8_t *out)
+{
+    if (r->form == RQ_DOUBLE) rq_span(acc, n, r, RQ_DOUBLE, out);
+    else if (r->form == RQ_NARROW) rq_span(acc, n, r, RQ_NARROW, out);
+    else rq_span(acc, n, r, RQ_WIDE, out);
+}
+
+/* cr_requant_row with AVX-512. */
 CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
                                      int32_t zp, int32_t lo, uint8_t *out)
 {
     const rq_row r = rq_make(bias, m, zp, lo);
-    for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        store16_u8(out + j, k, requant16(_mm512_maskz_loadu_epi32(k, acc + j), &r));
-    }
+    rq_span_any(acc, n, &r, out);
 }
 // @end requant_avx512
 
@@ -243,16 +266,8 @@ CR_AVX512 void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr,
 {
     for (int64_t i = 0; i < mr; i++) {
         const rq_row c = rq_make(bias[i], m[i], zp, lo);
-        for (int64_t q = 0; q < r->n; q++) {
-            const int32_t *acc = T + i * ldt + r->src[q];
-            uint8_t *o = out + i * plane + r->dst[q];
-            const int64_t n = r->len[q];
-            for (int64_t j = 0; j < n; j += 16) {
-                const __mmask16 k =
-                    n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-                store16_u8(o + j, k, requant16(_mm512_maskz_loadu_epi32(k, acc + j), &c));
-            }
-        }
+        for (int64_t q = 0; q < r->n; q++)
+            rq_span_any(T + i * ldt + r->src[q], r->len[q], &c, out + i * plane + r->dst[q]);
     }
 }
 
