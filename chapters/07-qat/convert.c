@@ -124,7 +124,6 @@ static void add_base(const add_span *p, int64_t o, int64_t n, uint8_t *y)
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
 #define SPAN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
 SPAN_AVX512 static void quantize_avx512(const float *x, int64_t n, float inv, float zp,
@@ -139,48 +138,9 @@ SPAN_AVX512 static void dequantize_avx512(const uint8_t *q, int64_t n, float zp,
     dequantize_body(q, n, zp, s, x);
 }
 
-/* add_body for two u8 inputs, written out: the same float operations in the same order
- * (dequantize each, add, ReLU keeping NaN by an unordered compare, the quantizer's
- * multiply, hold at 2^22, round by the magic add, zero point, clamp), 16 lanes a step.
- * Both inputs on a grid make every value finite, but the ReLU and clamps keep the
- * definition's NaN rules anyway. The compiler's vectorization of add_body spent a third
- * of its instructions moving masks (perf on Zen 4: 31 cycles per 16 outputs). */
-SPAN_AVX512 static void add_u8u8_avx512(const add_span *p, int64_t o, int64_t n, uint8_t *y)
-{
-    const uint8_t *qa = p->aq + o, *qb = p->bq + o;
-    const __m512 za = _mm512_set1_ps(p->za), sa = _mm512_set1_ps(p->sa),
-                 zb = _mm512_set1_ps(p->zb), sb = _mm512_set1_ps(p->sb),
-                 inv = _mm512_set1_ps(p->inv), zp = _mm512_set1_ps(p->zp),
-                 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi),
-                 big = _mm512_set1_ps(4194304.0f), nbig = _mm512_set1_ps(-4194304.0f),
-                 magic = _mm512_set1_ps(12582912.0f), zero = _mm512_setzero_ps();
-    for (int64_t k = 0; k < n; k += 16) {
-        const __mmask16 m = n - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - k)) - 1);
-        const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, qa + k)));
-        const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, qb + k)));
-        __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(a, za), sa),
-                                 _mm512_mul_ps(_mm512_sub_ps(b, zb), sb));
-        if (p->relu)   /* s > 0 or NaN keeps s, else 0 */
-            s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, zero, _CMP_NLE_UQ), zero, s);
-        __m512 v = _mm512_mul_ps(s, inv);
-        /* round_even: v > big ? big : v < -big ? -big : v (NaN stays) */
-        v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, big, _CMP_GT_OQ), v, big);
-        v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, nbig, _CMP_LT_OQ), v, nbig);
-        v = _mm512_add_ps(zp, _mm512_sub_ps(_mm512_add_ps(v, magic), magic));
-        /* clamp_u8: v >= lo ? (v <= hi ? v : hi) : lo (NaN: lo) */
-        const __mmask16 ge = _mm512_cmp_ps_mask(v, lo, _CMP_GE_OQ);
-        v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, hi, _CMP_LE_OQ), hi, v);
-        v = _mm512_mask_blend_ps(ge, lo, v);
-        const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-        if (m == (__mmask16)0xFFFF) _mm_storeu_si128((__m128i *)(y + k), q);
-        else _mm_mask_storeu_epi8(y + k, m, q);   /* (vpmovdb to memory: half the speed) */
-    }
-}
-
 SPAN_AVX512 static void add_avx512(const add_span *p, int64_t o, int64_t n, uint8_t *y)
 {
-    if (p->aq && p->bq) add_u8u8_avx512(p, o, n, y);
-    else add_dispatch(p, o, n, y);
+    add_dispatch(p, o, n, y);
 }
 
 /* 1 where the CPU runs the AVX-512 spans (and the CR_SPAN_BASELINE environment variable,
@@ -744,38 +704,17 @@ static cr_status float_op(fwd_ctx *c, int i, cr_i8_value *v)
     return r;
 }
 
-/* Output ow of a row of the max-pool from col (the window rows' maximum, W bytes), the
- * window clipped to the row, clamped to [qmin, qmax]. */
-static inline uint8_t pool_edge(const cr_pool_params *p, const uint8_t *col, int64_t W,
-                                int64_t ow, uint8_t qmin, uint8_t qmax)
-{
-    const int64_t w0 = ow * p->stride_w - p->pad_w;
-    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
-    uint8_t best = 0;
-    for (int64_t j = j0; j < j1; j++) best = col[j] > best ? col[j] : best;
-    return best < qmin ? qmin : best > qmax ? qmax : best;
-}
-
 /* cr_u8_maxpool: windows clipped to the plane as cr_maxpool2d_forward clips them; per
  * output row, the maximum over the window's rows first (whole rows: a loop the compiler
- * vectorizes, into col), then over each window's columns of col (for the 3-wide, stride-2
- * pool of the stem, inside the row, from col's even and odd bytes: vectorized too). */
+ * vectorizes, into col), then over each window's columns of col. */
 cr_status cr_u8_maxpool(const cr_pool_params *p, int64_t planes, int64_t H, int64_t W,
                         int64_t Ho, int64_t Wo, const uint8_t *x, uint8_t qmin, uint8_t qmax,
                         uint8_t *y)
 {
     cr_status r = CR_OK;
-    /* outputs [a, b) of a row have their whole window inside it (w0 >= 0, w0 + kw <= W) */
-    const int64_t sw = p->stride_w, kw = p->kernel_w, pw = p->pad_w;
-    int64_t a = (pw + sw - 1) / sw, b = W - kw + pw >= 0 ? (W - kw + pw) / sw + 1 : 0;
-    b = b < Wo ? b : Wo;
-    a = a < b ? a : b;
-    const int pairs = sw == 2 && kw == 3;   /* the stem's 3x3 / 2 pool */
 #pragma omp parallel if (planes * Ho * Wo > (1 << 16))
     {
-        uint8_t *col = malloc((size_t)(2 * W + 4));   /* W + 1 (col[W] = 0), then the even
-                                                          and odd bytes, (W + 2) / 2 each */
-        if (col) col[W] = 0;
+        uint8_t *col = malloc((size_t)W);
         if (!col) {
 #pragma omp critical(cr_u8_maxpool)
             r = cr_fail(CR_ENOMEM, "int8_forward: max-pool row of %lld bytes", (long long)W);
@@ -792,31 +731,13 @@ cr_status cr_u8_maxpool(const cr_pool_params *p, int64_t planes, int64_t H, int6
                     uint8_t *restrict dst = col;
                     for (int64_t j = 0; j < W; j++) dst[j] = src[j] > dst[j] ? src[j] : dst[j];
                 }
-                uint8_t *yr = y + (pl * Ho + oh) * Wo;
-                int64_t ow = 0;
-                if (pairs && b > a) {   /* inside: max(col[w0], col[w0+1], col[w0+2]) from
-                                           the even and odd bytes of col (w0 = 2ow - pw),
-                                           loops the compiler vectorizes */
-                    uint8_t *restrict ev = col + W + 1, *restrict od = ev + (W + 2) / 2;
-                    const uint8_t *restrict src = col + (pw & 1);
-                    const int64_t half = (W - (pw & 1) + 1) / 2;   /* reads up to col[W] */
-                    for (int64_t k = 0; k < half; k++) {
-                        ev[k] = src[2 * k];
-                        od[k] = src[2 * k + 1];
-                    }
-                    /* w0 = 2ow - pw = 2(ow - (pw + 1) / 2) + (pw & 1): pair index k = ow - d */
-                    const int64_t d = (pw + 1) / 2;
-                    for (; ow < a; ow++) yr[ow] = pool_edge(p, col, W, ow, qmin, qmax);
-                    uint8_t *restrict yo = yr;
-                    for (int64_t o = a; o < b; o++) {
-                        const int64_t k = o - d;
-                        uint8_t m = ev[k] > od[k] ? ev[k] : od[k];
-                        m = ev[k + 1] > m ? ev[k + 1] : m;
-                        yo[o] = m < qmin ? qmin : m > qmax ? qmax : m;
-                    }
-                    ow = b;
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    const int64_t w0 = ow * p->stride_w - p->pad_w;
+                    const int64_t j0 = w0 > 0 ? w0 : 0, j1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+                    uint8_t best = 0;
+                    for (int64_t j = j0; j < j1; j++) best = col[j] > best ? col[j] : best;
+                    y[(pl * Ho + oh) * Wo + ow] = best < qmin ? qmin : best > qmax ? qmax : best;
                 }
-                for (; ow < Wo; ow++) yr[ow] = pool_edge(p, col, W, ow, qmin, qmax);
             }
         }
         free(col);
