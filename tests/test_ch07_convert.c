@@ -8,9 +8,9 @@
  * Bounds: each step alone (im.teacher: every int8 step reads the fake-quantized model's
  * values of its inputs) is within one step of the fake quantizer at every quantized
  * tensor (a convolution group's output, a quantized add + ReLU, pool or up-sampling) and
- * equal on at least EXACT of it; free-running, where differences carry on and the
- * decoder's GroupNorm magnifies them, the final float logits are within LOGIT_TOL (max)
- * and LOGIT_MEAN_TOL (mean) of their range. Seeds from CR_SEED (printed). */
+ * equal on at least EXACT of all their values together; free-running, where differences
+ * carry on and the decoder's GroupNorm magnifies them, the final float logits are within
+ * LOGIT_TOL (max) and LOGIT_MEAN_TOL (mean) of their range. Seeds from CR_SEED (printed). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,9 +24,15 @@
 #include "qat.h"
 #include "rng.h"
 
-#define EXACT 0.90         /* each step alone: share of u8 values equal in the worst tensor (measured over
-                            * 82 seeds, each test: 0.970-0.999, and 0.939 once: CR_SEED=1796035204, partial QAT's
-                            * encoder.layer1.0.relu1, 3072 values, every one within 1 step) */
+#define EXACT 0.99         /* each step alone: share of the u8 values of all quantized tensors
+                            * together that are equal (measured over CR_SEED=1..1000, both tests:
+                            * 0.99732 to 1, median 0.99980). Not per tensor: a channel whose
+                            * outputs are one constant (a dead filter's bias) sits on one side of a
+                            * rounding boundary in float and may sit on the other in integers, all
+                            * of it one step off; in the reduced network's 4-channel tensors that is
+                            * a quarter of a tensor (CR_SEED=843: 0.75 of encoder.layer1.0.relu2,
+                            * every value within one step), and a per-tensor bound of 0.9 failed
+                            * 3 seeds in 1000 and CI once (CR_SEED=5098: 0.83) */
 #define LOGIT_TOL 0.10     /* free-running, final logits: max |diff| / (max - min) */
 #define LOGIT_MEAN_TOL 0.01  /* and mean |diff| / (max - min) */
 
@@ -67,6 +73,9 @@ typedef struct {
     int tensors;
     double worst_within1;   /* smallest share within one step over the tensors */
     double worst_exact;     /* smallest share equal */
+    const char *worst_name; /* the tensor (module) it is in, and its size */
+    size_t worst_numel;
+    double pooled_exact;    /* share equal over the values of every tensor together */
     int max_steps;
     double logit_rel;       /* max |diff| / range of the logits */
     double logit_mean_rel;  /* mean |diff| / range */
@@ -93,7 +102,8 @@ static cmp_result compare_on(cr_model *m, const char *const *keep, const cr_tens
     im.teacher = teacher ? m : NULL;
     const cr_tensor *yi;
     assert_cr_ok(cr_int8_forward(&im, x2, &yi));
-    cmp_result r = {0, 1.0, 1.0, 0, 0, 0, im.float_convs};
+    cmp_result r = {0, 1.0, 1.0, NULL, 0, 0, 0, 0, 0, im.float_convs};
+    size_t all = 0, all_exact = 0;
     for (int i = 0; i < m->n; i++) {
         const cr_i8_value *v = cr_int8_value_of(&im, i);
         if (!v || !v->has_q) continue;
@@ -109,12 +119,18 @@ static cmp_result compare_on(cr_model *m, const char *const *keep, const cr_tens
             exact += d == 0;
             if (d > r.max_steps) r.max_steps = d;
         }
+        all += ref->numel;
+        all_exact += exact;
         const double share = (double)within / (double)ref->numel;
         if (share < r.worst_within1) r.worst_within1 = share;
-        if ((double)exact / (double)ref->numel < r.worst_exact)
+        if ((double)exact / (double)ref->numel < r.worst_exact) {
             r.worst_exact = (double)exact / (double)ref->numel;
+            r.worst_name = m->mods[e].name;
+            r.worst_numel = ref->numel;
+        }
         r.tensors++;
     }
+    r.pooled_exact = all ? (double)all_exact / (double)all : 1.0;
     const cr_tensor *ref = &m->mods[m->n - 1].out;
     assert_true(cr_tensor_same_shape(ref, yi));
     float lo = INFINITY, hi = -INFINITY, dmax = 0;
@@ -128,11 +144,13 @@ static cmp_result compare_on(cr_model *m, const char *const *keep, const cr_tens
     assert_true(hi > lo);   /* not a constant output */
     r.logit_rel = dmax / (hi - lo);
     r.logit_mean_rel = dsum / (double)ref->numel / (hi - lo);
-    printf("# %s: %d quantized tensors; worst share exact %.5f, within 1 step %.5f; max %d "
-           "steps; logits max |diff| %.4g, mean %.4g, of range %.4g (%d int8 convs, %d float)\n",
-           teacher ? "each step alone" : "free-running", r.tensors, r.worst_exact,
-           r.worst_within1, r.max_steps, (double)dmax, dsum / (double)ref->numel,
-           (double)(hi - lo), im.convs, im.float_convs);
+    printf("# %s: %d quantized tensors; share exact %.5f of all values, worst %.5f ('%s', "
+           "%zu values), within 1 step %.5f; max %d steps; logits max |diff| %.4g, mean %.4g, "
+           "of range %.4g (%d int8 convs, %d float)\n",
+           teacher ? "each step alone" : "free-running", r.tensors, r.pooled_exact,
+           r.worst_exact, r.worst_name ? r.worst_name : "-", r.worst_numel, r.worst_within1,
+           r.max_steps, (double)dmax, dsum / (double)ref->numel, (double)(hi - lo), im.convs,
+           im.float_convs);
     cr_int8_model_free(&im);
     cr_qat_free(&q);
     return r;
@@ -155,7 +173,7 @@ static void check_config(const char *const *keep, int expect_float_convs)
     assert_int_equal(t.float_convs, expect_float_convs);
     assert_true(t.tensors > 20);
     assert_true(t.max_steps <= 1);            /* each step: within one step everywhere */
-    assert_true(t.worst_exact >= EXACT);
+    assert_true(t.pooled_exact >= EXACT);
     const cmp_result r = compare_on(&m, keep, &x1, &x2, false);
     assert_true(r.logit_mean_rel <= LOGIT_MEAN_TOL);
     assert_true(r.logit_rel <= LOGIT_TOL);
