@@ -175,8 +175,7 @@ typedef struct {
 
 CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int32_t lo)
 {
-    rq_row r;
-    r.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW;
+    rq_row r = {.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW};
     r.bias = _mm512_set1_epi32(bias);
     r.zp32 = _mm512_set1_epi32(zp);
     r.lo32 = _mm512_set1_epi32(lo);
@@ -185,7 +184,7 @@ CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int3
         double p2;
         memcpy(&p2, &e, sizeof p2);
         r.m = _mm512_set1_pd((double)m.mult * p2);
-        return r;   /* (the integer forms' constants are not read) */
+        return r;   /* (the integer forms' constants stay zero: not read) */
     }
     r.mult = _mm512_set1_epi64(m.mult);
     r.half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
