@@ -503,6 +503,7 @@ static cr_status conv_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const
 static int worker_alloc(worker_buf *wb, const qgeom *gm, const cr_conv_shape *s,
                         const cr_i8_kernel *kd, int64_t K)
 {
+    wb->pad_cap = wb->scratch_cap = 0;
     wb->pad = gm->copy ? cr_scratch_get(gm->bytes, &wb->pad_cap) : NULL;
     wb->scratch = K > kd->kc ? cr_scratch_get((size_t)(s->cout_g * gm->N) * sizeof(int32_t),
                                               &wb->scratch_cap)
