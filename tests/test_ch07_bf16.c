@@ -621,7 +621,9 @@ static void bf16_conv__bad_arguments(void **state)
     cr_bf16_conv bc;
     assert_cr_fails(cr_bf16_conv_prepare(NULL, &p, &w, &b), CR_EINVAL);
     assert_cr_fails(cr_bf16_conv_prepare(&bc, &p, &wbad, &b), CR_EINVAL);
-    assert_error_has("w: expected [6, 4, 3, 3]");
+    assert_error_has("cr_bf16_conv_prepare: w: expected [6, 4, 3, 3]");
+    assert_cr_fails(cr_half_conv_prepare(&bc, CR_HALF_FP16, &p, &wbad, &b), CR_EINVAL);
+    assert_error_has("cr_half_conv_prepare: w: expected [6, 4, 3, 3]");   /* fp16 names its own */
     assert_cr_fails(cr_bf16_conv_prepare(&bc, &p, &w, NULL), CR_EINVAL);
     assert_error_has("b:");
     p.groups = 3;   /* does not divide 4 */

@@ -245,7 +245,9 @@ static int is_pointwise(const cr_conv_params *p)
 cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_conv_params *p,
                                const cr_tensor *w, const cr_tensor *b)
 {
-    if (!bc || !p || !w) return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: bc, p and w must not be NULL");
+    /* messages name the entry point of the format: cr_bf16_conv_prepare is bf16's */
+    const char *fn = fmt == CR_HALF_BF16 ? "cr_bf16_conv_prepare" : "cr_half_conv_prepare";
+    if (!bc || !p || !w) return cr_fail(CR_EINVAL, "%s: bc, p and w must not be NULL", fn);
     memset(bc, 0, sizeof *bc);
     if (fmt != CR_HALF_BF16 && fmt != CR_HALF_FP16)
         return cr_fail(CR_EINVAL, "cr_half_conv_prepare: fmt: expected CR_HALF_BF16 or "
@@ -262,16 +264,16 @@ cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_co
     const int64_t cout = p->out_channels, K = s.cin_g * p->kernel_h * p->kernel_w;
     if (!w->data || w->ndim != 4 || w->shape[0] != cout || w->shape[1] != s.cin_g ||
         w->shape[2] != p->kernel_h || w->shape[3] != p->kernel_w)
-        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: w: expected [%lld, %lld, %lld, %lld] (OIHW)",
+        return cr_fail(CR_EINVAL, "%s: w: expected [%lld, %lld, %lld, %lld] (OIHW)", fn,
                        (long long)cout, (long long)s.cin_g, (long long)p->kernel_h,
                        (long long)p->kernel_w);
     if (p->bias != (b != NULL && b->data != NULL))
-        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: b: %s", p->bias
+        return cr_fail(CR_EINVAL, "%s: b: %s", fn, p->bias
                        ? "the convolution has a bias, b is missing"
                        : "the convolution has no bias (p->bias false), b must be NULL");
     if (b && (b->numel != (size_t)cout))
-        return cr_fail(CR_EINVAL, "cr_bf16_conv_prepare: b: %zu elements, expected %lld (Cout)",
-                       b->numel, (long long)cout);
+        return cr_fail(CR_EINVAL, "%s: b: %zu elements, expected %lld (Cout)", fn, b->numel,
+                       (long long)cout);
     bc->p = *p;
     bc->fmt = fmt;
     bc->cin_g = s.cin_g;
@@ -281,8 +283,7 @@ cr_status cr_half_conv_prepare(cr_bf16_conv *bc, cr_half_format fmt, const cr_co
     bc->bias = b ? cr_aligned_alloc((size_t)cout * sizeof *bc->bias) : NULL;
     if (!bc->w || (b && !bc->bias)) {
         cr_bf16_conv_free(bc);
-        return cr_fail(CR_ENOMEM, "cr_bf16_conv_prepare: %lld x %lld weights: out of memory",
-                       (long long)cout, (long long)K);
+        return cr_fail(CR_ENOMEM, "%s: %lld x %lld weights: out of memory", fn, (long long)cout, (long long)K);
     }
     if (fmt == CR_HALF_FP16) cr_f32_to_f16_row(w->data, bc->w, cout * K);   /* once */
     else
