@@ -468,8 +468,7 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
         for (int64_t i = 0; i < mr; i++)
             for (int64_t q = 0; q < r.n; q++) {
                 uint8_t *restrict row = e->y_g + (i0 + i) * e->Ho * e->Wo + r.dst[q];
-                const uint8_t hi = (uint8_t)qc->y_max;
-                for (int64_t j = 0; j < r.len[q]; j++) row[j] = row[j] > hi ? hi : row[j];
+                for (int64_t j = 0; j < r.len[q]; j++) row[j] = clamp_max(row[j], qc->y_max);
             }
 }
 // @end qconv_epilogue

@@ -68,59 +68,51 @@ CR_VNNI static void avx512_vnni_kernel(int64_t kc4, const int8_t *Ap, const uint
 // @end ukernel_vnni
 
 // @snippet ukernel_vnni_direct
-/* The direct form of the kernel above: group g's 48 columns x 4 bytes are read where
- * the interleaved image has them (B + goff[g]), not from a packed panel. */
+/* The direct form of the kernel above, MR rows x NV vectors of 16 columns (MR, NV: constants
+ * where inlined): group g's 16 NV columns x 4 bytes are read where the interleaved image has
+ * them (B + goff[g]), not from a packed panel. */
+CR_VNNI static inline __attribute__((always_inline)) void
+vnni_direct_tile(const int MR, const int NV, int64_t kc4, const int8_t *Ap, const uint8_t *B,
+                 const int64_t *goff, int32_t *C, int64_t ldc)
+{
+    __m512i c[8][4];   /* MR <= 8, NV <= 4: at most 32 zmm */
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) c[i][v] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < kc4; g++, Ap += 4 * MR) {
+        const uint8_t *b = B + goff[g];
+        __m512i bv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512(b + 64 * v);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) c[i][v] = _mm512_dpbusd_epi32(c[i][v], bv[v], a);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+}
+
+/* The 8 x 48 tile: 24 accumulators, 3 vectors of B per step. */
 CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const uint8_t *B,
                                            const int64_t *goff, int32_t *C, int64_t ldc)
 {
-    __m512i c[V_MR][3];
-#pragma GCC unroll 8
-    for (int i = 0; i < V_MR; i++) c[i][0] = c[i][1] = c[i][2] = _mm512_setzero_si512();
-    for (int64_t g = 0; g < kc4; g++, Ap += 4 * V_MR) {
-        const uint8_t *b = B + goff[g];
-        const __m512i b0 = _mm512_loadu_si512(b);
-        const __m512i b1 = _mm512_loadu_si512(b + 64);
-        const __m512i b2 = _mm512_loadu_si512(b + 128);
-#pragma GCC unroll 8
-        for (int i = 0; i < V_MR; i++) {
-            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
-            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
-            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
-            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < V_MR; i++)
-        for (int v = 0; v < 3; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+    vnni_direct_tile(V_MR, 3, kc4, Ap, B, goff, C, ldc);
 }
 // @end ukernel_vnni_direct
 
-/* The 4 x 64 form of the direct kernel, for grouped layers whose groups have at most 4
- * filters (ResNeXt's first stage: 128 channels in 32 groups): 16 zmm accumulators (4 rows
- * x 4 vectors of 16 columns), where the 8 x 48 tile would spend half its vpdpbusd on rows
- * that do not exist. */
+/* The 4 x 64 tile, for grouped layers whose groups have at most 4 filters (ResNeXt's
+ * first stage: 128 channels in 32 groups): 16 accumulators, where the 8 x 48 tile would
+ * spend half its vpdpbusd on rows that do not exist. */
 CR_VNNI static void avx512_vnni_kernel_off_4x64(int64_t kc4, const int8_t *Ap, const uint8_t *B,
                                                 const int64_t *goff, int32_t *C, int64_t ldc)
 {
-    __m512i c[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) c[i][0] = c[i][1] = c[i][2] = c[i][3] = _mm512_setzero_si512();
-    for (int64_t g = 0; g < kc4; g++, Ap += 16) {
-        const uint8_t *b = B + goff[g];
-        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
-        const __m512i b2 = _mm512_loadu_si512(b + 128), b3 = _mm512_loadu_si512(b + 192);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            const __m512i a = _mm512_set1_epi32(load4(Ap + 4 * i));
-            c[i][0] = _mm512_dpbusd_epi32(c[i][0], b0, a);
-            c[i][1] = _mm512_dpbusd_epi32(c[i][1], b1, a);
-            c[i][2] = _mm512_dpbusd_epi32(c[i][2], b2, a);
-            c[i][3] = _mm512_dpbusd_epi32(c[i][3], b3, a);
-        }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        for (int v = 0; v < 4; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
+    vnni_direct_tile(4, 4, kc4, Ap, B, goff, C, ldc);
 }
 
 /* Direct form only (kernel NULL): cr_i8_direct_kernel hands it to the convolution's
