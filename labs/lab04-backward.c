@@ -14,7 +14,8 @@
  *     forward+backward, cache flushed and a 2 ms pause before each) after one warm-up
  *     round: as many rounds as fit in the budget (at least --repeats when a round is
  *     short enough, at most 100); ms is the median over the rounds, ms_min the fastest;
- *     PyTorch is timed by the same rule (with the pause; it flushes no cache). Both
+ *     PyTorch is timed by the same rule (its script writes a 64 MiB buffer and pauses
+ *     2 ms before each run, the warm-up round's too). Both
  *     processes run with glibc keeping freed memory (see KEEP_TRIM).
  *     peak_bytes: the operand tensors a pass needs (forward: x, w, b, y; backward: x, w,
  *     dy, dx, dw, db; both: their union) plus the highest heap use above the starting

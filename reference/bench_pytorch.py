@@ -17,7 +17,8 @@
 #
 # pass is forward, backward or forward+backward. The three passes are timed the same
 # way as lab 4 times its own: in rounds (forward, backward, forward+backward, one run
-# each, a 2 ms pause before each run), after one warm-up round, as many rounds as fit in 3 x --budget seconds (at
+# each; before each run a 64 MiB buffer is written, the cache flushed as lab 4's
+# cr_flush_cache does, and a 2 ms pause), after one warm-up round, as many rounds as fit in 3 x --budget seconds (at
 # least --repeats when a round takes under --budget, at most 100); median and minimum
 # of each pass over the rounds, elapsed time unless --clock cpu asks for the process's
 # CPU time. A first line `info <torch version> <mkldnn on/off> <threads>` says what ran. Exit status 2 on a bad argument, 3 when torch cannot be imported.
@@ -44,12 +45,17 @@ def parse_case(text):
     return parts[0], dict(zip(keys, vals))
 
 
-def time_rounds(fns, budget, repeats, clock=time.perf_counter):
+FLUSH_FLOATS = 16 << 20     # 64 MiB, lab 4's cr_flush_cache
+
+
+def time_rounds(fns, budget, repeats, flush, clock=time.perf_counter):
     """(median, min) seconds of each of fns, timed in rounds (every fn once per round)
     after a warm-up round: as many rounds as fit in 3 * budget, at least repeats when a
-    round takes under budget, at most 100 (lab 4's rule)."""
+    round takes under budget, at most 100 (lab 4's rule); flush() and a 2 ms pause
+    before each run, the warm-up's too, as lab 4 does."""
     t0 = clock()
     for fn in fns:
+        flush()
         fn()
     first = clock() - t0
     n = int(3 * budget / max(first, 1e-9))
@@ -59,6 +65,7 @@ def time_rounds(fns, budget, repeats, clock=time.perf_counter):
     times = [[] for _ in fns]
     for _ in range(n):
         for i, fn in enumerate(fns):
+            flush()             # lab 4's flush: every run starts with cold caches
             time.sleep(0.002)   # lab 4's pause: each timed run starts on a fresh time slice
             t0 = clock()
             fn()
@@ -90,6 +97,13 @@ def main():
     print("info %s mkldnn=%s threads=%d wait_policy=%s" % (
         torch.__version__, "on" if (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled) else "off",
         torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY", "default")))
+    buf = torch.empty(FLUSH_FLOATS)
+    count = [0]
+
+    def flush():
+        count[0] += 1
+        buf.fill_(float(count[0]))
+
     for name, c in args.case:
         x = torch.empty(c["batch"], c["cin"], c["h"], c["w"]).uniform_(-1, 1).requires_grad_()
         w = torch.empty(c["cout"], c["cin"] // c["groups"], c["k"], c["k"]).uniform_(-1, 1)
@@ -112,7 +126,7 @@ def main():
             torch.autograd.grad(F.conv2d(x, w, b, **conv), (x, w, b), dy)
 
         clock = time.perf_counter if args.clock == "wall" else time.process_time
-        res = time_rounds((forward, backward, both), args.budget, args.repeats, clock)
+        res = time_rounds((forward, backward, both), args.budget, args.repeats, flush, clock)
         for pass_name, (med, low) in zip(("forward", "backward", "forward+backward"), res):
             print("row %s %d %d %d %s %.4f %.4f" % (name, c["k"], c["batch"], args.threads,
                                                    pass_name, 1e3 * med, 1e3 * low), flush=True)
