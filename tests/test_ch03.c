@@ -735,8 +735,9 @@ static void conv_fused__1x1_in_place_only_when_plain(void **state)
 }
 
 /* The direct grouped kernel equals chapter 1 on random configurations (every option:
- * its padded copy resolves padding modes, strides and dilation), with each direct kernel
- * this CPU runs (the GEMM kernel chooses it: AVX-512 with "avx512", else AVX2). */
+ * its copies resolve padding modes, strides and dilation), with each direct kernel this
+ * CPU runs (the GEMM kernel chooses it: AVX-512 with "avx512", else AVX2), in each input
+ * layout (one padded copy split by column phases, shifted copies per kernel column). */
 static void conv_grouped__equals_direct_random(void **state)
 {
     (void)state;
@@ -748,15 +749,21 @@ static void conv_grouped__equals_direct_random(void **state)
             continue;
         }
         assert_cr_ok(cr_gemm_set_kernel(kernels[i]));
-        char name[64];
-        snprintf(name, sizeof name, "cr_conv2d_grouped (%s kernel)", kernels[i]);
-        for (int threads = 1; threads <= 2; threads++) {
-            cr_test_set_threads(threads);
-            cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, name,
-                                 cr_test_count(1000) / 2 + 1, CONV_TOL);
+        static const char *const layouts[] = {"phases", "shifted"};
+        for (int layout = 0; layout < 2; layout++) {
+            cr_grouped_force_layout(layout);
+            char name[96];
+            snprintf(name, sizeof name, "cr_conv2d_grouped (%s kernel, %s layout)", kernels[i],
+                     layouts[layout]);
+            for (int threads = 1; threads <= 2; threads++) {
+                cr_test_set_threads(threads);
+                cr_check_conv_random(cr_conv2d_direct, cr_conv2d_grouped, name,
+                                     cr_test_count(1000) / 4 + 1, CONV_TOL);
+            }
+            cr_test_set_threads(1);
+            cr_check_conv_golden(cr_conv2d_grouped, name, CONV_TOL, 40);
         }
-        cr_test_set_threads(1);
-        cr_check_conv_golden(cr_conv2d_grouped, name, CONV_TOL, 40);
+        cr_grouped_force_layout(-1);
     }
     assert_cr_ok(cr_gemm_set_kernel("auto"));
 }
@@ -793,8 +800,8 @@ static void random_strided_grouped(cr_rng *r, cr_conv_params *p, int64_t *n, int
 }
 
 /* Strided grouped layers, whose output rows the direct kernel's column blocks span
- * (flattened over the phase-split copy), equal chapter 1 with each direct kernel this
- * CPU runs, on 1, 2 and 3 threads. */
+ * (flattened over the copies), equal chapter 1 with each direct kernel this CPU runs,
+ * on 1, 2 and 3 threads, in each input layout (phases, shifted, the cost model's). */
 static void conv_grouped__strided_rows_random(void **state)
 {
     (void)state;
@@ -823,15 +830,17 @@ static void conv_grouped__strided_rows_random(void **state)
             const cr_tensor *bp = p.bias ? &b : NULL;
             assert_cr_ok(cr_conv2d_direct(&p, &x, &wt, bp, &y_ref));
             cr_test_set_threads(1 + i % 3);
+            cr_grouped_force_layout(i / 3 % 3 - 1);   /* -1 (the model's), 0, 1 */
             const cr_status st = cr_conv2d_grouped(&p, &x, &wt, bp, &y);
+            cr_grouped_force_layout(-1);
             cr_test_set_threads(1);
             const cr_cmp cmp = cr_compare(y.data, y_ref.data, y.numel, 1e-4, 1e-5);
             if (st != CR_OK || !cr_cmp_ok(&cmp, CONV_TOL)) {
                 char desc[512];
                 cr_conv_params_str(&p, desc, sizeof desc);
-                fail_msg("strided grouped (%s kernel, %d threads) differs on case %d (CR_SEED=%llu):"
-                         " input %lld x %lld x %lld x %lld, %s: relative L2 %.3g",
-                         kernels[k], 1 + i % 3, i, (unsigned long long)seed, (long long)n,
+                fail_msg("strided grouped (%s kernel, %d threads, layout %d) differs on case %d "
+                         "(CR_SEED=%llu): input %lld x %lld x %lld x %lld, %s: relative L2 %.3g",
+                         kernels[k], 1 + i % 3, i / 3 % 3 - 1, i, (unsigned long long)seed, (long long)n,
                          (long long)p.in_channels, (long long)h, (long long)w, desc, cmp.rel_l2);
             }
             cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b);

@@ -9,7 +9,7 @@ For each figure: runs its script into a temporary folder, parses the SVG (XML, a
 that a chapter references it (`book/figures/NAME.svg`). For the figures that read
 chapter 3's kernel constants, the block sizes printed in the figure are the ones in
 the source; likewise chapter 5's tiles (cuda_tiling) and the grouped kernels' blocks
-(grouped_phase), read by the figure scripts' own parsers; for chapter 8's network (fpn.svg),
+(grouped_phase, grouped_shift), read by the figure scripts' own parsers; for chapter 8's network (fpn.svg),
 every box's printed shape is the one computed here from each piece's stride and channels.
 Exit 77 never: only Python is needed.
 """
@@ -117,8 +117,9 @@ def main():
                         f'{ig["IG_BM"]}×{ig["IG_BN"]}', f'{ig["IG_TM"]}×{ig["IG_TN"]}']
                 check(all(x in texts for x in want),
                       f'{name}: shows the .cu sources\' tiles {want}')
-            if script == 'grouped_phase_figure.py':
-                import grouped_phase_figure as gp
+            if script in ('grouped_phase_figure.py', 'grouped_shift_figure.py'):
+                import importlib
+                gp = importlib.import_module(script[:-3])
                 k = gp.check_source(*(os.path.join(a.root, x) for x in sources))
                 want = [f'{k["cob"]} channels × {k["owb"]} flat outputs',
                         f'{k["cob512"]} channels × {k["owb512"]} places']

@@ -15,82 +15,91 @@
 #define CR_AVX2 __attribute__((target("avx2,fma")))
 
 // @snippet grouped_block
-/* COB (1..4) output channels x 24 consecutive outputs: every tap t loads 3 vectors of
- * input at x + tap_off[t] and does 3 * COB FMAs; w: the first channel's weights (taps
- * floats per channel); y: the first channel's 24 outputs, ystride apart per channel;
- * ncols (<= 24) are stored. */
+/* COB (1..4) output channels x NV*8 (NV = 1..3) consecutive outputs: every tap t loads NV
+ * vectors of input at x + tap_off[t] and does NV * COB FMAs; w: the first channel's
+ * weights (taps floats per channel); bias: the first channel's bias (NULL: none), added
+ * to the sums; y: the first channel's outputs, ystride apart per channel; ncols
+ * (<= NV*8) are stored. */
 CR_AVX2 static inline __attribute__((always_inline)) void
-grouped_block(const int COB, int64_t taps, const int64_t *tap_off, const float *x,
-              const float *w, float *y, int64_t ystride, int64_t ncols)
+grouped_block(const int COB, const int NV, int64_t taps, const int64_t *tap_off, const float *x,
+              const float *w, const float *bias, float *y, int64_t ystride, int64_t ncols)
 {
     __m256 acc[4][3];
 #pragma GCC unroll 4
-    for (int co = 0; co < COB; co++) acc[co][0] = acc[co][1] = acc[co][2] = _mm256_setzero_ps();
+    for (int co = 0; co < COB; co++)
+        for (int v = 0; v < NV; v++) acc[co][v] = _mm256_setzero_ps();
     for (int64_t t = 0; t < taps; t++) {
         const float *xt = x + tap_off[t];
-        const __m256 x0 = _mm256_loadu_ps(xt), x1 = _mm256_loadu_ps(xt + 8),
-                     x2 = _mm256_loadu_ps(xt + 16);
+        __m256 xv[3];
+        for (int v = 0; v < NV; v++) xv[v] = _mm256_loadu_ps(xt + 8 * v);
 #pragma GCC unroll 4
         for (int co = 0; co < COB; co++) {
             const __m256 wv = _mm256_broadcast_ss(w + co * taps + t);
-            acc[co][0] = _mm256_fmadd_ps(wv, x0, acc[co][0]);
-            acc[co][1] = _mm256_fmadd_ps(wv, x1, acc[co][1]);
-            acc[co][2] = _mm256_fmadd_ps(wv, x2, acc[co][2]);
+            for (int v = 0; v < NV; v++) acc[co][v] = _mm256_fmadd_ps(wv, xv[v], acc[co][v]);
         }
     }
 #pragma GCC unroll 4
     for (int co = 0; co < COB; co++) {
+        const __m256 b = _mm256_set1_ps(bias ? bias[co] : 0.0f);
         float *yc = y + co * ystride;
-        if (ncols == CR_GROUPED_OWB) {
-            _mm256_storeu_ps(yc, acc[co][0]);
-            _mm256_storeu_ps(yc + 8, acc[co][1]);
-            _mm256_storeu_ps(yc + 16, acc[co][2]);
+        if (ncols == 8 * NV) {
+            for (int v = 0; v < NV; v++) _mm256_storeu_ps(yc + 8 * v, _mm256_add_ps(acc[co][v], b));
         } else {                                   /* a partial block */
             _Alignas(32) float tmp[CR_GROUPED_OWB];
-            _mm256_store_ps(tmp, acc[co][0]);
-            _mm256_store_ps(tmp + 8, acc[co][1]);
-            _mm256_store_ps(tmp + 16, acc[co][2]);
+            for (int v = 0; v < NV; v++) _mm256_store_ps(tmp + 8 * v, _mm256_add_ps(acc[co][v], b));
             for (int64_t j = 0; j < ncols; j++) yc[j] = tmp[j];
         }
     }
 }
 // @end grouped_block
 
-/* grouped_block for a run-time cob (1..4), dispatched to constant copies. */
-CR_AVX2 static void grouped_block_any(int64_t cob, int64_t taps, const int64_t *tap_off, const float *x,
-                              const float *w, float *y, int64_t ystride, int64_t ncols)
-{
-    switch (cob) {   /* constant COB: the compiler unrolls the channel loops */
-    case 4: grouped_block(4, taps, tap_off, x, w, y, ystride, ncols); break;
-    case 3: grouped_block(3, taps, tap_off, x, w, y, ystride, ncols); break;
-    case 2: grouped_block(2, taps, tap_off, x, w, y, ystride, ncols); break;
-    default: grouped_block(1, taps, tap_off, x, w, y, ystride, ncols); break;
+/* grouped_block for a run-time cob (1..4), NV vectors, dispatched to constant copies. */
+#define BLOCK_ANY(NV)                                                                        \
+    CR_AVX2 static void grouped_block_##NV(int64_t cob, int64_t taps, const int64_t *tap_off, \
+                                           const float *x, const float *w, const float *bias, \
+                                           float *y, int64_t ystride, int64_t ncols)          \
+    {                                                                                        \
+        switch (cob) {   /* constant COB: the compiler unrolls the channel loops */          \
+        case 4: grouped_block(4, NV, taps, tap_off, x, w, bias, y, ystride, ncols); break;   \
+        case 3: grouped_block(3, NV, taps, tap_off, x, w, bias, y, ystride, ncols); break;   \
+        case 2: grouped_block(2, NV, taps, tap_off, x, w, bias, y, ystride, ncols); break;   \
+        default: grouped_block(1, NV, taps, tap_off, x, w, bias, y, ystride, ncols); break;  \
+        }                                                                                    \
     }
-}
+BLOCK_ANY(1)
+BLOCK_ANY(2)
+BLOCK_ANY(3)
 
-/* Output-channel blocks [blk0, blk1) of y_g (Cout_g x out_plane, the flat layout of
- * cr_grouped_geom) from the phase-split copy xp, out_plane/B column blocks each. */
-CR_AVX2 void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                                  const int64_t *tap_off, const float *xp, const float *w_g,
-                                  float *y_g, int64_t blk0, int64_t blk1)
+/* Output-channel blocks [blk0, blk1) of the flat output y (Cout_g x flat, ystride apart)
+ * from the copies xp:
+ * 24 outputs at a time, the last block only as many vectors as it needs. */
+CR_AVX2 void cr_grouped_conv_avx2(const cr_conv_shape *s, const int64_t *tap_off,
+                                  const float *xp, const float *w_g, const float *b_g,
+                                  float *y, int64_t ystride, int64_t flat, int64_t blk0,
+                                  int64_t blk1)
 {
     const int64_t taps = s->cin_g * s->p.kernel_h * s->p.kernel_w, B = CR_GROUPED_OWB;
     for (int64_t co0 = 4 * blk0; co0 < s->cout_g && co0 < 4 * blk1; co0 += 4) {
         const int64_t cob = s->cout_g - co0 < 4 ? s->cout_g - co0 : 4;
-        const float *w = w_g + co0 * taps;
-        for (int64_t f = 0; f < gm->out_plane; f += B)   /* the flat plane, B at a time */
-            grouped_block_any(cob, taps, tap_off, xp + f, w, y_g + co0 * gm->out_plane + f,
-                              gm->out_plane, B);
+        const float *w = w_g + co0 * taps, *b = b_g ? b_g + co0 : NULL;
+        float *yc = y + co0 * ystride;
+        for (int64_t f = 0; f < flat; f += B) {   /* the flat places, B at a time */
+            const int64_t n = flat - f < B ? flat - f : B;
+            if (n > 16) grouped_block_3(cob, taps, tap_off, xp + f, w, b, yc + f, ystride, n);
+            else if (n > 8) grouped_block_2(cob, taps, tap_off, xp + f, w, b, yc + f, ystride, n);
+            else grouped_block_1(cob, taps, tap_off, xp + f, w, b, yc + f, ystride, n);
+        }
     }
 }
 
 #else
 
-void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                          const int64_t *tap_off, const float *xp, const float *w_g, float *y_g,
-                          int64_t blk0, int64_t blk1)
+void cr_grouped_conv_avx2(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
+                          const float *w_g, const float *b_g, float *y, int64_t ystride,
+                          int64_t flat, int64_t blk0, int64_t blk1)
 {
-    (void)s; (void)gm; (void)tap_off; (void)xp; (void)w_g; (void)y_g;  /* never called */
+    (void)s; (void)tap_off; (void)xp; (void)w_g; (void)b_g; (void)y;  /* never called */
+    (void)ystride; (void)flat;
     (void)blk0; (void)blk1;
 }
 #endif

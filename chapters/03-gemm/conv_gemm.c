@@ -5,6 +5,7 @@
  * for the small groups of ResNeXt, where a GEMM has too little work per call. */
 #include "conv_gemm.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,8 +26,6 @@ static int is_pointwise(const cr_conv_shape *s)
     return p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
            p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0;
 }
-
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* y_g (Cout_g x Ho*Wo) += b_g broadcast along each row. */
 static void add_bias(const cr_conv_shape *s, const float *b_g, float *y_g)
@@ -246,108 +245,213 @@ static const cr_grouped_kernel *grouped_kernel(void)
     return cr_gemm_active_kernel() == &cr_kernel_avx512 ? &grouped_avx512 : &grouped_avx2;
 }
 
-/* The padded copy's geometry for shape s and a kernel of column block owb (see
- * cr_grouped_geom). */
-static cr_grouped_geom grouped_geom(const cr_conv_shape *s, int64_t owb)
+/* Where the direct kernel reads its input, in one of two layouts of one image's group
+ * of input channels, padding resolved in both (every mode), rows split by stride phase
+ * in both (padded row i at row place (i % sh) * hq + i / sh, sh = stride_h):
+ *  - phases (shifted = 0): one padded copy per channel, each padded row also split into
+ *    its sw = stride_w column phases of lp places (padded column j at place j / sw of
+ *    phase j % sw). Output (oh, ow) reads tap (c, r, q) at flat place oh * lp + ow plus
+ *    the tap's offset: the lp - Wo places between two output rows are computed too.
+ *  - shifted (shifted = 1): one copy per channel c and kernel column q, holding of every
+ *    padded row only the Wo columns q reads (padded column ow * sw + q * dilation_w at
+ *    place ow), so lp = Wo: output (oh, ow) reads at oh * Wo + ow plus the tap's offset,
+ *    and every flat place is an output, for kw times the copying.
+ * The kernel's blocks run over the flat places [0, flat) across row ends; the last
+ * block reads at most a block past them, into the zero tail. */
+typedef struct {
+    int shifted;        /* the layout: 1 shifted copies, 0 phases */
+    int64_t hp;         /* padded rows */
+    int64_t hq;         /* rows of one row phase: hp / sh rounded up */
+    int64_t lp;         /* places of a row of one copy (phases: of one column phase) */
+    int64_t plane;      /* floats of one copy: shifted sh*hq*lp per (c, q), phases sh*sw*hq*lp per c */
+    int64_t flat;       /* flat output places: Ho * lp - (lp - Wo), the last row's tail off */
+    int64_t in_floats;  /* floats of the copies, zero tail included */
+    int64_t out_floats; /* floats of the flat output (phases: Cout_g x flat; shifted: none, y itself) */
+} grouped_geom_t;
+
+/* Floats a layout copies for one image's group of shape s (shifted or phases). */
+static int64_t grouped_copy_floats(const cr_conv_shape *s, int shifted)
 {
     const cr_conv_params *p = &s->p;
     const int64_t sh = p->stride_h, sw = p->stride_w;
-    cr_grouped_geom g;
-    g.owb = owb;
+    const int64_t hq = (s->h_in + p->pad_top + p->pad_bottom + sh - 1) / sh;
+    const int64_t lp = (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
+    return shifted ? s->cin_g * p->kernel_w * sh * hq * s->w_out : s->cin_g * sh * sw * hq * lp;
+}
+
+// @snippet grouped_layout
+/* Which layout pays for shape s: the shifted copies save the flat places the phases
+ * layout computes and drops, (lp - Wo) between output rows, each costing 2 Cin_g kh kw
+ * flops per output channel (the kernel computes whole vectors of owb / 3 places in
+ * both), and copy kw times as much. A copied float costs about as much as COPY_FLOPS
+ * flops of the kernel (measured on lab 3's machine, 2026-12-01: see chapter 3). */
+#define COPY_FLOPS 16
+static _Atomic int layout_forced = -1;   /* cr_grouped_force_layout: -1 by the cost */
+static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
+{
+    const int forced = layout_forced;
+    if (forced >= 0) return forced;
+    const cr_conv_params *p = &s->p;
+    const int64_t sw = p->stride_w, taps = s->cin_g * p->kernel_h * p->kernel_w;
+    const int64_t lp = (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
+    const int64_t Ho = s->h_out, Wo = s->w_out;
+    const int64_t vec = owb / 3;   /* the places the kernel computes: whole vectors */
+    const int64_t phase_places = (Ho * lp - (lp - Wo) + vec - 1) / vec * vec;
+    const int64_t shifted_places = (Ho * Wo + vec - 1) / vec * vec;
+    const double saved = 2.0 * (double)taps * (double)s->cout_g *
+                         (double)(phase_places - shifted_places);
+    const double extra = (double)COPY_FLOPS * (double)(grouped_copy_floats(s, 1) -
+                                                       grouped_copy_floats(s, 0));
+    return saved > extra;
+}
+// @end grouped_layout
+
+void cr_grouped_force_layout(int layout)
+{
+    layout_forced = layout == 0 || layout == 1 ? layout : -1;
+}
+
+/* The layout's geometry for shape s and a kernel of column block owb. */
+static grouped_geom_t grouped_geom(const cr_conv_shape *s, int64_t owb)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t sh = p->stride_h, sw = p->stride_w;
+    grouped_geom_t g;
+    g.shifted = grouped_shifted(s, owb);
     g.hp = s->h_in + p->pad_top + p->pad_bottom;
     g.hq = (g.hp + sh - 1) / sh;
-    /* every column a valid output reads, (ow*sw + q*dil) / sw, lies below this */
-    g.lp = (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
-    g.out_plane = (s->h_out * g.lp + owb - 1) / owb * owb;
-    /* zeros after the last channel: the blocks of the last rows read past its end */
-    g.in_floats = s->cin_g * sh * sw * g.hq * g.lp + g.lp + 2 * owb;
+    /* phases: every column a valid output reads, (ow*sw + q*dil) / sw, lies below lp */
+    g.lp = g.shifted ? s->w_out : (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
+    g.plane = g.shifted ? sh * g.hq * g.lp : sh * sw * g.hq * g.lp;
+    g.flat = s->h_out * g.lp - (g.lp - s->w_out);
+    /* zeros after the last copy: the last block reads up to a block past the flat places */
+    g.in_floats = grouped_copy_floats(s, g.shifted) + g.lp + owb;
+    g.out_floats = g.shifted ? 0 : s->cout_g * g.flat;
     return g;
 }
 
 size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
 {
-    const cr_grouped_geom g = grouped_geom(s, grouped_kernel()->owb);
-    return (size_t)(g.in_floats + s->cout_g * g.out_plane) * sizeof(float);
+    const grouped_geom_t g = grouped_geom(s, grouped_kernel()->owb);
+    return (size_t)(g.in_floats + g.out_floats) * sizeof(float);
 }
 
-/* [*e0, *e1): the places e of column phase ph (padded column e*sw + ph) that hold real
- * columns, [pl, pl + W) of the padded row; lp places in all. */
-static void phase_interior(int64_t pl, int64_t W, int64_t ph, int64_t sw, int64_t lp,
-                           int64_t *e0, int64_t *e1)
+/* [*e0, *e1): the places e < n of a row whose padded column e*sw + j0 is a real column,
+ * one of [pl, pl + W); the others are padding. */
+static void row_interior(int64_t pl, int64_t W, int64_t j0, int64_t sw, int64_t n,
+                         int64_t *e0, int64_t *e1)
 {
-    *e0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
-    *e1 = (pl + W - ph + sw - 1) / sw;
-    if (*e1 > lp) *e1 = lp;
+    *e0 = pl > j0 ? (pl - j0 + sw - 1) / sw : 0;
+    *e1 = pl + W > j0 ? (pl + W - j0 + sw - 1) / sw : 0;
+    if (*e1 > n) *e1 = n;
     if (*e0 > *e1) *e0 = *e1;
 }
 
 // @snippet grouped_pad
-/* The padded, phase-split copy of channels [c0, c1) of one image's group (x_g: Cin_g x
- * H x W) into xp (layout: cr_grouped_geom): every padding mode is resolved here, once,
- * so the kernel has no border tests. col_map[ph * lp + e] is the input column that place
- * e of column phase ph copies, or -1 for a zero. The zeros after the last channel are
- * written with it. */
-static void grouped_pad(const cr_conv_shape *s, const cr_grouped_geom *gm,
+/* dst[e] (n places) = padded column e*sw + j0 of input row `row` (W floats, NULL: a
+ * zero row); col_map[j] is the input column padded column j copies, or -1 for a zero:
+ * every padding mode is resolved here, once, so the kernel has no border tests. */
+static void pad_row(const float *row, int64_t W, int64_t pl, int64_t sw, int64_t j0,
+                    const int64_t *col_map, float *dst, int64_t n)
+{
+    if (!row) {
+        memset(dst, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    int64_t e0, e1;   /* the real columns in the middle, padding around */
+    row_interior(pl, W, j0, sw, n, &e0, &e1);
+    if (sw == 1) memcpy(dst + e0, row + e0 + j0 - pl, (size_t)(e1 - e0) * sizeof(float));
+    else if (sw == 2)   /* a constant stride: the compiler vectorizes it */
+        for (int64_t e = e0; e < e1; e++) dst[e] = row[2 * e + j0 - pl];
+    else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + j0 - pl];
+    for (int64_t e = 0; e < e0; e++) dst[e] = col_map[e * sw + j0] < 0 ? 0.0f : row[col_map[e * sw + j0]];
+    for (int64_t e = e1; e < n; e++) dst[e] = col_map[e * sw + j0] < 0 ? 0.0f : row[col_map[e * sw + j0]];
+}
+
+/* Channels [c0, c1) of one image's group (x_g: Cin_g x H x W) into xp in the layout of gm
+ * (see grouped_geom_t): shifted, copy (c, q) row i holds padded columns ow*sw + q*dil;
+ * phases, channel c's row i phase ph holds padded columns e*sw + ph. The zeros after the
+ * last channel are written with it. */
+static void grouped_pad(const cr_conv_shape *s, const grouped_geom_t *gm,
                         const int64_t *col_map, const float *x_g, float *xp, int64_t c0,
                         int64_t c1)
 {
     const cr_conv_params *p = &s->p;
     const int64_t H = s->h_in, W = s->w_in, lp = gm->lp, pl = p->pad_left;
-    const int64_t sh = p->stride_h, sw = p->stride_w;
+    const int64_t sh = p->stride_h, sw = p->stride_w, S = p->kernel_w;
+    const int64_t copies = gm->shifted ? S : sw;   /* per channel: kernel columns or phases */
     for (int64_t c = c0; c < c1; c++)
         for (int64_t i = 0; i < gm->hq * sh; i++) {   /* rows past hp: zeros */
             const int64_t ih = i < gm->hp ? cr_pad_index(i - p->pad_top, H, p->pad_mode) : -1;
-            for (int64_t ph = 0; ph < sw; ph++) {
-                float *dst = xp + (((c * sh + i % sh) * sw + ph) * gm->hq + i / sh) * lp;
-                const int64_t *map = col_map + ph * lp;
-                if (ih < 0) {
-                    memset(dst, 0, (size_t)lp * sizeof(float));
-                    continue;
-                }
-                const float *row = x_g + (c * H + ih) * W;
-                int64_t e0, e1;   /* the phase's real columns in the middle, padding around */
-                phase_interior(pl, W, ph, sw, lp, &e0, &e1);
-                if (sw == 1) memcpy(dst + e0, row + e0 - pl, (size_t)(e1 - e0) * sizeof(float));
-                else if (sw == 2)   /* a constant stride: the compiler vectorizes it */
-                    for (int64_t e = e0; e < e1; e++) dst[e] = row[2 * e + ph - pl];
-                else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + ph - pl];
-                for (int64_t e = 0; e < e0; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
-                for (int64_t e = e1; e < lp; e++) dst[e] = map[e] < 0 ? 0.0f : row[map[e]];
+            const float *row = ih < 0 ? NULL : x_g + (c * H + ih) * W;
+            for (int64_t k = 0; k < copies; k++) {
+                const int64_t j0 = gm->shifted ? k * p->dilation_w : k;   /* column of place 0 */
+                float *dst = xp + (gm->shifted ? (c * S + k) * gm->plane +
+                                                     ((i % sh) * gm->hq + i / sh) * lp
+                                               : c * gm->plane + ((i % sh) * sw + k) * gm->hq * lp +
+                                                     i / sh * lp);
+                pad_row(row, W, pl, sw, j0, col_map, dst, lp);
             }
         }
-    const int64_t body = s->cin_g * sh * sw * gm->hq * lp;
+    const int64_t body = grouped_copy_floats(s, gm->shifted);
     if (c1 == s->cin_g) memset(xp + body, 0, (size_t)(gm->in_floats - body) * sizeof(float));
 }
 // @end grouped_pad
 
-/* Fills col_map (stride_w * lp entries) for grouped_pad. */
-static void grouped_col_map(const cr_conv_shape *s, const cr_grouped_geom *gm, int64_t *col_map)
+/* Fills col_map (cols entries) for grouped_pad: padded column j's input column, -1 for a
+ * zero (and for every column past the padded row). */
+static void grouped_col_map(const cr_conv_shape *s, int64_t cols, int64_t *col_map)
 {
     const cr_conv_params *p = &s->p;
-    const int64_t sw = p->stride_w, wp = s->w_in + p->pad_left + p->pad_right;
-    for (int64_t ph = 0; ph < sw; ph++)
-        for (int64_t e = 0; e < gm->lp; e++) {
-            const int64_t j = e * sw + ph;              /* the padded column */
-            col_map[ph * gm->lp + e] =
-                j < wp ? cr_pad_index(j - p->pad_left, s->w_in, p->pad_mode) : -1;
-        }
+    const int64_t wp = s->w_in + p->pad_left + p->pad_right;
+    for (int64_t j = 0; j < cols; j++)
+        col_map[j] = j < wp ? cr_pad_index(j - p->pad_left, s->w_in, p->pad_mode) : -1;
 }
 
-/* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x out_plane,
- * row stride lp) + bias. */
-static void grouped_unflatten(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                              const float *yf, const float *b_g, float *y_g, int64_t c0,
-                              int64_t c1)
+/* Where tap t = (c*kh + r)*kw + q of output (0, 0) reads in the layout of gm. */
+static void grouped_tap_offsets(const cr_conv_shape *s, const grouped_geom_t *gm,
+                                int64_t *tap_off)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t sh = p->stride_h, sw = p->stride_w;
+    for (int64_t c = 0, t = 0; c < s->cin_g; c++)
+        for (int64_t r = 0; r < p->kernel_h; r++)
+            for (int64_t q = 0; q < p->kernel_w; q++, t++) {
+                /* padded row r*dil (its row phase and place), padded column q*dil */
+                const int64_t ri = r * p->dilation_h, qj = q * p->dilation_w;
+                tap_off[t] = gm->shifted ? (c * p->kernel_w + q) * gm->plane +
+                                               ((ri % sh) * gm->hq + ri / sh) * gm->lp
+                                         : c * gm->plane + ((ri % sh) * sw + qj % sw) * gm->hq * gm->lp +
+                                               ri / sh * gm->lp + qj / sw;
+            }
+}
+
+/* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x flat, row
+ * stride lp; bias already added) without the lp - Wo places between rows. */
+static void grouped_unflatten(const cr_conv_shape *s, const grouped_geom_t *gm,
+                              const float *yf, float *y_g, int64_t c0, int64_t c1)
 {
     const int64_t Ho = s->h_out, Wo = s->w_out;
-    for (int64_t co = c0; co < c1; co++) {
-        const float bias = b_g ? b_g[co] : 0.0f;
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const float *src = yf + co * gm->out_plane + oh * gm->lp;
-            float *dst = y_g + (co * Ho + oh) * Wo;
-            for (int64_t ow = 0; ow < Wo; ow++) dst[ow] = src[ow] + bias;
-        }
+    for (int64_t co = c0; co < c1; co++)
+        for (int64_t oh = 0; oh < Ho; oh++)
+            memcpy(y_g + (co * Ho + oh) * Wo, yf + co * gm->flat + oh * gm->lp,
+                   (size_t)Wo * sizeof(float));
+}
+
+/* Output-channel blocks [blk0, blk1) of one (image, group): with shifted copies straight
+ * into y_g, else into the flat buffer yf and then y_g's rows. */
+static void grouped_blocks(const cr_conv_shape *s, const grouped_geom_t *gm,
+                           const cr_grouped_kernel *kd, const int64_t *tap_off, const float *xp,
+                           const float *w_g, const float *b_g, float *yf, float *y_g,
+                           int64_t blk0, int64_t blk1)
+{
+    if (gm->shifted) {
+        kd->fn(s, tap_off, xp, w_g, b_g, y_g, s->h_out * s->w_out, gm->flat, blk0, blk1);
+        return;
     }
+    kd->fn(s, tap_off, xp, w_g, b_g, yf, gm->flat, gm->flat, blk0, blk1);
+    const int64_t c1 = blk1 * kd->cob < s->cout_g ? blk1 * kd->cob : s->cout_g;
+    grouped_unflatten(s, gm, yf, y_g, blk0 * kd->cob, c1);
 }
 
 // @snippet conv_grouped
@@ -359,22 +463,15 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     if (st) return st;
     if (!cr_cpu_has_avx2()) return cr_conv2d_fused(p, x, w, b, y);
     const cr_grouped_kernel *kd = grouped_kernel();
-    const cr_grouped_geom gm = grouped_geom(&s, kd->owb);
+    const grouped_geom_t gm = grouped_geom(&s, kd->owb);
     const size_t ws = cr_conv2d_grouped_workspace_bytes(&s);
     const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
-    int64_t *col_map = malloc((size_t)(p->stride_w * gm.lp + KK) * sizeof *col_map);
+    const int64_t cols = p->stride_w * gm.lp + W + p->pad_left + p->pad_right;
+    int64_t *col_map = malloc((size_t)(cols + KK) * sizeof *col_map);
     if (!col_map) return cr_fail(CR_ENOMEM, "grouped convolution: column map");
-    grouped_col_map(&s, &gm, col_map);
-    int64_t *tap_off = col_map + p->stride_w * gm.lp;   /* where each tap reads in xp */
-    for (int64_t c = 0, t = 0; c < s.cin_g; c++)
-        for (int64_t r = 0; r < p->kernel_h; r++)
-            for (int64_t q = 0; q < p->kernel_w; q++, t++)
-            {   /* padded row r*dil and column q*dil: their phases, then their places */
-                const int64_t ri = r * p->dilation_h, qj = q * p->dilation_w;
-                tap_off[t] = ((c * p->stride_h + ri % p->stride_h) * p->stride_w +
-                              qj % p->stride_w) * gm.hq * gm.lp +
-                             ri / p->stride_h * gm.lp + qj / p->stride_w;
-            }
+    grouped_col_map(&s, cols, col_map);
+    int64_t *tap_off = col_map + cols;   /* where each tap reads in xp */
+    grouped_tap_offsets(&s, &gm, tap_off);
     const int64_t pairs = s.batch * p->groups, blocks = (s.cout_g + kd->cob - 1) / kd->cob;
     /* many (image, group) pairs: one pair per thread at a time; few (a dense layer, batch
      * 1): all threads on one pair, sharing its output-channel blocks */
@@ -387,23 +484,20 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     int oom = 0;
 #pragma omp parallel reduction(|| : oom)
     {
-        float *xp = shared ? xs : cr_aligned_alloc(ws);   /* padded group (+ flat output) */
+        float *xp = shared ? xs : cr_aligned_alloc(ws);   /* copies (+ flat output) */
         if (!xp) oom = 1;
         for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
             const int64_t n = i / p->groups, g = i % p->groups;
             float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
-            float *yf = xp + gm.in_floats;
             const float *x_g = x->data + (n * p->in_channels + g * s.cin_g) * H * W;
             const float *b_g = b ? b->data + g * s.cout_g : NULL;
 #pragma omp for schedule(static)
             for (int64_t c = 0; c < s.cin_g; c++) grouped_pad(&s, &gm, col_map, x_g, xp, c, c + 1);
-            /* (implicit barrier: the padded copy is complete) */
+            /* (implicit barrier: the copies are complete) */
 #pragma omp for schedule(static)
-            for (int64_t blk = 0; blk < blocks; blk++) {   /* a block and its own rows of y */
-                const int64_t c0 = blk * kd->cob, c1 = min64(s.cout_g, c0 + kd->cob);
-                kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, blk, blk + 1);
-                grouped_unflatten(&s, &gm, yf, b_g, y_g, c0, c1);
-            }
+            for (int64_t blk = 0; blk < blocks; blk++)   /* a block and its own rows of y */
+                grouped_blocks(&s, &gm, kd, tap_off, xp, w->data + g * s.cout_g * KK, b_g,
+                               xp + gm.in_floats, y_g, blk, blk + 1);
             /* (implicit barrier: xp is free for the next pair) */
         }
         if (!shared) {   /* (a worksharing loop with no work still waits at its end) */
@@ -415,9 +509,8 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
                 const float *b_g = b ? b->data + g * s.cout_g : NULL;
                 grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
                             xp, 0, s.cin_g);
-                float *yf = xp + gm.in_floats;   /* a flat buffer, then rows + bias into y */
-                kd->fn(&s, &gm, tap_off, xp, w->data + g * s.cout_g * KK, yf, 0, blocks);
-                grouped_unflatten(&s, &gm, yf, b_g, y_g, 0, s.cout_g);
+                grouped_blocks(&s, &gm, kd, tap_off, xp, w->data + g * s.cout_g * KK, b_g,
+                               xp + gm.in_floats, y_g, 0, blocks);
             }
             cr_aligned_free(xp);
         }
@@ -456,10 +549,11 @@ size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s)
     const int64_t M = s->cout_g, N = s->h_out * s->w_out, K = cr_im2col_rows(s);
     const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), M);
     if (strcmp(path, "grouped") == 0) {   /* as cr_conv2d_grouped allocates */
-        const cr_grouped_geom gm = grouped_geom(s, grouped_kernel()->owb);
         const int shared = s->batch * s->p.groups < 2 * (int64_t)T;
+        const grouped_geom_t gm = grouped_geom(s, grouped_kernel()->owb);
+        const int64_t cols = s->p.stride_w * gm.lp + s->w_in + s->p.pad_left + s->p.pad_right;
         return (shared ? 1 : T) * cr_conv2d_grouped_workspace_bytes(s) +
-               (size_t)(s->p.stride_w * gm.lp + K) * sizeof(int64_t);
+               (size_t)(cols + K) * sizeof(int64_t);
     }
     const size_t col = strcmp(path, "gemm") == 0 ? cr_im2col_workspace_bytes(s) : 0;
     if (cr_conv_outer_threads(s) == 1)   /* one pair at a time, each GEMM on every thread */

@@ -125,35 +125,26 @@ int cr_gemm_threads_available(void);
 extern "C" {
 #endif
 
-/* Geometry of the padded, phase-split copy of one image's group of input channels:
- * padded rows and columns are both split by stride phase, element (c, padded row i,
- * padded column j) sitting at buf[(((c * sh + i % sh) * sw + j % sw) * hq + i / sh) * lp
- * + j / sw] (sh, sw: the strides). Output (oh, ow) then reads every tap at flat place
- * oh * lp + ow plus the tap's offset, for any stride: blocks of the kernel's width run
- * over the flattened output plane, across row ends, and a narrow strided row (6, 12
- * or 24 outputs) wastes only lp - Wo columns, not the rest of a column block. */
-typedef struct {
-    int64_t hp, lp;     /* padded rows; columns of one phase of a padded row */
-    int64_t hq;         /* rows of one row phase: hp / sh rounded up */
-    int64_t out_plane;  /* floats per channel of the flat output (Ho*lp, rounded up) */
-    int64_t in_floats;  /* floats of the padded copy, zero tail included */
-    int64_t owb;        /* the kernel's column block, which out_plane is rounded to */
-} cr_grouped_geom;
-
 /* The column block of the AVX2 direct grouped kernel (3 ymm vectors), 4 channels. */
 #define CR_GROUPED_OWB 24
 /* The column block of the AVX-512 one (3 zmm vectors) and its channel block. */
 #define CR_GROUPED_OWB_AVX512 48
 #define CR_GROUPED_COB_AVX512 8
 
-/* A direct kernel: y_g (one image and group, bias not added) = direct convolution of the
- * padded copy xp (geometry gm) with w_g (Cout_g x Cin_g x kh x kw); tap_off[t] is where
- * tap t = (c*kh + r)*kw + q of output (0, 0) reads in xp. y_g is Cout_g x Ho x Wo, or in
- * flat mode Cout_g x out_plane with row stride lp (columns past Wo are garbage). Only the
- * output channels of channel blocks [blk0, blk1) are computed. */
-typedef void (*cr_grouped_fn)(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                              const int64_t *tap_off, const float *xp, const float *w_g,
-                              float *y_g, int64_t blk0, int64_t blk1);
+/* A direct kernel: y (one image and group, Cout_g x flat, channels ystride apart) = b_g
+ * (NULL: no bias) + the convolution's sums at flat places [0, flat), place f of output
+ * channel o reading tap t = (c*kh + r)*kw + q at xp[f + tap_off[t]] with weight
+ * w_g[o][t] (w_g: Cout_g x Cin_g x kh x kw). The caller's layout of xp makes place f an
+ * output (conv_gemm.c: grouped_geom_t). Only the output channels of channel blocks
+ * [blk0, blk1) are computed. */
+typedef void (*cr_grouped_fn)(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
+                              const float *w_g, const float *b_g, float *y, int64_t ystride,
+                              int64_t flat, int64_t blk0, int64_t blk1);
+
+/* For tests and the lab: the direct convolution's input layout, 0 one padded copy split
+ * by column phases, 1 shifted copies per kernel column, anything else (-1) the one its
+ * cost model picks per shape (the default). Not thread-safe against running convolutions. */
+void cr_grouped_force_layout(int layout);
 
 /* A direct kernel and its blocks. */
 typedef struct {
@@ -162,14 +153,14 @@ typedef struct {
     cr_grouped_fn fn;
 } cr_grouped_kernel;
 
-/* cr_grouped_fn with AVX2: 4 channels x 24 columns in 12 ymm. */
-void cr_grouped_conv_avx2(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                          const int64_t *tap_off, const float *xp, const float *w_g, float *y_g,
-                          int64_t blk0, int64_t blk1);
-/* cr_grouped_fn with AVX-512: 8 channels x 48 columns in 24 zmm. */
-void cr_grouped_conv_avx512(const cr_conv_shape *s, const cr_grouped_geom *gm,
-                            const int64_t *tap_off, const float *xp, const float *w_g,
-                            float *y_g, int64_t blk0, int64_t blk1);
+/* cr_grouped_fn with AVX2: 4 channels x 24 outputs in 12 ymm. */
+void cr_grouped_conv_avx2(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
+                          const float *w_g, const float *b_g, float *y, int64_t ystride,
+                          int64_t flat, int64_t blk0, int64_t blk1);
+/* cr_grouped_fn with AVX-512: 8 channels x 48 outputs in 24 zmm. */
+void cr_grouped_conv_avx512(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
+                            const float *w_g, const float *b_g, float *y, int64_t ystride,
+                            int64_t flat, int64_t blk0, int64_t blk1);
 
 #ifdef __cplusplus
 }
