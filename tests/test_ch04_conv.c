@@ -503,6 +503,9 @@ enum {
                       dW by dot products, across its channel, tap and column blocks */
     CFG_GROUPED_STRIDED,   /* CFG_GROUPED with stride 2-3 down and 1-3 across and up to 33
                               input channels a group: dX scattered, across its blocks */
+    CFG_IN_PLACE,  /* 32 or 64 input channels a group, 8 to 64 output channels, 1-3 images
+                      of up to 24 x 24 outputs: dW reads x in place (on AVX-512), its depth
+                      blocks across output rows and ending at images */
 };
 
 /* A random configuration of kind cfg (see above); n, h, w as cr_random_conv_config's. */
@@ -536,6 +539,15 @@ static void random_config(cr_rng *r, int cfg, cr_conv_params *p, int64_t *n, int
             p->out_channels = groups * couts[cr_rng_int(r, 0, 8)];
             *h = cr_rng_int(r, 3, 24);
             *w = cr_rng_int(r, 3, 40);
+        } else if (cfg == CFG_IN_PLACE) {
+            static const int64_t cins[] = {32, 64}, couts[] = {8, 16, 24, 64};
+            const int64_t groups = cr_rng_int(r, 1, 2);
+            p->groups = groups;
+            p->in_channels = groups * cins[cr_rng_int(r, 0, 1)];
+            p->out_channels = groups * couts[cr_rng_int(r, 0, 3)];
+            *n = cr_rng_int(r, 1, 3);
+            *h = cr_rng_int(r, 4, 24);
+            *w = cr_rng_int(r, 4, 24);
         } else if (cfg == CFG_GROUPED_STRIDED) {
             static const int64_t chans[] = {1, 3, 4, 5, 8, 16, 31, 32, 33};
             const int64_t groups = cr_rng_int(r, 2, 8);
@@ -715,6 +727,17 @@ static void backward_api__wide_channels_random(void **state)
     (void)state;
     check_backward_random_fn(cr_conv2d_backward, CFG_WIDE, G_ALL, cr_test_count(60), 1,
                              "wide channels");
+}
+
+/* Layers whose every 32-wide panel of dW's patch matrix is 32 channels of one tap, where
+ * dW's GEMM reads the padded pixel-major x in place, one output row after another (with
+ * the AVX-512 kernel; the packing route elsewhere): equal to the reference on 1-3 threads
+ * (one thread per depth range or per group), every padding mode, stride and dilation. */
+static void backward_api__dw_in_place_random(void **state)
+{
+    (void)state;
+    check_backward_random_fn(cr_conv2d_backward, CFG_IN_PLACE, G_ALL, cr_test_count(80), 1,
+                             "dW in place");
 }
 
 /* Grouped layers of few channels (ResNeXt's), where dW is computed as dot products of dY
@@ -979,6 +1002,7 @@ int main(void)
         cmocka_unit_test(grad_weight__gemm_backward_dw_random),
         cmocka_unit_test(backward_api__dx_as_forward_conv_random),
         cmocka_unit_test(backward_api__wide_channels_random),
+        cmocka_unit_test(backward_api__dw_in_place_random),
         cmocka_unit_test(grad_weight__grouped_dot_products_random),
         cmocka_unit_test(grad_input__grouped_scatter_random),
         cmocka_unit_test(backward_api__depth_split_threads),

@@ -93,6 +93,9 @@ static void backward_api__workspace_bytes_are_allocated(void **state)
         {"groups of 4: direct dX, groups shared", 32, 32, 3, 1, 1, 1, 8, 2, 12, 12, CR_PAD_ZEROS},
         {"depthwise, dilation 2", 12, 12, 3, 1, 2, 2, 12, 1, 15, 14, CR_PAD_ZEROS},
         {"1x1 stride 2: col2im dX, implicit dW", 16, 8, 1, 2, 0, 1, 1, 1, 21, 20, CR_PAD_ZEROS},
+        {"32 -> 16, 3x3: dW in place (AVX-512), split", 32, 16, 3, 1, 1, 1, 1, 2, 40, 40, CR_PAD_ZEROS},
+        {"2 groups of 32 -> 8, stride 2: dW in place", 64, 16, 3, 2, 1, 1, 2, 2, 20, 21, CR_PAD_REFLECT},
+        {"32 -> 8, 3x3, one image: dW in place", 32, 8, 3, 1, 1, 1, 1, 1, 12, 13, CR_PAD_ZEROS},
         {"groups of 4, stride 2, reflect: dX scattered", 32, 32, 3, 2, 1, 1, 8, 2, 13, 12, CR_PAD_REFLECT},
         {"groups of 16, stride 2: dX scattered, one pair", 32, 32, 3, 2, 1, 1, 2, 1, 24, 24, CR_PAD_ZEROS},
     };

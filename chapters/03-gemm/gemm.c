@@ -347,7 +347,7 @@ static void portable_kernel(int64_t kc, const float *Ap, const float *Bp, float 
 }
 
 const cr_gemm_kernel cr_kernel_portable = {"portable", PT_MR, PT_NR, 128, 256, 4096,
-                                           portable_kernel, NULL, NULL};
+                                           portable_kernel, NULL, NULL, NULL};
 
 /* ---- the engine: five loops around the micro-kernel ---------------------------------- */
 

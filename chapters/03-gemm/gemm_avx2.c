@@ -119,7 +119,8 @@ CR_AVX2 void cr_avx2_kernel_unpacked(int64_t kc, const float *A, int64_t rsa, in
  * KC = 256: a B micro-panel is 256 x 16 x 4 B = 16 KiB, half of L1d;
  * MC = 144: the packed A block is 144 x 256 x 4 B = 144 KiB, about a quarter of L2;
  * NC = 4080: the packed B block is 256 x 4080 x 4 B = 4 MiB, a quarter of L3. */
-const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, avx2_kernel_6x16, NULL, NULL};
+const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, avx2_kernel_6x16, NULL, NULL,
+                                       NULL};
 
 #else /* not x86-64 with AVX2: placeholders, never called (cr_cpu_has_avx2() is 0) */
 
@@ -137,5 +138,5 @@ void cr_avx2_kernel_unpacked(int64_t kc, const float *A, int64_t rsa, int64_t cs
     cr_gemm_tile_scalar(6, 16, kc, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc);
 }
 
-const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, no_kernel, NULL, NULL};
+const cr_gemm_kernel cr_kernel_avx2 = {"avx2", 6, 16, 144, 256, 4080, no_kernel, NULL, NULL, NULL};
 #endif

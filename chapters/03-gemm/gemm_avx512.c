@@ -21,7 +21,8 @@
  * (a panel's edge of at most 16 columns, computed without its zero half). */
 CR_AVX512 static inline __attribute__((always_inline)) void
 avx512_kernel(const int MR, const int NV, int64_t kc, const float *Ap, const float *Bp,
-              int64_t ldb, const float *next, float *C, int64_t ldc, float beta)
+              int64_t ldb, const float *next, float *C, int64_t ldc, float beta,
+              const int SEG, int64_t left, int64_t seg, int64_t skip)
 {
     __m512 c[12][2];
 #pragma GCC unroll 16
@@ -45,6 +46,11 @@ avx512_kernel(const int MR, const int NV, int64_t kc, const float *Ap, const flo
         }
         Ap += MR;
         Bp += ldb;   /* NR in a packed panel; B's row stride when B is read in place */
+        if (SEG && --left == 0) {   /* the segment's last row: on to the next segment */
+            Bp += skip;
+            if (next) next += skip;
+            left = seg;
+        }
     }
     const __m512 bv = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -66,7 +72,7 @@ avx512_kernel(const int MR, const int NV, int64_t kc, const float *Ap, const flo
 CR_AVX512 static void avx512_kernel_12x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                 int64_t ldc, float beta)
 {
-    avx512_kernel(12, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(12, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta, 0, 0, 0, 0);
 }
 
 /* The 12 x 32 instance reading B in place (two copies: with and without prefetching). */
@@ -74,15 +80,15 @@ CR_AVX512 static void avx512_kernel_12x32_ldb(int64_t kc, const float *Ap, const
                                               int64_t ldb, const float *next, float *C,
                                               int64_t ldc, float beta)
 {
-    if (next) avx512_kernel(12, 2, kc, Ap, B, ldb, next, C, ldc, beta);
-    else avx512_kernel(12, 2, kc, Ap, B, ldb, NULL, C, ldc, beta);
+    if (next) avx512_kernel(12, 2, kc, Ap, B, ldb, next, C, ldc, beta, 0, 0, 0, 0);
+    else avx512_kernel(12, 2, kc, Ap, B, ldb, NULL, C, ldc, beta, 0, 0, 0, 0);
 }
 
 /* The 8 x 32 instance (M <= 256: the conv-shaped products, where 12 rows waste an edge). */
 CR_AVX512 static void avx512_kernel_8x32(int64_t kc, const float *Ap, const float *Bp, float *C,
                                int64_t ldc, float beta)
 {
-    avx512_kernel(8, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(8, 2, kc, Ap, Bp, NR, NULL, C, ldc, beta, 0, 0, 0, 0);
 }
 
 /* The 8 x 32 instance reading B in place (two copies: with and without prefetching). */
@@ -90,21 +96,41 @@ CR_AVX512 static void avx512_kernel_8x32_ldb(int64_t kc, const float *Ap, const 
                                              int64_t ldb, const float *next, float *C,
                                              int64_t ldc, float beta)
 {
-    if (next) avx512_kernel(8, 2, kc, Ap, B, ldb, next, C, ldc, beta);
-    else avx512_kernel(8, 2, kc, Ap, B, ldb, NULL, C, ldc, beta);
+    if (next) avx512_kernel(8, 2, kc, Ap, B, ldb, next, C, ldc, beta, 0, 0, 0, 0);
+    else avx512_kernel(8, 2, kc, Ap, B, ldb, NULL, C, ldc, beta, 0, 0, 0, 0);
+}
+
+/* The 12 x 32 and 8 x 32 instances reading B in place in segments (with and without
+ * prefetching). */
+CR_AVX512 static void avx512_kernel_12x32_seg(int64_t kc, const float *Ap, const float *B,
+                                              int64_t ldb, int64_t first, int64_t seg,
+                                              int64_t skip, const float *next, float *C,
+                                              int64_t ldc, float beta)
+{
+    if (next) avx512_kernel(12, 2, kc, Ap, B, ldb, next, C, ldc, beta, 1, first, seg, skip);
+    else avx512_kernel(12, 2, kc, Ap, B, ldb, NULL, C, ldc, beta, 1, first, seg, skip);
+}
+
+CR_AVX512 static void avx512_kernel_8x32_seg(int64_t kc, const float *Ap, const float *B,
+                                             int64_t ldb, int64_t first, int64_t seg,
+                                             int64_t skip, const float *next, float *C,
+                                             int64_t ldc, float beta)
+{
+    if (next) avx512_kernel(8, 2, kc, Ap, B, ldb, next, C, ldc, beta, 1, first, seg, skip);
+    else avx512_kernel(8, 2, kc, Ap, B, ldb, NULL, C, ldc, beta, 1, first, seg, skip);
 }
 
 /* The 12 x 16 and 8 x 16 instances: an edge panel of at most 16 columns (packed). */
 CR_AVX512 static void avx512_kernel_12x16(int64_t kc, const float *Ap, const float *Bp, float *C,
                                           int64_t ldc, float beta)
 {
-    avx512_kernel(12, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(12, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta, 0, 0, 0, 0);
 }
 
 CR_AVX512 static void avx512_kernel_8x16(int64_t kc, const float *Ap, const float *Bp, float *C,
                                          int64_t ldc, float beta)
 {
-    avx512_kernel(8, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta);
+    avx512_kernel(8, 1, kc, Ap, Bp, NR, NULL, C, ldc, beta, 0, 0, 0, 0);
 }
 
 /* Blocks measured best on the lab's machine (48 KiB L1d, 2 MiB L2 per core):
@@ -112,10 +138,11 @@ CR_AVX512 static void avx512_kernel_8x16(int64_t kc, const float *Ap, const floa
  * MC = 480 (12 x 32): the packed A block is 480 x 256 x 4 B = 480 KiB, a quarter of L2;
  * NC = 4096: the packed B block is 4 MiB, in L3. */
 const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, NR, 480, 256, 4096, avx512_kernel_12x32,
-                                         avx512_kernel_12x32_ldb, avx512_kernel_12x16};
+                                         avx512_kernel_12x32_ldb, avx512_kernel_12x16,
+                                         avx512_kernel_12x32_seg};
 const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, NR, 256, 256, 4096,
                                                  avx512_kernel_8x32, avx512_kernel_8x32_ldb,
-                                                 avx512_kernel_8x16};
+                                                 avx512_kernel_8x16, avx512_kernel_8x32_seg};
 
 #else
 
@@ -126,6 +153,8 @@ static void no_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, in
     (void)kc; (void)Ap; (void)Bp; (void)C; (void)ldc; (void)beta;
 }
 
-const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel, NULL, NULL};
-const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel, NULL, NULL};
+const cr_gemm_kernel cr_kernel_avx512 = {"avx512", 12, 32, 480, 256, 4096, no_kernel, NULL, NULL,
+                                         NULL};
+const cr_gemm_kernel cr_kernel_avx512_small_m = {"avx512", 8, 32, 256, 256, 4096, no_kernel, NULL,
+                                                 NULL, NULL};
 #endif

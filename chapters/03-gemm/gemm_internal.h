@@ -23,6 +23,15 @@ typedef void (*cr_ukernel_fn)(int64_t kc, const float *Ap, const float *Bp, floa
 typedef void (*cr_ukernel_ldb_fn)(int64_t kc, const float *Ap, const float *B, int64_t ldb,
                                   const float *next, float *C, int64_t ldc, float beta);
 
+/* The same product with B read in place in segments of rows: rows of one segment are
+ * ldb floats apart, and skip floats more separate the last row of a segment from the
+ * first of the next; the first segment has `first` rows, every later one `seg` (a
+ * convolution's pixels: one output row after another, each a row of the padded input
+ * apart). next (NULL: none): a panel to prefetch row by row, in the same segments. */
+typedef void (*cr_ukernel_seg_fn)(int64_t kc, const float *Ap, const float *B, int64_t ldb,
+                                  int64_t first, int64_t seg, int64_t skip, const float *next,
+                                  float *C, int64_t ldc, float beta);
+
 /* A micro-kernel and the cache blocks that go with it. */
 typedef struct {
     const char *name;   /* "avx2", "avx512", "portable" */
@@ -32,6 +41,7 @@ typedef struct {
     cr_ukernel_ldb_fn kernel_ldb;  /* NULL: this kernel always reads B packed */
     cr_ukernel_fn kernel_half;     /* the left NR/2 columns of a packed panel, for an edge
                                       of at most NR/2 (NULL: the full kernel does it) */
+    cr_ukernel_seg_fn kernel_seg;  /* B in place in segments (NULL: this kernel has none) */
 } cr_gemm_kernel;
 
 #define CR_MAX_MR 16

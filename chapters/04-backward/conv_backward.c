@@ -617,18 +617,91 @@ static dw_split plan_dw(const cr_conv_shape *s)
     return d;
 }
 
+// @snippet dw_in_place
+/* True when dW's GEMM on one thread reads the patch matrix in place (dw_in_place): the
+ * kernel reads B in segments, each NR-panel of B is NR channels of one tap, and the
+ * output channels fill whole MR tiles. */
+static int dw_in_place_fits(const cr_conv_shape *s, const cr_gemm_kernel *kd)
+{
+    return kd->kernel_seg && s->cin_g % kd->nr == 0 && s->cout_g % kd->mr == 0;
+}
+
+/* dWt_g (Cout_g x kh*kw*Cin_g, tap-major, at out + g*Cout_g*Ng) = dY_g times the patch
+ * matrix transposed over the batch's pixels [k0, k1), on this thread, the patch matrix
+ * never packed: patch row n = tap*Cin_g + c at pixel (img, oh, ow) is the float of xp
+ * (padded, pixel-major: pad_pixel_major) at the pixel's place, plus the tap's (r*dh,
+ * q*dw) offset, plus channel g*Cin_g + c. An NR-panel of B (NR channels of one tap) is
+ * thus NR consecutive floats per pixel; the pixels of an output row are stride_w*Cin
+ * apart, and the kernel skips (stride_h*Wp - Wo*stride_w)*Cin floats more from one output
+ * row to the next (its segments). A (dY_g, pixel-major in dyt) is packed per depth block
+ * into Ab (Cout_g x kc); a depth block stays within one image. */
+static void dw_in_place(const cr_conv_shape *s, const cr_gemm_kernel *kd, const float *xp,
+                        const float *dyt, int64_t g, int64_t k0, int64_t k1, float *Ab,
+                        float *out)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t Cin = p->in_channels, cg = s->cin_g, Mg = s->cout_g, Ng = cr_im2col_rows(s);
+    const int64_t Wo = s->w_out, P = s->h_out * Wo, MR = kd->mr, NR = kd->nr;
+    const int64_t Hp = s->h_in + p->pad_top + p->pad_bottom;
+    const int64_t Wp = s->w_in + p->pad_left + p->pad_right;
+    const int64_t ldb = p->stride_w * Cin, skip = (p->stride_h * Wp - Wo * p->stride_w) * Cin;
+    const pixel_major actx = {dyt + g * Mg, p->out_channels};
+    float *C = out + g * Mg * Ng;
+    for (int64_t pc = k0; pc < k1;) {   /* depth blocks of at most KC pixels, one image each */
+        const int64_t img = pc / P, oh = pc % P / Wo, ow = pc % Wo;
+        const int64_t kc = min64(kd->kc, min64(k1, (img + 1) * P) - pc);
+        pack_pixel_major(&actx, 0, Mg, pc, kc, (int)MR, 1.0f, Ab);
+        const float *pix = xp + ((img * Hp + oh * p->stride_h) * Wp + ow * p->stride_w) * Cin +
+                           g * cg;   /* the block's first pixel, the group's channel 0 */
+        const float beta = pc == k0 ? 0.0f : 1.0f;   /* later blocks add to the first */
+        for (int64_t n = 0; n < Ng; n += NR) {        /* one panel: NR channels of one tap */
+            const int64_t tap = n / cg, r = tap / p->kernel_w, q = tap % p->kernel_w;
+            const float *B = pix + (r * p->dilation_h * Wp + q * p->dilation_w) * Cin + n % cg;
+            const float *next = NULL;   /* the next panel, prefetched by the first tile */
+            if (n + NR < Ng) {
+                const int64_t t2 = (n + NR) / cg;
+                next = pix + ((t2 / p->kernel_w) * p->dilation_h * Wp +
+                              (t2 % p->kernel_w) * p->dilation_w) * Cin + (n + NR) % cg;
+            }
+            for (int64_t ir = 0; ir < Mg; ir += MR)
+                kd->kernel_seg(kc, Ab + ir * kc, B, ldb, Wo - ow, Wo, skip, ir == 0 ? next : NULL,
+                               C + ir * Ng + n, Ng, beta);
+        }
+        pc += kc;
+    }
+}
+// @end dw_in_place
+
+/* Floats of the buffer dw_gemm needs on one thread for shape s over a depth of K pixels
+ * (0: none, cr_gemm_engine's own buffers instead). */
+static size_t dw_in_place_floats(const cr_conv_shape *s, int64_t K)
+{
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), s->cout_g);
+    return dw_in_place_fits(s, kd) ? (size_t)(s->cout_g * min64(kd->kc, K)) : 0;
+}
+
 /* One group's dWt_g (Cout_g x kh*kw*Cin_g) = dY_g times the patch matrix transposed over
- * depth [k0, k1) (the batch's pixels), into out; threads: cr_gemm_engine's. */
+ * depth [k0, k1) (the batch's pixels), into out; threads: cr_gemm_engine's. On one thread
+ * the patch matrix is read in place where it can be (dw_in_place). */
 static cr_status dw_gemm(const cr_conv_shape *s, const float *xp, const float *dyt, int64_t g,
                          int64_t k0, int64_t k1, float *out, int threads)
 {
     const cr_conv_params *p = &s->p;
     const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s);
+    const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
+    if (dw_in_place_fits(s, kd) && (threads == 1 || cr_gemm_threads_available() == 1)) {
+        float *Ab = cr_aligned_alloc(dw_in_place_floats(s, k1 - k0) * sizeof(float));
+        if (!Ab) return cr_fail(CR_ENOMEM, "conv backward: dW's packed dY block of %zu bytes",
+                                dw_in_place_floats(s, k1 - k0) * sizeof(float));
+        dw_in_place(s, kd, xp, dyt, g, k0, k1, Ab, out);
+        cr_aligned_free(Ab);
+        return CR_OK;
+    }
     const dw_patches bctx = {s, xp, g * s->cin_g, k0};
     const pixel_major actx = {dyt + k0 * p->out_channels + g * Mg, p->out_channels};
     const cr_gemm_operand A = {pack_pixel_major, &actx, NULL, 0}, B = {pack_patches, &bctx, NULL, 0};
-    return cr_gemm_engine(cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg), Mg, Ng, k1 - k0,
-                          &A, &B, 1.0f, 0.0f, out + g * Mg * Ng, Ng, threads);
+    return cr_gemm_engine(kd, Mg, Ng, k1 - k0, &A, &B, 1.0f, 0.0f, out + g * Mg * Ng, Ng,
+                          threads);
 }
 
 /* Rows [o0, o1) of dw (Cout x Cin_g x kh x kw) = dWt (Cout x kh*kw x Cin_g, tap-major)
@@ -875,12 +948,18 @@ size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
         const dw_split d = plan_dw(s);
         const int T = cr_gemm_threads_available();
         size_t gemms = 0;
+        const size_t fl = sizeof(float);
         if (d.parts)
-            for (int t = 0; t < d.parts; t++)
-                gemms += cr_gemm_engine_workspace(kd, Mg, Ng, K * (t + 1) / d.parts -
-                                                  K * t / d.parts, 1);
+            for (int t = 0; t < d.parts; t++) {
+                const int64_t Kt = K * (t + 1) / d.parts - K * t / d.parts;
+                gemms += dw_in_place_floats(s, Kt) ? dw_in_place_floats(s, Kt) * fl
+                                                   : cr_gemm_engine_workspace(kd, Mg, Ng, Kt, 1);
+            }
         else if (d.per_group)
-            gemms = (size_t)T * cr_gemm_engine_workspace(kd, Mg, Ng, K, 1);
+            gemms = (size_t)T * (dw_in_place_floats(s, K) ? dw_in_place_floats(s, K) * fl
+                                                          : cr_gemm_engine_workspace(kd, Mg, Ng, K, 1));
+        else if (T == 1 && dw_in_place_floats(s, K))
+            gemms = dw_in_place_floats(s, K) * fl;
         else
             gemms = cr_gemm_engine_workspace(kd, Mg, Ng, K, T);
         if (gemms > beside) beside = gemms;
