@@ -71,8 +71,8 @@ BLOCK_ANY(2)
 BLOCK_ANY(3)
 
 /* Output-channel blocks [blk0, blk1) of the flat output y (Cout_g x flat, ystride apart)
- * from the copies xp:
- * 24 outputs at a time, the last block only as many vectors as it needs. */
+ * from the copies xp, 24 places at a time, the last block only as many vectors as it
+ * needs. */
 CR_AVX2 void cr_grouped_conv_avx2(const cr_conv_shape *s, const int64_t *tap_off,
                                   const float *xp, const float *w_g, const float *b_g,
                                   float *y, int64_t ystride, int64_t flat, int64_t blk0,

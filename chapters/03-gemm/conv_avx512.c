@@ -78,8 +78,8 @@ BLOCK512_ANY(2)
 BLOCK512_ANY(3)
 
 /* Output-channel blocks [blk0, blk1) of the flat output y (Cout_g x flat, ystride apart)
- * from the copies xp:
- * 48 outputs at a time, the last block only as many vectors as it needs. */
+ * from the copies xp, 48 places at a time, the last block only as many vectors as it
+ * needs. */
 CR_AVX512 void cr_grouped_conv_avx512(const cr_conv_shape *s, const int64_t *tap_off,
                                       const float *xp, const float *w_g, const float *b_g,
                                       float *y, int64_t ystride, int64_t flat, int64_t blk0,

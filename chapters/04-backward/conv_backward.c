@@ -634,10 +634,11 @@ static int dw_in_place_fits(const cr_conv_shape *s, const cr_gemm_kernel *kd)
  * thus NR consecutive floats per pixel; the pixels of an output row are stride_w*Cin
  * apart, and the kernel skips (stride_h*Wp - Wo*stride_w)*Cin floats more from one output
  * row to the next (its segments). A (dY_g, pixel-major in dyt) is packed per depth block
- * into Ab (Cout_g x kc); a depth block stays within one image. */
+ * into Ab (Cout_g x kc); a depth block stays within one image. Only columns [n0, n1) of
+ * dWt_g (multiples of NR) are computed. */
 static void dw_in_place(const cr_conv_shape *s, const cr_gemm_kernel *kd, const float *xp,
-                        const float *dyt, int64_t g, int64_t k0, int64_t k1, float *Ab,
-                        float *out)
+                        const float *dyt, int64_t g, int64_t k0, int64_t k1, int64_t n0,
+                        int64_t n1, float *Ab, float *out)
 {
     const cr_conv_params *p = &s->p;
     const int64_t Cin = p->in_channels, cg = s->cin_g, Mg = s->cout_g, Ng = cr_im2col_rows(s);
@@ -654,11 +655,11 @@ static void dw_in_place(const cr_conv_shape *s, const cr_gemm_kernel *kd, const 
         const float *pix = xp + ((img * Hp + oh * p->stride_h) * Wp + ow * p->stride_w) * Cin +
                            g * cg;   /* the block's first pixel, the group's channel 0 */
         const float beta = pc == k0 ? 0.0f : 1.0f;   /* later blocks add to the first */
-        for (int64_t n = 0; n < Ng; n += NR) {        /* one panel: NR channels of one tap */
+        for (int64_t n = n0; n < n1; n += NR) {       /* one panel: NR channels of one tap */
             const int64_t tap = n / cg, r = tap / p->kernel_w, q = tap % p->kernel_w;
             const float *B = pix + (r * p->dilation_h * Wp + q * p->dilation_w) * Cin + n % cg;
             const float *next = NULL;   /* the next panel, prefetched by the first tile */
-            if (n + NR < Ng) {
+            if (n + NR < n1) {
                 const int64_t t2 = (n + NR) / cg;
                 next = pix + ((t2 / p->kernel_w) * p->dilation_h * Wp +
                               (t2 % p->kernel_w) * p->dilation_w) * Cin + (n + NR) % cg;
@@ -672,7 +673,7 @@ static void dw_in_place(const cr_conv_shape *s, const cr_gemm_kernel *kd, const 
 }
 // @end dw_in_place
 
-/* Floats of the buffer dw_gemm needs on one thread for shape s over a depth of K pixels
+/* Floats of the buffer dw_gemm needs per thread for shape s over a depth of K pixels
  * (0: none, cr_gemm_engine's own buffers instead). */
 static size_t dw_in_place_floats(const cr_conv_shape *s, int64_t K)
 {
@@ -681,20 +682,36 @@ static size_t dw_in_place_floats(const cr_conv_shape *s, int64_t K)
 }
 
 /* One group's dWt_g (Cout_g x kh*kw*Cin_g) = dY_g times the patch matrix transposed over
- * depth [k0, k1) (the batch's pixels), into out; threads: cr_gemm_engine's. On one thread
- * the patch matrix is read in place where it can be (dw_in_place). */
+ * depth [k0, k1) (the batch's pixels), into out; threads: cr_gemm_engine's (0: as many
+ * as there are). The patch matrix is read in place where it can be (dw_in_place), the
+ * threads then sharing its panels, each packing dY's blocks itself: every column is
+ * computed by one thread, in the order one thread alone would use. */
 static cr_status dw_gemm(const cr_conv_shape *s, const float *xp, const float *dyt, int64_t g,
                          int64_t k0, int64_t k1, float *out, int threads)
 {
     const cr_conv_params *p = &s->p;
     const int64_t Mg = s->cout_g, Ng = cr_im2col_rows(s);
     const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), Mg);
-    if (dw_in_place_fits(s, kd) && (threads == 1 || cr_gemm_threads_available() == 1)) {
-        float *Ab = cr_aligned_alloc(dw_in_place_floats(s, k1 - k0) * sizeof(float));
-        if (!Ab) return cr_fail(CR_ENOMEM, "conv backward: dW's packed dY block of %zu bytes",
-                                dw_in_place_floats(s, k1 - k0) * sizeof(float));
-        dw_in_place(s, kd, xp, dyt, g, k0, k1, Ab, out);
-        cr_aligned_free(Ab);
+    if (dw_in_place_fits(s, kd)) {
+        const int T = threads == 1 ? 1 : cr_gemm_threads_available();
+        const size_t bytes = dw_in_place_floats(s, k1 - k0) * sizeof(float);
+        const int64_t panels = Ng / kd->nr;
+        int oom = 0;
+#pragma omp parallel num_threads(T) if (T > 1) reduction(|| : oom)
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+            const int tid = 0, nt = 1;
+#endif
+            float *Ab = cr_aligned_alloc(bytes);
+            if (!Ab) oom = 1;
+            else dw_in_place(s, kd, xp, dyt, g, k0, k1, panels * tid / nt * kd->nr,
+                             panels * (tid + 1) / nt * kd->nr, Ab, out);
+            cr_aligned_free(Ab);
+        }
+        if (oom) return cr_fail(CR_ENOMEM, "conv backward: dW's packed dY block of %zu bytes "
+                                "per thread", bytes);
         return CR_OK;
     }
     const dw_patches bctx = {s, xp, g * s->cin_g, k0};
@@ -958,8 +975,8 @@ size_t cr_conv2d_backward_workspace_bytes(const cr_conv_shape *s)
         else if (d.per_group)
             gemms = (size_t)T * (dw_in_place_floats(s, K) ? dw_in_place_floats(s, K) * fl
                                                           : cr_gemm_engine_workspace(kd, Mg, Ng, K, 1));
-        else if (T == 1 && dw_in_place_floats(s, K))
-            gemms = dw_in_place_floats(s, K) * fl;
+        else if (dw_in_place_floats(s, K))   /* the threads share the panels */
+            gemms = (size_t)T * dw_in_place_floats(s, K) * fl;
         else
             gemms = cr_gemm_engine_workspace(kd, Mg, Ng, K, T);
         if (gemms > beside) beside = gemms;
