@@ -263,10 +263,10 @@ typedef struct {
     int64_t hp;         /* padded rows */
     int64_t hq;         /* rows of one row phase: hp / sh rounded up */
     int64_t lp;         /* places of a row of one copy (phases: of one column phase) */
-    int64_t plane;      /* floats of one copy: shifted sh*hq*lp per (c, q), phases sh*sw*hq*lp per c */
+    int64_t plane;      /* floats of one copy: sh*hq*lp per (c, q) shifted, sh*sw*hq*lp per c */
     int64_t flat;       /* flat output places: Ho * lp - (lp - Wo), the last row's tail off */
     int64_t in_floats;  /* floats of the copies, zero tail included */
-    int64_t out_floats; /* floats of the flat output (phases: Cout_g x flat; shifted: none, y itself) */
+    int64_t out_floats; /* floats of the flat output: Cout_g x flat (phases), 0 (shifted: y) */
 } grouped_geom_t;
 
 /* Floats a layout copies for one image's group of shape s (shifted or phases). */
@@ -364,8 +364,11 @@ static void pad_row(const float *row, int64_t W, int64_t pl, int64_t sw, int64_t
     else if (sw == 2)   /* a constant stride: the compiler vectorizes it */
         for (int64_t e = e0; e < e1; e++) dst[e] = row[2 * e + j0 - pl];
     else for (int64_t e = e0; e < e1; e++) dst[e] = row[e * sw + j0 - pl];
-    for (int64_t e = 0; e < e0; e++) dst[e] = col_map[e * sw + j0] < 0 ? 0.0f : row[col_map[e * sw + j0]];
-    for (int64_t e = e1; e < n; e++) dst[e] = col_map[e * sw + j0] < 0 ? 0.0f : row[col_map[e * sw + j0]];
+    for (int64_t e = 0; e < n; e++) {   /* the padding places, by the layer's rule */
+        if (e >= e0 && e < e1) continue;
+        const int64_t m = col_map[e * sw + j0];
+        dst[e] = m < 0 ? 0.0f : row[m];
+    }
 }
 
 /* Channels [c0, c1) of one image's group (x_g: Cin_g x H x W) into xp in the layout of gm

@@ -18,7 +18,9 @@
  * 16), two zmm for the row of B, one for the broadcast of A: 27 (or 19) of 32 registers.
  * B's rows are ldb floats apart: NR in a packed panel, or B's own row stride; next (NULL
  * but for B in place) is a panel to prefetch row by row. NV = 1: the left 16 columns only
- * (a panel's edge of at most 16 columns, computed without its zero half). */
+ * (a panel's edge of at most 16 columns, computed without its zero half). SEG = 1: B in
+ * segments (cr_ukernel_seg_fn), skip floats more after the first `left` rows and then
+ * after every `seg` rows. */
 CR_AVX512 static inline __attribute__((always_inline)) void
 avx512_kernel(const int MR, const int NV, int64_t kc, const float *Ap, const float *Bp,
               int64_t ldb, const float *next, float *C, int64_t ldc, float beta,
