@@ -58,6 +58,13 @@ def check_source(conv_gemm_c, internal_h, avx2_c):
     need(r': c \* gm->plane \+ \(\(ri % sh\) \* sw \+ qj % sw\) \* gm->hq \* gm->lp \+\s*'
          r'ri / sh \* gm->lp \+ qj / sw;', g, conv_gemm_c,
          'phases: tap_off = c*plane + ((r%sh)*sw + q%sw)*hq*lp + r/sh*lp + q/sw')
+    return kernel_block(g, conv_gemm_c, internal_h, avx2_c)
+
+
+def kernel_block(g, conv_gemm_c, internal_h, avx2_c):
+    """The direct kernels' blocks, read from the sources (g: conv_gemm.c's text): {owb,
+    cob, loads, owb512, cob512}; exits when the AVX2 block no longer matches them. Shared
+    with grouped_shift_figure.py."""
     cob = int(need(r'grouped_avx2\s*=\s*\{"avx2",\s*CR_GROUPED_OWB,\s*(\d+),', g, conv_gemm_c,
                    'grouped_avx2 = {"avx2", CR_GROUPED_OWB, <cob>, ...}').group(1))
     h = open(internal_h, encoding='utf-8').read()

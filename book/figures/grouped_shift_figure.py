@@ -17,26 +17,14 @@ each other; the last block is one vector. Every index is computed here with the 
 formulas (checked against the source by regex), and every tap's reads are checked
 against the padded image.
 """
-import re
 import sys
 
 from svgkit import LEVEL, Svg
+# the example, the regex check and the kernels' blocks: the phases figure's own
+from grouped_phase_figure import H, KH, KW, LANES, PAD, ROW, SH, SW, W, input_col, kernel_block, need
 
-LANES = 8                                  # floats per ymm register
-H = W = 10                                 # the example
-KH = KW = 3
-SH = SW = 2
-PAD = 1
-ROW = 3                                    # the padded row drawn (input row ROW - PAD)
 COPY = [LEVEL['L1'], LEVEL['L2'], LEVEL['L3']]
 REG = LEVEL['reg']
-
-
-def need(pattern, text, source, what):
-    m = re.search(pattern, text, re.S | re.M)
-    if not m:
-        sys.exit(f'figure: {source} no longer has {what}; update the figure')
-    return m
 
 
 def check_source(conv_gemm_c, internal_h, avx2_c):
@@ -57,23 +45,7 @@ def check_source(conv_gemm_c, internal_h, avx2_c):
     need(r'tap_off\[t\] = gm->shifted \? \(c \* p->kernel_w \+ q\) \* gm->plane \+\s*'
          r'\(\(ri % sh\) \* gm->hq \+ ri / sh\) \* gm->lp', g, conv_gemm_c,
          'shifted: tap_off = (c*kw + q)*plane + ((r%sh)*hq + r/sh)*lp')
-    cob = int(need(r'grouped_avx2\s*=\s*\{"avx2",\s*CR_GROUPED_OWB,\s*(\d+),', g, conv_gemm_c,
-                   'grouped_avx2 = {"avx2", CR_GROUPED_OWB, <cob>, ...}').group(1))
-    h = open(internal_h, encoding='utf-8').read()
-    d = {}
-    for n in ('CR_GROUPED_OWB', 'CR_GROUPED_OWB_AVX512', 'CR_GROUPED_COB_AVX512'):
-        d[n] = int(need(r'^#define\s+' + n + r'\s+(\d+)\b', h, internal_h, f'#define {n}').group(1))
-    a = open(avx2_c, encoding='utf-8').read()
-    block = need(r'// @snippet grouped_block\n(.*?)// @end grouped_block', a, avx2_c,
-                 'the grouped_block snippet').group(1)
-    need(r'_mm256_loadu_ps\(xt \+ 8 \* v\)', block, avx2_c, 'the NV loads at xt + 8 * v')
-    acc = need(r'__m256 acc\[(\d+)\]\[(\d+)\];', block, avx2_c, '__m256 acc[COB][NV]')
-    loads = int(acc.group(2))
-    if int(acc.group(1)) != cob or loads * LANES != d['CR_GROUPED_OWB']:
-        sys.exit(f'figure: {avx2_c}: acc[{acc.group(1)}][{acc.group(2)}], '
-                 f'CR_GROUPED_OWB {d["CR_GROUPED_OWB"]} and cob {cob} disagree')
-    return dict(owb=d['CR_GROUPED_OWB'], cob=cob, loads=loads,
-                owb512=d['CR_GROUPED_OWB_AVX512'], cob512=d['CR_GROUPED_COB_AVX512'])
+    return kernel_block(g, conv_gemm_c, internal_h, avx2_c)
 
 
 def geometry():
@@ -92,11 +64,6 @@ def xp_index(gm, c, q, i, ow):
 def tap_off(gm, c, r, q):
     """conv_grouped's tap_off for tap (c, r, q), dilation 1."""
     return (c * KW + q) * gm['plane'] + ((r % SH) * gm['hq'] + r // SH) * gm['wo']
-
-
-def input_col(j):
-    """The input column padded column j copies, or None for a zero."""
-    return j - PAD if 0 <= j - PAD < W else None
 
 
 def verify(gm):
