@@ -503,8 +503,9 @@ static int conv_layer(lab_ctx *ctx, const lab_layer *l, const int *threads, int 
             break;
         }
         if (lab_time_budget(ctx, run_qconv, &qcl, budget, &r) == CR_OK) {
-            snprintf(note, sizeof note, "kernel %s; equals the seven loops; %zu distinct outputs",
-                     cr_int8_gemm_kernel_for(255)->name, distinct);
+            snprintf(note, sizeof note, "kernel %s (%s); equals the seven loops; %zu distinct "
+                     "outputs", cr_int8_gemm_kernel_for(255)->name,
+                     cr_int8_conv_path(&q.qc, l->n, l->h, l->w), distinct);
             ok &= row(ctx, "conv", l->name, "int8", threads[t], r.min, ops, fp32, dnnl, note);
         }
     }

@@ -579,7 +579,8 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
                         s->h_out, s->w_out, gm->flat ? gm->Wp : s->w_out, gm->flat};
     const int8_t *wg = qc->wdirect + (size_t)g * qc->direct_group_bytes;
     const int MR = kd->mr, NR = kd->nr;
-    /* panels: NR columns of the flat grid, or (stride > 1) of one output row each */
+    /* panels: NR columns of the flat grid, or (stride > 1) of one output row each; a last
+       panel computes only the 16-column vectors it needs (112 outputs a row: 48 + 48 + 16) */
     const int64_t per_row = (s->w_out + NR - 1) / NR;
     const int64_t np = gm->flat ? (gm->N + NR - 1) / NR : s->h_out * per_row, kc4 = qc->K4 / 4;
     memset(xi + quads * Hp * gm->sw * gm->lp * 4, 0, slack);
@@ -612,7 +613,7 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
                 at = oh * gm->row_pitch + ow0;
             }
             const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
-            kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR);
+            kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR, (int)(nr + 15) / 16);
             conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
         }
     }
@@ -685,6 +686,23 @@ static void subsample_1x1(const cr_conv_shape *s, const uint8_t *x, uint8_t *xs)
             uint8_t *restrict dst = xs + (c * Ho + i) * Wo;
             for (int64_t j = 0; j < Wo; j++) dst[j] = src[j * sw];
         }
+}
+
+const char *cr_int8_conv_path(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w)
+{
+    cr_conv_shape s;
+    if (!qc || !qc->w || cr_conv_shape_init(&s, &qc->p, n, h, w) != CR_OK) return "invalid";
+    const cr_conv_params *p = &qc->p;
+    if (p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
+        !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right) {
+        cr_int8_conv unit = *qc;   /* as cr_int8_conv_run: stride 1 on the subsampled input */
+        unit.p.stride_h = unit.p.stride_w = 1;
+        return strcmp(cr_int8_conv_path(&unit, n, s.h_out, s.w_out), "packed GEMM") == 0
+                   ? "subsampled, packed GEMM" : "subsampled, direct, flat";
+    }
+    const cr_i8_kernel *dk = cr_i8_direct_kernel(cr_int8_gemm_kernel_for(255), qc->cout_g);
+    if (!(dk->kernel_off && qc->wdirect && dk->mr == qc->direct_mr)) return "packed GEMM";
+    return make_geom(&s).flat ? "direct, flat" : "direct, phase-split rows";
 }
 
 // @snippet qconv_run

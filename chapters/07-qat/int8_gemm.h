@@ -96,11 +96,12 @@ void cr_bf16_gemm_panel_avx512(int64_t M, int64_t K, const uint16_t *A, int64_t 
 typedef void (*cr_i8_ukernel_fn)(int64_t kc4, const int8_t *Ap, const uint8_t *Bp,
                                  int32_t *C, int64_t ldc, int accumulate);
 
-/* The direct form (no packed B): C (mr x nr, ldc) = Ap * B where the nr columns x 4
- * bytes of B's group g lie contiguous at B + goff[g] (an image already interleaved by
- * 4 channels: the convolution's taps are offsets, see int8_conv.c). */
+/* The direct form (no packed B): C (mr x 16 nv, ldc) = Ap * B where the 16 nv columns x
+ * 4 bytes of B's group g lie contiguous at B + goff[g] (an image already interleaved by
+ * 4 channels: the convolution's taps are offsets, see int8_conv.c); nv in [1, nr / 16]
+ * (a last panel only as wide as it needs). */
 typedef void (*cr_i8_ukernel_off_fn)(int64_t kc4, const int8_t *Ap, const uint8_t *B,
-                                     const int64_t *goff, int32_t *C, int64_t ldc);
+                                     const int64_t *goff, int32_t *C, int64_t ldc, int nv);
 
 /* A micro-kernel and its blocks. */
 typedef struct {

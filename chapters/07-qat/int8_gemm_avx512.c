@@ -98,11 +98,17 @@ vnni_direct_tile(const int MR, const int NV, int64_t kc4, const int8_t *Ap, cons
         for (int v = 0; v < NV; v++) _mm512_storeu_si512(C + i * ldc + 16 * v, c[i][v]);
 }
 
-/* The 8 x 48 tile: 24 accumulators, 3 vectors of B per step. */
+/* The 8 x 48 tile: 24 accumulators, 3 vectors of B per step; a last panel of 1 or 2
+ * vectors (a 14-wide plane's 196 outputs are 4 x 48 + 4, not 5 x 48). */
 CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const uint8_t *B,
-                                           const int64_t *goff, int32_t *C, int64_t ldc)
+                                           const int64_t *goff, int32_t *C, int64_t ldc, int nv)
 {
-    vnni_direct_tile(V_MR, 3, kc4, Ap, B, goff, C, ldc);
+    if (nv >= 3)
+        vnni_direct_tile(V_MR, 3, kc4, Ap, B, goff, C, ldc);
+    else if (nv == 2)
+        vnni_direct_tile(V_MR, 2, kc4, Ap, B, goff, C, ldc);
+    else
+        vnni_direct_tile(V_MR, 1, kc4, Ap, B, goff, C, ldc);
 }
 // @end ukernel_vnni_direct
 
@@ -110,9 +116,15 @@ CR_VNNI static void avx512_vnni_kernel_off(int64_t kc4, const int8_t *Ap, const 
  * first stage: 128 channels in 32 groups): 16 accumulators, where the 8 x 48 tile would
  * spend half its vpdpbusd on rows that do not exist. */
 CR_VNNI static void avx512_vnni_kernel_off_4x64(int64_t kc4, const int8_t *Ap, const uint8_t *B,
-                                                const int64_t *goff, int32_t *C, int64_t ldc)
+                                                const int64_t *goff, int32_t *C, int64_t ldc,
+                                                int nv)
 {
-    vnni_direct_tile(4, 4, kc4, Ap, B, goff, C, ldc);
+    switch (nv) {
+    case 1: vnni_direct_tile(4, 1, kc4, Ap, B, goff, C, ldc); break;
+    case 2: vnni_direct_tile(4, 2, kc4, Ap, B, goff, C, ldc); break;
+    case 3: vnni_direct_tile(4, 3, kc4, Ap, B, goff, C, ldc); break;
+    default: vnni_direct_tile(4, 4, kc4, Ap, B, goff, C, ldc); break;
+    }
 }
 
 /* Direct form only (kernel NULL): cr_i8_direct_kernel hands it to the convolution's
