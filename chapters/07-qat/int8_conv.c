@@ -73,18 +73,21 @@ void cr_requant_row(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m, int3
 }
 
 void cr_requant_tile(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
-                     const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
-                     uint8_t *out, int64_t plane)
+                     const cr_qmul *m, int32_t zp, int32_t lo, int32_t hi,
+                     const cr_requant_runs *r, uint8_t *out, int64_t plane)
 {
     const requant_row_fn rq = best_requant();
     if (rq == cr_requant_row_avx512) {   /* the CPU check, made once */
-        cr_requant_tile_avx512(T, ldt, mr, bias, m, zp, lo, r, out, plane);
+        cr_requant_tile_avx512(T, ldt, mr, bias, m, zp, lo, hi, r, out, plane);
         return;
     }
     for (int64_t i = 0; i < mr; i++)
-        for (int64_t q = 0; q < r->n; q++)
-            rq(T + i * ldt + r->src[q], r->len[q], bias[i], m[i], zp, lo,
-               out + i * plane + r->dst[q]);
+        for (int64_t q = 0; q < r->n; q++) {
+            uint8_t *restrict o = out + i * plane + r->dst[q];
+            rq(T + i * ldt + r->src[q], r->len[q], bias[i], m[i], zp, lo, o);
+            if (hi < 255)   /* the bytes just written, still in L1 */
+                for (int64_t j = 0; j < r->len[q]; j++) o[j] = o[j] > hi ? (uint8_t)hi : o[j];
+        }
 }
 
 /* ---- preparing a convolution ---------------------------------------------------------- */
@@ -431,7 +434,7 @@ typedef struct {
 // @snippet qconv_epilogue
 /* cr_i8_epilogue_fn: requantizes a finished tile of sums into the output. Flat mode:
  * the tile's columns are cut once into runs of one output row each (the padded grid's
- * extra columns dropped; without extra columns, Wp == Wo, the runs join into one), and
+ * extra columns dropped; without extra columns, Wp == Wo, the tile is one run), and
  * the whole tile is requantized run by run into its place in one call. */
 static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, int64_t nr,
                           const int32_t *T, int64_t ldt)
@@ -440,7 +443,7 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
     const cr_int8_conv *qc = e->qc;
     cr_requant_runs r;   /* not zeroed: only its first r.n runs are read */
     r.n = 1, r.src[0] = 0, r.dst[0] = j0, r.len[0] = nr;
-    if (e->flat) {
+    if (e->flat && e->pitch != e->Wo) {   /* (no extra columns: the one run above) */
         r.n = 0;
         for (int64_t j = j0; j < j0 + nr;) {         /* runs of one output row */
             const int64_t oh = j / e->pitch, ow = j % e->pitch;
@@ -460,16 +463,10 @@ static void conv_epilogue(const void *ctx, int64_t i0, int64_t j0, int64_t mr, i
     }
     /* each run straight to its place (the requantization is element by element): no
        staging row and no copies, the epilogue's largest cost on 1x1 layers */
-    const int64_t o = e->o0 + i0;
+    const int64_t o = e->o0 + i0;   /* (a 7-bit output grid: y_max 127, in the same pass) */
     cr_requant_tile(T, ldt, mr, qc->bias_fold + o, qc->mul + o, qc->y_zp,
-                    qc->relu ? qc->y_zp : 0, &r, e->y_g + i0 * e->Ho * e->Wo,
+                    qc->relu ? qc->y_zp : 0, qc->y_max, &r, e->y_g + i0 * e->Ho * e->Wo,
                     e->Ho * e->Wo);
-    if (qc->y_max < 255)   /* a 7-bit output grid: the bytes just written, still in L1 */
-        for (int64_t i = 0; i < mr; i++)
-            for (int64_t q = 0; q < r.n; q++) {
-                uint8_t *restrict row = e->y_g + (i0 + i) * e->Ho * e->Wo + r.dst[q];
-                for (int64_t j = 0; j < r.len[q]; j++) row[j] = clamp_max(row[j], qc->y_max);
-            }
 }
 // @end qconv_epilogue
 

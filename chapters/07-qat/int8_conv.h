@@ -69,14 +69,17 @@ typedef struct {
 } cr_requant_runs;
 
 /* Rows [0, mr) of a tile T (ldt int32 per row) through cr_requant, row i with bias[i] and
- * m[i], run by run into out: the same bytes as cr_requant_row per row and run, with the
+ * m[i], then clamped to at most hi (<= 255; 127 for a 7-bit output grid), run by run into
+ * out: the same bytes as cr_requant_row per row and run followed by that clamp, with the
  * widest SIMD this CPU runs, and no call per row. */
 void cr_requant_tile(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
-                     const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
+                     const cr_qmul *m, int32_t zp, int32_t lo, int32_t hi,
+                     const cr_requant_runs *r,
                      uint8_t *out, int64_t plane);
 /* The AVX-512 form (call only where the CPU has it). */
 void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr, const int32_t *bias,
-                            const cr_qmul *m, int32_t zp, int32_t lo, const cr_requant_runs *r,
+                            const cr_qmul *m, int32_t zp, int32_t lo, int32_t hi,
+                            const cr_requant_runs *r,
                             uint8_t *out, int64_t plane);
 
 /* ---- the int8 convolution ----------------------------------------------------------- */

@@ -139,15 +139,16 @@ const cr_i8_kernel cr_i8_kernel_avx512_vnni = {"avx512_vnni", V_MR, V_NR, 256, 6
                                                avx512_vnni_kernel, avx512_vnni_kernel_off};
 
 // @snippet requant_avx512
-/* Even int64 lanes of v * mult, rounded half to even at bit s, plus zp, in [lo, 255]. */
+/* Even int64 lanes of v * mult, rounded half to even at bit s, plus zp, in [lo, hi]. */
 CR_AVX512 static inline __m512i requant_even512(__m512i v, __m512i mult, __m128i s,
-                                                __m512i half1, __m512i zp, __m512i lo)
+                                                __m512i half1, __m512i zp, __m512i lo,
+                                                __m512i hi)
 {
     const __m512i p = _mm512_mul_epi32(v, mult);                       /* exact int64 */
     const __m512i odd = _mm512_and_si512(_mm512_sra_epi64(p, s), _mm512_set1_epi64(1));
     __m512i q = _mm512_sra_epi64(_mm512_add_epi64(p, _mm512_add_epi64(half1, odd)), s);
     q = _mm512_add_epi64(q, zp);
-    return _mm512_min_epi64(_mm512_max_epi64(q, lo), _mm512_set1_epi64(255));
+    return _mm512_min_epi64(_mm512_max_epi64(q, lo), hi);
 }
 
 /* Even int64 lanes of v * mult, rounded half to even at bit s (s >= 32: the quotient
@@ -171,18 +172,21 @@ CR_AVX512 static inline __m512i round_even512(__m512i v, __m512i mult, __m128i s
  *           also at least 2^9, and 255 or the bound comes out either way. */
 typedef enum { RQ_WIDE, RQ_NARROW, RQ_DOUBLE } rq_form;
 typedef struct {
-    __m512i bias, mult, half1, zp64, lo64, zp32, lo32;
+    __m512i bias, mult, half1, zp64, lo64, hi64, zp32, lo32, hi32;
     __m512d m;
     __m128i s;
     rq_form form;
 } rq_row;
 
-CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int32_t lo)
+/* Row constants for outputs clamped to [lo, hi] (hi <= 255: 127 for a 7-bit grid). */
+CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int32_t lo,
+                                       int32_t hi)
 {
     rq_row r = {.form = m.shift < 32 ? RQ_WIDE : m.shift <= 44 ? RQ_DOUBLE : RQ_NARROW};
     r.bias = _mm512_set1_epi32(bias);
     r.zp32 = _mm512_set1_epi32(zp);
     r.lo32 = _mm512_set1_epi32(lo);
+    r.hi32 = _mm512_set1_epi32(hi);
     if (r.form == RQ_DOUBLE) {   /* mult * 2^-shift, exact (31 bits); 2^-shift from its bits */
         const uint64_t e = (uint64_t)(1023 - m.shift) << 52;
         double p2;
@@ -194,12 +198,13 @@ CR_AVX512 static inline rq_row rq_make(int32_t bias, cr_qmul m, int32_t zp, int3
     r.half1 = _mm512_set1_epi64(((int64_t)1 << (m.shift - 1)) - 1);
     r.zp64 = _mm512_set1_epi64(zp);
     r.lo64 = _mm512_set1_epi64(lo);
+    r.hi64 = _mm512_set1_epi64(hi);
     r.s = _mm_cvtsi32_si128(m.shift);
     return r;
 }
 
 /* 16 accumulators as u8 through row r's form (form: r->form, a constant where inlined,
- * so that each form's loop has no branch): cr_requant's bytes. */
+ * so that each form's loop has no branch): cr_requant's bytes, clamped to at most r's hi. */
 CR_AVX512 static inline __attribute__((always_inline)) __m128i
 requant16_form(__m512i acc, const rq_row *r, const rq_form form)
 {
@@ -216,12 +221,13 @@ requant16_form(__m512i acc, const rq_row *r, const rq_form form)
         const __m512i qo = round_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1);
         q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
     } else {
-        const __m512i qe = requant_even512(v, r->mult, r->s, r->half1, r->zp64, r->lo64);
-        const __m512i qo =
-            requant_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1, r->zp64, r->lo64);
+        const __m512i qe = requant_even512(v, r->mult, r->s, r->half1, r->zp64, r->lo64, r->hi64);
+        const __m512i qo = requant_even512(_mm512_srli_epi64(v, 32), r->mult, r->s, r->half1,
+                                           r->zp64, r->lo64, r->hi64);
         return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32)));
     }
-    return _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_add_epi32(q, r->zp32), r->lo32));
+    q = _mm512_max_epi32(_mm512_add_epi32(q, r->zp32), r->lo32);
+    return _mm512_cvtusepi32_epi8(_mm512_min_epi32(q, r->hi32));   /* (vpmovusdb: 255) */
 }
 
 /* Stores the low bytes of q's 16 int32 lanes at out, lanes of mask k only. vpmovdb to a
@@ -256,7 +262,7 @@ rq_span_any(const int32_t *acc, int64_t n, const rq_row *r, uint8_t *out)
 CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias, cr_qmul m,
                                      int32_t zp, int32_t lo, uint8_t *out)
 {
-    const rq_row r = rq_make(bias, m, zp, lo);
+    const rq_row r = rq_make(bias, m, zp, lo, 255);
     rq_span_any(acc, n, &r, out);
 }
 // @end requant_avx512
@@ -264,11 +270,11 @@ CR_AVX512 void cr_requant_row_avx512(const int32_t *acc, int64_t n, int32_t bias
 /* cr_requant_tile with AVX-512: per row the constants once, then each run as above. */
 CR_AVX512 void cr_requant_tile_avx512(const int32_t *T, int64_t ldt, int64_t mr,
                                       const int32_t *bias, const cr_qmul *m, int32_t zp,
-                                      int32_t lo, const cr_requant_runs *r, uint8_t *out,
-                                      int64_t plane)
+                                      int32_t lo, int32_t hi, const cr_requant_runs *r,
+                                      uint8_t *out, int64_t plane)
 {
     for (int64_t i = 0; i < mr; i++) {
-        const rq_row c = rq_make(bias[i], m[i], zp, lo);
+        const rq_row c = rq_make(bias[i], m[i], zp, lo, hi);
         for (int64_t q = 0; q < r->n; q++)
             rq_span_any(T + i * ldt + r->src[q], r->len[q], &c, out + i * plane + r->dst[q]);
     }
