@@ -39,6 +39,7 @@ char *openblas_get_corename(void);
 #include "conv_gemm.h"
 #include "direct.h"
 #include "gemm.h"
+#include "gemm_internal.h"   /* cr_grouped_force_layout */
 #include "lab_common.h"
 #include "progress.h"
 
@@ -417,10 +418,49 @@ static size_t fast_workspace(const cr_conv_shape *s)
     return cr_conv2d_fused_workspace_bytes(s);
 }
 
+/* The direct (grouped) path with its input layout forced, for chapter 3's layout table:
+ * "grouped" above is the cost model's choice. */
+static cr_status grouped_forced(int layout, const cr_conv_params *p, const cr_tensor *x,
+                                const cr_tensor *w, const cr_tensor *b, cr_tensor *y)
+{
+    cr_grouped_force_layout(layout);
+    const cr_status st = cr_conv2d_grouped(p, x, w, b, y);
+    cr_grouped_force_layout(-1);
+    return st;
+}
+
+/* cr_conv2d_fn: the phases layout forced. */
+static cr_status grouped_phases(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                                const cr_tensor *b, cr_tensor *y)
+{
+    return grouped_forced(0, p, x, w, b, y);
+}
+
+/* cr_conv2d_fn: the shifted copies forced. */
+static cr_status grouped_shifted(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
+                                 const cr_tensor *b, cr_tensor *y)
+{
+    return grouped_forced(1, p, x, w, b, y);
+}
+
+/* Workspace of cr_conv2d_grouped with a layout forced. */
+static size_t grouped_forced_workspace(int layout, const cr_conv_shape *s)
+{
+    cr_grouped_force_layout(layout);
+    const size_t n = cr_conv2d_grouped_workspace_bytes(s);
+    cr_grouped_force_layout(-1);
+    return n;
+}
+
+static size_t phases_workspace(const cr_conv_shape *s) { return grouped_forced_workspace(0, s); }
+static size_t shifted_workspace(const cr_conv_shape *s) { return grouped_forced_workspace(1, s); }
+
 static const conv_impl conv_impls[] = {
     {"gemm", cr_conv2d_gemm, cr_conv2d_gemm_workspace_bytes},
     {"fused", cr_conv2d_fused, cr_conv2d_fused_workspace_bytes},
     {"grouped", cr_conv2d_grouped, cr_conv2d_grouped_workspace_bytes},
+    {"grouped_phases", grouped_phases, phases_workspace},
+    {"grouped_shifted", grouped_shifted, shifted_workspace},
     {"default", cr_conv2d_fast, fast_workspace},
 };
 
@@ -433,7 +473,7 @@ static int conv_row(lab_ctx *ctx, const cr_progress *prog, const char *layer, co
     char vd[16];
     ratio_str(vd, sizeof vd, gf, gf_dnnl);
     clear_progress(prog);
-    printf("%-16s %-10s %3d %10.3f %8.1f %6.1f%% %8s %12zu %9.1e %s\n", layer, impl, threads,
+    printf("%-16s %-15s %3d %10.3f %8.1f %6.1f%% %8s %12zu %9.1e %s\n", layer, impl, threads,
            sec * 1e3, gf, peak > 0 ? 100.0 * gf / peak : 0.0, vd, ws, rel, note);
     fflush(stdout);
     cr_status st = lab_csv_row(ctx, "lab03,conv,%s,%s,%d,%.4f,%.3f,%.2f,,%s,%zu,%.3g,%s", layer,
@@ -529,6 +569,9 @@ static int run_conv_layer(lab_ctx *ctx, const cr_progress *prog, const lab_layer
             if (strcmp(im->name, "default") == 0)
                 snprintf(note, sizeof note, "path %s, gemm kernel %s", cr_conv2d_fast_path(&c.s),
                          cr_gemm_kernel_name());
+            else if (im->fn == grouped_phases || im->fn == grouped_shifted)
+                snprintf(note, sizeof note, "layout forced; the cost model picks %s",
+                         cr_grouped_layout_name(&c.s));
             ok &= conv_row(ctx, prog, l->name, im->name, threads[t], r.median, flops, peaks[t],
                            gf_dnnl, im->workspace(&c.s), rel, note);
         }
@@ -550,7 +593,7 @@ static const char *const quick_gemm_layers[] = {"a_3x3_64"};
 static void table_header(int conv)
 {
     if (conv)
-        printf("%-16s %-10s %3s %10s %8s %7s %8s %12s %9s %s\n", "layer", "impl", "thr", "ms",
+        printf("%-16s %-15s %3s %10s %8s %7s %8s %12s %9s %s\n", "layer", "impl", "thr", "ms",
                "GFLOP/s", "%peak", "/onednn", "workspace B", "rel err", "note");
     else
         printf("%-16s %-10s %3s %10s %8s %7s %8s %8s %9s\n", "case (MxNxK)", "impl", "thr", "ms",

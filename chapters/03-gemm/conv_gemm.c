@@ -320,6 +320,11 @@ void cr_grouped_force_layout(int layout)
     layout_forced = layout == 0 || layout == 1 ? layout : -1;
 }
 
+const char *cr_grouped_layout_name(const cr_conv_shape *s)
+{
+    return grouped_shifted(s, grouped_kernel()->owb) ? "shifted" : "phases";
+}
+
 /* The layout's geometry for shape s and a kernel of column block owb. */
 static grouped_geom_t grouped_geom(const cr_conv_shape *s, int64_t owb)
 {

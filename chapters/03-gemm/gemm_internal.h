@@ -156,6 +156,10 @@ typedef void (*cr_grouped_fn)(const cr_conv_shape *s, const int64_t *tap_off, co
  * cost model picks per shape (the default). Not thread-safe against running convolutions. */
 void cr_grouped_force_layout(int layout);
 
+/* The layout cr_conv2d_grouped takes for shape s ("phases" or "shifted"): the forced one
+ * while a layout is forced, else the cost model's. Call only where the CPU has AVX2. */
+const char *cr_grouped_layout_name(const cr_conv_shape *s);
+
 /* A direct kernel and its blocks. */
 typedef struct {
     const char *name;   /* "avx2", "avx512" */
