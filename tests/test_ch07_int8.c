@@ -562,6 +562,39 @@ static void qconv__golden_pytorch_onednn(void **state)
     cr_free_list(paths, np);
 }
 
+/* cr_int8_conv_path names the path each kind of layer takes with each kernel. */
+static void qconv__path_names(void **state)
+{
+    (void)state;
+    cr_rng r;
+    cr_rng_seed(&r, cr_seed_from_env());
+    static const int64_t shapes[][4] = {{16, 16, 3, 1}, {16, 16, 3, 2}, {16, 16, 1, 2}};
+    const char *vnni[] = {"direct, flat", "direct, phase-split rows", "subsampled, direct, flat"};
+    const char *packed[] = {"packed GEMM", "packed GEMM", "subsampled, packed GEMM"};
+    for (int k = 0; k < N_KERNELS; k++) {
+        if (!cr_int8_gemm_kernel_supported(kernel_names[k])) continue;
+        assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));
+        for (int i = 0; i < 3; i++) {
+            const int64_t *v = shapes[i];
+            cr_conv_params p = cr_conv_params_default(v[0], v[1], v[2]);
+            p.stride_h = p.stride_w = v[3];
+            cr_conv_set_padding(&p, v[2] / 2, v[2] / 2);
+            cr_qtensor qw = {0};
+            random_qweights(&r, &p, &qw);
+            float bias[16] = {0};
+            cr_int8_conv qc;
+            assert_cr_ok(cr_int8_conv_prepare(&qc, &p, &qw, bias, 0.03, 10, 0.1, 10, 0));
+            const int direct = strcmp(kernel_names[k], "avx512_vnni") == 0;
+            assert_string_equal(cr_int8_conv_path(&qc, 1, 9, 11), direct ? vnni[i] : packed[i]);
+            assert_string_equal(cr_int8_conv_path(&qc, 1, 0, 11), "invalid");
+            cr_int8_conv_free(&qc);
+            cr_qtensor_free(&qw);
+        }
+    }
+    assert_cr_ok(cr_int8_gemm_set_kernel("auto"));
+    assert_string_equal(cr_int8_conv_path(NULL, 1, 9, 11), "invalid");
+}
+
 static void qconv__bad_arguments(void **state)
 {
     (void)state;
@@ -684,6 +717,7 @@ int main(void)
         cmocka_unit_test(qconv__fast_equals_reference),
         cmocka_unit_test(qconv__deep_and_layout_paths),
         cmocka_unit_test(qconv__golden_pytorch_onednn),
+        cmocka_unit_test(qconv__path_names),
         cmocka_unit_test(qconv__bad_arguments),
         cmocka_unit_test(bf16_gemm__equals_reference),
     };

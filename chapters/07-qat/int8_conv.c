@@ -610,7 +610,8 @@ static void direct_pair(const cr_int8_conv *qc, const cr_conv_shape *s, const qg
                 at = oh * gm->row_pitch + ow0;
             }
             const int64_t mr = s->cout_g - ir < MR ? s->cout_g - ir : MR;
-            kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR, (int)(nr + 15) / 16);
+            kd->kernel_off(kc4, wg + ir * qc->K4, xi + at * 4, goff, tile, NR,
+                           (int)(nr + 15) / 16);
             conv_epilogue(&e, ir, j0, mr, nr, tile, NR);
         }
     }
@@ -669,6 +670,13 @@ static cr_status run_direct(const cr_int8_conv *qc, const cr_conv_shape *s, cons
     return failed;
 }
 
+/* 1 for a 1x1 convolution with stride > 1 and no padding (run as subsample_1x1 says). */
+static int strided_1x1(const cr_conv_params *p)
+{
+    return p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
+           !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right;
+}
+
 /* A 1x1 convolution with stride > 1 and no padding reads only every stride-th pixel:
  * x (n x Cin x h x w) subsampled into xs (n x Cin x Ho x Wo), so that the stride-1 path
  * (nothing split into phases, nothing read twice) runs on a quarter of the bytes. */
@@ -689,9 +697,7 @@ const char *cr_int8_conv_path(const cr_int8_conv *qc, int64_t n, int64_t h, int6
 {
     cr_conv_shape s;
     if (!qc || !qc->w || cr_conv_shape_init(&s, &qc->p, n, h, w) != CR_OK) return "invalid";
-    const cr_conv_params *p = &qc->p;
-    if (p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
-        !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right) {
+    if (strided_1x1(&qc->p)) {
         cr_int8_conv unit = *qc;   /* as cr_int8_conv_run: stride 1 on the subsampled input */
         unit.p.stride_h = unit.p.stride_w = 1;
         return strcmp(cr_int8_conv_path(&unit, n, s.h_out, s.w_out), "packed GEMM") == 0
@@ -719,8 +725,7 @@ cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t
     const cr_i8_kernel *kd = cr_int8_gemm_kernel_for(b_max);
     const int64_t G = qc->p.groups;
     const cr_conv_params *p = &qc->p;
-    if (p->kernel_h == 1 && p->kernel_w == 1 && (p->stride_h > 1 || p->stride_w > 1) &&
-        !p->pad_top && !p->pad_bottom && !p->pad_left && !p->pad_right) {
+    if (strided_1x1(p)) {
         /* the same sums on the subsampled input with stride 1 (same weights, same bytes) */
         size_t cap = 0;
         uint8_t *xs = cr_scratch_get((size_t)(s.batch * p->in_channels * s.h_out * s.w_out), &cap);

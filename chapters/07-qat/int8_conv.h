@@ -127,10 +127,11 @@ void cr_int8_conv_free(cr_int8_conv *qc);
  * the GEMM's packing of B. */
 cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w, const uint8_t *x,
                        uint8_t *y);
-/* The path cr_int8_conv_run takes for n x Cin x h x w input on this CPU: "direct, flat"
- * (stride 1), "direct, phase-split rows" (stride > 1), "packed GEMM" (no direct kernel:
- * the AVX2 and portable kernels), those behind "subsampled, " (1x1 with stride), or
- * "invalid". A static string, for the lab's notes. */
+
+/* The path cr_int8_conv_run takes for n x Cin x h x w input with the kernel chosen now:
+ * "direct, flat" (stride 1), "direct, phase-split rows" (stride > 1), "packed GEMM" (a
+ * kernel with no direct form: all but avx512_vnni), those behind "subsampled, " (1x1
+ * with stride), or "invalid". A static string, for the lab's notes. */
 const char *cr_int8_conv_path(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w);
 
 /* The same by the definition: seven loops over (x - z_x) in int32, then cr_requant. */
