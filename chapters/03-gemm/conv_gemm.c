@@ -284,22 +284,20 @@ static int64_t grouped_copy_floats(const cr_conv_shape *s, int shifted)
  * layout computes and drops, (lp - Wo) between output rows, each costing 2 Cin_g kh kw
  * flops per output channel (the kernel computes whole vectors of owb / 3 places in
  * both), and copy kw times as much. A copied float costs about as much as COPY_FLOPS
- * flops of the kernel (measured on lab 3's machine, 2026-12-01: see chapter 3). That
- * holds while the copies stay in L2: the kernel streams one group's copy once per
- * block of output channels, and shifted copies past SHIFTED_MAX_BYTES (3 MiB) ran at
- * half the phases layout's speed (256 -> 128 at 96 x 120: 43 against 103 GFLOP/s).
+ * flops of the kernel while the shifted copies fit in the 1 MiB L2 (COPY_NEAR_BYTES),
+ * and COPY_FLOPS_FAR beyond it, where the kernel streams them from farther once per
+ * block of output channels (measured on lab 3's machine, 2026-12-01: see chapter 3).
  * Grouped layers keep the phases: with 32 channels a group the model under-prices the
  * copies (1024 channels in 32 groups at 12 x 15: 56 against 71 GFLOP/s shifted). */
 #define COPY_FLOPS 16
-#define SHIFTED_MAX_BYTES (3 << 20)
+#define COPY_FLOPS_FAR 64
+#define COPY_NEAR_BYTES (1 << 20)
 static _Atomic int layout_forced = -1;   /* cr_grouped_force_layout: -1 by the cost */
 static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
 {
     const int forced = layout_forced;
     if (forced >= 0) return forced;
-    if (s->p.groups > 1 ||
-        grouped_copy_floats(s, 1) * (int64_t)sizeof(float) > SHIFTED_MAX_BYTES)
-        return 0;
+    if (s->p.groups > 1) return 0;
     const cr_conv_params *p = &s->p;
     const int64_t sw = p->stride_w, taps = s->cin_g * p->kernel_h * p->kernel_w;
     const int64_t lp = (s->w_in + p->pad_left + p->pad_right + sw - 1) / sw;
@@ -307,10 +305,12 @@ static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
     const int64_t vec = owb / 3;   /* the places the kernel computes: whole vectors */
     const int64_t phase_places = (Ho * lp - (lp - Wo) + vec - 1) / vec * vec;
     const int64_t shifted_places = (Ho * Wo + vec - 1) / vec * vec;
+    const int64_t shifted_floats = grouped_copy_floats(s, 1);
+    const double per_float = shifted_floats * (int64_t)sizeof(float) <= COPY_NEAR_BYTES
+                                 ? COPY_FLOPS : COPY_FLOPS_FAR;
     const double saved = 2.0 * (double)taps * (double)s->cout_g *
                          (double)(phase_places - shifted_places);
-    const double extra = (double)COPY_FLOPS * (double)(grouped_copy_floats(s, 1) -
-                                                       grouped_copy_floats(s, 0));
+    const double extra = per_float * (double)(shifted_floats - grouped_copy_floats(s, 0));
     return saved > extra;
 }
 // @end grouped_layout
