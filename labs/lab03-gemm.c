@@ -567,7 +567,7 @@ static int run_conv_layer(lab_ctx *ctx, const cr_progress *prog, const lab_layer
             }
             char note[64] = "";
             if (strcmp(im->name, "default") == 0)
-                snprintf(note, sizeof note, "path %s, gemm kernel %s", cr_conv2d_fast_path(&c.s),
+                snprintf(note, sizeof note, "path %s; gemm kernel %s", cr_conv2d_fast_path(&c.s),
                          cr_gemm_kernel_name());
             else if (im->fn == grouped_phases || im->fn == grouped_shifted)
                 snprintf(note, sizeof note, "layout forced; the cost model picks %s",

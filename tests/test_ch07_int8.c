@@ -569,8 +569,8 @@ static void qconv__path_names(void **state)
     cr_rng r;
     cr_rng_seed(&r, cr_seed_from_env());
     static const int64_t shapes[][4] = {{16, 16, 3, 1}, {16, 16, 3, 2}, {16, 16, 1, 2}};
-    const char *vnni[] = {"direct, flat", "direct, phase-split rows", "subsampled, direct, flat"};
-    const char *packed[] = {"packed GEMM", "packed GEMM", "subsampled, packed GEMM"};
+    const char *vnni[] = {"direct/flat", "direct/phase-split rows", "subsampled/direct/flat"};
+    const char *packed[] = {"packed GEMM", "packed GEMM", "subsampled/packed GEMM"};
     for (int k = 0; k < N_KERNELS; k++) {
         if (!cr_int8_gemm_kernel_supported(kernel_names[k])) continue;
         assert_cr_ok(cr_int8_gemm_set_kernel(kernel_names[k]));

@@ -701,11 +701,11 @@ const char *cr_int8_conv_path(const cr_int8_conv *qc, int64_t n, int64_t h, int6
         cr_int8_conv unit = *qc;   /* as cr_int8_conv_run: stride 1 on the subsampled input */
         unit.p.stride_h = unit.p.stride_w = 1;
         return strcmp(cr_int8_conv_path(&unit, n, s.h_out, s.w_out), "packed GEMM") == 0
-                   ? "subsampled, packed GEMM" : "subsampled, direct, flat";
+                   ? "subsampled/packed GEMM" : "subsampled/direct/flat";
     }
     const cr_i8_kernel *dk = cr_i8_direct_kernel(cr_int8_gemm_kernel_for(255), qc->cout_g);
     if (!(dk->kernel_off && qc->wdirect && dk->mr == qc->direct_mr)) return "packed GEMM";
-    return make_geom(&s).flat ? "direct, flat" : "direct, phase-split rows";
+    return make_geom(&s).flat ? "direct/flat" : "direct/phase-split rows";
 }
 
 // @snippet qconv_run

@@ -129,9 +129,9 @@ cr_status cr_int8_conv_run(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t
                        uint8_t *y);
 
 /* The path cr_int8_conv_run takes for n x Cin x h x w input with the kernel chosen now:
- * "direct, flat" (stride 1), "direct, phase-split rows" (stride > 1), "packed GEMM" (a
- * kernel with no direct form: all but avx512_vnni), those behind "subsampled, " (1x1
- * with stride), or "invalid". A static string, for the lab's notes. */
+ * "direct/flat" (stride 1), "direct/phase-split rows" (stride > 1), "packed GEMM" (a
+ * kernel with no direct form: all but avx512_vnni), those behind "subsampled/" (1x1
+ * with stride), or "invalid". A static string without commas (it goes into CSV notes). */
 const char *cr_int8_conv_path(const cr_int8_conv *qc, int64_t n, int64_t h, int64_t w);
 
 /* The same by the definition: seven loops over (x - z_x) in int32, then cr_requant. */
