@@ -314,6 +314,26 @@ static void grad_bias(const cr_conv_shape *s, const float *dy, float *db)
 }
 // @end grad_bias
 
+/* One (image n, group g) pair of cr_conv2d_backward_gemm: dW_g (in dw_t, NULL: not asked
+ * for) += the pair's share, then dX_g (dx NULL: not asked for), through one patch matrix
+ * col (KK x Ho*Wo floats; NULL for a pointwise kernel). */
+static cr_status backward_pair(const cr_conv_shape *s, const cr_tensor *x, const cr_tensor *w,
+                               const cr_tensor *dy, cr_tensor *dx, float *dw_t, float *col,
+                               int64_t n, int64_t g)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t HW = s->h_in * s->w_in, plane = s->h_out * s->w_out, KK = cr_im2col_rows(s);
+    const float *x_g = x->data + (n * p->in_channels + g * s->cin_g) * HW;
+    const float *dy_g = dy->data + (n * p->out_channels + g * s->cout_g) * plane;
+    cr_status e = CR_OK;
+    if (dw_t)                /* patch matrix first used for dW ... */
+        e = grad_weight_group(s, x_g, dy_g, dw_t + g * s->cout_g * KK, col);
+    if (e == CR_OK && dx)    /* ... then reused for dX */
+        e = grad_input_group(s, w->data + g * s->cout_g * KK, dy_g,
+                             dx->data + (n * p->in_channels + g * s->cin_g) * HW, col);
+    return e;
+}
+
 // @snippet backward_api
 cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
                                   const cr_tensor *w, const cr_tensor *dy, cr_tensor *dx,
@@ -325,7 +345,7 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
     if (db) grad_bias(&s, dy->data, db->data);
     if (!dx && !dw) return CR_OK;
 
-    const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
+    const int64_t plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
     const size_t ws = is_pointwise(&s) ? 0 : (size_t)KK * (size_t)plane * sizeof(float);
     const int T = cr_conv_outer_threads(&s);
     const size_t wn = s.w_numel;
@@ -344,28 +364,33 @@ cr_status cr_conv2d_backward_gemm(const cr_conv_params *p, const cr_tensor *x,
     }
 
     cr_status failed = CR_OK;
+    if (T == 1) {   /* pairs one after the other, each GEMM on every thread */
+        /* not in a parallel region of one thread: the GEMMs and copies inside would each
+           start a nested team (on the lab's machine 1.7 ms against 0.18 for one GEMM) */
+        float *col = ws ? cr_aligned_alloc(ws) : NULL;
+        if (ws && !col) failed = cr_fail(CR_ENOMEM, "col2im: %zu bytes", ws);
+        for (int64_t n = 0; n < s.batch && !failed; n++)
+            for (int64_t g = 0; g < p->groups && !failed; g++)
+                failed = backward_pair(&s, x, w, dy, dx, dw ? dw->data : NULL, col, n, g);
+        cr_aligned_free(col);
+        cr_aligned_free(partial);
+        return failed;
+    }
     char msg[256] = "";
-#pragma omp parallel num_threads(T) if (T > 1)
-    {
+#pragma omp parallel num_threads(T)
+    {   /* pairs shared by the threads, each GEMM on one thread */
 #ifdef _OPENMP
         const int tid = omp_get_thread_num();
 #else
         const int tid = 0;
 #endif
         float *col = ws ? cr_aligned_alloc(ws) : NULL;   /* one patch matrix per thread */
-        float *dw_t = !dw ? NULL : partial ? partial + (size_t)tid * wn : dw->data;
+        float *dw_t = dw ? partial + (size_t)tid * wn : NULL;
 #pragma omp for collapse(2) schedule(static)
         for (int64_t n = 0; n < s.batch; n++)
             for (int64_t g = 0; g < p->groups; g++) {
-                const float *x_g = x->data + (n * p->in_channels + g * s.cin_g) * H * W;
-                const float *dy_g = dy->data + (n * p->out_channels + g * s.cout_g) * plane;
-                cr_status e = (ws && !col) ? cr_fail(CR_ENOMEM, "col2im: %zu bytes", ws) : CR_OK;
-                if (e == CR_OK && dw_t)   /* patch matrix first used for dW ... */
-                    e = grad_weight_group(&s, x_g, dy_g, dw_t + g * s.cout_g * KK, col);
-                if (e == CR_OK && dx)     /* ... then reused for dX */
-                    e = grad_input_group(&s, w->data + g * s.cout_g * KK, dy_g,
-                                         dx->data + (n * p->in_channels + g * s.cin_g) * H * W,
-                                         col);
+                const cr_status e = (ws && !col) ? cr_fail(CR_ENOMEM, "col2im: %zu bytes", ws)
+                                                 : backward_pair(&s, x, w, dy, dx, dw_t, col, n, g);
                 if (e != CR_OK) {
 #pragma omp critical(cr_conv_backward_status)
                     {
