@@ -22,6 +22,7 @@
 #include "cr_test.h"
 #include "direct.h"
 #include "gemm.h"
+#include "gemm_internal.h"   /* cr_gemm_one_thread_region_calls */
 #include "grad_weight_direct.h"
 #include "im2col.h"
 #include "rng.h"
@@ -694,6 +695,55 @@ static void backward_api__depth_split_threads(void **state)
     cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
 }
 
+/* With one (image, group) pair the backward must not run its GEMMs inside a parallel
+ * region of one thread: each would start a nested team (chapter 4, "Zen 5 again": 1.7
+ * against 0.18 ms a GEMM). Every route at 2 threads, batch 1, one group: the col2im
+ * route (stride 2), dX as a forward conv (stride 1), a strided and a plain 1x1 kernel;
+ * then three images, which two threads do not share (the pairs run one by one). */
+static void backward_api__no_nested_teams(void **state)
+{
+    (void)state;
+    const int threads0 = get_threads();
+    cr_rng r;
+    cr_rng_seed(&r, cr_seed_from_env());
+    struct { int64_t cin, cout, k, stride, pad, n, hw; } cases[] = {
+        {3, 16, 7, 2, 3, 1, 40},   /* the stem: dX by col2im */
+        {8, 16, 3, 1, 1, 1, 20},   /* dX as a forward convolution, dW implicit */
+        {8, 16, 1, 2, 0, 1, 20},   /* strided 1x1 */
+        {8, 16, 1, 1, 0, 1, 20},   /* pointwise: NT GEMMs */
+        {3, 16, 7, 2, 3, 3, 24},   /* three images on two threads: pairs one by one */
+    };
+    cr_test_set_threads(2);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cr_conv_params p = cr_conv_params_default(cases[i].cin, cases[i].cout, cases[i].k);
+        p.stride_h = p.stride_w = cases[i].stride;
+        cr_conv_set_padding(&p, cases[i].pad, cases[i].pad);
+        cr_conv_shape s;
+        assert_cr_ok(cr_conv_shape_init(&s, &p, cases[i].n, cases[i].hw, cases[i].hw));
+        cr_tensor x, wt, b, dy, gx, gw, gb, *pgx, *pgw, *pgb;
+        cr_conv_tensors_random(&s, &r, &x, &wt, &b, &dy);
+        alloc_grads(G_ALL, &p, &x, &wt, &gx, &gw, &gb, &pgx, &pgw, &pgb);
+        const long before = cr_gemm_one_thread_region_calls();
+        const cr_status st1 = cr_conv2d_backward(&p, &x, &wt, &dy, pgx, pgw, pgb);
+        const cr_status st2 = cr_conv2d_backward_gemm(&p, &x, &wt, &dy, pgx, pgw, pgb);
+        const long nested = cr_gemm_one_thread_region_calls() - before;
+        free_grads(&gx, &gw, &gb);
+        cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b); cr_tensor_free(&dy);
+        if (st1 != CR_OK || st2 != CR_OK) {
+            cr_test_set_threads(threads0);
+            fail_msg("case %zu: the backward failed: %s", i, cr_last_error());
+        }
+        if (nested != 0) {
+            cr_test_set_threads(threads0);
+            fail_msg("case %zu (%lld -> %lld, k %lld, stride %lld, batch %lld): %ld calls for "
+                     "threads from inside a parallel region of one thread (nested teams)",
+                     i, (long long)cases[i].cin, (long long)cases[i].cout, (long long)cases[i].k,
+                     (long long)cases[i].stride, (long long)cases[i].n, nested);
+        }
+    }
+    cr_test_set_threads(threads0);
+}
+
 /* The chapter's first fast backward (per-pair GEMMs, col2im) equals the reference: dX on
  * 300 random configurations; it is the route cr_conv2d_backward takes for strides. */
 static void col2im_scatter__gemm_backward_dx_random(void **state)
@@ -1006,6 +1056,7 @@ int main(void)
         cmocka_unit_test(grad_weight__grouped_dot_products_random),
         cmocka_unit_test(grad_input__grouped_scatter_random),
         cmocka_unit_test(backward_api__depth_split_threads),
+        cmocka_unit_test(backward_api__no_nested_teams),
         cmocka_unit_test(backward_api__nullable_outputs),
         cmocka_unit_test(backward_api__bad_shapes_refused),
         cmocka_unit_test(backward_api__deterministic),

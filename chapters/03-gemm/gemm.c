@@ -351,13 +351,25 @@ const cr_gemm_kernel cr_kernel_portable = {"portable", PT_MR, PT_NR, 128, 256, 4
 
 /* ---- the engine: five loops around the micro-kernel ---------------------------------- */
 
+/* Calls of cr_gemm_threads_available made inside a parallel region of one thread. */
+static atomic_long one_thread_region_calls;
+
 int cr_gemm_threads_available(void)
 {
 #ifdef _OPENMP
+    /* inside a region of one thread (an `if` that was false), omp_in_parallel() is false
+       and a fork here would start a nested team: count it, tests expect none */
+    if (omp_get_level() > 0 && omp_get_active_level() == 0)
+        atomic_fetch_add(&one_thread_region_calls, 1);
     return omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif
+}
+
+long cr_gemm_one_thread_region_calls(void)
+{
+    return atomic_load(&one_thread_region_calls);
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -126,6 +126,11 @@ void cr_avx2_kernel_unpacked(int64_t kc, const float *A, int64_t rsa, int64_t cs
 /* Number of OpenMP threads a parallel region started here would get (1 without OpenMP
  * or inside a parallel region). */
 int cr_gemm_threads_available(void);
+/* How many times, since the program started, cr_gemm_threads_available was asked from
+ * inside a parallel region of one thread (an OpenMP `if` that was false). A fork there
+ * starts a nested team, which cost 1.7 ms against 0.18 for one GEMM on a Zen 5 VM
+ * (chapter 4); tests check that the library's paths never do it. */
+long cr_gemm_one_thread_region_calls(void);
 
 /* ---- the grouped convolution's direct kernels (conv_avx2.c, conv_avx512.c) ------- */
 
