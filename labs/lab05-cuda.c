@@ -411,7 +411,7 @@ static int cudnn_variant(lab_ctx *ctx, conv_run *c, const char *layer, int tf32,
     cudnnMathType_t math = CUDNN_DEFAULT_MATH;
     cudnn_init(c, tf32, &math);
     char note[64];
-    snprintf(note, sizeof note, "Find: %s, %s math", cudnn_algo_name(c->algo),
+    snprintf(note, sizeof note, "Find: %s; %s math", cudnn_algo_name(c->algo),
              cudnn_math_name(math));
     int ok = 1;
     *ref_tf = 0.0;

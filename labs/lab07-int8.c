@@ -148,7 +148,7 @@ static int kernel_peaks(lab_ctx *ctx, cr_rng *rng)
         cr_bench_result r = cr_bench(kernel_loop, &k, &o, NULL);
         const double ops = 2.0 * k.kd->mr * k.kd->nr * kc4 * 4 * k.calls;
         char note[64];
-        snprintf(note, sizeof note, "%d x %d tile, depth 576, panels in L1", k.kd->mr, k.kd->nr);
+        snprintf(note, sizeof note, "%d x %d tile; depth 576; panels in L1", k.kd->mr, k.kd->nr);
         ok &= row(ctx, "kernel", "L1", k.kd->name, 1, r.min, ops, 0, 0, note);
     }
     cr_int8_gemm_set_kernel("auto");
@@ -313,7 +313,7 @@ static int gemm_case(lab_ctx *ctx, const char *name, int64_t M, int64_t N, int64
         cr_int8_gemm_set_kernel(before);
         if (lab_time_budget(ctx, run_bf16, &g, budget, &r) == CR_OK)
             ok &= row(ctx, "gemm", name, "bf16", threads[t], r.min, ops, fp32, dnnl,
-                      cr_gemm_bf16_native() ? "vdpbf16ps, f32 sums" : "portable loop");
+                      cr_gemm_bf16_native() ? "vdpbf16ps; f32 sums" : "portable loop");
         if (lab_time_budget(ctx, run_fp16, &g, budget, &r) == CR_OK) {
             char fp16_what[96];
             snprintf(fp16_what, sizeof fp16_what, "fp16 storage: %s widening; cr_sgemm's %s kernel",
@@ -940,8 +940,9 @@ static void run_pytorch(camvid_run *r, const pytorch_probe *pt)
     if (saved) remove(weights);
     if (st != 0) {
         printf("  PyTorch: the script failed (status %d) after %d rows; they are kept\n", st, rows);
-        lab_csv_row(r->ctx, "# pytorch_status: the script failed (status %d) after %d rows", st,
-                    rows);
+        char what[96];
+        snprintf(what, sizeof what, "the script failed (status %d) after %d rows", st, rows);
+        lab_csv_comment(r->ctx, "pytorch_status", what);
     }
 }
 

@@ -106,6 +106,8 @@ void lab_banner(const lab_ctx *ctx, const char *title);
 cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *const *extra);
 /* Writes one CSV row (printf-style, no newline) if a CSV is open. */
 cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes a "# key: value" line among the rows (what happened during the run) if a CSV is open. */
+cr_status lab_csv_comment(lab_ctx *ctx, const char *key, const char *value);
 /* Ends the lab: measures the load and CPU steal again and prints them ("load: before
  * 0.12, after 1.90; steal 0.0%", plus a warning when the machine was busy); with
  * exit_code 0 writes that line as a trailing "# load: ..." comment of the CSV and

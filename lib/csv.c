@@ -18,6 +18,7 @@ struct cr_csv {
     cr_afile *af; /* the output (temporary file or direct target) */
     FILE *f;      /* its stream */
     char *path;   /* the name the caller gave */
+    size_t ncols; /* fields in the header row (0 until cr_csv_columns) */
 };
 
 /* ---- provenance values ------------------------------------------------- */
@@ -202,11 +203,23 @@ cr_status cr_csv_columns(cr_csv *c, const char *const *names)
             return io_error(c, "write", errno);
     }
     if (fputc('\n', c->f) == EOF) return io_error(c, "write", errno);
+    size_t n = 0;
+    while (names[n]) n++;
+    c->ncols = n;
     return CR_OK;
 }
 
-/* Formats one row (printf-style, no newline), refuses rows that hold a newline,
- * and writes it followed by '\n'. */
+/* The fields of one unquoted CSV line: its commas plus one. */
+static size_t field_count(const char *row)
+{
+    size_t n = 1;
+    for (const char *p = row; *p; p++) n += *p == ',';
+    return n;
+}
+
+/* Formats one row (printf-style, no newline), refuses rows that hold a newline or,
+ * after cr_csv_columns, a field count other than the header's (fields are never
+ * quoted: a comma inside a note would split it), and writes it followed by '\n'. */
 cr_status cr_csv_row(cr_csv *c, const char *fmt, ...)
 {
     if (!c || !fmt) return cr_fail(CR_EINVAL, "cr_csv_row: NULL argument");
@@ -224,6 +237,10 @@ cr_status cr_csv_row(cr_csv *c, const char *fmt, ...)
     cr_status st = CR_OK;
     if (strpbrk(row, "\r\n"))
         st = cr_fail(CR_EINVAL, "CSV '%s': a row must be one line, got '%s'", c->path, row);
+    else if (c->ncols && field_count(row) != c->ncols)
+        st = cr_fail(CR_EINVAL,
+                     "CSV '%s': a row must have %zu fields like the header, got %zu "
+                     "(a comma inside a field?): '%s'", c->path, c->ncols, field_count(row), row);
     else if (fputs(row, c->f) == EOF || fputc('\n', c->f) == EOF)
         st = io_error(c, "write", errno);
     free(row);

@@ -28,7 +28,8 @@ cr_status cr_csv_open(cr_csv **out, const char *path, const char *program, int t
                       const char *const *extra);
 /* Writes the header row from a NULL-terminated array of column names. */
 cr_status cr_csv_columns(cr_csv *c, const char *const *names);
-/* Writes one row: a printf-style format for the whole row, without the newline. */
+/* Writes one row: a printf-style format for the whole row, without the newline; after
+ * cr_csv_columns it must have the header's number of fields (no field holds a comma). */
 cr_status cr_csv_row(cr_csv *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes a "# key: value" comment line (after the rows: what was measured at the end). */
 cr_status cr_csv_comment(cr_csv *c, const char *key, const char *value);

@@ -380,6 +380,35 @@ static void csv__row_with_newline_refused(void **state)
     rmdir(dir);
 }
 
+/* After the header, a row with more or fewer fields than it (a note holding a comma, a
+ * missing column) is refused, names both counts and writes nothing; empty fields count. */
+static void csv__row_field_count_checked(void **state)
+{
+    (void)state;
+    char dir[64], path[96];
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
+    snprintf(path, sizeof path, "%s/out.csv", dir);
+
+    cr_csv *c = NULL;
+    assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
+    assert_cr_ok(cr_csv_columns(c, (const char *const[]){"case", "ms", "note", NULL}));
+    assert_cr_fails(cr_csv_row(c, "a,1.0,%s", "direct, flat"), CR_EINVAL);
+    assert_contains(cr_last_error(), "3 fields");
+    assert_contains(cr_last_error(), "got 4");
+    assert_cr_fails(cr_csv_row(c, "a,1.0"), CR_EINVAL);
+    assert_contains(cr_last_error(), "got 2");
+    assert_cr_ok(cr_csv_row(c, "b,,"));
+    assert_cr_ok(cr_csv_row(c, "c,2.0,direct/flat"));
+    assert_cr_ok(cr_csv_close(c));
+    char *text = read_all(path);
+    assert_contains(text, "\ncase,ms,note\nb,,\nc,2.0,direct/flat\n");
+    assert_null(strstr(text, "flat\na"));
+    assert_null(strstr(text, "\na,"));
+    free(text);
+    remove(path);
+    rmdir(dir);
+}
+
 /* The provenance getters return one-line, non-empty strings. */
 static void csv__provenance_values(void **state)
 {
@@ -541,6 +570,7 @@ int main(void)
         cmocka_unit_test(csv__abort_leaves_nothing),
         cmocka_unit_test(csv__unwritable_directory),
         cmocka_unit_test(csv__row_with_newline_refused),
+        cmocka_unit_test(csv__row_field_count_checked),
         cmocka_unit_test(csv__provenance_values),
         cmocka_unit_test(timing__median_odd),
         cmocka_unit_test(timing__median_even),
