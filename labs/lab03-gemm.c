@@ -329,8 +329,39 @@ static int gemm_case_impl(lab_ctx *ctx, const cr_progress *prog, const char *cas
     st = lab_csv_row(ctx, "lab03,gemm,%s,%s,%d,%.4f,%.3f,%.2f,%s,%s,%zu,%.3g,%s", case_name,
                      im->name, threads, r.median * 1e3, gf, peak > 0 ? 100.0 * gf / peak : 0.0,
                      vo, vd, (size_t)0, rel,
-                     strcmp(im->name, "default") == 0 ? cr_gemm_kernel_name() : "");
+                     strcmp(im->name, "default") == 0      ? cr_gemm_kernel_name()
+                     : strcmp(im->name, "rows_apart") == 0 ? "each thread its own M/T rows"
+                                                           : "");
     return st == CR_OK ? 1 : lab_report_failure("CSV", st);
+}
+
+/* A diagnostic beside the default at T > 1 threads: T independent products of M/T rows
+ * each (rows [M t/T, M (t+1)/T) of A and C, all of B), one per thread, nothing shared
+ * but B and the machine. Where two threads run below 2x one thread and this row does
+ * too, the loss is the machine's (caches, memory, clock with both cores busy), not the
+ * engine's division of the work. Row-major, no transposes (as the lab calls it). */
+static cr_status gemm_rows_apart(cr_trans ta, cr_trans tb, int64_t M, int64_t N, int64_t K,
+                                 float alpha, const float *A, int64_t lda, const float *B,
+                                 int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (ta != CR_NO_TRANS) return cr_fail(CR_EINVAL, "gemm_rows_apart: ta: expected no transpose");
+    cr_status st = CR_OK;
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        const int64_t t = 0, T = 1;
+#endif
+        const int64_t r0 = M * t / T, r1 = M * (t + 1) / T;   /* cr_sgemm: one thread here */
+        cr_status s = cr_sgemm(ta, tb, r1 - r0, N, K, alpha, A + r0 * lda, lda, B, ldb, beta,
+                               C + r0 * ldc, ldc);
+        if (s != CR_OK) {
+#pragma omp critical(lab03_rows_apart)
+            st = s;
+        }
+    }
+    return st;
 }
 
 /* The implementations of the GEMM table: every step, the default, the peers found. */
@@ -345,6 +376,7 @@ static int gemm_impls(gemm_impl *out)
             limit = 1024LL * 1024 * 1024;
         out[n++] = (gemm_impl){steps[i].name, steps[i].fn, limit};
     }
+    out[n++] = (gemm_impl){"rows_apart", gemm_rows_apart, 0};   /* at 2+ threads only */
 #ifdef CR_HAVE_OPENBLAS
     out[n++] = (gemm_impl){"openblas", peer_openblas, 0};
 #endif
@@ -387,6 +419,8 @@ static int run_gemm_case(lab_ctx *ctx, const cr_progress *prog, const char *case
                     if (is_peer != (pass == 0)) continue;
                     if (impls[i].max_cube && (double)M * N * K > (double)impls[i].max_cube)
                         continue;
+                    if (threads[t] == 1 && strcmp(impls[i].name, "rows_apart") == 0)
+                        continue;   /* one thread: the default itself */
                     ok &= gemm_case_impl(ctx, prog, case_name, &g, &impls[i], threads[t],
                                          peaks[t], &peers, budget);
                 }
