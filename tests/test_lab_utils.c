@@ -355,17 +355,23 @@ static void csv__unwritable_directory(void **state)
     assert_contains(cr_last_error(), "No such file or directory");
 }
 
+/* A new temporary dir/out.csv (names into dir and path) opened with its header row. */
+static cr_csv *open_with_columns(char dir[64], char path[96], const char *const *columns)
+{
+    cr_test_temp_dir(dir, 64, "cr_test_lab_utils");
+    snprintf(path, 96, "%s/out.csv", dir);
+    cr_csv *c = NULL;
+    assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
+    assert_cr_ok(cr_csv_columns(c, columns));
+    return c;
+}
+
 /* A row holding a newline is refused (CR_EINVAL) and nothing of it is written. */
 static void csv__row_with_newline_refused(void **state)
 {
     (void)state;
     char dir[64], path[96];
-    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
-    snprintf(path, sizeof path, "%s/out.csv", dir);
-
-    cr_csv *c = NULL;
-    assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
-    assert_cr_ok(cr_csv_columns(c, (const char *const[]){"a", "b", NULL}));
+    cr_csv *c = open_with_columns(dir, path, (const char *const[]){"a", "b", NULL});
     assert_cr_fails(cr_csv_row(c, "1,%s", "two\nlines"), CR_EINVAL);
     assert_contains(cr_last_error(), "one line");
     assert_cr_fails(cr_csv_row(c, "1,2\r"), CR_EINVAL);
@@ -386,12 +392,7 @@ static void csv__row_field_count_checked(void **state)
 {
     (void)state;
     char dir[64], path[96];
-    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_utils");
-    snprintf(path, sizeof path, "%s/out.csv", dir);
-
-    cr_csv *c = NULL;
-    assert_cr_ok(cr_csv_open(&c, path, "p", 1, NULL));
-    assert_cr_ok(cr_csv_columns(c, (const char *const[]){"case", "ms", "note", NULL}));
+    cr_csv *c = open_with_columns(dir, path, (const char *const[]){"case", "ms", "note", NULL});
     assert_cr_fails(cr_csv_row(c, "a,1.0,%s", "direct, flat"), CR_EINVAL);
     assert_contains(cr_last_error(), "3 fields");
     assert_contains(cr_last_error(), "got 4");
