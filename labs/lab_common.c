@@ -315,8 +315,10 @@ cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...)
     cr_status st = n < 0 || (size_t)n >= sizeof row
                        ? cr_fail(CR_EINVAL, "CSV row longer than %zu bytes", sizeof row)
                        : cr_csv_row(ctx->csv, "%s", row);
-    if (st != CR_OK)  /* said here once: most callers only count the failure */
+    if (st != CR_OK) {  /* said here once: most callers only count the failure */
         fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
+        ctx->csv_refused++;
+    }
     return st;
 }
 
@@ -326,7 +328,10 @@ cr_status lab_csv_comment(lab_ctx *ctx, const char *key, const char *value)
 {
     if (!ctx->csv) return CR_OK;
     cr_status st = cr_csv_comment(ctx->csv, key, value);
-    if (st != CR_OK) fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
+    if (st != CR_OK) {
+        fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
+        ctx->csv_refused++;
+    }
     return st;
 }
 
@@ -350,6 +355,11 @@ int lab_finish(lab_ctx *ctx, int exit_code)
 {
     char load[160];
     report_load(ctx, load, sizeof load);
+    if (ctx->csv && exit_code == LAB_EXIT_OK && ctx->csv_refused) {
+        /* a CSV missing rows would pass for a whole one: none is written */
+        fprintf(stderr, "%s: %d CSV line(s) refused (above)\n", ctx->program, ctx->csv_refused);
+        exit_code = LAB_EXIT_FAILED;
+    }
     if (ctx->csv) {
         if (exit_code == LAB_EXIT_OK) {
             cr_status st = cr_csv_comment(ctx->csv, "load", load);

@@ -77,6 +77,7 @@ typedef struct {
     const char *csv_path; /* --csv FILE, or NULL */
     uint64_t seed;        /* CR_SEED from the environment, else fresh */
     cr_csv *csv;          /* open between lab_csv_begin and lab_finish */
+    int csv_refused;      /* rows or comments the CSV refused: lab_finish then writes none */
 } lab_ctx;
 
 /* True if a lab runs the layer name: always in a full run; with --quick only if it is
@@ -111,8 +112,9 @@ cr_status lab_csv_comment(lab_ctx *ctx, const char *key, const char *value);
 /* Ends the lab: measures the load and CPU steal again and prints them ("load: before
  * 0.12, after 1.90; steal 0.0%", plus a warning when the machine was busy); with
  * exit_code 0 writes that line as a trailing "# load: ..." comment of the CSV and
- * closes (renames) it, otherwise deletes it. Returns the exit code (1 if closing
- * the CSV failed). */
+ * closes (renames) it, otherwise deletes it; a CSV that refused a row or comment
+ * (lab_csv_row, lab_csv_comment) is deleted too. Returns the exit code (1 if closing
+ * the CSV failed or it refused a line). */
 int lab_finish(lab_ctx *ctx, int exit_code);
 
 /* ---- how busy the machine is (/proc/loadavg, /proc/stat) ------------------- */

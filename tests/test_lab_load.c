@@ -19,6 +19,7 @@
 #include "cr_config.h"
 #include "lab_common.h"
 #include "rng.h"
+#include "test_files.h"
 
 static const char *self_path;  /* argv[0], re-run with --team */
 
@@ -269,6 +270,30 @@ static void parse__fpn_sizes(void **state)
     assert_int_equal(lab_parse_fpn_size("t", "size", NULL, &h, &w), 0);
 }
 
+/* A lab run whose CSV refused a row (a comma in a note) writes no CSV and fails, where
+ * the same run without that row writes it: a file missing rows never passes for whole. */
+static void csv__refused_row_fails_the_run(void **state)
+{
+    (void)state;
+    char dir[64], path[96];
+    cr_test_temp_dir(dir, sizeof dir, "cr_test_lab_load");
+    snprintf(path, sizeof path, "%s/out.csv", dir);
+    char *argv[] = {"t", "--csv", path, NULL};
+    const char *const cols[] = {"case", "note", NULL};
+    for (int bad = 0; bad < 2; bad++) {
+        lab_ctx ctx;
+        assert_int_equal(lab_init(&ctx, 3, argv, "t", "csv refusal", NULL, 0), LAB_RUN);
+        assert_cr_ok(lab_csv_begin(&ctx, cols, NULL));
+        assert_cr_ok(lab_csv_row(&ctx, "a,plain note"));
+        if (bad) assert_cr_fails(lab_csv_row(&ctx, "b,%s", "direct, flat"), CR_EINVAL);
+        assert_cr_ok(lab_csv_row(&ctx, "c,another"));
+        assert_int_equal(lab_finish(&ctx, LAB_EXIT_OK), bad ? LAB_EXIT_FAILED : LAB_EXIT_OK);
+        assert_int_equal(access(path, F_OK) == 0, !bad);
+        remove(path);
+    }
+    assert_int_equal(rmdir(dir), 0);   /* no temporary file left behind either */
+}
+
 /* --team N: lab_init with --threads N, then prints "threads threads_asked". */
 static int team_child(const char *n)
 {
@@ -298,6 +323,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(latency__cmp_and_hwm),
         cmocka_unit_test(parse__batch_lists),
         cmocka_unit_test(parse__fpn_sizes),
+        cmocka_unit_test(csv__refused_row_fails_the_run),
     };
     return cr_run_tests("lab load and threads", tests);
 }
