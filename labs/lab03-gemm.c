@@ -364,7 +364,8 @@ static cr_status gemm_rows_apart(cr_trans ta, cr_trans tb, int64_t M, int64_t N,
     return st;
 }
 
-/* The implementations of the GEMM table: every step, the default, the peers found. */
+/* The implementations of the GEMM table: every step, the default, rows_apart (a
+ * diagnostic, run at 2+ threads only), the peers found. */
 static int gemm_impls(gemm_impl *out)
 {
     int count, n = 0;

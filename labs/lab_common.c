@@ -302,8 +302,19 @@ cr_status lab_csv_begin(lab_ctx *ctx, const char *const *columns, const char *co
     return st;
 }
 
-/* Formats a row and hands it to cr_csv_row (printing its error to stderr when it
- * refuses the row); nothing happens without --csv. */
+/* st from the CSV: on a refusal prints it (once, here: most callers only count the
+ * failure) and counts it for lab_finish. Returns st. */
+static cr_status csv_outcome(lab_ctx *ctx, cr_status st)
+{
+    if (st != CR_OK) {
+        fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
+        ctx->csv_refused++;
+    }
+    return st;
+}
+
+/* Formats a row and hands it to cr_csv_row (a refusal as csv_outcome says); nothing
+ * happens without --csv. */
 cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...)
 {
     if (!ctx->csv) return CR_OK;
@@ -312,27 +323,16 @@ cr_status lab_csv_row(lab_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(row, sizeof row, fmt, ap);
     va_end(ap);
-    cr_status st = n < 0 || (size_t)n >= sizeof row
-                       ? cr_fail(CR_EINVAL, "CSV row longer than %zu bytes", sizeof row)
-                       : cr_csv_row(ctx->csv, "%s", row);
-    if (st != CR_OK) {  /* said here once: most callers only count the failure */
-        fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
-        ctx->csv_refused++;
-    }
-    return st;
+    return csv_outcome(ctx, n < 0 || (size_t)n >= sizeof row
+                                ? cr_fail(CR_EINVAL, "CSV row longer than %zu bytes", sizeof row)
+                                : cr_csv_row(ctx->csv, "%s", row));
 }
 
-/* Hands "# key: value" to cr_csv_comment (its error printed as lab_csv_row's); nothing
+/* Hands "# key: value" to cr_csv_comment (a refusal as csv_outcome says); nothing
  * happens without --csv. */
 cr_status lab_csv_comment(lab_ctx *ctx, const char *key, const char *value)
 {
-    if (!ctx->csv) return CR_OK;
-    cr_status st = cr_csv_comment(ctx->csv, key, value);
-    if (st != CR_OK) {
-        fprintf(stderr, "%s: --csv: %s\n", ctx->program, cr_last_error());
-        ctx->csv_refused++;
-    }
-    return st;
+    return ctx->csv ? csv_outcome(ctx, cr_csv_comment(ctx->csv, key, value)) : CR_OK;
 }
 
 /* Prints the load before and after the run and the steal over it, with a warning
