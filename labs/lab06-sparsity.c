@@ -617,16 +617,6 @@ static int fpn_variant(lab_ctx *ctx, cr_model *base, prune_mode mode, double s, 
     return 1;
 }
 
-/* The timing commands run with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy (see
- * lab 8's timing_wait_policy: spinning threads lose whole time slices on a shared machine). */
-static void timing_wait_policy(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-    execvp(argv[0], argv);
-    unsetenv("OMP_WAIT_POLICY");
-}
-
 static int cmd_fpn(int argc, char **argv)
 {
     lab_ctx ctx;
@@ -672,9 +662,11 @@ static int cmd_fpn(int argc, char **argv)
         cr_model_free(&base);
         return LAB_EXIT_FAILED;
     }
+    char policy[64];
+    lab_wait_policy_str(policy, sizeof policy);
+    lab_csv_comment(&ctx, "wait_policy", policy);
     printf("  %s; sparse kernel %s, break-even %.2f; OMP_WAIT_POLICY=%s\n", note,
-           cr_sparse_conv2d_kernel(), cr_sparse_break_even(),
-           getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+           cr_sparse_conv2d_kernel(), cr_sparse_break_even(), policy);
     printf("  %-12s %5s %6s %5s %9s %9s %9s %8s %9s %8s %11s %8s %9s\n", "mode", "s", "zeros", "batch",
            "mean ms", "median", "p90", "img/s", "peak MiB", "speedup", "w bytes", "d/csr/f", "rel err");
     cr_tensor xv = {0};
@@ -1112,7 +1104,7 @@ static int cmd_grid(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && (strcmp(argv[1], "fpn") == 0 || strcmp(argv[1], "grid") == 0)) {
-        timing_wait_policy(argv);
+        lab_timing_wait_policy(argv);
         return strcmp(argv[1], "fpn") == 0 ? cmd_fpn(argc - 1, argv + 1) : cmd_grid(argc - 1, argv + 1);
     }
     if (argc >= 2 && argv[1][0] != '-') {

@@ -1361,10 +1361,12 @@ static int cmd_fpn(int argc, char **argv)
         cr_model_free(&m);
         return LAB_EXIT_FAILED;
     }
+    char policy[64];
+    lab_wait_policy_str(policy, sizeof policy);
+    lab_csv_comment(&ctx, "wait_policy", policy);
     printf("  int8: %s\n  bf16: %s\n  fp16: %s\n  OMP_WAIT_POLICY=%s; input %lldx%lld, %d timed "
            "runs after one warm-up per batch size and precision\n", note, bf16_note, fp16_note,
-           getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)", (long long)H,
-           (long long)W, ctx.repeats);
+           policy, (long long)H, (long long)W, ctx.repeats);
     printf("  %5s %-9s %9s %9s %9s %9s %10s %8s\n", "batch", "precision", "mean ms", "median",
            "p90", "img/s", "peak MiB", "vs fp32");
     int hwm_ok = 1;
@@ -1417,21 +1419,11 @@ static int cmd_fpn(int argc, char **argv)
 
 static int cmd_kernels(int argc, char **argv);
 
-/* The timing command runs with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy, as
- * lab 8's latency does (spinning threads lose whole time slices on a shared machine). */
-static void timing_wait_policy(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-    execvp(argv[0], argv);
-    unsetenv("OMP_WAIT_POLICY");
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "camvid") == 0) return cmd_camvid(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "fpn") == 0) {
-        timing_wait_policy(argv);
+        lab_timing_wait_policy(argv);
         return cmd_fpn(argc - 1, argv + 1);
     }
     return cmd_kernels(argc, argv);

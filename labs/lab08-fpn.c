@@ -16,7 +16,8 @@
  *       through /proc/self/clear_refs), beside PyTorch's (reference/bench_fpn_pytorch.py,
  *       run with /usr/bin/python3 when torch and torchvision import there); --profile adds
  *       the time per layer kind and per convolution shape. Ours runs with
- *       OMP_WAIT_POLICY=PASSIVE unless the variable is set (see timing_wait_policy).
+ *       OMP_WAIT_POLICY=PASSIVE and a short spin on a quiet machine unless the user set
+ *       the policy (lab_timing_wait_policy).
  *   lab08-fpn step   one training step (forward, cross-entropy, backward, AdamW) of the full
  *       FPN on random crops (--crop, --batch), each phase timed, beside PyTorch's step
  *       (the same script); --profile as for latency. --net block: the same for ResNeXt-50's
@@ -1027,7 +1028,10 @@ static int cmd_latency(int argc, char **argv)
         cr_model_free(&m);
         return LAB_EXIT_FAILED;
     }
-    printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+    char policy[64];
+    lab_wait_policy_str(policy, sizeof policy);
+    lab_csv_comment(&ctx, "wait_policy", policy);
+    printf("  ours: OMP_WAIT_POLICY=%s\n", policy);
     if (on_gpu)
         printf("  input %lldx%lld, %d timed runs per batch size after one warm-up; peak MiB: the "
                "device memory the runs hold (parameters, activation pool, scratch, input)\n",
@@ -1388,7 +1392,9 @@ static int cmd_step(int argc, char **argv)
         cr_model_free(&m);
         return lab_finish(&ctx, LAB_EXIT_FAILED);
     }
-    printf("  ours: OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+    char policy[64];
+    lab_wait_policy_str(policy, sizeof policy);
+    printf("  ours: OMP_WAIT_POLICY=%s\n", policy);
     step_describe(net, ctx.quick, &x);
 #ifdef CR_HAVE_CUDA
     if (on_gpu) {
@@ -1424,9 +1430,8 @@ static int cmd_step(int argc, char **argv)
         printf("  ours     median step %.4f s, min %.4f s, median CPU %.4f s; mean forward %.4f, "
                "loss %.4f, backward %.4f, AdamW %.4f s\n", med, tot[0], cpu[steps / 2],
                sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps);
-        const char *pol = getenv("OMP_WAIT_POLICY");
         lab_csv_row(&ctx, "ours,%s,%d,%s,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%s",
-                    pol ? pol : "default", batch_size, step_crop_field(net, cf), ctx.threads, steps,
+                    policy, batch_size, step_crop_field(net, cf), ctx.threads, steps,
                     med, tot[0], cpu[steps / 2], sum[0] / steps, sum[1] / steps, sum[2] / steps,
                     sum[3] / steps, step_net_names[net]);
         if (profile) print_profile(&m, steps, "training", batch_size, NULL);
@@ -1463,19 +1468,6 @@ static void usage(FILE *f)
                "  step     time of one training step (--net fpn, block or lab4), ours and PyTorch's\n");
 }
 
-/* The timing commands run with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy:
- * libgomp's default (spin, then sleep) loses whole time slices at every barrier when
- * other processes share the cores (measured on a 2-core machine at load 6: batch-1
- * latency 2.5 s spinning, 0.41 s passive). The variable is read when the OpenMP runtime
- * starts, so the command runs again under it (exec); if that fails it carries on. */
-static void timing_wait_policy(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-    execvp(argv[0], argv);
-    unsetenv("OMP_WAIT_POLICY");   /* exec failed: the default policy */
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1488,7 +1480,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
-    if (strcmp(argv[1], "latency") == 0 || strcmp(argv[1], "step") == 0) timing_wait_policy(argv);
+    if (strcmp(argv[1], "latency") == 0 || strcmp(argv[1], "step") == 0) lab_timing_wait_policy(argv);
     if (strcmp(argv[1], "latency") == 0) return cmd_latency(argc - 1, argv + 1);
     if (strcmp(argv[1], "step") == 0) return cmd_step(argc - 1, argv + 1);
     fprintf(stderr, "lab08-fpn: unknown command '%s'\n", argv[1]);

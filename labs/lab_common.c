@@ -469,6 +469,49 @@ void lab_load_str(const lab_load *before, const lab_load *after, char *buf, size
     snprintf(buf, len, "before %s, after %s; steal %s", b, a, s);
 }
 
+/* ---- the OpenMP wait policy of the timing commands ------------------------- */
+
+/* Why PASSIVE: libgomp's default spins about 3 ms at every barrier and loses whole time
+ * slices when other processes share the cores (lab 8's batch-1 latency on a 2-core
+ * machine at load 6: 2.5 s spinning, 0.41 s passive). Why a short spin, and only on a
+ * quiet machine, measured with lab 7's FPN at batch 1
+ * (2-core AMD EPYC Zen 5 VM, 2026-12-02, three rounds): idle, PASSIVE alone ran int8 at
+ * 79.7-81.0 ms, with GOMP_SPINCOUNT=10000 at 70.8-77.1 (waking the other thread at every
+ * parallel region costs time); with four busy processes beside it, PASSIVE ran 244-264
+ * ms and the spin 349-353 (a spinning thread holds a core the other needs). */
+long lab_spin_for_load(double load, long cpus)
+{
+    return load >= 0 && cpus > 0 && load < (double)cpus ? LAB_QUIET_SPINCOUNT : 0;
+}
+
+/* PASSIVE plus lab_spin_for_load's spin, then exec; see lab_common.h. */
+void lab_timing_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    char spin[32];
+    snprintf(spin, sizeof spin, "%ld",
+             lab_spin_for_load(lab_measure_load().load, sysconf(_SC_NPROCESSORS_ONLN)));
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    if (setenv("GOMP_SPINCOUNT", spin, 1) != 0) {
+        unsetenv("OMP_WAIT_POLICY");
+        return;
+    }
+    execvp(argv[0], argv);
+    unsetenv("OMP_WAIT_POLICY");   /* exec failed: the runtime's default policy */
+    unsetenv("GOMP_SPINCOUNT");
+}
+
+/* "PASSIVE;GOMP_SPINCOUNT=10000"; see lab_common.h. */
+void lab_wait_policy_str(char *buf, size_t len)
+{
+    const char *pol = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    if (!pol && !spin) snprintf(buf, len, "(unset)");
+    else if (!spin) snprintf(buf, len, "%s", pol);
+    else snprintf(buf, len, "%s;GOMP_SPINCOUNT=%s", pol ? pol : "(unset)", spin);
+    for (char *c = buf; *c; c++)
+        if (*c == ',') *c = ';';
+}
+
 /* ---- operands, timing, validation ---------------------------------------- */
 
 /* Allocates and fills the operands of one convolution; see lab_common.h. */

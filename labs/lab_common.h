@@ -138,6 +138,24 @@ int lab_machine_busy(double load, double steal_percent, int threads);
  * read) into buf. */
 void lab_load_str(const lab_load *before, const lab_load *after, char *buf, size_t len);
 
+/* ---- the OpenMP wait policy of the timing commands (labs 6, 7, 8) ----------- */
+
+/* The spin libgomp is given before a waiting thread sleeps, on a quiet machine
+ * (GOMP_SPINCOUNT; about 0.1 ms). */
+#define LAB_QUIET_SPINCOUNT 10000
+/* The spin count for a 1-minute load average `load` on `cpus` online CPUs:
+ * LAB_QUIET_SPINCOUNT when the load is known and below cpus, else 0 (sleep at once). */
+long lab_spin_for_load(double load, long cpus);
+/* For a timing command, before OpenMP starts: unless the user set OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT, sets OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT to
+ * lab_spin_for_load of the machine now, and runs the program again under them
+ * (exec; if that fails it carries on with the runtime's default). */
+void lab_timing_wait_policy(char **argv);
+/* Writes the wait policy in force ("PASSIVE;GOMP_SPINCOUNT=10000", "(unset)"), with no
+ * comma (a CSV field), into buf. */
+void lab_wait_policy_str(char *buf, size_t len);
+
+
 /* ---- operands, timing, validation ----------------------------------------- */
 
 /* One convolution's operands: x (N x Cin x H x W), w (Cout x Cin_g x kh x kw),

@@ -111,6 +111,40 @@ static void load__busy_rule(void **state)
     assert_false(lab_machine_busy(-1, -1, 1));
 }
 
+/* The timing commands' spin: only with a known load below the CPU count. */
+static void load__spin_only_when_quiet(void **state)
+{
+    (void)state;
+    assert_int_equal(lab_spin_for_load(0.3, 2), LAB_QUIET_SPINCOUNT);
+    assert_int_equal(lab_spin_for_load(1.99, 2), LAB_QUIET_SPINCOUNT);
+    assert_int_equal(lab_spin_for_load(2.0, 2), 0);
+    assert_int_equal(lab_spin_for_load(4.7, 2), 0);
+    assert_int_equal(lab_spin_for_load(-1, 2), 0);    /* load unknown */
+    assert_int_equal(lab_spin_for_load(0.3, -1), 0);  /* CPU count unknown */
+}
+
+/* The policy as the labs print it and write it into a CSV field: no comma. */
+static void load__wait_policy_string(void **state)
+{
+    (void)state;
+    char buf[64];
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+    lab_wait_policy_str(buf, sizeof buf);
+    assert_string_equal(buf, "(unset)");
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    lab_wait_policy_str(buf, sizeof buf);
+    assert_string_equal(buf, "PASSIVE");
+    setenv("GOMP_SPINCOUNT", "10000", 1);
+    lab_wait_policy_str(buf, sizeof buf);
+    assert_string_equal(buf, "PASSIVE;GOMP_SPINCOUNT=10000");
+    setenv("OMP_WAIT_POLICY", "active,passive", 1);   /* a comma would cut the CSV row */
+    lab_wait_policy_str(buf, sizeof buf);
+    assert_string_equal(buf, "active;passive;GOMP_SPINCOUNT=10000");
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+}
+
 /* The provenance line, with "unknown" for what could not be read. */
 static void load__provenance_line(void **state)
 {
@@ -316,6 +350,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(load__steal_percent),
         cmocka_unit_test(load__parses_loadavg),
         cmocka_unit_test(load__busy_rule),
+        cmocka_unit_test(load__spin_only_when_quiet),
+        cmocka_unit_test(load__wait_policy_string),
         cmocka_unit_test(load__provenance_line),
         cmocka_unit_test(load__records_the_real_team_size),
         cmocka_unit_test(latency__median_p90_by_hand),
