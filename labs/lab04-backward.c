@@ -8,8 +8,10 @@
  *     GFLOP/s counts the forward's FLOP once and the backward's twice (dx and dw).
  *     The peer, PyTorch (reference/bench_pytorch.py with /usr/bin/python3, in child
  *     processes, same cases and thread count; with 2+ threads the faster of
- *     OMP_WAIT_POLICY=active and passive), is timed in the same run before the table:
- *     rows impl=pytorch (no peak_bytes); without an importable torch the lab says so.
+ *     OMP_WAIT_POLICY=active and passive), is timed in the same run, case by case just
+ *     before our fast version of the same case (the first case before the table), so a
+ *     slow minute of a shared host lands on both sides: rows impl=pytorch (no
+ *     peak_bytes); without an importable torch the lab says so.
  *     The three passes are timed the same way, in rounds (forward, backward,
  *     forward+backward, cache flushed and a 2 ms pause before each) after one warm-up
  *     round: as many rounds as fit in the budget (at least --repeats when a round is
@@ -357,32 +359,52 @@ static void torch_policies(const lab_ctx *ctx, const char *script, torch_merge_f
                  script, info[0][0] ? info[0] : "no output");
 }
 
-/* Times PyTorch on every case the timing table will run, in child processes: once with
- * one thread; with more, once per OMP_WAIT_POLICY (active, passive), keeping the faster
- * time of each case and pass. Fills torch_note; without PyTorch says so and goes on. */
+/* Appends to buf (len bytes) bench_pytorch.py's --case argument for layer l with kernel k. */
+static void torch_case_arg(const lab_layer *l, int64_t k, char *buf, size_t len)
+{
+    const size_t n = strlen(buf);
+    snprintf(buf + n, len - n, " --case %s,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld", l->name,
+             (long long)l->p.in_channels, (long long)l->p.out_channels, (long long)l->h,
+             (long long)l->w, (long long)k, (long long)l->p.stride_h, (long long)k / 2,
+             (long long)l->p.groups, (long long)l->n);
+}
+
+static int torch_available;   /* the first case's PyTorch run gave times */
+
+/* Times PyTorch on one case (layer l, kernel k) in child processes: once with one thread;
+ * with more, once per OMP_WAIT_POLICY (active, passive), keeping the faster time of each
+ * pass. Each case runs just before ours of the same case (timing_case), so that a slow
+ * minute of a shared host lands on both sides; the first case runs before the CSV,
+ * whose header names the peer (torch_note). Without PyTorch it says so once and goes on. */
+static void torch_measure_case(const lab_ctx *ctx, const lab_layer *l, int64_t k, int first)
+{
+    if (!first && (!torch_available || torch_find(l->name, (long long)k))) return;
+    char cases[256] = "", note[280];
+    torch_case_arg(l, k, cases, sizeof cases);
+    if (first)
+        printf("PyTorch, the peer: %s in child processes, each case just before ours ...\n",
+               CR_BENCH_PYTORCH);
+    torch_policies(ctx, CR_BENCH_PYTORCH, torch_merge, cases, note, sizeof note);
+    if (first) {
+        torch_available = torch_find(l->name, (long long)k) != NULL;
+        snprintf(torch_note, sizeof torch_note, "%s%s", note,
+                 torch_available ? "; each case timed just before ours" : "");
+        printf("  %s\n\n", torch_note);
+    } else if (!torch_find(l->name, (long long)k)) {
+        printf("  %s k=%lld: %s\n", l->name, (long long)k, note);
+    }
+}
+
+/* The first case the timing table runs, measured by PyTorch before the CSV begins. */
 static void torch_measure(const lab_ctx *ctx)
 {
     int count;
     const lab_layer *layers = lab_standard_layers(&count);
-    static char cases[4096];
-    size_t len = 0;
-    cases[0] = '\0';
-    for (int i = 0; i < count; i++) {
-        const lab_layer *l = &layers[i];
-        if (!lab_layer_selected(ctx, l->name, quick_layers, LAB_COUNT(quick_layers))) continue;
-        for (int j = 0; j < (ctx->quick ? 1 : 3) && len < sizeof cases - 128; j++)
-            len += (size_t)snprintf(cases + len, sizeof cases - len,
-                                    " --case %s,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
-                                    l->name, (long long)l->p.in_channels,
-                                    (long long)l->p.out_channels, (long long)l->h,
-                                    (long long)l->w, (long long)timing_ks[j],
-                                    (long long)l->p.stride_h, (long long)timing_ks[j] / 2,
-                                    (long long)l->p.groups, (long long)l->n);
-    }
-    printf("PyTorch, the peer: %s in child processes, same cases, same run ...\n",
-           CR_BENCH_PYTORCH);
-    torch_policies(ctx, CR_BENCH_PYTORCH, torch_merge, cases, torch_note, sizeof torch_note);
-    printf("  %s\n\n", torch_note);
+    for (int i = 0; i < count; i++)
+        if (lab_layer_selected(ctx, layers[i].name, quick_layers, LAB_COUNT(quick_layers))) {
+            torch_measure_case(ctx, &layers[i], timing_ks[0], 1);
+            return;
+        }
 }
 
 /* One standard layer with kernel k: validates fast against reference gradients, times
@@ -415,6 +437,10 @@ static int timing_case(lab_ctx *ctx, const cr_progress *prog, const lab_layer *l
     for (int impl = 0; impl < 2 && ok; impl++) {
         g.fwd = impl == 0 ? cr_conv2d_direct : cr_conv2d_fast;
         g.bwd = impl == 0 ? cr_conv2d_backward_ref : cr_conv2d_backward;
+        if (impl == 1) {   /* the peer's times of this case, just before ours */
+            clear_progress(prog);
+            torch_measure_case(ctx, l, k, 0);
+        }
         if ((s = time_impl(ctx, &g, &t[impl]))) {
             ok = lab_report_failure(what, s);
             break;
