@@ -11,7 +11,8 @@
  *     OMP_WAIT_POLICY=active and passive), is timed in the same run, case by case just
  *     before our fast version of the same case (the first case before the table), so a
  *     slow minute of a shared host lands on both sides: rows impl=pytorch (no
- *     peak_bytes); without an importable torch the lab says so.
+ *     peak_bytes); without an importable torch the lab says so. The environment
+ *     variable CR_BENCH_PYTORCH, when set, names another script (a test's stand-in).
  *     The three passes are timed the same way, in rounds (forward, backward,
  *     forward+backward, cache flushed and a 2 ms pause before each) after one warm-up
  *     round: as many rounds as fit in the budget (at least --repeats when a round is
@@ -379,12 +380,14 @@ static int torch_available;   /* the first case's PyTorch run gave times */
 static void torch_measure_case(const lab_ctx *ctx, const lab_layer *l, int64_t k, int first)
 {
     if (!first && (!torch_available || torch_find(l->name, (long long)k))) return;
+    const char *script = getenv("CR_BENCH_PYTORCH");   /* a stand-in's path (tests) */
+    if (!script || !*script) script = CR_BENCH_PYTORCH;
     char cases[256] = "", note[280];
     torch_case_arg(l, k, cases, sizeof cases);
     if (first)
         printf("PyTorch, the peer: %s in child processes, each case just before ours ...\n",
-               CR_BENCH_PYTORCH);
-    torch_policies(ctx, CR_BENCH_PYTORCH, torch_merge, cases, note, sizeof note);
+               script);
+    torch_policies(ctx, script, torch_merge, cases, note, sizeof note);
     if (first) {
         torch_available = torch_find(l->name, (long long)k) != NULL;
         snprintf(torch_note, sizeof torch_note, "%s%s", note,

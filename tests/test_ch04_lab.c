@@ -7,7 +7,8 @@
  * triad row and positive (its size is a timing, not checked), and, where PyTorch ran, its rows and the speed ratio
  * consistent with both medians. The layers' numerics are tested in test_ch04_layers.c;
  * the lab's inputs are its own random draws (its banner prints the seed, CR_SEED
- * replays). */
+ * replays). With a stand-in peer script (CR_BENCH_PYTORCH), the timing part calls the
+ * peer once per case and wait policy, in the table's order. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,12 +241,80 @@ static void lab__layers_csv(void **state)
            triad);
 }
 
+/* A stand-in for reference/bench_pytorch.py: logs each call's --case names (one line a
+ * call) to $FAKE_PEER_LOG and prints one row per case and pass, as the real one does. */
+static const char fake_peer[] =
+    "import os, sys\n"
+    "cases = [a.split(',') for i, a in enumerate(sys.argv) if i > 0 and sys.argv[i - 1] == '--case']\n"
+    "with open(os.environ['FAKE_PEER_LOG'], 'a') as f:\n"
+    "    f.write(' '.join(c[0] for c in cases) + '\\n')\n"
+    "print('info FakeTorch mkldnn=on threads=%s' % os.environ.get('OMP_NUM_THREADS'))\n"
+    "for c in cases:\n"
+    "    for p in ('forward', 'backward', 'forward+backward'):\n"
+    "        print('row %s %s %s %s %s 4.0 3.0' % (c[0], c[5], c[9], os.environ.get('OMP_NUM_THREADS'), p))\n";
+
+/* The peer is timed case by case, not all cases at once before the table: with two
+ * threads, each quick case gets its own two calls (one per wait policy), in the table's
+ * order, and the CSV has the peer's rows for every case. */
+static void lab__peer_case_by_case(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_ch04_peer_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char script[128], log[128], csv[128];
+    snprintf(script, sizeof script, "%s/peer.py", dir);
+    snprintf(log, sizeof log, "%s/calls.log", dir);
+    snprintf(csv, sizeof csv, "%s/lab04.csv", dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs(fake_peer, f);
+    fclose(f);
+    setenv("CR_BENCH_PYTORCH", script, 1);
+    setenv("FAKE_PEER_LOG", log, 1);
+    char args[256];
+    static char out[65536];
+    snprintf(args, sizeof args, "--part timing --quick --threads 2 --csv %s", csv);
+    const int rc = run_lab(args, out, sizeof out);
+    unsetenv("CR_BENCH_PYTORCH");
+    unsetenv("FAKE_PEER_LOG");
+    char calls[8][128] = {{0}};
+    int n = 0;
+    FILE *lf = fopen(log, "r");
+    while (lf && n < 8 && fgets(calls[n], sizeof calls[n], lf)) {
+        calls[n][strcspn(calls[n], "\n")] = 0;
+        n++;
+    }
+    if (lf) fclose(lf);
+    static csv_file c;
+    if (rc == 0) read_csv(csv, &c);
+    remove(csv);
+    remove(log);
+    remove(script);
+    rmdir(dir);
+    if (rc != 0) fail_msg("--part timing --quick with a stand-in peer: exit %d:\n%s", rc, out);
+    static const char *const want[] = {"a_3x3_64", "a_3x3_64", "f_3x3_g32", "f_3x3_g32"};
+    if (n != 4) fail_msg("%d calls of the peer, expected 4 (2 cases x 2 wait policies):\n%s", n, out);
+    for (int i = 0; i < 4; i++)
+        if (strcmp(calls[i], want[i]) != 0)
+            fail_msg("peer call %d timed '%s', expected '%s' alone", i + 1, calls[i], want[i]);
+    for (int i = 0; i < 2; i++)
+        for (int p = 0; p < 3; p++) {
+            static const char *const passes[] = {"forward", "backward", "forward+backward"};
+            const int r = find_row(&c, "conv", want[2 * i], "pytorch", passes[p]);
+            if (r < 0) fail_msg("no pytorch row for %s %s:\n%s", want[2 * i], passes[p], out);
+            if (num(&c, r, "ms") != 4.0 || num(&c, r, "ms_min") != 3.0)
+                fail_msg("%s %s: ms %g, ms_min %g: expected the peer's 4 and 3", want[2 * i],
+                         passes[p], num(&c, r, "ms"), num(&c, r, "ms_min"));
+        }
+}
+
 int main(int argc, char **argv)
 {
     lab_path = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lab__bad_part),
         cmocka_unit_test(lab__layers_csv),
+        cmocka_unit_test(lab__peer_case_by_case),
     };
     return cr_run_tests("ch04_lab", tests);
 }
