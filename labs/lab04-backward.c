@@ -40,8 +40,9 @@
  *     FPN trains with them (batch 8, 192 x 192 crops), forward and backward timed like
  *     (1), each against the bytes its pass must move and the machine's STREAM-style
  *     triad bandwidth measured in the same run, and against PyTorch's same ops
- *     (reference/bench_layers_pytorch.py, same child-process rule as (1)). See
- *     layer_specs and op_bytes below.
+ *     (reference/bench_layers_pytorch.py, same child-process rule as (1), each op just
+ *     before ours; CR_BENCH_LAYERS_PYTORCH names a stand-in). See layer_specs and
+ *     op_bytes below.
  * CSV columns: lab,kind,case,impl,pass,k,batch,threads,ms,gflops,peak_bytes,epoch,step,
  * loss,split,class,iou,ms_min,bytes,gbps,pct_triad,vs_pytorch,target (columns a kind does
  * not use are empty; the last five are kind=layer_op's and kind=triad's). */
@@ -932,24 +933,48 @@ static void layer_torch_merge(const char *name, long long k, long long batch, co
     }
 }
 
-/* Times PyTorch's versions of the layer ops at the same shapes, in child processes (the
- * same rule as torch_measure). Fills layer_torch_note. */
+static int layer_torch_available;   /* the first op's PyTorch run gave times */
+
+/* The name of the first pass op times (see op_passes). */
+static const char *op_first_pass(op_kind op)
+{
+    const char *names[2];
+    op_passes(op, names);
+    return names[0];
+}
+
+/* Times PyTorch's version of layer op l at the same shape in child processes, by the
+ * same rule as torch_measure_case: each op just before ours, the first one before the
+ * CSV (layer_torch_note). CR_BENCH_LAYERS_PYTORCH, when set, names another script. */
+static void layer_torch_measure_op(const lab_ctx *ctx, const layer_spec *l, int first)
+{
+    if (!first && (!layer_torch_available || n_layer_torch == 0 ||
+                   layer_torch_find(l->name, op_first_pass(l->op))))
+        return;
+    const char *script = getenv("CR_BENCH_LAYERS_PYTORCH");
+    if (!script || !*script) script = CR_BENCH_LAYERS_PYTORCH;
+    char op[160], note[280];
+    snprintf(op, sizeof op, " --op %s,%s,%lld,%lld,%lld,%lld", l->name, l->kind,
+             (long long)(ctx->quick ? l->qn : l->n), (long long)(ctx->quick ? l->qc : l->c),
+             (long long)(ctx->quick ? l->qh : l->h), (long long)(ctx->quick ? l->qw : l->w));
+    if (first)
+        printf("PyTorch, the peer of the other layers: %s, each op just before ours ...\n", script);
+    torch_policies(ctx, script, layer_torch_merge, op, note, sizeof note);
+    const int got = layer_torch_find(l->name, op_first_pass(l->op)) != NULL;
+    if (first) {
+        layer_torch_available = got;
+        snprintf(layer_torch_note, sizeof layer_torch_note, "%s%s", note,
+                 got ? "; each op timed just before ours" : "");
+        printf("  %s\n\n", layer_torch_note);
+    } else if (!got) {
+        printf("  %s: %s\n", l->name, note);
+    }
+}
+
+/* The first layer op, measured by PyTorch before the CSV begins. */
 static void layer_torch_measure(const lab_ctx *ctx)
 {
-    static char ops[2048];
-    size_t len = 0;
-    for (int i = 0; i < LAB_COUNT(layer_specs); i++) {
-        const layer_spec *l = &layer_specs[i];
-        len += (size_t)snprintf(ops + len, sizeof ops - len, " --op %s,%s,%lld,%lld,%lld,%lld",
-                                l->name, l->kind, (long long)(ctx->quick ? l->qn : l->n),
-                                (long long)(ctx->quick ? l->qc : l->c),
-                                (long long)(ctx->quick ? l->qh : l->h),
-                                (long long)(ctx->quick ? l->qw : l->w));
-    }
-    printf("PyTorch, the peer of the other layers: %s ...\n", CR_BENCH_LAYERS_PYTORCH);
-    torch_policies(ctx, CR_BENCH_LAYERS_PYTORCH, layer_torch_merge, ops, layer_torch_note,
-                   sizeof layer_torch_note);
-    printf("  %s\n\n", layer_torch_note);
+    layer_torch_measure_op(ctx, &layer_specs[0], 1);
 }
 
 /* Times one op, prints its table rows and writes its CSV rows against the triad's GB/s;
@@ -961,6 +986,7 @@ static int layer_case(lab_ctx *ctx, const layer_spec *l, double triad_gbps, cr_r
     const int np = op_passes(l->op, passes);
     double ms[2], min_ms[2];
     cr_status st = op_alloc(&s, l, ctx->quick, rng);
+    if (!st) layer_torch_measure_op(ctx, l, 0);   /* the peer's times, just before ours */
     if (!st) st = time_op(ctx, &s, np, ms, min_ms);
     if (st) {
         op_free(&s);

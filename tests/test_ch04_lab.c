@@ -7,8 +7,9 @@
  * triad row and positive (its size is a timing, not checked), and, where PyTorch ran, its rows and the speed ratio
  * consistent with both medians. The layers' numerics are tested in test_ch04_layers.c;
  * the lab's inputs are its own random draws (its banner prints the seed, CR_SEED
- * replays). With a stand-in peer script (CR_BENCH_PYTORCH), the timing part calls the
- * peer once per case and wait policy, in the table's order. */
+ * replays). With a stand-in peer script (CR_BENCH_PYTORCH, CR_BENCH_LAYERS_PYTORCH),
+ * the timing part calls the peer once per case and wait policy, and the layers part once
+ * per op, in the tables' order. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,27 +242,33 @@ static void lab__layers_csv(void **state)
            triad);
 }
 
-/* A stand-in for reference/bench_pytorch.py: logs each call's --case names (one line a
- * call) to $FAKE_PEER_LOG and prints one row per case and pass, as the real one does. */
+/* A stand-in for reference/bench_pytorch.py and bench_layers_pytorch.py: logs each
+ * call's --case or --op names (one line a call) to $FAKE_PEER_LOG and prints one row per
+ * case and pass, as the real ones do (an op: the passes lab 4 times for it). */
 static const char fake_peer[] =
     "import os, sys\n"
-    "cases = [a.split(',') for i, a in enumerate(sys.argv) if i > 0 and sys.argv[i - 1] == '--case']\n"
+    "args = sys.argv[1:]\n"
+    "items = [args[i + 1].split(',') for i in range(len(args) - 1) if args[i] in ('--case', '--op')]\n"
     "with open(os.environ['FAKE_PEER_LOG'], 'a') as f:\n"
-    "    f.write(' '.join(c[0] for c in cases) + '\\n')\n"
-    "print('info FakeTorch mkldnn=on threads=%s' % os.environ.get('OMP_NUM_THREADS'))\n"
-    "for c in cases:\n"
-    "    for p in ('forward', 'backward', 'forward+backward'):\n"
-    "        print('row %s %s %s %s %s 4.0 3.0' % (c[0], c[5], c[9], os.environ.get('OMP_NUM_THREADS'), p))\n";
+    "    f.write(' '.join(c[0] for c in items) + '\\n')\n"
+    "th = os.environ.get('OMP_NUM_THREADS')\n"
+    "print('info FakeTorch mkldnn=on threads=%s' % th)\n"
+    "for c in items:\n"
+    "    ps = {'adamw': ['step'], 'cross_entropy': ['forward', 'forward+backward']}.get(c[0], ['forward', 'backward'])\n"
+    "    if '--case' in args: ps = ['forward', 'backward', 'forward+backward']\n"
+    "    k, b = (c[5], c[9]) if '--case' in args else (0, c[2])\n"
+    "    for p in ps:\n"
+    "        print('row %s %s %s %s %s 4.0 3.0' % (c[0], k, b, th, p))\n";
 
-/* The peer is timed case by case, not all cases at once before the table: with two
- * threads, each quick case gets its own two calls (one per wait policy), in the table's
- * order, and the CSV has the peer's rows for every case. */
-static void lab__peer_case_by_case(void **state)
+/* Runs the lab with args and the stand-in peer as both peer scripts; fills calls (the
+ * stand-in's log, one line a call) and *n, and c with the lab's CSV; returns the exit
+ * code, out holding the lab's output. */
+static int run_with_stand_in(const char *args, char calls[][128], int max_calls, int *n,
+                             csv_file *c, char *out, size_t len)
 {
-    (void)state;
     char dir[] = "/tmp/test_ch04_peer_XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char script[128], log[128], csv[128];
+    char script[128], log[128], csv[128], all[512];
     snprintf(script, sizeof script, "%s/peer.py", dir);
     snprintf(log, sizeof log, "%s/calls.log", dir);
     snprintf(csv, sizeof csv, "%s/lab04.csv", dir);
@@ -270,42 +277,82 @@ static void lab__peer_case_by_case(void **state)
     fputs(fake_peer, f);
     fclose(f);
     setenv("CR_BENCH_PYTORCH", script, 1);
+    setenv("CR_BENCH_LAYERS_PYTORCH", script, 1);
     setenv("FAKE_PEER_LOG", log, 1);
-    char args[256];
-    static char out[65536];
-    snprintf(args, sizeof args, "--part timing --quick --threads 2 --csv %s", csv);
-    const int rc = run_lab(args, out, sizeof out);
+    snprintf(all, sizeof all, "%s --csv %s", args, csv);
+    const int rc = run_lab(all, out, len);
     unsetenv("CR_BENCH_PYTORCH");
+    unsetenv("CR_BENCH_LAYERS_PYTORCH");
     unsetenv("FAKE_PEER_LOG");
-    char calls[8][128] = {{0}};
-    int n = 0;
+    *n = 0;
     FILE *lf = fopen(log, "r");
-    while (lf && n < 8 && fgets(calls[n], sizeof calls[n], lf)) {
-        calls[n][strcspn(calls[n], "\n")] = 0;
-        n++;
+    while (lf && *n < max_calls && fgets(calls[*n], 128, lf)) {
+        calls[*n][strcspn(calls[*n], "\n")] = 0;
+        (*n)++;
     }
     if (lf) fclose(lf);
-    static csv_file c;
-    if (rc == 0) read_csv(csv, &c);
+    if (rc == 0) read_csv(csv, c);
     remove(csv);
     remove(log);
     remove(script);
     rmdir(dir);
+    return rc;
+}
+
+/* The peer is timed case by case, not all cases at once before the table: with two
+ * threads, each quick case gets its own two calls (one per wait policy), in the table's
+ * order, and the CSV has the peer's rows for every case. */
+static void lab__peer_case_by_case(void **state)
+{
+    (void)state;
+    static char out[65536];
+    static csv_file c;
+    char calls[8][128] = {{0}};
+    int n;
+    const int rc = run_with_stand_in("--part timing --quick --threads 2", calls, 8, &n, &c, out,
+                                     sizeof out);
     if (rc != 0) fail_msg("--part timing --quick with a stand-in peer: exit %d:\n%s", rc, out);
     static const char *const want[] = {"a_3x3_64", "a_3x3_64", "f_3x3_g32", "f_3x3_g32"};
     if (n != 4) fail_msg("%d calls of the peer, expected 4 (2 cases x 2 wait policies):\n%s", n, out);
     for (int i = 0; i < 4; i++)
         if (strcmp(calls[i], want[i]) != 0)
             fail_msg("peer call %d timed '%s', expected '%s' alone", i + 1, calls[i], want[i]);
+    static const char *const passes[] = {"forward", "backward", "forward+backward"};
     for (int i = 0; i < 2; i++)
         for (int p = 0; p < 3; p++) {
-            static const char *const passes[] = {"forward", "backward", "forward+backward"};
             const int r = find_row(&c, "conv", want[2 * i], "pytorch", passes[p]);
             if (r < 0) fail_msg("no pytorch row for %s %s:\n%s", want[2 * i], passes[p], out);
             if (num(&c, r, "ms") != 4.0 || num(&c, r, "ms_min") != 3.0)
                 fail_msg("%s %s: ms %g, ms_min %g: expected the peer's 4 and 3", want[2 * i],
                          passes[p], num(&c, r, "ms"), num(&c, r, "ms_min"));
         }
+}
+
+/* The same for the other layers: one call per op (one thread: one wait policy), in the
+ * table's order, and the peer's rows for every op and pass. */
+static void lab__layers_peer_op_by_op(void **state)
+{
+    (void)state;
+    static char out[65536];
+    static csv_file c;
+    enum { OPS = sizeof want_ops / sizeof *want_ops };
+    char calls[OPS + 2][128] = {{0}};
+    int n;
+    const int rc = run_with_stand_in("--part layers --quick --threads 1", calls, OPS + 2, &n, &c,
+                                     out, sizeof out);
+    if (rc != 0) fail_msg("--part layers --quick with a stand-in peer: exit %d:\n%s", rc, out);
+    if (n != OPS) fail_msg("%d calls of the peer, expected %d (one per op):\n%s", n, (int)OPS, out);
+    for (int i = 0; i < OPS; i++) {
+        if (strcmp(calls[i], want_ops[i].name) != 0)
+            fail_msg("peer call %d timed '%s', expected '%s' alone", i + 1, calls[i],
+                     want_ops[i].name);
+        for (int p = 0; p < 2 && want_ops[i].passes[p]; p++) {
+            const int r = find_row(&c, "layer_op", want_ops[i].name, "pytorch", want_ops[i].passes[p]);
+            if (r < 0 || num(&c, r, "ms") != 4.0 || num(&c, r, "ms_min") != 3.0)
+                fail_msg("%s %s: no PyTorch row with the peer's 4 and 3 ms:\n%s", want_ops[i].name,
+                         want_ops[i].passes[p], out);
+        }
+    }
 }
 
 int main(int argc, char **argv)
@@ -315,6 +362,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(lab__bad_part),
         cmocka_unit_test(lab__layers_csv),
         cmocka_unit_test(lab__peer_case_by_case),
+        cmocka_unit_test(lab__layers_peer_op_by_op),
     };
     return cr_run_tests("ch04_lab", tests);
 }
