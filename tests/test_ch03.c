@@ -1,6 +1,7 @@
 /* test_ch03.c — suite ch03: every GEMM step equals a float64 product, and every
  * convolution built on the fast GEMM equals chapter 1. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -852,6 +853,96 @@ static void conv_grouped__strided_rows_random(void **state)
     assert_cr_ok(cr_gemm_set_kernel("auto"));
 }
 
+/* The direct kernel in passes over slices of the taps (the sums kept in y between them)
+ * gives the bits of one pass, with each direct kernel this CPU runs, in each layout, on 1
+ * and 2 threads: dense layers (kernel 1-7, 1-24 input and 1-20 output channels, across
+ * the channel blocks) and strided grouped ones, the passes of 1, 2, a channel's taps and
+ * a random count; and with AVX-512, a 7x7 layer of 64 channels at 56 x 56 takes passes
+ * where a 3x3 one does not (chapter 3's measured window rule). */
+static void conv_grouped__tap_passes_same_bits(void **state)
+{
+    (void)state;
+    static const char *const kernels[] = {"avx2", "avx512"};
+    const uint64_t seed = cr_seed_from_env();
+    for (int k = 0; k < 2; k++) {
+        if (!cr_gemm_kernel_supported(kernels[k])) {
+            printf("tap passes: kernel %s not supported by this CPU, not tested\n", kernels[k]);
+            continue;
+        }
+        assert_cr_ok(cr_gemm_set_kernel(kernels[k]));
+        cr_rng r;
+        cr_rng_seed(&r, seed + 17 + (uint64_t)k);
+        const int count = cr_test_count(120);
+        for (int i = 0; i < count; i++) {
+            cr_conv_params p;
+            int64_t n, h, w;
+            if (i % 2) {
+                random_strided_grouped(&r, &p, &n, &h, &w);
+            } else {
+                for (;;) {
+                    p = cr_conv_params_default(cr_rng_int(&r, 1, 24), cr_rng_int(&r, 1, 20),
+                                               cr_rng_int(&r, 1, 7));
+                    p.kernel_w = cr_rng_int(&r, 1, 7);
+                    p.bias = cr_rng_int(&r, 0, 1);
+                    p.pad_mode = (cr_pad_mode)cr_rng_int(&r, 0, 3);
+                    cr_conv_set_padding(&p, cr_rng_int(&r, 0, 3), cr_rng_int(&r, 0, 3));
+                    n = cr_rng_int(&r, 1, 2);
+                    h = cr_rng_int(&r, 3, 30);
+                    w = cr_rng_int(&r, 3, 61);
+                    cr_conv_shape t;
+                    if (cr_conv_shape_init(&t, &p, n, h, w) == CR_OK) break;
+                }
+            }
+            cr_conv_shape s;
+            assert_cr_ok(cr_conv_shape_init(&s, &p, n, h, w));
+            cr_tensor x, wt, b, y_ref, y;
+            cr_conv_tensors_random(&s, &r, &x, &wt, &b, &y_ref);
+            assert_cr_ok(cr_tensor_alloc(&y, 4, y_ref.shape));
+            const cr_tensor *bp = p.bias ? &b : NULL;
+            const int64_t kk = p.kernel_h * p.kernel_w, taps = s.cin_g * kk;
+            const int64_t passes[] = {1, 2, kk, cr_rng_int(&r, 1, taps)};
+            cr_test_set_threads(1 + i % 2);
+            cr_grouped_force_layout(i / 2 % 2);
+            cr_grouped_force_tap_pass(INT64_MAX);   /* one pass */
+            assert_int_equal(cr_grouped_tap_pass(&s), taps);
+            assert_cr_ok(cr_conv2d_grouped(&p, &x, &wt, bp, &y_ref));
+            for (int j = 0; j < 4; j++) {
+                cr_grouped_force_tap_pass(passes[j]);
+                cr_tensor_poison(&y);
+                assert_cr_ok(cr_conv2d_grouped(&p, &x, &wt, bp, &y));
+                if (memcmp(y.data, y_ref.data, y.numel * sizeof(float)) != 0) {
+                    char desc[512];
+                    cr_conv_params_str(&p, desc, sizeof desc);
+                    fail_msg("tap passes (%s kernel, %lld taps a pass of %lld, %d threads, layout "
+                             "%d) change the bits on case %d (CR_SEED=%llu): input %lld x %lld x "
+                             "%lld x %lld, %s", kernels[k], (long long)passes[j], (long long)taps,
+                             1 + i % 2, i / 2 % 2, i, (unsigned long long)seed, (long long)n,
+                             (long long)p.in_channels, (long long)h, (long long)w, desc);
+                }
+            }
+            cr_grouped_force_tap_pass(0);
+            cr_grouped_force_layout(-1);
+            cr_test_set_threads(1);
+            cr_tensor_free(&x); cr_tensor_free(&wt); cr_tensor_free(&b);
+            cr_tensor_free(&y_ref); cr_tensor_free(&y);
+        }
+        printf("cr_conv2d_grouped (%s kernel): %d layers give the same bits in tap passes "
+               "(seed %llu)\n", kernels[k], count, (unsigned long long)seed);
+        if (k == 1) {   /* the window rule, on the kernel it was measured with */
+            cr_conv_params p7 = cr_conv_params_default(64, 64, 7), p3 = cr_conv_params_default(64, 64, 3);
+            cr_conv_set_padding(&p7, 3, 3);
+            cr_conv_set_padding(&p3, 1, 1);
+            cr_conv_shape s7, s3;
+            assert_cr_ok(cr_conv_shape_init(&s7, &p7, 1, 56, 56));
+            assert_cr_ok(cr_conv_shape_init(&s3, &p3, 1, 56, 56));
+            assert_true(cr_grouped_tap_pass(&s7) < 64 * 49);
+            assert_int_equal(cr_grouped_tap_pass(&s7) % 49, 0);   /* whole channels */
+            assert_int_equal(cr_grouped_tap_pass(&s3), 64 * 9);
+        }
+    }
+    assert_cr_ok(cr_gemm_set_kernel("auto"));
+}
+
 /* The default and, with the portable GEMM kernel forced, the fallback path. */
 static void conv_fast__equals_direct_random(void **state)
 {
@@ -960,6 +1051,7 @@ int main(void)
         cmocka_unit_test(conv_fused__1x1_in_place_only_when_plain),
         cmocka_unit_test(conv_grouped__equals_direct_random),
         cmocka_unit_test(conv_grouped__strided_rows_random),
+        cmocka_unit_test(conv_grouped__tap_passes_same_bits),
         cmocka_unit_test(conv_fast__equals_direct_random),
         cmocka_unit_test(conv_fast__resnext_layer),
         cmocka_unit_test(conv_fused__workspace_is_packing_only),

@@ -443,6 +443,47 @@ static void grouped_tap_offsets(const cr_conv_shape *s, const grouped_geom_t *gm
             }
 }
 
+// @snippet grouped_tap_pass
+/* The kernel sweeps every flat place once per block of output channels; between two
+ * output rows it revisits the input rows of the window, Cin_g x kh rows of the copies.
+ * Where that window outgrows WINDOW_BYTES, the AVX-512 kernel ran 5-14 % slower on
+ * lab 3's 7x7 layers (64-256 channels, 2026-12-02, chapter 3) than when it sweeps
+ * the places once per slice of the input channels, their sums kept in y between the
+ * passes: each slice's window then stays near. The passes split the channels evenly;
+ * every 3x3 and 5x5 layer of the lab stays in one pass (no gain measured there). The
+ * AVX2 kernel, not measured on its machine yet, keeps one pass. */
+#define WINDOW_BYTES (96 << 10)
+static _Atomic int64_t tap_pass_forced = 0;   /* cr_grouped_force_tap_pass: 0 by the window */
+static int64_t grouped_tap_pass(const cr_conv_shape *s, const grouped_geom_t *gm,
+                                const cr_grouped_kernel *kd)
+{
+    const cr_conv_params *p = &s->p;
+    const int64_t kk = p->kernel_h * p->kernel_w, taps = s->cin_g * kk;
+    const int64_t forced = tap_pass_forced;
+    if (forced > 0) return forced < taps ? forced : taps;
+    if (kd != &grouped_avx512) return taps;
+    /* floats of one input channel's window: kh rows of its copies (all column phases, or
+     * all kw shifted copies) */
+    const int64_t row = gm->shifted ? p->kernel_w * gm->lp : p->stride_w * gm->lp;
+    const int64_t window = s->cin_g * p->kernel_h * row * (int64_t)sizeof(float);
+    if (window <= WINDOW_BYTES) return taps;
+    const int64_t passes = (window + WINDOW_BYTES - 1) / WINDOW_BYTES;
+    return (s->cin_g + passes - 1) / passes * kk;   /* whole channels a pass */
+}
+// @end grouped_tap_pass
+
+void cr_grouped_force_tap_pass(int64_t taps)
+{
+    tap_pass_forced = taps > 0 ? taps : 0;
+}
+
+int64_t cr_grouped_tap_pass(const cr_conv_shape *s)
+{
+    const cr_grouped_kernel *kd = grouped_kernel();
+    const grouped_geom_t gm = grouped_geom(s, kd->owb);
+    return grouped_tap_pass(s, &gm, kd);
+}
+
 /* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x flat, row
  * stride lp; bias already added) without the lp - Wo places between rows. */
 static void grouped_unflatten(const cr_conv_shape *s, const grouped_geom_t *gm,
@@ -462,11 +503,12 @@ static void grouped_blocks(const cr_conv_shape *s, const grouped_geom_t *gm,
                            const float *w_g, const float *b_g, float *yf, float *y_g,
                            int64_t blk0, int64_t blk1)
 {
+    const int64_t tc = grouped_tap_pass(s, gm, kd);
     if (gm->shifted) {
-        kd->fn(s, tap_off, xp, w_g, b_g, y_g, s->h_out * s->w_out, gm->flat, blk0, blk1);
+        kd->fn(s, tap_off, xp, w_g, b_g, y_g, s->h_out * s->w_out, gm->flat, blk0, blk1, tc);
         return;
     }
-    kd->fn(s, tap_off, xp, w_g, b_g, yf, gm->flat, gm->flat, blk0, blk1);
+    kd->fn(s, tap_off, xp, w_g, b_g, yf, gm->flat, gm->flat, blk0, blk1, tc);
     const int64_t c1 = blk1 * kd->cob < s->cout_g ? blk1 * kd->cob : s->cout_g;
     grouped_unflatten(s, gm, yf, y_g, blk0 * kd->cob, c1);
 }

@@ -151,15 +151,24 @@ extern "C" {
  * channel o reading tap t = (c*kh + r)*kw + q at xp[f + tap_off[t]] with weight
  * w_g[o][t] (w_g: Cout_g x Cin_g x kh x kw). The caller's layout of xp makes place f an
  * output (conv_gemm.c: grouped_geom_t). Only the output channels of channel blocks
- * [blk0, blk1) are computed. */
+ * [blk0, blk1) are computed, each in passes of tc >= 1 taps over all places (the sums
+ * kept in y between passes, in the same order as one pass: the same bits). */
 typedef void (*cr_grouped_fn)(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
                               const float *w_g, const float *b_g, float *y, int64_t ystride,
-                              int64_t flat, int64_t blk0, int64_t blk1);
+                              int64_t flat, int64_t blk0, int64_t blk1, int64_t tc);
 
 /* For tests and the lab: the direct convolution's input layout, 0 one padded copy split
  * by column phases, 1 shifted copies per kernel column, anything else (-1) the one its
  * cost model picks per shape (the default). Not thread-safe against running convolutions. */
 void cr_grouped_force_layout(int layout);
+
+/* For tests and the lab: the direct kernel's taps a pass (>= 1), or anything else (0) the
+ * one grouped_tap_pass picks per shape (the default). Not thread-safe against running
+ * convolutions. */
+void cr_grouped_force_tap_pass(int64_t taps);
+
+/* The taps a pass cr_conv2d_grouped's kernel takes for shape s (all of them: one pass). */
+int64_t cr_grouped_tap_pass(const cr_conv_shape *s);
 
 /* The layout cr_conv2d_grouped takes for shape s ("phases" or "shifted"): the forced one
  * while a layout is forced, else the cost model's. Call only where the CPU has AVX2. */
@@ -175,11 +184,11 @@ typedef struct {
 /* cr_grouped_fn with AVX2: 4 channels x 24 outputs in 12 ymm. */
 void cr_grouped_conv_avx2(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
                           const float *w_g, const float *b_g, float *y, int64_t ystride,
-                          int64_t flat, int64_t blk0, int64_t blk1);
+                          int64_t flat, int64_t blk0, int64_t blk1, int64_t tc);
 /* cr_grouped_fn with AVX-512: 8 channels x 48 outputs in 24 zmm. */
 void cr_grouped_conv_avx512(const cr_conv_shape *s, const int64_t *tap_off, const float *xp,
                             const float *w_g, const float *b_g, float *y, int64_t ystride,
-                            int64_t flat, int64_t blk0, int64_t blk1);
+                            int64_t flat, int64_t blk0, int64_t blk1, int64_t tc);
 
 #ifdef __cplusplus
 }
