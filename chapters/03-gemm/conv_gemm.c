@@ -446,12 +446,12 @@ static void grouped_tap_offsets(const cr_conv_shape *s, const grouped_geom_t *gm
 // @snippet grouped_tap_pass
 /* The kernel sweeps every flat place once per block of output channels; between two
  * output rows it revisits the input rows of the window, Cin_g x kh rows of the copies.
- * Where that window outgrows WINDOW_BYTES, the AVX-512 kernel ran 5-14 % slower on
- * lab 3's 7x7 layers (64-256 channels, 2026-12-02, chapter 3) than when it sweeps
- * the places once per slice of the input channels, their sums kept in y between the
- * passes: each slice's window then stays near. The passes split the channels evenly;
- * every 3x3 and 5x5 layer of the lab stays in one pass (no gain measured there). The
- * AVX2 kernel, not measured on its machine yet, keeps one pass. */
+ * Where that window outgrows WINDOW_BYTES (lab 4's 7x7 layers of 64-256 channels), the
+ * AVX-512 kernel ran 4-13 % faster at batch 1 (1-4 % at batch 8) when it sweeps the
+ * places once per slice of the input channels, their sums kept in y between the passes
+ * (Zen 5, 2026-12-02, chapter 3). The passes split the channels evenly; every 3x3 and
+ * 5x5 layer of the labs stays in one pass (no gain measured there). The AVX2 kernel,
+ * not measured on an AVX2-only machine yet, keeps one pass. */
 #define WINDOW_BYTES (96 << 10)
 static _Atomic int64_t tap_pass_forced = 0;   /* cr_grouped_force_tap_pass: 0 by the window */
 static int64_t grouped_tap_pass(const cr_conv_shape *s, const grouped_geom_t *gm,

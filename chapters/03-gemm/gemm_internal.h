@@ -167,7 +167,7 @@ void cr_grouped_force_layout(int layout);
  * convolutions. */
 void cr_grouped_force_tap_pass(int64_t taps);
 
-/* The taps a pass cr_conv2d_grouped's kernel takes for shape s (all of them: one pass). */
+/* The taps a pass cr_conv2d_grouped's kernel takes for shape s (Cin_g*kh*kw: one pass). */
 int64_t cr_grouped_tap_pass(const cr_conv_shape *s);
 
 /* The layout cr_conv2d_grouped takes for shape s ("phases" or "shifted"): the forced one
