@@ -640,6 +640,7 @@ static void pack_pixel_major(const void *ctx, int64_t r0, int64_t rows, int64_t 
     }
 }
 
+// @snippet pack_dy_planes
 /* Ab (Mg x kc as MR-row panels: panel q holds depth k's MR values side by side at
  * q*MR*kc + k*MR) = rows [0, Mg) of an image's dY_g (Mg planes of P pixels, channel-major
  * as NCHW holds them, at dy) over pixels [p0, p0 + kc): each panel an MR x kc block
@@ -651,6 +652,7 @@ static void pack_dy_planes(const float *dy, int64_t P, int64_t Mg, int64_t p0, i
     for (int64_t q0 = 0; q0 < Mg; q0 += MR)
         transpose_tiles(MR, kc, dy + q0 * P + p0, P, Ab + q0 * kc, MR);
 }
+// @end pack_dy_planes
 
 /* How dW's GEMMs share the threads (see grad_weight_implicit): 1 when the groups are
  * shared (one GEMM per thread at a time), else the number of depth ranges (one partial dW
