@@ -286,12 +286,17 @@ static int64_t grouped_copy_floats(const cr_conv_shape *s, int shifted)
  * both), and copy kw times as much. A copied float costs about as much as COPY_FLOPS
  * flops of the kernel while the shifted copies fit in the 1 MiB L2 (COPY_NEAR_BYTES),
  * and COPY_FLOPS_FAR beyond it, where the kernel streams them from farther once per
- * block of output channels (measured on lab 3's machine, 2026-12-01: see chapter 3).
+ * block of output channels (measured on lab 3's machine, 2026-12-01: see chapter 3),
+ * and COPY_FLOPS_DRAM beyond COPY_DRAM_BYTES, half a 32 MiB L3: 256->64 at 56 x 56 with
+ * a 7x7 kernel (24.9 MB of shifted copies, the backward's dX of lab 4's e_1x1) ran
+ * 28 % slower shifted on one thread and 2.7 times slower on two (Zen 5, 2026-12-02).
  * Grouped layers keep the phases: with 32 channels a group the model under-prices the
  * copies (1024 channels in 32 groups at 12 x 15: 56 against 71 GFLOP/s shifted). */
 #define COPY_FLOPS 16
 #define COPY_FLOPS_FAR 64
 #define COPY_NEAR_BYTES (1 << 20)
+#define COPY_FLOPS_DRAM 512
+#define COPY_DRAM_BYTES (16 << 20)
 static _Atomic int layout_forced = -1;   /* cr_grouped_force_layout: -1 by the cost */
 static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
 {
@@ -306,8 +311,10 @@ static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
     const int64_t phase_places = (Ho * lp - (lp - Wo) + vec - 1) / vec * vec;
     const int64_t shifted_places = (Ho * Wo + vec - 1) / vec * vec;
     const int64_t shifted_floats = grouped_copy_floats(s, 1);
-    const double per_float = shifted_floats * (int64_t)sizeof(float) <= COPY_NEAR_BYTES
-                                 ? COPY_FLOPS : COPY_FLOPS_FAR;
+    const int64_t shifted_bytes = shifted_floats * (int64_t)sizeof(float);
+    const double per_float = shifted_bytes <= COPY_NEAR_BYTES   ? COPY_FLOPS
+                             : shifted_bytes <= COPY_DRAM_BYTES ? COPY_FLOPS_FAR
+                                                                : COPY_FLOPS_DRAM;
     const double saved = 2.0 * (double)taps * (double)s->cout_g *
                          (double)(phase_places - shifted_places);
     const double extra = per_float * (double)(shifted_floats - grouped_copy_floats(s, 0));
