@@ -288,8 +288,9 @@ static int64_t grouped_copy_floats(const cr_conv_shape *s, int shifted)
  * and COPY_FLOPS_FAR beyond it, where the kernel streams them from farther once per
  * block of output channels (measured on lab 3's machine, 2026-12-01: see chapter 3),
  * and COPY_FLOPS_DRAM beyond COPY_DRAM_BYTES, half a 32 MiB L3: 256->64 at 56 x 56 with
- * a 7x7 kernel (24.9 MB of shifted copies, the backward's dX of lab 4's e_1x1) ran
- * 28 % slower shifted on one thread and 2.7 times slower on two (Zen 5, 2026-12-02).
+ * a 7x7 kernel (24.9 MB of shifted copies, the backward's dX of lab 4's e_1x1) took
+ * 1.4 times as long shifted on one thread and 2.8 times on two (medians of 8 processes,
+ * Zen 5, 2026-12-02).
  * Grouped layers keep the phases: with 32 channels a group the model under-prices the
  * copies (1024 channels in 32 groups at 12 x 15: 56 against 71 GFLOP/s shifted). */
 #define COPY_FLOPS 16
