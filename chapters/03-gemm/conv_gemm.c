@@ -266,7 +266,7 @@ typedef struct {
     int64_t plane;      /* floats of one copy: sh*hq*lp per (c, q) shifted, sh*sw*hq*lp per c */
     int64_t flat;       /* flat output places: Ho * lp - (lp - Wo), the last row's tail off */
     int64_t in_floats;  /* floats of the copies, zero tail included */
-    int64_t out_floats; /* floats of the flat output: Cout_g x flat (phases), 0 (shifted: y) */
+    int64_t out_floats; /* floats of one block's flat output: cob x flat (phases), 0 (shifted) */
 } grouped_geom_t;
 
 /* Floats a layout copies for one image's group of shape s (shifted or phases). */
@@ -284,22 +284,24 @@ static int64_t grouped_copy_floats(const cr_conv_shape *s, int shifted)
  * layout computes and drops, (lp - Wo) between output rows, each costing 2 Cin_g kh kw
  * flops per output channel (the kernel computes whole vectors of owb / 3 places in
  * both), and copy kw times as much. A copied float costs about as much as COPY_FLOPS
- * flops of the kernel while the shifted copies fit in the 1 MiB L2 (COPY_NEAR_BYTES),
- * and COPY_FLOPS_FAR beyond it, where the kernel streams them from farther once per
- * block of output channels (measured on lab 3's machine, 2026-12-01: see chapter 3),
- * and COPY_FLOPS_DRAM beyond COPY_DRAM_BYTES, half a 32 MiB L3: 256->64 at 56 x 56 with
- * a 7x7 kernel (24.9 MB of shifted copies, the backward's dX of lab 4's e_1x1) took
- * 1.4 times as long shifted on one thread and 2.8 times on two (medians of 8 processes,
- * Zen 5, 2026-12-02).
+ * flops of the kernel while the shifted copies fit in the 1 MiB L2 (COPY_NEAR_BYTES).
+ * Beyond it the kernel streams the copies from the L3 once per block of cob output
+ * channels, so a copied float costs COPY_FLOPS_STREAM flops per block on one thread and
+ * COPY_FLOPS_STREAM_SHARED with more threads streaming at once (both layouts forced on 24
+ * shapes, Zen 5 VM, 2026-12-02: see chapter 3). Beyond COPY_DRAM_BYTES, half a 32 MiB
+ * L3, at least COPY_FLOPS_DRAM: 256->64 at 56 x 56 with a 7x7 kernel (24.9 MB of shifted
+ * copies, the backward's dX of lab 4's e_1x1) took 1.4 times as long shifted on one
+ * thread and 2.8 times on two (medians of 8 processes, Zen 5, 2026-12-02).
  * Grouped layers keep the phases: with 32 channels a group the model under-prices the
  * copies (1024 channels in 32 groups at 12 x 15: 56 against 71 GFLOP/s shifted). */
 #define COPY_FLOPS 16
-#define COPY_FLOPS_FAR 64
 #define COPY_NEAR_BYTES (1 << 20)
+#define COPY_FLOPS_STREAM 16
+#define COPY_FLOPS_STREAM_SHARED 32
 #define COPY_FLOPS_DRAM 512
 #define COPY_DRAM_BYTES (16 << 20)
 static _Atomic int layout_forced = -1;   /* cr_grouped_force_layout: -1 by the cost */
-static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
+static int grouped_shifted(const cr_conv_shape *s, int64_t owb, int64_t cob)
 {
     const int forced = layout_forced;
     if (forced >= 0) return forced;
@@ -313,8 +315,13 @@ static int grouped_shifted(const cr_conv_shape *s, int64_t owb)
     const int64_t shifted_places = (Ho * Wo + vec - 1) / vec * vec;
     const int64_t shifted_floats = grouped_copy_floats(s, 1);
     const int64_t shifted_bytes = shifted_floats * (int64_t)sizeof(float);
+    const int64_t blocks = (s->cout_g + cob - 1) / cob;
+    const double stream = (double)blocks * (cr_gemm_threads_available() > 1
+                                                ? COPY_FLOPS_STREAM_SHARED
+                                                : COPY_FLOPS_STREAM);
     const double per_float = shifted_bytes <= COPY_NEAR_BYTES   ? COPY_FLOPS
-                             : shifted_bytes <= COPY_DRAM_BYTES ? COPY_FLOPS_FAR
+                             : shifted_bytes <= COPY_DRAM_BYTES ? stream
+                             : stream > COPY_FLOPS_DRAM         ? stream
                                                                 : COPY_FLOPS_DRAM;
     const double saved = 2.0 * (double)taps * (double)s->cout_g *
                          (double)(phase_places - shifted_places);
@@ -330,16 +337,16 @@ void cr_grouped_force_layout(int layout)
 
 const char *cr_grouped_layout_name(const cr_conv_shape *s)
 {
-    return grouped_shifted(s, grouped_kernel()->owb) ? "shifted" : "phases";
+    return grouped_shifted(s, grouped_kernel()->owb, grouped_kernel()->cob) ? "shifted" : "phases";
 }
 
-/* The layout's geometry for shape s and a kernel of column block owb. */
-static grouped_geom_t grouped_geom(const cr_conv_shape *s, int64_t owb)
+/* The layout's geometry for shape s and a kernel of column block owb, channel block cob. */
+static grouped_geom_t grouped_geom(const cr_conv_shape *s, int64_t owb, int64_t cob)
 {
     const cr_conv_params *p = &s->p;
     const int64_t sh = p->stride_h, sw = p->stride_w;
     grouped_geom_t g;
-    g.shifted = grouped_shifted(s, owb);
+    g.shifted = grouped_shifted(s, owb, cob);
     g.hp = s->h_in + p->pad_top + p->pad_bottom;
     g.hq = (g.hp + sh - 1) / sh;
     /* phases: every column a valid output reads, (ow*sw + q*dil) / sw, lies below lp */
@@ -348,13 +355,15 @@ static grouped_geom_t grouped_geom(const cr_conv_shape *s, int64_t owb)
     g.flat = s->h_out * g.lp - (g.lp - s->w_out);
     /* zeros after the last copy: the last block reads up to a block past the flat places */
     g.in_floats = grouped_copy_floats(s, g.shifted) + g.lp + owb;
-    g.out_floats = g.shifted ? 0 : s->cout_g * g.flat;
+    /* the phases' flat output is staged one block of channels at a time, in a buffer of
+     * the thread's own that stays in L2 while it is copied out (see grouped_blocks) */
+    g.out_floats = g.shifted ? 0 : (cob < s->cout_g ? cob : s->cout_g) * g.flat;
     return g;
 }
 
 size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s)
 {
-    const grouped_geom_t g = grouped_geom(s, grouped_kernel()->owb);
+    const grouped_geom_t g = grouped_geom(s, grouped_kernel()->owb, grouped_kernel()->cob);
     return (size_t)(g.in_floats + g.out_floats) * sizeof(float);
 }
 
@@ -488,24 +497,26 @@ void cr_grouped_force_tap_pass(int64_t taps)
 int64_t cr_grouped_tap_pass(const cr_conv_shape *s)
 {
     const cr_grouped_kernel *kd = grouped_kernel();
-    const grouped_geom_t gm = grouped_geom(s, kd->owb);
+    const grouped_geom_t gm = grouped_geom(s, kd->owb, kd->cob);
     return grouped_tap_pass(s, &gm, kd);
 }
 
-/* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf (Cout_g x flat, row
- * stride lp; bias already added) without the lp - Wo places between rows. */
+/* Channels [c0, c1) of y_g (Cout_g x Ho x Wo) = the flat result yf of those channels
+ * ((c1 - c0) x flat, row stride lp; bias already added) without the lp - Wo places
+ * between rows. */
 static void grouped_unflatten(const cr_conv_shape *s, const grouped_geom_t *gm,
                               const float *yf, float *y_g, int64_t c0, int64_t c1)
 {
     const int64_t Ho = s->h_out, Wo = s->w_out;
     for (int64_t co = c0; co < c1; co++)
         for (int64_t oh = 0; oh < Ho; oh++)
-            memcpy(y_g + (co * Ho + oh) * Wo, yf + co * gm->flat + oh * gm->lp,
+            memcpy(y_g + (co * Ho + oh) * Wo, yf + (co - c0) * gm->flat + oh * gm->lp,
                    (size_t)Wo * sizeof(float));
 }
 
 /* Output-channel blocks [blk0, blk1) of one (image, group): with shifted copies straight
- * into y_g, else into the flat buffer yf and then y_g's rows. */
+ * into y_g, else one block at a time into the thread's staging buffer yf (cob x flat,
+ * in L2 while it is copied out) and then y_g's rows. */
 static void grouped_blocks(const cr_conv_shape *s, const grouped_geom_t *gm,
                            const cr_grouped_kernel *kd, const int64_t *tap_off, const float *xp,
                            const float *w_g, const float *b_g, float *yf, float *y_g,
@@ -516,9 +527,15 @@ static void grouped_blocks(const cr_conv_shape *s, const grouped_geom_t *gm,
         kd->fn(s, tap_off, xp, w_g, b_g, y_g, s->h_out * s->w_out, gm->flat, blk0, blk1, tc);
         return;
     }
-    kd->fn(s, tap_off, xp, w_g, b_g, yf, gm->flat, gm->flat, blk0, blk1, tc);
-    const int64_t c1 = blk1 * kd->cob < s->cout_g ? blk1 * kd->cob : s->cout_g;
-    grouped_unflatten(s, gm, yf, y_g, blk0 * kd->cob, c1);
+    const int64_t taps = cr_im2col_rows(s);
+    for (int64_t c0 = blk0 * kd->cob; c0 < s->cout_g && c0 < blk1 * kd->cob; c0 += kd->cob) {
+        const int64_t c1 = c0 + kd->cob < s->cout_g ? c0 + kd->cob : s->cout_g;
+        cr_conv_shape sb = *s;   /* the kernel sees this block's channels as its only block */
+        sb.cout_g = c1 - c0;
+        kd->fn(&sb, tap_off, xp, w_g + c0 * taps, b_g ? b_g + c0 : NULL, yf, gm->flat, gm->flat,
+               0, 1, tc);
+        grouped_unflatten(s, gm, yf, y_g, c0, c1);
+    }
 }
 
 // @snippet conv_grouped
@@ -530,7 +547,7 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     if (st) return st;
     if (!cr_cpu_has_avx2()) return cr_conv2d_fused(p, x, w, b, y);
     const cr_grouped_kernel *kd = grouped_kernel();
-    const grouped_geom_t gm = grouped_geom(&s, kd->owb);
+    const grouped_geom_t gm = grouped_geom(&s, kd->owb, kd->cob);
     const size_t ws = cr_conv2d_grouped_workspace_bytes(&s);
     const int64_t H = s.h_in, W = s.w_in, plane = s.h_out * s.w_out, KK = cr_im2col_rows(&s);
     const int64_t cols = p->stride_w * gm.lp + W + p->pad_left + p->pad_right;
@@ -543,16 +560,22 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
     /* many (image, group) pairs: one pair per thread at a time; few (a dense layer, batch
      * 1): all threads on one pair, sharing its output-channel blocks */
     const int shared = pairs < 2 * (int64_t)cr_gemm_threads_available();
-    float *xs = shared ? cr_aligned_alloc(ws) : NULL;
+    const size_t in_bytes = (size_t)gm.in_floats * sizeof(float);
+    float *xs = shared ? cr_aligned_alloc(in_bytes) : NULL;
     if (shared && !xs) {
         free(col_map);
-        return cr_fail(CR_ENOMEM, "grouped convolution: %zu bytes", ws);
+        return cr_fail(CR_ENOMEM, "grouped convolution: %zu bytes", in_bytes);
     }
     int oom = 0;
 #pragma omp parallel reduction(|| : oom)
     {
-        float *xp = shared ? xs : cr_aligned_alloc(ws);   /* copies (+ flat output) */
-        if (!xp) oom = 1;
+        /* the copies (shared: one for all threads) and the thread's own staging block */
+        const size_t own_bytes = shared ? ws - in_bytes : ws;
+        float *own = own_bytes ? cr_aligned_alloc(own_bytes) : NULL;
+        float *xp = shared ? xs : own;
+        float *yf = shared ? own : own ? own + gm.in_floats : NULL;
+        const int ready = !own_bytes || own;   /* (each thread still meets every barrier) */
+        if (!ready) oom = 1;
         for (int64_t i = 0; i < (shared ? pairs : 0); i++) {   /* pairs in turn, together */
             const int64_t n = i / p->groups, g = i % p->groups;
             float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
@@ -563,24 +586,25 @@ cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const c
             /* (implicit barrier: the copies are complete) */
 #pragma omp for schedule(static)
             for (int64_t blk = 0; blk < blocks; blk++)   /* a block and its own rows of y */
-                grouped_blocks(&s, &gm, kd, tap_off, xp, w->data + g * s.cout_g * KK, b_g,
-                               xp + gm.in_floats, y_g, blk, blk + 1);
+                if (ready)
+                    grouped_blocks(&s, &gm, kd, tap_off, xp, w->data + g * s.cout_g * KK, b_g,
+                                   yf, y_g, blk, blk + 1);
             /* (implicit barrier: xp is free for the next pair) */
         }
         if (!shared) {   /* (a worksharing loop with no work still waits at its end) */
 #pragma omp for collapse(2) schedule(static)
         for (int64_t n = 0; n < s.batch; n++)
             for (int64_t g = 0; g < p->groups; g++) {
-                if (!xp) continue;
+                if (!ready) continue;
                 float *y_g = y->data + (n * p->out_channels + g * s.cout_g) * plane;
                 const float *b_g = b ? b->data + g * s.cout_g : NULL;
                 grouped_pad(&s, &gm, col_map, x->data + (n * p->in_channels + g * s.cin_g) * H * W,
                             xp, 0, s.cin_g);
                 grouped_blocks(&s, &gm, kd, tap_off, xp, w->data + g * s.cout_g * KK, b_g,
-                               xp + gm.in_floats, y_g, 0, blocks);
+                               yf, y_g, 0, blocks);
             }
-            cr_aligned_free(xp);
         }
+        cr_aligned_free(own);
     }
     cr_aligned_free(xs);
     free(col_map);
@@ -617,9 +641,11 @@ size_t cr_conv2d_fast_peak_bytes(const cr_conv_shape *s)
     const cr_gemm_kernel *kd = cr_gemm_kernel_for(cr_gemm_active_kernel(), M);
     if (strcmp(path, "grouped") == 0) {   /* as cr_conv2d_grouped allocates */
         const int shared = s->batch * s->p.groups < 2 * (int64_t)T;
-        const grouped_geom_t gm = grouped_geom(s, grouped_kernel()->owb);
+        const grouped_geom_t gm = grouped_geom(s, grouped_kernel()->owb, grouped_kernel()->cob);
         const int64_t cols = s->p.stride_w * gm.lp + s->w_in + s->p.pad_left + s->p.pad_right;
-        return (shared ? 1 : T) * cr_conv2d_grouped_workspace_bytes(s) +
+        const size_t ws = cr_conv2d_grouped_workspace_bytes(s);
+        const size_t in_bytes = (size_t)gm.in_floats * sizeof(float);
+        return (shared ? in_bytes + T * (ws - in_bytes) : T * ws) +   /* staging per thread */
                (size_t)(cols + K) * sizeof(int64_t);
     }
     const size_t col = strcmp(path, "gemm") == 0 ? cr_im2col_workspace_bytes(s) : 0;

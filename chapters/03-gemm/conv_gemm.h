@@ -40,7 +40,8 @@ size_t cr_conv2d_fused_workspace_bytes(const cr_conv_shape *s);
  * input. Runs cr_conv2d_fused on a CPU without AVX2. */
 cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
                             const cr_tensor *b, cr_tensor *y);
-/* Bytes of workspace cr_conv2d_grouped uses per thread: one group's padded input copy. */
+/* Bytes of workspace cr_conv2d_grouped uses per thread: one group's padded input copies and
+ * (phases layout) one block of output channels' flat output. */
 size_t cr_conv2d_grouped_workspace_bytes(const cr_conv_shape *s);
 
 /* The chapter's default: the fastest of the paths above for this shape (see
