@@ -514,6 +514,7 @@ static void grouped_unflatten(const cr_conv_shape *s, const grouped_geom_t *gm,
                    (size_t)Wo * sizeof(float));
 }
 
+// @snippet grouped_blocks
 /* Output-channel blocks [blk0, blk1) of one (image, group): with shifted copies straight
  * into y_g, else one block at a time into the thread's staging buffer yf (cob x flat,
  * in L2 while it is copied out) and then y_g's rows. */
@@ -537,6 +538,7 @@ static void grouped_blocks(const cr_conv_shape *s, const grouped_geom_t *gm,
         grouped_unflatten(s, gm, yf, y_g, c0, c1);
     }
 }
+// @end grouped_blocks
 
 // @snippet conv_grouped
 cr_status cr_conv2d_grouped(const cr_conv_params *p, const cr_tensor *x, const cr_tensor *w,
